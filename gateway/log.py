@@ -1,0 +1,85 @@
+"""Structured logging: JSON lines in production, readable console output in a terminal.
+
+Every secret the gateway loads is registered here and scrubbed from every log line, whatever
+code path tried to log it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_secrets: set[str] = set()
+_MIN_SECRET_LEN = 6
+
+
+def register_secret(value: str | None) -> None:
+    """Never let ``value`` appear in a log line."""
+    if value and len(value) >= _MIN_SECRET_LEN:
+        _secrets.add(value)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _secrets:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub(v) for v in value)
+    if isinstance(value, BaseException):
+        return _scrub(repr(value))
+    return value
+
+
+def scrub_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _secrets:
+        for key, value in event.items():
+            event[key] = _scrub(value)
+    return event
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure(level: str | None = None, json_output: bool | None = None, stream: Any = None) -> None:
+    """Configure structlog. ``GATEWAY_LOG_LEVEL`` and ``GATEWAY_LOG_FORMAT`` (json|console) apply
+    when the arguments are not given."""
+    level_name = (level or os.environ.get("GATEWAY_LOG_LEVEL") or "info").lower()
+    stream = stream or sys.stderr
+    if json_output is None:
+        fmt = os.environ.get("GATEWAY_LOG_FORMAT", "").lower()
+        json_output = fmt == "json" or (fmt != "console" and not stream.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_output
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            scrub_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level_name, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str, **bound: Any) -> Any:
+    """A logger whose lines carry ``component=name`` and the given fields.
+
+    It stays lazy: each line uses the configuration current when it is written, so module-level
+    loggers follow a later :func:`configure`."""
+    return structlog.get_logger(component=name, **bound)
