@@ -1,0 +1,1289 @@
+"""config.yaml -> typed, validated gateway configuration.
+
+The file is read in four steps:
+
+1. YAML is composed into nodes (not loaded straight into Python objects), so that every key path
+   keeps the line it was written on and duplicate keys can be reported.
+2. Secrets are checked: ``voicelive.api_key``, ``twilio.auth_token`` and ``acs.connection_string``
+   may only name an environment variable (``${VAR}`` or ``${VAR:-}``), never hold a literal value.
+3. ``${VAR}``, ``${VAR:-default}`` and ``$$`` are expanded in every string value.
+4. The result is validated by the pydantic models below. Every problem found, whatever step found
+   it, is reported at once as one line ``<file>:<line>: <key.path>: <what was expected> (got ...)``.
+
+Empty values: a setting that is empty (``""``, or empty after expansion) or YAML null counts as
+"not set" and takes its default. The one exception is ``turn_detection``, where null (like the
+string ``none``) means "no turn detection".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import types
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "DEFAULT_TOKEN_SCOPE",
+    "OPENAI_VOICES",
+    "AcsSettings",
+    "AgentRef",
+    "AzureCustomVoice",
+    "AzurePersonalVoice",
+    "AzureSemanticVad",
+    "AzureSemanticVadEn",
+    "AzureSemanticVadMultilingual",
+    "AzureStandardVoice",
+    "BargeIn",
+    "ConfigError",
+    "EndOfUtteranceDetection",
+    "GatewayConfig",
+    "GatewaySettings",
+    "Greeting",
+    "InputTranscription",
+    "OpenAIVoice",
+    "Profile",
+    "Routes",
+    "SemanticVad",
+    "ServerVad",
+    "TurnDetection",
+    "TurnDetectionOff",
+    "TwilioSettings",
+    "Voice",
+    "VoiceLiveSettings",
+    "describe",
+    "load_config",
+    "normalize_number",
+    "parse_config",
+]
+
+DEFAULT_API_VERSION = "2026-07-15"
+DEFAULT_TOKEN_SCOPE = "https://ai.azure.com/.default"
+
+OpenAIVoiceName = Literal[
+    "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"
+]
+OPENAI_VOICES: tuple[str, ...] = get_args(OpenAIVoiceName)
+VOICE_TYPES = ("azure-standard", "azure-custom", "azure-personal", "openai")
+TURN_DETECTION_TYPES = (
+    "server_vad",
+    "azure_semantic_vad",
+    "azure_semantic_vad_en",
+    "azure_semantic_vad_multilingual",
+    "semantic_vad",
+    "none",
+)
+NoiseSuppression = Literal["azure_deep_noise_suppression", "near_field", "far_field"]
+NOISE_SUPPRESSION_TYPES: tuple[str, ...] = get_args(NoiseSuppression)
+TranscriptionModel = Literal[
+    "azure-speech",
+    "mai-transcribe",
+    "mai-transcribe-2",
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-4o-transcribe-diarize",
+]
+PersonalVoiceModel = Literal[
+    "DragonLatestNeural", "DragonHDOmniLatestNeural", "PhoenixLatestNeural", "PhoenixV2Neural", "MAI-Voice-1"
+]
+
+SECRET_PATHS: tuple[tuple[str, str], ...] = (
+    ("voicelive", "api_key"),
+    ("twilio", "auth_token"),
+    ("acs", "connection_string"),
+)
+
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_E164 = re.compile(r"\+[0-9]{8,15}")
+_NUMBER_PUNCTUATION = re.compile(r"[\s\-.()]")
+_URL = re.compile(r"(?:https|http|wss|ws)://[^\s/?#]+\S*")
+_SECRET_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-)?\}")
+_ENV_REF = re.compile(
+    r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<default>:-[^}]*)?\}|(?P<bad>\{))"
+)
+
+
+class ConfigError(Exception):
+    """config.yaml is unusable. ``str(err)`` is one line per problem; ``problems`` holds the lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers. Errors raised here carry the ops-facing message directly.
+
+
+def _fail(message: str, sub: str | None = None, show_got: bool = True) -> PydanticCustomError:
+    """An error whose message is shown as is. ``sub`` names a key below the failing one."""
+    ctx: dict[str, Any] = {"m": message, "show_got": show_got}
+    if sub is not None:
+        ctx["sub"] = sub
+    return PydanticCustomError("gateway", "{m}", ctx)
+
+
+def _fmt_num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise _fail("expected a number")
+    return value
+
+
+def _whole_number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise _fail("expected a whole number")
+    return value
+
+
+def _between(lo: float, hi: float) -> Callable[[float], float]:
+    def check(value: float) -> float:
+        if not lo <= value <= hi:
+            raise _fail(f"expected a number between {_fmt_num(lo)} and {_fmt_num(hi)}")
+        return value
+
+    return check
+
+
+def _positive(value: float) -> float:
+    if not value > 0 or math.isinf(value):
+        raise _fail("expected a number greater than 0")
+    return value
+
+
+def _not_negative(value: int) -> int:
+    if value < 0:
+        raise _fail("expected a whole number, 0 or more")
+    return value
+
+
+def _url(value: str) -> str:
+    if not _URL.fullmatch(value):
+        raise _fail("expected a URL starting with https://, http://, wss:// or ws://")
+    return value.rstrip("/")
+
+
+def _prosody(value: Any) -> Any:
+    """SSML prosody values are text on the wire ("1.05", "+10%"); YAML numbers become text."""
+    if isinstance(value, bool):
+        raise _fail("expected text or a number, such as 1.05 or +10%")
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+Text = Annotated[str, Field(min_length=1)]
+Unit = Annotated[float, BeforeValidator(_number), AfterValidator(_between(0, 1))]
+Milliseconds = Annotated[int, BeforeValidator(_whole_number), AfterValidator(_not_negative)]
+Prosody = Annotated[str, BeforeValidator(_prosody)]
+Url = Annotated[str, AfterValidator(_url)]
+
+
+def normalize_number(number: str) -> str:
+    """Drop spaces, dashes, dots and parentheses: ``"+1 (415) 555-0100"`` -> ``"+14155550100"``."""
+    return _NUMBER_PUNCTUATION.sub("", number)
+
+
+def _get(data: Any, key: str) -> Any:
+    """A field of raw input that may be a mapping or an already-built model."""
+    if isinstance(data, Mapping):
+        return data.get(key)
+    return getattr(data, key, None)
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+Rule = tuple[tuple[str | int, ...], str, bool]  # (location below the model, message, show the value)
+
+
+class _Model(BaseModel):
+    """Frozen, unknown keys rejected, empty values treated as unset, cross-field rules that are
+    reported together with the field errors (not instead of them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    _keep_null: ClassVar[frozenset[str]] = frozenset()
+    _hidden: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        drop = [
+            key
+            for key, value in data.items()
+            if key in cls.model_fields
+            and not cls.model_fields[key].is_required()
+            and (value == "" or (value is None and key not in cls._keep_null))
+        ]
+        if drop:
+            data = {k: v for k, v in data.items() if k not in drop}
+        return data
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        return []
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _validate_all(cls, data: Any, handler: Any) -> Any:
+        if not isinstance(data, dict):
+            return handler(data)
+        broken = cls._rules(data)
+        data = cls._prepare(data)
+        try:
+            model = handler(data)
+        except ValidationError as exc:
+            raise _combine(cls.__name__, exc.errors(), broken, data) from None
+        if broken:
+            raise _combine(cls.__name__, [], broken, data)
+        return model
+
+
+def _combine(title: str, errors: list[Any], rules: list[Rule], data: dict[str, Any]) -> ValidationError:
+    details: list[InitErrorDetails] = []
+    for err in errors:
+        ctx = dict(err.get("ctx") or {})
+        ctx.setdefault("m", err["msg"])
+        details.append(
+            {"type": PydanticCustomError(err["type"], "{m}", ctx), "loc": err["loc"], "input": err["input"]}
+        )
+    for loc, message, show_got in rules:
+        details.append({"type": _fail(message, show_got=show_got), "loc": loc, "input": data})
+    return ValidationError.from_exception_data(title, details)
+
+
+# --------------------------------------------------------------------------------------------
+# Voices
+
+
+class _AzureVoiceFields(_Model):
+    name: Text
+    temperature: Unit | None = None
+    locale: Text | None = None
+    style: Text | None = None
+    pitch: Prosody | None = None
+    rate: Prosody | None = None
+    volume: Prosody | None = None
+    custom_lexicon_url: Text | None = None
+    custom_text_normalization_url: Text | None = None
+    prefer_locales: list[Text] | None = None
+
+
+class OpenAIVoice(_Model):
+    type: Literal["openai"] = "openai"
+    name: OpenAIVoiceName
+
+
+class AzureStandardVoice(_AzureVoiceFields):
+    type: Literal["azure-standard"] = "azure-standard"
+
+
+class AzureCustomVoice(_AzureVoiceFields):
+    type: Literal["azure-custom"] = "azure-custom"
+    endpoint_id: Text
+
+
+class AzurePersonalVoice(_AzureVoiceFields):
+    type: Literal["azure-personal"] = "azure-personal"
+    model: PersonalVoiceModel
+
+
+def _type_tag(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "voice-name"
+    tag = _get(value, "type")
+    return tag if isinstance(tag, str) else None
+
+
+def _typed_mapping(value: Any, allowed: tuple[str, ...]) -> None:
+    """Check the ``type`` key of a mapping so that the error names ``<key>.type``."""
+    tag = value.get("type")
+    if not _is_set(tag):
+        raise _fail(
+            f"required key missing (expected one of {', '.join(allowed)})", sub="type", show_got=False
+        )
+    if tag not in allowed:
+        raise _fail(f"expected one of {', '.join(allowed)}", sub="type")
+
+
+def _check_voice(value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in OPENAI_VOICES:
+            raise _fail(
+                f"expected an OpenAI realtime voice: one of {', '.join(OPENAI_VOICES)}; "
+                "Azure voices are written as a mapping such as {type: azure-standard, name: en-US-AvaNeural}"
+            )
+        return value
+    if isinstance(value, dict):
+        _typed_mapping(value, VOICE_TYPES)
+        return value
+    if isinstance(value, BaseModel):
+        return value
+    raise _fail("expected an OpenAI voice name or a mapping with type and name")
+
+
+Voice = Annotated[
+    Annotated[OpenAIVoiceName, Tag("voice-name")]
+    | Annotated[OpenAIVoice, Tag("openai")]
+    | Annotated[AzureStandardVoice, Tag("azure-standard")]
+    | Annotated[AzureCustomVoice, Tag("azure-custom")]
+    | Annotated[AzurePersonalVoice, Tag("azure-personal")],
+    Discriminator(_type_tag),
+    BeforeValidator(_check_voice),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Turn detection (every field optional: what is not written is not sent, the service default applies)
+
+
+class EndOfUtteranceDetection(_Model):
+    model: (
+        Literal["semantic_detection_v1", "semantic_detection_v1_en", "semantic_detection_v1_multilingual"]
+        | None
+    ) = None
+    threshold_level: Literal["low", "medium", "high", "default"] | None = None
+    timeout_ms: Milliseconds | None = None
+
+
+class _VadFields(_Model):
+    threshold: Unit | None = None
+    prefix_padding_ms: Milliseconds | None = None
+    silence_duration_ms: Milliseconds | None = None
+    speech_duration_ms: Milliseconds | None = None
+
+
+class _ResponseSwitches(_Model):
+    create_response: bool | None = None
+    interrupt_response: bool | None = None
+
+
+class ServerVad(_VadFields, _ResponseSwitches):
+    type: Literal["server_vad"] = "server_vad"
+    auto_truncate: bool | None = None
+
+
+class _AzureSemanticFields(_VadFields, _ResponseSwitches):
+    remove_filler_words: bool | None = None
+    end_of_utterance_detection: EndOfUtteranceDetection | None = None
+    auto_truncate: bool | None = None
+    appended_text_after_truncation: Text | None = None
+
+
+class AzureSemanticVad(_AzureSemanticFields):
+    type: Literal["azure_semantic_vad"] = "azure_semantic_vad"
+    languages: list[Text] | None = None
+
+
+class AzureSemanticVadEn(_AzureSemanticFields):
+    type: Literal["azure_semantic_vad_en"] = "azure_semantic_vad_en"
+
+
+class AzureSemanticVadMultilingual(_AzureSemanticFields):
+    type: Literal["azure_semantic_vad_multilingual"] = "azure_semantic_vad_multilingual"
+    languages: list[Text] | None = None
+
+
+class SemanticVad(_ResponseSwitches):
+    type: Literal["semantic_vad"] = "semantic_vad"
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
+
+
+class TurnDetectionOff(_Model):
+    """No turn detection: the session is sent ``turn_detection: null``."""
+
+    type: Literal["none"] = "none"
+
+
+def _check_turn_detection(value: Any) -> Any:
+    if value is None or value == "none":
+        return {"type": "none"}
+    if isinstance(value, dict):
+        _typed_mapping(value, TURN_DETECTION_TYPES)
+        return value
+    if isinstance(value, BaseModel):
+        return value
+    raise _fail(f"expected none, or a mapping with a type (one of {', '.join(TURN_DETECTION_TYPES[:-1])})")
+
+
+TurnDetection = Annotated[
+    Annotated[ServerVad, Tag("server_vad")]
+    | Annotated[AzureSemanticVad, Tag("azure_semantic_vad")]
+    | Annotated[AzureSemanticVadEn, Tag("azure_semantic_vad_en")]
+    | Annotated[AzureSemanticVadMultilingual, Tag("azure_semantic_vad_multilingual")]
+    | Annotated[SemanticVad, Tag("semantic_vad")]
+    | Annotated[TurnDetectionOff, Tag("none")],
+    Discriminator(_type_tag),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles
+
+
+class AgentRef(_Model):
+    """A Foundry agent that answers instead of a model deployment."""
+
+    name: Text
+    project: Text
+
+
+class InputTranscription(_Model):
+    model: TranscriptionModel
+    language: Text | None = None
+
+
+class Greeting(_Model):
+    """What the bot says first: ``text`` is spoken as written, ``instructions`` let the model word it."""
+
+    text: Text | None = None
+    instructions: Text | None = None
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        has_text, has_instructions = _is_set(data.get("text")), _is_set(data.get("instructions"))
+        if has_text and has_instructions:
+            return [((), "expected either text or instructions, not both", False)]
+        if not has_text and not has_instructions:
+            return [((), "expected text, or a mapping with text or instructions", False)]
+        return []
+
+
+class BargeIn(_Model):
+    """What the gateway does when the caller talks over the bot."""
+
+    enabled: bool = True
+    response_cancel: bool = True
+    output_audio_buffer_clear: bool = True
+
+
+_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+_FALSE_WORDS = frozenset({"false", "no", "off", "0"})
+
+
+def _check_greeting(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"text": value}
+    if isinstance(value, dict | BaseModel):
+        return value
+    raise _fail("expected text, or a mapping with text or instructions")
+
+
+def _check_barge_in(value: Any) -> Any:
+    """``barge_in: false`` is short for ``barge_in: {enabled: false}``."""
+    if isinstance(value, str) and value.lower() in _TRUE_WORDS | _FALSE_WORDS:
+        value = value.lower() in _TRUE_WORDS
+    if isinstance(value, bool):
+        return {"enabled": value}
+    if isinstance(value, dict | BaseModel):
+        return value
+    raise _fail("expected true, false, or a mapping with enabled, response_cancel, output_audio_buffer_clear")
+
+
+def _check_noise_suppression(value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in _TRUE_WORDS | _FALSE_WORDS:
+        value = value.lower() in _TRUE_WORDS
+    if value is True:
+        return "azure_deep_noise_suppression"
+    if value is False or value is None:
+        return None
+    if value in NOISE_SUPPRESSION_TYPES:
+        return value
+    raise _fail(f"expected true, false or one of {', '.join(NOISE_SUPPRESSION_TYPES)}")
+
+
+def _check_max_tokens(value: Any) -> Any:
+    message = "expected a whole number between 1 and 4096, or inf"
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _fail(message)
+    if value == "inf" or (isinstance(value, float) and math.isinf(value) and value > 0):
+        return "inf"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or not 1 <= value <= 4096:
+        raise _fail(message)
+    return value
+
+
+class Profile(_Model):
+    """What a caller gets: model or agent, voice, turn detection, greeting, barge-in behaviour.
+
+    ``turn_detection`` is None when not configured (nothing is sent, the service default applies)
+    and ``TurnDetectionOff`` when the profile turns it off (YAML ``none`` or null; in Python, an
+    explicit ``turn_detection=None`` means off too). ``noise_suppression`` is None when off,
+    else the Voice Live noise reduction type (``true`` in YAML means azure_deep_noise_suppression).
+    """
+
+    _keep_null: ClassVar[frozenset[str]] = frozenset({"turn_detection"})
+
+    model: Text | None = None
+    agent: AgentRef | None = None
+    instructions: Text | None = None
+    voice: Voice | None = None
+    turn_detection: Annotated[TurnDetection | None, BeforeValidator(_check_turn_detection)] = None
+    noise_suppression: Annotated[NoiseSuppression | None, BeforeValidator(_check_noise_suppression)] = None
+    echo_cancellation: bool = False
+    input_transcription: InputTranscription | None = None
+    temperature: Annotated[float, BeforeValidator(_number), AfterValidator(_between(0.6, 1.2))] | None = None
+    max_output_tokens: Annotated[int | Literal["inf"] | None, BeforeValidator(_check_max_tokens)] = None
+    greeting: Annotated[Greeting | None, BeforeValidator(_check_greeting)] = None
+    barge_in: Annotated[BargeIn, BeforeValidator(_check_barge_in)] = BargeIn()
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        has_model, has_agent = _is_set(data.get("model")), _is_set(data.get("agent"))
+        rules: list[Rule] = []
+        if has_model and has_agent:
+            rules.append((("agent",), "expected either model or agent, not both", False))
+        elif not has_model and not has_agent:
+            rules.append(
+                (
+                    ("model",),
+                    "required key missing (write model: <deployment>, or agent: {name, project})",
+                    False,
+                )
+            )
+        if has_agent and _is_set(data.get("instructions")):
+            rules.append(
+                (("instructions",), "not supported with an agent: the agent's own instructions apply", False)
+            )
+        return rules
+
+    @property
+    def turn_detection_off(self) -> bool:
+        return isinstance(self.turn_detection, TurnDetectionOff)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+class VoiceLiveSettings(_Model):
+    endpoint: Url | None = None
+    api_key: SecretStr | None = None
+    api_version: Text = DEFAULT_API_VERSION
+    token_scope: Text = DEFAULT_TOKEN_SCOPE
+    connect_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
+
+
+class GatewaySettings(_Model):
+    public_url: Url | None = None
+
+
+class TwilioSettings(_Model):
+    auth_token: SecretStr | None = None
+
+
+class AcsSettings(_Model):
+    connection_string: SecretStr | None = None
+
+
+class Routes(_Model):
+    """Called number -> profile name. ``numbers`` keys are stored normalized (see normalize_number)."""
+
+    default: Text
+    numbers: dict[str, Text] = Field(default_factory=dict)
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        numbers = data.get("numbers")
+        if not isinstance(numbers, dict):
+            return []
+        rules: list[Rule] = []
+        seen: dict[str, str] = {}
+        for key in numbers:
+            if not isinstance(key, str):
+                continue
+            number = normalize_number(key)
+            if not _E164.fullmatch(number):
+                rules.append(
+                    (("numbers", key), f"expected an E.164 number such as +14155550100 (got {key!r})", False)
+                )
+            elif number in seen:
+                rules.append(
+                    (("numbers", key), f"the same number as {seen[number]!r} is already routed", False)
+                )
+            else:
+                seen[number] = key
+        return rules
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data = super()._prepare(data)
+        numbers = data.get("numbers")
+        if isinstance(numbers, dict):
+            normalized: dict[Any, Any] = {}
+            for key, value in numbers.items():
+                normalized.setdefault(normalize_number(key) if isinstance(key, str) else key, value)
+            data = {**data, "numbers": normalized}
+        return data
+
+
+class GatewayConfig(_Model):
+    source: str = "config.yaml"
+    voicelive: VoiceLiveSettings = VoiceLiveSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    twilio: TwilioSettings = TwilioSettings()
+    acs: AcsSettings = AcsSettings()
+    profiles: dict[str, Profile]
+    routes: Routes
+
+    _hidden: ClassVar[frozenset[str]] = frozenset({"source"})
+    # key path -> environment variables its value was read from (for describe()).
+    _env_refs: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data = super()._prepare(data)
+        profiles = data.get("profiles")
+        if profiles is None and "profiles" in data:
+            data = {**data, "profiles": {}}
+            profiles = {}
+        # Top-level keys starting with "x-" are free for YAML anchors shared by profiles.
+        if any(isinstance(key, str) and key.startswith("x-") for key in data):
+            data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+        routes = data.get("routes")
+        if routes is None:
+            # Reported as "routes.default: required key missing" unless one profile makes it obvious.
+            data = {**data, "routes": {}}
+            routes = {}
+        if isinstance(routes, dict) and not _is_set(routes.get("default")):
+            if isinstance(profiles, dict) and len(profiles) == 1:
+                (only,) = profiles
+                data = {**data, "routes": {**routes, "default": only}}
+            elif not isinstance(profiles, dict) or not profiles:
+                # Without profiles, a missing default is not worth a second problem line: any name
+                # passes here, and the missing profiles are reported anyway.
+                data = {**data, "routes": {**routes, "default": "-"}}
+        return data
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        rules: list[Rule] = []
+        profiles = data.get("profiles")
+        if "profiles" in data and (profiles is None or (isinstance(profiles, Mapping) and not profiles)):
+            rules.append((("profiles",), "expected at least one profile", False))
+        if not isinstance(profiles, Mapping):
+            return rules
+        for name in profiles:
+            if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name):
+                rules.append(
+                    (
+                        ("profiles", name),
+                        f"expected a profile name of letters, digits, - and _ (got {name!r})",
+                        False,
+                    )
+                )
+        names = [n for n in profiles if isinstance(n, str)]
+        expected = f"expected the name of a profile: one of {', '.join(names)}" if names else ""
+        routes = data.get("routes")
+        default = _get(routes, "default")
+        if names and isinstance(default, str) and default and default not in profiles:
+            rules.append((("routes", "default"), expected, True))
+        numbers = _get(routes, "numbers")
+        if names and isinstance(numbers, Mapping):
+            for key, name in numbers.items():
+                if isinstance(name, str) and name and name not in profiles:
+                    rules.append((("routes", "numbers", key), expected, True))
+        return rules
+
+    def route(self, to: str | None) -> tuple[str, Profile]:
+        """The profile for a called number; numbers not listed get the default profile."""
+        name = self.routes.default
+        if to:
+            name = self.routes.numbers.get(normalize_number(to), name)
+        return name, self.profiles[name]
+
+    def secrets(self) -> list[str]:
+        """Plain values of every secret that is set, for the log scrubber. For an ACS connection
+        string the access key inside it is listed too."""
+        values: list[str] = []
+        for secret in (self.voicelive.api_key, self.twilio.auth_token, self.acs.connection_string):
+            if secret is not None and secret.get_secret_value():
+                values.append(secret.get_secret_value())
+        if self.acs.connection_string is not None:
+            for part in self.acs.connection_string.get_secret_value().split(";"):
+                key, _, value = part.partition("=")
+                if key.strip().lower() == "accesskey" and value.strip():
+                    values.append(value.strip())
+        return values
+
+    @property
+    def uses_simulator(self) -> bool:
+        """True when no Voice Live endpoint is configured: calls go to the built-in simulator."""
+        return self.voicelive.endpoint is None
+
+
+# --------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+KeyPath = tuple[str | int, ...]
+
+
+class _Problem:
+    __slots__ = ("line", "message", "path")
+
+    def __init__(self, line: int | None, path: KeyPath, message: str) -> None:
+        self.line, self.path, self.message = line, path, message
+
+
+def _dotted(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _YamlReader:
+    """Turns composed YAML nodes into plain Python data and records the line of every key path."""
+
+    def __init__(self) -> None:
+        self.lines: dict[KeyPath, int] = {}
+        self.problems: list[_Problem] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+        self._active: set[int] = set()
+
+    def problem(self, node: yaml.Node, path: KeyPath, message: str) -> None:
+        self.problems.append(_Problem(node.start_mark.line + 1, path, message))
+
+    def convert(self, node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> Any:
+        if id(node) in self._active:
+            self.problem(node, path, "an alias refers to itself")
+            return None
+        self._active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path, lines)
+            if isinstance(node, yaml.SequenceNode):
+                if node.tag != _SEQ_TAG:
+                    self.problem(node, path, f"unsupported YAML tag {node.tag}")
+                    return None
+                items = []
+                for index, item in enumerate(node.value):
+                    lines[(*path, index)] = item.start_mark.line + 1
+                    items.append(self.convert(item, (*path, index), lines))
+                return items
+            if node.tag == _TIMESTAMP_TAG:  # no setting is a date: keep "2026-07-15" as text
+                return node.value
+            try:
+                return self._constructor.construct_object(node, deep=True)
+            except yaml.YAMLError as exc:
+                self.problem(node, path, f"unsupported YAML value: {getattr(exc, 'problem', None) or exc}")
+                return None
+        finally:
+            self._active.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath, lines: dict[KeyPath, int]) -> Any:
+        if node.tag != _MAP_TAG:
+            self.problem(node, path, f"unsupported YAML tag {node.tag}")
+            return None
+        result: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        merges: list[yaml.Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problem(key_node, path, "expected a plain key, not a mapping or a list")
+                continue
+            key = key_node.value  # keys stay text: "+15555550100" must not become a number
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                self.problem(
+                    key_node, (*path, key), f"duplicate key (first written on line {first_line[key]})"
+                )
+                continue
+            first_line[key] = line
+            lines[(*path, key)] = line
+            result[key] = self.convert(value_node, (*path, key), lines)
+        # `<<: *anchor` merges: keys written in this mapping win, then merged mappings in order.
+        for merge in merges:
+            sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    self.problem(source, path, "expected a mapping to merge with <<")
+                    continue
+                merged_lines: dict[KeyPath, int] = {}
+                merged = self.convert(source, path, merged_lines)
+                if not isinstance(merged, dict):
+                    continue
+                for key, value in merged.items():
+                    if key in result:
+                        continue
+                    result[key] = value
+                    prefix = (*path, key)
+                    for sub, line in merged_lines.items():
+                        if sub[: len(prefix)] == prefix:
+                            lines[sub] = line
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# Environment references
+
+
+def _expand(text: str, env: Mapping[str, str]) -> tuple[str, list[str], list[str]]:
+    """Expand ``${VAR}``, ``${VAR:-default}`` and ``$$``; returns (value, problems, names used).
+
+    ``${VAR}`` needs VAR set to a non-empty value: an empty variable is almost always a deployment
+    mistake, and ``${VAR:-}`` says "optional" explicitly. ``${VAR:-default}`` uses the default when
+    VAR is unset or empty. A ``$`` not followed by ``$`` or ``{`` is kept as written.
+    """
+    out: list[str] = []
+    problems: list[str] = []
+    names: list[str] = []
+    pos = 0
+    for match in _ENV_REF.finditer(text):
+        out.append(text[pos : match.start()])
+        pos = match.end()
+        if match.group("dollar"):
+            out.append("$")
+        elif match.group("bad"):
+            problems.append("malformed environment reference: write ${NAME} or ${NAME:-default}")
+            pos = len(text)
+            break
+        else:
+            name = match.group("name")
+            names.append(name)
+            value = env.get(name)
+            default = match.group("default")
+            if default is not None:
+                out.append(value if value else default[2:])
+            elif value is None:
+                problems.append(f"environment variable {name} is not set")
+            elif value == "":
+                problems.append(f"environment variable {name} is not set (it is empty)")
+            else:
+                out.append(value)
+    out.append(text[pos:])
+    return "".join(out), problems, names
+
+
+class _Expander:
+    def __init__(self, env: Mapping[str, str], lines: dict[KeyPath, int]) -> None:
+        self.env = env
+        self.lines = lines
+        self.problems: list[_Problem] = []
+        self.failed: set[KeyPath] = set()
+        self.refs: dict[str, tuple[str, ...]] = {}
+
+    def line(self, path: KeyPath) -> int | None:
+        return _line_of(self.lines, path)
+
+    def walk(self, value: Any, path: KeyPath) -> Any:
+        if isinstance(value, dict):
+            return {k: self.walk(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.walk(v, (*path, i)) for i, v in enumerate(value)]
+        if isinstance(value, str) and "$" in value:
+            expanded, problems, names = _expand(value, self.env)
+            if names:
+                self.refs[_dotted(path)] = tuple(names)
+            for message in problems:
+                self.problems.append(_Problem(self.line(path), path, message))
+            if problems:
+                self.failed.add(path)
+            return expanded
+        return value
+
+
+def _line_of(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
+    for end in range(len(path), -1, -1):
+        line = lines.get(path[:end])
+        if line is not None:
+            return line
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# pydantic errors -> ops language
+
+_MISSING = object()
+
+
+def _locate(tree: Any, loc: tuple[Any, ...], missing: bool) -> tuple[KeyPath, Any]:
+    """Map a pydantic error location onto the key path of the data. Union branch names in the
+    location (such as ``azure-standard``) are not keys of the data and are skipped."""
+    node, path = tree, []
+    for index, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif missing and (index == len(loc) - 1 or part not in _BRANCH_TAGS):
+            path.append(part)
+            node = _MISSING
+    return tuple(path), node
+
+
+_BRANCH_TAGS = frozenset({"voice-name", *VOICE_TYPES, *TURN_DETECTION_TYPES})
+
+
+def _leaves(annotation: Any, tag: str | None = None) -> Iterator[tuple[Any, str | None]]:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        base, *meta = get_args(annotation)
+        for item in meta:
+            if isinstance(item, Tag):
+                tag = item.tag
+        yield from _leaves(base, tag)
+    elif origin is Union or origin is types.UnionType:
+        for arg in get_args(annotation):
+            yield from _leaves(arg)
+    else:
+        yield annotation, tag
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that validated the mapping at ``loc`` (for listing its allowed keys)."""
+    current: Any = GatewayConfig
+    for part in loc:
+        leaves = list(_leaves(current))
+        step = next((leaf for leaf, tag in leaves if tag is not None and tag == part), None)
+        if step is None:
+            for leaf, _ in leaves:
+                if _is_model(leaf) and part in leaf.model_fields:
+                    step = leaf.model_fields[part].annotation
+                    break
+                if get_origin(leaf) is dict:
+                    step = get_args(leaf)[1]
+                    break
+                if get_origin(leaf) is list and isinstance(part, int):
+                    step = get_args(leaf)[0]
+                    break
+        if step is not None:
+            current = step
+    models = [leaf for leaf, _ in _leaves(current) if _is_model(leaf)]
+    return models[0] if len(models) == 1 else None
+
+
+def _quoted_values(text: str) -> list[str]:
+    return re.findall(r"'([^']*)'", text)
+
+
+def _message(err: Any) -> tuple[str, bool]:
+    """(ops message, whether to show the offending value) for one pydantic error."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "gateway":
+        return ctx["m"], bool(ctx.get("show_got", True))
+    if kind == "missing":
+        return "required key missing", False
+    if kind == "extra_forbidden":
+        model = _model_at(tuple(err["loc"][:-1]))
+        if model is None:
+            return "unknown key", False
+        allowed = sorted(
+            (name for name in model.model_fields if name not in model._hidden),
+            key=lambda name: name != "type",
+        )
+        return f"unknown key (expected one of: {', '.join(allowed)})", False
+    if kind in ("literal_error", "enum"):
+        return f"expected one of {', '.join(_quoted_values(str(ctx.get('expected', ''))))}", True
+    if kind == "union_tag_invalid":
+        return f"expected one of {', '.join(_quoted_values(str(ctx.get('expected_tags', ''))))}", True
+    if kind == "union_tag_not_found":
+        return "required key missing", False
+    if kind in ("string_type", "string_unicode"):
+        return "expected text", True
+    if kind == "string_too_short":
+        return "expected text, not an empty value", True
+    if kind in ("bool_type", "bool_parsing"):
+        return "expected true or false", True
+    if kind in ("int_type", "int_parsing", "int_from_float", "int_parsing_size"):
+        return "expected a whole number", True
+    if kind in ("float_type", "float_parsing", "finite_number"):
+        return "expected a number", True
+    if kind in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
+        return "expected a mapping (key: value lines)", True
+    if kind in ("list_type", "tuple_type", "set_type", "iterable_type"):
+        return "expected a list", True
+    bounds = {
+        "greater_than": "greater than {gt}",
+        "greater_than_equal": "of at least {ge}",
+        "less_than": "less than {lt}",
+        "less_than_equal": "of at most {le}",
+    }
+    if kind in bounds:
+        return "expected a number " + bounds[kind].format(**ctx), True
+    if kind in ("too_short", "too_long"):
+        return "expected a list of a different length", True
+    message = str(err.get("msg", kind))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if message.startswith("Input should be "):
+        message = "expected " + message.removeprefix("Input should be ")
+    return message, True
+
+
+def _translate(
+    exc: ValidationError, tree: Any, lines: dict[KeyPath, int], skip: set[KeyPath]
+) -> list[_Problem]:
+    problems: list[_Problem] = []
+    for err in exc.errors():
+        kind, ctx = err["type"], err.get("ctx") or {}
+        # A rule may name a key that is not written (e.g. "model" in a profile that has neither
+        # model nor agent): like a missing key, it is reported at its own path.
+        path, value = _locate(tree, tuple(err["loc"]), missing=kind in ("missing", "gateway"))
+        sub = ctx.get("sub")
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            sub = "type"
+        if sub is not None:
+            path = (*path, sub)
+            value = value.get(sub, _MISSING) if isinstance(value, dict) else _MISSING
+        if any(path[: len(bad)] == bad for bad in skip):
+            continue
+        message, show_got = _message(err)
+        if show_got and value is not _MISSING:
+            message = f"{message} (got {_show(value)})"
+        problems.append(_Problem(_line_of(lines, path), path, message))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
+def _format(source: str, problem: _Problem) -> str:
+    where = f"{source}:{problem.line}" if problem.line is not None else source
+    return (
+        f"{where}: {_dotted(problem.path)}: {problem.message}"
+        if problem.path
+        else f"{where}: {problem.message}"
+    )
+
+
+def _raise(source: str, problems: list[_Problem], secrets: list[str]) -> None:
+    ordered = sorted(enumerate(problems), key=lambda item: (item[1].line or 0, item[0]))
+    out: list[str] = []
+    for _, problem in ordered:
+        line = _format(source, problem)
+        for secret in secrets:
+            if len(secret) >= 6:  # as the log scrubber: shorter values would mangle the message
+                line = line.replace(secret, "***")
+        if line not in out:
+            out.append(line)
+    raise ConfigError(out)
+
+
+def parse_config(
+    text: str, source: str = "config.yaml", env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Validate the text of a config file; ``source`` names the file in error messages."""
+    env = os.environ if env is None else env
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        reason = exc.problem or exc.context or "unreadable YAML"
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError([f"{where}: YAML syntax error: {reason}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: YAML syntax error: {exc}"]) from None
+    if root is None:
+        raise ConfigError([f"{source}: the file is empty (expected at least a profiles section)"])
+
+    reader = _YamlReader()
+    lines: dict[KeyPath, int] = {(): root.start_mark.line + 1}
+    tree = reader.convert(root, (), lines)
+    problems = list(reader.problems)
+    if not isinstance(tree, dict):
+        problems.append(
+            _Problem(root.start_mark.line + 1, (), "expected a mapping of sections (profiles, routes...)")
+        )
+        _raise(source, problems, [])
+    assert isinstance(tree, dict)
+
+    # Secrets: only an environment reference, never a literal written in the file.
+    skip: set[KeyPath] = set()
+    for section, key in SECRET_PATHS:
+        part = tree.get(section)
+        raw = part.get(key) if isinstance(part, dict) else None
+        if raw is None or raw == "" or (isinstance(raw, str) and _SECRET_REF.fullmatch(raw)):
+            continue
+        path = (section, key)
+        problems.append(
+            _Problem(_line_of(lines, path), path, "secrets come from the environment only: write ${VAR_NAME}")
+        )
+        tree[section] = {**part, key: None}
+        skip.add(path)
+
+    expander = _Expander(env, lines)
+    data = expander.walk(tree, ())
+    problems += expander.problems
+    skip |= expander.failed
+
+    if "source" in data:
+        allowed = [name for name in GatewayConfig.model_fields if name not in GatewayConfig._hidden]
+        problems.append(
+            _Problem(
+                _line_of(lines, ("source",)),
+                ("source",),
+                f"unknown key (expected one of: {', '.join(allowed)})",
+            )
+        )
+        data = {k: v for k, v in data.items() if k != "source"}
+
+    secrets = [
+        value
+        for section, key in SECRET_PATHS
+        if isinstance(data.get(section), dict) and isinstance(value := data[section].get(key), str)
+    ]
+    config: GatewayConfig | None = None
+    try:
+        config = GatewayConfig.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        problems += _translate(exc, data, lines, skip)
+    if problems or config is None:
+        _raise(source, problems, secrets)
+    assert config is not None
+    config._env_refs = dict(expander.refs)
+    return config
+
+
+def load_config(path: str | Path = "config.yaml", env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate a config file. Raises ConfigError listing every problem found."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{source}: is a directory, not a file"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot be read ({exc.strerror or exc})"]) from None
+    return parse_config(text, source=source, env=env)
+
+
+# --------------------------------------------------------------------------------------------
+# check-config output
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _voice_text(voice: Any) -> str:
+    if voice is None:
+        return "service default voice"
+    if isinstance(voice, str):
+        return f"voice {voice}"
+    return f"voice {voice.name} ({voice.type})"
+
+
+def _turn_text(turn: Any) -> str:
+    if turn is None:
+        return "turn detection: service default"
+    if isinstance(turn, TurnDetectionOff):
+        return "turn detection: off"
+    return f"turn detection: {turn.type}"
+
+
+def _profile_text(profile: Profile) -> str:
+    who = (
+        f"agent {profile.agent.name} (project {profile.agent.project})"
+        if profile.agent is not None
+        else f"model {profile.model}"
+    )
+    if profile.greeting is None:
+        greeting = "greeting: no"
+    else:
+        greeting = (
+            "greeting: yes (text)" if profile.greeting.text is not None else "greeting: yes (instructions)"
+        )
+    barge = profile.barge_in
+    if not barge.enabled:
+        barge_text = "barge-in: off"
+    else:
+        cancel = "on" if barge.response_cancel else "off"
+        clear = "on" if barge.output_audio_buffer_clear else "off"
+        barge_text = f"barge-in: on (response.cancel {cancel}, output_audio_buffer.clear {clear})"
+    return ", ".join(
+        [who, _voice_text(profile.voice), _turn_text(profile.turn_detection), greeting, barge_text]
+    )
+
+
+def describe(config: GatewayConfig) -> str:
+    """What ``gateway check-config`` prints: backend, then what every called number gets.
+    Secrets are never printed, only whether they are set."""
+    numbers = config.routes.numbers
+    out = [
+        f"{config.source}: OK ({_plural(len(config.profiles), 'profile')}, {_plural(len(numbers), 'number')})"
+    ]
+    vl = config.voicelive
+    if config.uses_simulator:
+        names = config._env_refs.get("voicelive.endpoint")
+        reason = f"{' and '.join(names)} is not set" if names else "voicelive.endpoint is not set"
+        out.append(f"Voice Live: built-in simulator ({reason})")
+    else:
+        if vl.api_key is not None:
+            auth = "api-key"
+        else:
+            auth = f"Microsoft Entra ID (token scope {vl.token_scope})"
+        out.append(f"Voice Live: {vl.endpoint} (api-version {vl.api_version}), auth: {auth}")
+    public_url = config.gateway.public_url or "not set"
+    out.append(f"Public URL: {public_url}")
+    twilio = "set" if config.twilio.auth_token is not None else "not set"
+    acs = "set" if config.acs.connection_string is not None else "not set"
+    out.append(f"Twilio auth token: {twilio}; ACS connection string: {acs}")
+    used: set[str] = set()
+    for number, name in numbers.items():
+        used.add(name)
+        out.append(f"{number} -> {name}: {_profile_text(config.profiles[name])}")
+    default = config.routes.default
+    used.add(default)
+    label = "any other number" if numbers else "any number"
+    out.append(f"{label} -> {default}: {_profile_text(config.profiles[default])}")
+    for name, profile in config.profiles.items():
+        if name not in used:
+            out.append(f"unused profile {name}: {_profile_text(profile)}")
+    return "\n".join(out)

@@ -1,0 +1,789 @@
+"""config.yaml loading: the shipped file, every kind of problem report, interpolation, secrets,
+routes and the check-config description."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from gateway.config import (
+    AgentRef,
+    AzureSemanticVad,
+    AzureStandardVoice,
+    ConfigError,
+    GatewayConfig,
+    Greeting,
+    Profile,
+    Routes,
+    ServerVad,
+    TurnDetectionOff,
+    describe,
+    load_config,
+    normalize_number,
+    parse_config,
+)
+
+SHIPPED = Path(__file__).resolve().parent.parent / "config.yaml"
+
+FULL_ENV = {
+    "AZURE_VOICELIVE_ENDPOINT": "https://contoso.services.ai.azure.com/",
+    "AZURE_VOICELIVE_API_KEY": "vl-key-0123456789",
+    "GATEWAY_PUBLIC_URL": "https://voice.example.com/",
+    "TWILIO_AUTH_TOKEN": "twilio-token-abcdef",
+    "ACS_CONNECTION_STRING": "endpoint=https://acs.example.com/;accesskey=acs-access-key-xyz==",
+}
+
+MINIMAL = "profiles:\n  main:\n    model: gpt-realtime\n"
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def line_of(text: str, needle: str, occurrence: int = 1) -> int:
+    """1-based line of the n-th line containing ``needle`` (computed from the text itself)."""
+    found = [i for i, line in enumerate(text.splitlines(), start=1) if needle in line]
+    return found[occurrence - 1]
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env=env or {})
+    assert str(info.value) == "\n".join(info.value.problems)
+    return info.value.problems
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped config
+
+
+def test_shipped_config_loads_with_an_empty_environment() -> None:
+    config = load_config(SHIPPED, env={})
+    assert config.source == str(SHIPPED)
+    assert config.uses_simulator
+    assert config.voicelive.endpoint is None
+    assert config.voicelive.api_key is None
+    assert config.voicelive.api_version == "2026-07-15"
+    assert config.voicelive.token_scope == "https://ai.azure.com/.default"
+    assert config.voicelive.connect_timeout_s == 10
+    assert config.gateway.public_url is None
+    assert config.twilio.auth_token is None
+    assert config.acs.connection_string is None
+    assert config.secrets() == []
+    assert set(config.profiles) == {"support", "sales"}
+    assert config.routes.default == "support"
+    assert config.routes.numbers == {"+15555550100": "sales"}
+
+    support = config.profiles["support"]
+    assert support.model == "gpt-realtime"
+    assert isinstance(support.voice, AzureStandardVoice)
+    assert support.voice.name == "en-US-Ava:DragonHDLatestNeural"
+    assert support.voice.temperature == 0.8
+    assert isinstance(support.turn_detection, AzureSemanticVad)
+    assert support.turn_detection.silence_duration_ms == 500
+    assert support.turn_detection.remove_filler_words is True
+    assert support.noise_suppression == "azure_deep_noise_suppression"
+    assert support.echo_cancellation is True
+    assert support.input_transcription is not None
+    assert support.input_transcription.model == "azure-speech"
+    assert support.temperature == 0.8
+    assert support.max_output_tokens == "inf"
+    assert support.greeting == Greeting(text="Hello, thanks for calling Contoso support. How can I help?")
+    assert support.barge_in.enabled and support.barge_in.response_cancel
+    assert support.barge_in.output_audio_buffer_clear
+
+    sales = config.profiles["sales"]
+    assert sales.voice == "marin"
+    assert isinstance(sales.turn_detection, ServerVad)
+    assert sales.greeting is not None and sales.greeting.instructions and sales.greeting.text is None
+
+
+def test_shipped_config_loads_with_the_environment_set() -> None:
+    config = load_config(SHIPPED, env=FULL_ENV)
+    assert not config.uses_simulator
+    assert config.voicelive.endpoint == "https://contoso.services.ai.azure.com"
+    assert isinstance(config.voicelive.api_key, SecretStr)
+    assert config.voicelive.api_key.get_secret_value() == "vl-key-0123456789"
+    assert config.gateway.public_url == "https://voice.example.com"
+    assert config.twilio.auth_token is not None
+    assert config.twilio.auth_token.get_secret_value() == "twilio-token-abcdef"
+    assert sorted(config.secrets()) == sorted(
+        [
+            "vl-key-0123456789",
+            "twilio-token-abcdef",
+            FULL_ENV["ACS_CONNECTION_STRING"],
+            "acs-access-key-xyz==",
+        ]
+    )
+
+
+def test_empty_environment_values_mean_not_set() -> None:
+    env = dict.fromkeys(FULL_ENV, "")
+    config = load_config(SHIPPED, env=env)
+    assert config.uses_simulator
+    assert config.secrets() == []
+    assert config.gateway.public_url is None
+
+
+def test_config_is_frozen() -> None:
+    config = parse_config(MINIMAL, env={})
+    with pytest.raises(ValidationError):
+        config.routes = Routes(default="main")  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        config.profiles["main"].model = "other"  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# Problem reports: exact lines
+
+
+def test_voice_type_error_matches_the_documented_format() -> None:
+    text = dedent(
+        """
+        profiles:
+          support:
+            model: gpt-realtime
+          sales:
+            model: gpt-realtime
+            voice:
+              type: azure-foo
+              name: en-US-AvaNeural
+        routes:
+          default: support
+        """
+    )
+    assert problems_of(text) == [
+        "config.yaml:7: profiles.sales.voice.type: expected one of azure-standard, azure-custom, "
+        "azure-personal, openai (got 'azure-foo')"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle", "expected"),
+    [
+        pytest.param(
+            MINIMAL + "    agent: {name: a, project: p}\n",
+            "agent:",
+            "profiles.main.agent: expected either model or agent, not both",
+            id="model-and-agent",
+        ),
+        pytest.param(
+            "profiles:\n  main:\n    voice: marin\n",
+            "main:",
+            "profiles.main.model: required key missing "
+            "(write model: <deployment>, or agent: {name, project})",
+            id="neither-model-nor-agent",
+        ),
+        pytest.param(
+            "profiles:\n  main:\n    agent: {name: a, project: p}\n    instructions: be brief\n",
+            "instructions:",
+            "profiles.main.instructions: not supported with an agent: the agent's own instructions apply",
+            id="instructions-with-agent",
+        ),
+        pytest.param(
+            "profiles:\n  main:\n    agent:\n      name: a\n",
+            "agent:",
+            "profiles.main.agent.project: required key missing",
+            id="missing-key-uses-parent-line",
+        ),
+        pytest.param(
+            MINIMAL + "    colour: blue\n",
+            "colour",
+            "profiles.main.colour: unknown key (expected one of: model, agent, instructions, voice, "
+            "turn_detection, noise_suppression, echo_cancellation, input_transcription, temperature, "
+            "max_output_tokens, greeting, barge_in)",
+            id="unknown-key",
+        ),
+        pytest.param(
+            MINIMAL + "    turn_detection: {type: server_vad, eagerness: low}\n",
+            "turn_detection",
+            "profiles.main.turn_detection.eagerness: unknown key (expected one of: type, create_response, "
+            "interrupt_response, threshold, prefix_padding_ms, silence_duration_ms, speech_duration_ms, "
+            "auto_truncate)",
+            id="unknown-key-in-union-member",
+        ),
+        pytest.param(
+            MINIMAL + "    temperature: 1.5\n",
+            "temperature",
+            "profiles.main.temperature: expected a number between 0.6 and 1.2 (got 1.5)",
+            id="number-bounds",
+        ),
+        pytest.param(
+            MINIMAL + "    temperature: warm\n",
+            "temperature",
+            "profiles.main.temperature: expected a number (got 'warm')",
+            id="not-a-number",
+        ),
+        pytest.param(
+            MINIMAL + "    temperature: true\n",
+            "temperature",
+            "profiles.main.temperature: expected a number (got True)",
+            id="bool-is-not-a-number",
+        ),
+        pytest.param(
+            "profiles:\n  main:\n    model: 42\n",
+            "model:",
+            "profiles.main.model: expected text (got 42)",
+            id="not-text",
+        ),
+        pytest.param(
+            MINIMAL + "    echo_cancellation: sometimes\n",
+            "echo_cancellation",
+            "profiles.main.echo_cancellation: expected true or false (got 'sometimes')",
+            id="not-a-bool",
+        ),
+        pytest.param(
+            MINIMAL + "    input_transcription:\n      model: whisper-9\n",
+            "whisper-9",
+            "profiles.main.input_transcription.model: expected one of azure-speech, mai-transcribe, "
+            "mai-transcribe-2, whisper-1, gpt-4o-transcribe, gpt-4o-mini-transcribe, "
+            "gpt-4o-transcribe-diarize (got 'whisper-9')",
+            id="literal",
+        ),
+        pytest.param(
+            MINIMAL + "    input_transcription: azure-speech\n",
+            "input_transcription",
+            "profiles.main.input_transcription: expected a mapping (key: value lines) (got 'azure-speech')",
+            id="not-a-mapping",
+        ),
+        pytest.param(
+            MINIMAL + "    turn_detection: {threshold: 0.5}\n",
+            "turn_detection",
+            "profiles.main.turn_detection.type: required key missing (expected one of server_vad, "
+            "azure_semantic_vad, azure_semantic_vad_en, azure_semantic_vad_multilingual, semantic_vad, none)",
+            id="turn-detection-type-missing",
+        ),
+        pytest.param(
+            MINIMAL + "    turn_detection: {type: semantic_vad, eagerness: eager}\n",
+            "turn_detection",
+            "profiles.main.turn_detection.eagerness: expected one of low, medium, high, auto (got 'eager')",
+            id="eagerness",
+        ),
+        pytest.param(
+            MINIMAL + "    turn_detection:\n      type: azure_semantic_vad\n      silence_duration_ms: -20\n",
+            "silence_duration_ms",
+            "profiles.main.turn_detection.silence_duration_ms: expected a whole number, 0 or more (got -20)",
+            id="negative-ms",
+        ),
+        pytest.param(
+            MINIMAL + "    turn_detection: {type: azure_semantic_vad_en, languages: [en-US]}\n",
+            "turn_detection",
+            "profiles.main.turn_detection.languages: unknown key (expected one of: type, create_response, "
+            "interrupt_response, threshold, prefix_padding_ms, silence_duration_ms, speech_duration_ms, "
+            "remove_filler_words, end_of_utterance_detection, auto_truncate, appended_text_after_truncation)",
+            id="languages-not-for-en",
+        ),
+        pytest.param(
+            MINIMAL + "    voice: {type: azure-standard, name: v, temperature: 2}\n",
+            "voice",
+            "profiles.main.voice.temperature: expected a number between 0 and 1 (got 2)",
+            id="voice-temperature",
+        ),
+        pytest.param(
+            MINIMAL + "    voice: {type: azure-custom, name: v}\n",
+            "voice",
+            "profiles.main.voice.endpoint_id: required key missing",
+            id="custom-voice-needs-endpoint-id",
+        ),
+        pytest.param(
+            MINIMAL + "    voice: {type: azure-personal, name: v, model: Dragon}\n",
+            "voice",
+            "profiles.main.voice.model: expected one of DragonLatestNeural, DragonHDOmniLatestNeural, "
+            "PhoenixLatestNeural, PhoenixV2Neural, MAI-Voice-1 (got 'Dragon')",
+            id="personal-voice-model",
+        ),
+        pytest.param(
+            MINIMAL + "    voice: en-US-AvaNeural\n",
+            "voice",
+            "profiles.main.voice: expected an OpenAI realtime voice: one of alloy, ash, ballad, coral, echo, "
+            "sage, shimmer, verse, marin, cedar; Azure voices are written as a mapping such as "
+            "{type: azure-standard, name: en-US-AvaNeural} (got 'en-US-AvaNeural')",
+            id="voice-string-not-openai",
+        ),
+        pytest.param(
+            MINIMAL + "    noise_suppression: loud\n",
+            "noise_suppression",
+            "profiles.main.noise_suppression: expected true, false or one of azure_deep_noise_suppression, "
+            "near_field, far_field (got 'loud')",
+            id="noise-suppression",
+        ),
+        pytest.param(
+            MINIMAL + "    max_output_tokens: 5000\n",
+            "max_output_tokens",
+            "profiles.main.max_output_tokens: expected a whole number between 1 and 4096, or inf (got 5000)",
+            id="max-output-tokens",
+        ),
+        pytest.param(
+            MINIMAL + "    greeting: {text: Hi, instructions: Greet the caller}\n",
+            "greeting",
+            "profiles.main.greeting: expected either text or instructions, not both",
+            id="greeting-both",
+        ),
+        pytest.param(
+            MINIMAL + "    barge_in: {enabled: perhaps}\n",
+            "barge_in",
+            "profiles.main.barge_in.enabled: expected true or false (got 'perhaps')",
+            id="barge-in",
+        ),
+        pytest.param(
+            "voicelive:\n  endpoint: ftp://example.com\n" + MINIMAL,
+            "endpoint",
+            "voicelive.endpoint: expected a URL starting with https://, http://, wss:// or ws:// "
+            "(got 'ftp://example.com')",
+            id="endpoint-scheme",
+        ),
+        pytest.param(
+            "gateway:\n  public_url: voice.example.com\n" + MINIMAL,
+            "public_url",
+            "gateway.public_url: expected a URL starting with https://, http://, wss:// or ws:// "
+            "(got 'voice.example.com')",
+            id="public-url-scheme",
+        ),
+        pytest.param(
+            "voicelive:\n  connect_timeout_s: 0\n" + MINIMAL,
+            "connect_timeout_s",
+            "voicelive.connect_timeout_s: expected a number greater than 0 (got 0)",
+            id="timeout",
+        ),
+        pytest.param(
+            "profiles:\n  main:\n    model: m\n  main:  # again\n    model: n\n",
+            "# again",
+            "profiles.main: duplicate key (first written on line 2)",
+            id="duplicate-key",
+        ),
+        pytest.param(
+            "profiles:\n  main room:\n    model: m\n",
+            "main room",
+            "profiles.main room: expected a profile name of letters, digits, - and _ (got 'main room')",
+            id="profile-name",
+        ),
+        pytest.param(
+            "profiles:\n",
+            "profiles",
+            "profiles: expected at least one profile",
+            id="no-profiles",
+        ),
+        pytest.param(
+            MINIMAL + "routes:\n  default: nobody\n",
+            "nobody",
+            "routes.default: expected the name of a profile: one of main (got 'nobody')",
+            id="unknown-default-profile",
+        ),
+        pytest.param(
+            MINIMAL + "routes:\n  numbers:\n    '+15555550100': ghost\n",
+            "ghost",
+            "routes.numbers.+15555550100: expected the name of a profile: one of main (got 'ghost')",
+            id="unknown-number-profile",
+        ),
+        pytest.param(
+            MINIMAL + "routes:\n  numbers:\n    '5550100': main\n",
+            "5550100",
+            "routes.numbers.5550100: expected an E.164 number such as +14155550100 (got '5550100')",
+            id="not-e164",
+        ),
+        pytest.param(
+            MINIMAL + "routes:\n  numbers:\n    '+1 555 555 0100': main\n    '+1-555-555-0100': main\n",
+            "+1-555",
+            "routes.numbers.+1-555-555-0100: the same number as '+1 555 555 0100' is already routed",
+            id="duplicate-number",
+        ),
+        pytest.param(
+            "profiles:\n  a: {model: m}\n  b: {model: m}\n",
+            "profiles",
+            "routes.default: required key missing",
+            id="default-needed-with-several-profiles",
+        ),
+        pytest.param(
+            "twilio:\n  auth_token: AC0123456789abcdef\n" + MINIMAL,
+            "auth_token",
+            "twilio.auth_token: secrets come from the environment only: write ${VAR_NAME}",
+            id="secret-literal",
+        ),
+        pytest.param(
+            "acs:\n  connection_string: ${ACS:-endpoint=x;accesskey=y}\n" + MINIMAL,
+            "connection_string",
+            "acs.connection_string: secrets come from the environment only: write ${VAR_NAME}",
+            id="secret-in-default",
+        ),
+        pytest.param(
+            "source: elsewhere.yaml\n" + MINIMAL,
+            "source",
+            "source: unknown key (expected one of: voicelive, gateway, twilio, acs, profiles, routes)",
+            id="unknown-top-level-key",
+        ),
+    ],
+)
+def test_each_problem_is_reported_with_file_line_path_and_expectation(
+    text: str, needle: str, expected: str
+) -> None:
+    assert problems_of(text) == [f"config.yaml:{line_of(text, needle)}: {expected}"]
+
+
+def test_missing_sections_are_reported_at_the_top() -> None:
+    text = "voicelive:\n  api_version: '2026-07-15'\n"
+    assert problems_of(text) == ["config.yaml:1: profiles: required key missing"]
+    text += "profiles:\n  a: {model: m}\n  b: {model: m}\n"
+    assert problems_of(text) == ["config.yaml:1: routes.default: required key missing"]
+
+
+def test_all_problems_are_collected_in_line_order() -> None:
+    text = dedent(
+        """
+        voicelive:
+          endpoint: ${NO_SUCH_ENDPOINT}
+          api_key: plain-text-key
+          connect_timeout_s: fast
+        profiles:
+          support:
+            model: gpt-realtime
+            voice: {type: azure-foo}
+            temperature: 9
+            turn_detection: {type: server_vad, threshold: 3}
+          sales:
+            agent: {name: seller}
+            instructions: Sell things.
+        routes:
+          default: support
+          numbers:
+            "+15555550100": sales
+            "555": support
+        """
+    )
+    assert problems_of(text) == [
+        "config.yaml:2: voicelive.endpoint: environment variable NO_SUCH_ENDPOINT is not set",
+        "config.yaml:3: voicelive.api_key: secrets come from the environment only: write ${VAR_NAME}",
+        "config.yaml:4: voicelive.connect_timeout_s: expected a number (got 'fast')",
+        "config.yaml:8: profiles.support.voice.type: expected one of azure-standard, azure-custom, "
+        "azure-personal, openai (got 'azure-foo')",
+        "config.yaml:9: profiles.support.temperature: expected a number between 0.6 and 1.2 (got 9)",
+        "config.yaml:10: profiles.support.turn_detection.threshold: "
+        "expected a number between 0 and 1 (got 3)",
+        "config.yaml:12: profiles.sales.agent.project: required key missing",
+        "config.yaml:13: profiles.sales.instructions: not supported with an agent: "
+        "the agent's own instructions apply",
+        "config.yaml:18: routes.numbers.555: expected an E.164 number such as +14155550100 (got '555')",
+    ]
+
+
+def test_messages_never_show_validation_library_internals() -> None:
+    text = dedent(
+        """
+        voicelive: [1, 2]
+        profiles:
+          a:
+            model: [m]
+            agent: 3
+            voice: {type: openai, name: nova}
+            turn_detection:
+              {type: azure_semantic_vad, languages: en, end_of_utterance_detection: {timeout_ms: x}}
+            input_transcription: {}
+            barge_in: yes please
+            max_output_tokens: lots
+        routes: {default: a, numbers: [1]}
+        """
+    )
+    problems = problems_of(text)
+    assert len(problems) >= 8
+    for line in problems:
+        assert line.startswith("config.yaml:")
+        for internal in ("Input should", "pydantic", "For further information", "function-", "literal["):
+            assert internal not in line, line
+
+
+def test_yaml_syntax_error() -> None:
+    text = "profiles:\n  main:\n    model: m\n   voice: [marin\n"
+    problems = problems_of(text)
+    assert len(problems) == 1
+    assert problems[0].startswith("config.yaml:4: YAML syntax error: ")
+
+
+def test_yaml_tab_indentation_is_a_syntax_error() -> None:
+    assert problems_of("profiles:\n\tmain: {model: m}\n") == [
+        "config.yaml:2: YAML syntax error: found character '\\t' that cannot start any token"
+    ]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(missing, env={})
+    assert info.value.problems == [f"{missing}: file not found"]
+
+
+def test_errors_name_the_file_given(tmp_path: Path) -> None:
+    path = tmp_path / "ops.yaml"
+    path.write_text(MINIMAL + "    temperature: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.problems == [
+        f"{path}:4: profiles.main.temperature: expected a number between 0.6 and 1.2 (got 2)"
+    ]
+
+
+def test_empty_file_and_non_mapping_root() -> None:
+    assert problems_of("") == ["config.yaml: the file is empty (expected at least a profiles section)"]
+    assert problems_of("- a\n- b\n") == [
+        "config.yaml:1: expected a mapping of sections (profiles, routes...)"
+    ]
+
+
+def test_python_construction_applies_the_same_rules() -> None:
+    with pytest.raises(ValidationError, match="expected either model or agent, not both"):
+        Profile(model="m", agent=AgentRef(name="a", project="p"))
+    with pytest.raises(ValidationError, match="not supported with an agent"):
+        Profile(agent={"name": "a", "project": "p"}, instructions="x")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="expected the name of a profile"):
+        GatewayConfig(profiles={"a": Profile(model="m")}, routes=Routes(default="b"))
+    config = GatewayConfig(profiles={"a": Profile(model="m")}, routes=Routes(default="a"))
+    assert config.route("+15555550100") == ("a", config.profiles["a"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpolation
+
+
+def test_interpolation_defaults_escapes_and_several_references() -> None:
+    text = dedent(
+        """
+        voicelive:
+          endpoint: ${SCHEME:-https}://${HOST}/base/
+          api_version: ${API_VERSION:-2026-07-15}
+          connect_timeout_s: ${TIMEOUT:-7.5}
+        profiles:
+          main:
+            model: ${MODEL:-gpt-realtime}
+            instructions: "Plans cost $$5 or $3 a month; you are ${BOT_NAME}; literal $${BOT_NAME}."
+            temperature: ${TEMPERATURE:-0.9}
+            max_output_tokens: ${MAX_TOKENS:-200}
+            echo_cancellation: ${ECHO:-true}
+        """
+    )
+    config = parse_config(
+        text, env={"HOST": "vl.example.com", "BOT_NAME": "Ava", "SCHEME": "", "TIMEOUT": "3"}
+    )
+    assert config.voicelive.endpoint == "https://vl.example.com/base"
+    assert config.voicelive.api_version == "2026-07-15"
+    assert config.voicelive.connect_timeout_s == 3.0
+    profile = config.profiles["main"]
+    assert profile.model == "gpt-realtime"
+    assert profile.instructions == "Plans cost $5 or $3 a month; you are Ava; literal ${BOT_NAME}."
+    assert profile.temperature == 0.9
+    assert profile.max_output_tokens == 200
+    assert profile.echo_cancellation is True
+
+
+def test_unset_and_empty_variables_are_problems_for_plain_references() -> None:
+    text = "gateway:\n  public_url: ${URL}\nprofiles:\n  main:\n    model: ${MODEL}\n"
+    assert problems_of(text, env={"MODEL": ""}) == [
+        "config.yaml:2: gateway.public_url: environment variable URL is not set",
+        "config.yaml:5: profiles.main.model: environment variable MODEL is not set (it is empty)",
+    ]
+
+
+def test_empty_default_means_not_set() -> None:
+    text = "gateway:\n  public_url: ${URL:-}\n" + MINIMAL + "    instructions: ${PROMPT:-}\n"
+    config = parse_config(text, env={})
+    assert config.gateway.public_url is None
+    assert config.profiles["main"].instructions is None
+
+
+def test_malformed_reference() -> None:
+    text = "profiles:\n  main:\n    model: ${1MODEL}\n"
+    assert problems_of(text) == [
+        "config.yaml:3: profiles.main.model: "
+        "malformed environment reference: write ${NAME} or ${NAME:-default}"
+    ]
+
+
+def test_yaml_anchors_merge_keys_and_dates_as_text() -> None:
+    text = dedent(
+        """
+        x-common: &common
+          model: gpt-realtime
+          voice: marin
+          temperature: 0.7
+        voicelive:
+          api_version: 2026-07-15
+        profiles:
+          a:
+            <<: *common
+            voice: alloy
+          b: *common
+        routes:
+          default: a
+        """
+    )
+    config = parse_config(text, env={})
+    assert config.voicelive.api_version == "2026-07-15"
+    assert config.profiles["a"].voice == "alloy"
+    assert config.profiles["a"].temperature == 0.7
+    assert config.profiles["b"].voice == "marin"
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets
+
+
+def test_secrets_never_appear_in_str_repr_or_describe() -> None:
+    config = load_config(SHIPPED, env=FULL_ENV)
+    secret_values = config.secrets()
+    assert len(secret_values) == 4
+    rendered = [str(config), repr(config), describe(config), config.model_dump_json()]
+    for text in rendered:
+        for secret in secret_values:
+            assert secret not in text
+
+
+def test_a_secret_misused_in_a_plain_setting_is_hidden_in_errors() -> None:
+    text = (
+        dedent(
+            """
+        voicelive:
+          endpoint: ${AZURE_VOICELIVE_API_KEY}
+          api_key: ${AZURE_VOICELIVE_API_KEY}
+        """
+        )
+        + MINIMAL
+    )
+    problems = problems_of(text, env={"AZURE_VOICELIVE_API_KEY": "s3cr3t-value-123"})
+    assert problems == [
+        "config.yaml:2: voicelive.endpoint: expected a URL starting with https://, http://, wss:// or ws:// "
+        "(got '***')"
+    ]
+
+
+def test_secret_with_empty_default_is_accepted() -> None:
+    text = "twilio:\n  auth_token: ${TOKEN:-}\n" + MINIMAL
+    assert parse_config(text, env={}).twilio.auth_token is None
+    token = parse_config(text, env={"TOKEN": "abcdefgh"}).twilio.auth_token
+    assert token is not None and token.get_secret_value() == "abcdefgh"
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes
+
+
+def test_routes_normalize_numbers() -> None:
+    text = MINIMAL + dedent(
+        """
+          other:
+            model: gpt-realtime
+        routes:
+          default: main
+          numbers:
+            "+1 (555) 555-0100": other
+            "+44.20.7946.0018": other
+        """
+    )
+    config = parse_config(text, env={})
+    assert config.routes.numbers == {"+15555550100": "other", "+442079460018": "other"}
+    assert config.route("+15555550100")[0] == "other"
+    assert config.route("+1 555-555 0100")[0] == "other"
+    assert config.route("(+44) 20 7946 0018")[0] == "other"
+    assert config.route("+15555550199")[0] == "main"
+    assert config.route(None)[0] == "main"
+    name, profile = config.route("+15555550100")
+    assert profile is config.profiles[name]
+
+
+def test_single_profile_is_the_default_route() -> None:
+    config = parse_config(MINIMAL, env={})
+    assert config.routes.default == "main"
+    assert config.route("+15555550100") == ("main", config.profiles["main"])
+
+
+def test_normalize_number() -> None:
+    assert normalize_number("+1 (415) 555-0100") == "+14155550100"
+    assert normalize_number("+49.30.1234.5678") == "+493012345678"
+
+
+# ---------------------------------------------------------------------------------------------
+# describe()
+
+
+def test_describe_with_the_simulator() -> None:
+    config = load_config(SHIPPED, env={})
+    lines = describe(config).splitlines()
+    assert lines[0] == f"{SHIPPED}: OK (2 profiles, 1 number)"
+    assert lines[1] == "Voice Live: built-in simulator (AZURE_VOICELIVE_ENDPOINT is not set)"
+    assert "Twilio auth token: not set; ACS connection string: not set" in lines
+    (sales_line,) = [line for line in lines if line.startswith("+15555550100 -> sales: ")]
+    assert "model gpt-realtime" in sales_line
+    assert "voice marin" in sales_line
+    assert "turn detection: server_vad" in sales_line
+    assert "greeting: yes (instructions)" in sales_line
+    assert "barge-in: on (response.cancel on, output_audio_buffer.clear on)" in sales_line
+    (default_line,) = [line for line in lines if line.startswith("any other number -> support: ")]
+    assert "voice en-US-Ava:DragonHDLatestNeural (azure-standard)" in default_line
+    assert "turn detection: azure_semantic_vad" in default_line
+    assert not any(line.startswith("unused profile") for line in lines)
+
+
+def test_describe_with_an_endpoint_and_entra_id() -> None:
+    text = dedent(
+        """
+        voicelive:
+          endpoint: https://contoso.services.ai.azure.com
+        twilio:
+          auth_token: ${TOKEN}
+        profiles:
+          main:
+            agent: {name: concierge, project: hotel}
+            turn_detection: none
+            barge_in: {response_cancel: false}
+          spare:
+            model: gpt-realtime
+            barge_in: false
+        routes:
+          default: main
+        """
+    )
+    config = parse_config(text, env={"TOKEN": "twilio-secret-999"})
+    out = describe(config)
+    lines = out.splitlines()
+    assert lines[0] == "config.yaml: OK (2 profiles, 0 numbers)"
+    assert lines[1] == (
+        "Voice Live: https://contoso.services.ai.azure.com (api-version 2026-07-15), "
+        "auth: Microsoft Entra ID (token scope https://ai.azure.com/.default)"
+    )
+    assert "Twilio auth token: set; ACS connection string: not set" in lines
+    assert (
+        "any number -> main: agent concierge (project hotel), service default voice, turn detection: off, "
+        "greeting: no, barge-in: on (response.cancel off, output_audio_buffer.clear on)"
+    ) in lines
+    assert lines[-1] == (
+        "unused profile spare: model gpt-realtime, service default voice, "
+        "turn detection: service default, greeting: no, barge-in: off"
+    )
+    assert "twilio-secret-999" not in out
+
+
+def test_describe_with_an_api_key() -> None:
+    config = load_config(SHIPPED, env=FULL_ENV)
+    lines = describe(config).splitlines()
+    assert (
+        lines[1]
+        == "Voice Live: https://contoso.services.ai.azure.com (api-version 2026-07-15), auth: api-key"
+    )
+    assert "Public URL: https://voice.example.com" in lines
+
+
+def test_turn_detection_none_null_and_absent() -> None:
+    text = dedent(
+        """
+        profiles:
+          word: {model: m, turn_detection: none}
+          null: {model: m, turn_detection: null}
+          empty: {model: m, turn_detection: ""}
+          absent: {model: m}
+        routes: {default: word}
+        """
+    )
+    profiles = parse_config(text, env={}).profiles
+    assert isinstance(profiles["word"].turn_detection, TurnDetectionOff)
+    assert isinstance(profiles["null"].turn_detection, TurnDetectionOff)
+    assert profiles["empty"].turn_detection is None
+    assert profiles["absent"].turn_detection is None
