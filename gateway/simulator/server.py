@@ -1,0 +1,1480 @@
+"""A local Voice Live-compatible realtime server.
+
+It speaks the Voice Live WebSocket protocol closely enough for the gateway, the real SDK and
+plain WebSocket clients: session set-up, input audio with an energy VAD, responses that stream
+recorded speech (gateway/assets) faster than real time, barge-in, cancellation, truncation and
+the protocol's error paths. It is the gateway's backend when no Azure endpoint is configured,
+the counterpart of the socket-level tests, and the demo's "model".
+
+Run it alone with ``gateway simulator``; embed it with :func:`start_simulator`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import copy
+import hmac
+import json
+import re
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from aiohttp import WSMsgType, web
+
+from gateway.audio import ASSETS, is_base64
+from gateway.log import get_logger, register_secret
+from gateway.simulator.vad import EnergyVad, VadEvent
+from gateway.simulator.voice import (
+    GREETING,
+    INPUT_FORMATS,
+    PCM16_INPUT_RATES,
+    REPLIES,
+    OutputFormat,
+    clip_audio,
+    decode_input,
+    load_clip,
+    output_format,
+)
+
+
+def _log(**fields: Any) -> Any:
+    # Resolved at each use, never at import: a logger bound before gateway.log.configure() runs
+    # would keep the default configuration (and skip secret scrubbing).
+    return get_logger("simulator", **fields)
+
+
+Observer = Callable[[str, dict[str, Any]], None]
+
+MAX_CLIENT_MESSAGE = 24 * 1024 * 1024  # a 15 MiB append is 20 MiB of base64, plus JSON
+MAX_APPEND_BYTES = 15 * 1024 * 1024
+MAX_DELTA_BYTES = 2 * 1024 * 1024  # keeps every server message well under the SDK's 4 MiB
+MIN_COMMIT_MS = 100
+CLOSE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class SimulatorSettings:
+    api_key: str | None = None
+    """With ``api_key`` or ``bearer_token`` set, the upgrade needs a matching ``api-key`` header or
+    ``Authorization: Bearer <token>`` (or the same as query parameters), else HTTP 401."""
+    bearer_token: str | None = None
+    output_buffer_clear: Literal["ack", "error", "ignore"] = "ack"
+    """Answer to ``output_audio_buffer.clear``: ``output_audio_buffer.cleared``, an error, or nothing."""
+    response_delay_ms: int = 300
+    """From commit (or ``response.create``) to ``response.created``: the model "thinking"."""
+    audio_speed: float = 4.0
+    """Reply audio is streamed this many times faster than real time (``math.inf``: at once)."""
+    chunk_pattern_ms: tuple[int, ...] = (120, 240, 80, 400, 200)
+    """Audio per ``response.audio.delta``, cycled."""
+    vad_threshold_dbfs: float = -40.0
+    vad_min_speech_ms: int = 100
+    session_lifetime_s: int | None = 1800
+    """Sessions close after this long; announced as ``expires_at`` (None: no limit, not announced)."""
+    observer: Observer | None = None
+    """Called with (event_name, fields) at notable moments: ``session.created``, ``speech_started``,
+    ``speech_stopped``, ``response.created``, ``response.done`` (status), ``truncated`` (item_id,
+    audio_end_ms, item_audio_ms), ``truncate_rejected``, ``cancelled`` (reason), ``error`` (code),
+    ``closed`` (code). Every call also carries ``session`` (the session id)."""
+    record: bool = True
+    """Keep every event and closed session in :class:`SimulatorState` for inspection. A
+    long-running server turns this off."""
+    assets: Path = ASSETS
+    """Folder holding the reply clips and speech.txt."""
+
+    def __post_init__(self) -> None:
+        if not self.audio_speed > 0:
+            raise ValueError("audio_speed must be > 0")
+        if not self.chunk_pattern_ms or min(self.chunk_pattern_ms) <= 0:
+            raise ValueError("chunk_pattern_ms needs at least one positive duration")
+        if self.output_buffer_clear not in ("ack", "error", "ignore"):
+            raise ValueError("output_buffer_clear must be ack, error or ignore")
+        if self.response_delay_ms < 0 or self.vad_min_speech_ms < 0:
+            raise ValueError("response_delay_ms and vad_min_speech_ms must be >= 0")
+
+
+# --- session configuration -------------------------------------------------------------------
+
+_VAD_TYPES = (
+    "server_vad",
+    "azure_semantic_vad",
+    "azure_semantic_vad_en",
+    "azure_semantic_vad_multilingual",
+    "semantic_vad",
+)
+
+_CLIENT_EVENTS = (
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "output_audio_buffer.clear",
+    "conversation.item.create",
+    "conversation.item.retrieve",
+    "conversation.item.truncate",
+    "conversation.item.delete",
+    "response.create",
+    "response.cancel",
+    "input_text.delta",
+    "input_text.done",
+)
+
+
+def _turn_detection_defaults(kind: str, api_version: str) -> dict[str, Any]:
+    # prefix_padding_ms defaults rose in api-version 2026-04-10.
+    new = not re.fullmatch(r"\d{4}-\d{2}-\d{2}(-preview)?", api_version) or api_version >= "2026-04-10"
+    if kind == "semantic_vad":
+        return {
+            "type": kind,
+            "eagerness": "auto",
+            "create_response": True,
+            "interrupt_response": True,
+            "auto_truncate": False,
+        }
+    td: dict[str, Any] = {
+        "type": kind,
+        "threshold": 0.5,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 500,
+        "create_response": True,
+        "interrupt_response": True,
+        "auto_truncate": False,
+    }
+    if kind == "server_vad":
+        td["prefix_padding_ms"] = 400 if new else 300
+    else:
+        td.update(prefix_padding_ms=420 if new else 300, speech_duration_ms=80, remove_filler_words=False)
+    return td
+
+
+class _InvalidUpdate(Exception):
+    def __init__(self, message: str, param: str, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+
+def _merge_session(
+    current: dict[str, Any], update: dict[str, Any], api_version: str, audio_started: bool
+) -> dict[str, Any]:
+    """The effective session after ``update``; raises :class:`_InvalidUpdate` and leaves
+    ``current`` untouched on any invalid field."""
+    new = dict(current)
+    for key, value in update.items():
+        if key in ("id", "object", "expires_at", "agent"):
+            continue  # server-owned
+        if key == "model":
+            if value not in (None, current.get("model")):
+                raise _InvalidUpdate(
+                    "The model can't be changed after the session has started", "session.model"
+                )
+            continue
+        if key == "turn_detection":
+            new[key] = _merge_turn_detection(current.get("turn_detection"), value, api_version)
+            continue
+        new[key] = value
+
+    if new.get("input_audio_format") not in INPUT_FORMATS:
+        raise _InvalidUpdate(
+            f"Invalid input_audio_format {new.get('input_audio_format')!r}; supported: "
+            + ", ".join(INPUT_FORMATS),
+            "session.input_audio_format",
+        )
+    if output_format(new.get("output_audio_format")) is None:
+        raise _InvalidUpdate(
+            f"Invalid output_audio_format {new.get('output_audio_format')!r}", "session.output_audio_format"
+        )
+    rate = update.get("input_audio_sampling_rate")
+    if new["input_audio_format"] != "pcm16":
+        if rate not in (None, 8000):
+            raise _InvalidUpdate(
+                "G.711 input audio is sampled at 8000 Hz", "session.input_audio_sampling_rate"
+            )
+        new["input_audio_sampling_rate"] = 8000
+    elif rate is None:
+        if current["input_audio_format"] != "pcm16":
+            new["input_audio_sampling_rate"] = 24000
+    elif isinstance(rate, bool) or rate not in PCM16_INPUT_RATES:
+        raise _InvalidUpdate(
+            f"Invalid input_audio_sampling_rate {rate!r}; supported: "
+            + ", ".join(map(str, PCM16_INPUT_RATES)),
+            "session.input_audio_sampling_rate",
+        )
+
+    if audio_started:
+        for key in ("input_audio_format", "input_audio_sampling_rate", "output_audio_format"):
+            if new.get(key) != current.get(key):
+                raise _InvalidUpdate(
+                    f"{key} can't be changed after audio has been sent in the session", f"session.{key}"
+                )
+    modalities = new.get("modalities")
+    if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
+        raise _InvalidUpdate("modalities must be a list of strings", "session.modalities")
+    return new
+
+
+def _merge_turn_detection(
+    current: dict[str, Any] | None, value: Any, api_version: str
+) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _InvalidUpdate("turn_detection must be an object or null", "session.turn_detection")
+    kind = value.get("type", (current or {}).get("type", "server_vad"))
+    if kind not in _VAD_TYPES:
+        raise _InvalidUpdate(
+            f"Invalid turn_detection type {kind!r}; supported: " + ", ".join(_VAD_TYPES),
+            "session.turn_detection.type",
+        )
+    base = (
+        current
+        if current is not None and current.get("type") == kind
+        else _turn_detection_defaults(kind, api_version)
+    )
+    td = {**base, **value, "type": kind}
+    for key in ("prefix_padding_ms", "silence_duration_ms", "speech_duration_ms"):
+        v = td.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise _InvalidUpdate(
+                f"turn_detection.{key} must be a non-negative integer", f"session.turn_detection.{key}"
+            )
+    return td
+
+
+# --- one response --------------------------------------------------------------------------
+
+
+@dataclass
+class _Response:
+    id: str
+    clip: str
+    fmt: OutputFormat
+    item_id: str | None = None
+    created_sent: bool = False
+    item_added: bool = False
+    part_added: bool = False
+    generating: bool = True  # audio still being produced: cancellable
+    transcript: str = ""  # transcript sent so far
+    audio_bytes: int = 0
+    first_delta_at: float | None = None  # monotonic time of the first audio delta
+
+
+@dataclass
+class _AssistantAudio:
+    """Bookkeeping for an assistant item that carried audio."""
+
+    fmt: OutputFormat
+    ms: int  # current length (after truncations)
+    first_delta_at: float
+
+
+_WORD_RE = re.compile(r"\S+\s*")
+
+
+class SimSession:
+    """One simulated Voice Live session: one WebSocket."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        settings: SimulatorSettings,
+        query: dict[str, str],
+        auth: str,
+        index: int,
+    ) -> None:
+        self.id = "sess_" + secrets.token_hex(10)
+        self.index = index
+        self.query = query
+        self.auth = auth
+        self.received: list[dict[str, Any]] = []
+        self.appended: list[str] = []
+        self.sent: list[dict[str, Any]] = []
+        self.truncations: list[dict[str, Any]] = []
+        self.items_audio_bytes: dict[str, int] = {}
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+
+        self._ws = ws
+        self._settings = settings
+        self._log = _log(session=self.id)
+        self._api_version = query.get("api-version", "2026-07-15")
+        self._counters = {"event": 0, "item": 0, "resp": 0}
+        self._requested_close: int | None = None
+        self._close_reason = ""
+        self._runner: asyncio.Task[Any] | None = None
+        self._in_receive = False
+        self._wakeup_sent = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+        now = time.time()
+        lifetime = settings.session_lifetime_s
+        self._deadline = None if lifetime is None else asyncio.get_running_loop().time() + lifetime
+        agent = query.get("agent-name")
+        self.session: dict[str, Any] = {
+            "id": self.id,
+            "object": "realtime.session",
+            "model": query.get("model"),
+            "modalities": ["text", "audio"],
+            "instructions": "",
+            "voice": {"type": "azure-standard", "name": "en-US-AvaMultilingualNeural"},
+            "input_audio_format": "pcm16",
+            "output_audio_format": "pcm16",
+            "input_audio_sampling_rate": 24000,
+            "input_audio_noise_reduction": None,
+            "input_audio_echo_cancellation": None,
+            "input_audio_transcription": None,
+            "turn_detection": _turn_detection_defaults("server_vad", self._api_version),
+            "tools": [],
+            "tool_choice": "auto",
+            "temperature": 0.8,
+            "max_response_output_tokens": "inf",
+        }
+        if agent:
+            self.session["agent"] = {
+                "type": "agent",
+                "name": agent,
+                "agent_id": agent,
+                "thread_id": "thread_" + self.id[5:],
+            }
+        if lifetime is not None:
+            self.session["expires_at"] = int(now) + lifetime
+
+        # input audio
+        self._audio_bytes_in = 0  # every appended byte, whatever the format
+        self._clock = 0  # whole samples appended since the session started
+        self._odd_byte = b""  # pcm16: half a sample left over from the last append
+        self._buffer_samples = 0  # since the last commit or clear
+        self._vad: EnergyVad | None = None
+        self._speech: tuple[str, int] | None = None  # (item id, audio_start_ms) while speaking
+        self._user_turns = 0
+
+        # conversation
+        self.items: dict[str, dict[str, Any]] = {}
+        self._assistant_audio: dict[str, _AssistantAudio] = {}
+        self._last_assistant: str | None = None
+        self._response: _Response | None = None
+        self._response_task: asyncio.Task[None] | None = None
+        self._configure_vad()
+
+    # --- ids, sending, errors -------------------------------------------------------------
+
+    def _next_id(self, kind: str) -> str:
+        self._counters[kind] += 1
+        return f"{kind}_{self.index:03d}{self._counters[kind]:05d}"
+
+    @property
+    def _last_item_id(self) -> str | None:
+        return next(reversed(self.items), None)
+
+    def _notify(self, name: str, **fields: Any) -> None:
+        observer = self._settings.observer
+        if observer is None:
+            return
+        try:
+            observer(name, {"session": self.id, **fields})
+        except Exception:
+            self._log.exception("simulator observer failed", moment=name)
+
+    async def send_event(self, ev: dict[str, Any]) -> None:
+        """Send one server event (an ``event_id`` is added if missing). The frame is written before
+        the first suspension point, so callers may update their state right before calling."""
+        ev = {**ev}
+        ev.setdefault("event_id", self._next_id("event"))
+        if self._settings.record:
+            self.sent.append(ev)
+        if self._ws.closed:
+            return
+        try:
+            await self._ws.send_str(json.dumps(ev, separators=(",", ":")))
+        except ConnectionError:
+            self._log.debug("simulator send on a closing socket", type=ev.get("type"))
+
+    async def _error(
+        self,
+        code: str,
+        message: str,
+        client_event: dict[str, Any] | None = None,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
+        event_id = client_event.get("event_id") if isinstance(client_event, dict) else None
+        self._notify("error", code=code)
+        self._log.info("simulator error reply", code=code, error=message)
+        await self.send_event(
+            {
+                "type": "error",
+                "error": {
+                    "type": kind,
+                    "code": code,
+                    "message": message,
+                    "param": param,
+                    "event_id": event_id if isinstance(event_id, str) else None,
+                },
+            }
+        )
+
+    async def close(self, code: int = 1011, reason: str = "") -> None:
+        """Close the socket from the server side (fault injection) and wait until the session ends.
+
+        The session's own task performs the closing handshake, so the client gets the close frame
+        with ``code`` and has the time to answer it, as with a real server."""
+        self._request_close(code, reason)
+        await self.closed.wait()
+
+    def _request_close(self, code: int, reason: str = "") -> None:
+        if self._requested_close is not None or self.closed.is_set():
+            return
+        self._requested_close = code
+        self._close_reason = reason
+        if self._runner is not None and self._in_receive and self._runner is not asyncio.current_task():
+            # Wake the session's task parked in receive(); it closes the socket itself.
+            self._wakeup_sent = True
+            self._runner.cancel()
+
+    # --- main loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._runner = asyncio.current_task()
+        try:
+            await self.send_event({"type": "session.created", "session": self.session})
+            self._notify("session.created", model=self.session.get("model"))
+            while self._requested_close is None:
+                timeout = None if self._deadline is None else max(0.001, self._deadline - loop.time())
+                self._in_receive = True
+                try:
+                    msg = await self._ws.receive(timeout=timeout)
+                except TimeoutError:
+                    lifetime = self._settings.session_lifetime_s
+                    await self._error(
+                        "session_expired", f"Your session hit the maximum duration of {lifetime} seconds."
+                    )
+                    self._request_close(1000, "session expired")
+                    break
+                except asyncio.CancelledError:
+                    runner = self._runner
+                    if self._wakeup_sent and runner is not None and runner.cancelling() == 1:
+                        runner.uncancel()  # only our own wake-up: go and close
+                        break
+                    raise
+                finally:
+                    self._in_receive = False
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._on_message(msg.data)
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
+        finally:
+            try:
+                await self._stop_tasks()
+                if not self._ws.closed:
+                    code = self._requested_close if self._requested_close is not None else 1000
+                    with contextlib.suppress(ConnectionError):
+                        await self._ws.close(code=code, message=self._close_reason.encode()[:120])
+            finally:
+                self.close_code = (
+                    self._requested_close if self._requested_close is not None else self._ws.close_code
+                )
+                self.closed.set()
+                self._notify("closed", code=self.close_code)
+                self._log.info("simulator session closed", code=self.close_code)
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+
+    async def _on_message(self, data: str | bytes) -> None:
+        try:
+            ev = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            await self._error("invalid_json", f"The message is not valid JSON: {exc}")
+            return
+        if not isinstance(ev, dict):
+            await self._error("invalid_event", "A client event must be a JSON object")
+            return
+        kind = ev.get("type")
+        try:
+            if kind == "input_audio_buffer.append":
+                await self._on_append(ev)
+            else:
+                await self._dispatch(kind, ev)
+        except ConnectionError:
+            raise
+        except Exception:
+            self._log.exception("simulator failed on a client event", type=kind)
+            await self._error(
+                "server_error", "The server had an error processing the event.", ev, kind="server_error"
+            )
+
+    async def _dispatch(self, kind: Any, ev: dict[str, Any]) -> None:
+        if self._settings.record:
+            self.received.append(ev)
+        if not isinstance(kind, str):
+            await self._error("missing_required_parameter", "Missing required parameter: 'type'.", ev, "type")
+            return
+        handler = self._HANDLERS.get(kind)
+        if handler is None:
+            await self._error(
+                "invalid_value",
+                f"Invalid value: '{kind}'. Supported values are: " + ", ".join(_CLIENT_EVENTS) + ".",
+                ev,
+                "type",
+            )
+            return
+        await handler(self, ev)
+
+    # --- session --------------------------------------------------------------------------
+
+    async def _on_session_update(self, ev: dict[str, Any]) -> None:
+        update = ev.get("session")
+        if not isinstance(update, dict):
+            await self._error(
+                "missing_required_parameter", "Missing required parameter: 'session'.", ev, "session"
+            )
+            return
+        try:
+            new = _merge_session(self.session, update, self._api_version, self._audio_bytes_in > 0)
+        except _InvalidUpdate as exc:
+            await self._error(exc.code, exc.message, ev, exc.param)
+            return
+        self.session = new
+        self._configure_vad()
+        await self.send_event({"type": "session.updated", "session": self.session})
+
+    def _configure_vad(self) -> None:
+        td = self.session.get("turn_detection")
+        if td is None:
+            self._vad = None
+            self._speech = None
+            return
+        silence = td.get("silence_duration_ms") or 500
+        if self._vad is None or self._vad.rate != self.session["input_audio_sampling_rate"]:
+            self._vad = EnergyVad(
+                self.session["input_audio_sampling_rate"],
+                self._settings.vad_threshold_dbfs,
+                self._settings.vad_min_speech_ms,
+                silence,
+                origin_samples=self._clock,
+            )
+        self._vad.silence_ms = silence
+
+    # --- input audio ----------------------------------------------------------------------
+
+    async def _on_append(self, ev: dict[str, Any]) -> None:
+        audio = ev.get("audio")
+        if not isinstance(audio, str):
+            if self._settings.record:
+                self.received.append(ev)
+            if audio is None:
+                await self._error(
+                    "missing_required_parameter", "Missing required parameter: 'audio'.", ev, "audio"
+                )
+            else:
+                await self._error(
+                    "invalid_type", "Invalid type for 'audio': expected a base64 string.", ev, "audio"
+                )
+            return
+        if not is_base64(audio) or len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
+            if self._settings.record:
+                self.received.append(ev)
+            reason = "is not valid base64" if len(audio) <= MAX_APPEND_BYTES * 4 // 3 + 4 else "is too large"
+            await self._error(
+                "invalid_value", f"The 'audio' of input_audio_buffer.append {reason}.", ev, "audio"
+            )
+            return
+        if self._settings.record:
+            self.appended.append(audio)
+        data = base64.b64decode(audio)
+        if not data:
+            return
+        self._audio_bytes_in += len(data)
+        fmt = self.session["input_audio_format"]
+        if fmt == "pcm16":
+            if self._odd_byte:
+                data = self._odd_byte + data
+            self._odd_byte = data[-1:] if len(data) % 2 else b""
+            n = len(data) // 2
+        else:
+            n = len(data)
+        events: list[VadEvent] = []
+        if self._vad is not None and n:
+            events = self._vad.feed(decode_input(fmt, data))
+        self._clock += n
+        self._buffer_samples += n
+        for vad_event in events:
+            if vad_event.kind == "start":
+                await self._on_speech_started(vad_event.ms)
+            else:
+                await self._on_speech_stopped(vad_event.ms)
+
+    def _rate(self) -> int:
+        return int(self.session["input_audio_sampling_rate"])
+
+    async def _on_speech_started(self, speech_ms: int) -> None:
+        td = self.session["turn_detection"] or {}
+        item_id = self._next_id("item")
+        start_ms = max(0, speech_ms - int(td.get("prefix_padding_ms") or 0))
+        self._speech = (item_id, start_ms)
+        await self.send_event(
+            {"type": "input_audio_buffer.speech_started", "audio_start_ms": start_ms, "item_id": item_id}
+        )
+        self._notify("speech_started", audio_start_ms=start_ms, item_id=item_id)
+        interrupted = False
+        if self._active_response() is not None and td.get("interrupt_response", True):
+            await self._cancel_response("turn_detected")
+            interrupted = True
+        if td.get("auto_truncate") and (interrupted or self._active_response() is None):
+            await self._auto_truncate()
+
+    async def _on_speech_stopped(self, end_ms: int) -> None:
+        td = self.session["turn_detection"] or {}
+        if self._speech is None:
+            return
+        item_id, start_ms = self._speech
+        self._speech = None
+        await self.send_event(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": end_ms, "item_id": item_id}
+        )
+        self._notify("speech_stopped", audio_end_ms=end_ms, item_id=item_id)
+        await self._commit(item_id, end_ms - start_ms)
+        if td.get("create_response", True):
+            await self._start_response(None)
+
+    async def _commit(self, item_id: str, speech_ms: int) -> None:
+        previous = self._last_item_id
+        self._buffer_samples = 0
+        self._user_turns += 1
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "audio": None, "transcript": None}],
+        }
+        self.items[item_id] = item
+        await self.send_event(
+            {"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id}
+        )
+        await self.send_event(
+            {"type": "conversation.item.created", "previous_item_id": previous, "item": copy.deepcopy(item)}
+        )
+        if self.session.get("input_audio_transcription"):
+            transcript = f"(simulated transcript: {max(0, speech_ms) / 1000:.1f} s of speech)"
+            item["content"][0]["transcript"] = transcript
+            await self.send_event(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "transcript": transcript,
+                }
+            )
+
+    async def _on_commit(self, ev: dict[str, Any]) -> None:
+        buffered_ms = self._buffer_samples * 1000 // self._rate()
+        if buffered_ms < MIN_COMMIT_MS:
+            await self._error(
+                "input_audio_buffer_commit_empty",
+                f"Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms "
+                f"of audio, but buffer only has {buffered_ms}ms of audio.",
+                ev,
+            )
+            return
+        item_id = self._speech[0] if self._speech else self._next_id("item")
+        self._speech = None
+        if self._vad is not None:
+            self._vad.reset()
+        await self._commit(item_id, buffered_ms)
+
+    async def _on_input_clear(self, ev: dict[str, Any]) -> None:
+        self._buffer_samples = 0
+        self._speech = None
+        if self._vad is not None:
+            self._vad.reset()
+        await self.send_event({"type": "input_audio_buffer.cleared"})
+
+    async def _on_output_clear(self, ev: dict[str, Any]) -> None:
+        mode = self._settings.output_buffer_clear
+        if mode == "ack":
+            await self.send_event({"type": "output_audio_buffer.cleared"})
+        elif mode == "error":
+            await self._error(
+                "unsupported_operation", "output_audio_buffer.clear is only supported in avatar mode.", ev
+            )
+
+    # --- responses ------------------------------------------------------------------------
+
+    def _active_response(self) -> _Response | None:
+        resp = self._response
+        return resp if resp is not None and resp.generating else None
+
+    async def _on_response_create(self, ev: dict[str, Any]) -> None:
+        params = ev.get("response")
+        if params is not None and not isinstance(params, dict):
+            await self._error(
+                "invalid_type", "Invalid type for 'response': expected an object.", ev, "response"
+            )
+            return
+        if (
+            params
+            and "output_audio_format" in params
+            and output_format(params["output_audio_format"]) is None
+        ):
+            await self._error(
+                "invalid_value",
+                f"Invalid output_audio_format {params['output_audio_format']!r}",
+                ev,
+                "response.output_audio_format",
+            )
+            return
+        if self._active_response() is not None:
+            await self._error(
+                "conversation_already_has_active_response",
+                "Conversation already has an active response in progress.",
+                ev,
+            )
+            return
+        await self._start_response(params)
+
+    async def _start_response(self, params: dict[str, Any] | None) -> None:
+        if self._active_response() is not None:
+            self._log.info("simulator turn while a response is active: no new response")
+            return
+        if self._response_task is not None and not self._response_task.done():
+            # The previous response is only sending its closing events: let it finish first.
+            await asyncio.wait([self._response_task])
+        fmt_name = (params or {}).get("output_audio_format") or self.session["output_audio_format"]
+        fmt = output_format(fmt_name)
+        assert fmt is not None  # validated by session.update / response.create
+        clip = GREETING if self._user_turns == 0 else REPLIES[(self._user_turns - 1) % len(REPLIES)]
+        resp = _Response(id=self._next_id("resp"), clip=clip, fmt=fmt)
+        self._response = resp
+        task = asyncio.create_task(self._run_response(resp), name=f"simulator-{resp.id}")
+        self._response_task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _response_object(
+        self,
+        resp: _Response,
+        status: str,
+        output: list[dict[str, Any]],
+        details: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "id": resp.id,
+            "object": "realtime.response",
+            "status": status,
+            "status_details": details,
+            "output": output,
+            "usage": usage,
+            "conversation_id": "conv_" + self.id[5:],
+            "voice": self.session.get("voice"),
+            "modalities": self.session.get("modalities"),
+            "output_audio_format": resp.fmt.name,
+            "temperature": self.session.get("temperature"),
+            "max_output_tokens": self.session.get("max_response_output_tokens"),
+        }
+
+    def _usage(self, resp: _Response) -> dict[str, Any]:
+        audio_ms = resp.fmt.ms(resp.audio_bytes)
+        out_audio = audio_ms * 20 // 1000
+        out_text = len(resp.transcript.split())
+        in_audio = self._clock * 10 // self._rate()
+        return {
+            "total_tokens": in_audio + out_audio + out_text,
+            "input_tokens": in_audio,
+            "output_tokens": out_audio + out_text,
+            "input_token_details": {
+                "cached_tokens": 0,
+                "text_tokens": 0,
+                "audio_tokens": in_audio,
+                "image_tokens": 0,
+                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+            },
+            "output_token_details": {
+                "text_tokens": out_text,
+                "audio_tokens": out_audio,
+                "reasoning_tokens": 0,
+            },
+        }
+
+    def _common(self, resp: _Response) -> dict[str, Any]:
+        return {"response_id": resp.id, "item_id": resp.item_id, "output_index": 0, "content_index": 0}
+
+    def _assistant_item(self, resp: _Response, status: str) -> dict[str, Any]:
+        item = self.items.get(resp.item_id or "")
+        content = [{"type": "audio", "transcript": resp.transcript}] if resp.part_added else []
+        if item is not None:
+            item["status"] = status
+            item["content"] = content
+        return {
+            "id": resp.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": status,
+            "content": [dict(c) for c in content],
+        }
+
+    async def _run_response(self, resp: _Response) -> None:
+        loop = asyncio.get_running_loop()
+        settings = self._settings
+        try:
+            clip = await asyncio.to_thread(load_clip, resp.clip, settings.assets)
+            audio = await asyncio.to_thread(clip_audio, resp.clip, resp.fmt, settings.assets)
+            if settings.response_delay_ms:
+                await asyncio.sleep(settings.response_delay_ms / 1000)
+            resp.created_sent = True
+            await self.send_event(
+                {"type": "response.created", "response": self._response_object(resp, "in_progress", [])}
+            )
+            self._notify("response.created", response_id=resp.id, clip=resp.clip)
+            await self.send_event(
+                {
+                    "type": "rate_limits.updated",
+                    "rate_limits": [
+                        {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
+                        {"name": "tokens", "limit": 100000, "remaining": 99000, "reset_seconds": 60.0},
+                    ],
+                }
+            )
+
+            resp.item_id = self._next_id("item")
+            previous = self._last_item_id
+            item = {
+                "id": resp.item_id,
+                "object": "realtime.item",
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
+            self.items[resp.item_id] = item
+            resp.item_added = True
+            await self.send_event(
+                {
+                    "type": "response.output_item.added",
+                    "response_id": resp.id,
+                    "output_index": 0,
+                    "item": dict(item),
+                }
+            )
+            await self.send_event(
+                {"type": "conversation.item.created", "previous_item_id": previous, "item": dict(item)}
+            )
+            resp.part_added = True
+            await self.send_event(
+                {
+                    "type": "response.content_part.added",
+                    **self._common(resp),
+                    "part": {"type": "audio", "transcript": ""},
+                }
+            )
+
+            # Word i is sent when the audio reaches its share of the text.
+            text = clip.text
+            words = [(m.group(), m.start() / max(1, len(text))) for m in _WORD_RE.finditer(text)]
+            next_word = 0
+            pos = 0
+            sent_ms = 0.0
+            t0: float | None = None
+            played: _AssistantAudio | None = None
+            pattern = settings.chunk_pattern_ms
+            k = 0
+            while pos < len(audio):
+                if t0 is not None:
+                    delay = t0 + sent_ms / 1000.0 / settings.audio_speed - loop.time()
+                    await asyncio.sleep(max(0.0, delay))  # also lets client events through
+                ms = pattern[k % len(pattern)]
+                k += 1
+                n = max(resp.fmt.sample_width, min(resp.fmt.nbytes(ms), MAX_DELTA_BYTES))
+                piece = audio[pos : pos + n]
+                end_fraction = (pos + len(piece)) / len(audio)
+                while next_word < len(words) and words[next_word][1] < end_fraction:
+                    resp.transcript += words[next_word][0]
+                    await self.send_event(
+                        {
+                            "type": "response.audio_transcript.delta",
+                            **self._common(resp),
+                            "delta": words[next_word][0],
+                        }
+                    )
+                    next_word += 1
+                pos += len(piece)
+                resp.audio_bytes += len(piece)
+                self.items_audio_bytes[resp.item_id] = resp.audio_bytes
+                if t0 is None:
+                    t0 = loop.time()
+                    resp.first_delta_at = time.monotonic()
+                    self._last_assistant = resp.item_id
+                    played = self._assistant_audio[resp.item_id] = _AssistantAudio(
+                        resp.fmt, 0, resp.first_delta_at
+                    )
+                assert played is not None
+                played.ms = resp.fmt.ms(resp.audio_bytes)
+                sent_ms += len(piece) / resp.fmt.sample_width * 1000.0 / resp.fmt.rate
+                await self.send_event(
+                    {
+                        "type": "response.audio.delta",
+                        **self._common(resp),
+                        "delta": base64.b64encode(piece).decode("ascii"),
+                    }
+                )
+            while next_word < len(words):
+                resp.transcript += words[next_word][0]
+                await self.send_event(
+                    {
+                        "type": "response.audio_transcript.delta",
+                        **self._common(resp),
+                        "delta": words[next_word][0],
+                    }
+                )
+                next_word += 1
+            resp.transcript = resp.transcript.rstrip()
+
+            resp.generating = False  # from here on nothing can be cut: finish in order
+            await self._send_closing_events(resp, "completed")
+            await self.send_event(
+                {
+                    "type": "response.done",
+                    "response": self._response_object(
+                        resp, "completed", [self._assistant_item(resp, "completed")], usage=self._usage(resp)
+                    ),
+                }
+            )
+            self._notify("response.done", response_id=resp.id, status="completed")
+        except ConnectionError:
+            pass
+        except Exception:
+            self._log.exception("simulator response failed", response_id=resp.id)
+            resp.generating = False
+            await self.send_event(
+                {
+                    "type": "response.done",
+                    "response": self._response_object(
+                        resp,
+                        "failed",
+                        [],
+                        {
+                            "type": "failed",
+                            "error": {"type": "server_error", "message": "The simulator failed."},
+                        },
+                    ),
+                }
+            )
+            self._notify("response.done", response_id=resp.id, status="failed")
+        finally:
+            if self._response is resp:
+                self._response = None
+
+    async def _send_closing_events(self, resp: _Response, item_status: str) -> None:
+        """The .done events of whatever part and item the response had opened."""
+        if resp.part_added:
+            await self.send_event({"type": "response.audio.done", **self._common(resp)})
+            await self.send_event(
+                {
+                    "type": "response.audio_transcript.done",
+                    **self._common(resp),
+                    "transcript": resp.transcript,
+                }
+            )
+            await self.send_event(
+                {
+                    "type": "response.content_part.done",
+                    **self._common(resp),
+                    "part": {"type": "audio", "transcript": resp.transcript},
+                }
+            )
+        if resp.item_added:
+            await self.send_event(
+                {
+                    "type": "response.output_item.done",
+                    "response_id": resp.id,
+                    "output_index": 0,
+                    "item": self._assistant_item(resp, item_status),
+                }
+            )
+
+    async def _cancel_response(self, reason: str) -> None:
+        resp = self._response
+        task = self._response_task
+        if resp is None or not resp.generating:
+            return
+        resp.generating = False
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        self._response = None
+        if not resp.created_sent:
+            resp.created_sent = True
+            await self.send_event(
+                {"type": "response.created", "response": self._response_object(resp, "in_progress", [])}
+            )
+        resp.transcript = resp.transcript.rstrip()
+        await self._send_closing_events(resp, "incomplete")
+        output = [self._assistant_item(resp, "incomplete")] if resp.item_added else []
+        await self.send_event(
+            {
+                "type": "response.done",
+                "response": self._response_object(
+                    resp, "cancelled", output, {"type": "cancelled", "reason": reason}, self._usage(resp)
+                ),
+            }
+        )
+        self._notify("cancelled", response_id=resp.id, reason=reason)
+        self._notify("response.done", response_id=resp.id, status="cancelled")
+
+    async def _on_response_cancel(self, ev: dict[str, Any]) -> None:
+        resp = self._active_response()
+        wanted = ev.get("response_id")
+        if resp is None or (wanted is not None and wanted != resp.id):
+            await self._error(
+                "response_cancel_not_active", "Cancellation failed: no active response found", ev
+            )
+            return
+        await self._cancel_response("client_cancelled")
+
+    # --- truncation -----------------------------------------------------------------------
+
+    def _cut_transcript(self, item_id: str, fraction: float) -> None:
+        item = self.items.get(item_id)
+        if not item or not item.get("content"):
+            return
+        part = item["content"][0]
+        text = part.get("transcript") or ""
+        keep = int(len(text) * max(0.0, min(1.0, fraction)))
+        if keep < len(text):
+            cut = text[:keep]
+            if keep and not text[keep].isspace():
+                cut = cut.rsplit(" ", 1)[0] if " " in cut else ""
+            part["transcript"] = cut.rstrip()
+
+    async def _truncate(self, item_id: str, audio_end_ms: int, audio: _AssistantAudio) -> None:
+        item_ms = audio.ms
+        if item_ms:
+            self._cut_transcript(item_id, audio_end_ms / item_ms)
+        audio.ms = audio_end_ms
+        self.truncations.append(
+            {"item_id": item_id, "audio_end_ms": audio_end_ms, "item_audio_ms": item_ms, "ok": True}
+        )
+        await self.send_event(
+            {
+                "type": "conversation.item.truncated",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": audio_end_ms,
+            }
+        )
+        self._notify("truncated", item_id=item_id, audio_end_ms=audio_end_ms, item_audio_ms=item_ms)
+
+    async def _auto_truncate(self) -> None:
+        """Cut the last assistant item to what real-time playback would have reached by now."""
+        item_id = self._last_assistant
+        audio = self._assistant_audio.get(item_id or "")
+        if item_id is None or audio is None:
+            return
+        played = int((time.monotonic() - audio.first_delta_at) * 1000)
+        if played < audio.ms:
+            await self._truncate(item_id, max(0, played), audio)
+
+    async def _on_truncate(self, ev: dict[str, Any]) -> None:
+        item_id = ev.get("item_id")
+        end = ev.get("audio_end_ms")
+        content_index = ev.get("content_index", 0)
+        if not isinstance(item_id, str):
+            await self._error(
+                "missing_required_parameter", "Missing required parameter: 'item_id'.", ev, "item_id"
+            )
+            return
+        if end is None:
+            await self._error(
+                "missing_required_parameter",
+                "Missing required parameter: 'audio_end_ms'.",
+                ev,
+                "audio_end_ms",
+            )
+            return
+        if isinstance(end, bool) or not isinstance(end, int) or end < 0:
+            await self._error(
+                "invalid_value", "audio_end_ms must be a non-negative integer.", ev, "audio_end_ms"
+            )
+            return
+        if content_index != 0:
+            await self._error(
+                "invalid_value", "content_index must be 0 for an assistant audio item.", ev, "content_index"
+            )
+            return
+        if item_id not in self.items:
+            await self._error("item_not_found", f"Item with id '{item_id}' not found.", ev, "item_id")
+            return
+        active = self._active_response()
+        if active is not None and active.item_id == item_id:
+            await self._error(
+                "invalid_value",
+                f"Item '{item_id}' is still being generated: cancel its response before truncating it.",
+                ev,
+                "item_id",
+            )
+            return
+        audio = self._assistant_audio.get(item_id)
+        if audio is None:
+            await self._error(
+                "invalid_value", "Only assistant messages with audio can be truncated.", ev, "item_id"
+            )
+            return
+        if end > audio.ms:
+            self.truncations.append(
+                {"item_id": item_id, "audio_end_ms": end, "item_audio_ms": audio.ms, "ok": False}
+            )
+            self._notify("truncate_rejected", item_id=item_id, audio_end_ms=end, item_audio_ms=audio.ms)
+            await self._error(
+                "invalid_value",
+                f"Audio content of {audio.ms} ms is already shorter than {end} ms",
+                ev,
+                "audio_end_ms",
+            )
+            return
+        await self._truncate(item_id, end, audio)
+
+    # --- conversation items ---------------------------------------------------------------
+
+    async def _on_item_create(self, ev: dict[str, Any]) -> None:
+        item = ev.get("item")
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            await self._error("missing_required_parameter", "Missing required parameter: 'item'.", ev, "item")
+            return
+        item = copy.deepcopy(item)
+        item_id = item.get("id") or self._next_id("item")
+        if not isinstance(item_id, str):
+            await self._error("invalid_type", "Invalid type for 'item.id': expected a string.", ev, "item.id")
+            return
+        if item_id in self.items:
+            await self._error("invalid_value", f"Item with id '{item_id}' already exists.", ev, "item.id")
+            return
+        item.update(id=item_id, object="realtime.item", status="completed")
+        previous = ev.get("previous_item_id", self._last_item_id)
+        self.items[item_id] = item
+        if item.get("type") == "message" and item.get("role") == "user":
+            self._user_turns += 1
+        await self.send_event(
+            {"type": "conversation.item.created", "previous_item_id": previous, "item": copy.deepcopy(item)}
+        )
+
+    async def _on_item_retrieve(self, ev: dict[str, Any]) -> None:
+        item_id = ev.get("item_id")
+        item = self.items.get(item_id) if isinstance(item_id, str) else None
+        if item is None:
+            await self._error(
+                "item_not_found", f"Item with id '{ev.get('item_id')}' not found.", ev, "item_id"
+            )
+            return
+        await self.send_event({"type": "conversation.item.retrieved", "item": copy.deepcopy(item)})
+
+    async def _on_item_delete(self, ev: dict[str, Any]) -> None:
+        item_id = ev.get("item_id")
+        if not isinstance(item_id, str) or item_id not in self.items:
+            await self._error("item_not_found", f"Item with id '{item_id}' not found.", ev, "item_id")
+            return
+        del self.items[item_id]
+        self._assistant_audio.pop(item_id, None)
+        await self.send_event({"type": "conversation.item.deleted", "item_id": item_id})
+
+    async def _on_ignored(self, ev: dict[str, Any]) -> None:
+        """Accepted without a reply (input_text.*: text streaming into a user item)."""
+
+    _HANDLERS: dict[str, Callable[[SimSession, dict[str, Any]], Any]] = {
+        "session.update": _on_session_update,
+        "input_audio_buffer.commit": _on_commit,
+        "input_audio_buffer.clear": _on_input_clear,
+        "output_audio_buffer.clear": _on_output_clear,
+        "conversation.item.create": _on_item_create,
+        "conversation.item.retrieve": _on_item_retrieve,
+        "conversation.item.truncate": _on_truncate,
+        "conversation.item.delete": _on_item_delete,
+        "response.create": _on_response_create,
+        "response.cancel": _on_response_cancel,
+        "input_text.delta": _on_ignored,
+        "input_text.done": _on_ignored,
+    }
+
+
+# --- state, app, runner ----------------------------------------------------------------------
+
+
+class SimulatorState:
+    """Every session the server has had (or only the open ones when ``record`` is off)."""
+
+    def __init__(self) -> None:
+        self.sessions: list[SimSession] = []
+        self._opened = 0
+        self._changed = asyncio.Event()
+
+    def _signal(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _next_index(self) -> int:
+        self._opened += 1
+        return self._opened
+
+    @property
+    def active(self) -> list[SimSession]:
+        return [s for s in self.sessions if not s.closed.is_set()]
+
+    async def wait_for_session(self, index: int = 0) -> SimSession:
+        """The ``index``-th session (0: the first), once it exists."""
+        while len(self.sessions) <= index:
+            await self._changed.wait()
+        return self.sessions[index]
+
+    async def wait_closed(self, index: int = 0) -> SimSession:
+        """The ``index``-th session, once it has closed."""
+        session = await self.wait_for_session(index)
+        await session.closed.wait()
+        return session
+
+    async def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        sessions = self.active
+        if sessions:
+            await asyncio.gather(*(s.close(code, reason) for s in sessions), return_exceptions=True)
+
+
+STATE_KEY = web.AppKey("simulator_state", SimulatorState)
+SETTINGS_KEY = web.AppKey("simulator_settings", SimulatorSettings)
+
+
+def _presented_credentials(request: web.Request) -> tuple[str | None, str | None]:
+    key = request.headers.get("api-key") or request.query.get("api-key")
+    authz = request.headers.get("Authorization") or request.query.get("Authorization") or ""
+    scheme, _, token = authz.partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return key, bearer
+
+
+def _json_error(cls: type[web.HTTPException], code: str, message: str) -> web.HTTPException:
+    return cls(
+        text=json.dumps({"error": {"code": code, "message": message}}), content_type="application/json"
+    )
+
+
+async def _realtime(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS_KEY]
+    state = request.app[STATE_KEY]
+    key, bearer = _presented_credentials(request)
+    auth = "api-key" if key else "bearer" if bearer else "none"
+    if settings.api_key or settings.bearer_token:
+        ok_key = bool(
+            settings.api_key and key and hmac.compare_digest(key.encode(), settings.api_key.encode())
+        )
+        ok_bearer = bool(
+            settings.bearer_token
+            and bearer
+            and hmac.compare_digest(bearer.encode(), settings.bearer_token.encode())
+        )
+        if not (ok_key or ok_bearer):
+            _log().info("simulator rejected a connection", reason="unauthorized", presented=auth)
+            raise _json_error(
+                web.HTTPUnauthorized,
+                "401",
+                "Access denied due to a missing or invalid api-key or bearer token.",
+            )
+        auth = "api-key" if ok_key else "bearer"
+    query = dict(request.query)
+    if not query.get("model") and not query.get("agent-name"):
+        raise _json_error(
+            web.HTTPBadRequest,
+            "missing_model",
+            "The 'model' query parameter (or 'agent-name' and 'agent-project-name') is required.",
+        )
+    if query.get("agent-name") and not query.get("agent-project-name"):
+        raise _json_error(
+            web.HTTPBadRequest,
+            "missing_agent_project_name",
+            "'agent-project-name' is required with 'agent-name'.",
+        )
+    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_CLIENT_MESSAGE, timeout=CLOSE_TIMEOUT_S)
+    if not ws.can_prepare(request).ok:
+        raise _json_error(
+            web.HTTPBadRequest, "websocket_required", "This endpoint only accepts WebSocket upgrades."
+        )
+    await ws.prepare(request)
+    session = SimSession(ws, settings, query, auth, state._next_index())
+    state.sessions.append(session)
+    state._signal()
+    _log().info(
+        "simulator session opened",
+        session=session.id,
+        model=query.get("model"),
+        agent=query.get("agent-name"),
+        auth=auth,
+        path=request.path,
+    )
+    try:
+        await session.run()
+    finally:
+        if not settings.record:
+            state.sessions.remove(session)
+        state._signal()
+    return ws
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "sessions": len(request.app[STATE_KEY].active)})
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await app[STATE_KEY].close_all()
+
+
+def create_app(settings: SimulatorSettings | None = None) -> web.Application:
+    """The simulator as an aiohttp application: ``GET [prefix]/voice-live/realtime`` and ``/healthz``."""
+    settings = settings or SimulatorSettings()
+    register_secret(settings.api_key)
+    register_secret(settings.bearer_token)
+    app = web.Application()
+    app[SETTINGS_KEY] = settings
+    app[STATE_KEY] = SimulatorState()
+    app.router.add_get("/voice-live/realtime", _realtime)
+    app.router.add_get(r"/{prefix:.+}/voice-live/realtime", _realtime)
+    app.router.add_get("/healthz", _healthz)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+@dataclass
+class RunningSimulator:
+    """A simulator listening on a TCP port. ``endpoint`` is what a Voice Live client is given."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+    state: SimulatorState = field(repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The realtime WebSocket URL, without query parameters."""
+        return "ws" + self.endpoint[4:] + "/voice-live/realtime"
+
+    async def close(self) -> None:
+        """Close every session (code 1001), then stop listening. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.state.close_all()
+        await self.runner.cleanup()
+
+    async def __aenter__(self) -> RunningSimulator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def start_simulator(
+    settings: SimulatorSettings | None = None, host: str = "127.0.0.1", port: int = 0
+) -> RunningSimulator:
+    """Start the simulator on ``host``:``port`` (0: a free port)."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return RunningSimulator(runner, host, int(bound), app[STATE_KEY])
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``gateway simulator`` to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "simulator",
+        help="run the local Voice Live-compatible simulator",
+        description="Run a local Voice Live-compatible realtime server at /voice-live/realtime. "
+        "Point a client (or the gateway, with AZURE_VOICELIVE_ENDPOINT) at the printed endpoint.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (default: 8765)")
+    p.add_argument("--api-key", default=None, help="require this api-key (default: no authentication)")
+    p.add_argument(
+        "--output-buffer-clear",
+        choices=("ack", "error", "ignore"),
+        default="ack",
+        help="answer to output_audio_buffer.clear (default: ack)",
+    )
+    p.add_argument(
+        "--audio-speed",
+        type=float,
+        default=4.0,
+        help="stream reply audio this many times faster than real time (default: 4)",
+    )
+    p.add_argument(
+        "--response-delay-ms",
+        type=int,
+        default=300,
+        help="delay between the end of a caller turn and the response (default: 300)",
+    )
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    try:
+        settings = SimulatorSettings(
+            api_key=args.api_key or None,
+            output_buffer_clear=args.output_buffer_clear,
+            audio_speed=args.audio_speed,
+            response_delay_ms=args.response_delay_ms,
+            record=False,
+        )
+    except ValueError as exc:
+        _log().error("simulator settings are invalid", error=str(exc))
+        return 2
+    try:
+        return asyncio.run(_serve(settings, args.host, args.port))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(settings: SimulatorSettings, host: str, port: int) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        sim = await start_simulator(settings, host, port)
+    except OSError as exc:
+        _log().error("simulator cannot listen", host=host, port=port, error=str(exc))
+        return 1
+    async with sim:
+        _log().info(
+            "simulator listening",
+            endpoint=sim.endpoint,
+            url=sim.ws_url,
+            auth="api-key" if settings.api_key else "none",
+            audio_speed=settings.audio_speed,
+        )
+        await stop.wait()
+        _log().info("simulator stopping", open_sessions=len(sim.state.active))
+    return 0

@@ -1,0 +1,681 @@
+"""The local Voice Live simulator, driven over real sockets by an independent WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from gateway.audio import ASSETS, load_ulaw_8k, read_wav
+from gateway.simulator.server import RunningSimulator, SimulatorSettings, start_simulator
+from gateway.simulator.vad import EnergyVad
+from gateway.simulator.voice import decode_input, read_speech_txt
+
+TIMEOUT = 5.0
+FRAME = 160  # 20 ms of 8 kHz µ-law
+TEXTS = read_speech_txt(ASSETS / "speech.txt")
+
+
+def ulaw_silence(ms: int) -> bytes:
+    return b"\xff" * (ms * 8)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class Client:
+    """A thin JSON layer over a `websockets` connection, with bounded waits."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self._markers = 0
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(event))
+
+    async def recv(self) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
+
+    async def until(self, kind: str, **match: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Read events up to the first of type ``kind`` (whose fields equal ``match``); returns it and
+        every event read, itself included."""
+        seen: list[dict[str, Any]] = []
+        while True:
+            ev = await self.recv()
+            seen.append(ev)
+            if ev["type"] == kind and all(ev.get(k) == v for k, v in match.items()):
+                return ev, seen
+
+    async def error_for(self, event_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        ev, seen = await self.until("error")
+        while ev["error"].get("event_id") != event_id:
+            ev, more = await self.until("error")
+            seen += more
+        return ev, seen
+
+    async def sync(self) -> list[dict[str, Any]]:
+        """Everything the server sent before it answered a probe sent now (the server handles client
+        events in order, so this is "all it had to say about what was sent before")."""
+        self._markers += 1
+        marker = f"probe-{self._markers}"
+        await self.send({"type": "conversation.item.retrieve", "item_id": "no-such-item", "event_id": marker})
+        _, seen = await self.error_for(marker)
+        return seen[:-1]
+
+    async def append(self, audio: bytes, frame: int = FRAME) -> None:
+        """Send audio as input_audio_buffer.append events, as fast as possible."""
+        for i in range(0, len(audio), frame):
+            await self.send({"type": "input_audio_buffer.append", "audio": b64(audio[i : i + frame])})
+
+    async def update(self, **session: Any) -> dict[str, Any]:
+        await self.send({"type": "session.update", "session": session})
+        ev, _ = await self.until("session.updated")
+        return ev["session"]
+
+
+@pytest.fixture
+async def make_sim() -> AsyncIterator[Callable[..., Awaitable[RunningSimulator]]]:
+    sims: list[RunningSimulator] = []
+
+    async def make(**settings: Any) -> RunningSimulator:
+        settings = {"audio_speed": 200.0, "response_delay_ms": 0, **settings}
+        sim = await start_simulator(SimulatorSettings(**settings))
+        sims.append(sim)
+        return sim
+
+    yield make
+    for sim in sims:
+        await sim.close()
+
+
+@asynccontextmanager
+async def client(
+    sim: RunningSimulator,
+    query: str = "api-version=2026-07-15&model=gpt-realtime",
+    path: str = "/voice-live/realtime",
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[Client]:
+    url = sim.endpoint.replace("http://", "ws://") + path + ("?" + query if query else "")
+    async with connect(url, additional_headers=headers, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
+        c = Client(ws)
+        created = await c.recv()
+        assert created["type"] == "session.created"
+        yield c
+
+
+async def g711_session(c: Client, **extra: Any) -> dict[str, Any]:
+    return await c.update(input_audio_format="g711_ulaw", output_audio_format="g711_ulaw", **extra)
+
+
+def expected_bytes(clip: str, rate: int, width: int) -> int:
+    wav = read_wav(ASSETS / f"{clip}.wav")
+    return round(len(wav.samples) * rate / wav.rate) * width
+
+
+# --- the speech assets ----------------------------------------------------------------------------
+
+
+def wav_format(name: str) -> tuple[int, int, int, int]:
+    """(format tag, channels, rate, bits) from a WAV file's fmt chunk."""
+    data = (ASSETS / name).read_bytes()
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        if cid == b"fmt ":
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, pos + 8)
+            return tag, channels, rate, bits
+        pos += 8 + size + (size & 1)
+    raise AssertionError(f"{name}: no fmt chunk")
+
+
+def test_speech_assets_have_the_formats_and_lengths_the_demo_relies_on() -> None:
+    wavs = sorted(p.name for p in ASSETS.glob("*.wav"))
+    assert sorted(f"{stem}.wav" for stem in TEXTS) == wavs
+    for name in wavs:
+        if name.startswith("caller_"):
+            assert wav_format(name) == (7, 1, 8000, 8), name  # µ-law, as Twilio sends it
+        else:
+            assert wav_format(name) == (1, 1, 24000, 16), name  # Voice Live pcm16
+    ms = {name: read_wav(ASSETS / name).duration_ms for name in wavs}
+    assert 9000 <= ms["bot_reply_2.wav"] <= 12000
+    assert all(2000 <= ms[n] <= 5000 for n in wavs if n != "bot_reply_2.wav")
+    assert sum((ASSETS / n).stat().st_size for n in wavs) < 2_000_000
+    # Trimmed: speech within ~150 ms of both ends.
+    for name in wavs:
+        samples = read_wav(ASSETS / name).samples.astype(np.float64)
+        loud = np.flatnonzero(np.abs(samples) > 1000)
+        rate = wav_format(name)[2]
+        assert loud[0] < 0.15 * rate and len(samples) - loud[-1] < 0.15 * rate, name
+
+
+# --- handshake ------------------------------------------------------------------------------
+
+
+async def test_handshake_rejects_missing_or_wrong_credentials(make_sim) -> None:
+    sim = await make_sim(api_key="sim-api-key-1", bearer_token="sim-token-2")
+    for headers in (
+        None,
+        {"api-key": "wrong"},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "sim-token-2"},
+    ):
+        with pytest.raises(InvalidStatus) as info:
+            async with client(sim, headers=headers):
+                pass
+        assert info.value.response.status_code == 401
+    assert sim.state.sessions == []
+
+    async with client(sim, headers={"api-key": "sim-api-key-1"}):
+        pass
+    async with client(sim, headers={"Authorization": "Bearer sim-token-2"}):
+        pass
+    async with client(sim, query="model=m&api-key=sim-api-key-1"):
+        pass
+    assert [s.auth for s in sim.state.sessions] == ["api-key", "bearer", "api-key"]
+
+
+async def test_handshake_requires_model_or_agent(make_sim) -> None:
+    sim = await make_sim()
+    for query in ("api-version=2026-07-15", "agent-name=a"):
+        with pytest.raises(InvalidStatus) as info:
+            async with client(sim, query=query):
+                pass
+        assert info.value.response.status_code == 400
+
+    async with client(sim, query="agent-name=desk&agent-project-name=p&x-ms-client-sdk=any&extra=1"):
+        pass
+    session = await sim.state.wait_closed(0)
+    assert session.query["agent-name"] == "desk" and session.query["extra"] == "1"
+    assert session.auth == "none"
+
+    # A path prefix is kept by SDKs that append /voice-live/realtime to the endpoint's path.
+    async with client(sim, path="/base/voice-live/realtime"):
+        pass
+    assert len(sim.state.sessions) == 2
+
+
+# --- session ------------------------------------------------------------------------------
+
+
+async def test_session_created_then_update_to_g711(make_sim) -> None:
+    sim = await make_sim()
+    url = sim.ws_url + "?model=gpt-realtime"
+    async with connect(url, open_timeout=TIMEOUT) as ws:
+        c = Client(ws)
+        created = await c.recv()
+        s = created["session"]
+        assert created["type"] == "session.created"
+        assert s["id"].startswith("sess_") and s["object"] == "realtime.session"
+        assert s["model"] == "gpt-realtime"
+        assert s["input_audio_format"] == "pcm16" and s["input_audio_sampling_rate"] == 24000
+        assert s["turn_detection"]["type"] == "server_vad"
+        assert s["modalities"] == ["text", "audio"]
+        assert isinstance(s["expires_at"], int)
+
+        # `type` last, in a BINARY frame, with a field the simulator does not know.
+        update = {
+            "session": {
+                "input_audio_format": "g711_ulaw",
+                "output_audio_format": "g711_ulaw",
+                "instructions": "Be brief.",
+                "some_future_field": {"x": 1},
+            },
+            "type": "session.update",
+        }
+        await ws.send(json.dumps(update).encode())
+        updated, _ = await c.until("session.updated")
+        u = updated["session"]
+        assert u["id"] == s["id"]
+        assert u["input_audio_format"] == "g711_ulaw" and u["output_audio_format"] == "g711_ulaw"
+        assert u["input_audio_sampling_rate"] == 8000
+        assert u["instructions"] == "Be brief."
+        assert u["turn_detection"] == s["turn_detection"]
+    session = await sim.state.wait_closed(0)
+    ids = [ev["event_id"] for ev in session.sent]
+    assert len(ids) == len(set(ids)) == 2
+    assert session.received[0]["type"] == "session.update"
+
+
+async def test_format_change_after_audio_is_rejected(make_sim) -> None:
+    sim = await make_sim()
+    async with client(sim) as c:
+        await g711_session(c)
+        await c.append(ulaw_silence(100))
+        await c.send(
+            {
+                "type": "session.update",
+                "event_id": "fmt-1",
+                "session": {"input_audio_format": "pcm16", "input_audio_sampling_rate": 24000},
+            }
+        )
+        err, _ = await c.error_for("fmt-1")
+        assert err["error"]["type"] == "invalid_request_error"
+        assert "input_audio_format" in err["error"]["message"]
+        # Unchanged, and other fields can still be updated.
+        s = await c.update(instructions="still here")
+        assert s["input_audio_format"] == "g711_ulaw" and s["input_audio_sampling_rate"] == 8000
+        assert s["instructions"] == "still here"
+
+
+# --- a caller turn and the full response ------------------------------------------------------
+
+
+async def test_caller_turn_gets_a_full_g711_response(make_sim) -> None:
+    moments: list[tuple[str, dict[str, Any]]] = []
+    sim = await make_sim(observer=lambda name, fields: moments.append((name, fields)))
+    caller = load_ulaw_8k(ASSETS / "caller_hours.wav")
+    async with client(sim) as c:
+        await g711_session(c, input_audio_transcription={"model": "azure-speech"})
+        await c.append(ulaw_silence(1000) + caller + ulaw_silence(1000))
+
+        started, _ = await c.until("input_audio_buffer.speech_started")
+        # Speech begins ~100 ms into the clip (after 1 s of silence); default prefix padding is 400 ms.
+        assert 650 <= started["audio_start_ms"] <= 760
+        stopped, _ = await c.until("input_audio_buffer.speech_stopped")
+        assert stopped["item_id"] == started["item_id"]
+        assert 1000 + 2600 <= stopped["audio_end_ms"] <= 1000 + 2700
+        committed, _ = await c.until("input_audio_buffer.committed")
+        assert committed["item_id"] == started["item_id"]
+        created, _ = await c.until("conversation.item.created")
+        assert created["item"]["role"] == "user" and created["item"]["content"][0]["audio"] is None
+        transcript, _ = await c.until("conversation.item.input_audio_transcription.completed")
+        assert transcript["transcript"].startswith("(simulated transcript: 2.")
+
+        done, events = await c.until("response.done")
+        order = [
+            ev["type"]
+            for ev in events
+            if ev["type"]
+            not in ("response.audio.delta", "response.audio_transcript.delta", "rate_limits.updated")
+        ]
+        assert order == [
+            "response.created",
+            "response.output_item.added",
+            "conversation.item.created",
+            "response.content_part.added",
+            "response.audio.done",
+            "response.audio_transcript.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.done",
+        ]
+        resp_id = events[0]["response"]["id"]
+        item_id = next(ev["item"]["id"] for ev in events if ev["type"] == "response.output_item.added")
+        deltas = [ev for ev in events if ev["type"] == "response.audio.delta"]
+        for ev in deltas:
+            assert (ev["response_id"], ev["item_id"], ev["output_index"], ev["content_index"]) == (
+                resp_id,
+                item_id,
+                0,
+                0,
+            )
+        audio = b"".join(base64.b64decode(ev["delta"]) for ev in deltas)
+        assert abs(len(audio) - expected_bytes("bot_reply_1", 8000, 1)) <= FRAME
+        assert audio == load_ulaw_8k(ASSETS / "bot_reply_1.wav")
+        words = "".join(ev["delta"] for ev in events if ev["type"] == "response.audio_transcript.delta")
+        assert words.strip() == TEXTS["bot_reply_1"]
+        assert done["response"]["status"] == "completed"
+        assert done["response"]["output"][0]["content"][0]["transcript"] == TEXTS["bot_reply_1"]
+        assert done["response"]["usage"]["output_tokens"] > 0
+
+    session = await sim.state.wait_closed(0)
+    assert session.items_audio_bytes[item_id] == len(audio)
+    sent_audio = ulaw_silence(1000) + caller + ulaw_silence(1000)
+    assert session.appended == [b64(sent_audio[i : i + FRAME]) for i in range(0, len(sent_audio), FRAME)]
+    names = [name for name, _ in moments]
+    assert names[:5] == [
+        "session.created",
+        "speech_started",
+        "speech_stopped",
+        "response.created",
+        "response.done",
+    ]
+    assert names[-1] == "closed"
+    assert moments[4][1]["status"] == "completed" and moments[4][1]["session"] == session.id
+
+
+@pytest.mark.parametrize(
+    ("fmt", "rate", "width"),
+    [
+        ("pcm16", 24000, 2),
+        ("pcm16_8000hz", 8000, 2),
+        ("pcm16_16000hz", 16000, 2),
+        ("g711_ulaw", 8000, 1),
+        ("g711_alaw", 8000, 1),
+    ],
+)
+async def test_greeting_in_every_output_format(make_sim, fmt: str, rate: int, width: int) -> None:
+    sim = await make_sim()
+    async with client(sim) as c:
+        await c.update(output_audio_format=fmt, turn_detection=None)
+        await c.send({"type": "response.create"})
+        done, events = await c.until("response.done")
+        audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.audio.delta")
+        assert abs(len(audio) - expected_bytes("bot_greeting", rate, width)) <= 20 * rate // 1000 * width
+        assert done["response"]["output_audio_format"] == fmt
+        assert done["response"]["output"][0]["content"][0]["transcript"] == TEXTS["bot_greeting"]
+        # Real speech, not silence, whatever the encoding.
+        samples = decode_input(fmt, audio) if width == 1 else np.frombuffer(audio, "<i2")
+        assert np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 1000
+        if fmt == "g711_ulaw":
+            assert audio == load_ulaw_8k(ASSETS / "bot_greeting.wav")
+
+
+async def test_manual_turns_without_vad_cycle_through_the_replies(make_sim) -> None:
+    sim = await make_sim()
+    caller = load_ulaw_8k(ASSETS / "caller_delivery.wav")
+    async with client(sim) as c:
+        await g711_session(c, turn_detection=None)
+        await c.send({"type": "input_audio_buffer.commit", "event_id": "empty"})
+        err, _ = await c.error_for("empty")
+        assert err["error"]["code"] == "input_audio_buffer_commit_empty"
+
+        transcripts = []
+        for _ in range(4):
+            await c.append(caller + ulaw_silence(600))
+            assert not [e for e in await c.sync() if e["type"].startswith("input_audio_buffer.speech")]
+            await c.send({"type": "input_audio_buffer.commit"})
+            await c.until("input_audio_buffer.committed")
+            await c.send({"type": "response.create"})
+            done, _ = await c.until("response.done")
+            transcripts.append(done["response"]["output"][0]["content"][0]["transcript"])
+        assert transcripts == [
+            TEXTS["bot_reply_1"],
+            TEXTS["bot_reply_2"],
+            TEXTS["bot_reply_3"],
+            TEXTS["bot_reply_1"],
+        ]
+
+
+# --- barge-in, cancel, truncate --------------------------------------------------------------
+
+
+async def test_barge_in_cancels_the_response_and_auto_truncates(make_sim) -> None:
+    sim = await make_sim(audio_speed=1.0)
+    async with client(sim) as c:
+        td = {"type": "server_vad", "auto_truncate": True}
+        await g711_session(c, turn_detection=td)
+        await c.send({"type": "response.create"})
+        first, _ = await c.until("response.audio.delta")
+        item_id = first["item_id"]
+
+        await c.append(load_ulaw_8k(ASSETS / "caller_interrupt.wav") + ulaw_silence(800))
+        _, before = await c.until("input_audio_buffer.speech_started")
+        done, events = await c.until("response.done")
+        assert not [e for e in before if e["type"] == "response.done"]
+        assert done["response"]["status"] == "cancelled"
+        assert done["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+        assert done["response"]["output"][0]["status"] == "incomplete"
+        item_done = [e for e in events if e["type"] == "response.output_item.done"]
+        assert item_done and item_done[0]["item"]["status"] == "incomplete"
+        assert [e["type"] for e in events if e["type"].endswith(".done")][:3] == [
+            "response.audio.done",
+            "response.audio_transcript.done",
+            "response.content_part.done",
+        ]
+
+        truncated, _ = await c.until("conversation.item.truncated")
+        session = sim.state.sessions[0]
+        sent_ms = session.items_audio_bytes[item_id] // 8
+        assert truncated["item_id"] == item_id and 0 <= truncated["audio_end_ms"] <= sent_ms
+        # Streaming at real time, only a fraction of the 3.6 s greeting went out before the cancel.
+        assert sent_ms < 2000
+        assert session.truncations == [
+            {
+                "item_id": item_id,
+                "audio_end_ms": truncated["audio_end_ms"],
+                "item_audio_ms": sent_ms,
+                "ok": True,
+            }
+        ]
+        # The caller's turn then goes on as usual.
+        await c.until("input_audio_buffer.speech_stopped")
+        await c.until("input_audio_buffer.committed")
+
+
+async def test_response_cancel(make_sim) -> None:
+    sim = await make_sim(audio_speed=1.0)
+    async with client(sim) as c:
+        await g711_session(c, turn_detection=None)
+        await c.send({"type": "response.cancel", "event_id": "cancel-1"})
+        err, _ = await c.error_for("cancel-1")
+        assert err["error"] == {
+            "type": "invalid_request_error",
+            "code": "response_cancel_not_active",
+            "message": "Cancellation failed: no active response found",
+            "param": None,
+            "event_id": "cancel-1",
+        }
+
+        await c.send({"type": "response.create"})
+        await c.until("response.audio.delta")
+        await c.send({"type": "response.cancel"})
+        done, _ = await c.until("response.done")
+        assert done["response"]["status"] == "cancelled"
+        assert done["response"]["status_details"]["reason"] == "client_cancelled"
+        assert TEXTS["bot_greeting"].startswith(done["response"]["output"][0]["content"][0]["transcript"])
+
+        await c.send({"type": "response.cancel", "event_id": "cancel-2"})
+        err, _ = await c.error_for("cancel-2")
+        assert err["error"]["code"] == "response_cancel_not_active"
+
+
+async def test_truncate_within_and_past_the_audio(make_sim) -> None:
+    moments: list[str] = []
+    sim = await make_sim(observer=lambda name, fields: moments.append(name))
+    async with client(sim) as c:
+        await g711_session(c, turn_detection=None)
+        await c.send({"type": "response.create"})
+        done, _ = await c.until("response.done")
+        item_id = done["response"]["output"][0]["id"]
+        full_ms = expected_bytes("bot_greeting", 8000, 1) // 8
+
+        await c.send(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": 1000,
+            }
+        )
+        truncated, _ = await c.until("conversation.item.truncated")
+        assert truncated == {**truncated, "item_id": item_id, "content_index": 0, "audio_end_ms": 1000}
+        await c.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        retrieved, _ = await c.until("conversation.item.retrieved")
+        kept = retrieved["item"]["content"][0]["transcript"]
+        assert kept and TEXTS["bot_greeting"].startswith(kept) and len(kept) < len(TEXTS["bot_greeting"]) / 2
+
+        await c.send(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": 1500,
+                "event_id": "trunc-2",
+            }
+        )
+        err, _ = await c.error_for("trunc-2")
+        assert err["error"]["code"] == "invalid_value"
+        assert err["error"]["message"] == "Audio content of 1000 ms is already shorter than 1500 ms"
+
+        await c.send(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": "item_nope",
+                "content_index": 0,
+                "audio_end_ms": 10,
+                "event_id": "trunc-3",
+            }
+        )
+        err, _ = await c.error_for("trunc-3")
+        assert err["error"]["type"] == "invalid_request_error"
+    session = await sim.state.wait_closed(0)
+    assert session.truncations == [
+        {"item_id": item_id, "audio_end_ms": 1000, "item_audio_ms": full_ms, "ok": True},
+        {"item_id": item_id, "audio_end_ms": 1500, "item_audio_ms": 1000, "ok": False},
+    ]
+    assert "truncated" in moments and "truncate_rejected" in moments
+
+
+@pytest.mark.parametrize("mode", ["ack", "error", "ignore"])
+async def test_output_audio_buffer_clear_modes(make_sim, mode: str) -> None:
+    sim = await make_sim(output_buffer_clear=mode)
+    async with client(sim) as c:
+        await c.send({"type": "output_audio_buffer.clear", "event_id": "clear-1"})
+        replies = await c.sync()
+    if mode == "ack":
+        assert [e["type"] for e in replies] == ["output_audio_buffer.cleared"]
+    elif mode == "error":
+        assert [e["type"] for e in replies] == ["error"]
+        assert replies[0]["error"]["event_id"] == "clear-1"
+    else:
+        assert replies == []
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+async def test_bad_client_events_get_errors_and_the_session_survives(make_sim) -> None:
+    sim = await make_sim()
+    async with client(sim) as c:
+        await c.ws.send("{not json")
+        err, _ = await c.until("error")
+        assert err["error"]["code"] == "invalid_json" and err["error"]["event_id"] is None
+
+        cases = [
+            ({"type": "no.such.event", "event_id": "e1"}, "invalid_value"),
+            ({"event_id": "e2", "session": {}}, "missing_required_parameter"),
+            (
+                {"type": "input_audio_buffer.append", "audio": "not base64!", "event_id": "e3"},
+                "invalid_value",
+            ),
+            ({"type": "input_audio_buffer.append", "audio": 1234, "event_id": "e4"}, "invalid_type"),
+            ({"type": "input_audio_buffer.append", "event_id": "e5"}, "missing_required_parameter"),
+            ({"type": "session.update", "event_id": "e6"}, "missing_required_parameter"),
+            (
+                {"type": "session.update", "session": {"output_audio_format": "mp3"}, "event_id": "e7"},
+                "invalid_value",
+            ),
+            (
+                {"type": "conversation.item.truncate", "item_id": "x", "event_id": "e8"},
+                "missing_required_parameter",
+            ),
+        ]
+        for event, code in cases:
+            await c.send(event)
+            err, seen = await c.error_for(event["event_id"])
+            assert len(seen) == 1, seen
+            assert err["error"]["code"] == code, (event, err)
+            assert err["error"]["type"] == "invalid_request_error"
+
+        s = await c.update(voice="alloy")
+        assert s["voice"] == "alloy" and s["output_audio_format"] == "pcm16"
+    session = await sim.state.wait_closed(0)
+    assert session.appended == []
+    assert {"type": "no.such.event", "event_id": "e1"} in session.received
+    ids = [e["event_id"] for e in session.sent]
+    assert len(ids) == len(set(ids))
+
+
+# --- VAD ----------------------------------------------------------------------------------------
+
+
+async def test_vad_stays_silent_on_digital_silence(make_sim) -> None:
+    sim = await make_sim()
+    async with client(sim) as c:
+        await g711_session(c)
+        await c.append(b"\xff" * 16000 + b"\x7f" * 16000)  # both µ-law codes for zero, 4 s in all
+        events = await c.sync()
+    assert events == []
+
+
+async def test_vad_on_pcm16_sent_in_odd_sized_chunks(make_sim) -> None:
+    sim = await make_sim()
+    rate = 24000
+    t = np.arange(int(0.6 * rate)) / rate
+    tone = (np.sin(2 * np.pi * 440 * t) * 3000).astype("<i2")  # about -21 dBFS
+    # Quiet background (about -54 dBFS) whose byte-swapped reading (0x4000) would be loud: a sample
+    # split across two appends must be put back together, not shifted by a byte.
+    hum = np.full(int(0.3 * rate), 64, "<i2")
+    audio = np.concatenate([hum, tone, np.tile(hum, 4)]).tobytes()
+    async with client(sim) as c:
+        s = await c.update(
+            turn_detection={
+                "type": "server_vad",
+                "prefix_padding_ms": 0,
+                "silence_duration_ms": 300,
+                "create_response": False,
+            }
+        )
+        assert s["turn_detection"]["silence_duration_ms"] == 300 and s["input_audio_sampling_rate"] == 24000
+        await c.append(audio, frame=999)
+        events = await c.sync()
+        # No response was started for the turn (the server handles events in order).
+        await c.send({"type": "response.cancel", "event_id": "no-response"})
+        err, _ = await c.error_for("no-response")
+        assert err["error"]["code"] == "response_cancel_not_active"
+    kinds = [e["type"] for e in events]
+    assert kinds == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.created",
+    ]
+    assert events[0]["audio_start_ms"] == 300
+    assert events[1]["audio_end_ms"] == 900
+
+
+def test_energy_vad_windows_and_thresholds() -> None:
+    rate = 8000
+    vad = EnergyVad(rate, threshold_dbfs=-40.0, min_speech_ms=100, silence_ms=200)
+    quiet = (np.sin(np.arange(rate) * 0.3) * 100).astype(np.int16)  # about -53 dBFS: not speech
+    loud = (np.sin(np.arange(rate // 2) * 0.3) * 8000).astype(np.int16)
+    assert vad.feed(quiet) == []
+    # A 50 ms burst is shorter than min_speech_ms.
+    assert vad.feed(loud[:400]) == [] and vad.feed(np.zeros(800, np.int16)) == []
+    events = []
+    for i in range(0, len(loud), 7):  # tiny, unaligned pieces
+        events += vad.feed(loud[i : i + 7])
+    events += vad.feed(np.zeros(rate, np.int16))
+    assert [(e.kind, e.ms) for e in events] == [("start", 1150), ("stop", 1650)]
+
+
+# --- closing --------------------------------------------------------------------------------------
+
+
+async def test_server_side_close_code_reaches_the_client(make_sim) -> None:
+    sim = await make_sim()
+    async with client(sim) as c:
+        session = await sim.state.wait_for_session(0)
+        await session.close(4002, "fault injection")
+        with pytest.raises(ConnectionClosed) as info:
+            await c.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4002
+    assert session.closed.is_set() and session.close_code == 4002
+    assert sim.state.active == []
+
+
+async def test_stopping_the_simulator_closes_open_sessions(make_sim) -> None:
+    sim = await make_sim(audio_speed=1.0)
+    async with client(sim) as c:
+        await c.update(turn_detection=None)
+        await c.send({"type": "response.create"})
+        await c.until("response.audio.delta")
+        await asyncio.wait_for(sim.close(), TIMEOUT)
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await c.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    session = sim.state.sessions[0]
+    assert session.closed.is_set()
+    assert not [e for e in session.sent if e["type"] == "response.done"]
