@@ -1,0 +1,507 @@
+"""The per-call state machine: pure logic, no sockets, no clocks, no tasks.
+
+A :class:`Call` is fed what arrives on either leg, each input with the current time in
+milliseconds, and queues what must be sent in two outboxes: ``to_phone`` (neutral phone
+actions that a carrier codec encodes) and ``to_voicelive`` (JSON text ready to send). The I/O
+shell drains both after every input. Feeding recorded inputs with recorded times reproduces a
+call exactly.
+
+Barge-in, the heart of call quality, lives here: when Voice Live reports that the caller started
+speaking while the bot is talking, the phone's playback is flushed, the response is cancelled,
+and the assistant item is truncated to what the caller actually heard, measured by the phone's
+playback acknowledgements (Twilio marks), never by bytes sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.audio import G711_ULAW, AudioFormat, b64_len, is_base64, split_b64
+from gateway.config import Profile
+from gateway.voicelive.session import build_session
+
+# --- what the call asks the phone leg to do ---------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class PlayAudio:
+    payload: str  # base64 audio in the leg's format, exactly as Voice Live produced it
+
+
+@dataclass(slots=True, frozen=True)
+class SendMark:
+    name: str
+
+
+@dataclass(slots=True, frozen=True)
+class ClearPlayback:
+    pass
+
+
+@dataclass(slots=True, frozen=True)
+class Hangup:
+    reason: str
+
+
+PhoneAction = PlayAudio | SendMark | ClearPlayback | Hangup
+CLEAR = ClearPlayback()
+
+Observer = Callable[[str, float, dict[str, Any]], None]
+
+_APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
+_APPEND_TAIL = '"}'
+
+
+def _no_observer(_event: str, _t: float, _fields: dict[str, Any]) -> None:
+    return None
+
+
+def _is_cancel_not_active(code: str, message: str) -> bool:
+    return code == "response_cancel_not_active" or "no active response" in message.lower()
+
+
+@dataclass(slots=True)
+class _Piece:
+    seq: int
+    item_id: str | None
+    end: int  # byte offset in the item's audio where this piece ends
+    size: int
+    sent_at: float
+
+
+class Playout:
+    """Where the phone's playback stands, from playback acknowledgements.
+
+    Every piece of bot audio sent to the phone is followed by a mark. The phone echoes a mark
+    once the audio queued before it has played; between two echoes, playback advances in real
+    time, but never past the end of the piece the next mark closes.
+    """
+
+    def __init__(self, fmt: AudioFormat) -> None:
+        self.bytes_per_ms = fmt.bytes_per_ms
+        self.pending: deque[_Piece] = deque()
+        self._next_seq = 1
+        self.heard_item: str | None = None  # item and offset of the last acknowledged audio
+        self.heard_offset = 0
+        self._acked_at = float("-inf")
+
+    def add(self, item_id: str | None, end: int, size: int, now: float) -> str:
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        self.pending.append(_Piece(seq, item_id, end, size, now))
+        return str(seq)
+
+    def ack(self, name: str, now: float) -> bool:
+        """A mark came back. Returns False for names that are not pending (stale or unknown)."""
+        if not self.pending or not name.isdigit():
+            return False
+        seq = int(name)
+        first = self.pending[0].seq
+        if not first <= seq <= self.pending[-1].seq:
+            return False
+        for _ in range(seq - first + 1):
+            piece = self.pending.popleft()
+        self.heard_item, self.heard_offset = piece.item_id, piece.end
+        self._acked_at = now
+        return True
+
+    def position(self, now: float) -> tuple[str | None, int]:
+        """(item id, bytes of that item heard so far) at ``now``."""
+        if not self.pending:
+            return self.heard_item, self.heard_offset
+        head = self.pending[0]
+        started = max(self._acked_at, head.sent_at)
+        played = int((now - started) * self.bytes_per_ms) if now > started else 0
+        played = min(played, head.size)
+        return head.item_id, head.end - head.size + played
+
+    def flush(self, now: float) -> tuple[str | None, int]:
+        """The phone's buffer was cleared: what was heard is final; pending marks become stale."""
+        self.heard_item, self.heard_offset = self.position(now)
+        self.pending.clear()
+        self._acked_at = now
+        return self.heard_item, self.heard_offset
+
+
+@dataclass(slots=True)
+class CallStats:
+    frames_in: int = 0
+    bytes_in: int = 0
+    frames_held: int = 0
+    frames_lost_hold: int = 0
+    deltas_out: int = 0
+    bytes_out: int = 0
+    deltas_dropped: int = 0
+    marks_acked: int = 0
+    responses: int = 0
+    barge_ins: int = 0
+    truncations: int = 0
+    voicelive_errors: int = 0
+    dtmf: int = 0
+
+
+class CallState:
+    CONNECTING = "connecting"  # waiting for the Voice Live session to be configured
+    READY = "ready"
+    ENDED = "ended"
+
+
+@dataclass(slots=True)
+class BargeIn:
+    """What one barge-in did (kept for the timeline, tests and the call summary)."""
+
+    at: float
+    cleared: bool
+    cancelled_response: str | None
+    item_id: str | None
+    heard_ms: int | None  # truncation point sent, None when no truncate was sent
+    received_ms: int | None
+
+
+@dataclass
+class Call:
+    """One phone call bridged to one Voice Live session."""
+
+    call_id: str
+    stream_id: str
+    profile_name: str
+    profile: Profile
+    now: float
+    audio: AudioFormat = G711_ULAW
+    observer: Observer = _no_observer
+    log: Any = None
+    hold_ms: int = 15_000  # caller audio held while the Voice Live session is not ready
+    piece_ms: int = 60  # bot audio is sent to the phone in pieces of at most this, each followed by a mark
+
+    state: str = field(default=CallState.CONNECTING, init=False)
+    end_reason: str | None = field(default=None, init=False)
+    to_phone: list[PhoneAction] = field(default_factory=list, init=False)
+    to_voicelive: list[str] = field(default_factory=list, init=False)
+    stats: CallStats = field(default_factory=CallStats, init=False)
+    barge_ins: list[BargeIn] = field(default_factory=list, init=False)
+    session_id: str | None = field(default=None, init=False)
+    expires_at: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            from gateway.log import get_logger
+
+            self.log = get_logger("gateway.call", call_id=self.call_id, stream_id=self.stream_id)
+        self.started_at = self.now
+        self.playout = Playout(self.audio)
+        unit = self.audio.piece_unit  # whole samples and whole base64 quanta
+        piece_bytes = max(unit, self.piece_ms * self.audio.bytes_per_ms // unit * unit)
+        self._piece_chars = piece_bytes // 3 * 4
+        self._held: deque[str] = deque()
+        self._held_bytes = 0
+        self._hold_limit = self.hold_ms * self.audio.bytes_per_ms
+        self._event_seq = 0
+        self._sent_kinds: dict[str, str] = {}
+        self.active_response: str | None = None
+        self._dropped_responses: set[str] = set()
+        self._item_bytes: dict[str, int] = {}
+        self._item_response: dict[str, str | None] = {}
+        self._first_audio_seen: set[str] = set()
+        self._speech_stopped_at: float | None = None
+        self._obuf_clear_off = not self.profile.barge_in.output_audio_buffer_clear
+        self._warned: set[str] = set()
+        self._handlers: dict[str, Callable[[dict[str, Any], float], None]] = {
+            "session.created": self._on_session_created,
+            "session.updated": self._on_session_updated,
+            "error": self._on_error,
+            "input_audio_buffer.speech_started": self._on_speech_started,
+            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
+            "response.created": self._on_response_created,
+            "response.audio.delta": self._on_audio_delta,
+            "response.done": self._on_response_done,
+            "conversation.item.truncated": self._on_truncated,
+            "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
+            "response.audio_transcript.done": self._on_bot_transcript,
+        }
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self.state == CallState.ENDED
+
+    def _send(self, event: dict[str, Any], kind: str | None = None) -> None:
+        """Queue a control event for Voice Live, tagged with an event id so errors can be traced."""
+        self._event_seq += 1
+        event_id = f"gw_{self._event_seq}"
+        event["event_id"] = event_id
+        self._sent_kinds[event_id] = kind or event["type"]
+        if len(self._sent_kinds) > 64:
+            self._sent_kinds.pop(next(iter(self._sent_kinds)))
+        self.to_voicelive.append(json.dumps(event, separators=(",", ":")))
+
+    def _warn_once(self, key: str, message: str, **fields: Any) -> None:
+        if key in self._warned:
+            self.log.debug(message, **fields)
+        else:
+            self._warned.add(key)
+            self.log.warning(message, **fields)
+
+    def _end(self, reason: str, now: float, *, hang_up: bool) -> None:
+        if self.ended:
+            return
+        self.state = CallState.ENDED
+        self.end_reason = reason
+        if hang_up:
+            self.to_phone.append(Hangup(reason))
+        self.observer("call.ended", now, {"reason": reason})
+
+    def summary(self, now: float) -> dict[str, Any]:
+        s = self.stats
+        bpm = self.audio.bytes_per_ms
+        return {
+            "profile": self.profile_name,
+            "end_reason": self.end_reason,
+            "duration_ms": int(now - self.started_at),
+            "caller_audio_ms": s.bytes_in // bpm,
+            "bot_audio_ms": s.bytes_out // bpm,
+            "responses": s.responses,
+            "barge_ins": s.barge_ins,
+            "truncations": s.truncations,
+            "late_deltas_dropped": s.deltas_dropped,
+            "caller_frames_lost": s.frames_lost_hold,
+            "voicelive_errors": s.voicelive_errors,
+            "dtmf": s.dtmf,
+        }
+
+    # --- phone leg --------------------------------------------------------------------------
+
+    def caller_audio(self, payload: str, now: float) -> None:
+        """A frame of caller audio (base64, already checked by the codec). Forwarded untouched."""
+        state = self.state
+        if state == CallState.READY:
+            self.stats.frames_in += 1
+            self.stats.bytes_in += b64_len(payload)
+            self.to_voicelive.append(_APPEND_HEAD + payload + _APPEND_TAIL)
+        elif state == CallState.CONNECTING:
+            size = b64_len(payload)
+            self._held.append(payload)
+            self._held_bytes += size
+            self.stats.frames_held += 1
+            while self._held_bytes > self._hold_limit:
+                self._held_bytes -= b64_len(self._held.popleft())
+                self.stats.frames_lost_hold += 1
+                self._warn_once(
+                    "hold-overflow",
+                    "caller audio held too long while Voice Live is not ready; dropping the oldest",
+                    hold_ms=self.hold_ms,
+                )
+
+    def playback_mark(self, name: str, now: float) -> None:
+        if self.playout.ack(name, now):
+            self.stats.marks_acked += 1
+
+    def dtmf(self, digit: str, now: float) -> None:
+        self.stats.dtmf += 1
+        self.log.info("caller pressed a key")
+        self.log.debug("dtmf digit", digit=digit)
+        self.observer("caller.dtmf", now, {"digit": digit})
+
+    def phone_ended(self, reason: str, now: float) -> None:
+        self._end(reason, now, hang_up=False)
+
+    # --- Voice Live leg -----------------------------------------------------------------
+
+    def voicelive_connected(self, now: float) -> None:
+        """The Voice Live socket is open: configure the session from the profile."""
+        self.observer("voicelive.connected", now, {"connect_ms": round(now - self.started_at, 1)})
+        update = {"type": "session.update", "session": build_session(self.profile, self.audio.name)}
+        self._send(update)
+
+    def voicelive_failed(self, reason: str, now: float) -> None:
+        """The session could not be opened or broke: the call cannot go on."""
+        self._end(reason, now, hang_up=True)
+
+    def voicelive_closed(self, code: int | None, now: float) -> None:
+        if not self.ended:
+            self.log.warning("Voice Live closed the session", close_code=code)
+            self._end("voicelive_closed", now, hang_up=True)
+
+    def voicelive_event(self, event: dict[str, Any], now: float) -> None:
+        handler = self._handlers.get(event.get("type"))  # type: ignore[arg-type]
+        if handler is not None and not self.ended:
+            handler(event, now)
+
+    def _on_session_created(self, event: dict[str, Any], now: float) -> None:
+        session = event.get("session") or {}
+        self.session_id = session.get("id")
+        expires = session.get("expires_at")
+        self.expires_at = expires if isinstance(expires, (int, float)) else None
+        self.log.info("Voice Live session created", session_id=self.session_id)
+
+    def _on_session_updated(self, event: dict[str, Any], now: float) -> None:
+        session = event.get("session") or {}
+        want = self.audio.name
+        got_in, got_out = session.get("input_audio_format"), session.get("output_audio_format")
+        if got_in != want or got_out != want:
+            self.log.error(
+                "Voice Live did not accept the audio format; ending the call instead of playing noise",
+                asked=want, input_audio_format=got_in, output_audio_format=got_out,
+            )
+            self._end("audio_format_rejected", now, hang_up=True)
+            return
+        expires = session.get("expires_at")
+        if isinstance(expires, (int, float)):
+            self.expires_at = expires
+        if self.state != CallState.CONNECTING:
+            return
+        self.state = CallState.READY
+        held = len(self._held)
+        self.observer("session.ready", now, {"format": want, "held_frames": held,
+                                              "ready_ms": round(now - self.started_at, 1)})
+        self.log.info("call ready", profile=self.profile_name, audio_format=want, held_frames=held,
+                      ready_ms=round(now - self.started_at, 1))
+        while self._held:
+            self.caller_audio(self._held.popleft(), now)
+        self._held_bytes = 0
+        greeting = self.profile.greeting
+        if greeting is not None:
+            instructions = greeting.instructions or (
+                "Greet the caller by saying exactly this, and nothing else: " + (greeting.text or "")
+            )
+            self._send({"type": "response.create", "response": {"instructions": instructions}},
+                       kind="greeting")
+
+    def _on_error(self, event: dict[str, Any], now: float) -> None:
+        err = event.get("error")
+        if not isinstance(err, dict):
+            err = {}
+        code = str(err.get("code") or "")
+        message = str(err.get("message") or "")
+        kind = self._sent_kinds.pop(str(err.get("event_id") or ""), None)
+        if kind == "response.cancel" or _is_cancel_not_active(code, message):
+            self.log.debug("response.cancel found no active response (expected after barge-in)")
+            return
+        if kind == "output_audio_buffer.clear":
+            if not self._obuf_clear_off:
+                self._obuf_clear_off = True
+                self.log.debug("output_audio_buffer.clear is not supported here; not sent again",
+                               code=code, message=message)
+            return
+        self.stats.voicelive_errors += 1
+        if kind == "conversation.item.truncate":
+            self.log.warning("Voice Live rejected a truncation", code=code, message=message)
+        else:
+            self.log.warning("Voice Live error", code=code, message=message, error_type=err.get("type"),
+                             caused_by=kind)
+        self.observer("voicelive.error", now, {"code": code, "message": message, "caused_by": kind})
+
+    def _on_speech_stopped(self, event: dict[str, Any], now: float) -> None:
+        self._speech_stopped_at = now
+        self.observer("caller.speech_stopped", now, {"audio_end_ms": event.get("audio_end_ms")})
+
+    def _on_response_created(self, event: dict[str, Any], now: float) -> None:
+        response = event.get("response") or {}
+        rid = response.get("id")
+        if isinstance(rid, str):
+            self.active_response = rid
+        self.stats.responses += 1
+        self.observer("response.created", now, {"response_id": rid})
+
+    def _on_response_done(self, event: dict[str, Any], now: float) -> None:
+        response = event.get("response") or {}
+        rid = response.get("id")
+        if rid == self.active_response:
+            self.active_response = None
+        self._dropped_responses.discard(rid)
+        details = response.get("status_details") or {}
+        self.observer("response.done", now, {
+            "response_id": rid, "status": response.get("status"),
+            "reason": details.get("reason") if isinstance(details, dict) else None,
+        })
+
+    def _on_audio_delta(self, event: dict[str, Any], now: float) -> None:
+        rid = event.get("response_id")
+        if rid in self._dropped_responses:
+            self.stats.deltas_dropped += 1
+            return
+        delta = event.get("delta")
+        if not delta or not is_base64(delta):
+            self._warn_once("bad-delta", "Voice Live sent an audio delta that is not base64; dropped")
+            return
+        item_id = event.get("item_id")
+        if rid is not None and rid not in self._first_audio_seen:
+            self._first_audio_seen.add(rid)
+            fields: dict[str, Any] = {"response_id": rid, "item_id": item_id}
+            if self._speech_stopped_at is not None:
+                fields["after_speech_stopped_ms"] = round(now - self._speech_stopped_at, 1)
+            self.observer("bot.first_audio", now, fields)
+        offset = self._item_bytes.get(item_id, 0) if item_id else 0
+        if item_id and item_id not in self._item_response:
+            self._item_response[item_id] = rid
+        to_phone = self.to_phone
+        playout = self.playout
+        for piece in split_b64(delta, self._piece_chars):
+            size = b64_len(piece)
+            offset += size
+            to_phone.append(PlayAudio(piece))
+            to_phone.append(SendMark(playout.add(item_id, offset, size, now)))
+        if item_id:
+            self._item_bytes[item_id] = offset
+        self.stats.deltas_out += 1
+        self.stats.bytes_out += b64_len(delta)
+
+    def _on_truncated(self, event: dict[str, Any], now: float) -> None:
+        self.log.debug("Voice Live truncated an item", item_id=event.get("item_id"),
+                       audio_end_ms=event.get("audio_end_ms"))
+
+    def _on_caller_transcript(self, event: dict[str, Any], now: float) -> None:
+        self.observer("caller.transcript", now, {"item_id": event.get("item_id"),
+                                                 "text": event.get("transcript")})
+
+    def _on_bot_transcript(self, event: dict[str, Any], now: float) -> None:
+        self.observer("bot.transcript", now, {"item_id": event.get("item_id"),
+                                              "text": event.get("transcript")})
+
+    # --- barge-in ---------------------------------------------------------------------------
+
+    def _on_speech_started(self, event: dict[str, Any], now: float) -> None:
+        self.observer("caller.speech_started", now, {"audio_start_ms": event.get("audio_start_ms")})
+        switches = self.profile.barge_in
+        playing = bool(self.playout.pending)
+        active = self.active_response
+        if active in self._dropped_responses:
+            active = None  # already interrupted; its response.done has not arrived yet
+        if not switches.enabled or (not playing and active is None):
+            return  # the bot is silent: nothing to interrupt
+        if playing:
+            # 1. flush the phone's playback first: this is what the caller notices
+            self.to_phone.append(CLEAR)
+            item_id, heard = self.playout.flush(now)
+        else:
+            item_id, heard = self.playout.position(now)
+        # 2. stop the response and drop whatever of it still arrives
+        if active is not None:
+            self._dropped_responses.add(active)
+            if switches.response_cancel:
+                self._send({"type": "response.cancel"})
+        if not self._obuf_clear_off:
+            self._send({"type": "output_audio_buffer.clear"})
+        # 3. cut the model's memory of the item to what the caller heard
+        heard_ms: int | None = None
+        received_ms: int | None = None
+        if item_id is not None and (playing or self._item_response.get(item_id) == active):
+            received = self._item_bytes.get(item_id, 0)
+            received_ms = received // self.audio.bytes_per_ms
+            ms = min(heard, received) // self.audio.bytes_per_ms
+            if ms > 0:
+                heard_ms = ms
+                self.stats.truncations += 1
+                self._send({"type": "conversation.item.truncate", "item_id": item_id,
+                            "content_index": 0, "audio_end_ms": ms})
+        self.stats.barge_ins += 1
+        record = BargeIn(now, playing, active, item_id, heard_ms, received_ms)
+        self.barge_ins.append(record)
+        self.log.info("barge-in", cleared=playing, cancelled_response=active, item_id=item_id,
+                      heard_ms=heard_ms, received_ms=received_ms)
+        self.observer("barge_in", now, {"cleared": playing, "response_id": active, "item_id": item_id,
+                                        "truncated_at_ms": heard_ms, "received_ms": received_ms})

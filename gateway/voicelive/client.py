@@ -1,0 +1,212 @@
+"""Voice Live client: endpoint URL, authentication (api-key or a cached Entra ID token) and connect."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+from gateway import __version__
+from gateway.config import Profile, VoiceLiveSettings
+from gateway.log import get_logger
+
+log = get_logger("gateway.voicelive")
+
+REALTIME_PATH = "/voice-live/realtime"
+USER_AGENT = f"voicelive-phone-gateway/{__version__}"
+MAX_MESSAGE_BYTES = 16 * 2**20
+
+
+def realtime_url(
+    endpoint: str,
+    *,
+    api_version: str,
+    model: str | None = None,
+    agent_name: str | None = None,
+    agent_project: str | None = None,
+) -> str:
+    """WebSocket URL of a realtime session.
+
+    ``https`` becomes ``wss`` and ``http`` becomes ``ws`` (``wss``/``ws`` are kept); the path
+    ``/voice-live/realtime`` is appended to any path prefix of the endpoint; query parameters
+    already in the endpoint are kept.
+    """
+    parts = urlsplit(endpoint)
+    scheme = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"Voice Live endpoint must be an https://, http://, wss:// or ws:// URL: {endpoint!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith(REALTIME_PATH):
+        path += REALTIME_PATH
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.setdefault("api-version", api_version)
+    if agent_name:
+        query.setdefault("agent-name", agent_name)
+        if agent_project:
+            query.setdefault("agent-project-name", agent_project)
+    elif model:
+        query.setdefault("model", model)
+    return urlunsplit((scheme, parts.netloc, path, urlencode(query), ""))
+
+
+class _AccessToken(Protocol):
+    token: str
+    expires_on: int
+
+
+class AsyncTokenCredential(Protocol):
+    async def get_token(self, *scopes: str, **kwargs: Any) -> _AccessToken: ...
+
+
+class TokenProvider:
+    """One Entra ID token shared by every call, refreshed shortly before it expires.
+
+    Concurrent calls that need a refresh wait for the same request. If a refresh fails while the
+    cached token is still valid, the cached token is used and the failure logged.
+    """
+
+    def __init__(
+        self,
+        credential: AsyncTokenCredential,
+        scope: str,
+        *,
+        refresh_margin_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._credential = credential
+        self._scope = scope
+        self._margin = refresh_margin_s
+        self._clock = clock
+        self._token: str | None = None
+        self._expires_on = 0.0
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    def _fresh(self) -> bool:
+        return self._token is not None and self._expires_on - self._clock() > self._margin
+
+    async def get(self) -> str:
+        if self._fresh():
+            return self._token  # type: ignore[return-value]
+        async with self._lock:
+            if self._fresh():
+                return self._token  # type: ignore[return-value]
+            try:
+                self.fetches += 1
+                access = await self._credential.get_token(self._scope)
+            except Exception as exc:
+                if self._token is not None and self._expires_on > self._clock():
+                    log.warning("Entra ID token refresh failed; using the current token until it expires",
+                                error=type(exc).__name__)
+                    return self._token
+                raise
+            self._token, self._expires_on = access.token, float(access.expires_on)
+            log.info("Entra ID token acquired", scope=self._scope,
+                     valid_for_s=int(self._expires_on - self._clock()))
+            return self._token
+
+
+class VoiceLiveConnectError(Exception):
+    """The realtime session could not be opened. ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class VoiceLiveConnector:
+    """Opens one realtime WebSocket per call with the configured endpoint and credentials."""
+
+    def __init__(
+        self,
+        settings: VoiceLiveSettings,
+        *,
+        endpoint: str | None = None,
+        credential: AsyncTokenCredential | None = None,
+    ) -> None:
+        self.settings = settings
+        self.endpoint = endpoint or settings.endpoint
+        if not self.endpoint:
+            raise ValueError("no Voice Live endpoint")
+        self._api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        self._credential = credential
+        self._owns_credential = False
+        self._tokens: TokenProvider | None = None
+
+    @property
+    def auth_kind(self) -> str:
+        """api-key when a key is set; Microsoft Entra ID when a credential was given; none for a
+        loopback endpoint without a key (the local simulator); otherwise Microsoft Entra ID."""
+        if self._api_key:
+            return "api-key"
+        if self._credential is not None:
+            return "entra-id"
+        host = (urlsplit(self.endpoint).hostname or "").lower()  # type: ignore[arg-type]
+        if host in ("127.0.0.1", "localhost", "::1"):
+            return "none"
+        return "entra-id"
+
+    def _token_provider(self) -> TokenProvider:
+        if self._tokens is None:
+            if self._credential is None:
+                from azure.identity.aio import DefaultAzureCredential
+
+                self._credential = DefaultAzureCredential()
+                self._owns_credential = True
+            self._tokens = TokenProvider(self._credential, self.settings.token_scope)
+        return self._tokens
+
+    async def headers(self) -> dict[str, str]:
+        kind = self.auth_kind
+        if kind == "api-key":
+            return {"api-key": self._api_key}  # type: ignore[dict-item]
+        if kind == "none":
+            return {}
+        return {"Authorization": "Bearer " + await self._token_provider().get()}
+
+    def url_for(self, profile: Profile) -> str:
+        agent = profile.agent
+        return realtime_url(
+            self.endpoint,  # type: ignore[arg-type]
+            api_version=self.settings.api_version,
+            model=profile.model,
+            agent_name=agent.name if agent else None,
+            agent_project=agent.project if agent else None,
+        )
+
+    async def connect(self, profile: Profile) -> ClientConnection:
+        url = self.url_for(profile)
+        try:
+            headers = await self.headers()
+        except Exception as exc:
+            raise VoiceLiveConnectError(f"could not get an Entra ID token: {type(exc).__name__}") from None
+        try:
+            return await connect(
+                url,
+                additional_headers=headers,
+                user_agent_header=USER_AGENT,
+                compression=None,
+                open_timeout=self.settings.connect_timeout_s,
+                close_timeout=2,
+                max_size=MAX_MESSAGE_BYTES,
+                ping_interval=20,
+                ping_timeout=20,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise VoiceLiveConnectError(f"Voice Live refused the session (HTTP {status})", status) from None
+        except InvalidHandshake as exc:
+            raise VoiceLiveConnectError(f"Voice Live handshake failed: {exc}") from None
+        except TimeoutError:
+            raise VoiceLiveConnectError("Voice Live did not answer in time") from None
+        except OSError as exc:
+            raise VoiceLiveConnectError(f"Voice Live unreachable: {exc.strerror or exc}") from None
+
+    async def close(self) -> None:
+        if self._owns_credential and self._credential is not None:
+            await self._credential.close()  # type: ignore[attr-defined]

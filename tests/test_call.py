@@ -1,0 +1,323 @@
+"""The pure Call state machine: no sockets, explicit times."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from gateway.call import CLEAR, Call, CallState, Hangup, PlayAudio, SendMark
+from gateway.config import parse_config
+
+CONFIG = """
+profiles:
+  main:
+    model: gpt-realtime
+    instructions: Be brief.
+    voice: alloy
+  quiet:
+    model: gpt-realtime
+    barge_in: {enabled: false}
+  nocancel:
+    model: gpt-realtime
+    barge_in: {response_cancel: false, output_audio_buffer_clear: false}
+  greets:
+    model: gpt-realtime
+    greeting: Hello there
+routes:
+  default: main
+"""
+
+
+def make_call(profile: str = "main", now: float = 0.0) -> Call:
+    config = parse_config(CONFIG, env={})
+    return Call(call_id="CA1", stream_id="MZ1", profile_name=profile, profile=config.profiles[profile], now=now)
+
+
+def b64(n: int, fill: int = 0x55) -> str:
+    return base64.b64encode(bytes([fill]) * n).decode()
+
+
+def vl(call: Call) -> list[dict]:
+    out = [json.loads(m) for m in call.to_voicelive]
+    call.to_voicelive.clear()
+    return out
+
+
+def phone(call: Call) -> list:
+    out = list(call.to_phone)
+    call.to_phone.clear()
+    return out
+
+
+def ready_call(profile: str = "main") -> Call:
+    call = make_call(profile)
+    call.voicelive_connected(1.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 2.0)
+    vl(call)
+    phone(call)
+    return call
+
+
+def start_response(call: Call, rid: str = "resp_1", item: str = "item_1", now: float = 10.0) -> None:
+    call.voicelive_event({"type": "response.created", "response": {"id": rid, "status": "in_progress"}}, now)
+
+
+def delta(call: Call, nbytes: int, now: float, rid: str = "resp_1", item: str = "item_1") -> list:
+    call.voicelive_event({"type": "response.audio.delta", "response_id": rid, "item_id": item,
+                          "output_index": 0, "content_index": 0, "delta": b64(nbytes)}, now)
+    return phone(call)
+
+
+def marks(actions: list) -> list[str]:
+    return [a.name for a in actions if isinstance(a, SendMark)]
+
+
+def speech_started(call: Call, now: float) -> None:
+    call.voicelive_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
+                          "item_id": "item_u"}, now)
+
+
+def test_session_update_asks_for_g711_both_ways() -> None:
+    call = make_call()
+    call.voicelive_connected(5.0)
+    (update,) = vl(call)
+    assert update["type"] == "session.update"
+    assert update["session"]["input_audio_format"] == "g711_ulaw"
+    assert update["session"]["output_audio_format"] == "g711_ulaw"
+    assert update["session"]["instructions"] == "Be brief."
+    assert update["event_id"]
+
+
+def test_audio_before_ready_is_held_then_forwarded_untouched_in_order() -> None:
+    call = make_call()
+    frames = [b64(160, fill=i) for i in range(5)]
+    for i, f in enumerate(frames[:3]):
+        call.caller_audio(f, float(i))
+    assert call.to_voicelive == []
+    call.voicelive_connected(3.0)
+    vl(call)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 4.0)
+    for f in frames[3:]:
+        call.caller_audio(f, 5.0)
+    sent = vl(call)
+    assert [m["type"] for m in sent] == ["input_audio_buffer.append"] * 5
+    assert [m["audio"] for m in sent] == frames
+    assert call.state == CallState.READY
+
+
+def test_held_audio_is_bounded() -> None:
+    call = make_call()
+    call.hold_ms = 100  # 800 bytes = 5 frames of 160
+    call._hold_limit = 800
+    for i in range(8):
+        call.caller_audio(b64(160, fill=i), float(i))
+    assert call.stats.frames_lost_hold == 3
+    call.voicelive_connected(9.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 10.0)
+    appended = [m["audio"] for m in vl(call) if m["type"] == "input_audio_buffer.append"]
+    assert appended == [b64(160, fill=i) for i in range(3, 8)]
+
+
+@pytest.mark.parametrize("formats", [("pcm16", "pcm16"), ("g711_ulaw", "pcm16"), (None, None)])
+def test_wrong_session_format_ends_the_call_loudly(formats: tuple) -> None:
+    call = make_call()
+    call.voicelive_connected(1.0)
+    session = {"input_audio_format": formats[0], "output_audio_format": formats[1]}
+    call.voicelive_event({"type": "session.updated", "session": session}, 2.0)
+    assert call.ended and call.end_reason == "audio_format_rejected"
+    assert any(isinstance(a, Hangup) for a in phone(call))
+    call.caller_audio(b64(160), 3.0)
+    assert [m for m in vl(call) if m["type"] == "input_audio_buffer.append"] == []
+
+
+def test_greeting_asks_for_a_response_once_ready() -> None:
+    call = make_call("greets")
+    call.voicelive_connected(1.0)
+    vl(call)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 2.0)
+    (create,) = vl(call)
+    assert create["type"] == "response.create"
+    assert "Hello there" in create["response"]["instructions"]
+
+
+def test_deltas_are_split_into_marked_pieces_that_rejoin_exactly() -> None:
+    call = ready_call()
+    start_response(call)
+    delta_b64 = base64.b64encode(bytes(range(256)) * 9).decode()  # 2304 bytes = 288 ms
+    call.voicelive_event({"type": "response.audio.delta", "response_id": "resp_1", "item_id": "item_1",
+                          "delta": delta_b64}, 11.0)
+    actions = phone(call)
+    audio = [a.payload for a in actions if isinstance(a, PlayAudio)]
+    assert "".join(audio) == delta_b64
+    assert all(len(p) <= 640 for p in audio)  # 60 ms of µ-law
+    assert len(marks(actions)) == len(audio)
+    # media and marks alternate: each mark closes the piece before it
+    assert [type(a) for a in actions] == [PlayAudio, SendMark] * len(audio)
+
+
+def test_barge_in_during_playback_truncates_at_what_was_heard() -> None:
+    call = ready_call()
+    start_response(call)
+    actions = delta(call, 8000, now=100.0)  # one second of audio in one delta
+    names = marks(actions)
+    # the phone acknowledges 5 pieces (300 ms) at t=400, then 25 ms pass
+    call.playback_mark(names[4], 400.0)
+    speech_started(call, 425.0)
+    out_phone = phone(call)
+    out_vl = vl(call)
+    assert out_phone == [CLEAR]
+    types = [m["type"] for m in out_vl]
+    assert types == ["response.cancel", "output_audio_buffer.clear", "conversation.item.truncate"]
+    truncate = out_vl[-1]
+    assert truncate["item_id"] == "item_1" and truncate["content_index"] == 0
+    assert truncate["audio_end_ms"] == 325
+    # late deltas of the cancelled response are dropped
+    assert delta(call, 800, now=430.0) == []
+    assert call.stats.deltas_dropped == 1
+
+
+def test_truncation_is_anchored_on_acks_not_bytes_sent() -> None:
+    call = ready_call()
+    start_response(call)
+    names = marks(delta(call, 16000, now=0.0))  # two seconds sent at once
+    speech_started(call, 5000.0)  # no ack ever came: the phone played at most the first piece
+    (truncate,) = [m for m in vl(call) if m["type"] == "conversation.item.truncate"]
+    assert truncate["audio_end_ms"] == 60
+    assert len(names) > 1
+
+
+def test_stale_marks_after_clear_are_ignored() -> None:
+    call = ready_call()
+    start_response(call)
+    names = marks(delta(call, 4800, now=0.0))
+    call.playback_mark(names[0], 60.0)
+    speech_started(call, 70.0)
+    phone(call)
+    vl(call)
+    for name in names[1:]:  # Twilio echoes every pending mark when it clears
+        call.playback_mark(name, 71.0)
+    assert len(call.playout.pending) == 0
+    assert call.playout.position(1000.0) == ("item_1", 480 + 80)
+
+
+def test_no_truncate_when_nothing_was_heard() -> None:
+    call = ready_call()
+    start_response(call)
+    delta(call, 4000, now=100.0)
+    speech_started(call, 100.0)  # at the very moment the audio was sent
+    assert phone(call) == [CLEAR]
+    assert [m["type"] for m in vl(call)] == ["response.cancel", "output_audio_buffer.clear"]
+
+
+def test_speech_after_playback_finished_touches_nothing() -> None:
+    call = ready_call()
+    start_response(call)
+    names = marks(delta(call, 960, now=0.0))
+    call.voicelive_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}, 20.0)
+    call.playback_mark(names[-1], 130.0)
+    speech_started(call, 500.0)
+    assert phone(call) == []
+    assert vl(call) == []
+    assert call.stats.barge_ins == 0
+
+
+def test_two_barge_ins_in_a_row_act_once() -> None:
+    call = ready_call()
+    start_response(call)
+    delta(call, 4800, now=0.0)
+    speech_started(call, 100.0)
+    first_phone, first_vl = phone(call), vl(call)
+    speech_started(call, 150.0)
+    assert first_phone == [CLEAR] and len(first_vl) == 3
+    assert phone(call) == [] and vl(call) == []
+
+
+def test_cancel_error_reply_is_harmless_and_buffer_clear_error_stops_it() -> None:
+    call = ready_call()
+    start_response(call)
+    delta(call, 4800, now=0.0)
+    speech_started(call, 100.0)
+    sent = vl(call)
+    ids = {m["type"]: m["event_id"] for m in sent}
+    call.voicelive_event({"type": "error", "error": {"type": "invalid_request_error",
+                          "code": "response_cancel_not_active",
+                          "message": "Cancellation failed: no active response found",
+                          "event_id": ids["response.cancel"]}}, 110.0)
+    call.voicelive_event({"type": "error", "error": {"type": "invalid_request_error", "code": "x",
+                          "message": "only supported in avatar mode",
+                          "event_id": ids["output_audio_buffer.clear"]}}, 111.0)
+    assert call.stats.voicelive_errors == 0
+    assert not call.ended
+    # the next barge-in no longer sends output_audio_buffer.clear
+    call.voicelive_event({"type": "response.done", "response": {"id": "resp_1", "status": "cancelled"}}, 120.0)
+    start_response(call, "resp_2")
+    delta(call, 4800, now=200.0, rid="resp_2", item="item_2")
+    speech_started(call, 300.0)
+    assert [m["type"] for m in vl(call)] == ["response.cancel", "conversation.item.truncate"]
+
+
+def test_other_voicelive_errors_are_counted_not_fatal() -> None:
+    call = ready_call()
+    call.voicelive_event({"type": "error", "error": {"type": "server_error", "message": "boom"}}, 5.0)
+    assert call.stats.voicelive_errors == 1 and not call.ended
+
+
+def test_switches_turn_parts_of_barge_in_off() -> None:
+    call = ready_call("nocancel")
+    start_response(call)
+    delta(call, 4800, now=0.0)
+    speech_started(call, 100.0)
+    assert phone(call) == [CLEAR]
+    assert [m["type"] for m in vl(call)] == ["conversation.item.truncate"]
+
+    quiet = ready_call("quiet")
+    start_response(quiet)
+    delta(quiet, 4800, now=0.0)
+    speech_started(quiet, 100.0)
+    assert phone(quiet) == [] and vl(quiet) == []
+
+
+def test_speech_while_response_active_but_nothing_playing_cancels_and_truncates_received() -> None:
+    call = ready_call()
+    start_response(call)
+    names = marks(delta(call, 480, now=0.0))
+    call.playback_mark(names[-1], 60.0)  # everything received so far has played; more is coming
+    speech_started(call, 80.0)
+    assert phone(call) == []  # nothing to flush
+    out = vl(call)
+    assert [m["type"] for m in out] == ["response.cancel", "output_audio_buffer.clear",
+                                        "conversation.item.truncate"]
+    assert out[-1]["audio_end_ms"] == 60
+    assert delta(call, 480, now=90.0) == []
+
+
+def test_new_response_after_barge_in_plays() -> None:
+    call = ready_call()
+    start_response(call)
+    delta(call, 4800, now=0.0)
+    speech_started(call, 100.0)
+    assert phone(call) == [CLEAR]
+    call.voicelive_event({"type": "response.done", "response": {"id": "resp_1", "status": "cancelled"}}, 120.0)
+    start_response(call, "resp_2")
+    actions = delta(call, 480, now=900.0, rid="resp_2", item="item_2")
+    assert [type(a) for a in actions] == [PlayAudio, SendMark]
+
+
+def test_voicelive_close_ends_the_call_and_hangs_up() -> None:
+    call = ready_call()
+    call.voicelive_closed(1011, 50.0)
+    assert call.ended and call.end_reason == "voicelive_closed"
+    assert phone(call) == [Hangup("voicelive_closed")]
+
+
+def test_phone_end_ends_without_hangup() -> None:
+    call = ready_call()
+    call.phone_ended("caller_hung_up", 50.0)
+    assert call.ended and phone(call) == []
+    assert call.summary(60.0)["end_reason"] == "caller_hung_up"
