@@ -1,0 +1,88 @@
+"""Command line: gateway serve | demo | call | simulator | check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__, log
+
+
+def _load(path: str):  # -> GatewayConfig, or exits with the config's own error text
+    from gateway.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.app import serve
+
+    config = _load(args.config)
+    asyncio.run(serve(config, args.host, args.port))
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import describe
+
+    print(describe(_load(args.path)))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return asyncio.run(run_demo(record=args.record, config_path=args.config))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="Telephony gateway: phone calls (Twilio, Azure Communication Services) "
+        "bridged to Azure AI Voice Live.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
+                        help="log level (default: $GATEWAY_LOG_LEVEL or info)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--config", default="config.yaml", help="config file (default: ./config.yaml)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("demo", help="run a simulated phone call through the gateway and the built-in "
+                       "Voice Live simulator, print its timeline and write a WAV file of it")
+    p.add_argument("--record", default="demo-call.wav", help="WAV file to write (default: demo-call.wav)")
+    p.add_argument("--config", default=None,
+                   help="config file for the gateway (default: the shipped config.yaml if present)")
+    p.set_defaults(func=_cmd_demo, default_log_level="warning")
+
+    from gateway.softphone import register_cli as register_call
+
+    register_call(sub)
+
+    from gateway.simulator import register_cli as register_simulator
+
+    register_simulator(sub)
+
+    p = sub.add_parser("check-config", help="validate a config file and show what each phone number gets")
+    p.add_argument("path", nargs="?", default="config.yaml", help="config file (default: ./config.yaml)")
+    p.set_defaults(func=_cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log.configure(level=args.log_level or getattr(args, "default_log_level", None))
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
