@@ -72,9 +72,10 @@ def create_app(
         nonlocal endpoint
         simulator = None
         if not endpoint:
-            from gateway.simulator import start_simulator
+            from gateway.simulator import SimulatorSettings, start_simulator
 
-            simulator = await start_simulator(simulator_settings)
+            # a long-running gateway must not keep every simulated event in memory
+            simulator = await start_simulator(simulator_settings or SimulatorSettings(record=False))
             endpoint = simulator.endpoint
             app[SIMULATOR] = simulator
             log.warning("using the built-in Voice Live simulator: AZURE_VOICELIVE_ENDPOINT is not set",

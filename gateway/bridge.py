@@ -42,9 +42,27 @@ class GatewayContext:
     connector: VoiceLiveConnector
     observer_factory: Callable[[str], Observer] | None = None
     calls: dict[str, CallBridge] = field(default_factory=dict)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
 
     def observer_for(self, call_id: str) -> Observer:
         return self.observer_factory(call_id) if self.observer_factory else _noop_observer
+
+    def add_call(self, bridge: CallBridge) -> None:
+        self.calls[bridge.call.call_id] = bridge
+        self._idle.clear()
+
+    def remove_call(self, bridge: CallBridge) -> None:
+        if self.calls.get(bridge.call.call_id) is bridge:
+            del self.calls[bridge.call.call_id]
+        if not self.calls:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no call is in progress (every call's tasks and sockets are finished)."""
+        await self._idle.wait()
 
 
 def _now_ms() -> float:
@@ -203,7 +221,7 @@ class CallBridge:
         ctx = self.ctx
         if call.call_id in ctx.calls:
             self.log.warning("a second media stream for a call in progress", profile=call.profile_name)
-        ctx.calls[call.call_id] = self
+        ctx.add_call(self)
         self.log.info("call started", profile=call.profile_name)
         tasks = [
             asyncio.create_task(self._phone_loop(), name=f"phone-{call.call_id}"),
@@ -221,8 +239,7 @@ class CallBridge:
             if not call.ended:
                 call.phone_ended("gateway_error", _now_ms())
             await self._close_legs()
-            if ctx.calls.get(call.call_id) is self:
-                del ctx.calls[call.call_id]
+            ctx.remove_call(self)
             summary = call.summary(_now_ms())
             if self._bad_input:
                 summary["bad_messages"] = dict(self._bad_input)

@@ -61,9 +61,12 @@ class Rig:
     def ws_url(self) -> str:
         return self.base.replace("http://", "ws://") + "/twilio/media"
 
-    @property
-    def calls(self) -> dict:
-        return self.app[CONTEXT].calls
+    async def all_calls_finished(self) -> None:
+        """Wait until the gateway has no call left, then check that nothing of them survived."""
+        await asyncio.wait_for(self.app[CONTEXT].wait_idle(), 10)
+        assert self.app[CONTEXT].calls == {}
+        leftovers = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(("phone-", "voicelive-"))]
+        assert leftovers == []
 
 
 async def _start_rig(sim_settings: SimulatorSettings | None = None, env: dict[str, str] | None = None,
@@ -129,7 +132,7 @@ async def test_whole_call_with_barge_in_truncates_at_what_the_phone_played(rig: 
     assert report.discarded_bytes > 0
     assert report.played_bytes <= clear["played_bytes_total"] + sum(
         size for item, size in session.items_audio_bytes.items() if item != first_item)
-    assert rig.calls == {}
+    await rig.all_calls_finished()
 
 
 async def test_audio_passes_through_byte_for_byte_both_ways(rig: Rig) -> None:
@@ -154,7 +157,7 @@ async def test_voicelive_closing_mid_call_closes_the_phone_socket(rig: Rig) -> N
     await dropper
     assert report.closed_by == "gateway"
     assert report.duration_ms < 9_000
-    assert rig.calls == {}
+    await rig.all_calls_finished()
 
 
 async def test_caller_hanging_up_closes_the_voicelive_session(rig: Rig) -> None:
@@ -162,7 +165,7 @@ async def test_caller_hanging_up_closes_the_voicelive_session(rig: Rig) -> None:
     session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
     assert report.closed_by == "caller"
     assert session.closed.is_set()
-    assert rig.calls == {}
+    await rig.all_calls_finished()
 
 
 class RawTwilio:
@@ -220,6 +223,7 @@ async def test_bad_input_is_logged_and_the_call_goes_on(rig: Rig) -> None:
     finally:
         log.configure(level="info")
     raw_session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
+    await rig.all_calls_finished()
     assert raw_session.appended == good  # every good frame, in order, nothing else
     assert report.violations == 0 and report.played_bytes > 0  # the other call was untouched
     lines = [json.loads(line) for line in buf.getvalue().splitlines()]

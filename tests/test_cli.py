@@ -1,0 +1,133 @@
+"""The command line as users run it: real processes, real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from gateway.audio import ASSETS, load_ulaw_8k, read_wav
+from gateway.simulator import SimulatorSettings, start_simulator
+from gateway.softphone import Hangup, Say, WaitForBot, place_call
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "GATEWAY_", "TWILIO_", "ACS_"))}
+    env.update(GATEWAY_LOG_FORMAT="json", **extra)
+    return env
+
+
+async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, cwd=ROOT, env=env or _env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_check_config_shows_what_each_number_gets() -> None:
+    code, out, _ = await _run("check-config")
+    assert code == 0
+    assert "config.yaml: OK" in out
+    assert "+15555550100 -> sales" in out and "any other number -> support" in out
+
+
+async def test_check_config_reports_the_line_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "config.yaml").read_text().replace("voice: marin", "voice: robot"))
+    code, out, err = await _run("check-config", str(bad))
+    assert code == 2 and out == ""
+    line_no = next(i for i, line in enumerate(bad.read_text().splitlines(), 1) if "voice: robot" in line)
+    assert f"bad.yaml:{line_no}: profiles.sales.voice" in err
+    assert "Traceback" not in err
+
+
+@dataclass
+class Served:
+    proc: asyncio.subprocess.Process
+    port: int
+    lines: list[dict] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def _serve(env: dict[str, str]) -> AsyncIterator[Served]:
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    served = Served(proc, port)
+    listening = asyncio.Event()
+
+    async def read() -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = {"event": raw.decode(errors="replace").strip()}
+            served.lines.append(line)
+            if line.get("event") == "gateway listening":
+                listening.set()
+
+    reader = asyncio.create_task(read())
+    try:
+        await asyncio.wait_for(listening.wait(), 30)
+        yield served
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 20)
+        await reader
+
+
+@pytest.fixture
+async def served_with_builtin_simulator() -> AsyncIterator[Served]:
+    async for served in _serve(_env()):
+        yield served
+
+
+async def test_serve_uses_the_builtin_simulator_and_says_so(served_with_builtin_simulator: Served) -> None:
+    served = served_with_builtin_simulator
+    events = [line.get("event", "") for line in served.lines]
+    assert any("built-in Voice Live simulator" in e for e in events)
+    report = await place_call(served.base + "/twilio/voice", [
+        Say(load_ulaw_8k(ASSETS / "caller_hours.wav"), "question"), WaitForBot(), Hangup()])
+    assert report.violations == 0 and report.played_bytes > 8000
+    served.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(served.proc.wait(), 20) == 0
+
+
+async def test_serve_talks_to_the_configured_endpoint_and_the_call_command_works(tmp_path: Path) -> None:
+    async with await start_simulator(SimulatorSettings(audio_speed=8.0)) as sim:
+        async for served in _serve(_env(AZURE_VOICELIVE_ENDPOINT=sim.endpoint)):
+            backend = next(line for line in served.lines if line.get("event") == "Voice Live backend")
+            assert backend["endpoint"] == sim.endpoint
+            out_wav = tmp_path / "out.wav"
+            code, out, err = await _run(
+                "call", served.base + "/twilio/voice", "--play", str(ASSETS / "caller_hours.wav"),
+                "--record", str(out_wav))
+            assert code == 0, out + err
+            wav = read_wav(out_wav)
+            assert wav.rate == 8000 and wav.samples.shape[1] == 2
+            assert len(sim.state.sessions) == 1
+            session = await asyncio.wait_for(sim.state.wait_closed(0), 10)
+            assert session.appended  # the caller's audio reached the configured endpoint
