@@ -84,7 +84,7 @@ class CallBridge:
             stream_id=start.stream_sid,
             profile_name=profile_name,
             profile=ctx.config.profiles[profile_name],
-            now=_now_ms(),
+            started_at=_now_ms(),
             observer=self.observer,
             log=self.log,
         )

@@ -170,7 +170,7 @@ class Call:
     stream_id: str
     profile_name: str
     profile: Profile
-    now: float
+    started_at: float  # ms, on the same clock as every ``now`` given to the call
     audio: AudioFormat = G711_ULAW
     observer: Observer = _no_observer
     log: Any = None
@@ -191,7 +191,6 @@ class Call:
             from gateway.log import get_logger
 
             self.log = get_logger("gateway.call", call_id=self.call_id, stream_id=self.stream_id)
-        self.started_at = self.now
         self.playout = Playout(self.audio)
         unit = self.audio.piece_unit  # whole samples and whole base64 quanta
         piece_bytes = max(unit, self.piece_ms * self.audio.bytes_per_ms // unit * unit)

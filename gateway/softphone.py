@@ -103,11 +103,15 @@ class WaitForBot:
     ``heard_ms=None``: until the bot has spoken and its playback has then been idle for
     ``settle_ms``. An int: until at least ``heard_ms`` of bot audio has played since this step
     began. After ``timeout_s`` the call goes on and a ``wait_timeout`` event is recorded.
+    ``optional``: the bot may not speak at all (a greeting that may not come); if it has not
+    started within ``start_timeout_s``, the call goes on with a ``no_bot_audio`` event.
     """
 
     heard_ms: int | None = None
     settle_ms: int = 800
     timeout_s: float = 30.0
+    optional: bool = False
+    start_timeout_s: float = 3.0
 
 
 @dataclass
@@ -592,8 +596,14 @@ class _Call:
                 if self._wait_done(step, self._wait):
                     self._next_step()
                     continue
-                if self.loop.time() - self._wait.started >= step.timeout_s:
-                    heard = (self.playout.played - self._wait.baseline) / BYTES_PER_MS
+                waited = self.loop.time() - self._wait.started
+                heard = (self.playout.played - self._wait.baseline) / BYTES_PER_MS
+                silent = heard == 0 and not self.bot_playing
+                if step.optional and silent and waited >= step.start_timeout_s:
+                    self.events.emit("no_bot_audio", timeout_s=step.start_timeout_s)
+                    self._next_step()
+                    continue
+                if waited >= step.timeout_s:
                     self.events.emit("wait_timeout", timeout_s=step.timeout_s, heard_ms=heard)
                     self._next_step()
                     continue
@@ -835,6 +845,8 @@ def describe_event(kind: str, fields: Mapping[str, Any]) -> str:
         return text + (f", {flushed} marks flushed)" if flushed else ")")
     if kind == "wait_timeout":
         return f"no answer from the bot within {fields.get('timeout_s')} s"
+    if kind == "no_bot_audio":
+        return f"the bot said nothing within {fields.get('timeout_s')} s; going on"
     if kind == "hangup":
         return "caller hangs up"
     if kind == "closed_by_gateway":
@@ -892,6 +904,11 @@ def register_cli(subparsers: Any) -> None:
     )
     parser.add_argument("--record", metavar="OUT.wav", help="write the call as a stereo WAV (caller, bot)")
     parser.add_argument(
+        "--greeting-wait", type=float, default=3.0, metavar="S",
+        help="before the first --play turn, listen this long for the bot to start a greeting "
+        "(0: speak at once; default 3)",
+    )
+    parser.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="a stream customParameter"
     )
     parser.add_argument("--to", default="+15555550100", help="the called number (default %(default)s)")
@@ -923,6 +940,8 @@ def run_call_command(args: argparse.Namespace) -> int:
                 raise CallError(f"--param {item!r}: expected NAME=VALUE")
             params[name] = value
         steps: list[Step] = []
+        if args.play and args.greeting_wait > 0:  # listen for a greeting before speaking
+            steps.append(WaitForBot(timeout_s=args.timeout, optional=True, start_timeout_s=args.greeting_wait))
         for path in args.play:
             try:
                 audio = load_ulaw_8k(path)

@@ -32,7 +32,7 @@ routes:
 
 def make_call(profile: str = "main", now: float = 0.0) -> Call:
     config = parse_config(CONFIG, env={})
-    return Call(call_id="CA1", stream_id="MZ1", profile_name=profile, profile=config.profiles[profile], now=now)
+    return Call(call_id="CA1", stream_id="MZ1", profile_name=profile, profile=config.profiles[profile], started_at=now)
 
 
 def b64(n: int, fill: int = 0x55) -> str:

@@ -29,6 +29,7 @@ from gateway.softphone import (
     Say,
     Silence,
     WaitForBot,
+    call_failures,
     parse_twiml,
     place_call,
     register_cli,
@@ -485,6 +486,16 @@ async def test_wait_for_bot_timeout_and_heard_ms(gateway: FakeGateway) -> None:
     assert [f["digit"] for _, f in report.events_of("dtmf")] == ["1", "2"]
     assert report.unplayed_bytes > 0  # hung up while the bot was still talking
     assert report.played_bytes + report.unplayed_bytes == report.received_bytes == 4000
+
+
+async def test_optional_wait_for_a_greeting_that_never_comes_is_not_a_failure(gateway: FakeGateway) -> None:
+    task = gateway.call([WaitForBot(optional=True, start_timeout_s=0.2), Hangup()])
+    await gateway.peer()
+    report = await finish(task)
+    assert [f for _, f in report.events_of("no_bot_audio")] == [{"timeout_s": 0.2}]
+    assert report.duration_ms < 2000
+    assert report.events_of("wait_timeout") == []
+    assert call_failures(report) == []
 
 
 def _refusing_port() -> tuple[socket.socket, int]:
