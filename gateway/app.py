@@ -16,6 +16,7 @@ from gateway.call import Observer
 from gateway.carriers.twilio import connect_twiml, stream_url
 from gateway.config import GatewayConfig
 from gateway.log import get_logger, register_secret
+from gateway.recording import RecordingWriter
 from gateway.voicelive.client import VoiceLiveConnector
 
 log = get_logger("gateway.app")
@@ -81,7 +82,12 @@ def create_app(
             log.warning("using the built-in Voice Live simulator: AZURE_VOICELIVE_ENDPOINT is not set",
                         simulator=endpoint)
         connector = VoiceLiveConnector(config.voicelive, endpoint=endpoint)
-        app[CONTEXT] = GatewayContext(config, connector, observer_factory)
+        recording = None
+        if config.recording.directory:
+            recording = RecordingWriter(config.recording.directory, config.recording.redact_audio)
+            log.info("recording calls", directory=config.recording.directory,
+                     redact_audio=config.recording.redact_audio)
+        app[CONTEXT] = GatewayContext(config, connector, observer_factory, recording)
         if simulator is None:
             log.info("Voice Live backend", endpoint=endpoint, auth=connector.auth_kind)
         if not config.gateway.public_url:
@@ -90,6 +96,8 @@ def create_app(
             yield
         finally:
             await connector.close()
+            if recording is not None:
+                await asyncio.get_running_loop().run_in_executor(None, recording.close)
             if simulator is not None:
                 await simulator.close()
 

@@ -606,6 +606,13 @@ class AcsSettings(_Model):
     connection_string: SecretStr | None = None
 
 
+class RecordingSettings(_Model):
+    """Opt-in call recording: one JSON Lines fixture per call, replayable as a test."""
+
+    directory: Text | None = None  # None: calls are not recorded
+    redact_audio: bool = True  # audio replaced by silence of the same length (callers' voices are personal data)
+
+
 class Routes(_Model):
     """Called number -> profile name. ``numbers`` keys are stored normalized (see normalize_number)."""
 
@@ -653,6 +660,7 @@ class GatewayConfig(_Model):
     gateway: GatewaySettings = GatewaySettings()
     twilio: TwilioSettings = TwilioSettings()
     acs: AcsSettings = AcsSettings()
+    recording: RecordingSettings = RecordingSettings()
     profiles: dict[str, Profile]
     routes: Routes
 

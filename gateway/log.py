@@ -39,6 +39,11 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+def scrub_text(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    return _scrub(text) if _secrets else text
+
+
 def scrub_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if _secrets:
         for key, value in event.items():

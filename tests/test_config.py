@@ -411,7 +411,7 @@ def test_voice_type_error_matches_the_documented_format() -> None:
         pytest.param(
             "source: elsewhere.yaml\n" + MINIMAL,
             "source",
-            "source: unknown key (expected one of: voicelive, gateway, twilio, acs, profiles, routes)",
+            "source: unknown key (expected one of: voicelive, gateway, twilio, acs, recording, profiles, routes)",
             id="unknown-top-level-key",
         ),
     ],

@@ -232,7 +232,7 @@ async def test_bad_input_is_logged_and_the_call_goes_on(rig: Rig) -> None:
     assert any(line.get("event", "").startswith("media before start") for line in lines)
     assert problems.count("malformed") == 1  # one warning per kind of problem; repeats at debug
     (summary,) = [line for line in lines if line.get("event") == "call ended" and line.get("call_id") == "CAraw"]
-    assert summary["bad_messages"] == {"malformed": 4, "binary-frame": 1}
+    assert summary["bad_messages"] == {"malformed": 4, "binary-frame": 1, "unknown-event": 1}
     raw_lines = [line for line in lines if line.get("call_id") == "CAraw"]
     assert raw_lines and all(line.get("stream_id") == "MZraw" for line in raw_lines)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
 from gateway.audio import is_base64
+from gateway.call import Call, ClearPlayback, PhoneAction, PlayAudio, SendMark
 
 
 class TwilioProtocolError(ValueError):
@@ -201,3 +202,47 @@ def connect_twiml(media_url: str, parameters: dict[str, str]) -> str:
 def say_twiml(text: str) -> str:
     """TwiML that speaks a sentence and hangs up (used when a call cannot be taken)."""
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Say>{escape(text)}</Say><Hangup/></Response>'
+
+
+class TwilioLeg:
+    """The phone leg of one call on Twilio: wire text in and out of a :class:`Call`."""
+
+    carrier = "twilio"
+    __slots__ = ("encoder", "start")
+
+    def __init__(self, start: Start) -> None:
+        self.start = start
+        self.encoder = TwilioEncoder(start.stream_sid)
+
+    def feed(self, call: Call, text: str, now: float) -> tuple[str, str] | None:
+        """Dispatch one inbound text message. Returns (problem, detail) when it was not usable."""
+        try:
+            event = parse_message(text)
+        except TwilioProtocolError as exc:
+            return "malformed", str(exc)
+        kind = type(event)
+        if kind is Media:
+            if event.track == "inbound":  # type: ignore[union-attr]
+                call.caller_audio(event.payload, now)  # type: ignore[union-attr]
+        elif kind is MarkAck:
+            call.playback_mark(event.name, now)  # type: ignore[union-attr]
+        elif kind is Stop:
+            call.phone_ended("caller_hung_up", now)
+        elif kind is Dtmf:
+            call.dtmf(event.digit, now)  # type: ignore[union-attr]
+        elif kind is Start:
+            return "duplicate-start", "a second start message on the same stream"
+        elif kind is OtherEvent:
+            return "unknown-event", f"event {event.event!r} is not used"  # type: ignore[union-attr]
+        return None
+
+    def encode(self, action: PhoneAction) -> str | None:
+        """Wire text for a phone action (None: nothing to send; a hang-up closes the socket)."""
+        kind = type(action)
+        if kind is PlayAudio:
+            return self.encoder.media(action.payload)  # type: ignore[union-attr]
+        if kind is SendMark:
+            return self.encoder.mark(action.name)  # type: ignore[union-attr]
+        if kind is ClearPlayback:
+            return self.encoder.clear()
+        return None

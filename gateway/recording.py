@@ -1,0 +1,208 @@
+"""Call recording: every call as one JSON Lines file, written as it happens.
+
+The first line is a header (format version, carrier, call id, profile as resolved, gateway version,
+start time); then one line per message on either leg, in either direction, with the time since the
+media socket opened and the message exactly as it was on the wire::
+
+    {"t": 812.375, "leg": "phone", "dir": "in", "msg": "{\\"event\\":\\"media\\",...}"}
+    {"t": 812.402, "leg": "voicelive", "dir": "out", "msg": "{\\"type\\":\\"input_audio_buffer.append\\",...}"}
+    {"t": 950.0, "leg": "voicelive", "event": "closed", "code": 1011}
+
+The event loop only puts records on a queue; one background thread formats and writes them for
+every call, so recording never blocks a call and never holds a whole call in memory. With
+``redact_audio`` every audio payload is replaced by silence of the same length, keeping every
+timing and every other field. Registered secrets are scrubbed from every line. A disk error is
+logged once and the call goes on without recording.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import json
+import queue
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.audio import AudioFormat, b64_len
+from gateway.log import get_logger, scrub_text
+
+FORMAT = "voicelive-gateway-call/1"
+
+log = get_logger("gateway.recording")
+
+_CLOSE = object()
+_STOP = object()
+
+
+@functools.lru_cache(maxsize=64)
+def _silence(nbytes: int, fill: int) -> str:
+    return base64.b64encode(bytes([fill]) * nbytes).decode()
+
+
+# (leg, direction) -> (a substring every audio-carrying message has, where its audio is)
+_AUDIO_FIELDS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("phone", "in"): ('"media"', ("media", "payload")),
+    ("phone", "out"): ('"media"', ("media", "payload")),
+    ("voicelive", "out"): ("input_audio_buffer.append", ("audio",)),
+    ("voicelive", "in"): ("response.audio.delta", ("delta",)),
+}
+
+
+def redact_audio(message: str, leg: str, direction: str, silence_byte: int) -> str:
+    """The message with its audio payload (if any) replaced by silence of the same length."""
+    marker, path = _AUDIO_FIELDS.get((leg, direction), ("\0", ()))
+    if marker not in message:
+        return message
+    try:
+        node: Any = json.loads(message)
+        for key in path:
+            node = node[key]
+    except (ValueError, KeyError, TypeError):
+        return message
+    if not isinstance(node, str) or not node:
+        return message
+    return message.replace(node, _silence(b64_len(node), silence_byte), 1)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:80] or "call"
+
+
+class CallRecorder:
+    """Records one call. ``record`` is cheap and never blocks: it only enqueues."""
+
+    def __init__(self, writer: RecordingWriter, path: Path, header: dict[str, Any], origin: float,
+                 silence_byte: int) -> None:
+        self.writer = writer
+        self.path = path
+        self.header = header
+        self.origin = origin
+        self.silence_byte = silence_byte
+        self.enqueued = 0
+        self.written = 0  # updated by the writer thread
+        self.stopped = False  # set when the recording was given up (disk error or backlog)
+        self._file: Any = None
+
+    def record(self, t: float, leg: str, direction: str, message: str | bytes | None = None,
+               **fields: Any) -> None:
+        if self.stopped:
+            return
+        if self.enqueued - self.written > self.writer.max_backlog:
+            self.stopped = True
+            log.error("call recording stopped: the disk cannot keep up", path=str(self.path))
+            return
+        self.enqueued += 1
+        self.writer.queue.put((self, round(t - self.origin, 3), leg, direction, message, fields))
+
+    def close(self) -> None:
+        self.writer.queue.put((self, _CLOSE))
+
+    # --- writer thread ---------------------------------------------------------------------
+
+    def _line(self, t: float, leg: str, direction: str, message: str | bytes | None,
+              fields: dict[str, Any]) -> str:
+        if direction in ("in", "out"):
+            entry: dict[str, Any] = {"t": t, "leg": leg, "dir": direction}
+            if isinstance(message, bytes):
+                entry["binary"] = base64.b64encode(message).decode()
+            elif message is not None:
+                if self.writer.redact_audio:
+                    message = redact_audio(message, leg, direction, self.silence_byte)
+                entry["msg"] = message
+        else:
+            entry = {"t": t, "leg": leg, "event": direction, **fields}
+        return scrub_text(json.dumps(entry, separators=(",", ":"), ensure_ascii=False))
+
+    def _write(self, text: str) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", encoding="utf-8")
+            self._file.write(scrub_text(json.dumps(self.header, ensure_ascii=False)) + "\n")
+        self._file.write(text + "\n")
+
+    def _fail(self, exc: OSError) -> None:
+        self.stopped = True
+        log.error("call recording failed; the call goes on without it", path=str(self.path),
+                  error=exc.strerror or str(exc))
+        self._close_file()
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+
+
+class RecordingWriter:
+    """The background thread that writes every call's recording."""
+
+    def __init__(self, directory: str | Path, redact_audio: bool = True, max_backlog: int = 100_000) -> None:
+        self.directory = Path(directory)
+        self.redact_audio = redact_audio
+        self.max_backlog = max_backlog
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="call-recording", daemon=True)
+        self._thread.start()
+
+    def open_call(self, *, carrier: str, call_id: str, stream_id: str, profile_name: str,
+                  profile: dict[str, Any], audio: AudioFormat, origin: float) -> CallRecorder:
+        now = dt.datetime.now(dt.UTC)
+        header = {
+            "format": FORMAT,
+            "carrier": carrier,
+            "call_id": call_id,
+            "stream_id": stream_id,
+            "profile_name": profile_name,
+            "profile": profile,
+            "audio_format": audio.name,
+            "gateway_version": __version__,
+            "started_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "redacted_audio": self.redact_audio,
+        }
+        path = self.directory / f"{now:%Y%m%dT%H%M%S}-{_safe_name(call_id)}.jsonl"
+        silence = 0xFF if audio.name == "g711_ulaw" else 0x00
+        return CallRecorder(self, path, header, origin, silence)
+
+    def close(self) -> None:
+        """Write what is queued and stop the thread (blocking: run it off the event loop)."""
+        self.queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        open_files: set[CallRecorder] = set()
+        while True:
+            item = self.queue.get()
+            if item is _STOP:
+                break
+            recorder: CallRecorder = item[0]
+            if item[1] is _CLOSE:
+                recorder._close_file()
+                open_files.discard(recorder)
+            else:
+                # after a disk error the recording is over; after a backlog stop, what was
+                # queued before it is still written
+                if recorder._file is not None or not recorder.stopped:
+                    try:
+                        recorder._write(recorder._line(*item[1:]))
+                        open_files.add(recorder)
+                    except OSError as exc:
+                        recorder._fail(exc)
+                        open_files.discard(recorder)
+                recorder.written += 1
+            if self.queue.empty():
+                for rec in list(open_files):
+                    try:
+                        rec._file.flush()
+                    except (OSError, AttributeError) as exc:
+                        if isinstance(exc, OSError):
+                            rec._fail(exc)
+                        open_files.discard(rec)
+        for rec in open_files:
+            rec._close_file()

@@ -1,0 +1,128 @@
+"""A call at the wire level: messages in, messages out, still without any I/O.
+
+:class:`WireCall` puts the carrier codec and the Voice Live JSON around the pure
+:class:`~gateway.call.Call`. The socket shell (:mod:`gateway.bridge`) and the replay of recorded
+calls (:mod:`gateway.replay`) both drive this same object, so a replay runs exactly the code a
+live call runs. When a recorder is attached, every message on either leg, in either direction, is
+handed to it with the call's clock.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from gateway.call import Call, PhoneAction
+
+
+class PhoneLeg(Protocol):
+    carrier: str
+
+    def feed(self, call: Call, text: str, now: float) -> tuple[str, str] | None: ...
+
+    def encode(self, action: PhoneAction) -> str | None: ...
+
+
+class Recorder(Protocol):
+    def record(self, t: float, leg: str, direction: str, message: str | bytes | None = None,
+               **fields: Any) -> None: ...
+
+
+PHONE, VOICELIVE = "phone", "voicelive"
+IN, OUT = "in", "out"
+
+
+class WireCall:
+    """One call: feed it wire messages with the current time (ms); take what must be sent."""
+
+    def __init__(self, call: Call, leg: PhoneLeg, recorder: Recorder | None = None) -> None:
+        self.call = call
+        self.leg = leg
+        self.recorder = recorder
+        self.bad_input: dict[str, int] = {}
+        self._now = call.started_at
+
+    # --- input ---------------------------------------------------------------------------
+
+    def from_phone(self, data: str | bytes, now: float) -> None:
+        self._now = now
+        if self.recorder is not None:
+            self.recorder.record(now, PHONE, IN, data)
+        if isinstance(data, bytes):
+            self.reject("binary-frame", f"{len(data)} bytes; text frames only", PHONE)
+            return
+        if self.call.ended:
+            return
+        problem = self.leg.feed(self.call, data, now)
+        if problem is not None:
+            self.reject(*problem, PHONE)
+
+    def from_voicelive(self, data: str | bytes, now: float) -> None:
+        self._now = now
+        if self.recorder is not None:
+            self.recorder.record(now, VOICELIVE, IN, data)
+        try:
+            event = json.loads(data)
+        except ValueError:
+            event = None
+        if type(event) is not dict:
+            self.reject("not-json", "a message that is not a JSON object", VOICELIVE)
+            return
+        self.call.voicelive_event(event, now)
+
+    def voicelive_opened(self, now: float) -> None:
+        self._lifecycle(now, VOICELIVE, "open")
+        self.call.voicelive_connected(now)
+
+    def voicelive_failed(self, reason: str, now: float, **detail: Any) -> None:
+        self._lifecycle(now, VOICELIVE, "failed", reason=reason, **detail)
+        self.call.voicelive_failed(reason, now)
+
+    def voicelive_closed(self, code: int | None, now: float) -> None:
+        """Voice Live closed the session (or the connection broke)."""
+        self._lifecycle(now, VOICELIVE, "closed", code=code)
+        self.call.voicelive_closed(code, now)
+
+    def phone_closed(self, reason: str, now: float) -> None:
+        self._lifecycle(now, PHONE, "closed", reason=reason)
+        self.call.phone_ended(reason, now)
+
+    def gateway_closed(self, leg: str, code: int | None, now: float) -> None:
+        """The gateway closed a leg's socket (recorded; the call is over by then)."""
+        self._lifecycle(now, leg, "close", code=code)
+
+    def _lifecycle(self, now: float, leg: str, what: str, **fields: Any) -> None:
+        self._now = now
+        if self.recorder is not None:
+            self.recorder.record(now, leg, what, None, **fields)
+
+    def reject(self, kind: str, detail: str, leg: str) -> None:
+        """Bad input: one clear line per kind of problem, then counted at debug."""
+        count = self.bad_input.get(kind, 0) + 1
+        self.bad_input[kind] = count
+        log = self.call.log.warning if count == 1 else self.call.log.debug
+        log("ignored a bad message", leg=leg, problem=kind, detail=detail, count=count)
+
+    # --- output --------------------------------------------------------------------------
+
+    def take_voicelive(self) -> list[str]:
+        call = self.call
+        if not call.to_voicelive:
+            return []
+        messages, call.to_voicelive = call.to_voicelive, []
+        if self.recorder is not None:
+            for message in messages:
+                self.recorder.record(self._now, VOICELIVE, OUT, message)
+        return messages
+
+    def take_phone(self) -> list[str]:
+        call = self.call
+        if not call.to_phone:
+            return []
+        actions, call.to_phone = call.to_phone, []
+        encode = self.leg.encode
+        messages = [m for m in map(encode, actions) if m is not None]
+        if self.recorder is not None:
+            for message in messages:
+                self.recorder.record(self._now, PHONE, OUT, message)
+        return messages
