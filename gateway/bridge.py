@@ -73,12 +73,17 @@ class GatewayContext:
 
 
 class CallBridge:
-    """One Twilio media stream bridged to one Voice Live session."""
+    """One Twilio media stream bridged to one Voice Live session.
+
+    The call's clock counts milliseconds from the moment the media socket opened, the same clock
+    its recording uses, so that a replay computes exactly what the live call computed.
+    """
 
     def __init__(self, ctx: GatewayContext, phone: web.WebSocketResponse, start: twilio.Start,
                  profile_name: str, opened_at: float, prelude: list[tuple[float, str | bytes]]) -> None:
         self.ctx = ctx
         self.phone = phone
+        self._opened_at = opened_at
         self.log = log.bind(call_id=start.call_sid, stream_id=start.stream_sid)
         self.observer = ctx.observer_for(start.call_sid)
         profile = ctx.config.profiles[profile_name]
@@ -96,12 +101,15 @@ class CallBridge:
             recorder = ctx.recording.open_call(
                 carrier="twilio", call_id=start.call_sid, stream_id=start.stream_sid,
                 profile_name=profile_name, profile=profile.model_dump(mode="json", exclude_none=True),
-                audio=self.call.audio, origin=opened_at)
+                audio=self.call.audio)
             for t, message in prelude:
                 recorder.record(t, PHONE, "in", message)
         self.recorder = recorder
         self.wire = WireCall(self.call, twilio.TwilioLeg(start), recorder)
         self.voicelive: ClientConnection | None = None
+
+    def _now(self) -> float:
+        return _now_ms() - self._opened_at
 
     async def _flush(self) -> None:
         """Send everything the call queued, in order, to each leg."""
@@ -114,7 +122,7 @@ class CallBridge:
                     for message in messages:
                         await send(message)
                 except ConnectionClosed as exc:
-                    wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, _now_ms())
+                    wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, self._now())
         messages = wire.take_phone()
         if messages:
             send_str = self.phone.send_str
@@ -122,7 +130,7 @@ class CallBridge:
                 for message in messages:
                     await send_str(message)
             except ConnectionResetError:
-                wire.phone_closed("phone_socket_closed", _now_ms())
+                wire.phone_closed("phone_socket_closed", self._now())
 
     # --- the two legs -------------------------------------------------------------------------
 
@@ -130,14 +138,14 @@ class CallBridge:
         wire, call = self.wire, self.call
         async for msg in self.phone:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
-                wire.from_phone(msg.data, _now_ms())
+                wire.from_phone(msg.data, self._now())
                 await self._flush()
                 if call.ended:
                     return
             elif msg.type is WSMsgType.ERROR:
                 self.log.warning("phone socket error", error=str(self.phone.exception()))
                 break
-        wire.phone_closed("phone_socket_closed", _now_ms())
+        wire.phone_closed("phone_socket_closed", self._now())
 
     async def _voicelive_loop(self) -> None:
         wire, call, ctx = self.wire, self.call, self.ctx
@@ -146,11 +154,11 @@ class CallBridge:
             self.voicelive = await ctx.connector.connect(call.profile)
         except VoiceLiveConnectError as exc:
             self.log.error("could not open the Voice Live session", reason=str(exc), status=exc.status)
-            wire.voicelive_failed("voicelive_unavailable", _now_ms(), status=exc.status)
+            wire.voicelive_failed("voicelive_unavailable", self._now(), status=exc.status)
             await self._flush()
             return
         ws = self.voicelive
-        wire.voicelive_opened(_now_ms())
+        wire.voicelive_opened(self._now())
         await self._flush()
         loop = asyncio.get_running_loop()
         ready_by = loop.time() + timeout
@@ -166,17 +174,17 @@ class CallBridge:
                     raw = await ws.recv()
                 received = perf()
                 barge_ins = len(call.barge_ins)
-                wire.from_voicelive(raw, _now_ms())
+                wire.from_voicelive(raw, self._now())
                 await self._flush()
                 if len(call.barge_ins) != barge_ins and call.barge_ins[-1].cleared:
-                    self.observer("clear_sent", _now_ms(), {"reaction_ms": round((perf() - received) * 1000, 3)})
+                    self.observer("clear_sent", self._now(), {"reaction_ms": round((perf() - received) * 1000, 3)})
                 if call.ended:
                     return
         except TimeoutError:
             self.log.error("Voice Live did not confirm the session configuration in time", timeout_s=timeout)
-            wire.voicelive_failed("voicelive_not_ready", _now_ms())
+            wire.voicelive_failed("voicelive_not_ready", self._now())
         except ConnectionClosed as exc:
-            wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, _now_ms())
+            wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, self._now())
         await self._flush()
 
     async def run(self) -> None:
@@ -200,12 +208,12 @@ class CallBridge:
                 if isinstance(result, Exception):
                     self.log.error("call failed", error=repr(result))
             if not call.ended:
-                call.phone_ended("gateway_error", _now_ms())
+                call.phone_ended("gateway_error", self._now())
             await self._close_legs()
             if self.recorder is not None:
                 self.recorder.close()
             ctx.remove_call(self)
-            summary = call.summary(_now_ms())
+            summary = call.summary(self._now())
             if self.wire.bad_input:
                 summary["bad_messages"] = dict(self.wire.bad_input)
             self.log.info("call ended", **summary)
@@ -216,28 +224,30 @@ class CallBridge:
                 await self.voicelive.close()
             except Exception as exc:  # the call is over either way
                 self.log.debug("closing the Voice Live socket failed", error=repr(exc))
-            self.wire.gateway_closed(VOICELIVE, self.voicelive.close_code, _now_ms())
+            self.wire.gateway_closed(VOICELIVE, self.voicelive.close_code, self._now())
         if not self.phone.closed:
             code = 1000 if call_ended_normally(self.call) else 1011
             await self.phone.close(code=code)
-            self.wire.gateway_closed(PHONE, code, _now_ms())
+            self.wire.gateway_closed(PHONE, code, self._now())
 
 
 def call_ended_normally(call: Call) -> bool:
     return call.end_reason in ("caller_hung_up", "phone_socket_closed")
 
 
-async def _await_start(ws: web.WebSocketResponse, prelude: list[tuple[float, str | bytes]]) -> twilio.Start | None:
+async def _await_start(ws: web.WebSocketResponse, opened_at: float,
+                       prelude: list[tuple[float, str | bytes]]) -> twilio.Start | None:
     """Read the socket until a valid ``start``; nothing is opened on Voice Live before it.
 
-    Every message read, the start included, is kept in ``prelude`` with its arrival time.
+    Every message read, the start included, is kept in ``prelude`` with its arrival time (ms since
+    the socket opened).
     """
     early_media = 0
     try:
         async with asyncio.timeout(START_TIMEOUT_S):
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
-                    prelude.append((_now_ms(), msg.data))
+                    prelude.append((_now_ms() - opened_at, msg.data))
                     try:
                         event = twilio.parse_message(msg.data)
                     except twilio.TwilioProtocolError as exc:
@@ -257,7 +267,7 @@ async def _await_start(ws: web.WebSocketResponse, prelude: list[tuple[float, str
                         log.info("stream stopped before it started")
                         return None
                 elif msg.type is WSMsgType.BINARY:
-                    prelude.append((_now_ms(), msg.data))
+                    prelude.append((_now_ms() - opened_at, msg.data))
                     log.warning("ignored a binary frame before start")
     except TimeoutError:
         log.warning("no start message in time; closing the media socket", timeout_s=START_TIMEOUT_S)
@@ -272,7 +282,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
     opened_at = _now_ms()
     prelude: list[tuple[float, str | bytes]] = []
     try:
-        start = await _await_start(ws, prelude)
+        start = await _await_start(ws, opened_at, prelude)
         if start is None:
             return ws
         params = start.params

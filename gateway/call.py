@@ -183,6 +183,7 @@ class Call:
     to_voicelive: list[str] = field(default_factory=list, init=False)
     stats: CallStats = field(default_factory=CallStats, init=False)
     barge_ins: list[BargeIn] = field(default_factory=list, init=False)
+    ready_at: float | None = field(default=None, init=False)  # when the session became ready
     session_id: str | None = field(default=None, init=False)
     expires_at: float | None = field(default=None, init=False)
 
@@ -202,6 +203,7 @@ class Call:
         self._sent_kinds: dict[str, str] = {}
         self.active_response: str | None = None
         self._dropped_responses: set[str] = set()
+        self._deferred_truncates: dict[str, dict[str, Any]] = {}  # response id -> truncate event
         self._item_bytes: dict[str, int] = {}
         self._item_response: dict[str, str | None] = {}
         self._first_audio_seen: set[str] = set()
@@ -354,6 +356,7 @@ class Call:
         if self.state != CallState.CONNECTING:
             return
         self.state = CallState.READY
+        self.ready_at = now
         held = len(self._held)
         self.observer("session.ready", now, {"format": want, "held_frames": held,
                                               "ready_ms": round(now - self.started_at, 1)})
@@ -412,6 +415,9 @@ class Call:
         if rid == self.active_response:
             self.active_response = None
         self._dropped_responses.discard(rid)
+        deferred = self._deferred_truncates.pop(rid, None)
+        if deferred is not None:
+            self._send(deferred)
         details = response.get("status_details") or {}
         self.observer("response.done", now, {
             "response_id": rid, "status": response.get("status"),
@@ -479,10 +485,12 @@ class Call:
         else:
             item_id, heard = self.playout.position(now)
         # 2. stop the response and drop whatever of it still arrives
+        cancelled = False
         if active is not None:
             self._dropped_responses.add(active)
             if switches.response_cancel:
                 self._send({"type": "response.cancel"})
+                cancelled = True
         if not self._obuf_clear_off:
             self._send({"type": "output_audio_buffer.clear"})
         # 3. cut the model's memory of the item to what the caller heard
@@ -495,8 +503,14 @@ class Call:
             if ms > 0:
                 heard_ms = ms
                 self.stats.truncations += 1
-                self._send({"type": "conversation.item.truncate", "item_id": item_id,
-                            "content_index": 0, "audio_end_ms": ms})
+                truncate = {"type": "conversation.item.truncate", "item_id": item_id,
+                            "content_index": 0, "audio_end_ms": ms}
+                owner = self._item_response.get(item_id)
+                if owner is not None and owner == active and not cancelled:
+                    # the item is still being generated and nobody cancels it: cut it once it is done
+                    self._deferred_truncates[owner] = truncate
+                else:
+                    self._send(truncate)
         self.stats.barge_ins += 1
         record = BargeIn(now, playing, active, item_id, heard_ms, received_ms)
         self.barge_ins.append(record)

@@ -41,6 +41,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(record=args.record, config_path=args.config))
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    if args.sockets:
+        from gateway.replay_live import replay_files_live
+
+        return asyncio.run(replay_files_live(args.fixtures, speed=args.speed))
+    from gateway.replay import replay_files
+
+    return replay_files(args.fixtures, update=args.update)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
@@ -72,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.simulator import register_cli as register_simulator
 
     register_simulator(sub)
+
+    p = sub.add_parser("replay", help="replay recorded calls and compare what the gateway sends now",
+                       description="Feed each recorded call's inbound messages (phone and Voice Live) into a "
+                       "fresh call with the recorded timestamps, compare what the gateway sends now with what "
+                       "it sent then, and check the invariants every call must keep. Exit code 0: all pass.")
+    p.add_argument("fixtures", nargs="+", metavar="FIXTURE", help="call recordings (.jsonl)")
+    p.add_argument("--update", action="store_true",
+                   help="rewrite the expected output of fixtures that differ (after an intended change)")
+    p.add_argument("--sockets", action="store_true",
+                   help="replay over real sockets: the phone leg against a gateway on a loopback port, "
+                   "a replay server standing in for Voice Live")
+    p.add_argument("--speed", type=float, default=1.0, help="with --sockets: play this many times faster "
+                   "than real time (default 1)")
+    p.set_defaults(func=_cmd_replay, default_log_level="warning")
 
     p = sub.add_parser("check-config", help="validate a config file and show what each phone number gets")
     p.add_argument("path", nargs="?", default="config.yaml", help="config file (default: ./config.yaml)")

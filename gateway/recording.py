@@ -1,8 +1,9 @@
 """Call recording: every call as one JSON Lines file, written as it happens.
 
 The first line is a header (format version, carrier, call id, profile as resolved, gateway version,
-start time); then one line per message on either leg, in either direction, with the time since the
-media socket opened and the message exactly as it was on the wire::
+start time); then one line per message on either leg, in either direction, with the time in milliseconds since
+the media socket opened (full precision, so that a replay computes exactly what the call did) and
+the message exactly as it was on the wire::
 
     {"t": 812.375, "leg": "phone", "dir": "in", "msg": "{\\"event\\":\\"media\\",...}"}
     {"t": 812.402, "leg": "voicelive", "dir": "out", "msg": "{\\"type\\":\\"input_audio_buffer.append\\",...}"}
@@ -76,12 +77,10 @@ def _safe_name(text: str) -> str:
 class CallRecorder:
     """Records one call. ``record`` is cheap and never blocks: it only enqueues."""
 
-    def __init__(self, writer: RecordingWriter, path: Path, header: dict[str, Any], origin: float,
-                 silence_byte: int) -> None:
+    def __init__(self, writer: RecordingWriter, path: Path, header: dict[str, Any], silence_byte: int) -> None:
         self.writer = writer
         self.path = path
         self.header = header
-        self.origin = origin
         self.silence_byte = silence_byte
         self.enqueued = 0
         self.written = 0  # updated by the writer thread
@@ -97,7 +96,7 @@ class CallRecorder:
             log.error("call recording stopped: the disk cannot keep up", path=str(self.path))
             return
         self.enqueued += 1
-        self.writer.queue.put((self, round(t - self.origin, 3), leg, direction, message, fields))
+        self.writer.queue.put((self, t, leg, direction, message, fields))
 
     def close(self) -> None:
         self.writer.queue.put((self, _CLOSE))
@@ -152,7 +151,8 @@ class RecordingWriter:
         self._thread.start()
 
     def open_call(self, *, carrier: str, call_id: str, stream_id: str, profile_name: str,
-                  profile: dict[str, Any], audio: AudioFormat, origin: float) -> CallRecorder:
+                  profile: dict[str, Any], audio: AudioFormat) -> CallRecorder:
+        """A recorder for one call; times given to it are ms since the call's media socket opened."""
         now = dt.datetime.now(dt.UTC)
         header = {
             "format": FORMAT,
@@ -168,7 +168,7 @@ class RecordingWriter:
         }
         path = self.directory / f"{now:%Y%m%dT%H%M%S}-{_safe_name(call_id)}.jsonl"
         silence = 0xFF if audio.name == "g711_ulaw" else 0x00
-        return CallRecorder(self, path, header, origin, silence)
+        return CallRecorder(self, path, header, silence)
 
     def close(self) -> None:
         """Write what is queued and stop the thread (blocking: run it off the event loop)."""

@@ -272,6 +272,7 @@ def test_switches_turn_parts_of_barge_in_off() -> None:
     call = ready_call("nocancel")
     start_response(call)
     delta(call, 4800, now=0.0)
+    call.voicelive_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}, 50.0)
     speech_started(call, 100.0)
     assert phone(call) == [CLEAR]
     assert [m["type"] for m in vl(call)] == ["conversation.item.truncate"]
@@ -321,3 +322,17 @@ def test_phone_end_ends_without_hangup() -> None:
     call.phone_ended("caller_hung_up", 50.0)
     assert call.ended and phone(call) == []
     assert call.summary(60.0)["end_reason"] == "caller_hung_up"
+
+
+def test_truncate_waits_for_the_response_to_finish_when_it_is_not_cancelled() -> None:
+    call = ready_call("nocancel")
+    start_response(call)
+    names = marks(delta(call, 4800, now=0.0))
+    call.playback_mark(names[1], 120.0)
+    speech_started(call, 130.0)
+    assert phone(call) == [CLEAR]
+    assert vl(call) == []  # the item is still being generated: a truncate now would be refused
+    assert delta(call, 480, now=200.0) == []  # its audio is still dropped
+    call.voicelive_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}, 900.0)
+    (truncate,) = vl(call)
+    assert truncate["type"] == "conversation.item.truncate" and truncate["audio_end_ms"] == 130

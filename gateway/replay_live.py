@@ -1,0 +1,295 @@
+"""Replay a recorded call over real sockets.
+
+The phone leg of the recording is played against a gateway on a loopback port, in real time or
+faster, and a replay server stands in for Voice Live: it answers with the recorded Voice Live
+events, each one sent once the gateway has sent as many messages as it had when the event was
+recorded, and as long after the last of them as it was then. What both fake ends receive is
+compared with what the gateway sent in the recording. Truncation points depend on real timing
+here, so they are compared within a tolerance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.audio import b64_len
+from gateway.config import parse_config
+from gateway.replay import Fixture, FixtureError, Sent, _data, _find_start, first_difference, load_fixture
+from gateway.wire import PHONE, VOICELIVE
+
+
+@dataclass
+class _Scripted:
+    after: int  # send once the gateway has sent this many messages to Voice Live
+    delay_ms: float  # ... and this long after the last of them (or after the socket opened)
+    message: str | None  # None: close the socket
+    code: int = 1000
+
+
+def _phone_scripts(fixture: Fixture) -> tuple[list[tuple[float, str | bytes]], list[_Scripted]]:
+    """The phone leg in two parts: what the caller sends on its own clock (audio, keys, start,
+    stop), and the playback acknowledgements (marks), which answer the gateway's messages and are
+    therefore sent relative to them, like the Voice Live events."""
+    timed: list[tuple[float, str | bytes]] = []
+    marks: list[_Scripted] = []
+    sent = 0
+    anchor = 0.0
+    for rec in fixture.records:
+        if rec["leg"] != PHONE:
+            continue
+        if rec.get("dir") == "out":
+            sent += 1
+            anchor = rec["t"]
+        elif rec.get("dir") == "in":
+            data = _data(rec)
+            if isinstance(data, str) and '"event":"mark"' in data:
+                marks.append(_Scripted(sent, rec["t"] - anchor, data))
+            else:
+                timed.append((rec["t"], data))
+    return timed, marks
+
+
+def _voicelive_script(fixture: Fixture) -> list[_Scripted]:
+    script: list[_Scripted] = []
+    sent = 0
+    anchor = 0.0
+    for rec in fixture.records:
+        if rec["leg"] != VOICELIVE:
+            continue
+        if rec.get("event") == "open":
+            anchor = rec["t"]
+        elif rec.get("dir") == "out":
+            sent += 1
+            anchor = rec["t"]
+        elif rec.get("dir") == "in":
+            script.append(_Scripted(sent, rec["t"] - anchor, str(_data(rec))))
+        elif rec.get("event") == "closed":
+            script.append(_Scripted(sent, rec["t"] - anchor, None, int(rec.get("code") or 1011)))
+    return script
+
+
+@dataclass
+class _ReplayServer:
+    script: list[_Scripted]
+    speed: float
+    received: list[tuple[float, str]] = field(default_factory=list)
+    sessions: int = 0
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sessions += 1
+        loop = asyncio.get_running_loop()
+        arrivals = [loop.time()]  # arrivals[k]: when the k-th message came (0: the socket opened)
+        progress = asyncio.Condition()
+
+        async def play() -> None:
+            for item in self.script:
+                async with progress:
+                    await progress.wait_for(lambda: len(arrivals) > item.after)  # noqa: B023
+                due = arrivals[item.after] + item.delay_ms / 1000 / self.speed
+                await asyncio.sleep(max(0.0, due - loop.time()))  # the recorded server's own timing
+                if item.message is None:
+                    await ws.close(code=item.code)
+                    return
+                await ws.send_str(item.message)
+
+        player = asyncio.create_task(play())
+        try:
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    self.received.append((loop.time(), msg.data))
+                    async with progress:
+                        arrivals.append(loop.time())
+                        progress.notify_all()
+        finally:
+            player.cancel()
+            await asyncio.gather(player, return_exceptions=True)
+            self.closed.set()
+        return ws
+
+
+def _config_for(fixture: Fixture, endpoint: str) -> Any:
+    name = str(fixture.header.get("profile_name") or "recorded")
+    text = yaml.safe_dump({
+        "voicelive": {"endpoint": endpoint},
+        "gateway": {"public_url": "http://127.0.0.1"},
+        "profiles": {name: fixture.header.get("profile") or {}},
+        "routes": {"default": name},
+    })
+    return parse_config(text, source=f"{fixture.name} (recorded profile)", env={})
+
+
+def _truncate_close(tolerance_ms: float):
+    def close(expected: str, actual: str) -> bool:
+        try:
+            e, a = json.loads(expected), json.loads(actual)
+        except ValueError:
+            return False
+        if e.get("type") != "conversation.item.truncate" or a.get("type") != "conversation.item.truncate":
+            return False
+        e_ms, a_ms = e.pop("audio_end_ms", None), a.pop("audio_end_ms", None)
+        return e == a and isinstance(e_ms, int) and isinstance(a_ms, int) and abs(e_ms - a_ms) <= tolerance_ms
+    return close
+
+
+AUDIO, CONTROL = "voicelive leg (caller audio)", "voicelive leg (other messages)"
+
+
+def _stream(leg: str, text: str) -> str:
+    if leg == PHONE:
+        return PHONE
+    return AUDIO if text.startswith('{"type":"input_audio_buffer.append"') else CONTROL
+
+
+@dataclass
+class LiveReplay:
+    fixture: Fixture
+    mismatch: str | None
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatch is None and not self.problems
+
+
+async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: float = 60.0,
+                      close_timeout_s: float = 10.0) -> LiveReplay:
+    if speed <= 0:
+        raise ValueError("speed must be > 0")
+    start_index, _ = _find_start(fixture)
+    server = _ReplayServer(_voicelive_script(fixture), speed)
+    vl_app = web.Application()
+    vl_app.router.add_get("/voice-live/realtime", server.handle)
+    vl_runner = web.AppRunner(vl_app, access_log=None)
+    await vl_runner.setup()
+    gw_runner: web.AppRunner | None = None
+    phone_received: list[tuple[float, str]] = []
+    try:
+        vl_site = web.TCPSite(vl_runner, "127.0.0.1", 0)
+        await vl_site.start()
+        vl_port = vl_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        config = _config_for(fixture, f"http://127.0.0.1:{vl_port}")
+        gw_runner = web.AppRunner(create_app(config), access_log=None)
+        await gw_runner.setup()
+        gw_site = web.TCPSite(gw_runner, "127.0.0.1", 0)
+        await gw_site.start()
+        gw_port = gw_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        phone_script, mark_script = _phone_scripts(fixture)
+        gateway_hangs_up = any(rec["leg"] == PHONE and rec.get("event") == "close" for rec in fixture.records)
+        loop = asyncio.get_running_loop()
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                f"ws://127.0.0.1:{gw_port}/twilio/media") as ws:
+            opened = loop.time()
+            arrivals = [opened]
+            progress = asyncio.Condition()
+
+            async def receive() -> None:
+                async for msg in ws:
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        phone_received.append((loop.time(), msg.data))
+                        async with progress:
+                            arrivals.append(loop.time())
+                            progress.notify_all()
+
+            async def acknowledge() -> None:
+                for item in mark_script:
+                    async with progress:
+                        await progress.wait_for(lambda: len(arrivals) > item.after)  # noqa: B023
+                    due = arrivals[item.after] + item.delay_ms / 1000 / speed
+                    await asyncio.sleep(max(0.0, due - loop.time()))  # the recorded phone's own timing
+                    if not ws.closed:
+                        await ws.send_str(str(item.message))
+
+            receiver = asyncio.create_task(receive())
+            acker = asyncio.create_task(acknowledge())
+            try:
+                for t, data in phone_script:
+                    await asyncio.sleep(max(0.0, opened + t / 1000 / speed - loop.time()))
+                    if ws.closed:
+                        break
+                    if isinstance(data, bytes):
+                        await ws.send_bytes(data)
+                    else:
+                        await ws.send_str(data)
+                if gateway_hangs_up:
+                    await asyncio.wait_for(asyncio.shield(receiver), close_timeout_s)
+            finally:
+                acker.cancel()
+                await ws.close()
+                await asyncio.gather(receiver, acker, return_exceptions=True)
+        if server.sessions:
+            await asyncio.wait_for(server.closed.wait(), close_timeout_s)
+    finally:
+        if gw_runner is not None:
+            await gw_runner.cleanup()
+        await vl_runner.cleanup()
+
+    # Over sockets, caller audio (driven by the phone's clock) and everything else sent to Voice
+    # Live (driven by Voice Live's events) are two independent streams whose interleaving depends
+    # on timing; each is compared on its own.
+    expected: dict[str, list[Sent]] = {PHONE: [], AUDIO: [], CONTROL: []}
+    for index, rec in enumerate(fixture.records):
+        if rec.get("dir") == "out":
+            expected[_stream(rec["leg"], rec.get("msg", ""))].append(Sent(rec["t"], rec.get("msg", ""), index))
+    actual: dict[str, list[Sent]] = {PHONE: [], AUDIO: [], CONTROL: []}
+    for leg, received in ((VOICELIVE, server.received), (PHONE, phone_received)):
+        for t, text in received:
+            actual[_stream(leg, text)].append(Sent((t - opened) * 1000 * speed, text, start_index))
+    mismatch = first_difference(fixture, expected, actual, tolerance=_truncate_close(tolerance_ms),
+                                show_inputs=False)
+    return LiveReplay(fixture, mismatch, _live_problems(fixture, server, actual))
+
+
+def _live_problems(fixture: Fixture, server: _ReplayServer, actual: dict[str, list[Sent]]) -> list[str]:
+    problems = []
+    if server.sessions and not server.closed.is_set():
+        problems.append("the Voice Live socket was not closed when the call ended")
+    received: dict[str, int] = {}
+    for rec in fixture.records:
+        if rec["leg"] == VOICELIVE and rec.get("dir") == "in" and "response.audio.delta" in rec.get("msg", ""):
+            m = json.loads(rec["msg"])
+            received[str(m.get("item_id"))] = received.get(str(m.get("item_id")), 0) + b64_len(m.get("delta", ""))
+    bpm = 8 if fixture.header.get("audio_format", "g711_ulaw") == "g711_ulaw" else 48
+    for sent in actual[CONTROL]:
+        if '"conversation.item.truncate"' in sent.text:
+            m = json.loads(sent.text)
+            have = received.get(str(m.get("item_id")), 0) // bpm
+            if m.get("audio_end_ms", 0) > have:
+                problems.append(f"truncation at {m.get('audio_end_ms')} ms is past the {have} ms received")
+    return problems
+
+
+async def replay_files_live(paths: list[str], *, speed: float = 1.0, out: Any = None) -> int:
+    """``gateway replay --sockets``: PASS/FAIL per fixture; 0 when all pass."""
+    out = out or sys.stdout
+    failed = 0
+    for path in paths:
+        try:
+            result = await replay_live(load_fixture(path), speed=speed)
+        except (FixtureError, TimeoutError, OSError) as exc:
+            print(f"ERROR {path}: {exc or type(exc).__name__}", file=out)
+            failed += 1
+            continue
+        if result.ok:
+            print(f"PASS {path} (over sockets, {speed:g}x real time)", file=out)
+            continue
+        failed += 1
+        print(f"FAIL {path} (over sockets, {speed:g}x real time)", file=out)
+        if result.mismatch:
+            print(result.mismatch, file=out)
+        for problem in result.problems:
+            print(f"  invariant broken: {problem}", file=out)
+    if len(paths) > 1:
+        print(f"{len(paths) - failed} passed, {failed} failed", file=out)
+    return 1 if failed else 0

@@ -1,0 +1,177 @@
+"""Record the call fixtures in tests/fixtures/calls/ through the gateway and the Voice Live simulator.
+
+Each scenario places a real call: the softphone plays the speech clips in gateway/assets/ in real
+time against the gateway's Twilio routes, the gateway talks to the simulator, and the gateway's
+own recorder writes the fixture (audio not redacted, so the fixtures carry real speech).
+
+    .venv/bin/python scripts/record_fixtures.py            # every scenario (about two minutes)
+    .venv/bin/python scripts/record_fixtures.py dtmf_digits barge_in_mid_answer
+
+Recording again gives new ids and slightly different timings; replaying a fixture is exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway import log
+from gateway.app import create_app
+from gateway.audio import ASSETS, load_ulaw_8k
+from gateway.config import parse_config
+from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
+from gateway.softphone import Dtmf, Hangup, Say, Silence, WaitForBot, place_call
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "calls"
+
+CONFIG = """
+voicelive:
+  endpoint: ${EP}
+gateway:
+  public_url: http://127.0.0.1
+recording:
+  directory: ${DIR}
+  redact_audio: false
+profiles:
+  main:
+    model: gpt-realtime
+    instructions: You answer the phone for a small shop. Be brief.
+    voice: alloy
+    turn_detection: {type: server_vad, silence_duration_ms: 500}
+    input_transcription: {model: azure-speech, language: en-US}
+  greeter:
+    model: gpt-realtime
+    voice: {type: azure-standard, name: en-US-Ava:DragonHDLatestNeural}
+    turn_detection: {type: azure_semantic_vad, silence_duration_ms: 500}
+    greeting: Hello, thanks for calling. How can I help you today?
+  patient:
+    model: gpt-realtime
+    voice: alloy
+    turn_detection: {type: server_vad, silence_duration_ms: 500, interrupt_response: false}
+    barge_in: {response_cancel: false}
+routes:
+  default: main
+"""
+
+HOURS = load_ulaw_8k(ASSETS / "caller_hours.wav")
+DELIVERY = load_ulaw_8k(ASSETS / "caller_delivery.wav")
+INTERRUPT = load_ulaw_8k(ASSETS / "caller_interrupt.wav")
+
+Hook = Callable[[RunningSimulator, asyncio.Event], Awaitable[None]]
+
+
+@dataclass
+class Scenario:
+    description: str
+    steps: list[Any]
+    profile: str = "main"
+    sim: dict[str, Any] = field(default_factory=dict)
+    hook: Hook | None = None  # runs beside the call; the event is set when bot audio starts playing
+
+
+async def _send_error(sim: RunningSimulator, bot_audio: asyncio.Event) -> None:
+    session = await sim.state.wait_for_session(0)
+    await bot_audio.wait()
+    await session.send_event({"type": "error", "error": {
+        "type": "server_error", "code": "internal_error",
+        "message": "The server had an error while processing your request.", "param": None}})
+
+
+async def _close_mid_call(sim: RunningSimulator, bot_audio: asyncio.Event) -> None:
+    session = await sim.state.wait_for_session(0)
+    await bot_audio.wait()
+    await session.close(1011, "internal error")
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "question_and_answer": Scenario(
+        "The caller asks a question, the bot answers, the caller hangs up.",
+        [Say(HOURS, "hours"), WaitForBot(), Hangup()]),
+    "bot_greets_first": Scenario(
+        "The bot speaks first (a greeting), then answers a question.",
+        [WaitForBot(), Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="greeter"),
+    "barge_in_mid_answer": Scenario(
+        "The caller talks over the bot's answer: clear, cancel, truncate at what was heard.",
+        [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1500), Say(INTERRUPT, "interrupt"),
+         WaitForBot(heard_ms=1000), Hangup()]),
+    "speech_after_answer": Scenario(
+        "The caller speaks right after the answer finished playing: nothing to flush or truncate.",
+        [Say(HOURS, "hours"), WaitForBot(settle_ms=60), Say(DELIVERY, "delivery"),
+         WaitForBot(heard_ms=1000), Hangup()]),
+    "two_barge_ins_one_response": Scenario(
+        "The caller speaks twice over one long response that the server does not cancel by itself: "
+        "the first speech flushes and truncates, the second finds nothing left to interrupt.",
+        [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1200), Say(INTERRUPT[:4800], "first burst"),
+         Silence(900), Say(INTERRUPT[4800:12000], "second burst"), Silence(1500), Hangup()],
+        profile="patient", sim={"audio_speed": 1.0}),
+    "dtmf_digits": Scenario(
+        "The caller presses keys, then asks a question.",
+        [Silence(400), Dtmf("1"), Silence(200), Dtmf("2"), Silence(200), Dtmf("#"), Say(HOURS, "hours"),
+         WaitForBot(), Hangup()]),
+    "hangup_while_bot_speaks": Scenario(
+        "The caller hangs up while the bot is still talking.",
+        [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1200), Hangup()]),
+    "voicelive_error_event": Scenario(
+        "Voice Live reports a server error mid-call; the call goes on.",
+        [Say(HOURS, "hours"), WaitForBot(), Hangup()], hook=_send_error),
+    "voicelive_closes_mid_call": Scenario(
+        "Voice Live closes the session while the bot speaks; the gateway closes the phone socket.",
+        [Say(HOURS, "hours"), Silence(8000), Hangup()], hook=_close_mid_call),
+}
+
+
+async def record(name: str, scenario: Scenario, out: Path) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = SimulatorSettings(**{"audio_speed": 4.0, **scenario.sim})
+        async with await start_simulator(settings) as sim:
+            config = parse_config(CONFIG, env={"EP": sim.endpoint, "DIR": tmp})
+            app = create_app(config)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            bot_audio = asyncio.Event()
+
+            def on_event(_t: float, kind: str, _fields: dict[str, Any]) -> None:
+                if kind == "bot_audio_start":
+                    bot_audio.set()
+
+            try:
+                site = web.TCPSite(runner, "127.0.0.1", 0)
+                await site.start()
+                port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+                hook = asyncio.create_task(scenario.hook(sim, bot_audio)) if scenario.hook else None
+                await place_call(f"ws://127.0.0.1:{port}/twilio/media", scenario.steps,
+                                 params={"profile": scenario.profile}, on_event=on_event)
+                if hook is not None:
+                    await hook
+            finally:
+                await runner.cleanup()  # closes the recorder: the file is complete
+        (recorded,) = Path(tmp).glob("*.jsonl")  # noqa: ASYNC240 (a one-off script)
+        target = out / f"{name}.jsonl"
+        target.write_text(recorded.read_text(encoding="utf-8"), encoding="utf-8")
+        return target
+
+
+async def main(names: list[str]) -> int:
+    log.configure(level="warning")
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in names or list(SCENARIOS):
+        if name not in SCENARIOS:
+            print(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
+            return 2
+        path = await record(name, SCENARIOS[name], OUT)
+        print(f"recorded {path.relative_to(OUT.parent.parent.parent)}: {SCENARIOS[name].description}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="scenarios to record (default: all)")
+    raise SystemExit(asyncio.run(main(parser.parse_args().names)))
