@@ -84,7 +84,8 @@ class CallRecorder:
         self.silence_byte = silence_byte
         self.enqueued = 0
         self.written = 0  # updated by the writer thread
-        self.stopped = False  # set when the recording was given up (disk error or backlog)
+        self.stopped = False  # no more records are taken (disk error or backlog)
+        self.failed = False  # a disk error: nothing more is written
         self._file: Any = None
 
     def record(self, t: float, leg: str, direction: str, message: str | bytes | None = None,
@@ -125,7 +126,7 @@ class CallRecorder:
         self._file.write(text + "\n")
 
     def _fail(self, exc: OSError) -> None:
-        self.stopped = True
+        self.failed = self.stopped = True
         log.error("call recording failed; the call goes on without it", path=str(self.path),
                   error=exc.strerror or str(exc))
         self._close_file()
@@ -188,7 +189,7 @@ class RecordingWriter:
             else:
                 # after a disk error the recording is over; after a backlog stop, what was
                 # queued before it is still written
-                if recorder._file is not None or not recorder.stopped:
+                if not recorder.failed:
                     try:
                         recorder._write(recorder._line(*item[1:]))
                         open_files.add(recorder)

@@ -58,6 +58,13 @@ async def test_check_config_reports_the_line_and_key(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
+async def test_replay_command_passes_the_corpus() -> None:
+    fixtures = sorted(str(p) for p in (ROOT / "tests" / "fixtures" / "calls").glob("*.jsonl"))
+    code, out, _ = await _run("replay", *fixtures)
+    assert code == 0, out
+    assert out.count("PASS ") == len(fixtures) and f"{len(fixtures)} passed, 0 failed" in out
+
+
 @dataclass
 class Served:
     proc: asyncio.subprocess.Process
