@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from gateway import __version__
@@ -17,6 +18,7 @@ from gateway.carriers.twilio import connect_twiml, stream_url
 from gateway.config import GatewayConfig
 from gateway.log import get_logger, register_secret
 from gateway.recording import RecordingWriter
+from gateway.tools import ToolRunner, http_tool_runner
 from gateway.voicelive.client import VoiceLiveConnector
 
 log = get_logger("gateway.app")
@@ -58,6 +60,7 @@ def create_app(
     voicelive_endpoint: str | None = None,
     observer_factory: Callable[[str], Observer] | None = None,
     simulator_settings: Any = None,
+    tool_runner: ToolRunner | None = None,
 ) -> web.Application:
     """Build the gateway application.
 
@@ -87,7 +90,9 @@ def create_app(
             recording = RecordingWriter(config.recording.directory, config.recording.redact_audio)
             log.info("recording calls", directory=config.recording.directory,
                      redact_audio=config.recording.redact_audio)
-        app[CONTEXT] = GatewayContext(config, connector, observer_factory, recording)
+        http = aiohttp.ClientSession()  # shared by the calls' tools
+        app[CONTEXT] = GatewayContext(config, connector, observer_factory, recording,
+                                      tool_runner or http_tool_runner(http))
         if simulator is None:
             log.info("Voice Live backend", endpoint=endpoint, auth=connector.auth_kind)
         if not config.gateway.public_url:
@@ -95,6 +100,7 @@ def create_app(
         try:
             yield
         finally:
+            await http.close()
             await connector.close()
             if recording is not None:
                 await asyncio.get_running_loop().run_in_executor(None, recording.close)

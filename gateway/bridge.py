@@ -18,11 +18,12 @@ from aiohttp import WSMsgType, web
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from gateway.call import Call, CallState, Observer
+from gateway.call import Call, CallState, Observer, RunTool
 from gateway.carriers import twilio
 from gateway.config import GatewayConfig
 from gateway.log import get_logger
 from gateway.recording import RecordingWriter
+from gateway.tools import ToolRunner
 from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnector
 from gateway.wire import PHONE, VOICELIVE, WireCall
 
@@ -48,6 +49,7 @@ class GatewayContext:
     connector: VoiceLiveConnector
     observer_factory: Callable[[str], Observer] | None = None
     recording: RecordingWriter | None = None
+    tool_runner: ToolRunner | None = None
     calls: dict[str, CallBridge] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -107,6 +109,7 @@ class CallBridge:
         self.recorder = recorder
         self.wire = WireCall(self.call, twilio.TwilioLeg(start), recorder)
         self.voicelive: ClientConnection | None = None
+        self._tool_tasks: set[asyncio.Task[None]] = set()
 
     def _now(self) -> float:
         return _now_ms() - self._opened_at
@@ -131,6 +134,17 @@ class CallBridge:
                     await send_str(message)
             except ConnectionResetError:
                 wire.phone_closed("phone_socket_closed", self._now())
+        for run in wire.take_tools():
+            task = asyncio.create_task(self._run_tool(run), name=f"tool-{self.call.call_id}-{run.name}")
+            self._tool_tasks.add(task)
+            task.add_done_callback(self._tool_tasks.discard)
+
+    async def _run_tool(self, run: RunTool) -> None:
+        tool = next(t for t in self.call.profile.tools if t.name == run.name)
+        runner = self.ctx.tool_runner
+        output = await runner(tool, run) if runner is not None else '{"error": "tools are not available"}'
+        self.wire.from_tools(run.call_id, output, self._now())
+        await self._flush()
 
     # --- the two legs -------------------------------------------------------------------------
 
@@ -201,6 +215,7 @@ class CallBridge:
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            tasks += self._tool_tasks
             for task in tasks:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)

@@ -50,6 +50,15 @@ class Hangup:
 PhoneAction = PlayAudio | SendMark | ClearPlayback | Hangup
 CLEAR = ClearPlayback()
 
+
+@dataclass(slots=True, frozen=True)
+class RunTool:
+    """The model called a tool: the shell runs it and hands the output back with ``tool_result``."""
+
+    call_id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
 Observer = Callable[[str, float, dict[str, Any]], None]
 
 _APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
@@ -142,6 +151,7 @@ class CallStats:
     truncations: int = 0
     voicelive_errors: int = 0
     dtmf: int = 0
+    tool_calls: int = 0
 
 
 class CallState:
@@ -181,6 +191,7 @@ class Call:
     end_reason: str | None = field(default=None, init=False)
     to_phone: list[PhoneAction] = field(default_factory=list, init=False)
     to_voicelive: list[str] = field(default_factory=list, init=False)
+    to_tools: list[RunTool] = field(default_factory=list, init=False)
     stats: CallStats = field(default_factory=CallStats, init=False)
     barge_ins: list[BargeIn] = field(default_factory=list, init=False)
     ready_at: float | None = field(default=None, init=False)  # when the session became ready
@@ -204,6 +215,10 @@ class Call:
         self.active_response: str | None = None
         self._dropped_responses: set[str] = set()
         self._deferred_truncates: dict[str, dict[str, Any]] = {}  # response id -> truncate event
+        self._tools = {tool.name: tool for tool in self.profile.tools}
+        self._tools_running: dict[str, str] = {}  # call id -> tool name
+        self._tool_outputs: list[tuple[str, str]] = []  # (call id, output) not yet sent
+        self._tool_calls_seen: set[str] = set()
         self._item_bytes: dict[str, int] = {}
         self._item_response: dict[str, str | None] = {}
         self._first_audio_seen: set[str] = set()
@@ -222,6 +237,7 @@ class Call:
             "conversation.item.truncated": self._on_truncated,
             "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
             "response.audio_transcript.done": self._on_bot_transcript,
+            "response.function_call_arguments.done": self._on_function_call,
         }
 
     # --- helpers ---------------------------------------------------------------------------
@@ -272,6 +288,7 @@ class Call:
             "caller_frames_lost": s.frames_lost_hold,
             "voicelive_errors": s.voicelive_errors,
             "dtmf": s.dtmf,
+            "tool_calls": s.tool_calls,
         }
 
     # --- phone leg --------------------------------------------------------------------------
@@ -418,6 +435,7 @@ class Call:
         deferred = self._deferred_truncates.pop(rid, None)
         if deferred is not None:
             self._send(deferred)
+        self._continue_after_tools()
         details = response.get("status_details") or {}
         self.observer("response.done", now, {
             "response_id": rid, "status": response.get("status"),
@@ -466,6 +484,46 @@ class Call:
     def _on_bot_transcript(self, event: dict[str, Any], now: float) -> None:
         self.observer("bot.transcript", now, {"item_id": event.get("item_id"),
                                               "text": event.get("transcript")})
+
+    # --- tools ----------------------------------------------------------------------------------
+
+    def _on_function_call(self, event: dict[str, Any], now: float) -> None:
+        call_id, name = event.get("call_id"), event.get("name")
+        if not isinstance(call_id, str) or call_id in self._tool_calls_seen:
+            return
+        self._tool_calls_seen.add(call_id)
+        self.stats.tool_calls += 1
+        arguments = event.get("arguments")
+        arguments = arguments if isinstance(arguments, str) else ""
+        self.observer("tool.called", now, {"name": name, "call_id": call_id})
+        if name not in self._tools:
+            self.log.warning("the model called a tool this profile does not have", tool=name)
+            self._tool_outputs.append((call_id, json.dumps({"error": f"there is no tool named {name}"})))
+            self._continue_after_tools()
+            return
+        self.log.info("running a tool", tool=name, call_id=call_id)
+        self._tools_running[call_id] = str(name)
+        self.to_tools.append(RunTool(call_id, str(name), arguments))
+
+    def tool_result(self, call_id: str, output: str, now: float) -> None:
+        """A tool finished (its output, or an error text the model can apologise for)."""
+        name = self._tools_running.pop(call_id, None)
+        if name is None or self.ended:
+            return
+        self.observer("tool.done", now, {"name": name, "call_id": call_id})
+        self._tool_outputs.append((call_id, output))
+        self._continue_after_tools()
+
+    def _continue_after_tools(self) -> None:
+        """Once every tool of the turn has answered and no response is running, hand the outputs
+        to the model and let it go on."""
+        if not self._tool_outputs or self._tools_running or self.active_response is not None:
+            return
+        for call_id, output in self._tool_outputs:
+            self._send({"type": "conversation.item.create",
+                        "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
+        self._tool_outputs.clear()
+        self._send({"type": "response.create"})
 
     # --- barge-in ---------------------------------------------------------------------------
 

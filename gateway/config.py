@@ -533,6 +533,60 @@ def _check_max_tokens(value: Any) -> Any:
     return value
 
 
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+\S*")
+
+
+def _http_url(value: str) -> str:
+    if not _HTTP_URL.fullmatch(value):
+        raise _fail("expected a URL starting with https:// or http://")
+    return value
+
+
+class HttpTool(_Model):
+    """A tool run by POSTing the model's arguments as JSON; the reply body is the tool's output."""
+
+    url: Annotated[str, AfterValidator(_http_url)]
+    headers: dict[str, Text] = Field(default_factory=dict)  # values usually ${ENV} references
+    timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
+
+
+class Tool(_Model):
+    """A function the model may call, and how the gateway runs it."""
+
+    name: Text
+    description: Text
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    http: HttpTool
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        rules: list[Rule] = []
+        name = data.get("name")
+        if isinstance(name, str) and name and not _TOOL_NAME.fullmatch(name):
+            rules.append((("name",), "expected a tool name of 1 to 64 letters, digits, - and _", True))
+        schema = data.get("parameters")
+        if isinstance(schema, dict):
+            if schema.get("type") != "object":
+                rules.append((("parameters", "type"), "expected object (the parameters are a JSON object)", True))
+            properties = schema.get("properties", {})
+            if not isinstance(properties, dict):
+                rules.append((("parameters", "properties"), "expected a mapping of parameter names", True))
+                properties = {}
+            for key, spec in properties.items():
+                if not isinstance(spec, dict):
+                    rules.append((("parameters", "properties", key), "expected a JSON schema mapping", True))
+            required = schema.get("required", [])
+            if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+                rules.append((("parameters", "required"), "expected a list of parameter names", True))
+            else:
+                for item in required:
+                    if item not in properties:
+                        rules.append((("parameters", "required"),
+                                      f"names {item!r}, which is not in parameters.properties", False))
+        return rules
+
+
 class Profile(_Model):
     """What a caller gets: model or agent, voice, turn detection, greeting, barge-in behaviour.
 
@@ -556,11 +610,21 @@ class Profile(_Model):
     max_output_tokens: Annotated[int | Literal["inf"] | None, BeforeValidator(_check_max_tokens)] = None
     greeting: Annotated[Greeting | None, BeforeValidator(_check_greeting)] = None
     barge_in: Annotated[BargeIn, BeforeValidator(_check_barge_in)] = BargeIn()
+    tools: list[Tool] = Field(default_factory=list)
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
         has_model, has_agent = _is_set(data.get("model")), _is_set(data.get("agent"))
         rules: list[Rule] = []
+        tools = data.get("tools")
+        if isinstance(tools, list):
+            seen: set[str] = set()
+            for index, tool in enumerate(tools):
+                name = tool.get("name") if isinstance(tool, dict) else None
+                if isinstance(name, str) and name in seen:
+                    rules.append((("tools", index, "name"), f"another tool is already named {name!r}", False))
+                if isinstance(name, str):
+                    seen.add(name)
         if has_model and has_agent:
             rules.append((("agent",), "expected either model or agent, not both", False))
         elif not has_model and not has_agent:
@@ -737,6 +801,12 @@ class GatewayConfig(_Model):
         for secret in (self.voicelive.api_key, self.twilio.auth_token, self.acs.connection_string):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
+        for profile_name, profile in self.profiles.items():  # tool headers read from the environment
+            for index, tool in enumerate(profile.tools):
+                for header, value in tool.http.headers.items():
+                    if self._env_refs.get(f"profiles.{profile_name}.tools[{index}].http.headers.{header}"):
+                        values.append(value)
+                        values += [word for word in value.split() if len(word) >= 8 and word != value]
         if self.acs.connection_string is not None:
             for part in self.acs.connection_string.get_secret_value().split(";"):
                 key, _, value = part.partition("=")

@@ -27,9 +27,9 @@ from gateway.call import Call
 from gateway.carriers import twilio
 from gateway.config import Profile
 from gateway.recording import FORMAT
-from gateway.wire import PHONE, VOICELIVE, WireCall
+from gateway.wire import PHONE, TOOLS, VOICELIVE, WireCall
 
-LEGS = (PHONE, VOICELIVE)
+LEGS = (PHONE, VOICELIVE, TOOLS)
 _FORMATS = {f.name: f for f in (G711_ULAW, PCM16_24K)}
 
 
@@ -159,8 +159,11 @@ def run(fixture: Fixture) -> Replay:
         if direction == "in":
             if leg == PHONE:
                 wire.from_phone(_data(rec), t)
-            else:
+            elif leg == VOICELIVE:
                 wire.from_voicelive(_data(rec), t)
+            else:
+                result = _json(str(rec.get("msg", "")))
+                wire.from_tools(str(result.get("call_id")), str(result.get("output", "")), t)
         else:
             event = rec["event"]
             if leg == VOICELIVE and event == "open":
@@ -175,6 +178,10 @@ def run(fixture: Fixture) -> Replay:
             actual[VOICELIVE].append(Sent(t, text, index))
         for text in wire.take_phone():
             actual[PHONE].append(Sent(t, text, index))
+        for run_tool in wire.take_tools():
+            text = json.dumps({"call_id": run_tool.call_id, "name": run_tool.name, "arguments": run_tool.arguments},
+                              separators=(",", ":"))
+            actual[TOOLS].append(Sent(t, text, index))
     result = Replay(fixture, expected, actual, call)
     result.problems = check_invariants(fixture, actual, audio, ready=call.ready_at is not None)
     result.mismatch = first_difference(fixture, expected, actual)
@@ -376,7 +383,7 @@ def rewrite_expected(replay: Replay) -> str:
     """The fixture's text with its outbound messages replaced by what the gateway sends now."""
     fixture = replay.fixture
     produced: dict[int, list[dict[str, Any]]] = {}
-    for leg in (VOICELIVE, PHONE):  # the shell sends to Voice Live first, then to the phone
+    for leg in (VOICELIVE, PHONE, TOOLS):  # the order in which the shell takes them
         for s in replay.actual[leg]:
             produced.setdefault(s.cause, []).append({"t": s.t, "leg": leg, "dir": "out", "msg": s.text})
     lines = [json.dumps(fixture.header, ensure_ascii=False)]

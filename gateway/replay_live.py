@@ -22,9 +22,10 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.audio import b64_len
+from gateway.call import RunTool
 from gateway.config import parse_config
 from gateway.replay import Fixture, FixtureError, Sent, _data, _find_start, first_difference, load_fixture
-from gateway.wire import PHONE, VOICELIVE
+from gateway.wire import PHONE, TOOLS, VOICELIVE
 
 
 @dataclass
@@ -126,7 +127,7 @@ def _config_for(fixture: Fixture, endpoint: str) -> Any:
         "gateway": {"public_url": "http://127.0.0.1"},
         "profiles": {name: fixture.header.get("profile") or {}},
         "routes": {"default": name},
-    })
+    }, sort_keys=False)
     return parse_config(text, source=f"{fixture.name} (recorded profile)", env={})
 
 
@@ -143,12 +144,12 @@ def _truncate_close(tolerance_ms: float):
     return close
 
 
-AUDIO, CONTROL = "voicelive leg (caller audio)", "voicelive leg (other messages)"
+AUDIO, CONTROL = "voicelive (caller audio)", "voicelive (other messages)"
 
 
 def _stream(leg: str, text: str) -> str:
-    if leg == PHONE:
-        return PHONE
+    if leg != VOICELIVE:
+        return leg
     return AUDIO if text.startswith('{"type":"input_audio_buffer.append"') else CONTROL
 
 
@@ -169,6 +170,19 @@ async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: flo
         raise ValueError("speed must be > 0")
     start_index, _ = _find_start(fixture)
     server = _ReplayServer(_voicelive_script(fixture), speed)
+    recorded_outputs = {}
+    for rec in fixture.records:
+        if rec["leg"] == TOOLS and rec.get("dir") == "in":
+            result = json.loads(rec["msg"])
+            recorded_outputs[result["call_id"]] = result["output"]
+    tool_requests: list[tuple[float, str]] = []
+
+    async def recorded_tool(_tool: Any, run: RunTool) -> str:
+        """Tools answer with what they answered in the recording; no tool service is called."""
+        tool_requests.append((asyncio.get_running_loop().time(), json.dumps(
+            {"call_id": run.call_id, "name": run.name, "arguments": run.arguments}, separators=(",", ":"))))
+        return recorded_outputs.get(run.call_id, json.dumps({"error": "no output in the recording"}))
+
     vl_app = web.Application()
     vl_app.router.add_get("/voice-live/realtime", server.handle)
     vl_runner = web.AppRunner(vl_app, access_log=None)
@@ -180,7 +194,7 @@ async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: flo
         await vl_site.start()
         vl_port = vl_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         config = _config_for(fixture, f"http://127.0.0.1:{vl_port}")
-        gw_runner = web.AppRunner(create_app(config), access_log=None)
+        gw_runner = web.AppRunner(create_app(config, tool_runner=recorded_tool), access_log=None)
         await gw_runner.setup()
         gw_site = web.TCPSite(gw_runner, "127.0.0.1", 0)
         await gw_site.start()
@@ -238,12 +252,12 @@ async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: flo
     # Over sockets, caller audio (driven by the phone's clock) and everything else sent to Voice
     # Live (driven by Voice Live's events) are two independent streams whose interleaving depends
     # on timing; each is compared on its own.
-    expected: dict[str, list[Sent]] = {PHONE: [], AUDIO: [], CONTROL: []}
+    expected: dict[str, list[Sent]] = {PHONE: [], AUDIO: [], CONTROL: [], TOOLS: []}
     for index, rec in enumerate(fixture.records):
         if rec.get("dir") == "out":
             expected[_stream(rec["leg"], rec.get("msg", ""))].append(Sent(rec["t"], rec.get("msg", ""), index))
-    actual: dict[str, list[Sent]] = {PHONE: [], AUDIO: [], CONTROL: []}
-    for leg, received in ((VOICELIVE, server.received), (PHONE, phone_received)):
+    actual: dict[str, list[Sent]] = {PHONE: [], AUDIO: [], CONTROL: [], TOOLS: []}
+    for leg, received in ((VOICELIVE, server.received), (PHONE, phone_received), (TOOLS, tool_requests)):
         for t, text in received:
             actual[_stream(leg, text)].append(Sent((t - opened) * 1000 * speed, text, start_index))
     mismatch = first_difference(fixture, expected, actual, tolerance=_truncate_close(tolerance_ms),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from gateway.call import Call, PhoneAction
+from gateway.call import Call, PhoneAction, RunTool
 
 
 class PhoneLeg(Protocol):
@@ -28,7 +28,7 @@ class Recorder(Protocol):
                **fields: Any) -> None: ...
 
 
-PHONE, VOICELIVE = "phone", "voicelive"
+PHONE, VOICELIVE, TOOLS = "phone", "voicelive", "tools"
 IN, OUT = "in", "out"
 
 
@@ -69,6 +69,14 @@ class WireCall:
             self.reject("not-json", "a message that is not a JSON object", VOICELIVE)
             return
         self.call.voicelive_event(event, now)
+
+    def from_tools(self, call_id: str, output: str, now: float) -> None:
+        """A tool's output (recorded like a message, so that replays need no tool)."""
+        self._now = now
+        if self.recorder is not None:
+            message = json.dumps({"call_id": call_id, "output": output}, separators=(",", ":"))
+            self.recorder.record(now, TOOLS, IN, message)
+        self.call.tool_result(call_id, output, now)
 
     def voicelive_opened(self, now: float) -> None:
         self._lifecycle(now, VOICELIVE, "open")
@@ -114,6 +122,18 @@ class WireCall:
             for message in messages:
                 self.recorder.record(self._now, VOICELIVE, OUT, message)
         return messages
+
+    def take_tools(self) -> list[RunTool]:
+        call = self.call
+        if not call.to_tools:
+            return []
+        runs, call.to_tools = call.to_tools, []
+        if self.recorder is not None:
+            for run in runs:
+                message = json.dumps({"call_id": run.call_id, "name": run.name, "arguments": run.arguments},
+                                     separators=(",", ":"))
+                self.recorder.record(self._now, TOOLS, OUT, message)
+        return runs
 
     def take_phone(self) -> list[str]:
         call = self.call

@@ -27,7 +27,7 @@ from gateway import log
 from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
 from gateway.config import parse_config
-from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
+from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.softphone import Dtmf, Hangup, Say, Silence, WaitForBot, place_call
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "calls"
@@ -52,6 +52,15 @@ profiles:
     voice: {type: azure-standard, name: en-US-Ava:DragonHDLatestNeural}
     turn_detection: {type: azure_semantic_vad, silence_duration_ms: 500}
     greeting: Hello, thanks for calling. How can I help you today?
+  tooled:
+    model: gpt-realtime
+    voice: alloy
+    turn_detection: {type: server_vad, silence_duration_ms: 500}
+    tools:
+      - name: opening_hours
+        description: This week's opening hours of the shop.
+        parameters: {type: object, properties: {week: {type: string}}}
+        http: {url: "${TOOL_URL}", timeout_s: 5}
   patient:
     model: gpt-realtime
     voice: alloy
@@ -73,7 +82,7 @@ class Scenario:
     description: str
     steps: list[Any]
     profile: str = "main"
-    sim: dict[str, Any] = field(default_factory=dict)
+    sim: dict[str, Any] = field(default_factory=dict)  # SimulatorSettings fields
     hook: Hook | None = None  # runs beside the call; the event is set when bot audio starts playing
 
 
@@ -122,17 +131,46 @@ SCENARIOS: dict[str, Scenario] = {
     "voicelive_error_event": Scenario(
         "Voice Live reports a server error mid-call; the call goes on.",
         [Say(HOURS, "hours"), WaitForBot(), Hangup()], hook=_send_error),
+    "function_call_round_trip": Scenario(
+        "The model calls an http tool; the gateway posts the arguments to it, hands the reply back and "
+        "the bot answers with it.",
+        [Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="tooled",
+        sim={"tool_calls": {1: ToolCall("opening_hours", {"week": "this week"})}}),
     "voicelive_closes_mid_call": Scenario(
         "Voice Live closes the session while the bot speaks; the gateway closes the phone socket.",
         [Say(HOURS, "hours"), Silence(8000), Hangup()], hook=_close_mid_call),
 }
 
 
+async def _hours_service() -> tuple[web.AppRunner, str]:
+    """A local stand-in for a shop's opening-hours service (the http tool's endpoint)."""
+
+    async def hours(request: web.Request) -> web.Response:
+        await request.json()
+        return web.json_response({"monday_to_saturday": "9:00-18:00", "sunday": "closed"})
+
+    app = web.Application()
+    app.router.add_post("/hours", hours)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hours"  # type: ignore[union-attr]
+
+
 async def record(name: str, scenario: Scenario, out: Path) -> Path:
+    tool_runner, tool_url = await _hours_service()
+    try:
+        return await _record(name, scenario, out, tool_url)
+    finally:
+        await tool_runner.cleanup()
+
+
+async def _record(name: str, scenario: Scenario, out: Path, tool_url: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         settings = SimulatorSettings(**{"audio_speed": 4.0, **scenario.sim})
         async with await start_simulator(settings) as sim:
-            config = parse_config(CONFIG, env={"EP": sim.endpoint, "DIR": tmp})
+            config = parse_config(CONFIG, env={"EP": sim.endpoint, "DIR": tmp, "TOOL_URL": tool_url})
             app = create_app(config)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()

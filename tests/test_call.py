@@ -336,3 +336,94 @@ def test_truncate_waits_for_the_response_to_finish_when_it_is_not_cancelled() ->
     call.voicelive_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}, 900.0)
     (truncate,) = vl(call)
     assert truncate["type"] == "conversation.item.truncate" and truncate["audio_end_ms"] == 130
+
+
+TOOLS_CONFIG = """
+profiles:
+  tooled:
+    model: gpt-realtime
+    tools:
+      - name: lookup_order
+        description: Find an order by number.
+        parameters: {type: object, properties: {order: {type: string}}, required: [order]}
+        http: {url: "http://127.0.0.1:9/orders"}
+      - name: opening_hours
+        description: Opening hours.
+        http: {url: "http://127.0.0.1:9/hours"}
+"""
+
+
+def tooled_call() -> Call:
+    config = parse_config(TOOLS_CONFIG, env={})
+    call = Call(call_id="CA1", stream_id="MZ1", profile_name="tooled", profile=config.profiles["tooled"],
+                started_at=0.0)
+    call.voicelive_connected(1.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 2.0)
+    return call
+
+
+def function_call(call: Call, call_id: str, name: str, arguments: str, now: float, rid: str = "resp_1") -> None:
+    call.voicelive_event({"type": "response.function_call_arguments.done", "response_id": rid, "item_id": "fc",
+                          "output_index": 0, "call_id": call_id, "name": name, "arguments": arguments}, now)
+
+
+def test_tools_are_declared_in_the_session() -> None:
+    call = tooled_call()
+    (update,) = [m for m in vl(call) if m["type"] == "session.update"]
+    tools = update["session"]["tools"]
+    assert [t["name"] for t in tools] == ["lookup_order", "opening_hours"]
+    assert tools[0]["type"] == "function" and tools[0]["parameters"]["required"] == ["order"]
+
+
+def test_a_tool_call_runs_and_its_output_continues_the_conversation_after_the_response() -> None:
+    call = tooled_call()
+    vl(call)
+    start_response(call)
+    function_call(call, "call_1", "lookup_order", '{"order":"42"}', 10.0)
+    assert [(r.call_id, r.name, r.arguments) for r in call.to_tools] == [("call_1", "lookup_order", '{"order":"42"}')]
+    call.to_tools.clear()
+    call.tool_result("call_1", '{"status":"shipped"}', 20.0)
+    assert vl(call) == []  # the function-call response is still running
+    call.voicelive_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}, 30.0)
+    item, create = vl(call)
+    assert item["type"] == "conversation.item.create"
+    assert item["item"] == {"type": "function_call_output", "call_id": "call_1", "output": '{"status":"shipped"}'}
+    assert create["type"] == "response.create"
+
+
+def test_parallel_tool_calls_answer_together() -> None:
+    call = tooled_call()
+    vl(call)
+    start_response(call)
+    function_call(call, "call_1", "lookup_order", '{"order":"1"}', 10.0)
+    function_call(call, "call_2", "opening_hours", "{}", 10.0)
+    function_call(call, "call_2", "opening_hours", "{}", 10.5)  # a repeated event runs nothing twice
+    assert len(call.to_tools) == 2
+    call.voicelive_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}, 11.0)
+    call.tool_result("call_2", "9 to 5", 12.0)
+    assert vl(call) == []  # call_1 is still running
+    call.tool_result("call_1", "shipped", 13.0)
+    sent = vl(call)
+    assert [m["type"] for m in sent] == ["conversation.item.create"] * 2 + ["response.create"]
+    assert {m["item"]["call_id"] for m in sent[:2]} == {"call_1", "call_2"}
+
+
+def test_an_unknown_tool_gets_an_error_output_not_a_stuck_call() -> None:
+    call = tooled_call()
+    vl(call)
+    start_response(call)
+    function_call(call, "call_9", "launch_rocket", "{}", 10.0)
+    assert call.to_tools == []
+    call.voicelive_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}, 11.0)
+    item, create = vl(call)
+    assert "no tool named launch_rocket" in item["item"]["output"] and create["type"] == "response.create"
+
+
+def test_a_late_tool_result_after_the_call_ended_is_ignored() -> None:
+    call = tooled_call()
+    vl(call)
+    function_call(call, "call_1", "lookup_order", "{}", 10.0)
+    call.phone_ended("caller_hung_up", 11.0)
+    call.tool_result("call_1", "late", 12.0)
+    assert vl(call) == []

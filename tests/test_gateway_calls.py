@@ -19,7 +19,7 @@ from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
 from gateway.bridge import CONTEXT
 from gateway.config import parse_config
-from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
+from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.softphone import Hangup, Say, Silence, WaitForBot, place_call
 
 CONFIG = """
@@ -290,3 +290,47 @@ async def test_secrets_never_reach_the_logs_on_a_full_call() -> None:
     text = buf.getvalue()
     assert '"call ended"' in text
     assert secret not in text
+
+
+async def test_an_http_tool_round_trip_over_sockets() -> None:
+    seen: list[dict] = []
+
+    async def hours(request: web.Request) -> web.Response:
+        seen.append(await request.json())
+        return web.json_response({"open": "9 to 6"})
+
+    service = web.Application()
+    service.router.add_post("/hours", hours)
+    service_runner = web.AppRunner(service)
+    await service_runner.setup()
+    service_site = web.TCPSite(service_runner, "127.0.0.1", 0)
+    await service_site.start()
+    url = f"http://127.0.0.1:{service_site._server.sockets[0].getsockname()[1]}/hours"  # type: ignore[union-attr]
+    sim = await start_simulator(SimulatorSettings(audio_speed=8.0, tool_calls={1: ToolCall("hours", {"day": "sat"})}))
+    config = parse_config(f"""
+voicelive: {{endpoint: "{sim.endpoint}"}}
+profiles:
+  main:
+    model: gpt-realtime
+    tools:
+      - name: hours
+        description: Opening hours for a day.
+        parameters: {{type: object, properties: {{day: {{type: string}}}}}}
+        http: {{url: "{url}", timeout_s: 2}}
+""", env={})
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        report = await place_call(f"http://127.0.0.1:{port}/twilio/voice", [Say(HOURS, "q"), WaitForBot(), Hangup()])
+        session = await asyncio.wait_for(sim.state.wait_closed(0), 10)
+    finally:
+        await runner.cleanup()
+        await sim.close()
+        await service_runner.cleanup()
+    assert seen == [{"day": "sat"}]  # the model's arguments reached the tool's service
+    (output,) = session.function_call_outputs
+    assert json.loads(output["output"]) == {"open": "9 to 6"}
+    assert report.played_bytes > 0 and report.violations == 0  # the bot answered after the tool

@@ -22,7 +22,8 @@ def test_the_corpus_is_there() -> None:
     names = {p.stem for p in FIXTURES}
     assert {"question_and_answer", "bot_greets_first", "barge_in_mid_answer", "speech_after_answer",
             "two_barge_ins_one_response", "dtmf_digits", "hangup_while_bot_speaks", "voicelive_error_event",
-            "voicelive_closes_mid_call"} <= names
+            "voicelive_closes_mid_call", "function_call_round_trip"} <= names
+    assert len(names) >= 10
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
@@ -50,6 +51,8 @@ def test_fixtures_exercise_what_their_names_say() -> None:
     assert replayed("voicelive_error_event").stats.voicelive_errors == 1
     assert replayed("voicelive_closes_mid_call").end_reason == "voicelive_closed"
     assert replayed("hangup_while_bot_speaks").end_reason == "caller_hung_up"
+    tooled = replayed("function_call_round_trip")
+    assert tooled.stats.tool_calls == 1 and tooled.stats.responses == 2
     greet = load_fixture(CALLS / "bot_greets_first.jsonl")
     assert any('"response.create"' in r.get("msg", "") for r in greet.records if r.get("dir") == "out")
 
@@ -168,7 +171,7 @@ def test_bad_fixture_files_get_a_clear_error(tmp_path: Path, content: str, messa
     assert out.getvalue().startswith(f"ERROR {path}")
 
 
-@pytest.mark.parametrize("name", ["barge_in_mid_answer", "voicelive_closes_mid_call"])
+@pytest.mark.parametrize("name", ["barge_in_mid_answer", "voicelive_closes_mid_call", "function_call_round_trip"])
 async def test_replay_over_real_sockets(name: str) -> None:
     result = await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=3.0)
     assert result.ok, f"{result.mismatch}\n{result.problems}"

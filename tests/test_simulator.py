@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
@@ -16,7 +17,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.audio import ASSETS, load_ulaw_8k, read_wav
-from gateway.simulator.server import RunningSimulator, SimulatorSettings, start_simulator
+from gateway.simulator import ToolCall
+from gateway.simulator.server import (
+    RunningSimulator,
+    SimulatorSettings,
+    parse_tool_call,
+    register_cli,
+    settings_from_args,
+    start_simulator,
+)
 from gateway.simulator.vad import EnergyVad
 from gateway.simulator.voice import decode_input, read_speech_txt
 
@@ -540,6 +549,291 @@ async def test_output_audio_buffer_clear_modes(make_sim, mode: str) -> None:
         assert replies[0]["error"]["event_id"] == "clear-1"
     else:
         assert replies == []
+
+
+# --- function calls -------------------------------------------------------------------------------
+
+LOOKUP_ORDER = {
+    "type": "function",
+    "name": "lookup_order",
+    "description": "Find an order by its number.",
+    "parameters": {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]},
+}
+FUNCTION_CALL_EVENTS = ("response.function_call_arguments.delta", "response.function_call_arguments.done")
+
+
+async def caller_turn(c: Client, clip: str = "caller_hours.wav") -> None:
+    """One caller utterance, then enough silence for the VAD to end the turn."""
+    await c.append(load_ulaw_8k(ASSETS / clip) + ulaw_silence(800))
+
+
+async def test_scripted_function_call_then_a_spoken_reply_to_its_output(make_sim) -> None:
+    moments: list[tuple[str, dict[str, Any]]] = []
+    sim = await make_sim(
+        tool_calls={1: ToolCall("lookup_order", {"order": "42"})},
+        function_call_ms=0,
+        observer=lambda name, fields: moments.append((name, fields)),
+    )
+    async with client(sim) as c:
+        await g711_session(c, tools=[LOOKUP_ORDER])
+        await caller_turn(c)
+        await c.until("input_audio_buffer.committed")
+        user_item, _ = await c.until("conversation.item.created")
+        done, events = await c.until("response.done")
+
+        kinds = [e["type"] for e in events]
+        n_deltas = kinds.count("response.function_call_arguments.delta")
+        assert 2 <= n_deltas <= 3
+        assert kinds == [
+            "response.created",
+            "response.output_item.added",
+            "conversation.item.created",
+            *["response.function_call_arguments.delta"] * n_deltas,
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.done",
+        ]
+        created, added, item_created = events[:3]
+        resp_id = created["response"]["id"]
+        assert created["response"]["status"] == "in_progress"
+        item = added["item"]
+        call_id = item["call_id"]
+        assert call_id.startswith("call_")
+        assert item == {
+            "id": item["id"],
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "in_progress",
+            "call_id": call_id,
+            "name": "lookup_order",
+            "arguments": "",
+        }
+        assert added["response_id"] == resp_id and added["output_index"] == 0
+        assert item_created["item"] == item
+        assert item_created["previous_item_id"] == user_item["item"]["id"]
+
+        ids = {"response_id": resp_id, "item_id": item["id"], "output_index": 0, "call_id": call_id}
+        deltas = events[3 : 3 + n_deltas]
+        for ev in deltas:
+            assert set(ev) == {"type", "event_id", *ids, "delta"}
+            assert {k: ev[k] for k in ids} == ids and ev["delta"]
+        args_done = events[3 + n_deltas]
+        assert {k: args_done[k] for k in ids} == ids and args_done["name"] == "lookup_order"
+        assert "".join(ev["delta"] for ev in deltas) == args_done["arguments"]
+        assert json.loads(args_done["arguments"]) == {"order": "42"}
+
+        item_done = events[-2]
+        completed_item = {**item, "status": "completed", "arguments": args_done["arguments"]}
+        assert item_done["item"] == completed_item and item_done["response_id"] == resp_id
+        assert done["response"]["id"] == resp_id and done["response"]["status"] == "completed"
+        assert done["response"]["output"] == [completed_item]
+        assert done["response"]["usage"]["output_tokens"] > 0
+        assert await c.sync() == []  # no audio, before or after
+
+        # The gateway runs the tool and answers; its response.create gets a spoken reply.
+        output = json.dumps({"status": "shipped"})
+        await c.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+            }
+        )
+        out_created, seen = await c.until("conversation.item.created")
+        assert len(seen) == 1
+        assert out_created["previous_item_id"] == item["id"]
+        assert out_created["item"] == {
+            "id": out_created["item"]["id"],
+            "object": "realtime.item",
+            "type": "function_call_output",
+            "status": "completed",
+            "call_id": call_id,
+            "output": output,
+        }
+        await c.send({"type": "response.create"})
+        spoken, events = await c.until("response.done")
+        audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.audio.delta")
+        assert audio == load_ulaw_8k(ASSETS / "bot_reply_1.wav")
+        assert not [e for e in events if e["type"] in FUNCTION_CALL_EVENTS]
+        assert spoken["response"]["status"] == "completed"
+        assert spoken["response"]["output"][0]["type"] == "message"
+        assert spoken["response"]["output"][0]["content"][0]["transcript"] == TEXTS["bot_reply_1"]
+
+        # The reply cycle went on: the caller's next turn gets the next clip.
+        await caller_turn(c, "caller_delivery.wav")
+        second, _ = await c.until("response.done")
+        assert second["response"]["output"][0]["content"][0]["transcript"] == TEXTS["bot_reply_2"]
+
+    session = await sim.state.wait_closed(0)
+    assert session.function_calls == [
+        {
+            "call_id": call_id,
+            "name": "lookup_order",
+            "arguments": args_done["arguments"],
+            "response_id": resp_id,
+            "status": "completed",
+        }
+    ]
+    assert session.function_call_outputs == [
+        {"item_id": out_created["item"]["id"], "call_id": call_id, "output": output}
+    ]
+    calls = [f for name, f in moments if name == "function_call"]
+    outputs = [f for name, f in moments if name == "function_call_output"]
+    assert calls == [
+        {
+            "session": session.id,
+            "name": "lookup_order",
+            "call_id": call_id,
+            "arguments": args_done["arguments"],
+        }
+    ]
+    assert outputs == [{"session": session.id, "call_id": call_id, "output": output}]
+    names = [name for name, _ in moments]
+    assert names.index("response.created") < names.index("function_call") < names.index("response.done")
+
+
+async def test_function_call_output_needs_a_known_call_id(make_sim) -> None:
+    sim = await make_sim()
+    async with client(sim) as c:
+        await c.update(tools=[LOOKUP_ORDER], turn_detection=None)
+        cases = [
+            ({"call_id": "call_nope", "output": "{}"}, "invalid_value", "item.call_id"),
+            ({"output": "{}"}, "missing_required_parameter", "item.call_id"),
+        ]
+        for n, (fields, code, param) in enumerate(cases):
+            event_id = f"out-{n}"
+            item = {"type": "function_call_output", **fields}
+            await c.send({"type": "conversation.item.create", "item": item, "event_id": event_id})
+            err, seen = await c.error_for(event_id)
+            assert len(seen) == 1, seen  # no conversation.item.created
+            assert err["error"]["type"] == "invalid_request_error"
+            assert (err["error"]["code"], err["error"]["param"]) == (code, param)
+
+        # A function call the client put in the conversation itself counts too.
+        call = {"type": "function_call", "call_id": "call_c1", "name": "lookup_order", "arguments": "{}"}
+        await c.send({"type": "conversation.item.create", "item": call})
+        await c.until("conversation.item.created")
+        bad_output = {"type": "function_call_output", "call_id": "call_c1", "output": {"not": "a string"}}
+        await c.send({"type": "conversation.item.create", "item": bad_output, "event_id": "out-type"})
+        err, _ = await c.error_for("out-type")
+        assert err["error"]["code"] == "invalid_type" and err["error"]["param"] == "item.output"
+        good = {"type": "function_call_output", "call_id": "call_c1", "output": "ok"}
+        await c.send({"type": "conversation.item.create", "item": good})
+        accepted, _ = await c.until("conversation.item.created")
+        assert accepted["item"]["call_id"] == "call_c1"
+    session = await sim.state.wait_closed(0)
+    assert session.function_call_outputs == [
+        {"item_id": accepted["item"]["id"], "call_id": "call_c1", "output": "ok"}
+    ]
+    assert [i["type"] for i in session.items.values()] == ["function_call", "function_call_output"]
+
+
+@pytest.mark.parametrize(
+    ("session_tools", "scripted"),
+    [
+        ({"tools": [LOOKUP_ORDER]}, "transfer_call"),  # another function
+        ({}, "lookup_order"),  # no tools at all
+        ({"tools": [LOOKUP_ORDER], "tool_choice": "none"}, "lookup_order"),
+    ],
+)
+async def test_a_call_the_session_cannot_make_gets_a_spoken_reply(
+    make_sim, session_tools: dict[str, Any], scripted: str
+) -> None:
+    moments: list[str] = []
+    sim = await make_sim(
+        tool_calls={1: ToolCall(scripted, {"order": "42"})},
+        observer=lambda name, fields: moments.append(name),
+    )
+    async with client(sim) as c:
+        await g711_session(c, turn_detection=None, **session_tools)
+        await c.append(load_ulaw_8k(ASSETS / "caller_hours.wav"))
+        await c.send({"type": "input_audio_buffer.commit"})
+        await c.until("input_audio_buffer.committed")
+        await c.send({"type": "response.create"})
+        done, events = await c.until("response.done")
+    assert not [e for e in events if e["type"] in FUNCTION_CALL_EVENTS]
+    assert [e for e in events if e["type"] == "response.audio.delta"]
+    assert done["response"]["output"][0]["type"] == "message"
+    assert done["response"]["output"][0]["content"][0]["transcript"] == TEXTS["bot_reply_1"]
+    session = await sim.state.wait_closed(0)
+    assert session.function_calls == [] and "function_call" not in moments
+
+
+async def test_speech_during_a_function_call_cancels_it(make_sim) -> None:
+    moments: list[str] = []
+    # The arguments take 30 s to stream: the caller surely talks before they are complete.
+    sim = await make_sim(
+        tool_calls={1: ToolCall("lookup_order", {"order": "42"})},
+        function_call_ms=30_000,
+        observer=lambda name, fields: moments.append(name),
+    )
+    async with client(sim) as c:
+        await g711_session(c, tools=[LOOKUP_ORDER])
+        await caller_turn(c)
+        first, _ = await c.until("response.function_call_arguments.delta")
+
+        await caller_turn(c, "caller_interrupt.wav")
+        _, before = await c.until("input_audio_buffer.speech_started")
+        done, events = await c.until("response.done")
+        assert not [e for e in before + events if e["type"] == "response.function_call_arguments.done"]
+        assert not [e for e in before if e["type"] == "response.done"]
+        assert done["response"]["id"] == first["response_id"]
+        assert done["response"]["status"] == "cancelled"
+        assert done["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+        cut = {
+            "id": first["item_id"],
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "incomplete",
+            "call_id": first["call_id"],
+            "name": "lookup_order",
+            "arguments": first["delta"],
+        }
+        assert done["response"]["output"] == [cut]
+        assert [e["item"] for e in events if e["type"] == "response.output_item.done"] == [cut]
+
+        # The interrupting turn gets its own (spoken) answer.
+        answer, _ = await c.until("response.done")
+        assert answer["response"]["status"] == "completed"
+        assert answer["response"]["output"][0]["content"][0]["transcript"] == TEXTS["bot_reply_2"]
+    session = await sim.state.wait_closed(0)
+    assert session.function_calls == [
+        {
+            "call_id": first["call_id"],
+            "name": "lookup_order",
+            "arguments": first["delta"],
+            "response_id": first["response_id"],
+            "status": "cancelled",
+        }
+    ]
+    assert "function_call" not in moments and "cancelled" in moments
+
+
+def test_tool_call_settings_and_command_line_option() -> None:
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers())
+    args = parser.parse_args(
+        ["simulator", "--tool-call", '1:lookup_order:{"order": "42", "at": "10:30"}', "--tool-call", "3:hang_up"]
+    )
+    settings = settings_from_args(args)
+    assert settings.tool_calls == {
+        1: ToolCall("lookup_order", {"order": "42", "at": "10:30"}),
+        3: ToolCall("hang_up", {}),
+    }
+    assert settings_from_args(parser.parse_args(["simulator"])).tool_calls == {}
+    twice = parser.parse_args(["simulator", "--tool-call", "2:a", "--tool-call", "2:b"])
+    with pytest.raises(ValueError, match="turn 2"):
+        settings_from_args(twice)
+
+    for text in ("0:f", "x:f", "2", "2:", "2:f:[1]", "2:f:{bad", "2:f:{\"x\": NaN}"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_tool_call(text)
+    for bad in ({0: ToolCall("f")}, {True: ToolCall("f")}, {1: "f"}):
+        with pytest.raises(ValueError):
+            SimulatorSettings(tool_calls=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ToolCall("")
+    with pytest.raises(ValueError):
+        ToolCall("f", {"when": object()})
 
 
 # --- bad input ----------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 It speaks the Voice Live WebSocket protocol closely enough for the gateway, the real SDK and
 plain WebSocket clients: session set-up, input audio with an energy VAD, responses that stream
-recorded speech (gateway/assets) faster than real time, barge-in, cancellation, truncation and
-the protocol's error paths. It is the gateway's backend when no Azure endpoint is configured,
-the counterpart of the socket-level tests, and the demo's "model".
+recorded speech (gateway/assets) faster than real time, scripted function calls, barge-in,
+cancellation, truncation and the protocol's error paths. It is the gateway's backend when no
+Azure endpoint is configured, the counterpart of the socket-level tests, and the demo's "model".
 
 Run it alone with ``gateway simulator``; embed it with :func:`start_simulator`.
 """
@@ -17,12 +17,13 @@ import base64
 import contextlib
 import copy
 import hmac
+import itertools
 import json
 import re
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +61,29 @@ MIN_COMMIT_MS = 100
 CLOSE_TIMEOUT_S = 5.0
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the simulated model makes instead of speaking (see
+    :attr:`SimulatorSettings.tool_calls`)."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a tool call needs a function name")
+        if not isinstance(self.arguments, dict):
+            raise ValueError(f"the arguments of tool call {self.name!r} must be a JSON object (a dict)")
+        try:
+            self.arguments_json()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the arguments of tool call {self.name!r} are not JSON: {exc}") from None
+
+    def arguments_json(self) -> str:
+        """The arguments as the JSON text a model streams."""
+        return json.dumps(self.arguments, separators=(",", ":"), allow_nan=False)
+
+
 @dataclass
 class SimulatorSettings:
     api_key: str | None = None
@@ -80,7 +104,9 @@ class SimulatorSettings:
     """Sessions close after this long; announced as ``expires_at`` (None: no limit, not announced)."""
     observer: Observer | None = None
     """Called with (event_name, fields) at notable moments: ``session.created``, ``speech_started``,
-    ``speech_stopped``, ``response.created``, ``response.done`` (status), ``truncated`` (item_id,
+    ``speech_stopped``, ``response.created`` (response_id, clip; function for a function call),
+    ``response.done`` (status), ``function_call`` (name, call_id, arguments: the JSON text), when
+    a call has been sent whole, ``function_call_output`` (call_id, output), ``truncated`` (item_id,
     audio_end_ms, item_audio_ms), ``truncate_rejected``, ``cancelled`` (reason), ``error`` (code),
     ``closed`` (code). Every call also carries ``session`` (the session id)."""
     record: bool = True
@@ -88,6 +114,15 @@ class SimulatorSettings:
     long-running server turns this off."""
     assets: Path = ASSETS
     """Folder holding the reply clips and speech.txt."""
+    tool_calls: Mapping[int, ToolCall] = field(default_factory=dict)
+    """Scripted function calls, by caller turn (1: the caller's first turn in the session). The
+    response to that turn is a call of the function instead of a spoken reply, if the session (or
+    the ``response.create``) declares a function of that name and ``tool_choice`` is not
+    ``"none"``; otherwise a warning is logged and the reply is spoken. After the client sends the
+    ``function_call_output``, its ``response.create`` gets the next spoken reply."""
+    function_call_ms: int = 200
+    """A function call's arguments are streamed over this long, split evenly between the deltas
+    (not scaled by ``audio_speed``)."""
 
     def __post_init__(self) -> None:
         if not self.audio_speed > 0:
@@ -96,8 +131,13 @@ class SimulatorSettings:
             raise ValueError("chunk_pattern_ms needs at least one positive duration")
         if self.output_buffer_clear not in ("ack", "error", "ignore"):
             raise ValueError("output_buffer_clear must be ack, error or ignore")
-        if self.response_delay_ms < 0 or self.vad_min_speech_ms < 0:
-            raise ValueError("response_delay_ms and vad_min_speech_ms must be >= 0")
+        if self.response_delay_ms < 0 or self.vad_min_speech_ms < 0 or self.function_call_ms < 0:
+            raise ValueError("response_delay_ms, vad_min_speech_ms and function_call_ms must be >= 0")
+        for turn, call in self.tool_calls.items():
+            if isinstance(turn, bool) or not isinstance(turn, int) or turn < 1:
+                raise ValueError(f"tool_calls keys are caller turns counted from 1, not {turn!r}")
+            if not isinstance(call, ToolCall):
+                raise ValueError(f"tool_calls[{turn}] must be a ToolCall, not {type(call).__name__}")
 
 
 # --- session configuration -------------------------------------------------------------------
@@ -253,8 +293,11 @@ def _merge_turn_detection(
 @dataclass
 class _Response:
     id: str
-    clip: str
+    clip: str | None  # the reply clip spoken; None for a function call
     fmt: OutputFormat
+    call: ToolCall | None = None  # a function call instead of speech
+    call_id: str | None = None
+    arguments: str = ""  # a function call's arguments sent so far (JSON text)
     item_id: str | None = None
     created_sent: bool = False
     item_added: bool = False
@@ -296,6 +339,11 @@ class SimSession:
         self.appended: list[str] = []
         self.sent: list[dict[str, Any]] = []
         self.truncations: list[dict[str, Any]] = []
+        self.function_calls: list[dict[str, Any]] = []
+        """Function calls the simulator made: call_id, name, arguments (JSON text), response_id,
+        status (completed or cancelled)."""
+        self.function_call_outputs: list[dict[str, Any]] = []
+        """Accepted ``function_call_output`` items: item_id, call_id, output."""
         self.items_audio_bytes: dict[str, int] = {}
         self.closed = asyncio.Event()
         self.close_code: int | None = None
@@ -304,7 +352,7 @@ class SimSession:
         self._settings = settings
         self._log = _log(session=self.id)
         self._api_version = query.get("api-version", "2026-07-15")
-        self._counters = {"event": 0, "item": 0, "resp": 0}
+        self._counters = {"event": 0, "item": 0, "resp": 0, "call": 0}
         self._requested_close: int | None = None
         self._close_reason = ""
         self._runner: asyncio.Task[Any] | None = None
@@ -353,6 +401,9 @@ class SimSession:
         self._vad: EnergyVad | None = None
         self._speech: tuple[str, int] | None = None  # (item id, audio_start_ms) while speaking
         self._user_turns = 0
+        self._last_reply = 0  # reply slot of the last spoken answer to a caller turn
+        self._tool_turns: set[int] = set()  # caller turns whose scripted call has been decided
+        self._call_ids: set[str] = set()  # call_id of every function_call item in the conversation
 
         # conversation
         self.items: dict[str, dict[str, Any]] = {}
@@ -372,14 +423,14 @@ class SimSession:
     def _last_item_id(self) -> str | None:
         return next(reversed(self.items), None)
 
-    def _notify(self, name: str, **fields: Any) -> None:
+    def _notify(self, moment: str, /, **fields: Any) -> None:
         observer = self._settings.observer
         if observer is None:
             return
         try:
-            observer(name, {"session": self.id, **fields})
+            observer(moment, {"session": self.id, **fields})
         except Exception:
-            self._log.exception("simulator observer failed", moment=name)
+            self._log.exception("simulator observer failed", moment=moment)
 
     async def send_event(self, ev: dict[str, Any]) -> None:
         """Send one server event (an ``event_id`` is added if missing). The frame is written before
@@ -754,13 +805,55 @@ class SimSession:
         fmt_name = (params or {}).get("output_audio_format") or self.session["output_audio_format"]
         fmt = output_format(fmt_name)
         assert fmt is not None  # validated by session.update / response.create
-        clip = GREETING if self._user_turns == 0 else REPLIES[(self._user_turns - 1) % len(REPLIES)]
-        resp = _Response(id=self._next_id("resp"), clip=clip, fmt=fmt)
+        call = self._scripted_call(params)
+        clip: str | None = None
+        if call is None:
+            clip = GREETING if self._user_turns == 0 else self._next_reply()
+        resp = _Response(id=self._next_id("resp"), clip=clip, fmt=fmt, call=call)
         self._response = resp
         task = asyncio.create_task(self._run_response(resp), name=f"simulator-{resp.id}")
         self._response_task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _next_reply(self) -> str:
+        """The reply clip for a spoken answer after a caller turn: the clip of the turn, or the next
+        one if that turn already had its spoken answer (after a function call's output, or a
+        second ``response.create``)."""
+        self._last_reply = max(self._user_turns, self._last_reply + 1)
+        return REPLIES[(self._last_reply - 1) % len(REPLIES)]
+
+    def _scripted_call(self, params: dict[str, Any] | None) -> ToolCall | None:
+        """The function call scripted for the current caller turn, once per turn, if it can be made."""
+        turn = self._user_turns
+        call = self._settings.tool_calls.get(turn) if turn else None
+        if call is None or turn in self._tool_turns:
+            return None
+        self._tool_turns.add(turn)
+        params = params or {}
+        tools = params["tools"] if "tools" in params else self.session.get("tools")
+        choice = params["tool_choice"] if "tool_choice" in params else self.session.get("tool_choice")
+        declared = {
+            t.get("name")
+            for t in (tools if isinstance(tools, list) else [])
+            if isinstance(t, dict) and t.get("type") == "function"
+        }
+        if call.name not in declared:
+            self._log.warning(
+                "simulator skipped a scripted function call: the session declares no such function",
+                turn=turn,
+                function=call.name,
+                declared=sorted(str(n) for n in declared),
+            )
+            return None
+        if choice == "none":
+            self._log.warning(
+                "simulator skipped a scripted function call: tool_choice is none",
+                turn=turn,
+                function=call.name,
+            )
+            return None
+        return call
 
     def _response_object(
         self,
@@ -788,7 +881,7 @@ class SimSession:
     def _usage(self, resp: _Response) -> dict[str, Any]:
         audio_ms = resp.fmt.ms(resp.audio_bytes)
         out_audio = audio_ms * 20 // 1000
-        out_text = len(resp.transcript.split())
+        out_text = len(resp.transcript.split()) + (len(resp.arguments) + 3) // 4
         in_audio = self._clock * 10 // self._rate()
         return {
             "total_tokens": in_audio + out_audio + out_text,
@@ -826,10 +919,33 @@ class SimSession:
             "content": [dict(c) for c in content],
         }
 
+    def _function_item(self, resp: _Response, status: str) -> dict[str, Any]:
+        item = self.items.get(resp.item_id or "")
+        if item is not None:
+            item["status"] = status
+            item["arguments"] = resp.arguments
+        assert resp.call is not None
+        return {
+            "id": resp.item_id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": status,
+            "call_id": resp.call_id,
+            "name": resp.call.name,
+            "arguments": resp.arguments,
+        }
+
+    def _output_item(self, resp: _Response, status: str) -> dict[str, Any]:
+        return self._function_item(resp, status) if resp.call else self._assistant_item(resp, status)
+
     async def _run_response(self, resp: _Response) -> None:
         loop = asyncio.get_running_loop()
         settings = self._settings
         try:
+            if resp.call is not None:
+                await self._run_function_call(resp, resp.call)
+                return
+            assert resp.clip is not None
             clip = await asyncio.to_thread(load_clip, resp.clip, settings.assets)
             audio = await asyncio.to_thread(clip_audio, resp.clip, resp.fmt, settings.assets)
             if settings.response_delay_ms:
@@ -977,6 +1093,81 @@ class SimSession:
             if self._response is resp:
                 self._response = None
 
+    async def _run_function_call(self, resp: _Response, call: ToolCall) -> None:
+        """A response holding one function call: its arguments are streamed in two or three deltas."""
+        settings = self._settings
+        if settings.response_delay_ms:
+            await asyncio.sleep(settings.response_delay_ms / 1000)
+        resp.created_sent = True
+        await self.send_event(
+            {"type": "response.created", "response": self._response_object(resp, "in_progress", [])}
+        )
+        self._notify("response.created", response_id=resp.id, clip=None, function=call.name)
+
+        resp.item_id = self._next_id("item")
+        resp.call_id = self._next_id("call")
+        previous = self._last_item_id
+        item = {
+            "id": resp.item_id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "in_progress",
+            "call_id": resp.call_id,
+            "name": call.name,
+            "arguments": "",
+        }
+        self.items[resp.item_id] = item
+        self._call_ids.add(resp.call_id)
+        resp.item_added = True
+        await self.send_event(
+            {"type": "response.output_item.added", "response_id": resp.id, "output_index": 0, "item": dict(item)}
+        )
+        await self.send_event(
+            {"type": "conversation.item.created", "previous_item_id": previous, "item": dict(item)}
+        )
+
+        text = call.arguments_json()
+        n = 3 if len(text) >= 3 else 2
+        cuts = [len(text) * k // n for k in range(n + 1)]
+        pause = settings.function_call_ms / 1000 / n
+        ids = {"response_id": resp.id, "item_id": resp.item_id, "output_index": 0, "call_id": resp.call_id}
+        for start, end in itertools.pairwise(cuts):
+            resp.arguments += text[start:end]
+            item["arguments"] = resp.arguments
+            await self.send_event(
+                {"type": "response.function_call_arguments.delta", **ids, "delta": text[start:end]}
+            )
+            if pause:
+                await asyncio.sleep(pause)  # also lets client events (a barge-in) through
+
+        resp.generating = False  # from here on nothing can be cut: finish in order
+        await self.send_event(
+            {"type": "response.function_call_arguments.done", **ids, "name": call.name, "arguments": text}
+        )
+        self.function_calls.append(
+            {
+                "call_id": resp.call_id,
+                "name": call.name,
+                "arguments": text,
+                "response_id": resp.id,
+                "status": "completed",
+            }
+        )
+        self._notify("function_call", name=call.name, call_id=resp.call_id, arguments=text)
+        done_item = self._function_item(resp, "completed")
+        await self.send_event(
+            {"type": "response.output_item.done", "response_id": resp.id, "output_index": 0, "item": done_item}
+        )
+        await self.send_event(
+            {
+                "type": "response.done",
+                "response": self._response_object(
+                    resp, "completed", [dict(done_item)], usage=self._usage(resp)
+                ),
+            }
+        )
+        self._notify("response.done", response_id=resp.id, status="completed")
+
     async def _send_closing_events(self, resp: _Response, item_status: str) -> None:
         """The .done events of whatever part and item the response had opened."""
         if resp.part_added:
@@ -1001,7 +1192,7 @@ class SimSession:
                     "type": "response.output_item.done",
                     "response_id": resp.id,
                     "output_index": 0,
-                    "item": self._assistant_item(resp, item_status),
+                    "item": self._output_item(resp, item_status),
                 }
             )
 
@@ -1022,7 +1213,17 @@ class SimSession:
             )
         resp.transcript = resp.transcript.rstrip()
         await self._send_closing_events(resp, "incomplete")
-        output = [self._assistant_item(resp, "incomplete")] if resp.item_added else []
+        output = [self._output_item(resp, "incomplete")] if resp.item_added else []
+        if resp.call is not None and resp.call_id is not None:
+            self.function_calls.append(
+                {
+                    "call_id": resp.call_id,
+                    "name": resp.call.name,
+                    "arguments": resp.arguments,
+                    "response_id": resp.id,
+                    "status": "cancelled",
+                }
+            )
         await self.send_event(
             {
                 "type": "response.done",
@@ -1161,14 +1362,51 @@ class SimSession:
         if item_id in self.items:
             await self._error("invalid_value", f"Item with id '{item_id}' already exists.", ev, "item.id")
             return
+        kind = item["type"]
+        if kind == "function_call_output" and not await self._valid_function_output(item, ev):
+            return
         item.update(id=item_id, object="realtime.item", status="completed")
         previous = ev.get("previous_item_id", self._last_item_id)
         self.items[item_id] = item
-        if item.get("type") == "message" and item.get("role") == "user":
+        if kind == "message" and item.get("role") == "user":
             self._user_turns += 1
+        elif kind == "function_call" and isinstance(item.get("call_id"), str):
+            self._call_ids.add(item["call_id"])
         await self.send_event(
             {"type": "conversation.item.created", "previous_item_id": previous, "item": copy.deepcopy(item)}
         )
+        if kind == "function_call_output":
+            self.function_call_outputs.append(
+                {"item_id": item_id, "call_id": item["call_id"], "output": item["output"]}
+            )
+            self._notify("function_call_output", call_id=item["call_id"], output=item["output"])
+
+    async def _valid_function_output(self, item: dict[str, Any], ev: dict[str, Any]) -> bool:
+        """Check a function_call_output item; on a fault, send the error and return False."""
+        call_id = item.get("call_id")
+        output = item.get("output")
+        if call_id is None:
+            await self._error(
+                "missing_required_parameter", "Missing required parameter: 'item.call_id'.", ev, "item.call_id"
+            )
+        elif not isinstance(call_id, str) or call_id not in self._call_ids:
+            await self._error(
+                "invalid_value",
+                f"No function call with call_id {call_id!r} in this conversation.",
+                ev,
+                "item.call_id",
+            )
+        elif output is None:
+            await self._error(
+                "missing_required_parameter", "Missing required parameter: 'item.output'.", ev, "item.output"
+            )
+        elif not isinstance(output, str):
+            await self._error(
+                "invalid_type", "Invalid type for 'item.output': expected a string.", ev, "item.output"
+            )
+        else:
+            return True
+        return False
 
     async def _on_item_retrieve(self, ev: dict[str, Any]) -> None:
         item_id = ev.get("item_id")
@@ -1435,18 +1673,65 @@ def register_cli(subparsers: Any) -> None:
         default=300,
         help="delay between the end of a caller turn and the response (default: 300)",
     )
+    p.add_argument(
+        "--tool-call",
+        dest="tool_calls",
+        action="append",
+        type=parse_tool_call,
+        metavar="TURN:NAME[:JSON_ARGS]",
+        help="answer caller turn TURN (1: the first) with a call of function NAME, with the JSON "
+        "object JSON_ARGS as arguments (default: {}); the session must declare the function. "
+        "Repeatable, e.g. --tool-call '1:lookup_order:{\"order\": \"42\"}'",
+    )
     p.set_defaults(func=_run_cli)
+
+
+def parse_tool_call(text: str) -> tuple[int, ToolCall]:
+    """``TURN:NAME[:JSON_ARGS]`` (the ``--tool-call`` option) as (turn, ToolCall)."""
+    turn_text, _, rest = text.partition(":")
+    name, _, args_text = rest.partition(":")
+    try:
+        turn = int(turn_text)
+    except ValueError:
+        turn = 0
+    if turn < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: TURN must be a caller turn number from 1")
+    if not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected TURN:NAME[:JSON_ARGS], NAME is missing")
+    arguments: Any = {}
+    if args_text:
+        try:
+            arguments = json.loads(args_text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: JSON_ARGS is not valid JSON ({exc})") from None
+    if not isinstance(arguments, dict):
+        raise argparse.ArgumentTypeError(f"{text!r}: JSON_ARGS must be a JSON object")
+    try:
+        return turn, ToolCall(name, arguments)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
+    """The settings ``gateway simulator`` runs with; ValueError if they are invalid."""
+    tool_calls: dict[int, ToolCall] = {}
+    for turn, call in getattr(args, "tool_calls", None) or []:
+        if turn in tool_calls:
+            raise ValueError(f"--tool-call: turn {turn} is scripted twice")
+        tool_calls[turn] = call
+    return SimulatorSettings(
+        api_key=args.api_key or None,
+        output_buffer_clear=args.output_buffer_clear,
+        audio_speed=args.audio_speed,
+        response_delay_ms=args.response_delay_ms,
+        tool_calls=tool_calls,
+        record=False,
+    )
 
 
 def _run_cli(args: argparse.Namespace) -> int:
     try:
-        settings = SimulatorSettings(
-            api_key=args.api_key or None,
-            output_buffer_clear=args.output_buffer_clear,
-            audio_speed=args.audio_speed,
-            response_delay_ms=args.response_delay_ms,
-            record=False,
-        )
+        settings = settings_from_args(args)
     except ValueError as exc:
         _log().error("simulator settings are invalid", error=str(exc))
         return 2
@@ -1474,6 +1759,7 @@ async def _serve(settings: SimulatorSettings, host: str, port: int) -> int:
             url=sim.ws_url,
             auth="api-key" if settings.api_key else "none",
             audio_speed=settings.audio_speed,
+            tool_calls={turn: call.name for turn, call in sorted(settings.tool_calls.items())} or None,
         )
         await stop.wait()
         _log().info("simulator stopping", open_sessions=len(sim.state.active))

@@ -57,6 +57,12 @@ def build_session(profile: Profile, audio_format: str = "g711_ulaw") -> dict[str
         session["temperature"] = profile.temperature
     if profile.max_output_tokens is not None:
         session["max_response_output_tokens"] = profile.max_output_tokens
+    if profile.tools:
+        session["tools"] = [
+            {"type": "function", "name": tool.name, "description": tool.description, "parameters": tool.parameters}
+            for tool in profile.tools
+        ]
+        session["tool_choice"] = "auto"
     return session
 
 
