@@ -1325,8 +1325,9 @@ def _profile_text(profile: Profile) -> str:
         cancel = "on" if barge.response_cancel else "off"
         clear = "on" if barge.output_audio_buffer_clear else "off"
         barge_text = f"barge-in: on (response.cancel {cancel}, output_audio_buffer.clear {clear})"
+    tools = "tools: " + (", ".join(t.name for t in profile.tools) if profile.tools else "none")
     return ", ".join(
-        [who, _voice_text(profile.voice), _turn_text(profile.turn_detection), greeting, barge_text]
+        [who, _voice_text(profile.voice), _turn_text(profile.turn_detection), greeting, barge_text, tools]
     )
 
 

@@ -752,11 +752,11 @@ def test_describe_with_an_endpoint_and_entra_id() -> None:
     assert "Twilio auth token: set; ACS connection string: not set" in lines
     assert (
         "any number -> main: agent concierge (project hotel), service default voice, turn detection: off, "
-        "greeting: no, barge-in: on (response.cancel off, output_audio_buffer.clear on)"
+        "greeting: no, barge-in: on (response.cancel off, output_audio_buffer.clear on), tools: none"
     ) in lines
     assert lines[-1] == (
         "unused profile spare: model gpt-realtime, service default voice, "
-        "turn detection: service default, greeting: no, barge-in: off"
+        "turn detection: service default, greeting: no, barge-in: off, tools: none"
     )
     assert "twilio-secret-999" not in out
 
