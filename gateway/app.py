@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -11,38 +12,21 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway import __version__
-from gateway.bridge import CONTEXT, GatewayContext, twilio_media
+from gateway import __version__, metrics
+from gateway.acs_routes import SEEN_CALLS, acs_callbacks, acs_incoming, acs_incoming_options, acs_media
+from gateway.auth import AcsJwtValidator, CallTokens
+from gateway.bridge import CONTEXT, GatewayContext
 from gateway.call import Observer
-from gateway.carriers.twilio import connect_twiml, stream_url
 from gateway.config import GatewayConfig
 from gateway.log import get_logger, register_secret
 from gateway.recording import RecordingWriter
 from gateway.tools import ToolRunner, http_tool_runner
+from gateway.twilio_routes import twilio_media, twilio_voice
 from gateway.voicelive.client import VoiceLiveConnector
 
 log = get_logger("gateway.app")
 
 SIMULATOR: web.AppKey[Any] = web.AppKey("embedded_simulator", object)
-
-
-def _public_base(request: web.Request, config: GatewayConfig) -> str:
-    if config.gateway.public_url:
-        return config.gateway.public_url
-    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    return f"{proto}://{request.host}"
-
-
-async def twilio_voice(request: web.Request) -> web.Response:
-    """``POST /twilio/voice``: Twilio's voice webhook. Answers with TwiML that opens the media stream."""
-    ctx = request.app[CONTEXT]
-    form = await request.post()
-    to = str(form.get("To") or "")
-    profile_name, _ = ctx.config.route(to or None)
-    media_url = stream_url(_public_base(request, ctx.config))
-    log.info("incoming Twilio call", call_id=str(form.get("CallSid") or ""), profile=profile_name)
-    twiml = connect_twiml(media_url, {"profile": profile_name, "to": to})
-    return web.Response(text=twiml, content_type="text/xml")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -54,6 +38,29 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "active_calls": len(ctx.calls)})
 
 
+async def metrics_route(request: web.Request) -> web.Response:
+    return web.Response(text=metrics.REGISTRY.render(), content_type="text/plain", charset="utf-8")
+
+
+def _acs_client(config: GatewayConfig) -> Any:
+    if config.acs.connection_string is None:
+        return None
+    from azure.communication.callautomation.aio import CallAutomationClient
+
+    return CallAutomationClient.from_connection_string(config.acs.connection_string.get_secret_value())
+
+
+def _announce_security(config: GatewayConfig) -> None:
+    if config.gateway.insecure_dev_mode:
+        log.warning("INSECURE DEVELOPMENT MODE: carrier requests that cannot be authenticated are accepted; "
+                    "never run a public gateway like this")
+    elif config.twilio.auth_token is None:
+        log.warning("TWILIO_AUTH_TOKEN is not set: Twilio requests are refused (403)")
+    if config.gateway.signing_key is None:
+        log.warning("GATEWAY_SIGNING_KEY is not set: call tokens use a random key of this process, "
+                    "so every replica must share one; set it when running more than one")
+
+
 def create_app(
     config: GatewayConfig,
     *,
@@ -61,16 +68,19 @@ def create_app(
     observer_factory: Callable[[str], Observer] | None = None,
     simulator_settings: Any = None,
     tool_runner: ToolRunner | None = None,
+    acs_client: Any = None,
 ) -> web.Application:
     """Build the gateway application.
 
     ``voicelive_endpoint`` overrides the configured endpoint. With neither, the built-in Voice
     Live simulator is started on a free loopback port when the application starts.
+    ``acs_client`` (a Call Automation client) overrides the one made from the connection string.
     """
     for secret in config.secrets():
         register_secret(secret)
     app = web.Application()
     endpoint = voicelive_endpoint or config.voicelive.endpoint
+    app[SEEN_CALLS] = {}
 
     async def start_backend(app: web.Application) -> Any:
         nonlocal endpoint
@@ -90,18 +100,31 @@ def create_app(
             recording = RecordingWriter(config.recording.directory, config.recording.redact_audio)
             log.info("recording calls", directory=config.recording.directory,
                      redact_audio=config.recording.redact_audio)
+        key = config.gateway.signing_key
+        tokens = CallTokens(key.get_secret_value().encode() if key else secrets.token_bytes(32))
+        validator = None
+        if config.acs.resource_id:
+            validator = AcsJwtValidator(config.acs.jwks_url, audience=config.acs.resource_id,
+                                        issuer=config.acs.issuer)
+        owned_acs_client = None if acs_client is not None else _acs_client(config)
         http = aiohttp.ClientSession()  # shared by the calls' tools
-        app[CONTEXT] = GatewayContext(config, connector, observer_factory, recording,
-                                      tool_runner or http_tool_runner(http))
+        app[CONTEXT] = GatewayContext(
+            config, connector, tokens, observer_factory, recording, tool_runner or http_tool_runner(http),
+            acs_client or owned_acs_client, validator)
         if simulator is None:
             log.info("Voice Live backend", endpoint=endpoint, auth=connector.auth_kind)
         if not config.gateway.public_url:
-            log.warning("GATEWAY_PUBLIC_URL is not set: stream URLs are built from each webhook's Host header")
+            log.warning("GATEWAY_PUBLIC_URL is not set: carrier URLs are built from each request's Host header")
+        _announce_security(config)
         try:
             yield
         finally:
             await http.close()
             await connector.close()
+            if validator is not None:
+                await validator.close()
+            if owned_acs_client is not None:
+                await owned_acs_client.close()
             if recording is not None:
                 await asyncio.get_running_loop().run_in_executor(None, recording.close)
             if simulator is not None:
@@ -119,8 +142,13 @@ def create_app(
     app.on_shutdown.append(end_calls)
     app.router.add_post("/twilio/voice", twilio_voice)
     app.router.add_get("/twilio/media", twilio_media)
+    app.router.add_post("/acs/incoming", acs_incoming)
+    app.router.add_route("OPTIONS", "/acs/incoming", acs_incoming_options)
+    app.router.add_post("/acs/callbacks", acs_callbacks)
+    app.router.add_get("/acs/media", acs_media)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_route)
     return app
 
 

@@ -2,8 +2,9 @@
 
 All decisions are made by the pure :class:`gateway.call.Call`, wrapped with its wire formats in a
 :class:`gateway.wire.WireCall`; this module only reads sockets, feeds the call with the current
-time, and writes what the call queued. One task reads the phone, one reads Voice Live; when
-either side ends, the other is cancelled and both sockets are closed.
+time, and writes what the call queued. One task reads the phone, one reads Voice Live, and on a
+leg without playback acknowledgements (ACS) one paces the bot's audio in real time; when either
+side ends, the others are cancelled and both sockets are closed.
 """
 
 from __future__ import annotations
@@ -18,26 +19,28 @@ from aiohttp import WSMsgType, web
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from gateway import metrics
+from gateway.auth import AcsJwtValidator, CallTokens
 from gateway.call import Call, CallState, Observer, RunTool
-from gateway.carriers import twilio
 from gateway.config import GatewayConfig
 from gateway.log import get_logger
-from gateway.recording import RecordingWriter
+from gateway.recording import CallRecorder, RecordingWriter
 from gateway.tools import ToolRunner
 from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnector
-from gateway.wire import PHONE, VOICELIVE, WireCall
+from gateway.wire import PHONE, VOICELIVE, PhoneLeg, WireCall
 
 log = get_logger("gateway.bridge")
 
-START_TIMEOUT_S = 10.0
 MAX_PHONE_MESSAGE = 1 << 20
+# Ends that came from the caller's side: nothing to hang up, the socket closes normally.
+CALLER_ENDS = ("caller_hung_up", "phone_socket_closed")
 
 
 def _noop_observer(_e: str, _t: float, _f: dict[str, Any]) -> None:
     return None
 
 
-def _now_ms() -> float:
+def now_ms() -> float:
     return time.monotonic() * 1000.0
 
 
@@ -47,14 +50,21 @@ class GatewayContext:
 
     config: GatewayConfig
     connector: VoiceLiveConnector
+    tokens: CallTokens
     observer_factory: Callable[[str], Observer] | None = None
     recording: RecordingWriter | None = None
     tool_runner: ToolRunner | None = None
+    acs_client: Any = None  # azure.communication.callautomation.aio.CallAutomationClient
+    acs_validator: AcsJwtValidator | None = None
     calls: dict[str, CallBridge] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._idle.set()
+
+    @property
+    def insecure(self) -> bool:
+        return self.config.gateway.insecure_dev_mode
 
     def observer_for(self, call_id: str) -> Observer:
         return self.observer_factory(call_id) if self.observer_factory else _noop_observer
@@ -62,10 +72,12 @@ class GatewayContext:
     def add_call(self, bridge: CallBridge) -> None:
         self.calls[bridge.call.call_id] = bridge
         self._idle.clear()
+        metrics.ACTIVE_CALLS.inc(bridge.carrier)
 
     def remove_call(self, bridge: CallBridge) -> None:
         if self.calls.get(bridge.call.call_id) is bridge:
             del self.calls[bridge.call.call_id]
+        metrics.ACTIVE_CALLS.inc(bridge.carrier, amount=-1)
         if not self.calls:
             self._idle.set()
 
@@ -73,46 +85,39 @@ class GatewayContext:
         """Return once no call is in progress (every call's tasks and sockets are finished)."""
         await self._idle.wait()
 
+    def open_recorder(self, carrier: str, call: Call) -> CallRecorder | None:
+        if self.recording is None:
+            return None
+        return self.recording.open_call(
+            carrier=carrier, call_id=call.call_id, stream_id=call.stream_id, profile_name=call.profile_name,
+            profile=call.profile.model_dump(mode="json", exclude_none=True), audio=call.audio)
+
 
 class CallBridge:
-    """One Twilio media stream bridged to one Voice Live session.
+    """One phone media stream bridged to one Voice Live session.
 
     The call's clock counts milliseconds from the moment the media socket opened, the same clock
     its recording uses, so that a replay computes exactly what the live call computed.
     """
 
-    def __init__(self, ctx: GatewayContext, phone: web.WebSocketResponse, start: twilio.Start,
-                 profile_name: str, opened_at: float, prelude: list[tuple[float, str | bytes]]) -> None:
+    carrier = "phone"
+
+    def __init__(self, ctx: GatewayContext, phone: web.WebSocketResponse, call: Call, leg: PhoneLeg,
+                 opened_at: float, recorder: CallRecorder | None) -> None:
         self.ctx = ctx
         self.phone = phone
+        self.call = call
+        self.log = call.log
+        self.observer = call.observer
         self._opened_at = opened_at
-        self.log = log.bind(call_id=start.call_sid, stream_id=start.stream_sid)
-        self.observer = ctx.observer_for(start.call_sid)
-        profile = ctx.config.profiles[profile_name]
-        self.call = Call(
-            call_id=start.call_sid,
-            stream_id=start.stream_sid,
-            profile_name=profile_name,
-            profile=profile,
-            started_at=prelude[-1][0],
-            observer=self.observer,
-            log=self.log,
-        )
-        recorder = None
-        if ctx.recording is not None:
-            recorder = ctx.recording.open_call(
-                carrier="twilio", call_id=start.call_sid, stream_id=start.stream_sid,
-                profile_name=profile_name, profile=profile.model_dump(mode="json", exclude_none=True),
-                audio=self.call.audio)
-            for t, message in prelude:
-                recorder.record(t, PHONE, "in", message)
         self.recorder = recorder
-        self.wire = WireCall(self.call, twilio.TwilioLeg(start), recorder)
+        self.wire = WireCall(call, leg, recorder)
         self.voicelive: ClientConnection | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._pacer_wake = asyncio.Event()
 
     def _now(self) -> float:
-        return _now_ms() - self._opened_at
+        return now_ms() - self._opened_at
 
     async def _flush(self) -> None:
         """Send everything the call queued, in order, to each leg."""
@@ -127,17 +132,22 @@ class CallBridge:
                 except ConnectionClosed as exc:
                     wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, self._now())
         messages = wire.take_phone()
-        if messages:
+        if messages and not self.phone.closed:  # (audio for a closed socket is dropped)
             send_str = self.phone.send_str
             try:
                 for message in messages:
                     await send_str(message)
             except ConnectionResetError:
-                wire.phone_closed("phone_socket_closed", self._now())
+                self._phone_lost()
+        if self.call.paced and self.call.next_tick() is not None:
+            self._pacer_wake.set()
         for run in wire.take_tools():
             task = asyncio.create_task(self._run_tool(run), name=f"tool-{self.call.call_id}-{run.name}")
             self._tool_tasks.add(task)
             task.add_done_callback(self._tool_tasks.discard)
+
+    def _phone_lost(self) -> None:
+        self.wire.phone_closed("phone_socket_closed", self._now())
 
     async def _run_tool(self, run: RunTool) -> None:
         tool = next(t for t in self.call.profile.tools if t.name == run.name)
@@ -146,22 +156,27 @@ class CallBridge:
         self.wire.from_tools(run.call_id, output, self._now())
         await self._flush()
 
-    # --- the two legs -------------------------------------------------------------------------
+    # --- the legs ----------------------------------------------------------------------------
 
-    async def _phone_loop(self) -> None:
+    async def _read_phone(self, ws: web.WebSocketResponse) -> None:
+        """Feed the call with what one phone socket sends, until it closes or the call ends."""
         wire, call = self.wire, self.call
-        async for msg in self.phone:
+        async for msg in ws:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 wire.from_phone(msg.data, self._now())
                 await self._flush()
                 if call.ended:
                     return
             elif msg.type is WSMsgType.ERROR:
-                self.log.warning("phone socket error", error=str(self.phone.exception()))
+                self.log.warning("phone socket error", error=str(ws.exception()))
                 break
-        wire.phone_closed("phone_socket_closed", self._now())
 
-    async def _voicelive_loop(self) -> None:
+    async def _phone_side(self) -> None:
+        await self._read_phone(self.phone)
+        if not self.call.ended:
+            self._phone_lost()
+
+    async def _voicelive_side(self) -> None:
         wire, call, ctx = self.wire, self.call, self.ctx
         timeout = ctx.config.voicelive.connect_timeout_s
         try:
@@ -201,17 +216,31 @@ class CallBridge:
             wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, self._now())
         await self._flush()
 
-    async def run(self) -> None:
+    async def _pacer(self) -> None:
+        """Release the bot's audio to a phone leg without acknowledgements, in real time."""
         call = self.call
-        ctx = self.ctx
-        if call.call_id in ctx.calls:
-            self.log.warning("a second media stream for a call in progress", profile=call.profile_name)
+        while not call.ended:
+            due = call.next_tick()
+            if due is None:
+                self._pacer_wake.clear()
+                await self._pacer_wake.wait()
+                continue
+            delay = (due - self._now()) / 1000.0
+            if delay > 0:
+                await asyncio.sleep(delay)  # the playback clock itself
+            call.tick(self._now())
+            await self._flush()
+
+    async def run(self) -> None:
+        call, ctx = self.call, self.ctx
         ctx.add_call(self)
-        self.log.info("call started", profile=call.profile_name)
+        self.log.info("call started", carrier=self.carrier, profile=call.profile_name)
         tasks = [
-            asyncio.create_task(self._phone_loop(), name=f"phone-{call.call_id}"),
-            asyncio.create_task(self._voicelive_loop(), name=f"voicelive-{call.call_id}"),
+            asyncio.create_task(self._phone_side(), name=f"phone-{call.call_id}"),
+            asyncio.create_task(self._voicelive_side(), name=f"voicelive-{call.call_id}"),
         ]
+        if call.paced:
+            tasks.append(asyncio.create_task(self._pacer(), name=f"pacer-{call.call_id}"))
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -228,10 +257,15 @@ class CallBridge:
             if self.recorder is not None:
                 self.recorder.close()
             ctx.remove_call(self)
+            metrics.CALLS.inc(self.carrier, call.end_reason or "unknown")
             summary = call.summary(self._now())
             if self.wire.bad_input:
                 summary["bad_messages"] = dict(self.wire.bad_input)
-            self.log.info("call ended", **summary)
+            self.log.info("call ended", carrier=self.carrier, **summary)
+
+    async def _end_phone_call(self) -> None:
+        """Carrier-specific end of the call when the gateway ends it (not the caller)."""
+        return None
 
     async def _close_legs(self) -> None:
         if self.voicelive is not None:
@@ -240,78 +274,19 @@ class CallBridge:
             except Exception as exc:  # the call is over either way
                 self.log.debug("closing the Voice Live socket failed", error=repr(exc))
             self.wire.gateway_closed(VOICELIVE, self.voicelive.close_code, self._now())
+        if self.call.end_reason not in CALLER_ENDS:
+            await self._end_phone_call()
         if not self.phone.closed:
-            code = 1000 if call_ended_normally(self.call) else 1011
+            code = 1000 if self.call.end_reason in CALLER_ENDS else 1011
             await self.phone.close(code=code)
             self.wire.gateway_closed(PHONE, code, self._now())
 
 
-def call_ended_normally(call: Call) -> bool:
-    return call.end_reason in ("caller_hung_up", "phone_socket_closed")
-
-
-async def _await_start(ws: web.WebSocketResponse, opened_at: float,
-                       prelude: list[tuple[float, str | bytes]]) -> twilio.Start | None:
-    """Read the socket until a valid ``start``; nothing is opened on Voice Live before it.
-
-    Every message read, the start included, is kept in ``prelude`` with its arrival time (ms since
-    the socket opened).
-    """
-    early_media = 0
-    try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    prelude.append((_now_ms() - opened_at, msg.data))
-                    try:
-                        event = twilio.parse_message(msg.data)
-                    except twilio.TwilioProtocolError as exc:
-                        if exc.event == "start":
-                            log.error("media stream refused: unusable start message", reason=str(exc))
-                            await ws.close(code=1003, message=b"unsupported start")
-                            return None
-                        log.warning("ignored a bad message before start", detail=str(exc))
-                        continue
-                    if type(event) is twilio.Start:
-                        return event
-                    if type(event) is twilio.Media:
-                        early_media += 1
-                        if early_media == 1:
-                            log.warning("media before start; dropped (no call to send it to)")
-                    elif type(event) is twilio.Stop:
-                        log.info("stream stopped before it started")
-                        return None
-                elif msg.type is WSMsgType.BINARY:
-                    prelude.append((_now_ms() - opened_at, msg.data))
-                    log.warning("ignored a binary frame before start")
-    except TimeoutError:
-        log.warning("no start message in time; closing the media socket", timeout_s=START_TIMEOUT_S)
-    return None
-
-
-async def twilio_media(request: web.Request) -> web.StreamResponse:
-    """``GET /twilio/media``: the Twilio Media Streams WebSocket."""
-    ctx: GatewayContext = request.app[CONTEXT]
-    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
-    await ws.prepare(request)
-    opened_at = _now_ms()
-    prelude: list[tuple[float, str | bytes]] = []
-    try:
-        start = await _await_start(ws, opened_at, prelude)
-        if start is None:
-            return ws
-        params = start.params
-        name = params.get("profile")
-        if name not in ctx.config.profiles:
-            if name:
-                log.warning("unknown profile in stream parameters; routing by number instead",
-                            call_id=start.call_sid, profile=name)
-            name, _ = ctx.config.route(params.get("to"))
-        await CallBridge(ctx, ws, start, name, opened_at, prelude).run()
-    finally:
-        if not ws.closed:
-            await ws.close()
-    return ws
+def rejected(carrier: str, route: str, reason: str, status: int = 403, **fields: Any) -> web.Response:
+    """Refuse a carrier request before anything is opened: log why (never the token), count it."""
+    metrics.AUTH_REJECTIONS.inc(carrier, route, reason)
+    log.warning("carrier request refused", carrier=carrier, route=route, reason=reason, status=status, **fields)
+    return web.Response(status=status, text=f"{reason}\n")
 
 
 CONTEXT: web.AppKey[GatewayContext] = web.AppKey("gateway_context", GatewayContext)

@@ -79,15 +79,16 @@ class _Piece:
     item_id: str | None
     end: int  # byte offset in the item's audio where this piece ends
     size: int
-    sent_at: float
+    sent_at: float  # MarkPlayout: when it was sent; PacedPlayout: when it starts playing
+    payload: str = ""
 
 
 class Playout:
-    """Where the phone's playback stands, from playback acknowledgements.
+    """Where the phone's playback stands, from playback acknowledgements (Twilio marks).
 
-    Every piece of bot audio sent to the phone is followed by a mark. The phone echoes a mark
-    once the audio queued before it has played; between two echoes, playback advances in real
-    time, but never past the end of the piece the next mark closes.
+    Every piece of bot audio is sent to the phone at once, followed by a mark. The phone echoes a
+    mark once the audio queued before it has played; between two echoes, playback advances in
+    real time, but never past the end of the piece the next mark closes.
     """
 
     def __init__(self, fmt: AudioFormat) -> None:
@@ -103,6 +104,20 @@ class Playout:
         self._next_seq = seq + 1
         self.pending.append(_Piece(seq, item_id, end, size, now))
         return str(seq)
+
+    def queue(self, payload: str, item_id: str | None, end: int, size: int, now: float,
+              out: list[PhoneAction]) -> None:
+        out.append(PlayAudio(payload))
+        out.append(SendMark(self.add(item_id, end, size, now)))
+
+    def release(self, now: float, out: list[PhoneAction]) -> None:
+        return None  # everything was sent when it arrived
+
+    def next_release(self) -> float | None:
+        return None
+
+    def playing(self, now: float) -> bool:
+        return bool(self.pending)
 
     def ack(self, name: str, now: float) -> bool:
         """A mark came back. Returns False for names that are not pending (stale or unknown)."""
@@ -133,6 +148,65 @@ class Playout:
         self.heard_item, self.heard_offset = self.position(now)
         self.pending.clear()
         self._acked_at = now
+        return self.heard_item, self.heard_offset
+
+
+class PacedPlayout:
+    """Playback on a phone leg without acknowledgements (ACS): the gateway keeps the bot's audio
+    and releases it in real time, a little ahead of the playback clock, so that a flush drops
+    almost everything not yet heard and the playback position is known from the clock alone.
+    """
+
+    def __init__(self, fmt: AudioFormat, lead_ms: float = 60.0) -> None:
+        self.bytes_per_ms = fmt.bytes_per_ms
+        self.lead_ms = lead_ms
+        self.waiting: deque[_Piece] = deque()  # not yet sent to the phone
+        self.released: deque[_Piece] = deque()  # sent; sent_at is when each starts playing
+        self._clock_end = float("-inf")  # when everything released will have played
+        self.heard_item: str | None = None
+        self.heard_offset = 0
+
+    def queue(self, payload: str, item_id: str | None, end: int, size: int, now: float,
+              out: list[PhoneAction]) -> None:
+        self.waiting.append(_Piece(0, item_id, end, size, 0.0, payload))
+        self.release(now, out)
+
+    def release(self, now: float, out: list[PhoneAction]) -> None:
+        waiting = self.waiting
+        while waiting:
+            starts = self._clock_end if self._clock_end > now else now
+            if starts - now > self.lead_ms:
+                return
+            piece = waiting.popleft()
+            piece.sent_at = starts
+            self._clock_end = starts + piece.size / self.bytes_per_ms
+            self.released.append(piece)
+            out.append(PlayAudio(piece.payload))
+
+    def next_release(self) -> float | None:
+        """When the next piece is due to be sent (None: nothing waits)."""
+        return self._clock_end - self.lead_ms if self.waiting else None
+
+    def playing(self, now: float) -> bool:
+        return bool(self.waiting) or self._clock_end > now
+
+    def position(self, now: float) -> tuple[str | None, int]:
+        released = self.released
+        while released and released[0].sent_at + released[0].size / self.bytes_per_ms <= now:
+            piece = released.popleft()
+            self.heard_item, self.heard_offset = piece.item_id, piece.end
+        if released and released[0].sent_at < now:
+            head = released[0]
+            played = min(int((now - head.sent_at) * self.bytes_per_ms), head.size)
+            return head.item_id, head.end - head.size + played
+        return self.heard_item, self.heard_offset
+
+    def flush(self, now: float) -> tuple[str | None, int]:
+        """Drop what the phone has not played: the caller heard up to the clock, no more."""
+        self.heard_item, self.heard_offset = self.position(now)
+        self.waiting.clear()
+        self.released.clear()
+        self._clock_end = now
         return self.heard_item, self.heard_offset
 
 
@@ -185,7 +259,8 @@ class Call:
     observer: Observer = _no_observer
     log: Any = None
     hold_ms: int = 15_000  # caller audio held while the Voice Live session is not ready
-    piece_ms: int = 60  # bot audio is sent to the phone in pieces of at most this, each followed by a mark
+    piece_ms: int = 60  # bot audio goes to the phone in pieces of at most this (each followed by a mark)
+    paced: bool = False  # no playback acknowledgements on this leg: pace the bot's audio in real time
 
     state: str = field(default=CallState.CONNECTING, init=False)
     end_reason: str | None = field(default=None, init=False)
@@ -203,7 +278,7 @@ class Call:
             from gateway.log import get_logger
 
             self.log = get_logger("gateway.call", call_id=self.call_id, stream_id=self.stream_id)
-        self.playout = Playout(self.audio)
+        self.playout: Playout | PacedPlayout = PacedPlayout(self.audio) if self.paced else Playout(self.audio)
         unit = self.audio.piece_unit  # whole samples and whole base64 quanta
         piece_bytes = max(unit, self.piece_ms * self.audio.bytes_per_ms // unit * unit)
         self._piece_chars = piece_bytes // 3 * 4
@@ -315,8 +390,17 @@ class Call:
                 )
 
     def playback_mark(self, name: str, now: float) -> None:
-        if self.playout.ack(name, now):
+        playout = self.playout
+        if isinstance(playout, Playout) and playout.ack(name, now):
             self.stats.marks_acked += 1
+
+    def tick(self, now: float) -> None:
+        """Time passes: on a paced leg, release the bot audio now due."""
+        self.playout.release(now, self.to_phone)
+
+    def next_tick(self) -> float | None:
+        """When :meth:`tick` has something to do next (None: nothing is waiting)."""
+        return self.playout.next_release()
 
     def dtmf(self, digit: str, now: float) -> None:
         self.stats.dtmf += 1
@@ -462,12 +546,11 @@ class Call:
         if item_id and item_id not in self._item_response:
             self._item_response[item_id] = rid
         to_phone = self.to_phone
-        playout = self.playout
+        queue = self.playout.queue
         for piece in split_b64(delta, self._piece_chars):
             size = b64_len(piece)
             offset += size
-            to_phone.append(PlayAudio(piece))
-            to_phone.append(SendMark(playout.add(item_id, offset, size, now)))
+            queue(piece, item_id, offset, size, now, to_phone)
         if item_id:
             self._item_bytes[item_id] = offset
         self.stats.deltas_out += 1
@@ -530,7 +613,7 @@ class Call:
     def _on_speech_started(self, event: dict[str, Any], now: float) -> None:
         self.observer("caller.speech_started", now, {"audio_start_ms": event.get("audio_start_ms")})
         switches = self.profile.barge_in
-        playing = bool(self.playout.pending)
+        playing = self.playout.playing(now)
         active = self.active_response
         if active in self._dropped_responses:
             active = None  # already interrupted; its response.done has not arrived yet

@@ -111,6 +111,8 @@ SECRET_PATHS: tuple[tuple[str, str], ...] = (
     ("voicelive", "api_key"),
     ("twilio", "auth_token"),
     ("acs", "connection_string"),
+    ("acs", "eventgrid_secret"),
+    ("gateway", "signing_key"),
 )
 
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -660,6 +662,12 @@ class VoiceLiveSettings(_Model):
 
 class GatewaySettings(_Model):
     public_url: Url | None = None
+    # HMAC key for the per-call tokens carriers hand back to the media sockets; every replica needs
+    # the same one. Unset: a random key per process (fine for a single replica).
+    signing_key: SecretStr | None = None
+    # Accept carrier traffic that cannot be authenticated (no Twilio auth token, no ACS resource id).
+    # For local development only; the gateway says so loudly at start-up.
+    insecure_dev_mode: bool = False
 
 
 class TwilioSettings(_Model):
@@ -668,6 +676,11 @@ class TwilioSettings(_Model):
 
 class AcsSettings(_Model):
     connection_string: SecretStr | None = None
+    resource_id: Text | None = None  # the ACS resource's immutable id: the audience of its tokens
+    jwks_url: Annotated[str, AfterValidator(_http_url)] = "https://acscallautomation.communication.azure.com/calling/keys"
+    issuer: Text = "https://acscallautomation.communication.azure.com"
+    eventgrid_secret: SecretStr | None = None  # required in the Event Grid subscription URL (?secret=...)
+    reconnect_grace_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
 
 
 class RecordingSettings(_Model):
@@ -760,6 +773,11 @@ class GatewayConfig(_Model):
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
         rules: list[Rule] = []
+        acs, gateway = data.get("acs"), data.get("gateway")
+        if (isinstance(acs, Mapping) and _is_set(acs.get("connection_string")) and not _is_set(acs.get("resource_id"))
+                and not (isinstance(gateway, Mapping) and gateway.get("insecure_dev_mode") is True)):
+            rules.append((("acs", "resource_id"), "required with acs.connection_string: the ACS resource's "
+                          "immutable id, which its tokens must name as audience", False))
         profiles = data.get("profiles")
         if "profiles" in data and (profiles is None or (isinstance(profiles, Mapping) and not profiles)):
             rules.append((("profiles",), "expected at least one profile", False))
@@ -798,7 +816,8 @@ class GatewayConfig(_Model):
         """Plain values of every secret that is set, for the log scrubber. For an ACS connection
         string the access key inside it is listed too."""
         values: list[str] = []
-        for secret in (self.voicelive.api_key, self.twilio.auth_token, self.acs.connection_string):
+        for secret in (self.voicelive.api_key, self.twilio.auth_token, self.acs.connection_string,
+                       self.acs.eventgrid_secret, self.gateway.signing_key):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
         for profile_name, profile in self.profiles.items():  # tool headers read from the environment

@@ -8,6 +8,7 @@ second answer. The demo prints the call's timeline and writes a two-channel WAV 
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from gateway.softphone import CallReport, Hangup, Say, WaitForBot, place_call
 DEMO_CONFIG = """
 voicelive:
   endpoint: ""
+twilio:
+  auth_token: ${DEMO_TWILIO_TOKEN}
 profiles:
   demo:
     model: gpt-realtime
@@ -156,15 +159,17 @@ def _summary(timeline: Timeline, report: CallReport, sim_session: Any) -> tuple[
     return lines, ok
 
 
-def _demo_config(config_path: str | None) -> GatewayConfig:
+def _demo_config(config_path: str | None, twilio_token: str) -> GatewayConfig:
+    env = {"TWILIO_AUTH_TOKEN": twilio_token, "DEMO_TWILIO_TOKEN": twilio_token}
     if config_path:
-        return load_config(config_path, env={})
-    return parse_config(DEMO_CONFIG, source="<demo>", env={})
+        return load_config(config_path, env=env)
+    return parse_config(DEMO_CONFIG, source="<demo>", env=env)
 
 
 async def run_demo(record: str | Path = "demo-call.wav", config_path: str | None = None,
                    quiet: bool = False) -> int:
-    config = _demo_config(config_path)
+    twilio_token = secrets.token_hex(16)  # the softphone signs its requests like Twilio does
+    config = _demo_config(config_path, twilio_token)
     timeline = Timeline()
     _, profile = config.route(None)
 
@@ -203,7 +208,7 @@ async def run_demo(record: str | Path = "demo-call.wav", config_path: str | None
                 print(f"gateway on 127.0.0.1:{port}, Voice Live simulator at {simulator.endpoint}; "
                       "placing a call to the Twilio voice webhook...")
             report = await place_call(f"http://127.0.0.1:{port}/twilio/voice", steps, record=record,
-                                      on_event=phone_event)
+                                      on_event=phone_event, auth_token=twilio_token)
         finally:
             await runner.cleanup()
         sessions = simulator.state.sessions

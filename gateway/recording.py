@@ -86,6 +86,7 @@ class CallRecorder:
         self.written = 0  # updated by the writer thread
         self.stopped = False  # no more records are taken (disk error or backlog)
         self.failed = False  # a disk error: nothing more is written
+        self.call_secrets: list[str] = []  # per-call credentials (e.g. a call token) kept out of the file
         self._file: Any = None
 
     def record(self, t: float, leg: str, direction: str, message: str | bytes | None = None,
@@ -116,7 +117,10 @@ class CallRecorder:
                 entry["msg"] = message
         else:
             entry = {"t": t, "leg": leg, "event": direction, **fields}
-        return scrub_text(json.dumps(entry, separators=(",", ":"), ensure_ascii=False))
+        line = scrub_text(json.dumps(entry, separators=(",", ":"), ensure_ascii=False))
+        for secret in self.call_secrets:
+            line = line.replace(secret, "***")
+        return line
 
     def _write(self, text: str) -> None:
         if self._file is None:

@@ -37,6 +37,7 @@ voicelive:
   endpoint: ${EP}
 gateway:
   public_url: http://127.0.0.1
+  insecure_dev_mode: true   # a loopback recording harness: the softphone opens the stream directly
 recording:
   directory: ${DIR}
   redact_audio: false

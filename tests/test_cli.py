@@ -19,6 +19,7 @@ from gateway.simulator import SimulatorSettings, start_simulator
 from gateway.softphone import Hangup, Say, WaitForBot, place_call
 
 ROOT = Path(__file__).resolve().parent.parent
+TWILIO_TOKEN = "cli-test-twilio-token-77"
 
 
 def _free_port() -> int:
@@ -108,7 +109,7 @@ async def _serve(env: dict[str, str]) -> AsyncIterator[Served]:
 
 @pytest.fixture
 async def served_with_builtin_simulator() -> AsyncIterator[Served]:
-    async for served in _serve(_env()):
+    async for served in _serve(_env(TWILIO_AUTH_TOKEN=TWILIO_TOKEN)):
         yield served
 
 
@@ -117,7 +118,8 @@ async def test_serve_uses_the_builtin_simulator_and_says_so(served_with_builtin_
     events = [line.get("event", "") for line in served.lines]
     assert any("built-in Voice Live simulator" in e for e in events)
     report = await place_call(served.base + "/twilio/voice", [
-        Say(load_ulaw_8k(ASSETS / "caller_hours.wav"), "question"), WaitForBot(), Hangup()])
+        Say(load_ulaw_8k(ASSETS / "caller_hours.wav"), "question"), WaitForBot(), Hangup()],
+        auth_token=TWILIO_TOKEN)
     assert report.violations == 0 and report.played_bytes > 8000
     served.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(served.proc.wait(), 20) == 0
@@ -125,13 +127,14 @@ async def test_serve_uses_the_builtin_simulator_and_says_so(served_with_builtin_
 
 async def test_serve_talks_to_the_configured_endpoint_and_the_call_command_works(tmp_path: Path) -> None:
     async with await start_simulator(SimulatorSettings(audio_speed=8.0)) as sim:
-        async for served in _serve(_env(AZURE_VOICELIVE_ENDPOINT=sim.endpoint)):
+        env = _env(AZURE_VOICELIVE_ENDPOINT=sim.endpoint, TWILIO_AUTH_TOKEN=TWILIO_TOKEN)
+        async for served in _serve(env):
             backend = next(line for line in served.lines if line.get("event") == "Voice Live backend")
             assert backend["endpoint"] == sim.endpoint
             out_wav = tmp_path / "out.wav"
             code, out, err = await _run(
                 "call", served.base + "/twilio/voice", "--play", str(ASSETS / "caller_hours.wav"),
-                "--record", str(out_wav))
+                "--record", str(out_wav), env=env)
             assert code == 0, out + err
             wav = read_wav(out_wav)
             assert wav.rate == 8000 and wav.samples.shape[1] == 2

@@ -34,6 +34,7 @@ FULL_ENV = {
     "GATEWAY_PUBLIC_URL": "https://voice.example.com/",
     "TWILIO_AUTH_TOKEN": "twilio-token-abcdef",
     "ACS_CONNECTION_STRING": "endpoint=https://acs.example.com/;accesskey=acs-access-key-xyz==",
+    "ACS_RESOURCE_ID": "00000000-0000-0000-0000-0000000000ac",
 }
 
 MINIMAL = "profiles:\n  main:\n    model: gpt-realtime\n"

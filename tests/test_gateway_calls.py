@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway import log
 from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
+from gateway.auth import twilio_signature
 from gateway.bridge import CONTEXT
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
@@ -26,6 +27,8 @@ CONFIG = """
 voicelive:
   endpoint: ${EP}
   api_key: ${KEY:-}
+twilio:
+  auth_token: ${TWILIO_TOKEN}
 profiles:
   main:
     model: gpt-realtime
@@ -42,6 +45,12 @@ routes:
 """
 
 BPM = 8  # µ-law bytes per ms
+TWILIO_TOKEN = "test-twilio-auth-token-1234"
+
+
+async def dial(url: str, steps: list, **kwargs: Any):
+    """A call signed like Twilio signs its requests."""
+    return await place_call(url, steps, auth_token=TWILIO_TOKEN, **kwargs)
 HOURS = load_ulaw_8k(ASSETS / "caller_hours.wav")
 INTERRUPT = load_ulaw_8k(ASSETS / "caller_interrupt.wav")
 
@@ -72,7 +81,7 @@ class Rig:
 async def _start_rig(sim_settings: SimulatorSettings | None = None, env: dict[str, str] | None = None,
                      ) -> tuple[Rig, web.AppRunner]:
     sim = await start_simulator(sim_settings or SimulatorSettings(audio_speed=4.0))
-    config = parse_config(CONFIG, env={"EP": sim.endpoint, **(env or {})})
+    config = parse_config(CONFIG, env={"EP": sim.endpoint, "TWILIO_TOKEN": TWILIO_TOKEN, **(env or {})})
     seen: dict[tuple[str, str], asyncio.Event] = {}
 
     def observer_for(call_id: str):
@@ -100,8 +109,11 @@ async def rig() -> AsyncIterator[Rig]:
 
 
 async def test_webhook_answers_twiml_with_the_routed_profile(rig: Rig) -> None:
+    form = {"CallSid": "CA1", "To": "+1 (555) 555-0123"}
+    url = rig.base + "/twilio/voice"
     async with aiohttp.ClientSession() as http:
-        resp = await http.post(rig.base + "/twilio/voice", data={"CallSid": "CA1", "To": "+1 (555) 555-0123"})
+        signature = twilio_signature(TWILIO_TOKEN, url, form)
+        resp = await http.post(url, data=form, headers={"X-Twilio-Signature": signature})
         text = await resp.text()
     assert resp.status == 200 and resp.content_type == "text/xml"
     assert f'url="{rig.ws_url}"' in text
@@ -109,7 +121,7 @@ async def test_webhook_answers_twiml_with_the_routed_profile(rig: Rig) -> None:
 
 
 async def test_whole_call_with_barge_in_truncates_at_what_the_phone_played(rig: Rig) -> None:
-    report = await place_call(rig.base + "/twilio/voice", [
+    report = await dial(rig.base + "/twilio/voice", [
         Say(HOURS, "question"),
         WaitForBot(heard_ms=1200),
         Say(INTERRUPT, "interruption"),
@@ -136,7 +148,7 @@ async def test_whole_call_with_barge_in_truncates_at_what_the_phone_played(rig: 
 
 
 async def test_audio_passes_through_byte_for_byte_both_ways(rig: Rig) -> None:
-    report = await place_call(rig.base + "/twilio/voice", [Say(HOURS, "question"), WaitForBot(), Hangup()])
+    report = await dial(rig.base + "/twilio/voice", [Say(HOURS, "question"), WaitForBot(), Hangup()])
     session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
     # caller → Voice Live: every frame the phone sent, the same base64 text, in order
     assert session.appended == report.sent_payloads
@@ -153,7 +165,7 @@ async def test_voicelive_closing_mid_call_closes_the_phone_socket(rig: Rig) -> N
         await session.close(1011, "simulated failure")
 
     dropper = asyncio.create_task(drop_session())
-    report = await place_call(rig.base + "/twilio/voice", [Silence(10_000), Hangup()])
+    report = await dial(rig.base + "/twilio/voice", [Silence(10_000), Hangup()])
     await dropper
     assert report.closed_by == "gateway"
     assert report.duration_ms < 9_000
@@ -161,18 +173,24 @@ async def test_voicelive_closing_mid_call_closes_the_phone_socket(rig: Rig) -> N
 
 
 async def test_caller_hanging_up_closes_the_voicelive_session(rig: Rig) -> None:
-    report = await place_call(rig.ws_url, [Silence(300), Hangup()], params={"profile": "main"})
+    report = await dial(rig.base + "/twilio/voice", [Silence(300), Hangup()])
     session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
     assert report.closed_by == "caller"
     assert session.closed.is_set()
     await rig.all_calls_finished()
 
 
+def signed(url: str) -> dict[str, str]:
+    """The header Twilio puts on the media socket's upgrade request."""
+    return {"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, url)}
+
+
 class RawTwilio:
     """A hand-driven media socket, for input a well-behaved softphone never sends."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, sid: str = "MZraw") -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, rig: Rig, sid: str = "MZraw") -> None:
         self.ws = ws
+        self.rig = rig
         self.sid = sid
 
     async def send(self, msg: dict[str, Any]) -> None:
@@ -182,7 +200,8 @@ class RawTwilio:
         await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await self.send({"event": "start", "sequenceNumber": "1", "streamSid": self.sid, "start": {
             "streamSid": self.sid, "callSid": call_sid, "accountSid": "AC1", "tracks": ["inbound"],
-            "customParameters": {"profile": "main"},
+            "customParameters": {"profile": "main", "token": self.rig.app[CONTEXT].tokens.issue(
+                {"call": call_sid, "profile": "main"}, 60)},
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": "8000", "channels": "1"}}})
 
     async def media(self, payload: str) -> None:
@@ -199,13 +218,13 @@ async def test_bad_input_is_logged_and_the_call_goes_on(rig: Rig) -> None:
     log.configure(level="info", json_output=True, stream=buf)
     good = [_frame(i) for i in range(1, 31)]
     try:
-        async with aiohttp.ClientSession() as http, http.ws_connect(rig.ws_url) as ws:
-            raw = RawTwilio(ws)
+        async with aiohttp.ClientSession() as http, http.ws_connect(rig.ws_url, headers=signed(rig.ws_url)) as ws:
+            raw = RawTwilio(ws, rig)
             await raw.media(_frame(0))  # before start: dropped, there is no call yet
             await raw.start()
             await asyncio.wait_for(rig.moment("CAraw", "session.ready").wait(), 10)
             other_call = asyncio.create_task(
-                place_call(rig.base + "/twilio/voice", [Say(HOURS, "question"), WaitForBot(), Hangup()]))
+                dial(rig.base + "/twilio/voice", [Say(HOURS, "question"), WaitForBot(), Hangup()]))
             for i, frame in enumerate(good):
                 await raw.media(frame)
                 if i == 5:
@@ -238,8 +257,8 @@ async def test_bad_input_is_logged_and_the_call_goes_on(rig: Rig) -> None:
 
 
 async def test_no_voicelive_session_before_start(rig: Rig) -> None:
-    async with aiohttp.ClientSession() as http, http.ws_connect(rig.ws_url) as ws:
-        raw = RawTwilio(ws)
+    async with aiohttp.ClientSession() as http, http.ws_connect(rig.ws_url, headers=signed(rig.ws_url)) as ws:
+        raw = RawTwilio(ws, rig)
         await raw.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await raw.media(_frame(0))
         await raw.send({"event": "stop", "streamSid": raw.sid})
@@ -249,7 +268,7 @@ async def test_no_voicelive_session_before_start(rig: Rig) -> None:
 
 
 async def test_unsupported_start_is_refused_before_any_session(rig: Rig) -> None:
-    async with aiohttp.ClientSession() as http, http.ws_connect(rig.ws_url) as ws:
+    async with aiohttp.ClientSession() as http, http.ws_connect(rig.ws_url, headers=signed(rig.ws_url)) as ws:
         await ws.send_str(json.dumps({"event": "start", "start": {
             "streamSid": "MZ1", "callSid": "CA1",
             "mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1}}}))
@@ -264,7 +283,7 @@ async def test_refused_voicelive_session_ends_the_call_and_logs_no_secret() -> N
     secret = "sk-live-0123456789abcdef"
     r, runner = await _start_rig(SimulatorSettings(api_key="the-right-key-000"), env={"KEY": secret})
     try:
-        report = await place_call(r.base + "/twilio/voice", [Silence(5_000), Hangup()])
+        report = await dial(r.base + "/twilio/voice", [Silence(5_000), Hangup()])
     finally:
         await runner.cleanup()
         await r.sim.close()
@@ -281,7 +300,7 @@ async def test_secrets_never_reach_the_logs_on_a_full_call() -> None:
     secret = "sk-live-fedcba9876543210"
     r, runner = await _start_rig(SimulatorSettings(api_key=secret, audio_speed=8.0), env={"KEY": secret})
     try:
-        report = await place_call(r.base + "/twilio/voice", [Say(HOURS, "q"), WaitForBot(), Hangup()])
+        report = await dial(r.base + "/twilio/voice", [Say(HOURS, "q"), WaitForBot(), Hangup()])
     finally:
         await runner.cleanup()
         await r.sim.close()
@@ -309,6 +328,7 @@ async def test_an_http_tool_round_trip_over_sockets() -> None:
     sim = await start_simulator(SimulatorSettings(audio_speed=8.0, tool_calls={1: ToolCall("hours", {"day": "sat"})}))
     config = parse_config(f"""
 voicelive: {{endpoint: "{sim.endpoint}"}}
+twilio: {{auth_token: "${{TWILIO_TOKEN}}"}}
 profiles:
   main:
     model: gpt-realtime
@@ -317,14 +337,14 @@ profiles:
         description: Opening hours for a day.
         parameters: {{type: object, properties: {{day: {{type: string}}}}}}
         http: {{url: "{url}", timeout_s: 2}}
-""", env={})
+""", env={"TWILIO_TOKEN": TWILIO_TOKEN})
     runner = web.AppRunner(create_app(config))
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        report = await place_call(f"http://127.0.0.1:{port}/twilio/voice", [Say(HOURS, "q"), WaitForBot(), Hangup()])
+        report = await dial(f"http://127.0.0.1:{port}/twilio/voice", [Say(HOURS, "q"), WaitForBot(), Hangup()])
         session = await asyncio.wait_for(sim.state.wait_closed(0), 10)
     finally:
         await runner.cleanup()

@@ -107,16 +107,18 @@ async def _call_through_gateway(tmp: Path, directory: str, redact: bool) -> obje
     async with await start_simulator(SimulatorSettings(audio_speed=8.0)) as sim:
         config = parse_config(f"""
 voicelive: {{endpoint: "{sim.endpoint}"}}
+twilio: {{auth_token: "${{TOKEN}}"}}
 recording: {{directory: "{directory}", redact_audio: {str(redact).lower()}}}
 profiles: {{main: {{model: gpt-realtime}}}}
-""", env={})
+""", env={"TOKEN": "recording-test-token"})
         runner = web.AppRunner(create_app(config))
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            return await place_call(f"ws://127.0.0.1:{port}/twilio/media", [Say(HOURS, "q"), WaitForBot(), Hangup()])
+            return await place_call(f"http://127.0.0.1:{port}/twilio/voice", [Say(HOURS, "q"), WaitForBot(), Hangup()],
+                                    auth_token="recording-test-token")
         finally:
             await runner.cleanup()
 

@@ -1,0 +1,279 @@
+"""Azure Communication Services' HTTP side: Event Grid call entry, Call Automation callbacks and
+the bidirectional media-streaming WebSocket.
+
+- ``POST /acs/incoming`` takes Event Grid deliveries (and ``OPTIONS`` the CloudEvents handshake):
+  the subscription validation, and ``Microsoft.Communication.IncomingCall``, which is answered with
+  media streaming to ``/acs/media`` (PCM 24 kHz mono, both ways, DTMF on). Event Grid delivers at
+  least once: a repeated event answers nothing twice.
+- ``POST /acs/callbacks`` takes Call Automation events; a failed stream ends the call.
+- ``GET /acs/media`` is the media socket. ACS signs each upgrade with a JWT; what the socket needs
+  to know (the profile) travels signed in its URL, so any replica can serve it. ACS may reconnect
+  the socket mid-call: the new socket continues the same call and the same Voice Live session.
+
+Ending a call on ACS means hanging up through Call Automation, not only closing the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from gateway.audio import PCM16_24K
+from gateway.auth import AuthError, TokenError, eventgrid_validation_code, public_url_for, secret_matches
+from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
+from gateway.call import Call
+from gateway.carriers.acs import INCOMING_CALL, AcsLeg, called_number
+from gateway.twilio_routes import public_base
+
+STREAM_TOKEN_TTL_S = 24 * 3600.0  # the socket may reconnect at any time during the call
+SEEN_TTL_S = 600.0
+ACS_PIECE_MS = 20
+
+
+class AcsBridge(CallBridge):
+    carrier = "acs"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._replaced = asyncio.Event()
+        self._done_with: dict[int, asyncio.Event] = {}
+
+    async def attach(self, ws: web.WebSocketResponse) -> None:
+        """A new media socket for this call (ACS reconnected): continue on it. Returns when the
+        bridge no longer uses it."""
+        old, self.phone = self.phone, ws
+        done = self._done_with.setdefault(id(ws), asyncio.Event())
+        self.log.info("media socket reconnected; the call goes on")
+        self._replaced.set()
+        if not old.closed:
+            await old.close(code=1000, message=b"replaced by a new connection")
+        await done.wait()
+
+    def _phone_lost(self) -> None:
+        # Sending failed on a socket that went away: ACS may reconnect, and the phone side
+        # decides when the socket is gone for good. The bot audio of the gap is lost.
+        self.log.debug("media socket gone while sending; waiting for ACS to reconnect")
+
+    def _release(self, ws: web.WebSocketResponse) -> None:
+        event = self._done_with.pop(id(ws), None)
+        if event is not None:
+            event.set()
+
+    async def _phone_side(self) -> None:
+        grace = self.ctx.config.acs.reconnect_grace_s
+        while True:
+            ws = self.phone
+            self._replaced.clear()
+            await self._read_phone(ws)
+            if self.call.ended:
+                return
+            if self.phone is ws:  # the socket dropped: ACS may come back with a new one
+                try:
+                    await asyncio.wait_for(self._replaced.wait(), grace)
+                except TimeoutError:
+                    self.log.warning("media socket lost and not reconnected", grace_s=grace)
+                    self.wire.phone_closed("phone_socket_closed", self._now())
+                    return
+            if ws is not self.phone:
+                self._release(ws)
+
+    async def _end_phone_call(self) -> None:
+        client = self.ctx.acs_client
+        if client is None:
+            return
+        try:
+            await client.get_call_connection(self.call.call_id).hang_up(is_for_everyone=True)
+            self.log.info("call hung up through Call Automation")
+        except Exception as exc:  # the call may already be gone
+            self.log.warning("Call Automation hang-up failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            for event in self._done_with.values():
+                event.set()
+
+
+def _events(body: Any) -> list[dict[str, Any]]:
+    items = body if isinstance(body, list) else [body]
+    return [item for item in items if isinstance(item, dict)]
+
+
+async def acs_incoming_options(request: web.Request) -> web.Response:
+    """The CloudEvents webhook handshake."""
+    ctx = request.app[CONTEXT]
+    secret = ctx.config.acs.eventgrid_secret
+    if not secret_matches(secret.get_secret_value() if secret else None, request.query.get("secret")):
+        return rejected("acs", "incoming", "bad or missing Event Grid secret", status=401)
+    origin = request.headers.get("WebHook-Request-Origin", "")
+    return web.Response(status=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"})
+
+
+async def acs_incoming(request: web.Request) -> web.Response:
+    """``POST /acs/incoming``: Event Grid deliveries (validation handshake, IncomingCall)."""
+    ctx = request.app[CONTEXT]
+    secret = ctx.config.acs.eventgrid_secret
+    if not secret_matches(secret.get_secret_value() if secret else None, request.query.get("secret")):
+        return rejected("acs", "incoming", "bad or missing Event Grid secret", status=401)
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        log.warning("Event Grid delivery that is not JSON")
+        return web.Response(status=400, text="expected JSON\n")
+    code = eventgrid_validation_code(body)
+    if code is not None:
+        log.info("Event Grid subscription validated")
+        return web.json_response({"validationResponse": code})
+    failed = False
+    for event in _events(body):
+        kind = event.get("eventType") or event.get("type")
+        if kind != INCOMING_CALL:
+            log.debug("Event Grid event not used", event_type=kind)
+            continue
+        if not await _answer(request, ctx, event):
+            failed = True
+    return web.Response(status=500 if failed else 200)
+
+
+async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, Any]) -> bool:
+    """Answer one IncomingCall with media streaming. False when it should be retried."""
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    context = data.get("incomingCallContext")
+    key = str(data.get("correlationId") or event.get("id") or context)
+    seen: dict[str, float] = request.app[SEEN_CALLS]
+    now = time.monotonic()
+    for old in [k for k, t in seen.items() if now - t > SEEN_TTL_S]:
+        del seen[old]
+    if key in seen:
+        log.info("IncomingCall delivered again; already answered", correlation_id=key)
+        return True
+    if not isinstance(context, str) or not context:
+        log.warning("IncomingCall without an incomingCallContext; ignored", correlation_id=key)
+        return True
+    if ctx.acs_client is None:
+        log.error("IncomingCall, but ACS is not configured (acs.connection_string)")
+        return True
+    to = called_number(data)
+    profile_name, _ = ctx.config.route(to)
+    base = public_base(request, ctx)
+    token = ctx.tokens.issue({"profile": profile_name, "correlation": key}, STREAM_TOKEN_TTL_S)
+    from azure.communication.callautomation import (
+        AudioFormat,
+        MediaStreamingAudioChannelType,
+        MediaStreamingContentType,
+        MediaStreamingOptions,
+        StreamingTransportType,
+    )
+
+    options = MediaStreamingOptions(
+        transport_url=public_url_for(base, "/acs/media", f"ctx={token}", websocket=True),
+        transport_type=StreamingTransportType.WEBSOCKET,
+        content_type=MediaStreamingContentType.AUDIO,
+        audio_channel_type=MediaStreamingAudioChannelType.MIXED,
+        start_media_streaming=True,
+        enable_bidirectional=True,
+        audio_format=AudioFormat.PCM24_K_MONO,
+        enable_dtmf_tones=True,
+    )
+    seen[key] = now
+    try:
+        result = await ctx.acs_client.answer_call(
+            incoming_call_context=context, callback_url=public_url_for(base, "/acs/callbacks"),
+            media_streaming=options, operation_context=profile_name)
+    except Exception as exc:
+        del seen[key]
+        log.error("answering the ACS call failed", correlation_id=key, error=type(exc).__name__,
+                  detail=str(exc)[:300])
+        return False
+    log.info("incoming ACS call answered", call_id=getattr(result, "call_connection_id", None),
+             correlation_id=key, profile=profile_name)
+    return True
+
+
+async def _check_jwt(request: web.Request, ctx: GatewayContext, route: str) -> web.Response | None:
+    validator = ctx.acs_validator
+    if validator is None:
+        if ctx.insecure:
+            return None
+        return rejected("acs", route, "ACS is not configured for authentication (acs.resource_id)", status=503)
+    try:
+        await validator.validate(request.headers.get("Authorization"))
+    except AuthError as exc:
+        return rejected("acs", route, f"token refused: {exc.reason}", status=401)
+    return None
+
+
+async def acs_callbacks(request: web.Request) -> web.Response:
+    """``POST /acs/callbacks``: Call Automation events for answered calls."""
+    ctx = request.app[CONTEXT]
+    refusal = await _check_jwt(request, ctx, "callbacks")
+    if refusal is not None:
+        return refusal
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return web.Response(status=400, text="expected JSON\n")
+    for event in _events(body):
+        kind = str(event.get("type") or event.get("eventType") or "")
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        call_id = data.get("callConnectionId")
+        short = kind.rsplit(".", 1)[-1]
+        result = data.get("resultInformation") if isinstance(data.get("resultInformation"), dict) else {}
+        fields = {"call_id": call_id, "acs_event": short, "code": result.get("code"),
+                  "sub_code": result.get("subCode"), "detail": result.get("message")}
+        bridge = ctx.calls.get(str(call_id))
+        if short in ("MediaStreamingFailed", "CallDisconnected", "CreateCallFailed", "AnswerFailed"):
+            level = log.info if short == "CallDisconnected" else log.error
+            level("ACS call event", **{k: v for k, v in fields.items() if v is not None})
+            if bridge is not None and not bridge.call.ended:
+                reason = "caller_hung_up" if short == "CallDisconnected" else "acs_media_failed"
+                bridge.call.phone_ended(reason, bridge._now())
+                if not bridge.phone.closed:
+                    await bridge.phone.close(code=1000 if reason == "caller_hung_up" else 1011)
+        else:
+            log.info("ACS call event", **{k: v for k, v in fields.items() if v is not None})
+    return web.Response(status=200)
+
+
+async def acs_media(request: web.Request) -> web.StreamResponse:
+    """``GET /acs/media``: the ACS bidirectional media-streaming WebSocket."""
+    ctx: GatewayContext = request.app[CONTEXT]
+    refusal = await _check_jwt(request, ctx, "media")
+    if refusal is not None:
+        return refusal
+    call_id = request.headers.get("x-ms-call-connection-id", "")
+    if not call_id:
+        return rejected("acs", "media", "no x-ms-call-connection-id header", status=400)
+    try:
+        claims = ctx.tokens.verify(request.query.get("ctx", ""))
+    except TokenError as exc:
+        if not ctx.insecure:
+            return rejected("acs", "media", f"stream token {exc.reason}", status=403, call_id=call_id)
+        claims = {}
+    existing = ctx.calls.get(call_id)
+    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
+    await ws.prepare(request)
+    if isinstance(existing, AcsBridge) and not existing.call.ended:
+        await existing.attach(ws)
+        return ws
+    opened_at = now_ms()
+    name = claims.get("profile", "")
+    if name not in ctx.config.profiles:
+        name, _ = ctx.config.route(None)
+    stream_id = request.headers.get("x-ms-call-correlation-id", "") or claims.get("correlation", "")
+    call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
+                started_at=0.0, audio=PCM16_24K, paced=True, piece_ms=ACS_PIECE_MS,
+                observer=ctx.observer_for(call_id), log=log.bind(call_id=call_id, stream_id=stream_id))
+    try:
+        await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call)).run()
+    finally:
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+SEEN_CALLS: web.AppKey[dict[str, float]] = web.AppKey("acs_seen_calls", dict)

@@ -1,0 +1,166 @@
+"""Twilio's HTTP side: the voice webhook (TwiML) and the Media Streams WebSocket.
+
+Both requests must carry Twilio's ``X-Twilio-Signature``, checked against the configured public
+URL (so it holds behind a TLS-terminating proxy). The webhook also hands the stream a signed
+per-call token in a ``<Parameter>``, which the media socket checks at ``start``: it binds the
+stream to the call Twilio announced and to the profile chosen for it, on any replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import WSMsgType, web
+
+from gateway.auth import TokenError, check_twilio_signature, public_url_for
+from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
+from gateway.call import Call
+from gateway.carriers import twilio
+
+START_TIMEOUT_S = 10.0
+CALL_TOKEN_TTL_S = 600.0  # from the webhook to the stream's start
+
+
+class TwilioBridge(CallBridge):
+    carrier = "twilio"
+    # Ending the call: closing the media socket hands the call back to Twilio, which continues
+    # with the TwiML after <Connect> (none: the call hangs up).
+
+
+def public_base(request: web.Request, ctx: GatewayContext) -> str:
+    if ctx.config.gateway.public_url:
+        return ctx.config.gateway.public_url
+    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    return f"{proto}://{request.host}"
+
+
+def _check_signature(request: web.Request, ctx: GatewayContext, route: str, url: str,
+                     params: dict[str, str] | None) -> web.Response | None:
+    """None when the request may go on; else the refusal."""
+    token = ctx.config.twilio.auth_token
+    if token is None:
+        if ctx.insecure:
+            return None
+        return rejected("twilio", route, "no Twilio auth token configured")
+    if not check_twilio_signature(token.get_secret_value(), url, params, request.headers.get("X-Twilio-Signature")):
+        return rejected("twilio", route, "bad or missing X-Twilio-Signature", url=url)
+    return None
+
+
+async def twilio_voice(request: web.Request) -> web.Response:
+    """``POST /twilio/voice``: Twilio's voice webhook. Answers with TwiML that opens the media stream."""
+    ctx = request.app[CONTEXT]
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    base = public_base(request, ctx)
+    refusal = _check_signature(request, ctx, "voice", public_url_for(base, request.path, request.query_string), form)
+    if refusal is not None:
+        return refusal
+    to, call_sid = form.get("To", ""), form.get("CallSid", "")
+    profile_name, _ = ctx.config.route(to or None)
+    parameters = {"profile": profile_name, "to": to}
+    if call_sid:
+        parameters["token"] = ctx.tokens.issue({"call": call_sid, "profile": profile_name}, CALL_TOKEN_TTL_S)
+    log.info("incoming Twilio call", call_id=call_sid, profile=profile_name)
+    twiml = twilio.connect_twiml(public_url_for(base, "/twilio/media", websocket=True), parameters)
+    return web.Response(text=twiml, content_type="text/xml")
+
+
+async def _await_start(ws: web.WebSocketResponse, opened_at: float,
+                       prelude: list[tuple[float, str | bytes]]) -> twilio.Start | None:
+    """Read the socket until a valid ``start``; nothing is opened on Voice Live before it.
+
+    Every message read, the start included, is kept in ``prelude`` with its arrival time (ms since
+    the socket opened).
+    """
+    early_media = 0
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    prelude.append((now_ms() - opened_at, msg.data))
+                    try:
+                        event = twilio.parse_message(msg.data)
+                    except twilio.TwilioProtocolError as exc:
+                        if exc.event == "start":
+                            log.error("media stream refused: unusable start message", reason=str(exc))
+                            await ws.close(code=1003, message=b"unsupported start")
+                            return None
+                        log.warning("ignored a bad message before start", detail=str(exc))
+                        continue
+                    if type(event) is twilio.Start:
+                        return event
+                    if type(event) is twilio.Media:
+                        early_media += 1
+                        if early_media == 1:
+                            log.warning("media before start; dropped (no call to send it to)")
+                    elif type(event) is twilio.Stop:
+                        log.info("stream stopped before it started")
+                        return None
+                elif msg.type is WSMsgType.BINARY:
+                    prelude.append((now_ms() - opened_at, msg.data))
+                    log.warning("ignored a binary frame before start")
+    except TimeoutError:
+        log.warning("no start message in time; closing the media socket", timeout_s=START_TIMEOUT_S)
+    return None
+
+
+def _profile_for(ctx: GatewayContext, start: twilio.Start) -> str | None:
+    """The profile this stream was given by the webhook; None when its token does not hold."""
+    params = start.params
+    token = params.get("token")
+    if token or not ctx.insecure:
+        try:
+            claims = ctx.tokens.verify(token or "")
+        except TokenError as exc:
+            rejected("twilio", "media", f"call token {exc.reason}", call_id=start.call_sid)
+            return None
+        if claims.get("call") != start.call_sid:
+            rejected("twilio", "media", "call token for another call", call_id=start.call_sid)
+            return None
+        name = claims.get("profile", "")
+    else:
+        name = params.get("profile", "")
+    if name not in ctx.config.profiles:
+        if name:
+            log.warning("unknown profile in stream parameters; routing by number instead",
+                        call_id=start.call_sid, profile=name)
+        name, _ = ctx.config.route(params.get("to"))
+    return name
+
+
+async def twilio_media(request: web.Request) -> web.StreamResponse:
+    """``GET /twilio/media``: the Twilio Media Streams WebSocket."""
+    ctx: GatewayContext = request.app[CONTEXT]
+    url = public_url_for(public_base(request, ctx), request.path, request.query_string, websocket=True)
+    refusal = _check_signature(request, ctx, "media", url, None)
+    if refusal is not None:
+        return refusal
+    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
+    await ws.prepare(request)
+    opened_at = now_ms()
+    prelude: list[tuple[float, str | bytes]] = []
+    try:
+        start = await _await_start(ws, opened_at, prelude)
+        if start is None:
+            return ws
+        name = _profile_for(ctx, start)
+        if name is None:
+            await ws.close(code=1008, message=b"call token refused")
+            return ws
+        call = Call(call_id=start.call_sid, stream_id=start.stream_sid, profile_name=name,
+                    profile=ctx.config.profiles[name], started_at=prelude[-1][0],
+                    observer=ctx.observer_for(start.call_sid),
+                    log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid))
+        if call.call_id in ctx.calls:
+            call.log.warning("a second media stream for a call in progress", profile=name)
+        recorder = ctx.open_recorder("twilio", call)
+        if recorder is not None:
+            if start.params.get("token"):
+                recorder.call_secrets.append(start.params["token"])
+            for t, message in prelude:
+                recorder.record(t, "phone", "in", message)
+        await TwilioBridge(ctx, ws, call, twilio.TwilioLeg(start), opened_at, recorder).run()
+    finally:
+        if not ws.closed:
+            await ws.close()
+    return ws

@@ -1,0 +1,323 @@
+"""Azure Communication Services: Event Grid entry, Call Automation requests, signed media sockets,
+and whole calls through the gateway and the simulator with the ACS softphone (127.0.0.1 only).
+
+Call Automation requests are captured by a fake azure-core transport: nothing leaves the machine.
+ACS tokens are minted with a local RSA key whose JWKS a local server publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+from azure.communication.callautomation.aio import CallAutomationClient
+from azure.core.pipeline.transport import AsyncHttpResponse, AsyncHttpTransport
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from gateway import metrics
+from gateway.app import create_app
+from gateway.audio import ASSETS, load_ulaw_8k
+from gateway.bridge import CONTEXT
+from gateway.config import parse_config
+from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
+from gateway.softphone import Hangup, Reconnect, Say, Silence, WaitForBot, place_acs_call
+
+RESOURCE_ID = "5e6f7a8b-0000-4000-8000-00000000acs1"
+ISSUER = "https://acscallautomation.communication.azure.com"
+SECRET = "eventgrid-secret-9876"
+HOURS = load_ulaw_8k(ASSETS / "caller_hours.wav")
+INTERRUPT = load_ulaw_8k(ASSETS / "caller_interrupt.wav")
+BPM = 48  # PCM16 24 kHz bytes per ms
+
+
+class _Response(AsyncHttpResponse):
+    def __init__(self, request: Any, status: int, body: bytes) -> None:
+        super().__init__(request, None)
+        self.status_code = status
+        self.reason = "OK"
+        self.headers = {"Content-Type": "application/json"}
+        self.content_type = "application/json"
+        self._body = body
+
+    def body(self) -> bytes:
+        return self._body
+
+    async def load_body(self) -> None:
+        return None
+
+    def text(self, encoding: str | None = None) -> str:
+        return self._body.decode()
+
+    def stream_download(self, pipeline: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+
+class CapturingTransport(AsyncHttpTransport):
+    """Answers Call Automation like ACS would, and keeps every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    async def __aenter__(self) -> CapturingTransport:
+        return self
+
+    async def __aexit__(self, *args: Any) -> None:
+        return None
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def send(self, request: Any, **kwargs: Any) -> _Response:
+        self.requests.append(request)
+        if ":terminate" in request.url:
+            return _Response(request, 204, b"")
+        user = {"rawId": "8:acs:bot", "kind": "communicationUser", "communicationUser": {"id": "8:acs:bot"}}
+        body = {"callConnectionId": f"cc-{len(self.requests)}", "serverCallId": "srv", "targets": [],
+                "callConnectionState": "connecting", "callbackUri": "x", "source": user, "answeredBy": user}
+        return _Response(request, 200, json.dumps(body).encode())
+
+    def of(self, marker: str) -> list[Any]:
+        return [r for r in self.requests if marker in r.url]
+
+
+@dataclass
+class Keys:
+    private: Any
+    kid: str
+    jwks_url: str
+
+    def mint(self, audience: str = RESOURCE_ID, issuer: str = ISSUER, ttl: int = 300, key: Any = None) -> str:
+        now = int(time.time())
+        claims = {"iss": issuer, "aud": audience, "iat": now, "nbf": now - 5, "exp": now + ttl}
+        return jwt.encode(claims, key or self.private, algorithm="RS256", headers={"kid": self.kid})
+
+    def bearer(self, **kwargs: Any) -> str:
+        return "Bearer " + self.mint(**kwargs)
+
+
+@pytest.fixture
+async def keys() -> AsyncIterator[Keys]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = "test-key-1"
+    jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
+    jwk.update(kid=kid, use="sig", alg="RS256")
+
+    async def jwks(request: web.Request) -> web.Response:
+        return web.json_response({"keys": [jwk]})
+
+    app = web.Application()
+    app.router.add_get("/calling/keys", jwks)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield Keys(private, kid, f"http://127.0.0.1:{port}/calling/keys")
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class AcsRig:
+    sim: RunningSimulator
+    app: web.Application
+    base: str
+    transport: CapturingTransport
+    keys: Keys
+
+    def media_url(self, profile: str = "main") -> str:
+        token = self.app[CONTEXT].tokens.issue({"profile": profile, "correlation": "corr-1"}, 3600)
+        return self.base.replace("http://", "ws://") + "/acs/media?ctx=" + token
+
+    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        async with aiohttp.ClientSession() as http:
+            response = await http.post(self.base + path, json=body, headers=headers or {})
+            await response.read()
+            return response
+
+
+CONFIG = """
+voicelive: {{endpoint: "{endpoint}"}}
+acs:
+  connection_string: ${{ACS}}
+  resource_id: {resource}
+  jwks_url: {jwks}
+  eventgrid_secret: ${{EG_SECRET}}
+  reconnect_grace_s: 1.5
+profiles:
+  main: {{model: gpt-realtime, voice: alloy}}
+  sales: {{model: gpt-realtime, voice: marin}}
+routes:
+  default: main
+  numbers: {{"+15555550123": sales}}
+"""
+
+
+@pytest.fixture
+async def acs(keys: Keys) -> AsyncIterator[AcsRig]:
+    sim = await start_simulator(SimulatorSettings(audio_speed=4.0))
+    access_key = base64.b64encode(b"k" * 32).decode()
+    connection = f"endpoint=https://acs.example.communication.azure.com/;accesskey={access_key}"
+    config = parse_config(CONFIG.format(endpoint=sim.endpoint, resource=RESOURCE_ID, jwks=keys.jwks_url),
+                          env={"ACS": connection, "EG_SECRET": SECRET})
+    transport = CapturingTransport()
+    client = CallAutomationClient.from_connection_string(connection, transport=transport)
+    app = create_app(config, acs_client=client)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield AcsRig(sim, app, f"http://127.0.0.1:{port}", transport, keys)
+    finally:
+        await runner.cleanup()
+        await client.close()
+        await sim.close()
+
+
+def incoming_call(correlation: str = "corr-1", to: str = "+15555550123") -> list[dict[str, Any]]:
+    return [{"id": str(uuid.uuid4()), "eventType": "Microsoft.Communication.IncomingCall",
+             "subject": f"/caller/4:+14255550123/recipient/4:{to}", "eventTime": "2026-11-21T10:00:00Z",
+             "dataVersion": "1.0", "metadataVersion": "1", "topic": "/acs",
+             "data": {"to": {"kind": "phoneNumber", "rawId": f"4:{to}", "phoneNumber": {"value": to}},
+                      "from": {"kind": "phoneNumber", "rawId": "4:+14255550123"},
+                      "serverCallId": "srv", "incomingCallContext": "opaque-context", "correlationId": correlation}}]
+
+
+async def test_event_grid_validation_handshakes(acs: AcsRig) -> None:
+    validation = [{"id": "1", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+                   "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}}]
+    async with aiohttp.ClientSession() as http:
+        ok = await http.post(acs.base + f"/acs/incoming?secret={SECRET}", json=validation)
+        assert ok.status == 200
+        assert await ok.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
+        assert (await http.post(acs.base + "/acs/incoming", json=validation)).status == 401
+        assert (await http.post(acs.base + "/acs/incoming?secret=nope", json=validation)).status == 401
+        options = await http.options(acs.base + f"/acs/incoming?secret={SECRET}",
+                                     headers={"WebHook-Request-Origin": "eventgrid.azure.net"})
+        assert options.status == 200 and options.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
+
+
+async def test_an_incoming_call_is_answered_once_with_media_streaming(acs: AcsRig) -> None:
+    event = incoming_call()
+    for _ in range(3):  # Event Grid delivers at least once
+        assert (await acs.post(f"/acs/incoming?secret={SECRET}", event)).status == 200
+    (answer,) = acs.transport.of("callConnections:answer")
+    body = json.loads(answer.content)
+    assert body["incomingCallContext"] == "opaque-context"
+    assert body["callbackUri"] == acs.base + "/acs/callbacks"
+    options = body["mediaStreamingOptions"]
+    transport_url = options.pop("transportUrl")
+    assert options == {"transportType": "websocket", "audioChannelType": "mixed", "contentType": "audio",
+                       "startMediaStreaming": True, "enableBidirectional": True, "audioFormat": "pcm24KMono",
+                       "enableDtmfTones": True}
+    parts = urlsplit(transport_url)
+    assert (parts.scheme, parts.path) == ("ws", "/acs/media")
+    claims = acs.app[CONTEXT].tokens.verify(parse_qs(parts.query)["ctx"][0])
+    assert claims["profile"] == "sales"  # routed by the called number, signed for any replica
+
+
+async def test_the_media_socket_is_refused_without_a_valid_acs_token(acs: AcsRig) -> None:
+    before = metrics.AUTH_REJECTIONS.value("acs", "media", "token refused: wrong audience")
+    url = acs.media_url()
+    cases = [
+        ({}, 401),
+        ({"Authorization": acs.keys.bearer(audience="someone-else")}, 401),
+        ({"Authorization": acs.keys.bearer(issuer="https://evil.example")}, 401),
+        ({"Authorization": acs.keys.bearer(ttl=-600)}, 401),
+        ({"Authorization": acs.keys.bearer(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))}, 401),
+    ]
+    async with aiohttp.ClientSession() as http:
+        for headers, status in cases:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await http.ws_connect(url, headers={**headers, "x-ms-call-connection-id": "cc-x"})
+            assert err.value.status == status
+        good = {"Authorization": acs.keys.bearer(), "x-ms-call-connection-id": "cc-x"}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await http.ws_connect(url.split("?")[0] + "?ctx=forged.token", headers=good)
+        assert err.value.status == 403
+    assert acs.sim.state.sessions == []  # nothing was opened on Voice Live
+    assert metrics.AUTH_REJECTIONS.value("acs", "media", "token refused: wrong audience") == before + 1
+
+
+async def test_a_whole_acs_call_with_barge_in(acs: AcsRig) -> None:
+    report = await place_acs_call(acs.media_url(), [
+        Say(HOURS, "question"), WaitForBot(heard_ms=1200), Say(INTERRUPT, "interruption"), Hangup(),
+    ], token=acs.keys.mint(), call_connection_id="cc-barge")
+    session = await asyncio.wait_for(acs.sim.state.wait_closed(0), 10)
+    await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+    assert report.violations == 0, report.violation_samples
+    assert session.session["input_audio_format"] == "pcm16" and session.session["output_audio_format"] == "pcm16"
+    assert session.appended == report.sent_payloads  # PCM 24 kHz passed through untouched, silence included
+    assert report.clears == 1  # StopAudio
+    ((_, stop),) = report.events_of("stop_audio")
+    (truncation,) = session.truncations
+    first_item = next(iter(session.items_audio_bytes))
+    assert truncation["ok"] and truncation["item_id"] == first_item
+    played_ms = stop["played_bytes_total"] / BPM
+    assert abs(truncation["audio_end_ms"] - played_ms) <= 80, (truncation, played_ms)
+    assert acs.transport.of(":terminate") == []  # the caller hung up: nothing to hang up
+
+
+async def test_a_reconnected_media_socket_continues_the_same_session(acs: AcsRig) -> None:
+    report = await place_acs_call(acs.media_url(), [
+        Say(HOURS, "question"), WaitForBot(), Reconnect(), Silence(300), Say(HOURS[:8000], "again"),
+        WaitForBot(heard_ms=400), Hangup(),
+    ], token=acs.keys.mint(), call_connection_id="cc-reconnect")
+    session = await asyncio.wait_for(acs.sim.state.wait_closed(0), 10)
+    await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+    assert len(acs.sim.state.sessions) == 1  # one Voice Live session for the whole call
+    assert report.connections == 2 and report.violations == 0
+    assert session.appended == report.sent_payloads  # the caller's audio continued on the new socket
+    ((reconnected_at, _),) = report.events_of("reconnect")
+    assert any(t > reconnected_at for t, _ in report.events_of("bot_audio_start"))  # the bot is heard again
+
+
+async def test_the_gateway_hangs_up_through_call_automation_when_voicelive_fails(acs: AcsRig) -> None:
+    async def drop() -> None:
+        session = await acs.sim.state.wait_for_session(0)
+        await session.close(1011, "simulated failure")
+
+    dropper = asyncio.create_task(drop())
+    report = await place_acs_call(acs.media_url(), [Silence(6000), Hangup()], token=acs.keys.mint(),
+                                  call_connection_id="cc-fail")
+    await dropper
+    await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+    assert report.closed_by == "gateway"
+    (hangup,) = acs.transport.of(":terminate")
+    assert "/calling/callConnections/cc-fail:terminate" in hangup.url
+
+
+async def test_callbacks_need_a_valid_token_and_a_failed_stream_ends_the_call(acs: AcsRig) -> None:
+    call = asyncio.create_task(place_acs_call(acs.media_url(), [Silence(8000), Hangup()], token=acs.keys.mint(),
+                                              call_connection_id="cc-cb"))
+    await acs.sim.state.wait_for_session(0)
+    failed = [{"id": "e1", "source": "calling/callConnections/cc-cb", "specversion": "1.0",
+               "type": "Microsoft.Communication.MediaStreamingFailed",
+               "data": {"callConnectionId": "cc-cb", "correlationId": "corr-1",
+                        "resultInformation": {"code": 500, "subCode": 8581, "message": "stream failed"}}}]
+    assert (await acs.post("/acs/callbacks", failed)).status == 401
+    assert (await acs.post("/acs/callbacks", failed, {"Authorization": acs.keys.bearer(audience="x")})).status == 401
+    assert not call.done()
+    assert (await acs.post("/acs/callbacks", failed, {"Authorization": acs.keys.bearer()})).status == 200
+    report = await asyncio.wait_for(call, 10)
+    await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+    assert report.closed_by == "gateway" and report.duration_ms < 7000
+    assert len(acs.transport.of("callConnections/cc-cb:terminate")) == 1
