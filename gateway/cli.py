@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "a replay server standing in for Voice Live")
     p.add_argument("--speed", type=float, default=1.0, help="with --sockets: play this many times faster "
                    "than real time (default 1)")
-    p.set_defaults(func=_cmd_replay, default_log_level="warning")
+    p.set_defaults(func=_cmd_replay, default_log_level="error")
 
     p = sub.add_parser("check-config", help="validate a config file and show what each phone number gets")
     p.add_argument("path", nargs="?", default="config.yaml", help="config file (default: ./config.yaml)")

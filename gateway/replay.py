@@ -417,16 +417,25 @@ def replay_files(paths: list[str], *, update: bool = False, out: Any = None) -> 
             Path(path).write_text(rewrite_expected(result), encoding="utf-8")
             result = run(load_fixture(path))
             print(f"UPDATED {path}", file=out)
-        if result.ok:
-            sent = sum(len(v) for v in result.actual.values())
-            print(f"PASS {path} ({len(fixture.records)} records, {sent} messages sent)", file=out)
-            continue
-        failed += 1
-        print(f"FAIL {path}", file=out)
-        if result.mismatch:
-            print(result.mismatch, file=out)
-        for problem in result.problems:
-            print(f"  invariant broken: {problem}", file=out)
-    if len(paths) > 1:
-        print(f"{len(paths) - failed} passed, {failed} failed", file=out)
+        sent = sum(len(v) for v in result.actual.values())
+        failed += not print_result(path, result, f"({len(fixture.records)} records, {sent} messages sent)", out)
+    return print_totals(len(paths), failed, out)
+
+
+def print_result(path: str, result: Any, detail: str, out: Any) -> bool:
+    """PASS, or FAIL with the first difference and the broken invariants. True when it passed."""
+    if result.ok:
+        print(f"PASS {path} {detail}", file=out)
+        return True
+    print(f"FAIL {path}", file=out)
+    if result.mismatch:
+        print(result.mismatch, file=out)
+    for problem in result.problems:
+        print(f"  invariant broken: {problem}", file=out)
+    return False
+
+
+def print_totals(count: int, failed: int, out: Any) -> int:
+    if count > 1:
+        print(f"{count - failed} passed, {failed} failed", file=out)
     return 1 if failed else 0

@@ -24,7 +24,17 @@ from gateway.app import create_app
 from gateway.audio import b64_len
 from gateway.call import RunTool
 from gateway.config import parse_config
-from gateway.replay import Fixture, FixtureError, Sent, _data, _find_start, first_difference, load_fixture
+from gateway.replay import (
+    Fixture,
+    FixtureError,
+    Sent,
+    _data,
+    _find_start,
+    first_difference,
+    load_fixture,
+    print_result,
+    print_totals,
+)
 from gateway.wire import PHONE, TOOLS, VOICELIVE
 
 
@@ -296,15 +306,5 @@ async def replay_files_live(paths: list[str], *, speed: float = 1.0, out: Any = 
             print(f"ERROR {path}: {exc or type(exc).__name__}", file=out)
             failed += 1
             continue
-        if result.ok:
-            print(f"PASS {path} (over sockets, {speed:g}x real time)", file=out)
-            continue
-        failed += 1
-        print(f"FAIL {path} (over sockets, {speed:g}x real time)", file=out)
-        if result.mismatch:
-            print(result.mismatch, file=out)
-        for problem in result.problems:
-            print(f"  invariant broken: {problem}", file=out)
-    if len(paths) > 1:
-        print(f"{len(paths) - failed} passed, {failed} failed", file=out)
-    return 1 if failed else 0
+        failed += not print_result(path, result, f"(over sockets, {speed:g}x real time)", out)
+    return print_totals(len(paths), failed, out)
