@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint serve clean
+.PHONY: demo test lint serve bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ lint: $(BIN)/.installed
 
 serve: $(BIN)/.installed
 	$(BIN)/gateway serve
+
+# The capacity benchmark (several minutes): results and report in bench/results/.
+bench: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run.py --calls 50,100,200,300,400 --name workers-1
+	$(BIN)/python bench/run.py --calls 100,200,300,400,500 --workers 2 --name workers-2
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -41,10 +41,10 @@ class AcsBridge(CallBridge):
         self._replaced = asyncio.Event()
         self._done_with: dict[int, asyncio.Event] = {}
 
-    async def attach(self, ws: web.WebSocketResponse) -> None:
+    async def attach(self, ws: web.WebSocketResponse, transport: Any) -> None:
         """A new media socket for this call (ACS reconnected): continue on it. Returns when the
         bridge no longer uses it."""
-        old, self.phone = self.phone, ws
+        old, self.phone, self.phone_transport = self.phone, ws, transport
         done = self._done_with.setdefault(id(ws), asyncio.Event())
         self.log.info("media socket reconnected; the call goes on")
         self._replaced.set()
@@ -258,7 +258,7 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
     if isinstance(existing, AcsBridge) and not existing.call.ended:
-        await existing.attach(ws)
+        await existing.attach(ws, request.transport)
         return ws
     opened_at = now_ms()
     name = claims.get("profile", "")
@@ -269,7 +269,7 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
                 started_at=0.0, audio=PCM16_24K, paced=True, piece_ms=ACS_PIECE_MS,
                 observer=ctx.observer_for(call_id), log=log.bind(call_id=call_id, stream_id=stream_id))
     try:
-        await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call)).run()
+        await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call), request.transport).run()
     finally:
         if not ws.closed:
             await ws.close()

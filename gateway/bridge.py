@@ -10,6 +10,7 @@ side ends, the others are cancelled and both sockets are closed.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from gateway.wire import PHONE, VOICELIVE, PhoneLeg, WireCall
 log = get_logger("gateway.bridge")
 
 MAX_PHONE_MESSAGE = 1 << 20
+PHONE_WRITE_LIMIT = 1 << 16  # bytes waiting in the phone socket before writes go through aiohttp
 # Ends that came from the caller's side: nothing to hang up, the socket closes normally.
 CALLER_ENDS = ("caller_hung_up", "phone_socket_closed")
 
@@ -103,9 +105,10 @@ class CallBridge:
     carrier = "phone"
 
     def __init__(self, ctx: GatewayContext, phone: web.WebSocketResponse, call: Call, leg: PhoneLeg,
-                 opened_at: float, recorder: CallRecorder | None) -> None:
+                 opened_at: float, recorder: CallRecorder | None, transport: Any = None) -> None:
         self.ctx = ctx
         self.phone = phone
+        self.phone_transport = transport  # the phone socket's transport, for writing frames in one go
         self.call = call
         self.log = call.log
         self.observer = call.observer
@@ -132,8 +135,8 @@ class CallBridge:
                 except ConnectionClosed as exc:
                     wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, self._now())
         messages = wire.take_phone()
-        if messages and not self.phone.closed:  # (audio for a closed socket is dropped)
-            send_str = self.phone.send_str
+        if messages and not self.phone.closed and not self._write_phone(messages):
+            send_str = self.phone.send_str  # (audio for a closed socket is dropped)
             try:
                 for message in messages:
                     await send_str(message)
@@ -145,6 +148,27 @@ class CallBridge:
             task = asyncio.create_task(self._run_tool(run), name=f"tool-{self.call.call_id}-{run.name}")
             self._tool_tasks.add(task)
             task.add_done_callback(self._tool_tasks.discard)
+
+    def _write_phone(self, messages: list[str]) -> bool:
+        """Write text messages to the phone as WebSocket frames in one system call (a piece of bot
+        audio and its mark go together). False when aiohttp's own path must send them: no
+        transport, or a backlog (aiohttp then waits for the socket to drain)."""
+        transport = self.phone_transport
+        if transport is None or transport.is_closing() or transport.get_write_buffer_size() > PHONE_WRITE_LIMIT:
+            return False
+        out = bytearray()
+        for message in messages:
+            data = message.encode()
+            size = len(data)
+            if size < 126:
+                out += bytes((0x81, size))
+            elif size < 65536:
+                out += struct.pack("!BBH", 0x81, 126, size)
+            else:
+                out += struct.pack("!BBQ", 0x81, 127, size)
+            out += data
+        transport.write(out)
+        return True
 
     def _phone_lost(self) -> None:
         self.wire.phone_closed("phone_socket_closed", self._now())
@@ -161,9 +185,18 @@ class CallBridge:
     async def _read_phone(self, ws: web.WebSocketResponse) -> None:
         """Feed the call with what one phone socket sends, until it closes or the call ends."""
         wire, call = self.wire, self.call
+        text = WSMsgType.TEXT
         async for msg in ws:
-            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+            if msg.type is text or msg.type is WSMsgType.BINARY:
                 wire.from_phone(msg.data, self._now())
+                # The hot path (a caller frame): one message for Voice Live, written at once.
+                out = call.to_voicelive
+                if (len(out) == 1 and not call.to_phone and not call.to_tools and self.voicelive is not None
+                        and wire.recorder is None and self.voicelive.send_nowait(out[0])):
+                    out.clear()
+                    if self.voicelive.paused:
+                        await self.voicelive.drain()
+                    continue
                 await self._flush()
                 if call.ended:
                     return
@@ -206,7 +239,9 @@ class CallBridge:
                 wire.from_voicelive(raw, self._now())
                 await self._flush()
                 if len(call.barge_ins) != barge_ins and call.barge_ins[-1].cleared:
-                    self.observer("clear_sent", self._now(), {"reaction_ms": round((perf() - received) * 1000, 3)})
+                    reaction = perf() - received
+                    metrics.BARGE_IN_REACTION.observe(reaction, self.carrier)
+                    self.observer("clear_sent", self._now(), {"reaction_ms": round(reaction * 1000, 3)})
                 if call.ended:
                     return
         except TimeoutError:

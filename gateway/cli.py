@@ -20,11 +20,24 @@ def _load(path: str):  # -> GatewayConfig, or exits with the config's own error 
         raise SystemExit(2) from None
 
 
+def run_fast(coro):  # type: ignore[no-untyped-def]
+    """Run a coroutine on uvloop where it is installed (faster sockets), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import serve
 
     config = _load(args.config)
-    asyncio.run(serve(config, args.host, args.port))
+    if args.workers > 1:
+        from gateway.workers import supervise
+
+        return supervise(args.workers, [sys.executable, "-m", "gateway", *sys.argv[1:]])
+    run_fast(serve(config, args.host, args.port, reuse_port=args.reuse_port))
     return 0
 
 
@@ -66,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config.yaml", help="config file (default: ./config.yaml)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes sharing the port (SO_REUSEPORT), to use every core (default: 1)")
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for each worker
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="run a simulated phone call through the gateway and the built-in "

@@ -60,6 +60,58 @@ class Gauge(_Metric):
         self.values[key] = self.values.get(key, 0.0) + amount
 
 
+class Histogram(_Metric):
+    kind = "histogram"
+
+    def __init__(self, registry: Registry, name: str, help_text: str, buckets: Sequence[float],
+                 labels: Sequence[str] = ()) -> None:
+        super().__init__(registry, name, help_text, labels)
+        self.buckets = tuple(sorted(buckets))
+        self.counts: dict[tuple[str, ...], list[int]] = {}
+        self.sums: dict[tuple[str, ...], float] = {}
+
+    def observe(self, value: float, *label_values: str) -> None:
+        key = self._key(label_values)
+        counts = self.counts.get(key)
+        if counts is None:
+            counts = self.counts[key] = [0] * (len(self.buckets) + 1)
+            self.sums[key] = 0.0
+        self.sums[key] += value
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                counts[i] += 1
+                break
+        else:
+            counts[-1] += 1
+
+    def quantile(self, q: float, *label_values: str) -> float | None:
+        """The upper bound of the bucket holding the q-quantile (None: no observation)."""
+        counts = self.counts.get(self._key(label_values))
+        if not counts or not sum(counts):
+            return None
+        rank, seen = q * sum(counts), 0
+        for i, count in enumerate(counts):
+            seen += count
+            if seen >= rank:
+                return self.buckets[i] if i < len(self.buckets) else float("inf")
+        return float("inf")
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        for key, counts in sorted(self.counts.items()):
+            base = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(self.labels, key, strict=True))
+            sep = "," if base else ""
+            running = 0
+            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
+                running += count
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                lines.append(f'{self.name}_bucket{{{base}{sep}le="{le}"}} {running}')
+            suffix = f"{{{base}}}" if base else ""
+            lines.append(f"{self.name}_sum{suffix} {self.sums[key]}")
+            lines.append(f"{self.name}_count{suffix} {running}")
+        return lines
+
+
 class Registry:
     def __init__(self) -> None:
         self.metrics: list[_Metric] = []
@@ -81,3 +133,10 @@ CALLS = Counter(REGISTRY, "gateway_calls_total", "Calls by carrier and how they 
 AUTH_REJECTIONS = Counter(REGISTRY, "gateway_auth_rejections_total",
                           "Carrier requests refused before any Voice Live session was opened.",
                           ("carrier", "route", "reason"))
+
+_FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+BARGE_IN_REACTION = Histogram(REGISTRY, "gateway_barge_in_reaction_seconds",
+                              "From Voice Live's speech_started reaching the gateway to the phone flush sent.",
+                              _FAST, ("carrier",))
+LOOP_LAG = Histogram(REGISTRY, "gateway_event_loop_lag_seconds",
+                     "How late the event loop ran a timer due every 100 ms.", _FAST)

@@ -159,7 +159,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
                 recorder.call_secrets.append(start.params["token"])
             for t, message in prelude:
                 recorder.record(t, "phone", "in", message)
-        await TwilioBridge(ctx, ws, call, twilio.TwilioLeg(start), opened_at, recorder).run()
+        await TwilioBridge(ctx, ws, call, twilio.TwilioLeg(start), opened_at, recorder, request.transport).run()
     finally:
         if not ws.closed:
             await ws.close()

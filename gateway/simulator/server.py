@@ -1683,7 +1683,32 @@ def register_cli(subparsers: Any) -> None:
         "object JSON_ARGS as arguments (default: {}); the session must declare the function. "
         "Repeatable, e.g. --tool-call '1:lookup_order:{\"order\": \"42\"}'",
     )
+    bench = p.add_argument_group("benchmark mode (a lean Voice Live for load tests: no VAD, scripted replies)")
+    bench.add_argument("--bench", action="store_true", help="run the lean benchmark mode")
+    bench.add_argument("--reply-every", type=float, default=4.0, metavar="S", help="a reply every S seconds")
+    bench.add_argument("--reply-ms", type=int, default=2000, help="length of each reply")
+    bench.add_argument("--barge-in-every", type=int, default=3, metavar="N",
+                       help="interrupt every Nth reply (0: never)")
     p.set_defaults(func=_run_cli)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gateway.simulator.bench import BenchSettings, create_bench_app
+
+    settings = BenchSettings(reply_every_s=args.reply_every, reply_ms=args.reply_ms,
+                             barge_in_every=args.barge_in_every, speed=args.audio_speed)
+    _log().info("benchmark Voice Live listening", host=args.host, port=args.port)
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    web.run_app(create_bench_app(settings), host=args.host, port=args.port, print=None, access_log=None,
+                loop=loop_factory() if loop_factory else None)
+    return 0
 
 
 def parse_tool_call(text: str) -> tuple[int, ToolCall]:
@@ -1730,6 +1755,8 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
 
 
 def _run_cli(args: argparse.Namespace) -> int:
+    if getattr(args, "bench", False):
+        return _run_bench(args)
     try:
         settings = settings_from_args(args)
     except ValueError as exc:

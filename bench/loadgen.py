@@ -1,0 +1,214 @@
+"""Load generator: many simulated Twilio calls against a running gateway, from one process.
+
+Each call opens ``/twilio/media`` signed like Twilio (``X-Twilio-Signature``, and the per-call
+token the webhook would have handed out), streams a 20 ms µ-law frame every 20 ms, plays the
+bot's audio back in real time and echoes marks when their audio has played, like Twilio; a
+``clear`` flushes playback and echoes the pending marks at once. One timer drives every call, so
+the generator stays cheap: it is not what limits the figures.
+
+Every caller frame carries a marker (call, frame number, send time) that the benchmark Voice Live
+reads; every block of bot audio carries one that this process reads, to measure the forwarding
+delay of both directions on one clock.
+
+    python bench/loadgen.py --url ws://127.0.0.1:8080/twilio/media --calls 100 --first 0 \\
+        --duration 40 --window START END --twilio-token T --signing-key K --out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from gateway.audio import b64_len
+from gateway.auth import CallTokens, twilio_signature
+from gateway.cli import run_fast
+from gateway.simulator.bench import BOT_MAGIC, CALLER_MAGIC, MARKER, read_marker
+from gateway.voicelive.client import VoiceLiveConnection
+
+# A caller frame's base64 text: the marker's 21 bytes (7 base64 quanta) change every frame; the
+# rest of the 160 bytes is µ-law silence, encoded once.
+_HEAD = 21
+_TAIL = base64.b64encode(b"\xff" * (160 - _HEAD)).decode()
+
+
+def frame_payload(call: int, seq: int, now: float) -> str:
+    return base64.b64encode(MARKER.pack(CALLER_MAGIC, call, seq, now) + b"\xff").decode() + _TAIL
+
+FRAME_S = 0.02
+
+
+@dataclass
+class SimCall:
+    number: int
+    ws: VoiceLiveConnection
+    sid: str
+    seq: int = 0
+    play_end: float = 0.0  # when the audio buffered so far will have played
+    marks: deque[tuple[str, float]] = field(default_factory=deque)  # (name, played by)
+    clears: list[float] = field(default_factory=list)
+    closed: bool = False
+
+
+class LoadGenerator:
+    def __init__(self, url: str, twilio_token: str, signing_key: str, window: tuple[float, float]) -> None:
+        self.url = url
+        self.twilio_token = twilio_token
+        self.tokens = CallTokens(signing_key.encode())
+        self.window = window
+        self.calls: list[SimCall] = []
+        self.bot_delays: list[float] = []
+        self.bot_blocks = 0
+        self.frames_sent = 0
+        self.errors: list[str] = []
+        self.late_ticks = 0
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def open_call(self, number: int) -> None:
+        call_sid = "CA" + uuid.uuid4().hex
+        sid = "MZ" + uuid.uuid4().hex
+        try:
+            ws = await connect(self.url, additional_headers={"X-Twilio-Signature": twilio_signature(
+                self.twilio_token, self.url)}, compression=None, max_size=1 << 22,
+                create_connection=VoiceLiveConnection, ping_interval=None)
+        except (WebSocketException, OSError) as exc:
+            self.errors.append(f"call {number}: {type(exc).__name__}: {exc}")
+            return
+        token = self.tokens.issue({"call": call_sid, "profile": "bench"}, 600)
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+            "streamSid": sid, "accountSid": "ACbench", "callSid": call_sid, "tracks": ["inbound"],
+            "customParameters": {"profile": "bench", "token": token},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        call = SimCall(number, ws, sid)
+        self.calls.append(call)
+        self._readers.append(asyncio.create_task(self.receive(call)))
+
+    async def receive(self, call: SimCall) -> None:
+        start, end = self.window
+        try:
+            async for data in call.ws:
+                if type(data) is not str:
+                    continue
+                now = time.monotonic()
+                if data.startswith('{"event":"media"'):
+                    payload = data[data.index('"payload":"') + 11: -3]
+                    marker = read_marker(payload, BOT_MAGIC)
+                    if marker is not None and start <= now <= end:
+                        self.bot_delays.append((now - marker[2]) * 1000.0)
+                        self.bot_blocks += 1
+                    call.play_end = max(call.play_end, now) + b64_len(payload) / 8000.0
+                elif data.startswith('{"event":"mark"'):
+                    name = json.loads(data)["mark"]["name"]
+                    if call.play_end <= now:
+                        await self.echo(call, name)
+                    else:
+                        call.marks.append((name, call.play_end))
+                elif data.startswith('{"event":"clear"'):
+                    call.clears.append(now)
+                    call.play_end = now
+                    while call.marks:
+                        await self.echo(call, call.marks.popleft()[0])
+        except Exception as exc:  # a broken call is a result, not a crash of the generator
+            self.errors.append(f"call {call.number}: {type(exc).__name__}: {exc}")
+        finally:
+            call.closed = True
+
+    async def echo(self, call: SimCall, name: str) -> None:
+        await call.ws.send(f'{{"event":"mark","streamSid":"{call.sid}","mark":{{"name":{json.dumps(name)}}}}}')
+
+    async def tick_all(self, until: float, phases: int = 5) -> None:
+        """The one timer: every 20 ms each call sends its next frame and echoes the marks now due.
+
+        Calls are spread over ``phases`` evenly spaced instants of the 20 ms period, as independent
+        phones would be; one burst of every call's frame at once is not what a gateway sees.
+        """
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        step = FRAME_S / phases
+        clock = time.monotonic
+        k = 0
+        while clock() < until:
+            k += 1
+            await asyncio.sleep(max(0.0, t0 + k * step - loop.time()))  # the phones' own clock
+            if loop.time() - (t0 + k * step) > FRAME_S:
+                self.late_ticks += 1
+            phase = k % phases
+            for call in self.calls:
+                if call.closed or call.number % phases != phase:
+                    continue
+                now = clock()  # each frame's own send time: a burst of sends takes a while
+                payload = frame_payload(call.number, call.seq, now)
+                call.seq += 1
+                try:
+                    message = (f'{{"event":"media","streamSid":"{call.sid}","media":{{"track":"inbound",'
+                               f'"chunk":"{call.seq}","timestamp":"{call.seq * 20}","payload":"{payload}"}}}}')
+                    if not call.ws.send_nowait(message):
+                        await call.ws.send(message)
+                    while call.marks and call.marks[0][1] <= now:
+                        await self.echo(call, call.marks.popleft()[0])
+                except (ConnectionClosed, OSError) as exc:
+                    self.errors.append(f"call {call.number}: {type(exc).__name__}")
+                    call.closed = True
+                self.frames_sent += 1
+
+    async def run(self, calls: int, first: int, duration: float, ramp_per_s: float) -> dict[str, Any]:
+        until = time.monotonic() + duration
+        ticker = asyncio.create_task(self.tick_all(until))
+        for i in range(calls):
+            await self.open_call(first + i)
+            await asyncio.sleep(1.0 / ramp_per_s)  # spread the calls' start like real traffic
+        await ticker
+        for call in self.calls:
+            try:
+                if not call.closed:
+                    await call.ws.send(json.dumps({"event": "stop", "streamSid": call.sid}))
+                await call.ws.close()
+            except (ConnectionClosed, OSError):
+                pass
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        delays = np.asarray(self.bot_delays)
+        return {
+            "calls": calls,
+            "connected": len(self.calls),
+            "frames_sent": self.frames_sent,
+            "bot_blocks": self.bot_blocks,
+            "bot_delays_ms": [round(d, 3) for d in delays.tolist()],
+            "clears": [[c.number, t] for c in self.calls for t in c.clears],
+            "late_ticks": self.late_ticks,
+            "errors": self.errors[:20],
+            "error_count": len(self.errors),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--calls", type=int, required=True)
+    parser.add_argument("--first", type=int, default=0, help="number of the first call (unique across processes)")
+    parser.add_argument("--duration", type=float, required=True, help="seconds from start to hang-up")
+    parser.add_argument("--window", type=float, nargs=2, required=True, metavar=("START", "END"),
+                        help="measure bot audio delays between these time.monotonic() values")
+    parser.add_argument("--ramp", type=float, default=50.0, help="calls opened per second")
+    parser.add_argument("--twilio-token", required=True)
+    parser.add_argument("--signing-key", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    generator = LoadGenerator(args.url, args.twilio_token, args.signing_key, tuple(args.window))
+    result = run_fast(generator.run(args.calls, args.first, args.duration, args.ramp))
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""Capacity benchmark: sweep the number of concurrent calls through one gateway and measure.
+
+For each step it starts, as separate processes, the simulator in its lean benchmark mode (the
+Voice Live stand-in), the gateway (``gateway serve``, production settings: authentication, JSON
+logs, metrics) and load generators (``bench/loadgen.py``, at most --per-loadgen calls each). After
+the calls have ramped up and warmed up, it measures for a fixed window:
+
+- forwarding delay of caller frames (load generator → benchmark Voice Live) and of bot audio
+  (benchmark Voice Live → load generator), p50 / p99 / max; caller frames lost or reordered;
+- barge-in reaction: inside the gateway (speech_started received → clear sent, from the gateway's
+  histogram) and at the phone (speech_started sent → clear received);
+- gateway CPU seconds per call-minute and % of one core per call, RSS per call, event-loop lag.
+
+It writes the results as JSON and a Markdown report with a plot, and prints a one-line summary.
+
+    python bench/run.py --calls 50,100,200,400 --measure 30            # the full sweep (minutes)
+    python bench/run.py --calls 4 --warmup 2 --measure 3 --no-plot     # a smoke run (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+TARGET_P99_MS = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (the gateway's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of the processes."""
+    user = system = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+        except OSError:
+            continue
+    return total
+
+
+def histogram(metrics_text: str, name: str) -> dict[float, int]:
+    """Cumulative bucket counts of a Prometheus histogram (labels merged)."""
+    buckets: dict[float, int] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="')[1].split('"')[0]
+            bound = math.inf if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return buckets
+
+
+def quantile_from(before: dict[float, int], after: dict[float, int], q: float) -> float | None:
+    """Upper bound of the bucket holding the q-quantile of what was observed between two scrapes."""
+    diff = {b: after.get(b, 0) - before.get(b, 0) for b in after}
+    total = diff.get(math.inf, 0)
+    if total <= 0:
+        return None
+    for bound in sorted(diff):
+        if diff[bound] >= q * total:
+            return bound
+    return math.inf
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not come up")
+            await asyncio.sleep(0.1)  # polling a process that is starting up
+
+
+async def fetch(url: str, method: str = "GET") -> str:
+    async with aiohttp.ClientSession() as http, http.request(method, url) as response:
+        return await response.text()
+
+
+async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    vl_port, gw_port = free_port(), free_port()
+    twilio_token, signing_key = secrets.token_hex(16), secrets.token_hex(32)
+    logs = workdir / f"step-{calls}"
+    logs.mkdir(parents=True, exist_ok=True)
+    vl = subprocess.Popen(
+        [PY, "-m", "gateway", "simulator", "--bench", "--host", "127.0.0.1", "--port", str(vl_port),
+         "--reply-every", str(args.reply_every), "--reply-ms", str(args.reply_ms),
+         "--barge-in-every", str(args.barge_in_every)],
+        cwd=ROOT, stdout=open(logs / "voicelive.log", "wb"), stderr=subprocess.STDOUT)
+    env = {**os.environ, "AZURE_VOICELIVE_ENDPOINT": f"http://127.0.0.1:{vl_port}",
+           "TWILIO_AUTH_TOKEN": twilio_token, "GATEWAY_SIGNING_KEY": signing_key,
+           "GATEWAY_LOG_FORMAT": "json", "GATEWAY_LOG_LEVEL": "info"}
+    serve = [PY, "-m", "gateway", "serve", "--config", str(ROOT / "bench" / "bench-config.yaml"),
+             "--host", "127.0.0.1", "--port", str(gw_port)]
+    if args.workers > 1:
+        serve += ["--workers", str(args.workers)]
+    gw = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=open(logs / "gateway.log", "wb"),
+                          stderr=subprocess.STDOUT)
+    loadgens: list[subprocess.Popen[bytes]] = []
+    try:
+        await wait_http(f"http://127.0.0.1:{vl_port}/bench/stats")
+        await wait_http(f"http://127.0.0.1:{gw_port}/healthz")
+        await asyncio.sleep(0.5)  # let the gateway's workers settle before the baseline
+        base_rss = rss_kib(process_tree(gw.pid))
+        ramp_s = calls / args.ramp
+        start = time.monotonic()
+        window = (start + ramp_s + args.warmup, start + ramp_s + args.warmup + args.measure)
+        processes = max(1, math.ceil(calls / args.per_loadgen))
+        for i in range(processes):
+            share = calls // processes + (1 if i < calls % processes else 0)
+            out = logs / f"loadgen-{i}.json"
+            loadgens.append(subprocess.Popen(
+                [PY, str(ROOT / "bench" / "loadgen.py"), "--url", f"ws://127.0.0.1:{gw_port}/twilio/media",
+                 "--calls", str(share), "--first", str(i * 100_000), "--ramp", str(args.ramp / processes),
+                 "--duration", str(window[1] - start + 1.0), "--window", str(window[0]), str(window[1]),
+                 "--twilio-token", twilio_token, "--signing-key", signing_key, "--out", str(out)],
+                cwd=ROOT, stdout=open(logs / f"loadgen-{i}.log", "wb"), stderr=subprocess.STDOUT))
+        await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
+        await fetch(f"http://127.0.0.1:{vl_port}/bench/reset", "POST")
+        metrics0 = await fetch(f"http://127.0.0.1:{gw_port}/metrics")
+        harness = [vl.pid, *(p.pid for p in loadgens)]
+        cpu0, t0 = cpu_seconds(process_tree(gw.pid)), time.monotonic()
+        harness0 = sum(cpu_seconds(harness))
+        await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
+        cpu1, t1 = cpu_seconds(process_tree(gw.pid)), time.monotonic()
+        harness1 = sum(cpu_seconds(harness))
+        rss = rss_kib(process_tree(gw.pid))
+        metrics1 = await fetch(f"http://127.0.0.1:{gw_port}/metrics")
+        vl_stats = json.loads(await fetch(f"http://127.0.0.1:{vl_port}/bench/stats"))
+        for p in loadgens:
+            await asyncio.to_thread(p.wait, 60)
+        generated = [json.loads((logs / f"loadgen-{i}.json").read_text()) for i in range(processes)]
+    finally:
+        for p in (*loadgens, gw, vl):
+            if p.poll() is None:
+                p.terminate()
+        for p in (*loadgens, gw, vl):
+            try:
+                await asyncio.to_thread(p.wait, 30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    bot_delays = [d for g in generated for d in g["bot_delays_ms"]]
+    clears: dict[int, list[float]] = {}
+    for g in generated:
+        for number, t in g["clears"]:
+            clears.setdefault(number, []).append(t)
+    reactions = []
+    for barge in vl_stats["barge_ins"]:
+        later = [t for t in clears.get(barge["call"], []) if barge["sent"] <= t <= barge["sent"] + 1.0]
+        if later:
+            reactions.append((min(later) - barge["sent"]) * 1000.0)
+    window_s = t1 - t0
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    cpu = user + system
+    connected = sum(g["connected"] for g in generated)
+    inside = quantile_from(histogram(metrics0, "gateway_barge_in_reaction_seconds"),
+                           histogram(metrics1, "gateway_barge_in_reaction_seconds"), 0.99)
+    lag99 = quantile_from(histogram(metrics0, "gateway_event_loop_lag_seconds"),
+                          histogram(metrics1, "gateway_event_loop_lag_seconds"), 0.99)
+    caller = vl_stats["caller_delay_ms"]
+    return {
+        "calls": calls,
+        "connected": connected,
+        "workers": args.workers,
+        "window_s": round(window_s, 2),
+        "caller_frames": vl_stats["caller_frames"],
+        "caller_frames_lost": vl_stats["caller_frames_lost"],
+        "caller_frames_reordered": vl_stats["caller_frames_reordered"],
+        "caller_delay_ms": caller,
+        "bot_delay_ms": {"p50": pct(bot_delays, 50), "p99": pct(bot_delays, 99),
+                         "max": round(max(bot_delays), 3) if bot_delays else None, "blocks": len(bot_delays)},
+        "barge_ins": len(reactions),
+        "barge_in_at_phone_ms": {"p50": pct(reactions, 50), "p99": pct(reactions, 99)},
+        "barge_in_in_gateway_p99_ms": None if inside is None else inside * 1000,
+        "gateway_cpu_s": round(cpu, 3),
+        "gateway_cpu_system_share": round(system / cpu, 3) if cpu else None,
+        "cpu_s_per_call_minute": round(cpu / connected / (window_s / 60), 4) if connected else None,
+        "core_percent_per_call": round(cpu / window_s / connected * 100, 4) if connected else None,
+        "core_percent_total": round(cpu / window_s * 100, 1),
+        # the load generators and the benchmark Voice Live on the same machine
+        "harness_core_percent": round((harness1 - harness0) / window_s * 100, 1),
+        "rss_kib_per_call": round((rss - base_rss) / connected, 1) if connected else None,
+        "rss_kib": rss,
+        "loop_lag_p99_ms": None if lag99 is None else lag99 * 1000,
+        "loadgen_late_ticks": sum(g["late_ticks"] for g in generated),
+        "errors": sum(g["error_count"] for g in generated),
+        "error_samples": [e for g in generated for e in g["errors"]][:5],
+    }
+
+
+def machine_bound(step: dict[str, Any]) -> bool:
+    """The machine, not the gateway, ran out: every core busy with the gateway and the harness."""
+    cores = os.cpu_count() or 1
+    return step["core_percent_total"] + step["harness_core_percent"] >= 90 * cores
+
+
+def passes(step: dict[str, Any]) -> bool:
+    p99 = step["caller_delay_ms"]["p99"]
+    return (step["connected"] == step["calls"] and not step["caller_frames_lost"]
+            and not step["caller_frames_reordered"] and p99 is not None and p99 <= TARGET_P99_MS
+            and (step["bot_delay_ms"]["p99"] or 0) <= TARGET_P99_MS)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = []
+    for calls in [int(c) for c in args.calls.split(",")]:
+        step = await run_step(calls, args, out / "logs")
+        step["passes"] = passes(step)
+        step["machine_bound"] = machine_bound(step)
+        steps.append(step)
+        print(f"{calls:5d} calls: caller p99 {step['caller_delay_ms']['p99']} ms, bot p99 "
+              f"{step['bot_delay_ms']['p99']} ms, lost {step['caller_frames_lost']}, "
+              f"{step['core_percent_per_call']} % core/call, {step['rss_kib_per_call']} KiB/call, "
+              f"barge-in in gateway p99 {step['barge_in_in_gateway_p99_ms']} ms, gateway "
+              f"{step['core_percent_total']} % + harness {step['harness_core_percent']} % of a core, "
+              f"{'ok' if step['passes'] else 'over target'}"
+              f"{' (machine saturated)' if step['machine_bound'] else ''}", flush=True)
+        if not step["passes"] and args.stop_at_failure:
+            break
+    held = max((s["calls"] for s in steps if s["passes"]), default=0)
+    result = {"machine": machine(), "workers": args.workers, "target_p99_ms": TARGET_P99_MS,
+              "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+              "max_calls_within_target": held, "steps": steps}
+    name = args.name or f"workers-{args.workers}"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    if not args.no_plot:
+        from bench.report import write_report
+
+        write_report(result, out / f"{name}.md", out / f"{name}.png")
+    best = next((s for s in steps if s["calls"] == held), None)
+    summary = (f"{name}: {held} calls held within p99 <= {TARGET_P99_MS:g} ms with zero loss"
+               + (f" ({best['core_percent_per_call']} % of a core and {best['rss_kib_per_call']} KiB per call)"
+                  if best else ""))
+    print(summary)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", default="50,100,200,400", help="comma-separated numbers of concurrent calls")
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds after the ramp before measuring")
+    parser.add_argument("--measure", type=float, default=20.0, help="seconds measured")
+    parser.add_argument("--ramp", type=float, default=50.0, help="calls opened per second")
+    parser.add_argument("--per-loadgen", type=int, default=200, help="calls per load generator process")
+    parser.add_argument("--reply-every", type=float, default=4.0)
+    parser.add_argument("--reply-ms", type=int, default=2000)
+    parser.add_argument("--barge-in-every", type=int, default=3)
+    parser.add_argument("--stop-at-failure", action="store_true", help="stop the sweep at the first step over target")
+    parser.add_argument("--name", default=None, help="result file name (default: workers-N)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--no-plot", action="store_true", help="JSON only (no Markdown report, no plot)")
+    return asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    raise SystemExit(main())
