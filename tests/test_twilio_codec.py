@@ -103,3 +103,16 @@ def test_connect_twiml_carries_parameters_escaped() -> None:
     assert stream is not None and stream.get("url") == "wss://x/twilio/media"
     params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
     assert params == {"profile": "sales", "note": 'a"<b>&'}
+
+
+def test_the_fast_media_path_agrees_with_the_parser() -> None:
+    twilio_shaped = json.dumps({"event": "media", "sequenceNumber": "3", "streamSid": SID, "media": {
+        "track": "inbound", "chunk": "2", "timestamp": "40", "payload": PAYLOAD}}, separators=(",", ":"))
+    assert twilio.fast_media_payload(twilio_shaped) == PAYLOAD == twilio.parse_message(twilio_shaped).payload
+    reordered = json.dumps({"event": "media", "media": {"payload": PAYLOAD, "track": "inbound"}})
+    outbound = twilio_shaped.replace('"track":"inbound"', '"track":"outbound"')
+    truncated = twilio_shaped[:-2]
+    extra = twilio_shaped[:-2] + ',"x":"y"}}'
+    for text in (reordered, outbound, truncated, extra, twilio_shaped.replace(PAYLOAD, "!!!!")):
+        assert twilio.fast_media_payload(text) is None  # anything else takes the full parser
+    assert twilio.parse_message(reordered) == twilio.Media(PAYLOAD, "inbound")
