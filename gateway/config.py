@@ -176,6 +176,12 @@ def _positive(value: float) -> float:
     return value
 
 
+def _not_negative_float(value: float) -> float:
+    if value < 0:
+        raise _fail("expected a number of 0 or more")
+    return value
+
+
 def _not_negative(value: int) -> int:
     if value < 0:
         raise _fail("expected a whole number, 0 or more")
@@ -589,6 +595,14 @@ class Tool(_Model):
         return rules
 
 
+class CallLimits(_Model):
+    """When the gateway ends a call by itself, with a spoken goodbye where it can."""
+
+    max_duration_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] | None = 3600.0
+    idle_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] | None = 120.0
+    goodbye: Text = "I have to end the call now. Thank you for calling, goodbye."
+
+
 class Profile(_Model):
     """What a caller gets: model or agent, voice, turn detection, greeting, barge-in behaviour.
 
@@ -613,6 +627,7 @@ class Profile(_Model):
     greeting: Annotated[Greeting | None, BeforeValidator(_check_greeting)] = None
     barge_in: Annotated[BargeIn, BeforeValidator(_check_barge_in)] = BargeIn()
     tools: list[Tool] = Field(default_factory=list)
+    limits: CallLimits = CallLimits()
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
@@ -658,6 +673,12 @@ class VoiceLiveSettings(_Model):
     api_version: Text = DEFAULT_API_VERSION
     token_scope: Text = DEFAULT_TOKEN_SCOPE
     connect_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
+    # A session that drops mid-call is reopened with backoff for at most this long (0: never).
+    reconnect_budget_s: Annotated[float, BeforeValidator(_number), AfterValidator(_not_negative_float)] = 15.0
+    # Renew a session this long before Voice Live's expires_at, at the first quiet moment.
+    renew_before_expiry_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 120.0
+    # A Voice Live socket that stops reading: end the call once this much is waiting to be sent.
+    max_send_backlog_kib: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_positive)] = 1024
 
 
 class GatewaySettings(_Model):
@@ -668,6 +689,11 @@ class GatewaySettings(_Model):
     # Accept carrier traffic that cannot be authenticated (no Twilio auth token, no ACS resource id).
     # For local development only; the gateway says so loudly at start-up.
     insecure_dev_mode: bool = False
+    max_calls: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_positive)] = 200  # per worker
+    # On SIGTERM: stop taking calls, let the active ones finish for at most this long, then exit.
+    drain_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 600.0
+    # What a caller hears when the call cannot be taken or Voice Live fails for good.
+    apology: Text = "Sorry, we cannot take your call right now. Please call again later."
 
 
 class TwilioSettings(_Model):
