@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import metrics
 from gateway.audio import PCM16_24K
 from gateway.auth import AuthError, TokenError, eventgrid_validation_code, public_url_for, secret_matches
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
@@ -157,6 +158,10 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
     if ctx.acs_client is None:
         log.error("IncomingCall, but ACS is not configured (acs.connection_string)")
         return True
+    busy = ctx.refusal()
+    if busy is not None:  # Event Grid delivers it again, possibly to another replica
+        log.warning("IncomingCall not answered", correlation_id=key, reason=busy)
+        return False
     to = called_number(data)
     profile_name, _ = ctx.config.route(to)
     base = public_base(request, ctx)
@@ -255,6 +260,10 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
             return rejected("acs", "media", f"stream token {exc.reason}", status=403, call_id=call_id)
         claims = {}
     existing = ctx.calls.get(call_id)
+    busy = ctx.refusal()
+    if existing is None and busy is not None:
+        metrics.CALLS.inc("acs", f"refused ({busy})")
+        return web.Response(status=503, text=f"{busy}\n")
     ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
     if isinstance(existing, AcsBridge) and not existing.call.ended:

@@ -36,8 +36,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready while new calls are taken: 503 while draining or at ``max_calls``."""
     ctx = request.app[CONTEXT]
-    return web.json_response({"status": "ready", "active_calls": len(ctx.calls)})
+    refusal = ctx.refusal()
+    body = {"status": refusal or "ready", "active_calls": len(ctx.calls)}
+    return web.json_response(body, status=503 if refusal else 200)
 
 
 async def metrics_route(request: web.Request) -> web.Response:
@@ -170,8 +173,24 @@ def create_app(
     return app
 
 
+async def drain(app: web.Application, timeout_s: float) -> bool:
+    """Take no new calls and let the active ones finish; True when they all did within the timeout."""
+    ctx = app[CONTEXT]
+    ctx.draining = True
+    log.info("draining: no new calls; waiting for the active ones to end", active_calls=len(ctx.calls),
+             timeout_s=timeout_s)
+    try:
+        await asyncio.wait_for(ctx.wait_idle(), timeout_s)
+    except TimeoutError:
+        log.warning("drain timeout: ending the calls still in progress", active_calls=len(ctx.calls))
+        return False
+    log.info("drained: every call has ended")
+    return True
+
+
 async def serve(config: GatewayConfig, host: str, port: int, reuse_port: bool = False) -> None:
-    """Run the gateway until SIGINT or SIGTERM. With ``reuse_port``, several processes share the port."""
+    """Run the gateway until SIGINT or SIGTERM, then drain: calls in progress run to their end (up
+    to ``gateway.drain_timeout_s``). With ``reuse_port``, several processes share the port."""
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -190,5 +209,6 @@ async def serve(config: GatewayConfig, host: str, port: int, reuse_port: bool = 
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down")
+        await drain(app, config.gateway.drain_timeout_s)
     finally:
         await runner.cleanup()

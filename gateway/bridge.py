@@ -59,10 +59,19 @@ class GatewayContext:
     acs_client: Any = None  # azure.communication.callautomation.aio.CallAutomationClient
     acs_validator: AcsJwtValidator | None = None
     calls: dict[str, CallBridge] = field(default_factory=dict)
+    draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._idle.set()
+
+    def refusal(self) -> str | None:
+        """Why a new call cannot be taken now (None: it can)."""
+        if self.draining:
+            return "draining"
+        if len(self.calls) >= self.config.gateway.max_calls:
+            return "at max_calls"
+        return None
 
     @property
     def insecure(self) -> bool:

@@ -12,6 +12,7 @@ import asyncio
 
 from aiohttp import WSMsgType, web
 
+from gateway import metrics
 from gateway.auth import TokenError, check_twilio_signature, public_url_for
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
@@ -56,6 +57,11 @@ async def twilio_voice(request: web.Request) -> web.Response:
     if refusal is not None:
         return refusal
     to, call_sid = form.get("To", ""), form.get("CallSid", "")
+    busy = ctx.refusal()
+    if busy is not None:
+        log.warning("call refused", call_id=call_sid, reason=busy)
+        metrics.CALLS.inc("twilio", f"refused ({busy})")
+        return web.Response(text=twilio.say_twiml(ctx.config.gateway.apology), content_type="text/xml")
     profile_name, _ = ctx.config.route(to or None)
     parameters = {"profile": profile_name, "to": to}
     if call_sid:
@@ -135,6 +141,10 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
     refusal = _check_signature(request, ctx, "media", url, None)
     if refusal is not None:
         return refusal
+    busy = ctx.refusal()
+    if busy is not None:
+        metrics.CALLS.inc("twilio", f"refused ({busy})")
+        return web.Response(status=503, text=f"{busy}\n")
     ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
     opened_at = now_ms()
@@ -152,7 +162,9 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
                     observer=ctx.observer_for(start.call_sid),
                     log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid))
         if call.call_id in ctx.calls:
-            call.log.warning("a second media stream for a call in progress", profile=name)
+            call.log.warning("a second media stream for a call in progress: refused (one session per call)")
+            await ws.close(code=1008, message=b"duplicate stream")
+            return ws
         recorder = ctx.open_recorder("twilio", call)
         if recorder is not None:
             if start.params.get("token"):
