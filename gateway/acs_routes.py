@@ -16,17 +16,18 @@ Ending a call on ACS means hanging up through Call Automation, not only closing 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Any
 
 from aiohttp import web
 
 from gateway import metrics
-from gateway.audio import PCM16_24K
+from gateway.audio import PCM16_24K, read_wav, resample
 from gateway.auth import AuthError, TokenError, eventgrid_validation_code, public_url_for, secret_matches
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
-from gateway.carriers.acs import INCOMING_CALL, AcsLeg, called_number
+from gateway.carriers.acs import INCOMING_CALL, SAMPLE_RATE, AcsLeg, called_number
 from gateway.twilio_routes import public_base
 
 STREAM_TOKEN_TTL_S = 24 * 3600.0  # the socket may reconnect at any time during the call
@@ -276,7 +277,8 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
     stream_id = request.headers.get("x-ms-call-correlation-id", "") or claims.get("correlation", "")
     call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
                 started_at=0.0, audio=PCM16_24K, paced=True, piece_ms=ACS_PIECE_MS,
-                observer=ctx.observer_for(call_id), log=log.bind(call_id=call_id, stream_id=stream_id))
+                observer=ctx.observer_for(call_id), log=log.bind(call_id=call_id, stream_id=stream_id),
+                fallback_audio=request.app[APOLOGY], **ctx.call_options())
     try:
         await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call), request.transport).run()
     finally:
@@ -286,3 +288,12 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
 
 
 SEEN_CALLS: web.AppKey[dict[str, float]] = web.AppKey("acs_seen_calls", dict)
+APOLOGY: web.AppKey[str | None] = web.AppKey("acs_apology_audio", str)
+
+
+def load_apology(path: str | None) -> str | None:
+    """The apology clip as base64 PCM16 24 kHz (what the ACS leg plays when Voice Live fails)."""
+    if not path:
+        return None
+    wav = read_wav(path)
+    return base64.b64encode(resample(wav.mono, wav.rate, SAMPLE_RATE).astype("<i2").tobytes()).decode()

@@ -15,7 +15,16 @@ import aiohttp
 from aiohttp import web
 
 from gateway import __version__, metrics
-from gateway.acs_routes import SEEN_CALLS, acs_callbacks, acs_incoming, acs_incoming_options, acs_media
+from gateway.acs_routes import (
+    APOLOGY,
+    SEEN_CALLS,
+    acs_callbacks,
+    acs_incoming,
+    acs_incoming_options,
+    acs_media,
+    load_apology,
+)
+from gateway.audio import ASSETS
 from gateway.auth import AcsJwtValidator, CallTokens
 from gateway.bridge import CONTEXT, GatewayContext
 from gateway.call import Observer
@@ -23,7 +32,7 @@ from gateway.config import GatewayConfig
 from gateway.log import get_logger, register_secret
 from gateway.recording import RecordingWriter
 from gateway.tools import ToolRunner, http_tool_runner
-from gateway.twilio_routes import twilio_media, twilio_voice
+from gateway.twilio_routes import twilio_media, twilio_stream_ended, twilio_voice
 from gateway.voicelive.client import VoiceLiveConnector
 
 log = get_logger("gateway.app")
@@ -86,6 +95,7 @@ def create_app(
     app = web.Application()
     endpoint = voicelive_endpoint or config.voicelive.endpoint
     app[SEEN_CALLS] = {}
+    app[APOLOGY] = load_apology(config.acs.fallback_clip or str(ASSETS / "apology.wav"))
 
     async def start_backend(app: web.Application) -> Any:
         nonlocal endpoint
@@ -163,6 +173,7 @@ def create_app(
     app.on_shutdown.append(end_calls)
     app.router.add_post("/twilio/voice", twilio_voice)
     app.router.add_get("/twilio/media", twilio_media)
+    app.router.add_post("/twilio/stream-ended", twilio_stream_ended)
     app.router.add_post("/acs/incoming", acs_incoming)
     app.router.add_route("OPTIONS", "/acs/incoming", acs_incoming_options)
     app.router.add_post("/acs/callbacks", acs_callbacks)

@@ -33,9 +33,19 @@ from gateway.wire import PHONE, VOICELIVE, PhoneLeg, WireCall
 log = get_logger("gateway.bridge")
 
 MAX_PHONE_MESSAGE = 1 << 20
+RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 PHONE_WRITE_LIMIT = 1 << 16  # bytes waiting in the phone socket before writes go through aiohttp
 # Ends that came from the caller's side: nothing to hang up, the socket closes normally.
 CALLER_ENDS = ("caller_hung_up", "phone_socket_closed")
+# Ends where the gateway failed the caller (they hear an apology where the carrier allows it).
+FAILURE_ENDS = ("voicelive_unavailable", "voicelive_lost", "voicelive_not_ready", "voicelive_closed",
+                "voicelive_stalled", "audio_format_rejected", "gateway_error")
+FAILED_CALL_TTL_S = 600.0
+
+
+def _status_label(status: int | None) -> str:
+    return str(status) if status in (400, 401, 403, 404, 408, 429, 500, 502, 503, 504) else (
+        "other" if status else "unreachable")
 
 
 def _noop_observer(_e: str, _t: float, _f: dict[str, Any]) -> None:
@@ -59,6 +69,7 @@ class GatewayContext:
     acs_client: Any = None  # azure.communication.callautomation.aio.CallAutomationClient
     acs_validator: AcsJwtValidator | None = None
     calls: dict[str, CallBridge] = field(default_factory=dict)
+    failed_calls: dict[str, float] = field(default_factory=dict)  # call id -> when the gateway gave up on it
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -96,6 +107,19 @@ class GatewayContext:
         """Return once no call is in progress (every call's tasks and sockets are finished)."""
         await self._idle.wait()
 
+    def call_options(self) -> dict[str, Any]:
+        """What every call takes from the configuration (beyond its profile)."""
+        vl = self.config.voicelive
+        return {"reconnect_budget_ms": vl.reconnect_budget_s * 1000.0,
+                "renew_before_ms": vl.renew_before_expiry_s * 1000.0}
+
+    def note_failure(self, call_id: str) -> None:
+        """Remember, for a while, that a call ended because the gateway could not serve it."""
+        now = time.monotonic()
+        for old in [k for k, t in self.failed_calls.items() if now - t > FAILED_CALL_TTL_S]:
+            del self.failed_calls[old]
+        self.failed_calls[call_id] = now
+
     def open_recorder(self, carrier: str, call: Call) -> CallRecorder | None:
         if self.recording is None:
             return None
@@ -121,28 +145,45 @@ class CallBridge:
         self.call = call
         self.log = call.log
         self.observer = call.observer
+        call.observer = self._observe  # count what matters in metrics, then pass it on
         self._opened_at = opened_at
         self.recorder = recorder
         self.wire = WireCall(call, leg, recorder)
         self.voicelive: ClientConnection | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
-        self._pacer_wake = asyncio.Event()
+        self._clock_wake = asyncio.Event()
+        self._clock_due: float | None = None
 
     def _now(self) -> float:
         return now_ms() - self._opened_at
 
+    def _observe(self, event: str, t: float, fields: dict[str, Any]) -> None:
+        if event == "bot.first_audio" and fields.get("after_speech_stopped_ms") is not None:
+            metrics.FIRST_AUDIO.observe(fields["after_speech_stopped_ms"] / 1000.0, self.carrier)
+        elif event == "barge_in":
+            metrics.BARGE_INS.inc(self.carrier)
+            if fields.get("truncated_at_ms"):
+                metrics.TRUNCATIONS.inc(self.carrier)
+        elif event == "voicelive.error":
+            metrics.VOICELIVE_ERRORS.inc(metrics.error_code_label(str(fields.get("code") or "")))
+        self.observer(event, t, fields)
+
     async def _flush(self) -> None:
         """Send everything the call queued, in order, to each leg."""
         wire = self.wire
-        if self.voicelive is not None:
+        ws = self.voicelive
+        if ws is not None:
             messages = wire.take_voicelive()
             if messages:
-                send = self.voicelive.send
+                # Written at once, never waiting for Voice Live to read: a session that stops reading
+                # is caught by the backlog bound below instead of stalling the call's other leg.
                 try:
                     for message in messages:
-                        await send(message)
+                        if not ws.send_nowait(message):
+                            await ws.send(message)  # not open any more: raises ConnectionClosed
                 except ConnectionClosed as exc:
-                    wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, self._now())
+                    if not self.call.ended:
+                        wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, self._now())
         messages = wire.take_phone()
         if messages and not self.phone.closed and not self._write_phone(messages):
             send_str = self.phone.send_str  # (audio for a closed socket is dropped)
@@ -151,8 +192,8 @@ class CallBridge:
                     await send_str(message)
             except ConnectionResetError:
                 self._phone_lost()
-        if self.call.paced and self.call.next_tick() is not None:
-            self._pacer_wake.set()
+        self._wake_clock()
+        self._check_backlog()
         for run in wire.take_tools():
             task = asyncio.create_task(self._run_tool(run), name=f"tool-{self.call.call_id}-{run.name}")
             self._tool_tasks.add(task)
@@ -179,6 +220,19 @@ class CallBridge:
         transport.write(out)
         return True
 
+    def _check_backlog(self) -> None:
+        """A Voice Live socket that stops reading must not grow memory without bound."""
+        ws = self.voicelive
+        if ws is None or self.call.ended:
+            return
+        backlog = ws.transport.get_write_buffer_size()
+        if backlog > self.ctx.config.voicelive.max_send_backlog_kib * 1024:
+            self.log.error("Voice Live is not reading what the gateway sends; ending the call",
+                           backlog_kib=backlog // 1024)
+            metrics.FRAMES_DROPPED.inc("voicelive_stalled")
+            self.wire.voicelive_failed("voicelive_stalled", self._now())
+            ws.transport.abort()
+
     def _phone_lost(self) -> None:
         self.wire.phone_closed("phone_socket_closed", self._now())
 
@@ -204,7 +258,7 @@ class CallBridge:
                         and wire.recorder is None and self.voicelive.send_nowait(out[0])):
                     out.clear()
                     if self.voicelive.paused:
-                        await self.voicelive.drain()
+                        self._check_backlog()
                     continue
                 await self._flush()
                 if call.ended:
@@ -219,24 +273,51 @@ class CallBridge:
             self._phone_lost()
 
     async def _voicelive_side(self) -> None:
+        """Open the Voice Live session, pump it, and reopen it when it drops mid-call (within the
+        reconnect budget) or when the call asks for a fresh one before the session expires."""
         wire, call, ctx = self.wire, self.call, self.ctx
-        timeout = ctx.config.voicelive.connect_timeout_s
-        try:
-            self.voicelive = await ctx.connector.connect(call.profile)
-        except VoiceLiveConnectError as exc:
-            self.log.error("could not open the Voice Live session", reason=str(exc), status=exc.status)
-            wire.voicelive_failed("voicelive_unavailable", self._now(), status=exc.status)
+        attempt = 0
+        while not call.ended:
+            started = time.perf_counter()
+            try:
+                self.voicelive = await ctx.connector.connect(call.profile)
+            except VoiceLiveConnectError as exc:
+                metrics.VOICELIVE_FAILURES.inc(self.carrier, _status_label(exc.status))
+                deadline = call.reconnect_deadline
+                if call.state == CallState.RECONNECTING and deadline is not None and self._now() < deadline:
+                    delay = min(RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)],
+                                max(0.0, (deadline - self._now()) / 1000))
+                    self.log.warning("Voice Live reconnect failed; retrying", reason=str(exc), status=exc.status,
+                                     attempt=attempt + 1, retry_in_s=round(delay, 2))
+                    attempt += 1
+                    await asyncio.sleep(delay)  # backoff before the next attempt
+                    continue
+                self.log.error("could not open the Voice Live session", reason=str(exc), status=exc.status)
+                reason = "voicelive_lost" if call.state == CallState.RECONNECTING else "voicelive_unavailable"
+                wire.voicelive_failed(reason, self._now(), status=exc.status)
+                await self._flush()
+                return
+            metrics.VOICELIVE_CONNECT.observe(time.perf_counter() - started, self.carrier)
+            if call.state == CallState.RECONNECTING:
+                metrics.VOICELIVE_RECONNECTS.inc(self.carrier)
+            attempt = 0
+            wire.voicelive_opened(self._now())
             await self._flush()
-            return
-        ws = self.voicelive
-        wire.voicelive_opened(self._now())
-        await self._flush()
+            if not await self._pump(self.voicelive):
+                return
+
+    async def _pump(self, ws: ClientConnection) -> bool:
+        """Read one Voice Live session until it ends. True: open another (a drop with budget left,
+        or a renewal); False: the call is over."""
+        wire, call = self.wire, self.call
+        timeout = self.ctx.config.voicelive.connect_timeout_s
         loop = asyncio.get_running_loop()
         ready_by = loop.time() + timeout
         perf = time.perf_counter
+        expires_seen = None
         try:
             while True:
-                if call.state == CallState.CONNECTING:
+                if call.state != CallState.READY:
                     remaining = ready_by - loop.time()
                     if remaining <= 0:
                         raise TimeoutError
@@ -251,28 +332,48 @@ class CallBridge:
                     reaction = perf() - received
                     metrics.BARGE_IN_REACTION.observe(reaction, self.carrier)
                     self.observer("clear_sent", self._now(), {"reaction_ms": round(reaction * 1000, 3)})
+                if call.expires_at is not None and call.expires_at != expires_seen:
+                    expires_seen = call.expires_at
+                    wire.session_expiry(call.expires_at - time.time(), self._now())
+                    self._wake_clock()
                 if call.ended:
-                    return
+                    return False
+                if call.wants_new_session:  # a quiet moment before the session expires
+                    await ws.close()
+                    wire.voicelive_closed(1000, self._now())
+                    return True
         except TimeoutError:
             self.log.error("Voice Live did not confirm the session configuration in time", timeout_s=timeout)
             wire.voicelive_failed("voicelive_not_ready", self._now())
         except ConnectionClosed as exc:
-            wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, self._now())
+            if not call.ended:
+                wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, self._now())
         await self._flush()
+        return call.state == CallState.RECONNECTING
 
-    async def _pacer(self) -> None:
-        """Release the bot's audio to a phone leg without acknowledgements, in real time."""
+    def _wake_clock(self) -> None:
+        due = self.call.next_deadline()
+        if due is not None and (self._clock_due is None or due < self._clock_due):
+            self._clock_wake.set()
+
+    async def _clock(self) -> None:
+        """The call's timer: pacing on legs without acknowledgements, limits, session renewal."""
         call = self.call
         while not call.ended:
-            due = call.next_tick()
+            due = call.next_deadline()
+            self._clock_due = due
+            self._clock_wake.clear()
             if due is None:
-                self._pacer_wake.clear()
-                await self._pacer_wake.wait()
+                await self._clock_wake.wait()
                 continue
             delay = (due - self._now()) / 1000.0
             if delay > 0:
-                await asyncio.sleep(delay)  # the playback clock itself
-            call.tick(self._now())
+                try:  # the timer itself; an earlier deadline wakes it sooner
+                    await asyncio.wait_for(self._clock_wake.wait(), delay)
+                    continue
+                except TimeoutError:
+                    pass
+            self.wire.tick(self._now())
             await self._flush()
 
     async def run(self) -> None:
@@ -283,8 +384,7 @@ class CallBridge:
             asyncio.create_task(self._phone_side(), name=f"phone-{call.call_id}"),
             asyncio.create_task(self._voicelive_side(), name=f"voicelive-{call.call_id}"),
         ]
-        if call.paced:
-            tasks.append(asyncio.create_task(self._pacer(), name=f"pacer-{call.call_id}"))
+        tasks.append(asyncio.create_task(self._clock(), name=f"clock-{call.call_id}"))
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -301,7 +401,16 @@ class CallBridge:
             if self.recorder is not None:
                 self.recorder.close()
             ctx.remove_call(self)
+            if call.end_reason in FAILURE_ENDS:
+                ctx.note_failure(call.call_id)
             metrics.CALLS.inc(self.carrier, call.end_reason or "unknown")
+            stats = call.stats
+            metrics.FRAMES.inc(self.carrier, "in", amount=stats.frames_in)
+            metrics.FRAMES.inc(self.carrier, "out", amount=stats.deltas_out)
+            if stats.frames_lost_hold:
+                metrics.FRAMES_DROPPED.inc("held_too_long", amount=stats.frames_lost_hold)
+            if stats.deltas_dropped:
+                metrics.FRAMES_DROPPED.inc("after_barge_in", amount=stats.deltas_dropped)
             summary = call.summary(self._now())
             if self.wire.bad_input:
                 summary["bad_messages"] = dict(self.wire.bad_input)
@@ -321,7 +430,7 @@ class CallBridge:
         if self.call.end_reason not in CALLER_ENDS:
             await self._end_phone_call()
         if not self.phone.closed:
-            code = 1000 if self.call.end_reason in CALLER_ENDS else 1011
+            code = 1011 if self.call.end_reason in FAILURE_ENDS else 1000
             await self.phone.close(code=code)
             self.wire.gateway_closed(PHONE, code, self._now())
 

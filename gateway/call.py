@@ -65,6 +65,10 @@ _APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
 _APPEND_TAIL = '"}'
 
 
+GOODBYE_TIMEOUT_MS = 20_000.0  # a goodbye that has not finished by then: hang up anyway
+MIN_SESSION_MS = 60_000.0  # a Voice Live session is kept at least this long before a renewal
+
+
 def _no_observer(_event: str, _t: float, _fields: dict[str, Any]) -> None:
     return None
 
@@ -118,6 +122,9 @@ class Playout:
 
     def playing(self, now: float) -> bool:
         return bool(self.pending)
+
+    def playing_until(self) -> float | None:
+        return None  # known from the phone's acknowledgements, not from a clock
 
     def ack(self, name: str, now: float) -> bool:
         """A mark came back. Returns False for names that are not pending (stale or unknown)."""
@@ -190,6 +197,13 @@ class PacedPlayout:
     def playing(self, now: float) -> bool:
         return bool(self.waiting) or self._clock_end > now
 
+    def playing_until(self) -> float | None:
+        """When everything queued will have played (None: nothing is playing)."""
+        if not self.waiting and not self.released:
+            return None
+        waiting_ms = sum(p.size for p in self.waiting) / self.bytes_per_ms
+        return max(self._clock_end, 0.0) + waiting_ms
+
     def position(self, now: float) -> tuple[str | None, int]:
         released = self.released
         while released and released[0].sent_at + released[0].size / self.bytes_per_ms <= now:
@@ -226,12 +240,25 @@ class CallStats:
     voicelive_errors: int = 0
     dtmf: int = 0
     tool_calls: int = 0
+    reconnects: int = 0
 
 
 class CallState:
     CONNECTING = "connecting"  # waiting for the Voice Live session to be configured
     READY = "ready"
+    RECONNECTING = "reconnecting"  # the session dropped or is being renewed: caller audio is held
+    CLOSING = "closing"  # ending: a goodbye or an apology still plays, then the call hangs up
     ENDED = "ended"
+
+
+@dataclass(slots=True)
+class _Turn:
+    """One turn of the conversation, kept to restore it in a new session."""
+
+    item_id: str
+    role: str  # "user" | "assistant"
+    text: str | None = None
+    heard: float = 1.0  # fraction of an assistant turn the caller heard (barge-in)
 
 
 @dataclass(slots=True)
@@ -261,6 +288,9 @@ class Call:
     hold_ms: int = 15_000  # caller audio held while the Voice Live session is not ready
     piece_ms: int = 60  # bot audio goes to the phone in pieces of at most this (each followed by a mark)
     paced: bool = False  # no playback acknowledgements on this leg: pace the bot's audio in real time
+    reconnect_budget_ms: float = 0.0  # a dropped session is reopened for at most this long (0: never)
+    renew_before_ms: float = 120_000.0  # renew the session this long before it expires
+    fallback_audio: str | None = None  # an apology in the leg's format, played (paced legs) when all fails
 
     state: str = field(default=CallState.CONNECTING, init=False)
     end_reason: str | None = field(default=None, init=False)
@@ -300,7 +330,27 @@ class Call:
         self._speech_stopped_at: float | None = None
         self._obuf_clear_off = not self.profile.barge_in.output_audio_buffer_clear
         self._warned: set[str] = set()
+        # conversation memory, restored into a new session after a drop or a renewal
+        self.conversation: deque[_Turn] = deque(maxlen=60)
+        self._turns: dict[str, _Turn] = {}
+        self._injected = 0
+        self._connected = False  # a Voice Live socket is open (control events can be sent)
+        self._held_control: list[str] = []
+        self.reconnect_deadline: float | None = None
+        self.renew_at: float | None = None
+        self.wants_new_session = False  # the shell closes this session and opens a fresh one
+        self._caller_speaking = False
+        limits = self.profile.limits
+        self._hard_deadline = self.started_at + limits.max_duration_s * 1000 if limits.max_duration_s else None
+        self._idle_ms = limits.idle_timeout_s * 1000 if limits.idle_timeout_s else None
+        self._last_activity = self.started_at
+        self._goodbye: str | None = None  # why the bot is saying goodbye
+        self._goodbye_response: str | None = None
+        self._goodbye_deadline: float | None = None
+        self._closing_reason: str | None = None
         self._handlers: dict[str, Callable[[dict[str, Any], float], None]] = {
+            "conversation.item.created": self._on_item_created,
+            "response.output_item.added": self._on_output_item,
             "session.created": self._on_session_created,
             "session.updated": self._on_session_updated,
             "error": self._on_error,
@@ -322,14 +372,19 @@ class Call:
         return self.state == CallState.ENDED
 
     def _send(self, event: dict[str, Any], kind: str | None = None) -> None:
-        """Queue a control event for Voice Live, tagged with an event id so errors can be traced."""
+        """Queue a control event for Voice Live, tagged with an event id so errors can be traced.
+        While no session is open, it waits for the next one."""
         self._event_seq += 1
         event_id = f"gw_{self._event_seq}"
         event["event_id"] = event_id
         self._sent_kinds[event_id] = kind or event["type"]
         if len(self._sent_kinds) > 64:
             self._sent_kinds.pop(next(iter(self._sent_kinds)))
-        self.to_voicelive.append(json.dumps(event, separators=(",", ":")))
+        text = json.dumps(event, separators=(",", ":"))
+        if self._connected:
+            self.to_voicelive.append(text)
+        elif len(self._held_control) < 32:
+            self._held_control.append(text)
 
     def _warn_once(self, key: str, message: str, **fields: Any) -> None:
         if key in self._warned:
@@ -346,6 +401,18 @@ class Call:
         if hang_up:
             self.to_phone.append(Hangup(reason))
         self.observer("call.ended", now, {"reason": reason})
+
+    def _close_after_playout(self, reason: str, now: float) -> None:
+        """End the call once the bot audio still playing has been heard (a goodbye, an apology)."""
+        if self.ended:
+            return
+        self.state = CallState.CLOSING
+        self._closing_reason = reason
+        self._finish_closing(now)
+
+    def _finish_closing(self, now: float) -> None:
+        if self.state == CallState.CLOSING and not self.playout.playing(now):
+            self._end(self._closing_reason or "closing", now, hang_up=True)
 
     def summary(self, now: float) -> dict[str, Any]:
         s = self.stats
@@ -364,6 +431,7 @@ class Call:
             "voicelive_errors": s.voicelive_errors,
             "dtmf": s.dtmf,
             "tool_calls": s.tool_calls,
+            "voicelive_reconnects": s.reconnects,
         }
 
     # --- phone leg --------------------------------------------------------------------------
@@ -375,7 +443,7 @@ class Call:
             self.stats.frames_in += 1
             self.stats.bytes_in += b64_len(payload)
             self.to_voicelive.append(_APPEND_HEAD + payload + _APPEND_TAIL)
-        elif state == CallState.CONNECTING:
+        elif state == CallState.CONNECTING or state == CallState.RECONNECTING:
             size = b64_len(payload)
             self._held.append(payload)
             self._held_bytes += size
@@ -393,16 +461,57 @@ class Call:
         playout = self.playout
         if isinstance(playout, Playout) and playout.ack(name, now):
             self.stats.marks_acked += 1
+            if self.state == CallState.CLOSING:
+                self._finish_closing(now)
+            elif not playout.pending:
+                self._maybe_renew(now)
 
     def tick(self, now: float) -> None:
-        """Time passes: on a paced leg, release the bot audio now due."""
+        """Time passes: release paced bot audio now due, and act on deadlines (limits, renewal)."""
+        if self.ended:
+            return
         self.playout.release(now, self.to_phone)
+        if self.state == CallState.CLOSING:
+            self._finish_closing(now)
+            return
+        if self._goodbye is not None:
+            if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
+                self._end(self._goodbye, now, hang_up=True)  # the goodbye never came: end anyway
+            return
+        if self._hard_deadline is not None and now >= self._hard_deadline:
+            self._say_goodbye("max_duration", now)
+        elif self._idle_ms is not None and now >= self._last_activity + self._idle_ms:
+            self._say_goodbye("idle_timeout", now)
+        else:
+            self._maybe_renew(now)
 
     def next_tick(self) -> float | None:
         """When :meth:`tick` has something to do next (None: nothing is waiting)."""
         return self.playout.next_release()
 
+    def next_deadline(self) -> float | None:
+        """The next time :meth:`tick` must run (pacing, limits, renewal); None: nothing is due."""
+        if self.ended:
+            return None
+        candidates = [self.playout.next_release()]
+        if self.state == CallState.CLOSING:
+            candidates.append(self.playout.playing_until())
+        elif self._goodbye is not None:
+            candidates.append(self._goodbye_deadline)
+        else:
+            candidates.append(self._hard_deadline)
+            if self._idle_ms is not None:
+                candidates.append(self._last_activity + self._idle_ms)
+            if self.renew_at is not None and self.state == CallState.READY and not self.wants_new_session:
+                candidates.append(self.renew_at)
+        due = [c for c in candidates if c is not None]
+        return min(due) if due else None
+
+    def _activity(self, now: float) -> None:
+        self._last_activity = now
+
     def dtmf(self, digit: str, now: float) -> None:
+        self._activity(now)
         self.stats.dtmf += 1
         self.log.info("caller pressed a key")
         self.log.debug("dtmf digit", digit=digit)
@@ -414,19 +523,96 @@ class Call:
     # --- Voice Live leg -----------------------------------------------------------------
 
     def voicelive_connected(self, now: float) -> None:
-        """The Voice Live socket is open: configure the session from the profile."""
-        self.observer("voicelive.connected", now, {"connect_ms": round(now - self.started_at, 1)})
+        """A Voice Live socket is open: configure the session from the profile, and after a drop or a
+        renewal, give it the conversation so far."""
+        self._connected = True
+        self.wants_new_session = False
+        self.observer("voicelive.connected", now, {"connect_ms": round(now - self.started_at, 1),
+                                                   "restored_turns": len(self.conversation)})
         update = {"type": "session.update", "session": build_session(self.profile, self.audio.name)}
         self._send(update)
+        if self.state == CallState.RECONNECTING:
+            for turn in self.conversation:
+                item = self._restore_item(turn)
+                if item is not None:
+                    self._send({"type": "conversation.item.create", "item": item}, kind="restore")
+
+    def _restore_item(self, turn: _Turn) -> dict[str, Any] | None:
+        text = turn.text
+        if not text:
+            return None
+        if turn.role == "assistant" and turn.heard < 1.0:
+            words = text.split()
+            text = " ".join(words[: max(1, int(len(words) * turn.heard))]) + " [interrupted by the caller]"
+        self._injected += 1
+        item_id = f"gw_item_{self._injected}"
+        self._turns[item_id] = turn
+        part = {"type": "input_text", "text": text} if turn.role == "user" else {"type": "text", "text": text}
+        return {"id": item_id, "type": "message", "role": turn.role, "content": [part]}
 
     def voicelive_failed(self, reason: str, now: float) -> None:
-        """The session could not be opened or broke: the call cannot go on."""
-        self._end(reason, now, hang_up=True)
+        """The session could not be opened, or could not be reopened in time: the call cannot go on.
+        On a paced leg with an apology clip, the caller hears it before the call hangs up."""
+        if self.ended:
+            return
+        self._connected = False
+        self.log.error("ending the call: Voice Live is not available", reason=reason)
+        if self.paced and self.fallback_audio and self.state != CallState.CLOSING:
+            self.playout.flush(now)
+            self._queue_audio(self.fallback_audio, None, None, now)
+            self._close_after_playout(reason, now)
+        else:
+            self._end(reason, now, hang_up=True)
 
     def voicelive_closed(self, code: int | None, now: float) -> None:
-        if not self.ended:
-            self.log.warning("Voice Live closed the session", close_code=code)
-            self._end("voicelive_closed", now, hang_up=True)
+        """The Voice Live socket closed. Mid-call, with a reconnect budget, the call goes on while the
+        shell opens a new session (caller audio is held meanwhile); otherwise the call ends."""
+        self._connected = False
+        if self.ended or self.state == CallState.CLOSING:
+            return
+        renewing = self.wants_new_session
+        if self.reconnect_budget_ms > 0 and (self.ready_at is not None or renewing):
+            if self.state != CallState.RECONNECTING:
+                self.state = CallState.RECONNECTING
+                self.reconnect_deadline = now + max(self.reconnect_budget_ms, 10_000.0 if renewing else 0.0)
+                self.stats.reconnects += 1
+                self._abandon_response(now)
+            if renewing:
+                self.log.info("renewing the Voice Live session", close_code=code)
+            else:
+                self.log.warning("Voice Live session lost; reconnecting", close_code=code,
+                                 budget_ms=self.reconnect_budget_ms)
+            self.observer("voicelive.lost", now, {"code": code, "renewing": renewing})
+            return
+        self.log.warning("Voice Live closed the session", close_code=code)
+        self._end("voicelive_closed", now, hang_up=True)
+
+    def _abandon_response(self, now: float) -> None:
+        """The session is gone: its response will never finish. What already reached the phone plays."""
+        if self.active_response is not None:
+            self._dropped_responses.add(self.active_response)
+            self.active_response = None
+        self._deferred_truncates.clear()
+        if self._goodbye is not None and self._goodbye_response is not None:
+            self._close_after_playout(self._goodbye, now)
+
+    def schedule_renewal(self, seconds_left: float, now: float) -> None:
+        """Voice Live said the session expires in ``seconds_left``: renew it before then, between turns.
+        A session is never renewed within a minute of being opened (a wrong clock must not make
+        the gateway renew sessions in a loop)."""
+        if seconds_left * 1000 < self.renew_before_ms:
+            self._warn_once("short-session", "Voice Live session expires very soon; check the clocks",
+                            seconds_left=round(seconds_left, 1))
+        self.renew_at = now + max(MIN_SESSION_MS, seconds_left * 1000 - self.renew_before_ms)
+
+    def _maybe_renew(self, now: float) -> None:
+        """At a quiet moment past the renewal time, ask the shell for a fresh session."""
+        if (self.renew_at is None or now < self.renew_at or self.state != CallState.READY
+                or self.wants_new_session or self.active_response is not None or self._caller_speaking
+                or self._tools_running or self.playout.playing(now)):
+            return
+        self.renew_at = None
+        self.wants_new_session = True
 
     def voicelive_event(self, event: dict[str, Any], now: float) -> None:
         handler = self._handlers.get(event.get("type"))  # type: ignore[arg-type]
@@ -454,9 +640,21 @@ class Call:
         expires = session.get("expires_at")
         if isinstance(expires, (int, float)):
             self.expires_at = expires
-        if self.state != CallState.CONNECTING:
+        if self.state not in (CallState.CONNECTING, CallState.RECONNECTING):
             return
+        first = self.ready_at is None
         self.state = CallState.READY
+        self.reconnect_deadline = None
+        if not first:
+            held = len(self._held)
+            self.log.info("Voice Live session restored", held_frames=held, restored_turns=len(self.conversation))
+            self.observer("session.restored", now, {"held_frames": held})
+            while self._held:
+                self.caller_audio(self._held.popleft(), now)
+            self._held_bytes = 0
+            held_control, self._held_control = self._held_control, []
+            self.to_voicelive.extend(held_control)
+            return
         self.ready_at = now
         held = len(self._held)
         self.observer("session.ready", now, {"format": want, "held_frames": held,
@@ -500,6 +698,8 @@ class Call:
 
     def _on_speech_stopped(self, event: dict[str, Any], now: float) -> None:
         self._speech_stopped_at = now
+        self._caller_speaking = False
+        self._activity(now)
         self.observer("caller.speech_stopped", now, {"audio_end_ms": event.get("audio_end_ms")})
 
     def _on_response_created(self, event: dict[str, Any], now: float) -> None:
@@ -507,6 +707,8 @@ class Call:
         rid = response.get("id")
         if isinstance(rid, str):
             self.active_response = rid
+            if self._goodbye is not None and self._goodbye_response is None:
+                self._goodbye_response = rid
         self.stats.responses += 1
         self.observer("response.created", now, {"response_id": rid})
 
@@ -519,7 +721,11 @@ class Call:
         deferred = self._deferred_truncates.pop(rid, None)
         if deferred is not None:
             self._send(deferred)
+        if self._goodbye is not None and rid == self._goodbye_response:
+            self._close_after_playout(self._goodbye, now)
+            return
         self._continue_after_tools()
+        self._maybe_renew(now)
         details = response.get("status_details") or {}
         self.observer("response.done", now, {
             "response_id": rid, "status": response.get("status"),
@@ -542,31 +748,81 @@ class Call:
             if self._speech_stopped_at is not None:
                 fields["after_speech_stopped_ms"] = round(now - self._speech_stopped_at, 1)
             self.observer("bot.first_audio", now, fields)
-        offset = self._item_bytes.get(item_id, 0) if item_id else 0
         if item_id and item_id not in self._item_response:
             self._item_response[item_id] = rid
+        self._last_activity = now
+        self._queue_audio(delta, item_id, rid, now)
+        self.stats.deltas_out += 1
+        self.stats.bytes_out += b64_len(delta)
+
+    def _queue_audio(self, audio: str, item_id: str | None, rid: str | None, now: float) -> None:
+        """Bot audio for the phone, in pieces the playout can account for."""
+        offset = self._item_bytes.get(item_id, 0) if item_id else 0
         to_phone = self.to_phone
         queue = self.playout.queue
-        for piece in split_b64(delta, self._piece_chars):
+        for piece in split_b64(audio, self._piece_chars):
             size = b64_len(piece)
             offset += size
             queue(piece, item_id, offset, size, now, to_phone)
         if item_id:
             self._item_bytes[item_id] = offset
-        self.stats.deltas_out += 1
-        self.stats.bytes_out += b64_len(delta)
 
     def _on_truncated(self, event: dict[str, Any], now: float) -> None:
         self.log.debug("Voice Live truncated an item", item_id=event.get("item_id"),
                        audio_end_ms=event.get("audio_end_ms"))
 
+    # --- conversation memory ---------------------------------------------------------------------
+
+    def _remember(self, item_id: Any, role: str) -> None:
+        if isinstance(item_id, str) and item_id not in self._turns:
+            turn = _Turn(item_id, role)
+            self._turns[item_id] = turn
+            if len(self.conversation) == self.conversation.maxlen:
+                self._turns.pop(self.conversation[0].item_id, None)
+            self.conversation.append(turn)
+
+    def _on_item_created(self, event: dict[str, Any], now: float) -> None:
+        item = event.get("item")
+        if isinstance(item, dict) and item.get("type") == "message" and item.get("role") in ("user", "assistant"):
+            self._remember(item.get("id"), item["role"])  # (turns restored by the gateway are known already)
+
+    def _on_output_item(self, event: dict[str, Any], now: float) -> None:
+        item = event.get("item")
+        if isinstance(item, dict) and item.get("type") == "message":
+            self._remember(item.get("id"), "assistant")
+
+    def _set_text(self, item_id: Any, text: Any) -> None:
+        turn = self._turns.get(item_id) if isinstance(item_id, str) else None
+        if turn is not None and isinstance(text, str):
+            turn.text = text
+
     def _on_caller_transcript(self, event: dict[str, Any], now: float) -> None:
+        self._set_text(event.get("item_id"), event.get("transcript"))
         self.observer("caller.transcript", now, {"item_id": event.get("item_id"),
                                                  "text": event.get("transcript")})
 
     def _on_bot_transcript(self, event: dict[str, Any], now: float) -> None:
+        self._set_text(event.get("item_id"), event.get("transcript"))
         self.observer("bot.transcript", now, {"item_id": event.get("item_id"),
                                               "text": event.get("transcript")})
+
+    # --- ending the call by itself ------------------------------------------------------------
+
+    def _say_goodbye(self, reason: str, now: float) -> None:
+        """A limit was reached: the bot says goodbye, its audio plays out, then the call hangs up."""
+        self.log.info("ending the call", reason=reason)
+        self.observer("call.limit", now, {"reason": reason})
+        if self.state != CallState.READY:
+            self._end(reason, now, hang_up=True)
+            return
+        self._goodbye = reason
+        self._goodbye_deadline = now + GOODBYE_TIMEOUT_MS
+        if self.active_response is not None:  # whatever the bot was saying gives way to the goodbye
+            self._dropped_responses.add(self.active_response)
+            self._send({"type": "response.cancel"})
+            self.active_response = None
+        self._send({"type": "response.create", "response": {"instructions": (
+            "Say exactly this to the caller, and nothing else: " + self.profile.limits.goodbye)}}, kind="goodbye")
 
     # --- tools ----------------------------------------------------------------------------------
 
@@ -612,6 +868,10 @@ class Call:
 
     def _on_speech_started(self, event: dict[str, Any], now: float) -> None:
         self.observer("caller.speech_started", now, {"audio_start_ms": event.get("audio_start_ms")})
+        self._caller_speaking = True
+        self._activity(now)
+        if self._goodbye is not None or self.state != CallState.READY:
+            return  # the call is ending, or the session is being restored: nothing to interrupt
         switches = self.profile.barge_in
         playing = self.playout.playing(now)
         active = self.active_response
@@ -641,6 +901,9 @@ class Call:
             received = self._item_bytes.get(item_id, 0)
             received_ms = received // self.audio.bytes_per_ms
             ms = min(heard, received) // self.audio.bytes_per_ms
+            turn = self._turns.get(item_id)
+            if turn is not None and received:
+                turn.heard = min(heard, received) / received
             if ms > 0:
                 heard_ms = ms
                 self.stats.truncations += 1

@@ -707,6 +707,8 @@ class AcsSettings(_Model):
     issuer: Text = "https://acscallautomation.communication.azure.com"
     eventgrid_secret: SecretStr | None = None  # required in the Event Grid subscription URL (?secret=...)
     reconnect_grace_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
+    # What an ACS caller hears when Voice Live fails for good (a WAV file; empty: the shipped clip).
+    fallback_clip: Text | None = None
 
 
 class RecordingSettings(_Model):

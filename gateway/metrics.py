@@ -140,3 +140,38 @@ BARGE_IN_REACTION = Histogram(REGISTRY, "gateway_barge_in_reaction_seconds",
                               _FAST, ("carrier",))
 LOOP_LAG = Histogram(REGISTRY, "gateway_event_loop_lag_seconds",
                      "How late the event loop ran a timer due every 100 ms.", _FAST)
+
+_CONNECT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENCY = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+VOICELIVE_CONNECT = Histogram(REGISTRY, "gateway_voicelive_connect_seconds",
+                              "Time to open a Voice Live session (WebSocket handshake).", _CONNECT, ("carrier",))
+VOICELIVE_FAILURES = Counter(REGISTRY, "gateway_voicelive_connect_failures_total",
+                             "Voice Live sessions that could not be opened, by HTTP status.", ("carrier", "status"))
+VOICELIVE_RECONNECTS = Counter(REGISTRY, "gateway_voicelive_reconnects_total",
+                               "Voice Live sessions reopened mid-call (after a drop, or to renew them).", ("carrier",))
+VOICELIVE_ERRORS = Counter(REGISTRY, "gateway_voicelive_errors_total", "Voice Live error events, by code.",
+                           ("code",))
+FIRST_AUDIO = Histogram(REGISTRY, "gateway_first_audio_seconds",
+                        "From the caller's end of speech (Voice Live speech_stopped) to the bot's first audio.",
+                        _LATENCY, ("carrier",))
+BARGE_INS = Counter(REGISTRY, "gateway_barge_ins_total", "Times the caller talked over the bot.", ("carrier",))
+TRUNCATIONS = Counter(REGISTRY, "gateway_truncations_total",
+                      "Assistant items cut to what the caller heard.", ("carrier",))
+FRAMES = Counter(REGISTRY, "gateway_frames_total", "Audio forwarded: caller frames in, bot audio deltas out.",
+                 ("carrier", "direction"))
+FRAMES_DROPPED = Counter(REGISTRY, "gateway_frames_dropped_total",
+                         "Audio not forwarded, by reason.", ("reason",))
+
+_KNOWN_CODES: set[str] = set()
+MAX_CODE_LABELS = 30
+
+
+def error_code_label(code: str) -> str:
+    """Voice Live error codes as a label, bounded: beyond the first few distinct ones, "other"."""
+    code = code or "none"
+    if code in _KNOWN_CODES:
+        return code
+    if len(_KNOWN_CODES) < MAX_CODE_LABELS and len(code) <= 64:
+        _KNOWN_CODES.add(code)
+        return code
+    return "other"

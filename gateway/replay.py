@@ -27,9 +27,9 @@ from gateway.call import Call
 from gateway.carriers import twilio
 from gateway.config import Profile
 from gateway.recording import FORMAT
-from gateway.wire import PHONE, TOOLS, VOICELIVE, WireCall
+from gateway.wire import PHONE, TIMER, TOOLS, VOICELIVE, WireCall
 
-LEGS = (PHONE, VOICELIVE, TOOLS)
+LEGS = (PHONE, VOICELIVE, TOOLS, TIMER)
 _FORMATS = {f.name: f for f in (G711_ULAW, PCM16_24K)}
 
 
@@ -148,6 +148,7 @@ def run(fixture: Fixture) -> Replay:
                 profile_name=str(header.get("profile_name") or "recorded"), profile=profile,
                 started_at=fixture.records[start_index]["t"], audio=audio, log=_QuietLog())
     wire = WireCall(call, twilio.TwilioLeg(start))
+    end_index = len(fixture.records)
     for index, rec in enumerate(fixture.records):
         leg, t = rec["leg"], rec["t"]
         direction = rec.get("dir")
@@ -172,6 +173,10 @@ def run(fixture: Fixture) -> Replay:
                 wire.voicelive_closed(rec.get("code"), t)
             elif leg == VOICELIVE and event == "failed":
                 wire.voicelive_failed(str(rec.get("reason") or "voicelive_failed"), t)
+            elif leg == VOICELIVE and event == "expires_in":
+                wire.session_expiry(float(rec.get("seconds") or 0.0), t)
+            elif leg == TIMER and event == "tick":
+                wire.tick(t)
             elif leg == PHONE and event == "closed":
                 wire.phone_closed(str(rec.get("reason") or "phone_socket_closed"), t)
         for text in wire.take_voicelive():
@@ -182,8 +187,10 @@ def run(fixture: Fixture) -> Replay:
             text = json.dumps({"call_id": run_tool.call_id, "name": run_tool.name, "arguments": run_tool.arguments},
                               separators=(",", ":"))
             actual[TOOLS].append(Sent(t, text, index))
+        if call.ended and end_index == len(fixture.records):
+            end_index = index
     result = Replay(fixture, expected, actual, call)
-    result.problems = check_invariants(fixture, actual, audio, ready=call.ready_at is not None)
+    result.problems = check_invariants(fixture, actual, audio, ready=call.ready_at is not None, end_index=end_index)
     result.mismatch = first_difference(fixture, expected, actual)
     return result
 
@@ -270,8 +277,9 @@ def _json(text: str) -> dict[str, Any]:
 
 
 def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: AudioFormat, *,
-                     ready: bool) -> list[str]:
-    """Invariant violations of a replayed call (``ready``: its Voice Live session became ready)."""
+                     ready: bool, end_index: int) -> list[str]:
+    """Invariant violations of a replayed call (``ready``: its Voice Live session became ready;
+    ``end_index``: the record that ended it)."""
     problems: list[str] = []
     records = fixture.records
     start_index, _ = _find_start(fixture)
@@ -279,7 +287,6 @@ def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: Aud
 
     # 1. every caller frame forwarded once, in order (frames after the call ended are not owed)
     appended = [m.get("audio") for _, m in sent_vl if m.get("type") == "input_audio_buffer.append"]
-    end_index = _end_index(fixture)
     frames: list[str] = []
     for index in range(start_index + 1, end_index):
         rec = records[index]
@@ -354,16 +361,6 @@ def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: Aud
     if after_end:
         problems.append(f"{len(after_end)} message(s) sent to Voice Live after the call ended")
     return problems
-
-
-def _end_index(fixture: Fixture) -> int:
-    """Index of the record that ended the call (a stop, or a leg closing or failing), or len(records)."""
-    for index, rec in enumerate(fixture.records):
-        if rec.get("dir") == "in" and rec["leg"] == PHONE and '"event":"stop"' in rec.get("msg", ""):
-            return index
-        if rec.get("event") in ("closed", "failed"):
-            return index
-    return len(fixture.records)
 
 
 def _frames_problem(frames: list[str], appended: list[str]) -> str:

@@ -11,8 +11,11 @@ here, so they are compared within a tolerance.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import re
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,8 +72,32 @@ def _phone_scripts(fixture: Fixture) -> tuple[list[tuple[float, str | bytes]], l
     return timed, marks
 
 
+def _started_epoch(fixture: Fixture) -> float | None:
+    started = fixture.header.get("started_at")
+    try:
+        return dt.datetime.fromisoformat(str(started).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+_EXPIRES = re.compile(r'"expires_at":\s*(\d+(?:\.\d+)?)')
+
+
+def _shift_expiry(message: str, t_ms: float, started: float | None) -> str:
+    """A recorded session event's expires_at, moved to the same distance from now as it was then."""
+    if started is None or '"expires_at"' not in message:
+        return message
+
+    def shift(match: re.Match[str]) -> str:
+        left = float(match.group(1)) - (started + t_ms / 1000.0)
+        return f'"expires_at":{int(time.time() + left)}'
+
+    return _EXPIRES.sub(shift, message)
+
+
 def _voicelive_script(fixture: Fixture) -> list[_Scripted]:
     script: list[_Scripted] = []
+    started = _started_epoch(fixture)
     sent = 0
     anchor = 0.0
     for rec in fixture.records:
@@ -82,7 +109,7 @@ def _voicelive_script(fixture: Fixture) -> list[_Scripted]:
             sent += 1
             anchor = rec["t"]
         elif rec.get("dir") == "in":
-            script.append(_Scripted(sent, rec["t"] - anchor, str(_data(rec))))
+            script.append(_Scripted(sent, rec["t"] - anchor, _shift_expiry(str(_data(rec)), rec["t"], started)))
         elif rec.get("event") == "closed":
             script.append(_Scripted(sent, rec["t"] - anchor, None, int(rec.get("code") or 1011)))
     return script

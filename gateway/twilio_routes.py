@@ -67,8 +67,26 @@ async def twilio_voice(request: web.Request) -> web.Response:
     if call_sid:
         parameters["token"] = ctx.tokens.issue({"call": call_sid, "profile": profile_name}, CALL_TOKEN_TTL_S)
     log.info("incoming Twilio call", call_id=call_sid, profile=profile_name)
-    twiml = twilio.connect_twiml(public_url_for(base, "/twilio/media", websocket=True), parameters)
+    twiml = twilio.connect_twiml(public_url_for(base, "/twilio/media", websocket=True), parameters,
+                                 action=public_url_for(base, "/twilio/stream-ended"))
     return web.Response(text=twiml, content_type="text/xml")
+
+
+async def twilio_stream_ended(request: web.Request) -> web.Response:
+    """``POST /twilio/stream-ended``: the ``<Connect action>``. Twilio asks what next once the media
+    stream has closed: an apology and a hang-up when the gateway failed the call, else a hang-up."""
+    ctx = request.app[CONTEXT]
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    base = public_base(request, ctx)
+    refusal = _check_signature(request, ctx, "stream-ended", public_url_for(base, request.path,
+                                                                           request.query_string), form)
+    if refusal is not None:
+        return refusal
+    call_sid = form.get("CallSid", "")
+    if call_sid in ctx.failed_calls:
+        log.info("apologising to the caller before hanging up", call_id=call_sid)
+        return web.Response(text=twilio.say_twiml(ctx.config.gateway.apology), content_type="text/xml")
+    return web.Response(text=twilio.hangup_twiml(), content_type="text/xml")
 
 
 async def _await_start(ws: web.WebSocketResponse, opened_at: float,
@@ -160,7 +178,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
         call = Call(call_id=start.call_sid, stream_id=start.stream_sid, profile_name=name,
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0],
                     observer=ctx.observer_for(start.call_sid),
-                    log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid))
+                    log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid), **ctx.call_options())
         if call.call_id in ctx.calls:
             call.log.warning("a second media stream for a call in progress: refused (one session per call)")
             await ws.close(code=1008, message=b"duplicate stream")

@@ -28,7 +28,7 @@ class Recorder(Protocol):
                **fields: Any) -> None: ...
 
 
-PHONE, VOICELIVE, TOOLS = "phone", "voicelive", "tools"
+PHONE, VOICELIVE, TOOLS, TIMER = "phone", "voicelive", "tools", "timer"
 IN, OUT = "in", "out"
 
 
@@ -77,6 +77,16 @@ class WireCall:
             message = json.dumps({"call_id": call_id, "output": output}, separators=(",", ":"))
             self.recorder.record(now, TOOLS, IN, message)
         self.call.tool_result(call_id, output, now)
+
+    def tick(self, now: float) -> None:
+        """A deadline of the call came (pacing, limits, renewal)."""
+        self._lifecycle(now, TIMER, "tick")
+        self.call.tick(now)
+
+    def session_expiry(self, seconds_left: float, now: float) -> None:
+        """Voice Live's session expires in ``seconds_left`` (read from its wall-clock expires_at)."""
+        self._lifecycle(now, VOICELIVE, "expires_in", seconds=round(seconds_left, 3))
+        self.call.schedule_renewal(seconds_left, now)
 
     def voicelive_opened(self, now: float) -> None:
         self._lifecycle(now, VOICELIVE, "open")

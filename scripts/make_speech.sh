@@ -39,6 +39,7 @@ CLIPS=(
     "bot_reply_1|bot|This week we are open from nine to six, Monday to Saturday."
     "bot_reply_2|bot|Yes, we deliver on Saturdays and Sundays, from ten in the morning until four in the afternoon. Delivery is free on orders over thirty dollars, and anything ordered by noon on Friday arrives on Saturday."
     "bot_reply_3|bot|Of course, let me connect you with a colleague. Please hold."
+    "apology|bot|Sorry, we cannot take your call right now. Please call again later."
 )
 
 : > "$tmp/speech.txt"

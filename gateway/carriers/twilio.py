@@ -203,19 +203,25 @@ def stream_url(public_url: str, path: str = "/twilio/media") -> str:
     return base + path
 
 
-def connect_twiml(media_url: str, parameters: dict[str, str]) -> str:
+def connect_twiml(media_url: str, parameters: dict[str, str], action: str | None = None) -> str:
     """TwiML that connects the call to a bidirectional media stream.
 
     Twilio drops query strings from stream URLs, so everything the media socket needs travels
-    in ``<Parameter>`` elements and comes back in the ``start`` message.
+    in ``<Parameter>`` elements and comes back in the ``start`` message. When the stream closes,
+    Twilio asks ``action`` what to do next.
     """
     params = "".join(
         f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>" for name, value in parameters.items()
     )
+    connect = f"<Connect action={quoteattr(action)}>" if action else "<Connect>"
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Response><Connect><Stream url={quoteattr(media_url)}>{params}</Stream></Connect></Response>"
+        f"<Response>{connect}<Stream url={quoteattr(media_url)}>{params}</Stream></Connect></Response>"
     )
+
+
+def hangup_twiml() -> str:
+    return '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>'
 
 
 def say_twiml(text: str) -> str:
