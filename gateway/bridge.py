@@ -125,7 +125,8 @@ class GatewayContext:
             return None
         return self.recording.open_call(
             carrier=carrier, call_id=call.call_id, stream_id=call.stream_id, profile_name=call.profile_name,
-            profile=call.profile.model_dump(mode="json", exclude_none=True), audio=call.audio)
+            profile=call.profile.model_dump(mode="json", exclude_none=True), audio=call.audio,
+            options={"reconnect_budget_ms": call.reconnect_budget_ms, "renew_before_ms": call.renew_before_ms})
 
 
 class CallBridge:

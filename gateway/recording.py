@@ -156,7 +156,8 @@ class RecordingWriter:
         self._thread.start()
 
     def open_call(self, *, carrier: str, call_id: str, stream_id: str, profile_name: str,
-                  profile: dict[str, Any], audio: AudioFormat) -> CallRecorder:
+                  profile: dict[str, Any], audio: AudioFormat,
+                  options: dict[str, Any] | None = None) -> CallRecorder:
         """A recorder for one call; times given to it are ms since the call's media socket opened."""
         now = dt.datetime.now(dt.UTC)
         header = {
@@ -166,6 +167,7 @@ class RecordingWriter:
             "stream_id": stream_id,
             "profile_name": profile_name,
             "profile": profile,
+            "call_options": options or {},
             "audio_format": audio.name,
             "gateway_version": __version__,
             "started_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -144,9 +144,12 @@ def run(fixture: Fixture) -> Replay:
     except ValueError as exc:
         raise FixtureError(f"{fixture.path}:1: the recorded profile is not valid now: {exc}") from None
     audio = _FORMATS.get(header.get("audio_format", "g711_ulaw"), G711_ULAW)
+    options = header.get("call_options") if isinstance(header.get("call_options"), dict) else {}
     call = Call(call_id=start.call_sid, stream_id=start.stream_sid,
                 profile_name=str(header.get("profile_name") or "recorded"), profile=profile,
-                started_at=fixture.records[start_index]["t"], audio=audio, log=_QuietLog())
+                started_at=fixture.records[start_index]["t"], audio=audio, log=_QuietLog(),
+                reconnect_budget_ms=float(options.get("reconnect_budget_ms", 0.0)),
+                renew_before_ms=float(options.get("renew_before_ms", 120_000.0)))
     wire = WireCall(call, twilio.TwilioLeg(start))
     end_index = len(fixture.records)
     for index, rec in enumerate(fixture.records):

@@ -95,7 +95,10 @@ def _shift_expiry(message: str, t_ms: float, started: float | None) -> str:
     return _EXPIRES.sub(shift, message)
 
 
-def _voicelive_script(fixture: Fixture) -> list[_Scripted]:
+def _voicelive_script(fixture: Fixture) -> list[list[_Scripted]]:
+    """What Voice Live said, one script per session the gateway opened (a call that reconnected
+    has several); counts of gateway messages restart with each session."""
+    scripts: list[list[_Scripted]] = []
     script: list[_Scripted] = []
     started = _started_epoch(fixture)
     sent = 0
@@ -104,20 +107,22 @@ def _voicelive_script(fixture: Fixture) -> list[_Scripted]:
         if rec["leg"] != VOICELIVE:
             continue
         if rec.get("event") == "open":
-            anchor = rec["t"]
+            script = []
+            scripts.append(script)
+            sent, anchor = 0, rec["t"]
         elif rec.get("dir") == "out":
             sent += 1
             anchor = rec["t"]
         elif rec.get("dir") == "in":
             script.append(_Scripted(sent, rec["t"] - anchor, _shift_expiry(str(_data(rec)), rec["t"], started)))
-        elif rec.get("event") == "closed":
+        elif rec.get("event") == "closed" and rec.get("code") != 1000:  # (1000: the gateway's own renewal)
             script.append(_Scripted(sent, rec["t"] - anchor, None, int(rec.get("code") or 1011)))
-    return script
+    return scripts
 
 
 @dataclass
 class _ReplayServer:
-    script: list[_Scripted]
+    scripts: list[list[_Scripted]]
     speed: float
     received: list[tuple[float, str]] = field(default_factory=list)
     sessions: int = 0
@@ -126,13 +131,15 @@ class _ReplayServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        script = self.scripts[self.sessions] if self.sessions < len(self.scripts) else []
         self.sessions += 1
+        self.closed.clear()
         loop = asyncio.get_running_loop()
         arrivals = [loop.time()]  # arrivals[k]: when the k-th message came (0: the socket opened)
         progress = asyncio.Condition()
 
         async def play() -> None:
-            for item in self.script:
+            for item in script:
                 async with progress:
                     await progress.wait_for(lambda: len(arrivals) > item.after)  # noqa: B023
                 due = arrivals[item.after] + item.delay_ms / 1000 / self.speed
@@ -159,8 +166,11 @@ class _ReplayServer:
 
 def _config_for(fixture: Fixture, endpoint: str) -> Any:
     name = str(fixture.header.get("profile_name") or "recorded")
+    options = fixture.header.get("call_options") or {}
     text = yaml.safe_dump({
-        "voicelive": {"endpoint": endpoint},
+        "voicelive": {"endpoint": endpoint,
+                      "reconnect_budget_s": float(options.get("reconnect_budget_ms", 0.0)) / 1000.0,
+                      "renew_before_expiry_s": float(options.get("renew_before_ms", 120_000.0)) / 1000.0},
         # a loopback harness: the recorded streams carry no valid call tokens or signatures
         "gateway": {"public_url": "http://127.0.0.1", "insecure_dev_mode": True},
         "profiles": {name: fixture.header.get("profile") or {}},

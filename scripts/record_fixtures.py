@@ -35,6 +35,7 @@ OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "calls"
 CONFIG = """
 voicelive:
   endpoint: ${EP}
+  reconnect_budget_s: ${BUDGET}
 gateway:
   public_url: http://127.0.0.1
   insecure_dev_mode: true   # a loopback recording harness: the softphone opens the stream directly
@@ -76,6 +77,7 @@ DELIVERY = load_ulaw_8k(ASSETS / "caller_delivery.wav")
 INTERRUPT = load_ulaw_8k(ASSETS / "caller_interrupt.wav")
 
 Hook = Callable[[RunningSimulator, asyncio.Event], Awaitable[None]]
+ANSWERED = asyncio.Event()  # set by the simulator's observer when a response is done
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Scenario:
     profile: str = "main"
     sim: dict[str, Any] = field(default_factory=dict)  # SimulatorSettings fields
     hook: Hook | None = None  # runs beside the call; the event is set when bot audio starts playing
+    reconnect_budget_s: float = 5.0
 
 
 async def _send_error(sim: RunningSimulator, bot_audio: asyncio.Event) -> None:
@@ -93,6 +96,12 @@ async def _send_error(sim: RunningSimulator, bot_audio: asyncio.Event) -> None:
     await session.send_event({"type": "error", "error": {
         "type": "server_error", "code": "internal_error",
         "message": "The server had an error while processing your request.", "param": None}})
+
+
+async def _drop_after_first_answer(sim: RunningSimulator, bot_audio: asyncio.Event) -> None:
+    session = await sim.state.wait_for_session(0)
+    await ANSWERED.wait()  # the simulator finished its first answer
+    await session.close(1011, "internal error")
 
 
 async def _close_mid_call(sim: RunningSimulator, bot_audio: asyncio.Event) -> None:
@@ -137,9 +146,14 @@ SCENARIOS: dict[str, Scenario] = {
         "the bot answers with it.",
         [Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="tooled",
         sim={"tool_calls": {1: ToolCall("opening_hours", {"week": "this week"})}}),
+    "voicelive_reconnects_mid_call": Scenario(
+        "Voice Live drops the session after the first answer; the gateway reopens one, gives it the "
+        "conversation so far, and the caller's next question is answered: no audio lost.",
+        [Say(HOURS, "hours"), WaitForBot(), Silence(1200), Say(DELIVERY, "delivery"), WaitForBot(heard_ms=800),
+         Hangup()], hook=_drop_after_first_answer),
     "voicelive_closes_mid_call": Scenario(
         "Voice Live closes the session while the bot speaks; the gateway closes the phone socket.",
-        [Say(HOURS, "hours"), Silence(8000), Hangup()], hook=_close_mid_call),
+        [Say(HOURS, "hours"), Silence(8000), Hangup()], hook=_close_mid_call, reconnect_budget_s=0),
 }
 
 
@@ -169,9 +183,16 @@ async def record(name: str, scenario: Scenario, out: Path) -> Path:
 
 async def _record(name: str, scenario: Scenario, out: Path, tool_url: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = SimulatorSettings(**{"audio_speed": 4.0, **scenario.sim})
+        ANSWERED.clear()
+
+        def observe(event: str, _fields: dict[str, Any]) -> None:
+            if event == "response.done":
+                ANSWERED.set()
+
+        settings = SimulatorSettings(**{"audio_speed": 4.0, "observer": observe, **scenario.sim})
         async with await start_simulator(settings) as sim:
-            config = parse_config(CONFIG, env={"EP": sim.endpoint, "DIR": tmp, "TOOL_URL": tool_url})
+            config = parse_config(CONFIG, env={"EP": sim.endpoint, "DIR": tmp, "TOOL_URL": tool_url,
+                                               "BUDGET": str(scenario.reconnect_budget_s)})
             app = create_app(config)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()

@@ -51,6 +51,9 @@ def test_fixtures_exercise_what_their_names_say() -> None:
     assert replayed("voicelive_error_event").stats.voicelive_errors == 1
     assert replayed("voicelive_closes_mid_call").end_reason == "voicelive_closed"
     assert replayed("hangup_while_bot_speaks").end_reason == "caller_hung_up"
+    reconnected = replayed("voicelive_reconnects_mid_call")
+    assert reconnected.stats.reconnects == 1 and reconnected.end_reason == "caller_hung_up"
+    assert reconnected.stats.responses == 2 and reconnected.stats.frames_lost_hold == 0
     tooled = replayed("function_call_round_trip")
     assert tooled.stats.tool_calls == 1 and tooled.stats.responses == 2
     greet = load_fixture(CALLS / "bot_greets_first.jsonl")
@@ -171,7 +174,8 @@ def test_bad_fixture_files_get_a_clear_error(tmp_path: Path, content: str, messa
     assert out.getvalue().startswith(f"ERROR {path}")
 
 
-@pytest.mark.parametrize("name", ["barge_in_mid_answer", "voicelive_closes_mid_call", "function_call_round_trip"])
+@pytest.mark.parametrize("name", ["barge_in_mid_answer", "voicelive_closes_mid_call", "function_call_round_trip",
+                                  "voicelive_reconnects_mid_call"])
 async def test_replay_over_real_sockets(name: str) -> None:
     result = await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=3.0)
     assert result.ok, f"{result.mismatch}\n{result.problems}"
