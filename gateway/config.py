@@ -177,7 +177,7 @@ def _positive(value: float) -> float:
 
 
 def _not_negative_float(value: float) -> float:
-    if value < 0:
+    if not value >= 0 or math.isinf(value):
         raise _fail("expected a number of 0 or more")
     return value
 
@@ -1230,9 +1230,12 @@ def _raise(source: str, problems: list[_Problem], secrets: list[str]) -> None:
     out: list[str] = []
     for _, problem in ordered:
         line = _format(source, problem)
+        head = source  # the file name is the operator's own: scrub only what follows it
+        body = line[len(head):] if line.startswith(head) else line
         for secret in secrets:
             if len(secret) >= 6:  # as the log scrubber: shorter values would mangle the message
-                line = line.replace(secret, "***")
+                body = body.replace(secret, "***")
+        line = head + body if line.startswith(head) else body
         if line not in out:
             out.append(line)
     raise ConfigError(out)

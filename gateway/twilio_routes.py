@@ -94,9 +94,15 @@ async def _await_start(ws: web.WebSocketResponse, opened_at: float,
     """Read the socket until a valid ``start``; nothing is opened on Voice Live before it.
 
     Every message read, the start included, is kept in ``prelude`` with its arrival time (ms since
-    the socket opened).
+    the socket opened). Bad messages get one warning per kind of problem, then debug lines.
     """
-    early_media = 0
+    seen: dict[str, int] = {}
+
+    def reject(problem: str, detail: str) -> None:
+        seen[problem] = seen.get(problem, 0) + 1
+        level = log.warning if seen[problem] == 1 else log.debug
+        level("ignored a message before start", problem=problem, detail=detail, count=seen[problem])
+
     try:
         async with asyncio.timeout(START_TIMEOUT_S):
             async for msg in ws:
@@ -109,20 +115,21 @@ async def _await_start(ws: web.WebSocketResponse, opened_at: float,
                             log.error("media stream refused: unusable start message", reason=str(exc))
                             await ws.close(code=1003, message=b"unsupported start")
                             return None
-                        log.warning("ignored a bad message before start", detail=str(exc))
+                        reject("malformed", str(exc))
                         continue
                     if type(event) is twilio.Start:
                         return event
                     if type(event) is twilio.Media:
-                        early_media += 1
-                        if early_media == 1:
-                            log.warning("media before start; dropped (no call to send it to)")
+                        reject("media-before-start", "media before start: dropped, there is no call yet")
                     elif type(event) is twilio.Stop:
                         log.info("stream stopped before it started")
                         return None
                 elif msg.type is WSMsgType.BINARY:
                     prelude.append((now_ms() - opened_at, msg.data))
-                    log.warning("ignored a binary frame before start")
+                    reject("binary-frame", f"{len(msg.data)} bytes; text frames only")
+                elif msg.type is WSMsgType.ERROR:
+                    log.warning("media socket error before start; closing", error=str(ws.exception())[:200])
+                    return None
     except TimeoutError:
         log.warning("no start message in time; closing the media socket", timeout_s=START_TIMEOUT_S)
     return None

@@ -248,7 +248,8 @@ async def test_bad_input_is_logged_and_the_call_goes_on(rig: Rig) -> None:
     lines = [json.loads(line) for line in buf.getvalue().splitlines()]
     problems = [line.get("problem") for line in lines if line.get("event") == "ignored a bad message"]
     assert {"malformed", "binary-frame"} <= set(problems)
-    assert any(line.get("event", "").startswith("media before start") for line in lines)
+    early = [line for line in lines if line.get("event") == "ignored a message before start"]
+    assert [line.get("problem") for line in early] == ["media-before-start"]
     assert problems.count("malformed") == 1  # one warning per kind of problem; repeats at debug
     (summary,) = [line for line in lines if line.get("event") == "call ended" and line.get("call_id") == "CAraw"]
     assert summary["bad_messages"] == {"malformed": 4, "binary-frame": 1, "unknown-event": 1}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import copy
 import json
 import string
@@ -21,21 +22,29 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
-from gateway.audio import b64_len, is_base64, split_b64
+from gateway.audio import G711_ULAW, PCM16_24K, b64_len, is_base64, split_b64
 from gateway.call import Call, ClearPlayback, Hangup, PlayAudio, SendMark
 from gateway.carriers import acs, twilio
 from gateway.config import ConfigError, GatewayConfig, parse_config
 from gateway.wire import WireCall
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-QUICK = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+QUICK = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TWILIO_EVENTS = (twilio.Connected, twilio.Start, twilio.Media, twilio.Dtmf, twilio.MarkAck, twilio.Stop,
                  twilio.OtherEvent)
 ACS_EVENTS = (acs.AudioMetadata, acs.Audio, acs.DtmfDigit, acs.OtherKind)
+
+
+def tally(label: str) -> None:
+    """Count outcomes for hypothesis' statistics (pytest --hypothesis-show-statistics)."""
+    with contextlib.suppress(InvalidArgument):  # (outside a hypothesis test)
+        event(label)
+
 
 # --- strategies ----------------------------------------------------------------------------------
 
@@ -47,7 +56,7 @@ ACS_KEYS = ("kind", "Kind", "audioData", "AudioData", "data", "Data", "silent", 
             "channels", "encoding", "dtmfData", "DtmfData", "timestamp", "participantRawID")
 
 # Finite numbers only: non-finite ones (JSON Infinity, 1e999) crash the start / AudioMetadata
-# parsers, pinned below in test_known_gap_*.
+# parsers, pinned below in test_hostile_*.
 json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**64), max_value=2**64)
                 | st.floats(allow_infinity=False) | st.text(max_size=30))
 
@@ -202,7 +211,9 @@ def check_twilio(text: str | bytes) -> twilio.TwilioEvent | None:
         event = twilio.parse_message(text)
     except twilio.TwilioProtocolError as exc:
         assert str(exc)
+        tally("protocol error")
         return None
+    tally(type(event).__name__)
     assert isinstance(event, TWILIO_EVENTS), event
     if isinstance(event, twilio.Media):
         assert event.payload and is_base64(event.payload)
@@ -300,7 +311,9 @@ def check_acs(text: str | bytes) -> acs.AcsEvent | None:
         event = acs.parse_message(text)
     except acs.AcsProtocolError as exc:
         assert str(exc)
+        tally("protocol error")
         return None
+    tally(type(event).__name__)
     assert isinstance(event, ACS_EVENTS), event
     if isinstance(event, acs.Audio):
         assert event.data and is_base64(event.data) and b64_len(event.data) % 2 == 0
@@ -352,7 +365,7 @@ LEG_CONFIG = parse_config("profiles:\n  main:\n    model: gpt-realtime\n", env={
 
 def _wire(leg: Any, paced: bool) -> WireCall:
     call = Call(call_id="CA1", stream_id="MZ1", profile_name="main", profile=LEG_CONFIG.profiles["main"],
-                started_at=0.0, paced=paced)
+                started_at=0.0, audio=PCM16_24K if paced else G711_ULAW, paced=paced)
     return WireCall(call, leg)
 
 
@@ -435,8 +448,8 @@ CONFIG_KEYS = ("voicelive", "gateway", "twilio", "acs", "recording", "profiles",
                "barge_in", "tools", "limits", "endpoint", "api_key", "public_url", "max_calls", "temperature",
                "max_output_tokens", "noise_suppression", "http", "url", "parameters", "x-anchor", "<<")
 
-yaml_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats()
-                | st.text(max_size=20) | st.sampled_from(["${A}", "${A:-x}", "$$", "${", "none", "inf", "+15555550100"]))
+yaml_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20)
+                | st.sampled_from(["${A}", "${A:-x}", "$$", "${", "none", "inf", "+15555550100"]))
 yaml_values = st.recursive(
     yaml_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(CONFIG_KEYS) | st.text(max_size=8),
@@ -477,7 +490,9 @@ def check_config(text: str, env: dict[str, str] | None = None) -> GatewayConfig 
         assert exc.problems, text
         for line in exc.problems:
             assert line.startswith(SOURCE + ":"), (line, text)
+        tally("ConfigError, 1 problem" if len(exc.problems) == 1 else "ConfigError, several problems")
         return None
+    tally("GatewayConfig")
     assert isinstance(config, GatewayConfig)
     assert config.routes.default in config.profiles
     return config
@@ -555,52 +570,68 @@ def test_env_reference_to_a_missing_variable_is_reported(name: str, value: str |
 
 TWILIO_START_INFINITE_RATE = ('{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1",'
                               '"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":1e999,"channels":1}}}')
-LONG_NUMBER = "1" * 4301  # past Python's int-from-text digit limit
+ACS_METADATA_INFINITE_RATE = '{"kind":"AudioMetadata","audioMetadata":{"encoding":"PCM","sampleRate":Infinity}}'
+LONG_NUMBER = '{"event":"media","kind":"AudioData","n":' + "1" * 4301 + "}"  # past int-from-text's digit limit
+DEEP = "[" * 5000 + "]" * 5000
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="int(inf) in _number: OverflowError escapes")
-def test_known_gap_twilio_start_with_an_infinite_number() -> None:
-    check_twilio(TWILIO_START_INFINITE_RATE)
+def _gap(parser: str, text: str | bytes, raises: type[BaseException], why: str) -> Any:
+    """An input that once escaped the parser with ``raises`` (``why``); now a clean protocol error."""
+    return pytest.param(parser, text, id=f"{parser}-{raises.__name__}-{why.split(':')[0]}")
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="int(inf) for sampleRate: OverflowError escapes")
-def test_known_gap_acs_metadata_with_an_infinite_number() -> None:
-    check_acs('{"kind":"AudioMetadata","audioMetadata":{"encoding":"PCM","sampleRate":Infinity,"channels":1}}')
+@pytest.mark.parametrize("parser, text", [
+    _gap("twilio", TWILIO_START_INFINITE_RATE, OverflowError, "1e999: int(inf) in start.mediaFormat"),
+    _gap("acs", ACS_METADATA_INFINITE_RATE, OverflowError, "Infinity: int(inf) in AudioMetadata"),
+    _gap("twilio", LONG_NUMBER, AttributeError, "4301 digits: json's ValueError has no .msg"),
+    _gap("acs", LONG_NUMBER, AttributeError, "4301 digits: json's ValueError has no .msg"),
+    _gap("twilio", DEEP, RecursionError, "nesting: json.loads recursion"),
+    _gap("acs", DEEP, RecursionError, "nesting: json.loads recursion"),
+    _gap("twilio", b"\xff{}", AttributeError, "bytes: UnicodeDecodeError has no .msg"),
+    _gap("acs", b"\x00\xf0\x90\x80\x80", AttributeError, "bytes: UnicodeDecodeError has no .msg"),
+])
+def test_hostile_inputs_that_escape_the_parsers(parser: str, text: str | bytes) -> None:
+    (check_twilio if parser == "twilio" else check_acs)(text)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="json's digit-limit ValueError has no .msg; AttributeError escapes")
-@pytest.mark.parametrize("parse", [twilio.parse_message, acs.parse_message], ids=["twilio", "acs"])
-def test_known_gap_a_number_with_too_many_digits(parse: Any) -> None:
-    try:
-        parse('{"event":"media","kind":"AudioData","n":' + LONG_NUMBER + "}")
-    except (twilio.TwilioProtocolError, acs.AcsProtocolError):
-        pass
-
-
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason="RecursionError from json.loads escapes")
-@pytest.mark.parametrize("parse", [twilio.parse_message, acs.parse_message], ids=["twilio", "acs"])
-def test_known_gap_deeply_nested_json(parse: Any) -> None:
-    try:
-        parse("[" * 100_000 + "]" * 100_000)
-    except (twilio.TwilioProtocolError, acs.AcsProtocolError):
-        pass
-
-
-@pytest.mark.xfail(strict=True, reason="the fast path takes its payload from text the parser refuses or "
-                   "reads differently")
 @pytest.mark.parametrize("text", [
     '{"event":"media",,"media":{"track":"inbound","payload":"AAAA"}}',  # not JSON (a comma too many)
     '{"event":"media" junk "track":"inbound","payload":"AAAA"}}',  # not JSON at all
     '{"event":"media","track":"inbound","media":{"track":"outbound","payload":"AAAA"}}',  # outbound track
     '{"event":"media","event":"stop","media":{"track":"inbound","payload":"AAAA"}}',  # duplicate key: a stop
 ], ids=["double-comma", "garbage", "outbound", "duplicate-event"])
-def test_known_gap_fast_media_path(text: str) -> None:
+def test_hostile_fast_media_path(text: str) -> None:
     check_fast_path(text)
 
 
-def test_known_gap_inputs_reach_the_parsers() -> None:
-    """The pinned inputs are what they claim (so that the expected failures above fail for their reason)."""
+@pytest.mark.parametrize("leg, text", [
+    (twilio.TwilioLeg(twilio.Start("MZ1", "CA1", "AC1", {}, ("inbound",))), json.dumps({"event": "e" * 100_000})),
+    (acs.AcsLeg(), json.dumps({"kind": "k" * 100_000})),
+], ids=["twilio", "acs"])
+def test_hostile_problem_details_are_bounded(leg: Any, text: str) -> None:
+    wire = _wire(leg, paced=False)
+    problem = wire.leg.feed(wire.call, text, 0.0)
+    assert problem is not None
+    assert len(problem[1]) <= 1000
+
+
+def test_hostile_a_secret_inside_the_file_name() -> None:
+    text = "voicelive:\n  api_key: ${KEY}\nprofiles:\n  main: {voice: nobody}\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, source="config.yaml", env={"KEY": "config"})
+    assert all(line.startswith("config.yaml:") for line in err.value.problems), err.value.problems
+
+
+def test_hostile_a_nan_reconnect_budget() -> None:
+    with pytest.raises(ConfigError):
+        parse_config("voicelive: {reconnect_budget_s: .nan}\nprofiles: {main: {model: m}}\n", env={})
+
+
+def test_the_pinned_inputs_are_what_they_claim() -> None:
+    """So that the hostile inputs above are what they claim to be."""
     assert json.loads(TWILIO_START_INFINITE_RATE)["start"]["mediaFormat"]["sampleRate"] == float("inf")
+    assert json.loads(ACS_METADATA_INFINITE_RATE)["audioMetadata"]["sampleRate"] == float("inf")
     with pytest.raises(ValueError, match="digits"):
         json.loads(LONG_NUMBER)
+    with pytest.raises(RecursionError):
+        json.loads(DEEP)

@@ -8,12 +8,12 @@ case-insensitively; the gateway accepts either casing and sends camelCase.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.audio import PCM16_24K, b64_len, is_base64
 from gateway.call import Call, ClearPlayback, PhoneAction, PlayAudio
+from gateway.carriers import load_json, short
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 SAMPLE_RATE = PCM16_24K.sample_rate
@@ -56,10 +56,9 @@ def _field(obj: dict[str, Any], name: str) -> Any:
 
 
 def parse_message(text: str | bytes) -> AcsEvent:
-    try:
-        msg = json.loads(text)
-    except ValueError as exc:
-        raise AcsProtocolError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    msg, problem = load_json(text)
+    if problem is not None:
+        raise AcsProtocolError(problem)
     if type(msg) is not dict:
         raise AcsProtocolError("not a JSON object")
     kind = _field(msg, "kind")
@@ -78,7 +77,7 @@ def parse_message(text: str | bytes) -> AcsEvent:
             raise AcsProtocolError("AudioMetadata without its object")
         try:
             rate, channels = int(_field(body, "sampleRate")), int(_field(body, "channels") or 1)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise AcsProtocolError("AudioMetadata with an unreadable sampleRate or channels") from None
         return AudioMetadata(str(_field(body, "encoding") or ""), rate, channels)
     if lowered == "dtmfdata":
@@ -117,7 +116,7 @@ class AcsLeg:
                 return ("unsupported-format", f"{meta.encoding} {meta.sample_rate} Hz {meta.channels} channel(s); "
                         "the call must stream PCM 24 kHz mono")
         else:
-            return "unknown-kind", f"kind {event.kind!r} is not used"  # type: ignore[union-attr]
+            return "unknown-kind", f"kind {short(repr(event.kind))} is not used"  # type: ignore[union-attr]
         return None
 
     def encode(self, action: PhoneAction) -> str | None:
