@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from gateway import metrics
 from gateway.auth import AcsJwtValidator, CallTokens
@@ -173,6 +174,8 @@ class CallBridge:
         """Send everything the call queued, in order, to each leg."""
         wire = self.wire
         ws = self.voicelive
+        if ws is not None and self.call.wants_new_session and ws.state is State.OPEN:
+            await ws.close()  # a quiet moment before the session expires: the pump opens a new one
         if ws is not None:
             messages = wire.take_voicelive()
             if messages:
@@ -264,8 +267,8 @@ class CallBridge:
                 await self._flush()
                 if call.ended:
                     return
-            elif msg.type is WSMsgType.ERROR:
-                self.log.warning("phone socket error", error=str(ws.exception()))
+            elif msg.type is WSMsgType.ERROR:  # e.g. a frame over the size limit: aiohttp closes (1009)
+                self.log.warning("phone socket error; the socket is closed", error=str(ws.exception())[:200])
                 break
 
     async def _phone_side(self) -> None:
@@ -318,7 +321,7 @@ class CallBridge:
         expires_seen = None
         try:
             while True:
-                if call.state != CallState.READY:
+                if call.state == CallState.CONNECTING or call.state == CallState.RECONNECTING:
                     remaining = ready_by - loop.time()
                     if remaining <= 0:
                         raise TimeoutError

@@ -241,6 +241,7 @@ class CallStats:
     dtmf: int = 0
     tool_calls: int = 0
     reconnects: int = 0
+    frames_resent: int = 0
 
 
 class CallState:
@@ -314,6 +315,9 @@ class Call:
         self._piece_chars = piece_bytes // 3 * 4
         self._held: deque[str] = deque()
         self._held_bytes = 0
+        self._uncommitted: deque[str] = deque()  # caller audio sent since Voice Live's last commit
+        self._uncommitted_bytes = 0
+        self._speech_since_commit = False
         self._hold_limit = self.hold_ms * self.audio.bytes_per_ms
         self._event_seq = 0
         self._sent_kinds: dict[str, str] = {}
@@ -338,6 +342,7 @@ class Call:
         self._held_control: list[str] = []
         self.reconnect_deadline: float | None = None
         self.renew_at: float | None = None
+        self._renew_overdue = False  # the renewal time passed while the call was busy
         self.wants_new_session = False  # the shell closes this session and opens a fresh one
         self._caller_speaking = False
         limits = self.profile.limits
@@ -356,6 +361,7 @@ class Call:
             "error": self._on_error,
             "input_audio_buffer.speech_started": self._on_speech_started,
             "input_audio_buffer.speech_stopped": self._on_speech_stopped,
+            "input_audio_buffer.committed": self._on_committed,
             "response.created": self._on_response_created,
             "response.audio.delta": self._on_audio_delta,
             "response.done": self._on_response_done,
@@ -440,9 +446,16 @@ class Call:
         """A frame of caller audio (base64, already checked by the codec). Forwarded untouched."""
         state = self.state
         if state == CallState.READY:
+            size = b64_len(payload)
             self.stats.frames_in += 1
-            self.stats.bytes_in += b64_len(payload)
+            self.stats.bytes_in += size
             self.to_voicelive.append(_APPEND_HEAD + payload + _APPEND_TAIL)
+            # what the session has not yet turned into a conversation item: sent again if it drops
+            uncommitted = self._uncommitted
+            uncommitted.append(payload)
+            self._uncommitted_bytes += size
+            if self._uncommitted_bytes > self._hold_limit:
+                self._uncommitted_bytes -= b64_len(uncommitted.popleft())
         elif state == CallState.CONNECTING or state == CallState.RECONNECTING:
             size = b64_len(payload)
             self._held.append(payload)
@@ -470,6 +483,8 @@ class Call:
         """Time passes: release paced bot audio now due, and act on deadlines (limits, renewal)."""
         if self.ended:
             return
+        if self.renew_at is not None and now >= self.renew_at:
+            self._renew_overdue = True  # from now on, quiet moments trigger it (see _maybe_renew)
         self.playout.release(now, self.to_phone)
         if self.state == CallState.CLOSING:
             self._finish_closing(now)
@@ -502,7 +517,8 @@ class Call:
             candidates.append(self._hard_deadline)
             if self._idle_ms is not None:
                 candidates.append(self._last_activity + self._idle_ms)
-            if self.renew_at is not None and self.state == CallState.READY and not self.wants_new_session:
+            if (self.renew_at is not None and self.state == CallState.READY and not self.wants_new_session
+                    and not self._renew_overdue):
                 candidates.append(self.renew_at)
         due = [c for c in candidates if c is not None]
         return min(due) if due else None
@@ -577,6 +593,16 @@ class Call:
                 self.reconnect_deadline = now + max(self.reconnect_budget_ms, 10_000.0 if renewing else 0.0)
                 self.stats.reconnects += 1
                 self._abandon_response(now)
+                if self._speech_since_commit:
+                    # the caller was saying something the old session had not committed (lost, or
+                    # closed for renewal just as the caller spoke): the new session hears all of it
+                    resend = len(self._uncommitted)
+                    self._held.extendleft(reversed(self._uncommitted))
+                    self._held_bytes += self._uncommitted_bytes
+                    self.stats.frames_resent += resend
+                    self.log.info("caller speech not committed by the lost session is sent again", frames=resend)
+                self._uncommitted.clear()
+                self._uncommitted_bytes = 0
             if renewing:
                 self.log.info("renewing the Voice Live session", close_code=code)
             else:
@@ -601,7 +627,7 @@ class Call:
         A session is never renewed within a minute of being opened (a wrong clock must not make
         the gateway renew sessions in a loop)."""
         if seconds_left * 1000 < self.renew_before_ms:
-            self._warn_once("short-session", "Voice Live session expires very soon; check the clocks",
+            self._warn_once("short-session", "Voice Live session expires sooner than the renewal margin",
                             seconds_left=round(seconds_left, 1))
         self.renew_at = now + max(MIN_SESSION_MS, seconds_left * 1000 - self.renew_before_ms)
 
@@ -612,6 +638,7 @@ class Call:
                 or self._tools_running or self.playout.playing(now)):
             return
         self.renew_at = None
+        self._renew_overdue = False
         self.wants_new_session = True
 
     def voicelive_event(self, event: dict[str, Any], now: float) -> None:
@@ -695,6 +722,11 @@ class Call:
             self.log.warning("Voice Live error", code=code, message=message, error_type=err.get("type"),
                              caused_by=kind)
         self.observer("voicelive.error", now, {"code": code, "message": message, "caused_by": kind})
+
+    def _on_committed(self, event: dict[str, Any], now: float) -> None:
+        self._uncommitted.clear()
+        self._uncommitted_bytes = 0
+        self._speech_since_commit = False
 
     def _on_speech_stopped(self, event: dict[str, Any], now: float) -> None:
         self._speech_stopped_at = now
@@ -869,6 +901,7 @@ class Call:
     def _on_speech_started(self, event: dict[str, Any], now: float) -> None:
         self.observer("caller.speech_started", now, {"audio_start_ms": event.get("audio_start_ms")})
         self._caller_speaking = True
+        self._speech_since_commit = True
         self._activity(now)
         if self._goodbye is not None or self.state != CallState.READY:
             return  # the call is ending, or the session is being restored: nothing to interrupt

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_a_tiny_benchmark_run_measures_every_figure(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--calls", "3", "--warmup", "1", "--measure", "3",
-         "--reply-every", "1", "--barge-in-every", "2", "--no-plot", "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--calls", "3", "--warmup", "1", "--measure", "4",
+         "--reply-every", "1", "--barge-in-every", "1", "--no-plot", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "workers-1.json").read_text())

@@ -207,3 +207,53 @@ def test_a_paced_leg_plays_the_apology_before_hanging_up() -> None:
     assert "".join(p.payload for p in played) == apology
     assert call.to_phone[-1] == Hangup("voicelive_unavailable") and 290 <= t <= 320
     assert CLEAR not in call.to_phone
+
+
+def test_speech_the_lost_session_had_not_committed_is_sent_again() -> None:
+    call = make()
+    call.caller_audio(frame(1), 100.0)
+    call.voicelive_event({"type": "input_audio_buffer.committed", "item_id": "u0"}, 110.0)
+    call.voicelive_event({"type": "input_audio_buffer.speech_started"}, 120.0)
+    for i in (2, 3):
+        call.caller_audio(frame(i), 120.0 + i)
+    sent(call)
+    call.voicelive_closed(1006, 200.0)
+    call.caller_audio(frame(4), 210.0)
+    call.voicelive_connected(300.0)
+    call.voicelive_event({"type": "session.updated", "session": G711}, 310.0)
+    appended = [m["audio"] for m in sent(call) if m["type"] == "input_audio_buffer.append"]
+    assert appended == [frame(2), frame(3), frame(4)]  # frame 1 was committed: not repeated
+    assert call.stats.frames_resent == 2
+
+
+def test_nothing_is_sent_again_when_the_caller_was_quiet() -> None:
+    for renew in (False, True):
+        call = make(profile="long")
+        call.voicelive_event({"type": "input_audio_buffer.speech_started"}, 50.0)
+        call.voicelive_event({"type": "input_audio_buffer.speech_stopped"}, 55.0)
+        call.voicelive_event({"type": "input_audio_buffer.committed", "item_id": "u0"}, 60.0)
+        call.caller_audio(frame(1), 100.0)  # quiet frames after the commit
+        if renew:
+            call.schedule_renewal(-30.0, 0.0)
+            call.tick(MIN_SESSION_MS + 1)
+            assert call.wants_new_session
+        sent(call)
+        call.voicelive_closed(1000 if renew else 1006, MIN_SESSION_MS + 2)
+        call.voicelive_connected(MIN_SESSION_MS + 100)
+        call.voicelive_event({"type": "session.updated", "session": G711}, MIN_SESSION_MS + 110)
+        assert [m for m in sent(call) if m["type"] == "input_audio_buffer.append"] == []
+        assert call.stats.frames_resent == 0
+
+
+def test_speech_that_starts_as_a_renewal_closes_the_session_is_sent_again() -> None:
+    call = make(profile="long")
+    call.schedule_renewal(-30.0, 0.0)
+    call.tick(MIN_SESSION_MS + 1)
+    assert call.wants_new_session
+    call.voicelive_event({"type": "input_audio_buffer.speech_started"}, MIN_SESSION_MS + 2)
+    call.caller_audio(frame(7), MIN_SESSION_MS + 3)
+    sent(call)
+    call.voicelive_closed(1000, MIN_SESSION_MS + 4)
+    call.voicelive_connected(MIN_SESSION_MS + 100)
+    call.voicelive_event({"type": "session.updated", "session": G711}, MIN_SESSION_MS + 110)
+    assert [m["audio"] for m in sent(call) if m["type"] == "input_audio_buffer.append"] == [frame(7)]

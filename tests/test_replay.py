@@ -186,3 +186,14 @@ async def test_socket_replay_catches_a_broken_barge_in(monkeypatch) -> None:
     result = await replay_live(load_fixture(CALLS / "barge_in_mid_answer.jsonl"), speed=3.0)
     assert not result.ok
     assert result.mismatch is not None and "conversation.item.truncate" in result.mismatch
+
+
+def test_a_repeated_tail_counts_once_but_other_repeats_and_gaps_show() -> None:
+    from gateway.replay import _without_resends
+
+    frames = ["q", "q", "a", "b", "q", "q", "c"]
+    # the second session repeats "b q" (silence frames look alike: the split follows the caller's order)
+    assert _without_resends([["q", "q", "a", "b", "q"], ["b", "q", "q", "c"]], frames) == frames
+    # a frame missing from both sessions, or sent twice out of place, is not hidden
+    assert _without_resends([["q", "q", "a"], ["q", "q", "c"]], frames) != frames
+    assert _without_resends([["q", "q", "a", "b"], ["a", "q", "q", "c"]], frames) != frames

@@ -136,7 +136,7 @@ class VoiceLiveConnection(ClientConnection):
 
     async def send(self, message: Any, text: bool | None = None) -> None:
         if type(message) is not str or text is not None or not self.send_nowait(message):
-            await super().send(message, text)
+            await super().send(message, text=text)
         elif self.paused:
             await self.drain()
 
