@@ -296,4 +296,7 @@ def load_apology(path: str | None) -> str | None:
     if not path:
         return None
     wav = read_wav(path)
-    return base64.b64encode(resample(wav.mono, wav.rate, SAMPLE_RATE).astype("<i2").tobytes()).decode()
+    pcm = resample(wav.mono, wav.rate, SAMPLE_RATE).astype("<i2").tobytes()
+    frame = SAMPLE_RATE // 50 * 2  # 20 ms of PCM16: phones play whole frames, so the last is padded
+    pcm += bytes(-len(pcm) % frame)
+    return base64.b64encode(pcm).decode()

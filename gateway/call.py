@@ -242,6 +242,7 @@ class CallStats:
     tool_calls: int = 0
     reconnects: int = 0
     frames_resent: int = 0
+    caller_turns: int = 0  # caller utterances Voice Live committed
 
 
 class CallState:
@@ -427,9 +428,12 @@ class Call:
             "profile": self.profile_name,
             "end_reason": self.end_reason,
             "duration_ms": int(now - self.started_at),
+            "caller_turns": s.caller_turns,
+            "responses": s.responses,
+            "caller_bytes": s.bytes_in,
+            "bot_bytes": s.bytes_out,
             "caller_audio_ms": s.bytes_in // bpm,
             "bot_audio_ms": s.bytes_out // bpm,
-            "responses": s.responses,
             "barge_ins": s.barge_ins,
             "truncations": s.truncations,
             "late_deltas_dropped": s.deltas_dropped,
@@ -438,6 +442,7 @@ class Call:
             "dtmf": s.dtmf,
             "tool_calls": s.tool_calls,
             "voicelive_reconnects": s.reconnects,
+            "caller_frames_resent": s.frames_resent,
         }
 
     # --- phone leg --------------------------------------------------------------------------
@@ -724,6 +729,7 @@ class Call:
         self.observer("voicelive.error", now, {"code": code, "message": message, "caused_by": kind})
 
     def _on_committed(self, event: dict[str, Any], now: float) -> None:
+        self.stats.caller_turns += 1
         self._uncommitted.clear()
         self._uncommitted_bytes = 0
         self._speech_since_commit = False

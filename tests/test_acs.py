@@ -8,6 +8,7 @@ ACS tokens are minted with a local RSA key whose JWKS a local server publishes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import json
 import time
@@ -29,6 +30,7 @@ from jwt.algorithms import RSAAlgorithm
 from gateway import metrics
 from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
+from gateway.acs_routes import APOLOGY
 from gateway.bridge import CONTEXT
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
@@ -171,10 +173,17 @@ routes:
 
 @pytest.fixture
 async def acs(keys: Keys) -> AsyncIterator[AcsRig]:
+    async with _acs_rig(keys) as rig:
+        yield rig
+
+
+@contextlib.asynccontextmanager
+async def _acs_rig(keys: Keys, voicelive_endpoint: str | None = None) -> AsyncIterator[AcsRig]:
     sim = await start_simulator(SimulatorSettings(audio_speed=4.0))
     access_key = base64.b64encode(b"k" * 32).decode()
     connection = f"endpoint=https://acs.example.communication.azure.com/;accesskey={access_key}"
-    config = parse_config(CONFIG.format(endpoint=sim.endpoint, resource=RESOURCE_ID, jwks=keys.jwks_url),
+    endpoint = voicelive_endpoint or sim.endpoint
+    config = parse_config(CONFIG.format(endpoint=endpoint, resource=RESOURCE_ID, jwks=keys.jwks_url),
                           env={"ACS": connection, "EG_SECRET": SECRET})
     transport = CapturingTransport()
     client = CallAutomationClient.from_connection_string(connection, transport=transport)
@@ -321,3 +330,33 @@ async def test_callbacks_need_a_valid_token_and_a_failed_stream_ends_the_call(ac
     await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
     assert report.closed_by == "gateway" and report.duration_ms < 7000
     assert len(acs.transport.of("callConnections/cc-cb:terminate")) == 1
+
+
+@pytest.mark.parametrize("status", [403, 503])
+async def test_a_refused_voicelive_session_plays_the_apology_then_hangs_up(keys: Keys, status: int) -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=status)
+
+    refuser = web.Application()
+    refuser.router.add_get("/voice-live/realtime", refuse)
+    runner = web.AppRunner(refuser)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    endpoint = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    before = metrics.VOICELIVE_FAILURES.value("acs", str(status))
+    try:
+        async with _acs_rig(keys, endpoint) as acs:
+            report = await place_acs_call(acs.media_url(), [Silence(8000), Hangup()], token=acs.keys.mint(),
+                                          call_connection_id="cc-refused")
+            await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+            apology_bytes = len(base64.b64decode(acs.app[APOLOGY] or ""))
+            hangups = acs.transport.of("callConnections/cc-refused:terminate")
+    finally:
+        await runner.cleanup()
+    assert apology_bytes > 0
+    assert report.closed_by == "gateway" and len(hangups) == 1
+    # the caller heard the whole apology, then the call ended, well before the caller would have
+    assert report.played_bytes == apology_bytes, (report.unplayed_bytes, report.discarded_bytes)
+    assert report.duration_ms < 8000
+    assert metrics.VOICELIVE_FAILURES.value("acs", str(status)) == before + 1

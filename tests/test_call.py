@@ -427,3 +427,19 @@ def test_a_late_tool_result_after_the_call_ended_is_ignored() -> None:
     call.phone_ended("caller_hung_up", 11.0)
     call.tool_result("call_1", "late", 12.0)
     assert vl(call) == []
+
+
+def test_the_summary_counts_what_happened_on_the_call() -> None:
+    call = ready_call()
+    for i in range(3):
+        call.caller_audio(base64.b64encode(bytes([i]) * 160).decode(), float(i * 20))
+    call.voicelive_event({"type": "input_audio_buffer.committed", "item_id": "u1"}, 70.0)
+    start_response(call, now=80.0)
+    delta(call, 4800, now=90.0)
+    speech_started(call, 200.0)
+    call.phone_ended("caller_hung_up", 61_000.0)
+    summary = call.summary(61_000.0)
+    assert summary["caller_turns"] == 1 and summary["responses"] == 1 and summary["barge_ins"] == 1
+    assert summary["caller_bytes"] == 480 and summary["caller_audio_ms"] == 60
+    assert summary["bot_bytes"] == 4800 and summary["bot_audio_ms"] == 600
+    assert summary["duration_ms"] == 61_000 - int(call.started_at)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -355,3 +356,51 @@ profiles:
     (output,) = session.function_call_outputs
     assert json.loads(output["output"]) == {"open": "9 to 6"}
     assert report.played_bytes > 0 and report.violations == 0  # the bot answered after the tool
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus text exposition, strictly parsed: {(name, labels): value}."""
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (-?[0-9.e+]+|NaN|\+Inf|-Inf)$')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    out: dict[tuple[str, frozenset], float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        match = line_re.match(line)
+        assert match, f"not a Prometheus sample: {line!r}"
+        name, labels, value = match.groups()
+        pairs = label_re.findall(labels or "")
+        assert ",".join(f'{k}="{v}"' for k, v in pairs) == (labels or ""), f"bad labels: {line!r}"
+        out[(name, frozenset(pairs))] = float(value)
+    return out
+
+
+async def test_metrics_count_a_call_with_barge_in_and_carry_no_call_ids(rig: Rig) -> None:
+    async def scrape() -> dict[tuple[str, frozenset], float]:
+        async with aiohttp.ClientSession() as http, http.get(rig.base + "/metrics") as resp:
+            assert resp.status == 200 and resp.content_type == "text/plain"
+            return _samples(await resp.text())
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    before = await scrape()
+    report = await dial(rig.base + "/twilio/voice", [
+        Say(HOURS, "question"), WaitForBot(heard_ms=1200), Say(INTERRUPT, "interruption"), Hangup()])
+    await rig.all_calls_finished()
+    after = await scrape()
+    assert report.clears == 1
+    assert delta("gateway_calls_total", carrier="twilio", outcome="caller_hung_up") == 1
+    assert after[("gateway_active_calls", frozenset({("carrier", "twilio")}))] == 0
+    assert delta("gateway_barge_ins_total", carrier="twilio") == 1
+    assert delta("gateway_truncations_total", carrier="twilio") == 1
+    assert delta("gateway_barge_in_reaction_seconds_count", carrier="twilio") == 1
+    assert delta("gateway_voicelive_connect_seconds_count", carrier="twilio") == 1
+    assert delta("gateway_first_audio_seconds_count", carrier="twilio") >= 1
+    assert delta("gateway_frames_total", carrier="twilio", direction="in") == len(report.sent_payloads)
+    assert delta("gateway_frames_total", carrier="twilio", direction="out") > 0
+    # bounded labels: nothing identifies a call or a caller
+    for name, labels in after:
+        for label, value in labels:
+            assert not value.startswith(("CA", "MZ")) and not value.startswith("+1"), (name, label, value)
