@@ -8,8 +8,8 @@ ACS tokens are minted with a local RSA key whose JWKS a local server publishes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from gateway import metrics
+from gateway.acs_routes import APOLOGY
 from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
-from gateway.acs_routes import APOLOGY
 from gateway.bridge import CONTEXT
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
