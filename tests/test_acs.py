@@ -332,10 +332,10 @@ async def test_callbacks_need_a_valid_token_and_a_failed_stream_ends_the_call(ac
     assert len(acs.transport.of("callConnections/cc-cb:terminate")) == 1
 
 
-@pytest.mark.parametrize("status", [403, 503])
-async def test_a_refused_voicelive_session_plays_the_apology_then_hangs_up(keys: Keys, status: int) -> None:
+@pytest.mark.parametrize("status", [403, 503, None], ids=["403", "503", "unreachable"])
+async def test_a_refused_voicelive_session_plays_the_apology_then_hangs_up(keys: Keys, status: int | None) -> None:
     async def refuse(request: web.Request) -> web.Response:
-        return web.Response(status=status)
+        return web.Response(status=status or 500)
 
     refuser = web.Application()
     refuser.router.add_get("/voice-live/realtime", refuse)
@@ -344,7 +344,10 @@ async def test_a_refused_voicelive_session_plays_the_apology_then_hangs_up(keys:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     endpoint = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    before = metrics.VOICELIVE_FAILURES.value("acs", str(status))
+    if status is None:
+        await runner.cleanup()  # nothing listens on that port any more
+    label = str(status) if status else "unreachable"
+    before = metrics.VOICELIVE_FAILURES.value("acs", label)
     try:
         async with _acs_rig(keys, endpoint) as acs:
             report = await place_acs_call(acs.media_url(), [Silence(8000), Hangup()], token=acs.keys.mint(),
@@ -359,4 +362,4 @@ async def test_a_refused_voicelive_session_plays_the_apology_then_hangs_up(keys:
     # the caller heard the whole apology, then the call ended, well before the caller would have
     assert report.played_bytes == apology_bytes, (report.unplayed_bytes, report.discarded_bytes)
     assert report.duration_ms < 8000
-    assert metrics.VOICELIVE_FAILURES.value("acs", str(status)) == before + 1
+    assert metrics.VOICELIVE_FAILURES.value("acs", label) == before + 1
