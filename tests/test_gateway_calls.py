@@ -404,3 +404,25 @@ async def test_metrics_count_a_call_with_barge_in_and_carry_no_call_ids(rig: Rig
     for name, labels in after:
         for label, value in labels:
             assert not value.startswith(("CA", "MZ")) and not value.startswith("+1"), (name, label, value)
+
+
+async def test_a_second_media_stream_for_a_call_in_progress_is_refused(rig: Rig) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(rig.ws_url, headers=signed(rig.ws_url)) as first:
+            one = RawTwilio(first, rig, sid="MZone")
+            await one.start("CAdup")
+            await asyncio.wait_for(rig.moment("CAdup", "session.ready").wait(), 10)
+            async with http.ws_connect(rig.ws_url, headers=signed(rig.ws_url)) as second:
+                await RawTwilio(second, rig, sid="MZtwo").start("CAdup")
+                refused = await asyncio.wait_for(second.receive(), 10)
+            assert refused.type == aiohttp.WSMsgType.CLOSE and refused.data == 1008
+            assert len(rig.sim.state.sessions) == 1  # no second Voice Live session
+            frames = [_frame(i) for i in range(10)]
+            for frame in frames:  # the first stream goes on as before
+                await one.media(frame)
+            await one.send({"event": "stop", "streamSid": "MZone", "stop": {"callSid": "CAdup"}})
+            closing = await asyncio.wait_for(first.receive(), 10)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
+    assert session.appended == frames and len(rig.sim.state.sessions) == 1
+    await rig.all_calls_finished()
