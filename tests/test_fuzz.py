@@ -549,6 +549,9 @@ async def test_bad_media_sockets_leave_the_gateway_and_other_calls_alone(
     assert ctx.calls == {}
     leftovers = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(CALL_TASKS)]
     assert leftovers == []
+    # ... nor any socket: every Voice Live session the gateway opened was closed by it
+    await asyncio.wait_for(asyncio.gather(*(s.closed.wait() for s in rig.sim.state.sessions)), TIMEOUT_S)
+    assert rig.sim.state.active == []
 
     lines = _lines(json_logs)
     for result in (t_chaos, a_chaos, a_format):
