@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from typing import Any
 
@@ -27,7 +28,7 @@ from gateway.audio import PCM16_24K, read_wav, resample
 from gateway.auth import AuthError, TokenError, eventgrid_validation_code, public_url_for, secret_matches
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
-from gateway.carriers.acs import INCOMING_CALL, SAMPLE_RATE, AcsLeg, called_number
+from gateway.carriers.acs import INCOMING_CALL, SAMPLE_RATE, AcsLeg, called_number, caller_number
 from gateway.twilio_routes import public_base
 
 STREAM_TOKEN_TTL_S = 24 * 3600.0  # the socket may reconnect at any time during the call
@@ -37,11 +38,6 @@ ACS_PIECE_MS = 20
 
 class AcsBridge(CallBridge):
     carrier = "acs"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._replaced = asyncio.Event()
-        self._done_with: dict[int, asyncio.Event] = {}
 
     async def attach(self, ws: web.WebSocketResponse, transport: Any) -> None:
         """A new media socket for this call (ACS reconnected): continue on it. Returns when the
@@ -82,15 +78,47 @@ class AcsBridge(CallBridge):
             if ws is not self.phone:
                 self._release(ws)
 
+    def __init__(self, *args: Any, caller: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._replaced = asyncio.Event()
+        self._done_with: dict[int, asyncio.Event] = {}
+        self.caller = caller  # the caller's phone number, when ACS gave it
+
     async def _end_phone_call(self) -> None:
         client = self.ctx.acs_client
         if client is None:
             return
+        from azure.communication.callautomation import PhoneNumberIdentifier
+
+        connection = client.get_call_connection(self.call.call_id)
+        number = self.call.transfer_to
+        if number is not None:
+            try:
+                await connection.transfer_call_to_participant(PhoneNumberIdentifier(number),
+                                                              operation_context="gateway-transfer")
+                self.log.info("call transferred through Call Automation")
+                return
+            except Exception as exc:
+                self.log.error("the transfer failed; hanging up", error=type(exc).__name__, detail=str(exc)[:200])
         try:
-            await client.get_call_connection(self.call.call_id).hang_up(is_for_everyone=True)
+            await connection.hang_up(is_for_everyone=True)
             self.log.info("call hung up through Call Automation")
         except Exception as exc:  # the call may already be gone
             self.log.warning("Call Automation hang-up failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def _send_dtmf(self, digits: str) -> str:
+        client = self.ctx.acs_client
+        if client is None or self.caller is None:
+            return json.dumps({"error": "this line cannot send keypad tones"})
+        from azure.communication.callautomation import PhoneNumberIdentifier
+
+        try:
+            await client.get_call_connection(self.call.call_id).send_dtmf_tones(
+                list(digits), PhoneNumberIdentifier(self.caller), operation_context="gateway-dtmf")
+        except Exception as exc:
+            self.log.warning("sending keypad tones failed", error=type(exc).__name__, detail=str(exc)[:200])
+            return json.dumps({"error": "the keypad tones could not be sent"})
+        return json.dumps({"status": f"pressed {len(digits)} key(s)"})
 
     async def run(self) -> None:
         try:
@@ -166,7 +194,11 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
     to = called_number(data)
     profile_name, _ = ctx.config.route(to)
     base = public_base(request, ctx)
-    token = ctx.tokens.issue({"profile": profile_name, "correlation": key}, STREAM_TOKEN_TTL_S)
+    claims = {"profile": profile_name, "correlation": key}
+    caller = caller_number(data)
+    if caller is not None:
+        claims["caller"] = caller
+    token = ctx.tokens.issue(claims, STREAM_TOKEN_TTL_S)
     from azure.communication.callautomation import (
         AudioFormat,
         MediaStreamingAudioChannelType,
@@ -278,9 +310,12 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
     call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
                 started_at=0.0, audio=PCM16_24K, paced=True, piece_ms=ACS_PIECE_MS,
                 observer=ctx.observer_for(call_id), log=log.bind(call_id=call_id, stream_id=stream_id),
-                fallback_audio=request.app[APOLOGY], **ctx.call_options())
+                fallback_audio=request.app[APOLOGY], **ctx.call_options(),
+                can_transfer=ctx.acs_client is not None,
+                can_send_dtmf=ctx.acs_client is not None and isinstance(claims.get("caller"), str))
     try:
-        await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call), request.transport).run()
+        await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call), request.transport,
+                        caller=claims.get("caller") if isinstance(claims.get("caller"), str) else None).run()
     finally:
         if not ws.closed:
             await ws.close()

@@ -125,7 +125,7 @@ def create_app(
         http = aiohttp.ClientSession()  # shared by the calls' tools
         app[CONTEXT] = GatewayContext(
             config, connector, tokens, observer_factory, recording, tool_runner or http_tool_runner(http),
-            acs_client or owned_acs_client, validator)
+            acs_client or owned_acs_client, validator, http)
         if simulator is None:
             log.info("Voice Live backend", endpoint=endpoint, auth=connector.auth_kind)
         if not config.gateway.public_url:

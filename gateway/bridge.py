@@ -10,6 +10,7 @@ side ends, the others are cancelled and both sockets are closed.
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from websockets.protocol import State
 
 from gateway import metrics
 from gateway.auth import AcsJwtValidator, CallTokens
-from gateway.call import Call, CallState, Observer, RunTool
+from gateway.call import CALL_OPTIONS, Call, CallState, Observer, RunTool
 from gateway.config import GatewayConfig
 from gateway.log import get_logger
 from gateway.recording import CallRecorder, RecordingWriter
@@ -69,6 +70,7 @@ class GatewayContext:
     tool_runner: ToolRunner | None = None
     acs_client: Any = None  # azure.communication.callautomation.aio.CallAutomationClient
     acs_validator: AcsJwtValidator | None = None
+    http: Any = None  # aiohttp.ClientSession for the gateway's own requests (Twilio REST)
     calls: dict[str, CallBridge] = field(default_factory=dict)
     failed_calls: dict[str, float] = field(default_factory=dict)  # call id -> when the gateway gave up on it
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
@@ -127,7 +129,7 @@ class GatewayContext:
         return self.recording.open_call(
             carrier=carrier, call_id=call.call_id, stream_id=call.stream_id, profile_name=call.profile_name,
             profile=call.profile.model_dump(mode="json", exclude_none=True), audio=call.audio,
-            options={"reconnect_budget_ms": call.reconnect_budget_ms, "renew_before_ms": call.renew_before_ms})
+            options={name: getattr(call, name) for name in CALL_OPTIONS})
 
 
 class CallBridge:
@@ -241,11 +243,18 @@ class CallBridge:
         self.wire.phone_closed("phone_socket_closed", self._now())
 
     async def _run_tool(self, run: RunTool) -> None:
-        tool = next(t for t in self.call.profile.tools if t.name == run.name)
-        runner = self.ctx.tool_runner
-        output = await runner(tool, run) if runner is not None else '{"error": "tools are not available"}'
+        if run.builtin == "send_dtmf":
+            output = await self._send_dtmf(json.loads(run.arguments)["digits"])
+        else:
+            tool = next(t for t in self.call.profile.tools if t.name == run.name)
+            runner = self.ctx.tool_runner
+            output = await runner(tool, run) if runner is not None else '{"error": "tools are not available"}'
         self.wire.from_tools(run.call_id, output, self._now())
         await self._flush()
+
+    async def _send_dtmf(self, digits: str) -> str:
+        """Press keys towards the caller (carriers that can do it override this)."""
+        return json.dumps({"error": "this line cannot send keypad tones"})
 
     # --- the legs ----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audio import G711_ULAW, AudioFormat, b64_len, is_base64, split_b64
-from gateway.config import Profile
+from gateway.config import DTMF_KEYS, E164, Profile, Tool, normalize_number
 from gateway.voicelive.session import build_session
 
 # --- what the call asks the phone leg to do ---------------------------------------------------
@@ -45,6 +45,7 @@ class ClearPlayback:
 @dataclass(slots=True, frozen=True)
 class Hangup:
     reason: str
+    transfer_to: str | None = None  # hand the caller over to this number instead of hanging up
 
 
 PhoneAction = PlayAudio | SendMark | ClearPlayback | Hangup
@@ -58,6 +59,7 @@ class RunTool:
     call_id: str
     name: str
     arguments: str  # JSON text, as the model wrote it
+    builtin: str | None = None  # a built-in tool the phone leg carries out (send_dtmf)
 
 Observer = Callable[[str, float, dict[str, Any]], None]
 
@@ -65,8 +67,39 @@ _APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
 _APPEND_TAIL = '"}'
 
 
+# The options a shell gives a call beyond its profile (recorded with the call, so a replay uses them)
+CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "can_transfer", "can_send_dtmf")
+MAX_DTMF_DIGITS = 32  # keys collected into one entry at most
 GOODBYE_TIMEOUT_MS = 20_000.0  # a goodbye that has not finished by then: hang up anyway
 MIN_SESSION_MS = 60_000.0  # a Voice Live session is kept at least this long before a renewal
+
+
+TRANSFER_WORDS = "Please hold on, I am transferring your call now."
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _transfer_target(tool: Tool, args: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    """The number a transfer_call tool call asks for, or why it cannot be used."""
+    transfer = tool.transfer
+    if transfer is None or args is None:
+        return None, "the arguments were not a JSON object"
+    name, number = args.get("destination"), args.get("number")
+    if isinstance(name, str) and name in transfer.targets:
+        return transfer.targets[name], None
+    if isinstance(number, str) and transfer.allowed_prefixes:
+        cleaned = normalize_number(number)
+        if any(cleaned.startswith(p) for p in transfer.allowed_prefixes) and E164.fullmatch(cleaned):
+            return cleaned, None
+        return None, "that number is not one the caller may be transferred to"
+    choices = ", ".join(transfer.targets) or "none"
+    return None, f"unknown destination; the destinations are: {choices}"
 
 
 def _no_observer(_event: str, _t: float, _fields: dict[str, Any]) -> None:
@@ -293,6 +326,8 @@ class Call:
     reconnect_budget_ms: float = 0.0  # a dropped session is reopened for at most this long (0: never)
     renew_before_ms: float = 120_000.0  # renew the session this long before it expires
     fallback_audio: str | None = None  # an apology in the leg's format, played (paced legs) when all fails
+    can_transfer: bool = False  # the phone leg can hand the caller over to another number
+    can_send_dtmf: bool = False  # the phone leg can press keys towards the caller
 
     state: str = field(default=CallState.CONNECTING, init=False)
     end_reason: str | None = field(default=None, init=False)
@@ -354,6 +389,20 @@ class Call:
         self._goodbye_response: str | None = None
         self._goodbye_deadline: float | None = None
         self._closing_reason: str | None = None
+        self.transfer_to: str | None = None  # where the call goes when it ends (None: it hangs up)
+        self._farewell_after: str | None = None  # a response to let finish before asking for a farewell
+        self._farewell_call: str | None = None  # the tool call that ended the call (its output is owed)
+        self._farewell_words = ""
+        self._respond_pending = False  # a response is wanted as soon as the current one is done
+        # caller keys
+        self._digits = ""
+        self._digits_deadline: float | None = None
+        self._dtmf_items = 0
+        # silence
+        silence = self.profile.silence
+        self._silence_ms = silence.reprompt_after_s * 1000 if silence.reprompt_after_s else None
+        self._quiet_since = self.started_at
+        self._reprompts = 0
         self._handlers: dict[str, Callable[[dict[str, Any], float], None]] = {
             "conversation.item.created": self._on_item_created,
             "response.output_item.added": self._on_output_item,
@@ -406,8 +455,8 @@ class Call:
         self.state = CallState.ENDED
         self.end_reason = reason
         if hang_up:
-            self.to_phone.append(Hangup(reason))
-        self.observer("call.ended", now, {"reason": reason})
+            self.to_phone.append(Hangup(reason, self.transfer_to))
+        self.observer("call.ended", now, {"reason": reason, "transfer_to": self.transfer_to})
 
     def _close_after_playout(self, reason: str, now: float) -> None:
         """End the call once the bot audio still playing has been heard (a goodbye, an apology)."""
@@ -498,11 +547,16 @@ class Call:
             if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
                 self._end(self._goodbye, now, hang_up=True)  # the goodbye never came: end anyway
             return
+        if self._digits_deadline is not None and now >= self._digits_deadline:
+            self._send_digits(now)
         if self._hard_deadline is not None and now >= self._hard_deadline:
             self._say_goodbye("max_duration", now)
         elif self._idle_ms is not None and now >= self._last_activity + self._idle_ms:
             self._say_goodbye("idle_timeout", now)
         else:
+            due = self._silence_due(now)
+            if due is not None and now >= due:
+                self._reprompt(now)
             self._maybe_renew(now)
 
     def next_tick(self) -> float | None:
@@ -520,6 +574,8 @@ class Call:
             candidates.append(self._goodbye_deadline)
         else:
             candidates.append(self._hard_deadline)
+            candidates.append(self._digits_deadline)
+            candidates.append(self._silence_due(None))
             if self._idle_ms is not None:
                 candidates.append(self._last_activity + self._idle_ms)
             if (self.renew_at is not None and self.state == CallState.READY and not self.wants_new_session
@@ -532,11 +588,87 @@ class Call:
         self._last_activity = now
 
     def dtmf(self, digit: str, now: float) -> None:
+        """The caller pressed a key: a key with an action of its own acts; other keys are collected
+        into an entry the model hears as a line of the conversation."""
         self._activity(now)
+        self._caller_heard_from(now)
         self.stats.dtmf += 1
         self.log.info("caller pressed a key")
         self.log.debug("dtmf digit", digit=digit)
         self.observer("caller.dtmf", now, {"digit": digit})
+        if self._goodbye is not None or self.state == CallState.CLOSING:
+            return
+        settings = self.profile.dtmf
+        action = settings.actions.get(digit)
+        if action is not None and not self._digits:
+            self.log.info("caller key action", action="transfer" if action.transfer_to else "hang_up")
+            self._say_goodbye("caller_key_transfer" if action.transfer_to else "caller_key_hang_up", now,
+                              transfer_to=action.transfer_to)
+            return
+        if not settings.to_model:
+            return
+        self._digits += digit
+        if digit in settings.finish_on or len(self._digits) >= MAX_DTMF_DIGITS:
+            self._send_digits(now)
+        else:
+            self._digits_deadline = now + settings.digit_timeout_s * 1000
+
+    def _send_digits(self, now: float) -> None:
+        """The caller's entry is complete: the model hears it, and (by default) answers it."""
+        digits, self._digits, self._digits_deadline = self._digits, "", None
+        if not digits:
+            return
+        self._dtmf_items += 1
+        item_id = f"gw_dtmf_{self._dtmf_items}"
+        text = f"[The caller pressed these keys on the phone keypad: {' '.join(digits)}]"
+        self._send({"type": "conversation.item.create", "item": {
+            "id": item_id, "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": text}]}}, kind="dtmf")
+        self._remember(item_id, "user")
+        self._set_text(item_id, text)
+        self.observer("caller.keys", now, {"count": len(digits)})
+        if self.profile.dtmf.respond:
+            self._barge_in(now)  # keys pressed over the bot interrupt it, like speech
+            self._request_response()
+
+    def _request_response(self) -> None:
+        """Ask for a response now, or as soon as the running one (or a tool) is done."""
+        if self.active_response is None and not self._tools_running and not self._tool_outputs:
+            self._respond_pending = False
+            self._send({"type": "response.create"})
+        else:
+            self._respond_pending = True
+
+    # --- silence ---------------------------------------------------------------------------------
+
+    def _caller_heard_from(self, now: float) -> None:
+        self._quiet_since = now
+        self._reprompts = 0
+
+    def _silence_due(self, now: float | None) -> float | None:
+        """When the caller's silence calls for a re-prompt (None: not counting now)."""
+        if (self._silence_ms is None or self.state != CallState.READY or self._goodbye is not None
+                or self.active_response is not None or self._caller_speaking or self._tools_running
+                or self._respond_pending or self._digits):
+            return None
+        start = self._quiet_since
+        until = self.playout.playing_until()
+        if until is not None and until > start:
+            start = until  # counted from the end of what the bot said
+        return start + self._silence_ms
+
+    def _reprompt(self, now: float) -> None:
+        silence = self.profile.silence
+        self._reprompts += 1
+        self._quiet_since = now
+        if self._reprompts > silence.max_reprompts:
+            self._say_goodbye("caller_silent", now)
+            return
+        self.log.info("the caller is silent; the bot asks again", reprompt=self._reprompts)
+        self.observer("call.reprompt", now, {"count": self._reprompts})
+        words = silence.reprompt
+        instructions = words.instructions or ("Say exactly this to the caller, and nothing else: " + (words.text or ""))
+        self._send({"type": "response.create", "response": {"instructions": instructions}}, kind="reprompt")
 
     def phone_ended(self, reason: str, now: float) -> None:
         self._end(reason, now, hang_up=False)
@@ -759,10 +891,16 @@ class Call:
         deferred = self._deferred_truncates.pop(rid, None)
         if deferred is not None:
             self._send(deferred)
-        if self._goodbye is not None and rid == self._goodbye_response:
-            self._close_after_playout(self._goodbye, now)
+        if self._goodbye is not None:
+            if rid == self._goodbye_response:
+                self._close_after_playout(self._goodbye, now)
+            elif rid is not None and rid == self._farewell_after:
+                self._farewell_after = None
+                self._ask_farewell()
             return
         self._continue_after_tools()
+        if self._respond_pending:
+            self._request_response()
         self._maybe_renew(now)
         details = response.get("status_details") or {}
         self.observer("response.done", now, {
@@ -846,21 +984,57 @@ class Call:
 
     # --- ending the call by itself ------------------------------------------------------------
 
-    def _say_goodbye(self, reason: str, now: float) -> None:
-        """A limit was reached: the bot says goodbye, its audio plays out, then the call hangs up."""
-        self.log.info("ending the call", reason=reason)
+    def _say_goodbye(self, reason: str, now: float, transfer_to: str | None = None) -> None:
+        """The gateway ends the call (a limit, a key action): the bot says goodbye (or that it is
+        transferring the caller), its audio plays out, then the call hangs up or is transferred."""
+        self.log.info("ending the call", reason=reason, transfer=transfer_to is not None)
         self.observer("call.limit", now, {"reason": reason})
+        self.transfer_to = transfer_to
         if self.state != CallState.READY:
             self._end(reason, now, hang_up=True)
             return
         self._goodbye = reason
         self._goodbye_deadline = now + GOODBYE_TIMEOUT_MS
+        self._digits, self._digits_deadline = "", None
         if self.active_response is not None:  # whatever the bot was saying gives way to the goodbye
             self._dropped_responses.add(self.active_response)
             self._send({"type": "response.cancel"})
             self.active_response = None
+        words = (TRANSFER_WORDS if transfer_to else self.profile.limits.goodbye)
         self._send({"type": "response.create", "response": {"instructions": (
-            "Say exactly this to the caller, and nothing else: " + self.profile.limits.goodbye)}}, kind="goodbye")
+            "Say exactly this to the caller, and nothing else: " + words)}}, kind="goodbye")
+
+    def _end_by_tool(self, reason: str, transfer_to: str | None, call_id: str, rid: Any, now: float) -> None:
+        """The model ended the call with a tool. What it said in the same response is its goodbye;
+        if it said nothing, it is asked for a short one. Then the call hangs up or is transferred."""
+        self.log.info("the bot ends the call", reason=reason, transfer=transfer_to is not None)
+        self.transfer_to = transfer_to
+        self._goodbye = reason
+        self._goodbye_deadline = now + GOODBYE_TIMEOUT_MS
+        self._digits, self._digits_deadline = "", None
+        self._farewell_call = call_id
+        self._farewell_words = ("Tell the caller, in one short sentence, that you are transferring them now."
+                                if transfer_to else "Say a short goodbye to the caller.")
+        spoke = rid in self._first_audio_seen
+        if rid is not None and rid == self.active_response:
+            if spoke:
+                self._goodbye_response = rid  # its end, once heard, ends the call
+            else:
+                self._farewell_after = rid
+        elif spoke:
+            self._close_after_playout(reason, now)
+        else:
+            self._ask_farewell()
+
+    def _ask_farewell(self) -> None:
+        if self._farewell_call is not None:
+            self._send({"type": "conversation.item.create", "item": {
+                "type": "function_call_output", "call_id": self._farewell_call,
+                "output": json.dumps({"status": "the call ends after your next words"})}})
+            self._farewell_call = None
+        self._goodbye_response = None  # the next response is the farewell
+        self._send({"type": "response.create", "response": {"instructions": self._farewell_words}},
+                   kind="goodbye")
 
     # --- tools ----------------------------------------------------------------------------------
 
@@ -878,9 +1052,42 @@ class Call:
             self._tool_outputs.append((call_id, json.dumps({"error": f"there is no tool named {name}"})))
             self._continue_after_tools()
             return
+        tool = self._tools[name]
+        if tool.builtin is not None:
+            self._builtin_tool(tool, call_id, arguments, event.get("response_id"), now)
+            return
         self.log.info("running a tool", tool=name, call_id=call_id)
         self._tools_running[call_id] = str(name)
         self.to_tools.append(RunTool(call_id, str(name), arguments))
+
+    def _builtin_tool(self, tool: Tool, call_id: str, arguments: str, rid: Any, now: float) -> None:
+        args = _json_object(arguments)
+        error: str | None = None
+        if tool.builtin == "hang_up":
+            self._end_by_tool("bot_hung_up", None, call_id, rid, now)
+            return
+        if tool.builtin == "transfer_call":
+            number, error = _transfer_target(tool, args)
+            if number is not None and not self.can_transfer:
+                error = "transfers are not available on this line; offer the caller another way to get help"
+            if number is not None and error is None:
+                self._end_by_tool("transferred", number, call_id, rid, now)
+                return
+        elif tool.builtin == "send_dtmf":
+            digits = args.get("digits") if args is not None else None
+            if not isinstance(digits, str) or not digits or len(digits) > MAX_DTMF_DIGITS or not all(
+                    ch in DTMF_KEYS for ch in digits):
+                error = f"digits must be 1 to {MAX_DTMF_DIGITS} keys among 0-9, *, #, A-D"
+            elif not self.can_send_dtmf:
+                error = "this line cannot send keypad tones"
+            else:
+                self.log.info("running a tool", tool=tool.name, call_id=call_id)
+                self._tools_running[call_id] = tool.name
+                self.to_tools.append(RunTool(call_id, tool.name, json.dumps({"digits": digits}), "send_dtmf"))
+                return
+        self.log.warning("a built-in tool could not run", tool=tool.name, reason=error)
+        self._tool_outputs.append((call_id, json.dumps({"error": error})))
+        self._continue_after_tools()
 
     def tool_result(self, call_id: str, output: str, now: float) -> None:
         """A tool finished (its output, or an error text the model can apologise for)."""
@@ -909,8 +1116,16 @@ class Call:
         self._caller_speaking = True
         self._speech_since_commit = True
         self._activity(now)
-        if self._goodbye is not None or self.state != CallState.READY:
-            return  # the call is ending, or the session is being restored: nothing to interrupt
+        self._caller_heard_from(now)
+        if self._goodbye is not None:
+            return  # the call is ending: the goodbye is not interrupted
+        self._barge_in(now)
+
+    def _barge_in(self, now: float) -> None:
+        """The caller interrupts the bot: stop its audio at the phone and at Voice Live, and cut the
+        model's memory of its answer to what the caller heard."""
+        if self.state != CallState.READY:
+            return  # the session is being restored: nothing to interrupt
         switches = self.profile.barge_in
         playing = self.playout.playing(now)
         active = self.active_response

@@ -116,7 +116,7 @@ SECRET_PATHS: tuple[tuple[str, str], ...] = (
 )
 
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_E164 = re.compile(r"\+[0-9]{8,15}")
+E164 = _E164 = re.compile(r"\+[0-9]{8,15}")
 _NUMBER_PUNCTUATION = re.compile(r"[\s\-.()]")
 _URL = re.compile(r"(?:https|http|wss|ws)://[^\s/?#]+\S*")
 _SECRET_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-)?\}")
@@ -208,6 +208,25 @@ Unit = Annotated[float, BeforeValidator(_number), AfterValidator(_between(0, 1))
 Milliseconds = Annotated[int, BeforeValidator(_whole_number), AfterValidator(_not_negative)]
 Prosody = Annotated[str, BeforeValidator(_prosody)]
 Url = Annotated[str, AfterValidator(_url)]
+
+
+def _phone_number(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise _fail("expected an E.164 number such as +14155550100")
+    number = normalize_number(value)
+    if not _E164.fullmatch(number):
+        raise _fail("expected an E.164 number such as +14155550100")
+    return number
+
+
+PhoneNumber = Annotated[str, BeforeValidator(_phone_number)]
+
+
+def _number_prefix(value: Any) -> Any:
+    number = normalize_number(value) if isinstance(value, str) else value
+    if not isinstance(number, str) or not re.fullmatch(r"\+[0-9]{1,15}", number):
+        raise _fail("expected the start of an E.164 number, such as +1415")
+    return number
 
 
 def normalize_number(number: str) -> str:
@@ -559,13 +578,79 @@ class HttpTool(_Model):
     timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
 
 
+BUILTIN_TOOLS = ("hang_up", "transfer_call", "send_dtmf")
+DTMF_KEYS = frozenset("0123456789*#ABCD")
+
+
+class Transfer(_Model):
+    """Where ``transfer_call`` may send the caller: named destinations the model chooses from, and
+    optionally numbers the model gives itself when they start with an allowed prefix."""
+
+    targets: dict[Text, PhoneNumber] = Field(default_factory=dict)
+    allowed_prefixes: list[Annotated[str, BeforeValidator(_number_prefix)]] = Field(default_factory=list)
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        if not data.get("targets") and not data.get("allowed_prefixes"):
+            return [(("targets",), "expected at least one destination (targets: {name: +number})", False)]
+        return []
+
+
+def _builtin_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A built-in tool's description and parameters, unless the profile words them itself."""
+    kind = data.get("builtin")
+    description, parameters = "", {}
+    if kind == "hang_up":
+        description = ("End the phone call. Call it when the conversation is over or the caller asks to "
+                       "hang up, after saying goodbye.")
+        parameters = {"type": "object", "properties": {
+            "reason": {"type": "string", "description": "Why the call ends, in a few words."}}}
+    elif kind == "transfer_call":
+        transfer = data.get("transfer") if isinstance(data.get("transfer"), dict) else {}
+        names = [str(n) for n in (transfer.get("targets") or {})]
+        prefixes = [str(p) for p in (transfer.get("allowed_prefixes") or [])]
+        properties: dict[str, Any] = {}
+        if names:
+            properties["destination"] = {"type": "string", "enum": names,
+                                         "description": "Who to transfer the caller to."}
+        if prefixes:
+            properties["number"] = {"type": "string", "description": (
+                "A phone number in E.164 form starting with " + " or ".join(prefixes)
+                + (", when no named destination fits." if names else "."))}
+        description = ("Transfer the caller to a person"
+                       + (f" ({', '.join(names)})" if names else "")
+                       + ". Tell the caller you are transferring them, then call it.")
+        parameters = {"type": "object", "properties": properties}
+    elif kind == "send_dtmf":
+        description = "Press keys on the phone keypad (DTMF tones), for example to answer a phone menu."
+        parameters = {"type": "object", "properties": {"digits": {
+            "type": "string", "description": "The keys to press: 0-9, * and #."}}, "required": ["digits"]}
+    elif _is_set(kind):  # an unknown built-in: its own error says so, not a missing description
+        description = "-"
+    else:
+        return data
+    out = dict(data)
+    if not _is_set(out.get("description")):
+        out["description"] = description
+    if not _is_set(out.get("parameters")):
+        out["parameters"] = parameters
+    return out
+
+
 class Tool(_Model):
-    """A function the model may call, and how the gateway runs it."""
+    """A function the model may call, and how the gateway runs it: an ``http`` endpoint, or one of
+    the gateway's own ``builtin`` tools (hang_up, transfer_call, send_dtmf)."""
 
     name: Text
     description: Text
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
-    http: HttpTool
+    http: HttpTool | None = None
+    builtin: Literal["hang_up", "transfer_call", "send_dtmf"] | None = None
+    transfer: Transfer | None = None
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return _builtin_defaults(super()._prepare(data))
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
@@ -573,6 +658,17 @@ class Tool(_Model):
         name = data.get("name")
         if isinstance(name, str) and name and not _TOOL_NAME.fullmatch(name):
             rules.append((("name",), "expected a tool name of 1 to 64 letters, digits, - and _", True))
+        has_http, builtin = _is_set(data.get("http")), data.get("builtin")
+        if has_http and _is_set(builtin):
+            rules.append((("builtin",), "expected either http or builtin, not both", False))
+        elif not has_http and not _is_set(builtin):
+            rules.append((("http",), "required key missing (write http: {url: ...}, or builtin: "
+                                     + " | ".join(BUILTIN_TOOLS) + ")", False))
+        if builtin == "transfer_call" and not _is_set(data.get("transfer")):
+            rules.append((("transfer",), "required key missing for transfer_call "
+                                         "(write transfer: {targets: {operator: \"+14155550100\"}})", False))
+        if _is_set(data.get("transfer")) and builtin != "transfer_call":
+            rules.append((("transfer",), "only a transfer_call tool takes transfer", False))
         schema = data.get("parameters")
         if isinstance(schema, dict):
             if schema.get("type") != "object":
@@ -593,6 +689,92 @@ class Tool(_Model):
                         rules.append((("parameters", "required"),
                                       f"names {item!r}, which is not in parameters.properties", False))
         return rules
+
+
+class DigitAction(_Model):
+    """What a key does by itself (pressed first, not as part of a longer entry)."""
+
+    transfer_to: PhoneNumber | None = None
+    hang_up: bool = False
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        has_transfer, hang_up = _is_set(data.get("transfer_to")), data.get("hang_up") in (True, "true", "yes")
+        if has_transfer == hang_up:
+            return [((), "expected one action: transfer_to: +number, or hang_up: true", False)]
+        return []
+
+
+def _dtmf_keys(value: Any) -> Any:
+    if isinstance(value, str) and not all(ch in DTMF_KEYS for ch in value):
+        raise _fail("expected keypad keys (0-9, *, #, A-D)")
+    return value
+
+
+class Dtmf(_Model):
+    """Keys the caller presses. By default they reach the model as a line of the conversation
+    ("the caller pressed 1 2 3 4"), collected until ``finish_on`` or a pause of ``digit_timeout_s``."""
+
+    to_model: bool = True
+    respond: bool = True  # the bot answers the keys (else they only join the conversation)
+    digit_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 2.0
+    finish_on: Annotated[str, AfterValidator(_dtmf_keys)] = "#"
+    actions: dict[Annotated[str, AfterValidator(_dtmf_keys)], DigitAction] = Field(default_factory=dict)
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        actions = data.get("actions")
+        rules: list[Rule] = []
+        if isinstance(actions, dict):
+            for key in actions:
+                if not (isinstance(key, str | int) and len(str(key)) == 1):
+                    rules.append((("actions", key), "expected a single key (0-9, *, #, A-D)", False))
+        return rules
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data = super()._prepare(data)
+        actions = data.get("actions")
+        if isinstance(actions, dict):  # YAML reads 0: ... as a number
+            data = {**data, "actions": {str(k): v for k, v in actions.items()}}
+        if isinstance(data.get("finish_on"), int):
+            data = {**data, "finish_on": str(data["finish_on"])}
+        return data
+
+
+def _reprompt(value: Any) -> Any:
+    return _check_greeting(value)
+
+
+class SilenceHandling(_Model):
+    """When the caller says nothing for ``reprompt_after_s`` after the bot finished speaking, the bot
+    asks again; after ``max_reprompts`` unanswered ones it says goodbye and hangs up."""
+
+    reprompt_after_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] | None = None
+    max_reprompts: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_not_negative)] = 2
+    reprompt: Annotated[Greeting, BeforeValidator(_reprompt)] = Field(default_factory=lambda: Greeting(
+        instructions="The caller has been quiet for a while. Ask briefly whether they are still there."))
+
+
+class InterimResponse(_Model):
+    """What the caller hears while a tool runs or the model is slow: fixed ``texts`` (static), or a
+    short filler the service words itself (llm)."""
+
+    type: Literal["static", "llm"]
+    texts: list[Text] = Field(default_factory=list)
+    instructions: Text | None = None
+    model: Text | None = None
+    max_completion_tokens: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_positive)] | None = None
+    triggers: list[Literal["tool", "latency"]] = Field(default_factory=lambda: ["tool", "latency"])
+    latency_threshold_ms: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_positive)] | None = None
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        if data.get("type") == "static" and not data.get("texts"):
+            return [(("texts",), "required for a static interim response (the phrases to say)", False)]
+        if data.get("type") == "llm" and data.get("texts"):
+            return [(("texts",), "only a static interim response takes texts", False)]
+        return []
 
 
 class CallLimits(_Model):
@@ -628,6 +810,9 @@ class Profile(_Model):
     barge_in: Annotated[BargeIn, BeforeValidator(_check_barge_in)] = BargeIn()
     tools: list[Tool] = Field(default_factory=list)
     limits: CallLimits = CallLimits()
+    dtmf: Dtmf = Dtmf()
+    silence: SilenceHandling = SilenceHandling()
+    interim_response: InterimResponse | None = None
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
@@ -698,6 +883,8 @@ class GatewaySettings(_Model):
 
 class TwilioSettings(_Model):
     auth_token: SecretStr | None = None
+    # The REST API the gateway calls to transfer a call (a local stand-in in tests).
+    api_base_url: Annotated[str, AfterValidator(_http_url)] = "https://api.twilio.com"
 
 
 class AcsSettings(_Model):

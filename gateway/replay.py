@@ -149,7 +149,9 @@ def run(fixture: Fixture) -> Replay:
                 profile_name=str(header.get("profile_name") or "recorded"), profile=profile,
                 started_at=fixture.records[start_index]["t"], audio=audio, log=_QuietLog(),
                 reconnect_budget_ms=float(options.get("reconnect_budget_ms", 0.0)),
-                renew_before_ms=float(options.get("renew_before_ms", 120_000.0)))
+                renew_before_ms=float(options.get("renew_before_ms", 120_000.0)),
+                can_transfer=options.get("can_transfer") is True,
+                can_send_dtmf=options.get("can_send_dtmf") is True)
     wire = WireCall(call, twilio.TwilioLeg(start))
     end_index = len(fixture.records)
     for index, rec in enumerate(fixture.records):

@@ -9,7 +9,9 @@ stream to the call Twilio announced and to the profile chosen for it, on any rep
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
 from gateway import metrics
@@ -22,10 +24,40 @@ START_TIMEOUT_S = 10.0
 CALL_TOKEN_TTL_S = 600.0  # from the webhook to the stream's start
 
 
+TRANSFER_TIMEOUT_S = 10.0
+
+
 class TwilioBridge(CallBridge):
+    """Ending the call: closing the media socket hands the call back to Twilio, which asks the
+    ``<Connect action>`` URL what next (a hang-up). A transfer first replaces the call's TwiML
+    with a ``<Dial>`` through Twilio's REST API."""
+
     carrier = "twilio"
-    # Ending the call: closing the media socket hands the call back to Twilio, which continues
-    # with the TwiML after <Connect> (none: the call hangs up).
+
+    def __init__(self, *args: Any, account_sid: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.account_sid = account_sid
+
+    async def _end_phone_call(self) -> None:
+        number = self.call.transfer_to
+        if number is None:
+            return
+        settings = self.ctx.config.twilio
+        token = settings.auth_token
+        url = (f"{settings.api_base_url.rstrip('/')}/2010-04-01/Accounts/{self.account_sid}"
+               f"/Calls/{self.call.call_id}.json")
+        try:
+            if token is None or not self.account_sid or self.ctx.http is None:
+                raise RuntimeError("no Twilio auth token or account")
+            auth = aiohttp.BasicAuth(self.account_sid, token.get_secret_value())
+            async with asyncio.timeout(TRANSFER_TIMEOUT_S), self.ctx.http.post(
+                    url, data={"Twiml": twilio.dial_twiml(number)}, auth=auth) as reply:
+                if reply.status >= 300:
+                    raise RuntimeError(f"HTTP {reply.status}")
+            self.log.info("call transferred", carrier="twilio")
+        except (RuntimeError, aiohttp.ClientError, TimeoutError) as exc:
+            self.log.error("the transfer failed; the caller hears the apology", error=str(exc) or type(exc).__name__)
+            self.ctx.note_failure(self.call.call_id)
 
 
 def public_base(request: web.Request, ctx: GatewayContext) -> str:
@@ -185,7 +217,8 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
         call = Call(call_id=start.call_sid, stream_id=start.stream_sid, profile_name=name,
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0],
                     observer=ctx.observer_for(start.call_sid),
-                    log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid), **ctx.call_options())
+                    log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid), **ctx.call_options(),
+                    can_transfer=ctx.config.twilio.auth_token is not None and bool(start.account_sid))
         if call.call_id in ctx.calls:
             call.log.warning("a second media stream for a call in progress: refused (one session per call)")
             await ws.close(code=1008, message=b"duplicate stream")
@@ -196,7 +229,8 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
                 recorder.call_secrets.append(start.params["token"])
             for t, message in prelude:
                 recorder.record(t, "phone", "in", message)
-        await TwilioBridge(ctx, ws, call, twilio.TwilioLeg(start), opened_at, recorder, request.transport).run()
+        await TwilioBridge(ctx, ws, call, twilio.TwilioLeg(start), opened_at, recorder, request.transport,
+                           account_sid=start.account_sid).run()
     finally:
         if not ws.closed:
             await ws.close()

@@ -132,9 +132,10 @@ SCENARIOS: dict[str, Scenario] = {
          Silence(900), Say(INTERRUPT[4800:12000], "second burst"), Silence(1500), Hangup()],
         profile="patient", sim={"audio_speed": 1.0}),
     "dtmf_digits": Scenario(
-        "The caller presses keys, then asks a question.",
-        [Silence(400), Dtmf("1"), Silence(200), Dtmf("2"), Silence(200), Dtmf("#"), Say(HOURS, "hours"),
-         WaitForBot(), Hangup()]),
+        "The caller types 1 2 # on the keypad: the model hears the entry and answers it; then the "
+        "caller asks a question.",
+        [Silence(400), Dtmf("1"), Silence(200), Dtmf("2"), Silence(200), Dtmf("#"), WaitForBot(),
+         Say(HOURS, "hours"), WaitForBot(), Hangup()]),
     "hangup_while_bot_speaks": Scenario(
         "The caller hangs up while the bot is still talking.",
         [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1200), Hangup()]),

@@ -195,7 +195,7 @@ def test_voice_type_error_matches_the_documented_format() -> None:
             "colour",
             "profiles.main.colour: unknown key (expected one of: model, agent, instructions, voice, "
             "turn_detection, noise_suppression, echo_cancellation, input_transcription, temperature, "
-            "max_output_tokens, greeting, barge_in, tools, limits)",
+            "max_output_tokens, greeting, barge_in, tools, limits, dtmf, silence, interim_response)",
             id="unknown-key",
         ),
         pytest.param(

@@ -128,15 +128,23 @@ class AcsLeg:
         return None
 
 
-def called_number(event_data: dict[str, Any]) -> str | None:
-    """The number that was called, from an IncomingCall event's ``data.to``."""
-    to = event_data.get("to")
-    if not isinstance(to, dict):
+def _phone_of(party: Any) -> str | None:
+    if not isinstance(party, dict):
         return None
-    phone = to.get("phoneNumber")
+    phone = party.get("phoneNumber")
     if isinstance(phone, dict) and isinstance(phone.get("value"), str):
         return phone["value"]
-    raw = to.get("rawId")
+    raw = party.get("rawId")
     if isinstance(raw, str) and raw.startswith("4:"):
         return raw[2:]
     return None
+
+
+def called_number(event_data: dict[str, Any]) -> str | None:
+    """The number that was called, from an IncomingCall event's ``data.to``."""
+    return _phone_of(event_data.get("to"))
+
+
+def caller_number(event_data: dict[str, Any]) -> str | None:
+    """The caller's number, from an IncomingCall event's ``data.from`` (None: not a phone)."""
+    return _phone_of(event_data.get("from"))

@@ -225,6 +225,11 @@ def hangup_twiml() -> str:
     return '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>'
 
 
+def dial_twiml(number: str) -> str:
+    """TwiML that hands the call over to ``number`` (a transfer)."""
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Dial>{escape(number)}</Dial></Response>'
+
+
 def say_twiml(text: str) -> str:
     """TwiML that speaks a sentence and hangs up (used when a call cannot be taken)."""
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Say>{escape(text)}</Say><Hangup/></Response>'

@@ -63,6 +63,12 @@ def build_session(profile: Profile, audio_format: str = "g711_ulaw") -> dict[str
             for tool in profile.tools
         ]
         session["tool_choice"] = "auto"
+    interim = profile.interim_response
+    if interim is not None:
+        fields = interim.model_dump(exclude_none=True, exclude={"type"})
+        if interim.type == "llm":
+            fields.pop("texts", None)
+        session["interim_response"] = {"type": f"{interim.type}_interim_response", **fields}
     return session
 
 
