@@ -531,6 +531,7 @@ class Call:
             if self.state == CallState.CLOSING:
                 self._finish_closing(now)
             elif not playout.pending:
+                self._quiet_since = max(self._quiet_since, now)  # silence counts from the bot's last word
                 self._maybe_renew(now)
 
     def tick(self, now: float) -> None:
@@ -653,6 +654,8 @@ class Call:
             return None
         start = self._quiet_since
         until = self.playout.playing_until()
+        if until is None and self.playout.playing(start):
+            return None  # acknowledged playback: counted from the last acknowledgement
         if until is not None and until > start:
             start = until  # counted from the end of what the bot said
         return start + self._silence_ms
