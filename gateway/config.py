@@ -1037,7 +1037,7 @@ class GatewayConfig(_Model):
                 values.append(secret.get_secret_value())
         for profile_name, profile in self.profiles.items():  # tool headers read from the environment
             for index, tool in enumerate(profile.tools):
-                for header, value in tool.http.headers.items():
+                for header, value in (tool.http.headers if tool.http is not None else {}).items():
                     if self._env_refs.get(f"profiles.{profile_name}.tools[{index}].http.headers.{header}"):
                         values.append(value)
                         values += [word for word in value.split() if len(word) >= 8 and word != value]

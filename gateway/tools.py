@@ -37,6 +37,8 @@ async def run_http_tool(http: aiohttp.ClientSession, tool: Tool, run: RunTool) -
     if not isinstance(arguments, dict):
         return _error(f"the arguments for {tool.name} were not a JSON object; nothing was looked up")
     spec = tool.http
+    if spec is None:
+        return _error(f"{tool.name} is not a tool the gateway runs over HTTP")
     started = time.monotonic()
     outcome = "ok"
     try:

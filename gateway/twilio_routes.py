@@ -9,7 +9,9 @@ stream to the call Twilio announced and to the profile chosen for it, on any rep
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -44,14 +46,15 @@ class TwilioBridge(CallBridge):
             return
         settings = self.ctx.config.twilio
         token = settings.auth_token
-        url = (f"{settings.api_base_url.rstrip('/')}/2010-04-01/Accounts/{self.account_sid}"
-               f"/Calls/{self.call.call_id}.json")
+        url = (f"{settings.api_base_url.rstrip('/')}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}"
+               f"/Calls/{quote(self.call.call_id, safe='')}.json")
         try:
             if token is None or not self.account_sid or self.ctx.http is None:
                 raise RuntimeError("no Twilio auth token or account")
-            auth = aiohttp.BasicAuth(self.account_sid, token.get_secret_value())
+            basic = base64.b64encode(f"{self.account_sid}:{token.get_secret_value()}".encode()).decode()
             async with asyncio.timeout(TRANSFER_TIMEOUT_S), self.ctx.http.post(
-                    url, data={"Twiml": twilio.dial_twiml(number)}, auth=auth) as reply:
+                    url, data={"Twiml": twilio.dial_twiml(number)}, headers={"Authorization": "Basic " + basic},
+            ) as reply:
                 if reply.status >= 300:
                     raise RuntimeError(f"HTTP {reply.status}")
             self.log.info("call transferred", carrier="twilio")
