@@ -28,6 +28,7 @@ from gateway.audio import PCM16_24K, read_wav, resample
 from gateway.auth import AuthError, TokenError, eventgrid_validation_code, public_url_for, secret_matches
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
+from gateway.carriers import KEY_TONES
 from gateway.carriers.acs import INCOMING_CALL, SAMPLE_RATE, AcsLeg, called_number, caller_number
 from gateway.twilio_routes import public_base
 
@@ -114,7 +115,8 @@ class AcsBridge(CallBridge):
 
         try:
             await client.get_call_connection(self.call.call_id).send_dtmf_tones(
-                list(digits), PhoneNumberIdentifier(self.caller), operation_context="gateway-dtmf")
+                [KEY_TONES[key] for key in digits], PhoneNumberIdentifier(self.caller),
+                operation_context="gateway-dtmf")
         except Exception as exc:
             self.log.warning("sending keypad tones failed", error=type(exc).__name__, detail=str(exc)[:200])
             return json.dumps({"error": "the keypad tones could not be sent"})

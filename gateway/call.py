@@ -467,8 +467,17 @@ class Call:
         self._finish_closing(now)
 
     def _finish_closing(self, now: float) -> None:
-        if self.state == CallState.CLOSING and not self.playout.playing(now):
+        if self.state != CallState.CLOSING:
+            return
+        until = self._closing_until()
+        if (until is None or now >= until) and not self.playout.playing(now):
             self._end(self._closing_reason or "closing", now, hang_up=True)
+
+    def _closing_until(self) -> float | None:
+        """On a paced leg, when the last word will have been heard: the playback clock's end plus one
+        piece, since a phone plays whole frames and the last piece may be a partial one."""
+        until = self.playout.playing_until()
+        return None if until is None else until + self.piece_ms
 
     def summary(self, now: float) -> dict[str, Any]:
         s = self.stats
@@ -570,7 +579,7 @@ class Call:
             return None
         candidates = [self.playout.next_release()]
         if self.state == CallState.CLOSING:
-            candidates.append(self.playout.playing_until())
+            candidates.append(self._closing_until())
         elif self._goodbye is not None:
             candidates.append(self._goodbye_deadline)
         else:
@@ -633,8 +642,10 @@ class Call:
             self._request_response()
 
     def _request_response(self) -> None:
-        """Ask for a response now, or as soon as the running one (or a tool) is done."""
-        if self.active_response is None and not self._tools_running and not self._tool_outputs:
+        """Ask for a response now, or as soon as the session is ready and the running response (or
+        a tool) is done."""
+        if (self.state == CallState.READY and self.active_response is None and not self._tools_running
+                and not self._tool_outputs):
             self._respond_pending = False
             self._send({"type": "response.create"})
         else:
@@ -819,8 +830,7 @@ class Call:
             while self._held:
                 self.caller_audio(self._held.popleft(), now)
             self._held_bytes = 0
-            held_control, self._held_control = self._held_control, []
-            self.to_voicelive.extend(held_control)
+            self._send_held_control()
             return
         self.ready_at = now
         held = len(self._held)
@@ -838,6 +848,16 @@ class Call:
             )
             self._send({"type": "response.create", "response": {"instructions": instructions}},
                        kind="greeting")
+        # keys pressed meanwhile go now; they are answered at once, or after the greeting
+        self._send_held_control(respond=greeting is None)
+
+    def _send_held_control(self, respond: bool = True) -> None:
+        """The session is ready: what waited for it goes now, and a response asked for meanwhile is
+        requested (``respond``), else once the response under way is done."""
+        held_control, self._held_control = self._held_control, []
+        self.to_voicelive.extend(held_control)
+        if respond and self._respond_pending:
+            self._request_response()
 
     def _on_error(self, event: dict[str, Any], now: float) -> None:
         err = event.get("error")

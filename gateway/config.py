@@ -211,6 +211,8 @@ Url = Annotated[str, AfterValidator(_url)]
 
 
 def _phone_number(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):  # YAML read +14155550100 as a number
+        raise _fail("expected an E.164 number in quotes, such as \"+14155550100\"")
     if not isinstance(value, str):
         raise _fail("expected an E.164 number such as +14155550100")
     number = normalize_number(value)
@@ -608,7 +610,8 @@ def _builtin_defaults(data: dict[str, Any]) -> dict[str, Any]:
     elif kind == "transfer_call":
         transfer = data.get("transfer") if isinstance(data.get("transfer"), dict) else {}
         names = [str(n) for n in (transfer.get("targets") or {})]
-        prefixes = [str(p) for p in (transfer.get("allowed_prefixes") or [])]
+        prefixes = [normalize_number(p) if isinstance(p, str) else str(p)
+                    for p in (transfer.get("allowed_prefixes") or [])]
         properties: dict[str, Any] = {}
         if names:
             properties["destination"] = {"type": "string", "enum": names,
@@ -688,6 +691,11 @@ class Tool(_Model):
                     if item not in properties:
                         rules.append((("parameters", "required"),
                                       f"names {item!r}, which is not in parameters.properties", False))
+            # a built-in tool worded by the profile must still ask for what the gateway reads
+            needs = {"send_dtmf": ("digits",), "transfer_call": ("destination", "number")}.get(str(builtin), ())
+            if needs and not any(name in properties for name in needs):
+                rules.append((("parameters", "properties"), f"a {builtin} tool needs a "
+                              + " or ".join(repr(n) for n in needs) + " parameter", False))
         return rules
 
 
@@ -699,7 +707,9 @@ class DigitAction(_Model):
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
-        has_transfer, hang_up = _is_set(data.get("transfer_to")), data.get("hang_up") in (True, "true", "yes")
+        flag = data.get("hang_up")
+        hang_up = flag is True or (isinstance(flag, str) and flag.lower() in _TRUE_WORDS)
+        has_transfer = _is_set(data.get("transfer_to"))
         if has_transfer == hang_up:
             return [((), "expected one action: transfer_to: +number, or hang_up: true", False)]
         return []
@@ -719,7 +729,7 @@ class Dtmf(_Model):
     respond: bool = True  # the bot answers the keys (else they only join the conversation)
     digit_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 2.0
     finish_on: Annotated[str, AfterValidator(_dtmf_keys)] = "#"
-    actions: dict[Annotated[str, AfterValidator(_dtmf_keys)], DigitAction] = Field(default_factory=dict)
+    actions: dict[str, DigitAction] = Field(default_factory=dict)
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
@@ -727,8 +737,8 @@ class Dtmf(_Model):
         rules: list[Rule] = []
         if isinstance(actions, dict):
             for key in actions:
-                if not (isinstance(key, str | int) and len(str(key)) == 1):
-                    rules.append((("actions", key), "expected a single key (0-9, *, #, A-D)", False))
+                if not (isinstance(key, str | int) and len(str(key)) == 1 and str(key) in DTMF_KEYS):
+                    rules.append((("actions", key), "expected a single keypad key (0-9, *, #, A-D)", False))
         return rules
 
     @classmethod
@@ -770,8 +780,13 @@ class InterimResponse(_Model):
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
-        if data.get("type") == "static" and not data.get("texts"):
-            return [(("texts",), "required for a static interim response (the phrases to say)", False)]
+        if data.get("type") == "static":
+            llm_only = ("instructions", "model", "max_completion_tokens")
+            rules: list[Rule] = [((key,), "only an llm interim response takes this", False)
+                                 for key in llm_only if _is_set(data.get(key))]
+            if not data.get("texts"):
+                rules.append((("texts",), "required for a static interim response (the phrases to say)", False))
+            return rules
         if data.get("type") == "llm" and data.get("texts"):
             return [(("texts",), "only a static interim response takes texts", False)]
         return []

@@ -33,8 +33,8 @@ from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
 from gateway.bridge import CONTEXT
 from gateway.config import parse_config
-from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
-from gateway.softphone import Hangup, Reconnect, Say, Silence, WaitForBot, place_acs_call
+from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
+from gateway.softphone import Dtmf, Hangup, Reconnect, Say, Silence, WaitForBot, place_acs_call
 
 RESOURCE_ID = "5e6f7a8b-0000-4000-8000-00000000acs1"
 ISSUER = "https://acscallautomation.communication.azure.com"
@@ -88,6 +88,8 @@ class CapturingTransport(AsyncHttpTransport):
         self.requests.append(request)
         if ":terminate" in request.url:
             return _Response(request, 204, b"")
+        if ":transferToParticipant" in request.url or ":sendDtmfTones" in request.url:
+            return _Response(request, 202, b'{"operationContext": "accepted"}')
         user = {"rawId": "8:acs:bot", "kind": "communicationUser", "communicationUser": {"id": "8:acs:bot"}}
         body = {"callConnectionId": f"cc-{len(self.requests)}", "serverCallId": "srv", "targets": [],
                 "callConnectionState": "connecting", "callbackUri": "x", "source": user, "answeredBy": user}
@@ -143,8 +145,11 @@ class AcsRig:
     transport: CapturingTransport
     keys: Keys
 
-    def media_url(self, profile: str = "main") -> str:
-        token = self.app[CONTEXT].tokens.issue({"profile": profile, "correlation": "corr-1"}, 3600)
+    def media_url(self, profile: str = "main", caller: str | None = None) -> str:
+        claims = {"profile": profile, "correlation": "corr-1"}
+        if caller is not None:
+            claims["caller"] = caller
+        token = self.app[CONTEXT].tokens.issue(claims, 3600)
         return self.base.replace("http://", "ws://") + "/acs/media?ctx=" + token
 
     async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
@@ -165,6 +170,11 @@ acs:
 profiles:
   main: {{model: gpt-realtime, voice: alloy}}
   sales: {{model: gpt-realtime, voice: marin}}
+  control:
+    model: gpt-realtime
+    tools:
+      - {{name: transfer_call, builtin: transfer_call, transfer: {{targets: {{operator: "+14155550100"}}}}}}
+      - {{name: press_keys, builtin: send_dtmf}}
 routes:
   default: main
   numbers: {{"+15555550123": sales}}
@@ -178,8 +188,9 @@ async def acs(keys: Keys) -> AsyncIterator[AcsRig]:
 
 
 @contextlib.asynccontextmanager
-async def _acs_rig(keys: Keys, voicelive_endpoint: str | None = None) -> AsyncIterator[AcsRig]:
-    sim = await start_simulator(SimulatorSettings(audio_speed=4.0))
+async def _acs_rig(keys: Keys, voicelive_endpoint: str | None = None,
+                   tool_calls: dict[int, ToolCall] | None = None) -> AsyncIterator[AcsRig]:
+    sim = await start_simulator(SimulatorSettings(audio_speed=4.0, tool_calls=tool_calls or {}))
     access_key = base64.b64encode(b"k" * 32).decode()
     connection = f"endpoint=https://acs.example.communication.azure.com/;accesskey={access_key}"
     endpoint = voicelive_endpoint or sim.endpoint
@@ -363,3 +374,47 @@ async def test_a_refused_voicelive_session_plays_the_apology_then_hangs_up(keys:
     assert report.played_bytes == apology_bytes, (report.unplayed_bytes, report.discarded_bytes)
     assert report.duration_ms < 8000
     assert metrics.VOICELIVE_FAILURES.value("acs", label) == before + 1
+
+
+async def test_a_transfer_goes_through_call_automation_after_the_bot_said_so(keys: Keys) -> None:
+    async with _acs_rig(keys, tool_calls={1: ToolCall("transfer_call", {"destination": "operator"})}) as acs:
+        report = await place_acs_call(acs.media_url("control"), [Say(HOURS, "a person, please"), Silence(20_000)],
+                                      token=acs.keys.mint(), call_connection_id="cc-transfer")
+        session = await asyncio.wait_for(acs.sim.state.wait_closed(0), 10)
+        await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+        (transfer,) = acs.transport.of(":transferToParticipant")
+        hangups = acs.transport.of(":terminate")
+    assert "/calling/callConnections/cc-transfer:transferToParticipant" in transfer.url
+    body = json.loads(transfer.content)
+    assert body["targetParticipant"]["rawId"] == "4:+14155550100"
+    assert hangups == []  # the caller goes to the operator, the call is not hung up
+    assert report.closed_by == "gateway" and report.violations == 0
+    # the bot's words about the transfer were heard in full before the hand-over
+    assert report.played_bytes == sum(session.items_audio_bytes.values()) > 0
+    assert report.discarded_bytes == 0 and report.unplayed_bytes == 0 and report.clears == 0
+
+
+async def test_send_dtmf_presses_keys_towards_the_caller_through_call_automation(keys: Keys) -> None:
+    async with _acs_rig(keys, tool_calls={1: ToolCall("press_keys", {"digits": "12#"})}) as acs:
+        report = await place_acs_call(acs.media_url("control", caller="+14255550123"),
+                                      [Say(HOURS, "press one two pound"), WaitForBot(), Hangup()],
+                                      token=acs.keys.mint(), call_connection_id="cc-keys")
+        session = await asyncio.wait_for(acs.sim.state.wait_closed(0), 10)
+        await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+        (tones,) = acs.transport.of(":sendDtmfTones")
+    body = json.loads(tones.content)
+    assert body["tones"] == ["one", "two", "pound"]
+    assert body["targetParticipant"]["rawId"] == "4:+14255550123"
+    (output,) = session.function_call_outputs
+    assert json.loads(output["output"]) == {"status": "pressed 3 key(s)"}
+    assert report.played_bytes > 0 and report.closed_by == "caller"  # the bot went on after the keys
+
+
+async def test_caller_keys_on_acs_reach_the_model(acs: AcsRig) -> None:
+    report = await place_acs_call(acs.media_url(), [Dtmf("7"), Dtmf("#"), WaitForBot(), Hangup()],
+                                  token=acs.keys.mint(), call_connection_id="cc-caller-keys")
+    session = await asyncio.wait_for(acs.sim.state.wait_closed(0), 10)
+    texts = [e["item"]["content"][0]["text"] for e in session.received
+             if e.get("type") == "conversation.item.create" and e["item"].get("type") == "message"]
+    assert texts == ["[The caller pressed these keys on the phone keypad: 7 #]"]
+    assert report.played_bytes > 0  # and the bot answered them

@@ -38,6 +38,9 @@ profiles:
   prompting:
     model: gpt-realtime
     silence: {reprompt_after_s: 5, max_reprompts: 2, reprompt: "Are you still there?"}
+  greeting_keys:
+    model: gpt-realtime
+    greeting: Welcome.
 routes:
   default: control
 """
@@ -418,3 +421,49 @@ def test_audio_pieces_reach_the_phone_in_order_during_a_goodbye() -> None:
     tool_call(call, "r1", "c1", "hang_up", {}, 21.0)
     played = b"".join(base64.b64decode(a.payload) for a in phone(call) if isinstance(a, PlayAudio))
     assert played == bytes(range(256)) * 10
+
+
+def unready_call(profile: str = "control") -> Call:
+    config = parse_config(CONFIG, env={})
+    return Call(call_id="CA1", stream_id="MZ1", profile_name=profile, profile=config.profiles[profile],
+                started_at=0.0)
+
+
+@pytest.mark.parametrize("greeting", [False, True])
+def test_keys_pressed_before_the_session_is_ready_are_sent_once_it_is(greeting: bool) -> None:
+    call = unready_call("greeting_keys" if greeting else "control")
+    call.dtmf("5", 10.0)
+    call.dtmf("#", 20.0)
+    assert call.to_voicelive == []
+    call.voicelive_connected(30.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 40.0)
+    sent = vl(call)
+    assert key_items(sent) == ["[The caller pressed these keys on the phone keypad: 5 #]"]
+    creates = [e for e in sent if e["type"] == "response.create"]
+    assert len(creates) == 1  # one response at a time: the greeting first, if there is one
+    if greeting:
+        assert "Welcome." in creates[0]["response"]["instructions"]
+        created(call, "r1", 50.0)
+        done(call, "r1", 60.0)
+        assert [e["type"] for e in vl(call)] == ["response.create"]  # then the keys are answered
+
+
+def test_a_paced_leg_ends_a_goodbye_one_piece_after_the_playback_clock() -> None:
+    config = parse_config(CONFIG, env={})
+    call = Call(call_id="CA1", stream_id="MZ1", profile_name="control", profile=config.profiles["control"],
+                started_at=0.0, paced=True, piece_ms=20)
+    call.voicelive_connected(1.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 2.0)
+    created(call, "r1", 10.0)
+    speak(call, "r1", "i1", 1630, 10.0)  # 203.75 ms: the last piece is a partial frame
+    tool_call(call, "r1", "c1", "hang_up", {}, 11.0)
+    done(call, "r1", 12.0)
+    end = 10.0 + 1630 / 8 + 20
+    while (due := call.next_deadline()) is not None and due < end:
+        call.tick(due)
+        assert not call.ended
+    assert call.next_deadline() == end
+    call.tick(end)
+    assert call.ended and call.end_reason == "bot_hung_up"

@@ -14,17 +14,21 @@ from gateway.config import (
     AzureSemanticVad,
     AzureStandardVoice,
     ConfigError,
+    DigitAction,
+    Dtmf,
     GatewayConfig,
     Greeting,
     Profile,
     Routes,
     ServerVad,
+    Tool,
     TurnDetectionOff,
     describe,
     load_config,
     normalize_number,
     parse_config,
 )
+from gateway.voicelive.session import build_session
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.yaml"
 
@@ -717,9 +721,11 @@ def test_describe_with_the_simulator() -> None:
     assert "turn detection: server_vad" in sales_line
     assert "greeting: yes (instructions)" in sales_line
     assert "barge-in: on (response.cancel on, output_audio_buffer.clear on)" in sales_line
+    assert sales_line.endswith(", tools: none")
     (default_line,) = [line for line in lines if line.startswith("any other number -> support: ")]
     assert "voice en-US-Ava:DragonHDLatestNeural (azure-standard)" in default_line
     assert "turn detection: azure_semantic_vad" in default_line
+    assert default_line.endswith(", tools: hang_up, transfer_to_operator")
     assert not any(line.startswith("unused profile") for line in lines)
 
 
@@ -788,3 +794,557 @@ def test_turn_detection_none_null_and_absent() -> None:
     assert isinstance(profiles["null"].turn_detection, TurnDetectionOff)
     assert profiles["empty"].turn_detection is None
     assert profiles["absent"].turn_detection is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Call control: built-in tools, caller keys, silence, interim responses, the Twilio REST API
+
+HANG_UP_DESCRIPTION = (
+    "End the phone call. Call it when the conversation is over or the caller asks to hang up, "
+    "after saying goodbye."
+)
+HANG_UP_PARAMETERS = {
+    "type": "object",
+    "properties": {"reason": {"type": "string", "description": "Why the call ends, in a few words."}},
+}
+SEND_DTMF_DESCRIPTION = "Press keys on the phone keypad (DTMF tones), for example to answer a phone menu."
+SEND_DTMF_PARAMETERS = {
+    "type": "object",
+    "properties": {"digits": {"type": "string", "description": "The keys to press: 0-9, * and #."}},
+    "required": ["digits"],
+}
+
+
+def with_profile(body: str) -> str:
+    """MINIMAL with ``body`` (YAML written from column 0) added to its profile ``main``."""
+    return MINIMAL + textwrap.indent(dedent(body), "    ")
+
+
+def test_call_control_settings_parse_and_fill_defaults() -> None:
+    text = with_profile(
+        """
+        tools:
+          - name: bye
+            builtin: hang_up
+          - name: transfer
+            builtin: transfer_call
+            transfer:
+              targets: {operator: "+1 (415) 555-0100", billing: "+44 20 7946 0018"}
+              allowed_prefixes: ["+1415", "+1650"]
+          - name: press
+            builtin: send_dtmf
+        dtmf:
+          to_model: false
+          respond: false
+          digit_timeout_s: 3.5
+          finish_on: "*"
+          actions:
+            0: {transfer_to: "+1 415 555 0199"}
+            "9": {hang_up: true}
+        silence:
+          reprompt_after_s: 8
+          max_reprompts: 1
+          reprompt: Are you still there?
+        interim_response:
+          type: static
+          texts: ["One moment, please."]
+          triggers: [tool]
+          latency_threshold_ms: 1500
+        """
+    )
+    profile = parse_config(text, env={}).profiles["main"]
+    bye, transfer, press = profile.tools
+
+    assert (bye.name, bye.builtin, bye.http, bye.transfer) == ("bye", "hang_up", None, None)
+    assert bye.description == HANG_UP_DESCRIPTION
+    assert bye.parameters == HANG_UP_PARAMETERS
+
+    assert (transfer.name, transfer.builtin, transfer.http) == ("transfer", "transfer_call", None)
+    assert transfer.transfer is not None
+    assert transfer.transfer.targets == {"operator": "+14155550100", "billing": "+442079460018"}
+    assert transfer.transfer.allowed_prefixes == ["+1415", "+1650"]
+    assert transfer.description == (
+        "Transfer the caller to a person (operator, billing). "
+        "Tell the caller you are transferring them, then call it."
+    )
+    assert transfer.parameters == {
+        "type": "object",
+        "properties": {
+            "destination": {
+                "type": "string",
+                "enum": ["operator", "billing"],
+                "description": "Who to transfer the caller to.",
+            },
+            "number": {
+                "type": "string",
+                "description": "A phone number in E.164 form starting with +1415 or +1650, "
+                "when no named destination fits.",
+            },
+        },
+    }
+
+    assert (press.name, press.builtin, press.transfer) == ("press", "send_dtmf", None)
+    assert press.description == SEND_DTMF_DESCRIPTION
+    assert press.parameters == SEND_DTMF_PARAMETERS
+
+    assert profile.dtmf == Dtmf(
+        to_model=False,
+        respond=False,
+        digit_timeout_s=3.5,
+        finish_on="*",
+        actions={"0": DigitAction(transfer_to="+14155550199"), "9": DigitAction(hang_up=True)},
+    )
+    assert profile.dtmf.actions["0"].hang_up is False
+    assert profile.dtmf.actions["9"].transfer_to is None
+
+    assert profile.silence.reprompt_after_s == 8
+    assert profile.silence.max_reprompts == 1
+    assert profile.silence.reprompt == Greeting(text="Are you still there?")
+
+    interim = profile.interim_response
+    assert interim is not None
+    assert (interim.type, interim.texts, interim.triggers) == ("static", ["One moment, please."], ["tool"])
+    assert interim.latency_threshold_ms == 1500
+    assert (interim.instructions, interim.model, interim.max_completion_tokens) == (None, None, None)
+
+
+def test_call_control_defaults_when_not_written() -> None:
+    profile = parse_config(MINIMAL, env={}).profiles["main"]
+    assert profile.tools == []
+    assert (profile.dtmf.to_model, profile.dtmf.respond) == (True, True)
+    assert (profile.dtmf.digit_timeout_s, profile.dtmf.finish_on, profile.dtmf.actions) == (2.0, "#", {})
+    assert profile.silence.reprompt_after_s is None  # no re-prompts
+    assert profile.silence.max_reprompts == 2
+    assert profile.silence.reprompt == Greeting(
+        instructions="The caller has been quiet for a while. Ask briefly whether they are still there."
+    )
+    assert profile.interim_response is None
+    llm = parse_config(with_profile("interim_response: {type: llm}\n"), env={}).profiles["main"]
+    assert llm.interim_response is not None
+    assert (llm.interim_response.texts, llm.interim_response.triggers) == ([], ["tool", "latency"])
+    assert llm.interim_response.latency_threshold_ms is None
+
+
+def test_transfer_parameters_follow_targets_and_prefixes() -> None:
+    text = with_profile(
+        """
+        tools:
+          - name: to_desk
+            builtin: transfer_call
+            transfer: {targets: {front_desk: "+1-415-555-0100"}}
+          - name: to_number
+            builtin: transfer_call
+            transfer: {allowed_prefixes: ["+1 (415)"]}
+        """
+    )
+    to_desk, to_number = parse_config(text, env={}).profiles["main"].tools
+    assert to_desk.transfer is not None and to_desk.transfer.targets == {"front_desk": "+14155550100"}
+    assert to_desk.transfer.allowed_prefixes == []
+    assert to_desk.parameters == {
+        "type": "object",
+        "properties": {
+            "destination": {"type": "string", "enum": ["front_desk"], "description": "Who to transfer the caller to."}
+        },
+    }
+    assert to_number.transfer is not None and to_number.transfer.targets == {}
+    assert to_number.transfer.allowed_prefixes == ["+1415"]
+    assert list(to_number.parameters["properties"]) == ["number"]
+    assert to_number.description == (
+        "Transfer the caller to a person. Tell the caller you are transferring them, then call it."
+    )
+
+
+def test_a_builtin_tool_keeps_its_own_description_and_parameters() -> None:
+    parameters = {"type": "object", "properties": {"why": {"type": "string"}}, "required": ["why"]}
+    text = with_profile(
+        """
+        tools:
+          - name: end_call
+            builtin: hang_up
+            description: Hang up once the caller has said goodbye.
+            parameters: {type: object, properties: {why: {type: string}}, required: [why]}
+        """
+    )
+    (tool,) = parse_config(text, env={}).profiles["main"].tools
+    assert tool.description == "Hang up once the caller has said goodbye."
+    assert tool.parameters == parameters
+
+
+def test_python_construction_fills_the_same_defaults() -> None:
+    tool = Tool(name="bye", builtin="hang_up")
+    assert (tool.description, tool.parameters) == (HANG_UP_DESCRIPTION, HANG_UP_PARAMETERS)
+    assert Dtmf(actions={0: {"hang_up": True}}).actions == {"0": DigitAction(hang_up=True)}  # type: ignore[dict-item]
+    with pytest.raises(ValidationError):
+        Tool(name="bye", builtin="hang_up", transfer={"targets": {"op": "+14155550100"}})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle", "expected"),
+    [
+        pytest.param(
+            "tools:\n  - name: bye\n    builtin: hang_up\n    http: {url: 'https://hooks.example.com/bye'}\n",
+            "builtin:",
+            "profiles.main.tools[0].builtin: expected either http or builtin, not both",
+            id="http-and-builtin",
+        ),
+        pytest.param(
+            "tools:\n  - name: lookup\n    description: Find an order.\n",
+            "- name: lookup",
+            "profiles.main.tools[0].http: required key missing "
+            "(write http: {url: ...}, or builtin: hang_up | transfer_call | send_dtmf)",
+            id="neither-http-nor-builtin",
+        ),
+        pytest.param(
+            "tools:\n  - name: bye\n    builtin: hang\n",
+            "builtin:",
+            "profiles.main.tools[0].builtin: expected one of hang_up, transfer_call, send_dtmf (got 'hang')",
+            id="unknown-builtin",
+        ),
+        pytest.param(
+            "tools:\n  - name: xfer\n    builtin: transfer_call\n",
+            "- name: xfer",
+            "profiles.main.tools[0].transfer: required key missing for transfer_call "
+            '(write transfer: {targets: {operator: "+14155550100"}})',
+            id="transfer-call-without-transfer",
+        ),
+        pytest.param(
+            "tools:\n  - name: bye\n    builtin: hang_up\n    transfer: {targets: {op: '+14155550100'}}\n",
+            "transfer:",
+            "profiles.main.tools[0].transfer: only a transfer_call tool takes transfer",
+            id="transfer-on-hang-up",
+        ),
+        pytest.param(
+            "tools:\n  - name: t\n    description: d\n    http: {url: 'https://x.example.com'}\n"
+            "    transfer: {targets: {op: '+14155550100'}}\n",
+            "transfer:",
+            "profiles.main.tools[0].transfer: only a transfer_call tool takes transfer",
+            id="transfer-on-http-tool",
+        ),
+        pytest.param(
+            "tools:\n  - name: xfer\n    builtin: transfer_call\n    transfer:\n      targets:\n"
+            "        operator: '555-0100'\n",
+            "operator:",
+            "profiles.main.tools[0].transfer.targets.operator: expected an E.164 number such as "
+            "+14155550100 (got '555-0100')",
+            id="bad-target-number",
+        ),
+        pytest.param(
+            "tools:\n  - name: xfer\n    builtin: transfer_call\n    transfer:\n      allowed_prefixes:\n"
+            "        - '1415'\n",
+            "'1415'",
+            "profiles.main.tools[0].transfer.allowed_prefixes[0]: expected the start of an E.164 number, "
+            "such as +1415 (got '1415')",
+            id="bad-prefix",
+        ),
+        pytest.param(
+            "tools:\n  - name: xfer\n    builtin: transfer_call\n    transfer: {}\n",
+            "transfer:",
+            "profiles.main.tools[0].transfer.targets: expected at least one destination "
+            "(targets: {name: +number})",
+            id="transfer-without-destinations",
+        ),
+        pytest.param(
+            "tools:\n  - name: end call\n    builtin: hang_up\n",
+            "end call",
+            "profiles.main.tools[0].name: expected a tool name of 1 to 64 letters, digits, - and _ "
+            "(got 'end call')",
+            id="tool-name",
+        ),
+        pytest.param(
+            "tools:\n  - name: t\n    description: d\n    parameters: {type: array}\n"
+            "    http: {url: 'https://x.example.com'}\n",
+            "parameters:",
+            "profiles.main.tools[0].parameters.type: expected object (the parameters are a JSON object) "
+            "(got 'array')",
+            id="parameters-not-an-object",
+        ),
+        pytest.param(
+            "dtmf:\n  actions:\n    '0': {transfer_to: '+14155550100', hang_up: true}\n",
+            "'0':",
+            "profiles.main.dtmf.actions.0: expected one action: transfer_to: +number, or hang_up: true",
+            id="dtmf-action-both",
+        ),
+        pytest.param(
+            "dtmf:\n  actions:\n    '0': {hang_up: false}\n",
+            "'0':",
+            "profiles.main.dtmf.actions.0: expected one action: transfer_to: +number, or hang_up: true",
+            id="dtmf-action-neither",
+        ),
+        pytest.param(
+            "dtmf:\n  actions:\n    '5': {transfer_to: '415-555-0100'}\n",
+            "'5':",
+            "profiles.main.dtmf.actions.5.transfer_to: expected an E.164 number such as +14155550100 "
+            "(got '415-555-0100')",
+            id="dtmf-action-bad-number",
+        ),
+        pytest.param(
+            "dtmf:\n  actions:\n    '12': {hang_up: true}\n",
+            "'12':",
+            "profiles.main.dtmf.actions.12: expected a single keypad key (0-9, *, #, A-D)",
+            id="dtmf-action-key-too-long",
+        ),
+        pytest.param(
+            "dtmf:\n  actions:\n    x: {hang_up: true}\n",
+            "x:",
+            "profiles.main.dtmf.actions.x: expected a single keypad key (0-9, *, #, A-D)",
+            id="dtmf-action-key-not-a-key",
+        ),
+        pytest.param(
+            "dtmf:\n  actions:\n    '1': {transfer_to: +14155550100}\n",
+            "'1':",
+            'profiles.main.dtmf.actions.1.transfer_to: expected an E.164 number in quotes, such as "+14155550100" '
+            "(got 14155550100)",
+            id="dtmf-action-unquoted-number",
+        ),
+        pytest.param(
+            "interim_response: {type: static, texts: [One moment.], model: gpt-4.1-mini}\n",
+            "interim_response:",
+            "profiles.main.interim_response.model: only an llm interim response takes this",
+            id="static-interim-with-llm-field",
+        ),
+        pytest.param(
+            "tools:\n  - name: keys\n    builtin: send_dtmf\n"
+            "    parameters: {type: object, properties: {tones: {type: string}}}\n",
+            "properties: {tones",
+            "profiles.main.tools[0].parameters.properties: a send_dtmf tool needs a 'digits' parameter",
+            id="send-dtmf-own-schema-without-digits",
+        ),
+        pytest.param(
+            "dtmf:\n  finish_on: x\n",
+            "finish_on",
+            "profiles.main.dtmf.finish_on: expected keypad keys (0-9, *, #, A-D) (got 'x')",
+            id="finish-on-not-a-key",
+        ),
+        pytest.param(
+            "dtmf:\n  digit_timeout_s: 0\n",
+            "digit_timeout_s",
+            "profiles.main.dtmf.digit_timeout_s: expected a number greater than 0 (got 0)",
+            id="digit-timeout",
+        ),
+        pytest.param(
+            "silence:\n  reprompt_after_s: -5\n",
+            "reprompt_after_s",
+            "profiles.main.silence.reprompt_after_s: expected a number greater than 0 (got -5)",
+            id="silence-negative",
+        ),
+        pytest.param(
+            "silence:\n  reprompt_after_s: 0\n",
+            "reprompt_after_s",
+            "profiles.main.silence.reprompt_after_s: expected a number greater than 0 (got 0)",
+            id="silence-zero",
+        ),
+        pytest.param(
+            "silence:\n  max_reprompts: -1\n",
+            "max_reprompts",
+            "profiles.main.silence.max_reprompts: expected a whole number, 0 or more (got -1)",
+            id="max-reprompts",
+        ),
+        pytest.param(
+            "silence:\n  reprompt: {text: Hello there, instructions: Ask if they are there.}\n",
+            "reprompt:",
+            "profiles.main.silence.reprompt: expected either text or instructions, not both",
+            id="reprompt-both",
+        ),
+        pytest.param(
+            "interim_response:\n  type: static\n",
+            "interim_response:",
+            "profiles.main.interim_response.texts: required for a static interim response (the phrases to say)",
+            id="static-without-texts",
+        ),
+        pytest.param(
+            "interim_response:\n  type: llm\n  texts: [One moment.]\n",
+            "texts:",
+            "profiles.main.interim_response.texts: only a static interim response takes texts",
+            id="llm-with-texts",
+        ),
+        pytest.param(
+            "interim_response:\n  texts: [One moment.]\n",
+            "interim_response:",
+            "profiles.main.interim_response.type: required key missing",
+            id="interim-without-type",
+        ),
+        pytest.param(
+            "interim_response:\n  type: llm\n  triggers: [speech]\n",
+            "triggers:",
+            "profiles.main.interim_response.triggers[0]: expected one of tool, latency (got 'speech')",
+            id="interim-trigger",
+        ),
+    ],
+)
+def test_call_control_problems(body: str, needle: str, expected: str) -> None:
+    text = MINIMAL + textwrap.indent(body, "    ")
+    assert problems_of(text) == [f"config.yaml:{line_of(text, needle)}: {expected}"]
+
+
+def test_a_dtmf_action_key_that_is_not_a_keypad_key_is_refused() -> None:
+    text = with_profile("dtmf:\n  actions:\n    x: {hang_up: true}\n")
+    problems = problems_of(text)
+    assert problems
+    prefix = f"config.yaml:{line_of(text, 'x:')}: profiles.main.dtmf.actions.x"
+    assert all(line.startswith(prefix) and "(0-9, *, #, A-D)" in line for line in problems), problems
+
+
+def test_a_non_keypad_action_key_is_reported_once_at_the_key_itself() -> None:
+    for key in ("x", "xy"):
+        text = with_profile(f"dtmf:\n  actions:\n    {key}: {{hang_up: true}}\n")
+        (problem,) = problems_of(text)
+        assert problem.startswith(f"config.yaml:{line_of(text, key + ':')}: profiles.main.dtmf.actions.{key}: ")
+        assert "[key]" not in problem and "(0-9, *, #, A-D)" in problem
+
+
+def test_http_tool_headers_read_the_environment() -> None:
+    text = with_profile(
+        """
+        tools:
+          - name: lookup_order
+            description: Find an order by its number.
+            http:
+              url: https://orders.example.com/lookup
+              headers: {Authorization: "Bearer ${ORDERS_TOKEN}"}
+        """
+    )
+    line = line_of(text, "Authorization")
+    path = "profiles.main.tools[0].http.headers.Authorization"
+    assert problems_of(text) == [f"config.yaml:{line}: {path}: environment variable ORDERS_TOKEN is not set"]
+    assert problems_of(text, env={"ORDERS_TOKEN": ""}) == [
+        f"config.yaml:{line}: {path}: environment variable ORDERS_TOKEN is not set (it is empty)"
+    ]
+    config = parse_config(text, env={"ORDERS_TOKEN": "orders-secret-123"})
+    (tool,) = config.profiles["main"].tools
+    assert tool.http is not None and tool.builtin is None
+    assert tool.http.headers == {"Authorization": "Bearer orders-secret-123"}
+    assert tool.http.timeout_s == 10.0
+    assert config.secrets() == ["Bearer orders-secret-123", "orders-secret-123"]
+
+
+def test_secrets_with_builtin_tools() -> None:
+    text = with_profile(
+        """
+        tools:
+          - name: bye
+            builtin: hang_up
+          - name: lookup_order
+            description: Find an order by its number.
+            http: {url: "https://orders.example.com/lookup", headers: {Authorization: "Bearer ${ORDERS_TOKEN}"}}
+        """
+    )
+    config = parse_config(text, env={"ORDERS_TOKEN": "orders-secret-123"})
+    assert config.secrets() == ["Bearer orders-secret-123", "orders-secret-123"]
+
+
+def test_twilio_api_base_url() -> None:
+    assert parse_config(MINIMAL, env={}).twilio.api_base_url == "https://api.twilio.com"
+    local = parse_config("twilio:\n  api_base_url: http://127.0.0.1:8099\n" + MINIMAL, env={})
+    assert local.twilio.api_base_url == "http://127.0.0.1:8099"
+    for url in ("api.twilio.com", "wss://api.twilio.com"):
+        assert problems_of(f"twilio:\n  api_base_url: {url}\n" + MINIMAL) == [
+            f"config.yaml:2: twilio.api_base_url: expected a URL starting with https:// or http:// (got '{url}')"
+        ]
+
+
+def test_shipped_config_call_control() -> None:
+    config = load_config(SHIPPED, env={})
+    assert config.twilio.api_base_url == "https://api.twilio.com"
+    support = config.profiles["support"]
+    assert [(tool.name, tool.builtin) for tool in support.tools] == [
+        ("hang_up", "hang_up"),
+        ("transfer_to_operator", "transfer_call"),
+    ]
+    transfer = support.tools[1].transfer
+    assert transfer is not None
+    assert (transfer.targets, transfer.allowed_prefixes) == ({"operator": "+15555550199"}, [])
+    assert support.dtmf.actions == {"0": DigitAction(transfer_to="+15555550199")}
+    assert (support.dtmf.finish_on, support.dtmf.digit_timeout_s) == ("#", 2.0)
+    assert (support.silence.reprompt_after_s, support.silence.max_reprompts) == (8, 2)
+    assert support.silence.reprompt == Greeting(text="Are you still there?")
+    assert support.interim_response is None  # realtime audio models have no interim responses
+    sales = config.profiles["sales"]
+    assert sales.tools == [] and sales.silence.reprompt_after_s is None and sales.dtmf.actions == {}
+
+    moved = load_config(SHIPPED, env={"OPERATOR_NUMBER": "+1 (415) 555-0100"}).profiles["support"]
+    assert moved.tools[1].transfer is not None
+    assert moved.tools[1].transfer.targets == {"operator": "+14155550100"}
+    assert moved.dtmf.actions["0"].transfer_to == "+14155550100"
+
+
+def test_call_control_on_the_wire() -> None:
+    text = dedent(
+        """
+        profiles:
+          static:
+            model: m
+            tools:
+              - {name: bye, builtin: hang_up}
+              - {name: xfer, builtin: transfer_call, transfer: {targets: {operator: "+14155550100"}}}
+            interim_response:
+              type: static
+              texts: ["One moment, please.", "Let me check."]
+              triggers: [tool]
+              latency_threshold_ms: 1500
+          llm:
+            model: m
+            interim_response:
+              type: llm
+              instructions: Say briefly that you are checking.
+              model: gpt-4.1-mini
+              max_completion_tokens: 40
+          plain:
+            model: m
+        routes:
+          default: plain
+        """
+    )
+    profiles = parse_config(text, env={}).profiles
+    static = build_session(profiles["static"])
+    assert static["interim_response"] == {
+        "type": "static_interim_response",
+        "texts": ["One moment, please.", "Let me check."],
+        "triggers": ["tool"],
+        "latency_threshold_ms": 1500,
+    }
+    assert static["tools"] == [
+        {"type": "function", "name": "bye", "description": HANG_UP_DESCRIPTION, "parameters": HANG_UP_PARAMETERS},
+        {
+            "type": "function",
+            "name": "xfer",
+            "description": profiles["static"].tools[1].description,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "destination": {
+                        "type": "string",
+                        "enum": ["operator"],
+                        "description": "Who to transfer the caller to.",
+                    }
+                },
+            },
+        },
+    ]
+    assert static["tool_choice"] == "auto"
+    llm = build_session(profiles["llm"])
+    assert llm["interim_response"] == {
+        "type": "llm_interim_response",
+        "instructions": "Say briefly that you are checking.",
+        "model": "gpt-4.1-mini",
+        "max_completion_tokens": 40,
+        "triggers": ["tool", "latency"],
+    }
+    assert "texts" not in llm["interim_response"]
+    plain = build_session(profiles["plain"])
+    assert "interim_response" not in plain and "tools" not in plain
+
+
+def test_hang_up_actions_read_yes_words_like_other_switches() -> None:
+    for word in ("on", "True", "yes"):
+        config = parse_config(MINIMAL + textwrap.indent(f"dtmf:\n  actions:\n    '9': {{hang_up: '{word}'}}\n", "    "),
+                              env={})
+        assert config.profiles["main"].dtmf.actions["9"].hang_up is True
+
+
+def test_transfer_description_names_the_prefixes_as_they_are_matched() -> None:
+    config = parse_config(MINIMAL + textwrap.indent(
+        "tools:\n  - name: transfer\n    builtin: transfer_call\n    transfer: {allowed_prefixes: ['+1 415']}\n",
+        "    "), env={})
+    (tool,) = config.profiles["main"].tools
+    assert tool.transfer.allowed_prefixes == ["+1415"]
+    assert "starting with +1415" in tool.parameters["properties"]["number"]["description"]

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.audio import PCM16_24K, b64_len, is_base64
 from gateway.call import Call, ClearPlayback, PhoneAction, PlayAudio
-from gateway.carriers import load_json, short
+from gateway.carriers import keypad_key, load_json, short
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 SAMPLE_RATE = PCM16_24K.sample_rate
@@ -82,9 +82,12 @@ def parse_message(text: str | bytes) -> AcsEvent:
         return AudioMetadata(str(_field(body, "encoding") or ""), rate, channels)
     if lowered == "dtmfdata":
         body = _field(msg, "dtmfData")
-        digit = _field(body, "data") if type(body) is dict else None
-        if not isinstance(digit, str) or not digit:
+        data = _field(body, "data") if type(body) is dict else None
+        if not isinstance(data, str) or not data:
             raise AcsProtocolError("DtmfData without a digit")
+        digit = keypad_key(data)
+        if digit is None:
+            raise AcsProtocolError(f"DtmfData with {short(data)!r}, which is not a keypad key")
         return DtmfDigit(digit)
     return OtherKind(kind)
 

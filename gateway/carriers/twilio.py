@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from gateway.audio import is_base64
 from gateway.call import Call, ClearPlayback, PhoneAction, PlayAudio, SendMark
-from gateway.carriers import load_json, short
+from gateway.carriers import keypad_key, load_json, short
 
 
 class TwilioProtocolError(ValueError):
@@ -134,7 +134,10 @@ def parse_message(text: str | bytes) -> TwilioEvent:
         digit = dtmf.get("digit") if type(dtmf) is dict else None
         if not isinstance(digit, str) or not digit:
             raise TwilioProtocolError("dtmf message without dtmf.digit")
-        return Dtmf(digit)
+        key = keypad_key(digit)
+        if key is None:
+            raise TwilioProtocolError(f"dtmf message with {short(digit)!r}, which is not a keypad key")
+        return Dtmf(key)
     if not isinstance(event, str):
         raise TwilioProtocolError("message without an event name")
     return OtherEvent(event)
