@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audio import G711_ULAW, PCM16_24K, AudioFormat, b64_len
-from gateway.call import Call
+from gateway.call import Call, CallState
 from gateway.carriers import twilio
 from gateway.config import Profile
 from gateway.recording import FORMAT
@@ -153,7 +153,7 @@ def run(fixture: Fixture) -> Replay:
                 can_transfer=options.get("can_transfer") is True,
                 can_send_dtmf=options.get("can_send_dtmf") is True)
     wire = WireCall(call, twilio.TwilioLeg(start))
-    end_index = len(fixture.records)
+    end_index = closing_index = len(fixture.records)
     for index, rec in enumerate(fixture.records):
         leg, t = rec["leg"], rec["t"]
         direction = rec.get("dir")
@@ -192,10 +192,13 @@ def run(fixture: Fixture) -> Replay:
             text = json.dumps({"call_id": run_tool.call_id, "name": run_tool.name, "arguments": run_tool.arguments},
                               separators=(",", ":"))
             actual[TOOLS].append(Sent(t, text, index))
+        if call.state in (CallState.CLOSING, CallState.ENDED) and closing_index == len(fixture.records):
+            closing_index = index
         if call.ended and end_index == len(fixture.records):
             end_index = index
     result = Replay(fixture, expected, actual, call)
-    result.problems = check_invariants(fixture, actual, audio, ready=call.ready_at is not None, end_index=end_index)
+    result.problems = check_invariants(fixture, actual, audio, ready=call.ready_at is not None, end_index=end_index,
+                                       closing_index=closing_index)
     result.mismatch = first_difference(fixture, expected, actual)
     return result
 
@@ -282,23 +285,25 @@ def _json(text: str) -> dict[str, Any]:
 
 
 def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: AudioFormat, *,
-                     ready: bool, end_index: int) -> list[str]:
+                     ready: bool, end_index: int, closing_index: int | None = None) -> list[str]:
     """Invariant violations of a replayed call (``ready``: its Voice Live session became ready;
-    ``end_index``: the record that ended it)."""
+    ``end_index``: the record that ended it; ``closing_index``: the record from which the gateway
+    was ending it, a goodbye or an apology playing out: caller audio is no longer forwarded)."""
     problems: list[str] = []
     records = fixture.records
     start_index, _ = _find_start(fixture)
     sent_vl = [(s, _json(s.text)) for s in actual[VOICELIVE]]
 
-    # 1. every caller frame forwarded once, in order (frames after the call ended are not owed); when a
-    # session was lost mid-utterance, the start of the next one may repeat what the lost one had
+    # 1. every caller frame forwarded once, in order (frames after the call ended, or began to close,
+    # are not owed); when a session was lost mid-utterance, the start of the next one may repeat what
+    # the lost one had
     opens = [i for i, r in enumerate(records) if r["leg"] == VOICELIVE and r.get("event") == "open"]
     sessions: list[list[str]] = [[] for _ in opens] or [[]]
     for s, m in sent_vl:
         if m.get("type") == "input_audio_buffer.append":
             sessions[max(0, sum(1 for o in opens if o <= s.cause) - 1)].append(m.get("audio"))
     frames: list[str] = []
-    for index in range(start_index + 1, end_index):
+    for index in range(start_index + 1, min(end_index, closing_index if closing_index is not None else end_index)):
         rec = records[index]
         if rec["leg"] == PHONE and rec.get("dir") == "in" and isinstance(rec.get("msg"), str):
             try:

@@ -63,6 +63,18 @@ profiles:
         description: This week's opening hours of the shop.
         parameters: {type: object, properties: {week: {type: string}}}
         http: {url: "${TOOL_URL}", timeout_s: 5}
+  closer:
+    model: gpt-realtime
+    voice: alloy
+    turn_detection: {type: server_vad, silence_duration_ms: 500}
+    tools:
+      - {name: hang_up, builtin: hang_up}
+  quiet:
+    model: gpt-realtime
+    voice: alloy
+    turn_detection: {type: server_vad, silence_duration_ms: 500}
+    silence: {reprompt_after_s: 1.5, max_reprompts: 1, reprompt: "Are you still there?"}
+    limits: {goodbye: "Thank you for calling. Goodbye."}
   patient:
     model: gpt-realtime
     voice: alloy
@@ -147,6 +159,15 @@ SCENARIOS: dict[str, Scenario] = {
         "the bot answers with it.",
         [Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="tooled",
         sim={"tool_calls": {1: ToolCall("opening_hours", {"week": "this week"})}}),
+    "bot_hangs_up": Scenario(
+        "The model ends the call with the hang_up tool without a word: the gateway asks it for a "
+        "goodbye, lets the phone play all of it, then closes the stream.",
+        [Say(HOURS, "hours"), Silence(15_000)], profile="closer",
+        sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
+    "silence_reprompt_then_goodbye": Scenario(
+        "The caller says nothing: the bot asks whether they are still there, then says goodbye and "
+        "the gateway hangs up once the goodbye has played.",
+        [Silence(20_000)], profile="quiet"),
     "voicelive_reconnects_mid_call": Scenario(
         "Voice Live drops the session after the first answer; the gateway reopens one, gives it the "
         "conversation so far, and the caller's next question is answered: no audio lost.",

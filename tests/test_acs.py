@@ -175,6 +175,7 @@ profiles:
     tools:
       - {{name: transfer_call, builtin: transfer_call, transfer: {{targets: {{operator: "+14155550100"}}}}}}
       - {{name: press_keys, builtin: send_dtmf}}
+      - {{name: hang_up, builtin: hang_up}}
 routes:
   default: main
   numbers: {{"+15555550123": sales}}
@@ -376,20 +377,26 @@ async def test_a_refused_voicelive_session_plays_the_apology_then_hangs_up(keys:
     assert metrics.VOICELIVE_FAILURES.value("acs", label) == before + 1
 
 
-async def test_a_transfer_goes_through_call_automation_after_the_bot_said_so(keys: Keys) -> None:
-    async with _acs_rig(keys, tool_calls={1: ToolCall("transfer_call", {"destination": "operator"})}) as acs:
-        report = await place_acs_call(acs.media_url("control"), [Say(HOURS, "a person, please"), Silence(20_000)],
-                                      token=acs.keys.mint(), call_connection_id="cc-transfer")
+@pytest.mark.parametrize("tool", ["transfer_call", "hang_up"])
+async def test_the_bot_ends_the_call_through_call_automation_after_its_last_words(keys: Keys, tool: str) -> None:
+    call = ToolCall("transfer_call", {"destination": "operator"}) if tool == "transfer_call" else ToolCall("hang_up")
+    async with _acs_rig(keys, tool_calls={1: call}) as acs:
+        report = await place_acs_call(acs.media_url("control"), [Say(HOURS, "that will be all"), Silence(20_000)],
+                                      token=acs.keys.mint(), call_connection_id="cc-ending")
         session = await asyncio.wait_for(acs.sim.state.wait_closed(0), 10)
         await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
-        (transfer,) = acs.transport.of(":transferToParticipant")
+        transfers = acs.transport.of(":transferToParticipant")
         hangups = acs.transport.of(":terminate")
-    assert "/calling/callConnections/cc-transfer:transferToParticipant" in transfer.url
-    body = json.loads(transfer.content)
-    assert body["targetParticipant"]["rawId"] == "4:+14155550100"
-    assert hangups == []  # the caller goes to the operator, the call is not hung up
+    if tool == "transfer_call":
+        (transfer,) = transfers
+        assert "/calling/callConnections/cc-ending:transferToParticipant" in transfer.url
+        assert json.loads(transfer.content)["targetParticipant"]["rawId"] == "4:+14155550100"
+        assert hangups == []  # the caller goes to the operator, the call is not hung up
+    else:
+        (hangup,) = hangups
+        assert "/calling/callConnections/cc-ending:terminate" in hangup.url and transfers == []
     assert report.closed_by == "gateway" and report.violations == 0
-    # the bot's words about the transfer were heard in full before the hand-over
+    # the bot's last words were heard in full before the hand-over or the hang-up
     assert report.played_bytes == sum(session.items_audio_bytes.values()) > 0
     assert report.discarded_bytes == 0 and report.unplayed_bytes == 0 and report.clears == 0
 

@@ -22,8 +22,9 @@ def test_the_corpus_is_there() -> None:
     names = {p.stem for p in FIXTURES}
     assert {"question_and_answer", "bot_greets_first", "barge_in_mid_answer", "speech_after_answer",
             "two_barge_ins_one_response", "dtmf_digits", "hangup_while_bot_speaks", "voicelive_error_event",
-            "voicelive_closes_mid_call", "function_call_round_trip"} <= names
-    assert len(names) >= 10
+            "voicelive_closes_mid_call", "function_call_round_trip", "bot_hangs_up",
+            "silence_reprompt_then_goodbye"} <= names
+    assert len(names) >= 12
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
@@ -56,6 +57,10 @@ def test_fixtures_exercise_what_their_names_say() -> None:
     assert reconnected.stats.responses == 2 and reconnected.stats.frames_lost_hold == 0
     tooled = replayed("function_call_round_trip")
     assert tooled.stats.tool_calls == 1 and tooled.stats.responses == 2
+    closer = replayed("bot_hangs_up")
+    assert closer.end_reason == "bot_hung_up" and closer.stats.tool_calls == 1 and closer.stats.responses == 2
+    quiet = replayed("silence_reprompt_then_goodbye")
+    assert quiet.end_reason == "caller_silent" and quiet.stats.responses == 2 and quiet.stats.caller_turns == 0
     greet = load_fixture(CALLS / "bot_greets_first.jsonl")
     assert any('"response.create"' in r.get("msg", "") for r in greet.records if r.get("dir") == "out")
 
