@@ -610,6 +610,10 @@ class Call:
             return
         settings = self.profile.dtmf
         action = settings.actions.get(digit)
+        if action is not None and action.transfer_to and not self.can_transfer:
+            self._warn_once("key-transfer", "a key's transfer action cannot run: this line cannot transfer calls; "
+                                            "the key goes to the model instead")
+            action = None
         if action is not None and not self._digits:
             self.log.info("caller key action", action="transfer" if action.transfer_to else "hang_up")
             self._say_goodbye("caller_key_transfer" if action.transfer_to else "caller_key_hang_up", now,

@@ -467,3 +467,11 @@ def test_a_paced_leg_ends_a_goodbye_one_piece_after_the_playback_clock() -> None
     assert call.next_deadline() == end
     call.tick(end)
     assert call.ended and call.end_reason == "bot_hung_up"
+
+
+def test_a_transfer_key_on_a_line_that_cannot_transfer_is_an_ordinary_key() -> None:
+    call = make_call(can_transfer=False)
+    call.dtmf("0", 100.0)
+    call.dtmf("#", 110.0)
+    assert key_items(vl(call)) == ["[The caller pressed these keys on the phone keypad: 0 #]"]
+    assert call.state == CallState.READY and hangups(phone(call)) == []
