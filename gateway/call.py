@@ -923,7 +923,10 @@ class Call:
                 self._close_after_playout(self._goodbye, now)
             elif rid is not None and rid == self._farewell_after:
                 self._farewell_after = None
-                self._ask_farewell()
+                if rid in self._first_audio_seen:  # it spoke after calling the tool: that was its goodbye
+                    self._close_after_playout(self._goodbye, now)
+                else:
+                    self._ask_farewell()
             return
         self._continue_after_tools()
         if self._respond_pending:
@@ -937,8 +940,8 @@ class Call:
 
     def _on_audio_delta(self, event: dict[str, Any], now: float) -> None:
         rid = event.get("response_id")
-        if rid in self._dropped_responses:
-            self.stats.deltas_dropped += 1
+        if rid in self._dropped_responses or self.state == CallState.CLOSING:
+            self.stats.deltas_dropped += 1  # (closing: the last words were said; nothing more is played)
             return
         delta = event.get("delta")
         if not delta or not is_base64(delta):

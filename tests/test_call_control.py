@@ -475,3 +475,27 @@ def test_a_transfer_key_on_a_line_that_cannot_transfer_is_an_ordinary_key() -> N
     call.dtmf("#", 110.0)
     assert key_items(vl(call)) == ["[The caller pressed these keys on the phone keypad: 0 #]"]
     assert call.state == CallState.READY and hangups(phone(call)) == []
+
+
+def test_words_after_the_hang_up_call_in_the_same_response_are_the_goodbye() -> None:
+    call = make_call()
+    created(call, "r1", 10.0)
+    tool_call(call, "r1", "c1", "hang_up", {}, 20.0)
+    marks = speak(call, "r1", "i1", 800, 30.0)  # the model spoke after calling the tool
+    done(call, "r1", 40.0)
+    assert not any(e["type"] == "response.create" for e in vl(call))  # no second goodbye
+    assert call.state == CallState.CLOSING
+    call.playback_mark(marks[-1], 200.0)
+    assert hangups(phone(call)) == [Hangup("bot_hung_up", None)]
+
+
+def test_no_new_bot_audio_is_played_once_the_goodbye_is_done() -> None:
+    call = make_call()
+    created(call, "r1", 10.0)
+    marks = speak(call, "r1", "i1", 800, 20.0)
+    tool_call(call, "r1", "c1", "hang_up", {}, 30.0)
+    done(call, "r1", 40.0)
+    created(call, "r2", 50.0)  # the service answers something the caller said over the goodbye
+    assert speak(call, "r2", "i2", 800, 60.0) == []
+    call.playback_mark(marks[-1], 200.0)
+    assert hangups(phone(call)) == [Hangup("bot_hung_up", None)]
