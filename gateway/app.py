@@ -28,7 +28,7 @@ from gateway.audio import ASSETS
 from gateway.auth import AcsJwtValidator, CallTokens
 from gateway.bridge import CONTEXT, GatewayContext
 from gateway.call import Observer
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, config_notes
 from gateway.log import get_logger, register_secret
 from gateway.recording import RecordingWriter
 from gateway.tools import ToolRunner, http_tool_runner
@@ -131,6 +131,8 @@ def create_app(
         if not config.gateway.public_url:
             log.warning("GATEWAY_PUBLIC_URL is not set: carrier URLs are built from each request's Host header")
         _announce_security(config)
+        for note in config_notes(config):
+            log.warning(note.removeprefix("note: "))
         try:
             yield
         finally:

@@ -1617,4 +1617,22 @@ def describe(config: GatewayConfig) -> str:
     for name, profile in config.profiles.items():
         if name not in used:
             out.append(f"unused profile {name}: {_profile_text(profile)}")
+    out += config_notes(config)
     return "\n".join(out)
+
+
+def config_notes(config: GatewayConfig) -> list[str]:
+    """Settings that are valid but will not do what they say with the rest of the configuration."""
+    notes: list[str] = []
+    can_transfer = config.twilio.auth_token is not None or config.acs.connection_string is not None
+    for name, profile in config.profiles.items():
+        transfers = any(t.builtin == "transfer_call" for t in profile.tools) or any(
+            a.transfer_to for a in profile.dtmf.actions.values())
+        if transfers and not can_transfer:
+            notes.append(f"note: profile {name} transfers calls, but neither twilio.auth_token nor "
+                         "acs.connection_string is set: transfers will be refused")
+        if profile.interim_response is not None and profile.model is not None and "realtime" in profile.model:
+            notes.append(f"note: profile {name} sets interim_response, which Voice Live does not support with "
+                         f"realtime audio models such as {profile.model} (it serves agents and text models "
+                         "with an Azure voice)")
+    return notes

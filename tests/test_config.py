@@ -727,6 +727,16 @@ def test_describe_with_the_simulator() -> None:
     assert "turn detection: azure_semantic_vad" in default_line
     assert default_line.endswith(", tools: hang_up, transfer_to_operator")
     assert not any(line.startswith("unused profile") for line in lines)
+    assert lines[-1] == ("note: profile support transfers calls, but neither twilio.auth_token nor "
+                         "acs.connection_string is set: transfers will be refused")
+    with_token = describe(load_config(SHIPPED, env={"TWILIO_AUTH_TOKEN": "t" * 32}))
+    assert "note:" not in with_token
+
+
+def test_describe_notes_interim_responses_on_realtime_models() -> None:
+    text = MINIMAL + "    interim_response: {type: static, texts: [One moment.]}\n"
+    (note,) = [line for line in describe(parse_config(text, env={})).splitlines() if line.startswith("note:")]
+    assert note.startswith("note: profile main sets interim_response, which Voice Live does not support")
 
 
 def test_describe_with_an_endpoint_and_entra_id() -> None:
