@@ -79,11 +79,12 @@ class AcsBridge(CallBridge):
             if ws is not self.phone:
                 self._release(ws)
 
-    def __init__(self, *args: Any, caller: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, caller: str | None = None, called: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._replaced = asyncio.Event()
         self._done_with: dict[int, asyncio.Event] = {}
         self.caller = caller  # the caller's phone number, when ACS gave it
+        self.called = called  # the number the caller dialled (the caller id shown on a transfer)
 
     async def _end_phone_call(self) -> None:
         client = self.ctx.acs_client
@@ -95,8 +96,10 @@ class AcsBridge(CallBridge):
         number = self.call.transfer_to
         if number is not None:
             try:
+                source = PhoneNumberIdentifier(self.called) if self.called else None
                 await connection.transfer_call_to_participant(PhoneNumberIdentifier(number),
-                                                              operation_context="gateway-transfer")
+                                                              operation_context="gateway-transfer",
+                                                              source_caller_id_number=source)
                 self.log.info("call transferred through Call Automation")
                 return
             except Exception as exc:
@@ -200,6 +203,8 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
     caller = caller_number(data)
     if caller is not None:
         claims["caller"] = caller
+    if to is not None:
+        claims["called"] = to
     token = ctx.tokens.issue(claims, STREAM_TOKEN_TTL_S)
     from azure.communication.callautomation import (
         AudioFormat,
@@ -314,10 +319,10 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
                 observer=ctx.observer_for(call_id), log=log.bind(call_id=call_id, stream_id=stream_id),
                 fallback_audio=request.app[APOLOGY], **ctx.call_options(),
                 can_transfer=ctx.acs_client is not None,
-                can_send_dtmf=ctx.acs_client is not None and isinstance(claims.get("caller"), str))
+                can_send_dtmf=ctx.acs_client is not None and _text_claim(claims, "caller") is not None)
     try:
         await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call), request.transport,
-                        caller=claims.get("caller") if isinstance(claims.get("caller"), str) else None).run()
+                        caller=_text_claim(claims, "caller"), called=_text_claim(claims, "called")).run()
     finally:
         if not ws.closed:
             await ws.close()
@@ -337,3 +342,8 @@ def load_apology(path: str | None) -> str | None:
     frame = SAMPLE_RATE // 50 * 2  # 20 ms of PCM16: phones play whole frames, so the last is padded
     pcm += bytes(-len(pcm) % frame)
     return base64.b64encode(pcm).decode()
+
+
+def _text_claim(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) and value else None

@@ -145,10 +145,12 @@ class AcsRig:
     transport: CapturingTransport
     keys: Keys
 
-    def media_url(self, profile: str = "main", caller: str | None = None) -> str:
+    def media_url(self, profile: str = "main", caller: str | None = None, called: str | None = None) -> str:
         claims = {"profile": profile, "correlation": "corr-1"}
         if caller is not None:
             claims["caller"] = caller
+        if called is not None:
+            claims["called"] = called
         token = self.app[CONTEXT].tokens.issue(claims, 3600)
         return self.base.replace("http://", "ws://") + "/acs/media?ctx=" + token
 
@@ -253,6 +255,7 @@ async def test_an_incoming_call_is_answered_once_with_media_streaming(acs: AcsRi
     assert (parts.scheme, parts.path) == ("ws", "/acs/media")
     claims = acs.app[CONTEXT].tokens.verify(parse_qs(parts.query)["ctx"][0])
     assert claims["profile"] == "sales"  # routed by the called number, signed for any replica
+    assert (claims["caller"], claims["called"]) == ("+14255550123", "+15555550123")  # for keys and transfers
 
 
 async def test_the_media_socket_is_refused_without_a_valid_acs_token(acs: AcsRig) -> None:
@@ -381,7 +384,8 @@ async def test_a_refused_voicelive_session_plays_the_apology_then_hangs_up(keys:
 async def test_the_bot_ends_the_call_through_call_automation_after_its_last_words(keys: Keys, tool: str) -> None:
     call = ToolCall("transfer_call", {"destination": "operator"}) if tool == "transfer_call" else ToolCall("hang_up")
     async with _acs_rig(keys, tool_calls={1: call}) as acs:
-        report = await place_acs_call(acs.media_url("control"), [Say(HOURS, "that will be all"), Silence(20_000)],
+        report = await place_acs_call(acs.media_url("control", called="+15555550123"),
+                                      [Say(HOURS, "that will be all"), Silence(20_000)],
                                       token=acs.keys.mint(), call_connection_id="cc-ending")
         session = await asyncio.wait_for(acs.sim.state.wait_closed(0), 10)
         await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
@@ -390,7 +394,9 @@ async def test_the_bot_ends_the_call_through_call_automation_after_its_last_word
     if tool == "transfer_call":
         (transfer,) = transfers
         assert "/calling/callConnections/cc-ending:transferToParticipant" in transfer.url
-        assert json.loads(transfer.content)["targetParticipant"]["rawId"] == "4:+14155550100"
+        body = json.loads(transfer.content)
+        assert body["targetParticipant"]["rawId"] == "4:+14155550100"
+        assert body["sourceCallerIdNumber"]["value"] == "+15555550123"  # the number the caller dialled
         assert hangups == []  # the caller goes to the operator, the call is not hung up
     else:
         (hangup,) = hangups
