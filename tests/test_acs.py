@@ -23,7 +23,6 @@ import jwt
 import pytest
 from aiohttp import web
 from azure.communication.callautomation.aio import CallAutomationClient
-from azure.core.pipeline.transport import AsyncHttpResponse, AsyncHttpTransport
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -35,6 +34,7 @@ from gateway.bridge import CONTEXT
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.softphone import Dtmf, Hangup, Reconnect, Say, Silence, WaitForBot, place_acs_call
+from tests.loopback import CapturingTransport, serve
 
 RESOURCE_ID = "5e6f7a8b-0000-4000-8000-00000000acs1"
 ISSUER = "https://acscallautomation.communication.azure.com"
@@ -42,61 +42,6 @@ SECRET = "eventgrid-secret-9876"
 HOURS = load_ulaw_8k(ASSETS / "caller_hours.wav")
 INTERRUPT = load_ulaw_8k(ASSETS / "caller_interrupt.wav")
 BPM = 48  # PCM16 24 kHz bytes per ms
-
-
-class _Response(AsyncHttpResponse):
-    def __init__(self, request: Any, status: int, body: bytes) -> None:
-        super().__init__(request, None)
-        self.status_code = status
-        self.reason = "OK"
-        self.headers = {"Content-Type": "application/json"}
-        self.content_type = "application/json"
-        self._body = body
-
-    def body(self) -> bytes:
-        return self._body
-
-    async def load_body(self) -> None:
-        return None
-
-    def text(self, encoding: str | None = None) -> str:
-        return self._body.decode()
-
-    def stream_download(self, pipeline: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-
-class CapturingTransport(AsyncHttpTransport):
-    """Answers Call Automation like ACS would, and keeps every request."""
-
-    def __init__(self) -> None:
-        self.requests: list[Any] = []
-
-    async def __aenter__(self) -> CapturingTransport:
-        return self
-
-    async def __aexit__(self, *args: Any) -> None:
-        return None
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def send(self, request: Any, **kwargs: Any) -> _Response:
-        self.requests.append(request)
-        if ":terminate" in request.url:
-            return _Response(request, 204, b"")
-        if ":transferToParticipant" in request.url or ":sendDtmfTones" in request.url:
-            return _Response(request, 202, b'{"operationContext": "accepted"}')
-        user = {"rawId": "8:acs:bot", "kind": "communicationUser", "communicationUser": {"id": "8:acs:bot"}}
-        body = {"callConnectionId": f"cc-{len(self.requests)}", "serverCallId": "srv", "targets": [],
-                "callConnectionState": "connecting", "callbackUri": "x", "source": user, "answeredBy": user}
-        return _Response(request, 200, json.dumps(body).encode())
-
-    def of(self, marker: str) -> list[Any]:
-        return [r for r in self.requests if marker in r.url]
 
 
 @dataclass
@@ -126,13 +71,9 @@ async def keys() -> AsyncIterator[Keys]:
 
     app = web.Application()
     app.router.add_get("/calling/keys", jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, base = await serve(app)
     try:
-        yield Keys(private, kid, f"http://127.0.0.1:{port}/calling/keys")
+        yield Keys(private, kid, f"{base}/calling/keys")
     finally:
         await runner.cleanup()
 
@@ -202,13 +143,9 @@ async def _acs_rig(keys: Keys, voicelive_endpoint: str | None = None,
     transport = CapturingTransport()
     client = CallAutomationClient.from_connection_string(connection, transport=transport)
     app = create_app(config, acs_client=client)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, base = await serve(app)
     try:
-        yield AcsRig(sim, app, f"http://127.0.0.1:{port}", transport, keys)
+        yield AcsRig(sim, app, base, transport, keys)
     finally:
         await runner.cleanup()
         await client.close()
@@ -354,11 +291,7 @@ async def test_a_refused_voicelive_session_plays_the_apology_then_hangs_up(keys:
 
     refuser = web.Application()
     refuser.router.add_get("/voice-live/realtime", refuse)
-    runner = web.AppRunner(refuser)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    endpoint = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, endpoint = await serve(refuser)
     if status is None:
         await runner.cleanup()  # nothing listens on that port any more
     label = str(status) if status else "unreachable"

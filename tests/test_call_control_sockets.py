@@ -23,6 +23,7 @@ from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.simulator.server import SimSession
 from gateway.softphone import CallReport, Dtmf, Hangup, Say, Silence, WaitForBot, place_call
+from tests.loopback import serve
 
 TWILIO_TOKEN = "test-twilio-auth-token-5678"
 OPERATOR = "+14155550100"
@@ -88,15 +89,6 @@ class Rig:
             return await reply.text()
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
-
-
 @contextlib.asynccontextmanager
 async def control_rig(tool_calls: Mapping[int, ToolCall] | None = None) -> AsyncIterator[Rig]:
     twilio_requests: list[dict[str, Any]] = []
@@ -118,12 +110,12 @@ async def control_rig(tool_calls: Mapping[int, ToolCall] | None = None) -> Async
     fake = web.Application()
     fake.router.add_post("/2010-04-01/Accounts/{account}/Calls/{call}.json", update_call)
     fake.router.add_post("/orders", orders)
-    fake_runner, fake_base = await _serve(fake)
+    fake_runner, fake_base = await serve(fake)
     sim = await start_simulator(SimulatorSettings(audio_speed=8.0, tool_calls=dict(tool_calls or {})))
     config = parse_config(CONFIG.format(endpoint=sim.endpoint, twilio_api=fake_base, service=fake_base,
                                         operator=OPERATOR, keys=KEYS_NUMBER, quiet=QUIET_NUMBER),
                           env={"TWILIO_TOKEN": TWILIO_TOKEN})
-    runner, base = await _serve(create_app(config))
+    runner, base = await serve(create_app(config))
     try:
         yield Rig(sim, runner.app, base, twilio_requests, tool_requests, status)
     finally:

@@ -31,7 +31,6 @@ import jwt
 import pytest
 from aiohttp import WSMsgType, web
 from azure.communication.callautomation.aio import CallAutomationClient
-from azure.core.pipeline.transport import AsyncHttpResponse, AsyncHttpTransport
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -43,6 +42,7 @@ from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.softphone import CallReport, Hangup, Say, WaitForBot, place_acs_call, place_call
+from tests.loopback import CapturingTransport, serve
 
 TWILIO_TOKEN = "fuzz-twilio-auth-token-5678"
 RESOURCE_ID = "5e6f7a8b-0000-4000-8000-0000000fuzz1"
@@ -69,60 +69,7 @@ routes:
 """
 
 
-# --- a fake Call Automation service and a local ACS token issuer (as in tests/test_acs.py) --------
-
-
-class _Response(AsyncHttpResponse):
-    def __init__(self, request: Any, status: int, body: bytes) -> None:
-        super().__init__(request, None)
-        self.status_code = status
-        self.reason = "OK"
-        self.headers = {"Content-Type": "application/json"}
-        self.content_type = "application/json"
-        self._body = body
-
-    def body(self) -> bytes:
-        return self._body
-
-    async def load_body(self) -> None:
-        return None
-
-    def text(self, encoding: str | None = None) -> str:
-        return self._body.decode()
-
-    def stream_download(self, pipeline: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-
-class CapturingTransport(AsyncHttpTransport):
-    """Answers Call Automation like ACS would, and keeps every request."""
-
-    def __init__(self) -> None:
-        self.requests: list[Any] = []
-
-    async def __aenter__(self) -> CapturingTransport:
-        return self
-
-    async def __aexit__(self, *args: Any) -> None:
-        return None
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def send(self, request: Any, **kwargs: Any) -> _Response:
-        self.requests.append(request)
-        if ":terminate" in request.url:
-            return _Response(request, 204, b"")
-        user = {"rawId": "8:acs:bot", "kind": "communicationUser", "communicationUser": {"id": "8:acs:bot"}}
-        body = {"callConnectionId": f"cc-{len(self.requests)}", "serverCallId": "srv", "targets": [],
-                "callConnectionState": "connecting", "callbackUri": "x", "source": user, "answeredBy": user}
-        return _Response(request, 200, json.dumps(body).encode())
-
-    def of(self, marker: str) -> list[Any]:
-        return [r for r in self.requests if marker in r.url]
+# --- a fake Call Automation service (tests/loopback.py) and a local ACS token issuer ---------------
 
 
 @dataclass
@@ -156,15 +103,6 @@ class Rig:
         return self.app[CONTEXT].tokens.issue({"call": call_sid, "profile": "main"}, 60)
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -177,7 +115,7 @@ async def rig() -> AsyncIterator[Rig]:
 
     keys_app = web.Application()
     keys_app.router.add_get("/calling/keys", jwks)
-    keys_runner, keys_base = await _serve(keys_app)
+    keys_runner, keys_base = await serve(keys_app)
     sim = await start_simulator(SimulatorSettings(audio_speed=4.0))
     access_key = base64.b64encode(b"k" * 32).decode()
     connection = f"endpoint=https://acs.example.communication.azure.com/;accesskey={access_key}"
@@ -193,7 +131,7 @@ async def rig() -> AsyncIterator[Rig]:
 
     transport = CapturingTransport()
     client = CallAutomationClient.from_connection_string(connection, transport=transport)
-    runner, base = await _serve(create_app(config, observer_factory=observer_for, acs_client=client))
+    runner, base = await serve(create_app(config, observer_factory=observer_for, acs_client=client))
     try:
         yield Rig(sim, runner.app, base, transport, private, kid, seen)
     finally:

@@ -23,6 +23,7 @@ from gateway.bridge import CONTEXT
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.softphone import Hangup, Say, Silence, WaitForBot, place_call
+from tests.loopback import serve
 
 CONFIG = """
 voicelive:
@@ -91,12 +92,8 @@ async def _start_rig(sim_settings: SimulatorSettings | None = None, env: dict[st
         return observe
 
     app = create_app(config, observer_factory=observer_for)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return Rig(sim, app, f"http://127.0.0.1:{port}", seen), runner
+    runner, base = await serve(app)
+    return Rig(sim, app, base, seen), runner
 
 
 @pytest.fixture
@@ -322,11 +319,8 @@ async def test_an_http_tool_round_trip_over_sockets() -> None:
 
     service = web.Application()
     service.router.add_post("/hours", hours)
-    service_runner = web.AppRunner(service)
-    await service_runner.setup()
-    service_site = web.TCPSite(service_runner, "127.0.0.1", 0)
-    await service_site.start()
-    url = f"http://127.0.0.1:{service_site._server.sockets[0].getsockname()[1]}/hours"  # type: ignore[union-attr]
+    service_runner, service_base = await serve(service)
+    url = f"{service_base}/hours"
     sim = await start_simulator(SimulatorSettings(audio_speed=8.0, tool_calls={1: ToolCall("hours", {"day": "sat"})}))
     config = parse_config(f"""
 voicelive: {{endpoint: "{sim.endpoint}"}}
@@ -340,13 +334,9 @@ profiles:
         parameters: {{type: object, properties: {{day: {{type: string}}}}}}
         http: {{url: "{url}", timeout_s: 2}}
 """, env={"TWILIO_TOKEN": TWILIO_TOKEN})
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
+    runner, base = await serve(create_app(config))
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        report = await dial(f"http://127.0.0.1:{port}/twilio/voice", [Say(HOURS, "q"), WaitForBot(), Hangup()])
+        report = await dial(f"{base}/twilio/voice", [Say(HOURS, "q"), WaitForBot(), Hangup()])
         session = await asyncio.wait_for(sim.state.wait_closed(0), 10)
     finally:
         await runner.cleanup()

@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.call import RunTool
 from gateway.config import parse_config
 from gateway.tools import MAX_OUTPUT_BYTES, run_http_tool
+from tests.loopback import serve
 
 
 @pytest.fixture
@@ -39,13 +40,9 @@ async def service() -> AsyncIterator[tuple[str, list[dict], asyncio.Event]]:
     app.router.add_post("/broken", broken)
     app.router.add_post("/slow", slow)
     app.router.add_post("/huge", huge)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, base = await serve(app)
     try:
-        yield f"http://127.0.0.1:{port}", seen, release
+        yield base, seen, release
     finally:
         release.set()
         await runner.cleanup()

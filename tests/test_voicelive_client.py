@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.config import parse_config
 from gateway.voicelive.client import TokenProvider, VoiceLiveConnectError, VoiceLiveConnector, realtime_url
+from tests.loopback import serve
 
 
 @pytest.mark.parametrize("endpoint, scheme, path", [
@@ -129,12 +130,8 @@ async def handshake_server():
 
     app = web.Application()
     app.router.add_get("/voice-live/realtime", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", seen, status
+    runner, base = await serve(app)
+    yield base, seen, status
     await runner.cleanup()
 
 
