@@ -3,8 +3,9 @@ the bidirectional media-streaming WebSocket.
 
 - ``POST /acs/incoming`` takes Event Grid deliveries (and ``OPTIONS`` the CloudEvents handshake):
   the subscription validation, and ``Microsoft.Communication.IncomingCall``, which is answered with
-  media streaming to ``/acs/media`` (PCM 24 kHz mono, both ways, DTMF on). Event Grid delivers at
-  least once: a repeated event answers nothing twice.
+  media streaming to ``/acs/media`` (PCM mono at ``acs.sample_rate``, 24 or 16 kHz, both ways, as
+  Voice Live takes and gives it; DTMF on). Event Grid delivers at least once: a repeated event
+  answers nothing twice.
 - ``POST /acs/callbacks`` takes Call Automation events; a failed stream ends the call.
 - ``GET /acs/media`` is the media socket. ACS signs each upgrade with a JWT; what the socket needs
   to know (the profile) travels signed in its URL, so any replica can serve it. ACS may reconnect
@@ -24,12 +25,12 @@ from typing import Any
 from aiohttp import web
 
 from gateway import metrics
-from gateway.audio import PCM16_24K, read_wav, resample
+from gateway.audio import read_wav, resample
 from gateway.auth import AuthError, TokenError, eventgrid_validation_code, public_url_for, secret_matches
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
 from gateway.carriers import KEY_TONES
-from gateway.carriers.acs import INCOMING_CALL, SAMPLE_RATE, AcsLeg, called_number, caller_number
+from gateway.carriers.acs import AUDIO_FORMATS, INCOMING_CALL, AcsLeg, called_number, caller_number
 from gateway.twilio_routes import public_base
 
 STREAM_TOKEN_TTL_S = 24 * 3600.0  # the socket may reconnect at any time during the call
@@ -206,8 +207,8 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
     if to is not None:
         claims["called"] = to
     token = ctx.tokens.issue(claims, STREAM_TOKEN_TTL_S)
+    from azure.communication.callautomation import AudioFormat as StreamingFormat
     from azure.communication.callautomation import (
-        AudioFormat,
         MediaStreamingAudioChannelType,
         MediaStreamingContentType,
         MediaStreamingOptions,
@@ -221,7 +222,8 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
         audio_channel_type=MediaStreamingAudioChannelType.MIXED,
         start_media_streaming=True,
         enable_bidirectional=True,
-        audio_format=AudioFormat.PCM24_K_MONO,
+        audio_format={16000: StreamingFormat.PCM16_K_MONO, 24000: StreamingFormat.PCM24_K_MONO}[
+            ctx.config.acs.sample_rate],
         enable_dtmf_tones=True,
     )
     seen[key] = now
@@ -314,8 +316,9 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
     if name not in ctx.config.profiles:
         name, _ = ctx.config.route(None)
     stream_id = request.headers.get("x-ms-call-correlation-id", "") or claims.get("correlation", "")
+    audio = AUDIO_FORMATS[ctx.config.acs.sample_rate]  # what the call was answered with: no resampling
     call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
-                started_at=0.0, audio=PCM16_24K, paced=True, piece_ms=ACS_PIECE_MS,
+                started_at=0.0, audio=audio, paced=True, piece_ms=ACS_PIECE_MS,
                 observer=ctx.observer_for(call_id), log=log.bind(call_id=call_id, stream_id=stream_id),
                 fallback_audio=request.app[APOLOGY], **ctx.call_options(),
                 can_transfer=ctx.acs_client is not None,
@@ -333,13 +336,15 @@ SEEN_CALLS: web.AppKey[dict[str, float]] = web.AppKey("acs_seen_calls", dict)
 APOLOGY: web.AppKey[str | None] = web.AppKey("acs_apology_audio", str)
 
 
-def load_apology(path: str | None) -> str | None:
-    """The apology clip as base64 PCM16 24 kHz (what the ACS leg plays when Voice Live fails)."""
+def load_apology(path: str | None, sample_rate: int) -> str | None:
+    """The apology clip as base64 PCM16 at ``sample_rate`` (``acs.sample_rate``): what the ACS leg
+    plays when Voice Live fails."""
     if not path:
         return None
+    fmt = AUDIO_FORMATS[sample_rate]
     wav = read_wav(path)
-    pcm = resample(wav.mono, wav.rate, SAMPLE_RATE).astype("<i2").tobytes()
-    frame = SAMPLE_RATE // 50 * 2  # 20 ms of PCM16: phones play whole frames, so the last is padded
+    pcm = resample(wav.mono, wav.rate, fmt.sample_rate).astype("<i2").tobytes()
+    frame = fmt.bytes_per_ms * ACS_PIECE_MS  # phones play whole 20 ms frames, so the last is padded
     pcm += bytes(-len(pcm) % frame)
     return base64.b64encode(pcm).decode()
 

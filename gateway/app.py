@@ -95,7 +95,7 @@ def create_app(
     app = web.Application()
     endpoint = voicelive_endpoint or config.voicelive.endpoint
     app[SEEN_CALLS] = {}
-    app[APOLOGY] = load_apology(config.acs.fallback_clip or str(ASSETS / "apology.wav"))
+    app[APOLOGY] = load_apology(config.acs.fallback_clip or str(ASSETS / "apology.wav"), config.acs.sample_rate)
 
     async def start_backend(app: web.Application) -> Any:
         nonlocal endpoint

@@ -40,9 +40,35 @@ class AudioFormat:
         """Smallest byte count that is whole samples and whole base64 quanta (3 bytes)."""
         return 3 * self.sample_width
 
+    @property
+    def output_name(self) -> str:
+        """Voice Live's ``output_audio_format`` for this format (``name`` is the input format):
+        PCM16 at 24 kHz is ``pcm16``, at other rates ``pcm16_<rate>hz``."""
+        if self.name == "pcm16" and self.sample_rate != 24000:
+            return f"pcm16_{self.sample_rate}hz"
+        return self.name
+
+    @property
+    def key(self) -> str:
+        """One name per format, as recordings store it: the output format name."""
+        return self.output_name
+
 
 G711_ULAW = AudioFormat("g711_ulaw", 8000, 1)
+G711_ALAW = AudioFormat("g711_alaw", 8000, 1)
 PCM16_24K = AudioFormat("pcm16", 24000, 2)
+PCM16_16K = AudioFormat("pcm16", 16000, 2)
+FORMATS: dict[str, AudioFormat] = {f.key: f for f in (G711_ULAW, G711_ALAW, PCM16_24K, PCM16_16K)}
+"""Every format a phone leg can carry without transcoding, by :attr:`AudioFormat.key`."""
+
+
+def decode_samples(fmt: AudioFormat, data: bytes) -> np.ndarray:
+    """Audio bytes in ``fmt`` as int16 samples (only where the gateway must hear the caller)."""
+    if fmt.name == "g711_ulaw":
+        return _ULAW_TABLE[np.frombuffer(data, dtype=np.uint8)]
+    if fmt.name == "g711_alaw":
+        return _ALAW_TABLE[np.frombuffer(data, dtype=np.uint8)]
+    return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
 
 ULAW_SILENCE_BYTE = 0xFF
 
@@ -89,6 +115,10 @@ def pcm16_to_ulaw(data: bytes) -> bytes:
 
 def ulaw_to_array(data: bytes) -> np.ndarray:
     return np.frombuffer(ulaw_to_pcm16(data), dtype="<i2")
+
+
+_ULAW_TABLE = np.frombuffer(audioop.ulaw2lin(bytes(range(256)), 2), dtype="<i2").copy()
+_ALAW_TABLE = np.frombuffer(audioop.alaw2lin(bytes(range(256)), 2), dtype="<i2").copy()
 
 
 def array_to_ulaw(samples: np.ndarray) -> bytes:

@@ -41,7 +41,7 @@ PHONE_WRITE_LIMIT = 1 << 16  # bytes waiting in the phone socket before writes g
 CALLER_ENDS = ("caller_hung_up", "phone_socket_closed")
 # Ends where the gateway failed the caller (they hear an apology where the carrier allows it).
 FAILURE_ENDS = ("voicelive_unavailable", "voicelive_lost", "voicelive_not_ready", "voicelive_closed",
-                "voicelive_stalled", "audio_format_rejected", "gateway_error")
+                "voicelive_stalled", "voicelive_session_rejected", "audio_format_rejected", "gateway_error")
 FAILED_CALL_TTL_S = 600.0
 
 
@@ -262,12 +262,13 @@ class CallBridge:
         """Feed the call with what one phone socket sends, until it closes or the call ends."""
         wire, call = self.wire, self.call
         text = WSMsgType.TEXT
+        fast = not call.listens  # a call that listens to the caller may set a timer on any frame
         async for msg in ws:
             if msg.type is text or msg.type is WSMsgType.BINARY:
                 wire.from_phone(msg.data, self._now())
                 # The hot path (a caller frame): one message for Voice Live, written at once.
                 out = call.to_voicelive
-                if (len(out) == 1 and not call.to_phone and not call.to_tools and self.voicelive is not None
+                if (len(out) == 1 and fast and not call.to_phone and not call.to_tools and self.voicelive is not None
                         and wire.recorder is None and self.voicelive.send_nowait(out[0])):
                     out.clear()
                     if self.voicelive.paused:
@@ -416,6 +417,8 @@ class CallBridge:
             ctx.remove_call(self)
             if call.end_reason in FAILURE_ENDS:
                 ctx.note_failure(call.call_id)
+            if call.end_reason == "voicelive_session_rejected":  # opened, then refused as configured
+                metrics.VOICELIVE_FAILURES.inc(self.carrier, "session_rejected")
             metrics.CALLS.inc(self.carrier, call.end_reason or "unknown")
             stats = call.stats
             metrics.FRAMES.inc(self.carrier, "in", amount=stats.frames_in)

@@ -14,14 +14,16 @@ playback acknowledgements (Twilio marks), never by bytes sent.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.audio import G711_ULAW, AudioFormat, b64_len, is_base64, split_b64
-from gateway.config import DTMF_KEYS, E164, Profile, Tool, normalize_number
+from gateway.audio import G711_ULAW, AudioFormat, b64_len, decode_samples, is_base64, split_b64
+from gateway.config import DTMF_KEYS, E164, Greeting, Profile, Tool, TurnDetectionOff, normalize_number
+from gateway.vad import EnergyVad
 from gateway.voicelive.session import build_session
 
 # --- what the call asks the phone leg to do ---------------------------------------------------
@@ -72,6 +74,7 @@ CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "can_transfer", "can_s
 MAX_DTMF_DIGITS = 32  # keys collected into one entry at most
 GOODBYE_TIMEOUT_MS = 20_000.0  # a goodbye that has not finished by then: hang up anyway
 MIN_SESSION_MS = 60_000.0  # a Voice Live session is kept at least this long before a renewal
+IDLE_INPUT_MS = 5_000  # turn detection in the gateway: caller silence Voice Live may hold before it is cleared
 
 
 TRANSFER_WORDS = "Please hold on, I am transferring your call now."
@@ -108,6 +111,30 @@ def _no_observer(_event: str, _t: float, _fields: dict[str, Any]) -> None:
 
 def _is_cancel_not_active(code: str, message: str) -> bool:
     return code == "response_cancel_not_active" or "no active response" in message.lower()
+
+
+def _is_output_clear_refused(code: str, message: str) -> bool:
+    """output_audio_buffer.clear is documented for avatar sessions only: a phone session may refuse it."""
+    text = message.lower()
+    return "output_audio_buffer" in text or "avatar" in text or "output_audio_buffer" in code
+
+
+def spoken_text(event: dict[str, Any]) -> str | None:
+    """The words a ``response.create`` has spoken verbatim (see :func:`assistant_message`), else None."""
+    response = event.get("response") if event.get("type") == "response.create" else None
+    message = response.get("pre_generated_assistant_message") if isinstance(response, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
+        text = content[0].get("text")
+        return text if isinstance(text, str) else None
+    return None
+
+
+def assistant_message(text: str) -> dict[str, Any]:
+    """A ``response.create`` that has Voice Live speak ``text`` exactly as written (its TTS voices the
+    words, no model wording them) and keep it in the conversation as the bot's turn."""
+    return {"type": "response.create", "response": {"pre_generated_assistant_message": {
+        "type": "message", "role": "assistant", "content": [{"type": "text", "text": text}]}}}
 
 
 @dataclass(slots=True)
@@ -364,11 +391,26 @@ class Call:
         self._tools_running: dict[str, str] = {}  # call id -> tool name
         self._tool_outputs: list[tuple[str, str]] = []  # (call id, output) not yet sent
         self._tool_calls_seen: set[str] = set()
+        self._function_names: dict[str, str] = {}  # function call item id / call id -> function name
         self._item_bytes: dict[str, int] = {}
         self._item_response: dict[str, str | None] = {}
         self._first_audio_seen: set[str] = set()
         self._speech_stopped_at: float | None = None
         self._obuf_clear_off = not self.profile.barge_in.output_audio_buffer_clear
+        turn = self.profile.turn_detection
+        server_vad = not isinstance(turn, TurnDetectionOff)
+        # Voice Live cancels a response itself when its turn detection hears the caller
+        # (interrupt_response, true by default), and with auto_truncate cuts the item itself too
+        self._server_interrupts = server_vad and getattr(turn, "interrupt_response", None) is not False
+        self._server_truncates = server_vad and getattr(turn, "auto_truncate", None) is True
+        self._turn_vad: EnergyVad | None = None
+        self._input_bytes = 0  # caller audio appended since the gateway's last commit or clear
+        self._heard_at = 0.0  # when the last caller frame was listened to
+        if isinstance(turn, TurnDetectionOff):
+            # no turn detection at Voice Live: the gateway listens for the end of the caller's turn
+            self._turn_vad = EnergyVad(self.audio.sample_rate, turn.threshold_dbfs, turn.speech_duration_ms,
+                                       turn.silence_duration_ms)
+            self.caller_audio = self._caller_audio_listened  # type: ignore[method-assign]
         self._warned: set[str] = set()
         # conversation memory, restored into a new session after a drop or a renewal
         self.conversation: deque[_Turn] = deque(maxlen=60)
@@ -419,9 +461,15 @@ class Call:
             "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
             "response.audio_transcript.done": self._on_bot_transcript,
             "response.function_call_arguments.done": self._on_function_call,
+            "response.output_item.done": self._on_output_item,
         }
 
     # --- helpers ---------------------------------------------------------------------------
+
+    @property
+    def listens(self) -> bool:
+        """The gateway detects the caller's turns itself (no turn detection at Voice Live)."""
+        return self._turn_vad is not None
 
     @property
     def ended(self) -> bool:
@@ -533,6 +581,45 @@ class Call:
                     hold_ms=self.hold_ms,
                 )
 
+    def _caller_audio_listened(self, payload: str, now: float) -> None:
+        """Turn detection in the gateway: the frame is forwarded (or held) exactly as in the other
+        modes, then decoded for the energy detector, which ends the caller's turn."""
+        Call.caller_audio(self, payload, now)
+        vad = self._turn_vad
+        if self.state != CallState.READY or vad is None:
+            return  # held audio is listened to when it is forwarded
+        self._heard_at = now
+        for event in vad.feed(decode_samples(self.audio, base64.b64decode(payload))):
+            if event.kind == "start":
+                self._caller_started(now, event.ms, by_server_vad=False)
+            else:
+                self._caller_stopped(now, event.ms)
+                self._end_caller_turn()
+        self._input_bytes += b64_len(payload)
+        if (not self._speech_since_commit and vad.quiet
+                and self._input_bytes > IDLE_INPUT_MS * self.audio.bytes_per_ms):
+            # only silence since the last turn: Voice Live need not keep it (nor bill it)
+            self._send({"type": "input_audio_buffer.clear"}, kind="idle_clear")
+            self._input_bytes = 0
+            self._uncommitted.clear()
+            self._uncommitted_bytes = 0
+
+    def _silent_line_due(self) -> float | None:
+        """Turn detection in the gateway: when a caller who was speaking counts as silent because no
+        audio came at all (a phone leg that stops sending frames instead of sending silence)."""
+        vad = self._turn_vad
+        if vad is None or not vad.in_speech or self.state != CallState.READY:
+            return None
+        return self._heard_at + vad.silence_ms
+
+    def _end_caller_turn(self) -> None:
+        """The gateway heard the caller fall silent: commit what they said and ask for the answer."""
+        if self._goodbye is not None or self.state != CallState.READY:
+            return
+        self._send({"type": "input_audio_buffer.commit"})
+        self._input_bytes = 0
+        self._request_response()
+
     def playback_mark(self, name: str, now: float) -> None:
         playout = self.playout
         if isinstance(playout, Playout) and playout.ack(name, now):
@@ -559,6 +646,11 @@ class Call:
             return
         if self._digits_deadline is not None and now >= self._digits_deadline:
             self._send_digits(now)
+        silent = self._silent_line_due()
+        if silent is not None and now >= silent:
+            self._turn_vad.reset()  # type: ignore[union-attr]
+            self._caller_stopped(now, None)
+            self._end_caller_turn()
         if self._hard_deadline is not None and now >= self._hard_deadline:
             self._say_goodbye("max_duration", now)
         elif self._idle_ms is not None and now >= self._last_activity + self._idle_ms:
@@ -586,6 +678,7 @@ class Call:
             candidates.append(self._hard_deadline)
             candidates.append(self._digits_deadline)
             candidates.append(self._silence_due(None))
+            candidates.append(self._silent_line_due())
             if self._idle_ms is not None:
                 candidates.append(self._last_activity + self._idle_ms)
             if (self.renew_at is not None and self.state == CallState.READY and not self.wants_new_session
@@ -655,6 +748,13 @@ class Call:
         else:
             self._respond_pending = True
 
+    def _say(self, words: Greeting, kind: str) -> None:
+        """A greeting or re-prompt: text is spoken verbatim; instructions let the model word it."""
+        if words.text is not None:
+            self._send(assistant_message(words.text), kind=kind)
+        else:
+            self._send({"type": "response.create", "response": {"instructions": words.instructions}}, kind=kind)
+
     # --- silence ---------------------------------------------------------------------------------
 
     def _caller_heard_from(self, now: float) -> None:
@@ -684,9 +784,7 @@ class Call:
             return
         self.log.info("the caller is silent; the bot asks again", reprompt=self._reprompts)
         self.observer("call.reprompt", now, {"count": self._reprompts})
-        words = silence.reprompt
-        instructions = words.instructions or ("Say exactly this to the caller, and nothing else: " + (words.text or ""))
-        self._send({"type": "response.create", "response": {"instructions": instructions}}, kind="reprompt")
+        self._say(silence.reprompt, "reprompt")
 
     def phone_ended(self, reason: str, now: float) -> None:
         self._end(reason, now, hang_up=False)
@@ -700,7 +798,7 @@ class Call:
         self.wants_new_session = False
         self.observer("voicelive.connected", now, {"connect_ms": round(now - self.started_at, 1),
                                                    "restored_turns": len(self.conversation)})
-        update = {"type": "session.update", "session": build_session(self.profile, self.audio.name)}
+        update = {"type": "session.update", "session": build_session(self.profile, self.audio, call_id=self.call_id)}
         self._send(update)
         if self.state == CallState.RECONNECTING:
             for turn in self.conversation:
@@ -742,7 +840,7 @@ class Call:
         if self.ended or self.state == CallState.CLOSING:
             return
         renewing = self.wants_new_session
-        if self.reconnect_budget_ms > 0 and (self.ready_at is not None or renewing):
+        if renewing or (self.reconnect_budget_ms > 0 and self.ready_at is not None):
             if self.state != CallState.RECONNECTING:
                 self.state = CallState.RECONNECTING
                 self.reconnect_deadline = now + max(self.reconnect_budget_ms, 10_000.0 if renewing else 0.0)
@@ -758,6 +856,10 @@ class Call:
                     self.log.info("caller speech not committed by the lost session is sent again", frames=resend)
                 self._uncommitted.clear()
                 self._uncommitted_bytes = 0
+                self._input_bytes = 0
+                if self._turn_vad is not None:  # what is sent again is listened to again
+                    self._turn_vad.reset()
+                    self._caller_speaking = False
             if renewing:
                 self.log.info("renewing the Voice Live session", close_code=code)
             else:
@@ -810,12 +912,16 @@ class Call:
 
     def _on_session_updated(self, event: dict[str, Any], now: float) -> None:
         session = event.get("session") or {}
-        want = self.audio.name
+        audio = self.audio
+        want = audio.name
         got_in, got_out = session.get("input_audio_format"), session.get("output_audio_format")
-        if got_in != want or got_out != want:
+        rate = session.get("input_audio_sampling_rate")
+        if got_in != want or got_out != audio.output_name or (
+                want == "pcm16" and rate is not None and rate != audio.sample_rate):
             self.log.error(
                 "Voice Live did not accept the audio format; ending the call instead of playing noise",
-                asked=want, input_audio_format=got_in, output_audio_format=got_out,
+                asked=audio.key, input_audio_format=got_in, output_audio_format=got_out,
+                input_audio_sampling_rate=rate,
             )
             self._end("audio_format_rejected", now, hang_up=True)
             return
@@ -838,20 +944,16 @@ class Call:
             return
         self.ready_at = now
         held = len(self._held)
-        self.observer("session.ready", now, {"format": want, "held_frames": held,
+        self.observer("session.ready", now, {"format": audio.key, "held_frames": held,
                                               "ready_ms": round(now - self.started_at, 1)})
-        self.log.info("call ready", profile=self.profile_name, audio_format=want, held_frames=held,
+        self.log.info("call ready", profile=self.profile_name, audio_format=audio.key, held_frames=held,
                       ready_ms=round(now - self.started_at, 1))
         while self._held:
             self.caller_audio(self._held.popleft(), now)
         self._held_bytes = 0
         greeting = self.profile.greeting
         if greeting is not None:
-            instructions = greeting.instructions or (
-                "Greet the caller by saying exactly this, and nothing else: " + (greeting.text or "")
-            )
-            self._send({"type": "response.create", "response": {"instructions": instructions}},
-                       kind="greeting")
+            self._say(greeting, "greeting")
         # keys pressed meanwhile go now; they are answered at once, or after the greeting
         self._send_held_control(respond=greeting is None)
 
@@ -870,16 +972,24 @@ class Call:
         code = str(err.get("code") or "")
         message = str(err.get("message") or "")
         kind = self._sent_kinds.pop(str(err.get("event_id") or ""), None)
-        if kind == "response.cancel" or _is_cancel_not_active(code, message):
+        if kind == "response.cancel" or (kind is None and _is_cancel_not_active(code, message)):
             self.log.debug("response.cancel found no active response (expected after barge-in)")
             return
-        if kind == "output_audio_buffer.clear":
+        if kind == "output_audio_buffer.clear" or (kind is None and _is_output_clear_refused(code, message)):
             if not self._obuf_clear_off:
                 self._obuf_clear_off = True
                 self.log.debug("output_audio_buffer.clear is not supported here; not sent again",
                                code=code, message=message)
             return
         self.stats.voicelive_errors += 1
+        if kind == "session.update" or (kind is None and self.state in (CallState.CONNECTING,
+                                                                        CallState.RECONNECTING)):
+            # the session was refused as configured: nothing will ever answer the caller
+            self.log.error("Voice Live refused the session configuration", code=code, message=message,
+                           param=err.get("param"))
+            self.observer("voicelive.error", now, {"code": code, "message": message, "caused_by": "session.update"})
+            self.voicelive_failed("voicelive_session_rejected", now)
+            return
         if kind == "conversation.item.truncate":
             self.log.warning("Voice Live rejected a truncation", code=code, message=message)
         else:
@@ -894,10 +1004,13 @@ class Call:
         self._speech_since_commit = False
 
     def _on_speech_stopped(self, event: dict[str, Any], now: float) -> None:
+        self._caller_stopped(now, event.get("audio_end_ms"))
+
+    def _caller_stopped(self, now: float, audio_end_ms: Any) -> None:
         self._speech_stopped_at = now
         self._caller_speaking = False
         self._activity(now)
-        self.observer("caller.speech_stopped", now, {"audio_end_ms": event.get("audio_end_ms")})
+        self.observer("caller.speech_stopped", now, {"audio_end_ms": audio_end_ms})
 
     def _on_response_created(self, event: dict[str, Any], now: float) -> None:
         response = event.get("response") or {}
@@ -991,11 +1104,28 @@ class Call:
         item = event.get("item")
         if isinstance(item, dict) and item.get("type") == "message" and item.get("role") in ("user", "assistant"):
             self._remember(item.get("id"), item["role"])  # (turns restored by the gateway are known already)
+        elif isinstance(item, dict) and item.get("type") == "function_call":
+            self._note_function_item(item)
 
     def _on_output_item(self, event: dict[str, Any], now: float) -> None:
         item = event.get("item")
-        if isinstance(item, dict) and item.get("type") == "message":
+        if not isinstance(item, dict):
+            return
+        if item.get("type") == "message":
             self._remember(item.get("id"), "assistant")
+        elif item.get("type") == "function_call":
+            self._note_function_item(item)
+
+    def _note_function_item(self, item: dict[str, Any]) -> None:
+        """A function call item names its function: ``response.function_call_arguments.done`` need
+        not (the 2026-07-15 event table has no ``name``)."""
+        name = item.get("name")
+        if isinstance(name, str) and name:
+            for key in (item.get("id"), item.get("call_id")):
+                if isinstance(key, str):
+                    self._function_names[key] = name
+            while len(self._function_names) > 32:
+                self._function_names.pop(next(iter(self._function_names)))
 
     def _set_text(self, item_id: Any, text: Any) -> None:
         turn = self._turns.get(item_id) if isinstance(item_id, str) else None
@@ -1030,9 +1160,7 @@ class Call:
             self._dropped_responses.add(self.active_response)
             self._send({"type": "response.cancel"})
             self.active_response = None
-        words = (TRANSFER_WORDS if transfer_to else self.profile.limits.goodbye)
-        self._send({"type": "response.create", "response": {"instructions": (
-            "Say exactly this to the caller, and nothing else: " + words)}}, kind="goodbye")
+        self._send(assistant_message(TRANSFER_WORDS if transfer_to else self.profile.limits.goodbye), kind="goodbye")
 
     def _end_by_tool(self, reason: str, transfer_to: str | None, call_id: str, rid: Any, now: float) -> None:
         """The model ended the call with a tool. What it said in the same response is its goodbye;
@@ -1063,8 +1191,12 @@ class Call:
                 "output": json.dumps({"status": "the call ends after your next words"})}})
             self._farewell_call = None
         self._goodbye_response = None  # the next response is the farewell
-        self._send({"type": "response.create", "response": {"instructions": self._farewell_words}},
-                   kind="goodbye")
+        if self.profile.agent is not None:  # an agent takes no per-response instructions: fixed words
+            words = TRANSFER_WORDS if self.transfer_to else self.profile.limits.goodbye
+            self._send(assistant_message(words), kind="goodbye")
+        else:
+            self._send({"type": "response.create", "response": {"instructions": self._farewell_words}},
+                       kind="goodbye")
 
     # --- tools ----------------------------------------------------------------------------------
 
@@ -1072,6 +1204,13 @@ class Call:
         call_id, name = event.get("call_id"), event.get("name")
         if not isinstance(call_id, str) or call_id in self._tool_calls_seen:
             return
+        if event.get("response_id") in self._dropped_responses:
+            self.log.info("a tool call of an interrupted response is not run", call_id=call_id)
+            return
+        if not isinstance(name, str) or not name:
+            item_id = event.get("item_id")
+            name = self._function_names.get(item_id if isinstance(item_id, str) else "") or \
+                self._function_names.get(call_id)
         self._tool_calls_seen.add(call_id)
         self.stats.tool_calls += 1
         arguments = event.get("arguments")
@@ -1142,18 +1281,27 @@ class Call:
     # --- barge-in ---------------------------------------------------------------------------
 
     def _on_speech_started(self, event: dict[str, Any], now: float) -> None:
-        self.observer("caller.speech_started", now, {"audio_start_ms": event.get("audio_start_ms")})
+        self._caller_started(now, event.get("audio_start_ms"), by_server_vad=True)
+
+    def _caller_started(self, now: float, audio_start_ms: Any, *, by_server_vad: bool) -> None:
+        """The caller started speaking (heard by Voice Live's turn detection, or by the gateway's)."""
+        self.observer("caller.speech_started", now, {"audio_start_ms": audio_start_ms})
         self._caller_speaking = True
         self._speech_since_commit = True
         self._activity(now)
         self._caller_heard_from(now)
         if self._goodbye is not None:
             return  # the call is ending: the goodbye is not interrupted
-        self._barge_in(now)
+        self._barge_in(now, by_server_vad=by_server_vad)
 
-    def _barge_in(self, now: float) -> None:
+    def _barge_in(self, now: float, by_server_vad: bool = False) -> None:
         """The caller interrupts the bot: stop its audio at the phone and at Voice Live, and cut the
-        model's memory of its answer to what the caller heard."""
+        model's memory of its answer to what the caller heard.
+
+        Only what helps is sent: ``response.cancel`` while a response of ours is still being
+        generated, unless Voice Live's own turn detection has cancelled it already
+        (``interrupt_response``); ``output_audio_buffer.clear`` while Voice Live may still hold audio
+        of it; a truncation unless Voice Live truncates the item itself (``auto_truncate``)."""
         if self.state != CallState.READY:
             return  # the session is being restored: nothing to interrupt
         switches = self.profile.barge_in
@@ -1170,14 +1318,14 @@ class Call:
         else:
             item_id, heard = self.playout.position(now)
         # 2. stop the response and drop whatever of it still arrives
-        cancelled = False
+        cancelled = by_server_vad and self._server_interrupts  # Voice Live cancelled it when it heard speech
         if active is not None:
             self._dropped_responses.add(active)
-            if switches.response_cancel:
+            if switches.response_cancel and not cancelled:
                 self._send({"type": "response.cancel"})
                 cancelled = True
-        if not self._obuf_clear_off:
-            self._send({"type": "output_audio_buffer.clear"})
+            if not self._obuf_clear_off:
+                self._send({"type": "output_audio_buffer.clear"})
         # 3. cut the model's memory of the item to what the caller heard
         heard_ms: int | None = None
         received_ms: int | None = None
@@ -1188,7 +1336,9 @@ class Call:
             turn = self._turns.get(item_id)
             if turn is not None and received:
                 turn.heard = min(heard, received) / received
-            if ms > 0:
+            if ms > 0 and by_server_vad and self._server_truncates:
+                self.log.debug("Voice Live truncates the item itself (auto_truncate)", heard_ms=ms)
+            elif ms > 0:
                 heard_ms = ms
                 self.stats.truncations += 1
                 truncate = {"type": "conversation.item.truncate", "item_id": item_id,

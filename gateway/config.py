@@ -77,6 +77,10 @@ __all__ = [
 ]
 
 DEFAULT_API_VERSION = "2026-07-15"
+# api-versions whose wire shape the gateway speaks: flat session fields, response.audio.* events,
+# pre_generated_assistant_message (from 2026-01-01-preview). The label "v1" uses the OpenAI GA
+# shape (nested session.audio, response.output_audio.* events) and is refused.
+API_VERSIONS = ("2026-07-15", "2026-06-01-preview", "2026-04-10", "2026-01-01-preview")
 DEFAULT_TOKEN_SCOPE = "https://ai.azure.com/.default"
 
 OpenAIVoiceName = Literal[
@@ -97,12 +101,19 @@ NOISE_SUPPRESSION_TYPES: tuple[str, ...] = get_args(NoiseSuppression)
 TranscriptionModel = Literal[
     "azure-speech",
     "mai-transcribe",
+    "mai-transcribe-1",
     "mai-transcribe-2",
     "whisper-1",
     "gpt-4o-transcribe",
     "gpt-4o-mini-transcribe",
     "gpt-4o-transcribe-diarize",
 ]
+PHRASE_LIST_MODELS = ("azure-speech", "mai-transcribe", "mai-transcribe-2")
+MAX_PHRASES = 500
+# Voice Live models that have semantic_vad and near/far-field noise suppression
+GPT_REALTIME_MODELS = ("gpt-realtime", "gpt-realtime-mini")
+# the key the gateway itself puts in a session's metadata: the carrier's call id
+METADATA_CALL_ID = "call_id"
 PersonalVoiceModel = Literal[
     "DragonLatestNeural", "DragonHDOmniLatestNeural", "PhoenixLatestNeural", "PhoenixV2Neural", "MAI-Voice-1"
 ]
@@ -305,6 +316,10 @@ def _combine(title: str, errors: list[Any], rules: list[Rule], data: dict[str, A
     return ValidationError.from_exception_data(title, details)
 
 
+_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+_FALSE_WORDS = frozenset({"false", "no", "off", "0"})
+
+
 # --------------------------------------------------------------------------------------------
 # Voices
 
@@ -391,10 +406,7 @@ Voice = Annotated[
 
 
 class EndOfUtteranceDetection(_Model):
-    model: (
-        Literal["semantic_detection_v1", "semantic_detection_v1_en", "semantic_detection_v1_multilingual"]
-        | None
-    ) = None
+    model: Literal["semantic_detection_v1", "semantic_detection_v1_en", "semantic_detection_v1_multilingual"]
     threshold_level: Literal["low", "medium", "high", "default"] | None = None
     timeout_ms: Milliseconds | None = None
 
@@ -403,7 +415,6 @@ class _VadFields(_Model):
     threshold: Unit | None = None
     prefix_padding_ms: Milliseconds | None = None
     silence_duration_ms: Milliseconds | None = None
-    speech_duration_ms: Milliseconds | None = None
 
 
 class _ResponseSwitches(_Model):
@@ -413,10 +424,23 @@ class _ResponseSwitches(_Model):
 
 class ServerVad(_VadFields, _ResponseSwitches):
     type: Literal["server_vad"] = "server_vad"
+    end_of_utterance_detection: EndOfUtteranceDetection | None = None
     auto_truncate: bool | None = None
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        if "speech_duration_ms" in data:
+            return [(("speech_duration_ms",), "not a server_vad setting (Voice Live's server_vad has no minimum "
+                     "speech duration; the azure_semantic_vad types take it)", False)]
+        return []
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in super()._prepare(data).items() if k != "speech_duration_ms"}
 
 
 class _AzureSemanticFields(_VadFields, _ResponseSwitches):
+    speech_duration_ms: Milliseconds | None = None
     remove_filler_words: bool | None = None
     end_of_utterance_detection: EndOfUtteranceDetection | None = None
     auto_truncate: bool | None = None
@@ -443,9 +467,16 @@ class SemanticVad(_ResponseSwitches):
 
 
 class TurnDetectionOff(_Model):
-    """No turn detection: the session is sent ``turn_detection: null``."""
+    """No turn detection at Voice Live: the session is sent ``turn_detection: null`` and the gateway
+    decides the end of the caller's turn itself, from the energy of the caller's audio: speech
+    starts after ``speech_duration_ms`` louder than ``threshold_dbfs`` and ends after
+    ``silence_duration_ms`` quieter; then the gateway commits the audio and asks for a response.
+    Speech over the bot interrupts it as with server turn detection."""
 
     type: Literal["none"] = "none"
+    threshold_dbfs: Annotated[float, BeforeValidator(_number), AfterValidator(_between(-90, 0))] = -40.0
+    speech_duration_ms: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_between(10, 5000))] = 150
+    silence_duration_ms: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_between(100, 10000))] = 700
 
 
 def _check_turn_detection(value: Any) -> Any:
@@ -484,6 +515,47 @@ class AgentRef(_Model):
 class InputTranscription(_Model):
     model: TranscriptionModel
     language: Text | None = None
+    phrase_list: list[Text] | None = None  # words and names the caller is likely to say
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        phrases, model = data.get("phrase_list"), data.get("model")
+        rules: list[Rule] = []
+        if _is_set(phrases) and isinstance(model, str) and model not in PHRASE_LIST_MODELS:
+            rules.append((("phrase_list",), f"only {', '.join(PHRASE_LIST_MODELS)} transcription takes a phrase "
+                          f"list (the model is {model})", False))
+        if isinstance(phrases, list) and len(phrases) > MAX_PHRASES:
+            rules.append((("phrase_list",), f"expected at most {MAX_PHRASES} phrases (got {len(phrases)})", False))
+        return rules
+
+
+def _check_transcription(value: Any) -> Any:
+    """``input_transcription: off`` (or false, none) turns caller transcription off; ``true`` or
+    leaving it out asks for the default one."""
+    if isinstance(value, str) and value.lower() in _FALSE_WORDS | {"none"}:
+        return False
+    if value is False or isinstance(value, dict | BaseModel):
+        return value
+    raise _fail("expected a mapping with a model (such as {model: azure-speech, language: en-US}), or off")
+
+
+def _metadata_value(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _fail("expected text")
+    value = str(value)
+    if len(value) > 512:
+        raise _fail(f"expected text of at most 512 characters (got {len(value)})", show_got=False)
+    return value
+
+
+def _metadata_key(value: Any) -> Any:
+    if not isinstance(value, str) or not 1 <= len(value) <= 64:
+        raise _fail("expected a key of 1 to 64 characters")
+    return value
+
+
+MetadataValue = Annotated[str, BeforeValidator(_metadata_value)]
+MetadataKey = Annotated[str, BeforeValidator(_metadata_key)]
 
 
 class Greeting(_Model):
@@ -510,8 +582,6 @@ class BargeIn(_Model):
     output_audio_buffer_clear: bool = True
 
 
-_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
-_FALSE_WORDS = frozenset({"false", "no", "off", "0"})
 
 
 def _check_greeting(value: Any) -> Any:
@@ -763,7 +833,7 @@ class SilenceHandling(_Model):
     reprompt_after_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] | None = None
     max_reprompts: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_not_negative)] = 2
     reprompt: Annotated[Greeting, BeforeValidator(_reprompt)] = Field(default_factory=lambda: Greeting(
-        instructions="The caller has been quiet for a while. Ask briefly whether they are still there."))
+        text="Are you still there?"))
 
 
 class InterimResponse(_Model):
@@ -818,7 +888,15 @@ class Profile(_Model):
     turn_detection: Annotated[TurnDetection | None, BeforeValidator(_check_turn_detection)] = None
     noise_suppression: Annotated[NoiseSuppression | None, BeforeValidator(_check_noise_suppression)] = None
     echo_cancellation: bool = False
-    input_transcription: InputTranscription | None = None
+    # None: the default transcription (the conversation is restored from transcripts after a
+    # reconnect or a renewal); False: off (the profile opts out)
+    input_transcription: Annotated[
+        Annotated[Literal[False], Tag("transcription-off")] | Annotated[InputTranscription, Tag("transcription")],
+        Discriminator(lambda v: "transcription-off" if v is False else "transcription"),
+        BeforeValidator(_check_transcription),
+    ] | None = None
+    # up to 15 pairs for Voice Live's resource logs (the gateway adds the carrier's call id)
+    metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict)
     temperature: Annotated[float, BeforeValidator(_number), AfterValidator(_between(0.6, 1.2))] | None = None
     max_output_tokens: Annotated[int | Literal["inf"] | None, BeforeValidator(_check_max_tokens)] = None
     greeting: Annotated[Greeting | None, BeforeValidator(_check_greeting)] = None
@@ -856,7 +934,37 @@ class Profile(_Model):
             rules.append(
                 (("instructions",), "not supported with an agent: the agent's own instructions apply", False)
             )
+        if has_agent:  # agents take no per-response instructions: fixed phrases only
+            greeting = data.get("greeting")
+            if isinstance(greeting, dict) and _is_set(greeting.get("instructions")):
+                rules.append((("greeting", "instructions"), "not supported with an agent (it takes no per-response "
+                              "instructions): write the greeting as text", False))
+            silence = data.get("silence")
+            reprompt = silence.get("reprompt") if isinstance(silence, dict) else None
+            if isinstance(reprompt, dict) and _is_set(reprompt.get("instructions")):
+                rules.append((("silence", "reprompt", "instructions"), "not supported with an agent (it takes no "
+                              "per-response instructions): write the re-prompt as text", False))
+        metadata = data.get("metadata")
+        if isinstance(metadata, dict):
+            if METADATA_CALL_ID in metadata:
+                rules.append((("metadata", METADATA_CALL_ID), "reserved: the gateway puts the carrier's call id "
+                              "there", False))
+            if len(metadata) > 15:
+                rules.append((("metadata",), f"expected at most 15 pairs (Voice Live takes 16, and the gateway "
+                              f"adds {METADATA_CALL_ID}; got {len(metadata)})", False))
         return rules
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data = super()._prepare(data)
+        value = data.get("input_transcription")
+        if value is True or (isinstance(value, str) and value.lower() in _TRUE_WORDS):
+            data = {k: v for k, v in data.items() if k != "input_transcription"}  # the default one
+        return data
+
+    @property
+    def agent_mode(self) -> bool:
+        return self.agent is not None
 
     @property
     def turn_detection_off(self) -> bool:
@@ -867,10 +975,18 @@ class Profile(_Model):
 # Sections
 
 
+def _api_version(value: str) -> str:
+    if value not in API_VERSIONS:
+        why = (" (v1 uses the OpenAI GA wire shape: nested session.audio and renamed events, which the gateway "
+               "does not speak)" if value.strip().lower() == "v1" else "")
+        raise _fail(f"expected an api-version the gateway speaks: one of {', '.join(API_VERSIONS)}{why}")
+    return value
+
+
 class VoiceLiveSettings(_Model):
     endpoint: Url | None = None
     api_key: SecretStr | None = None
-    api_version: Text = DEFAULT_API_VERSION
+    api_version: Annotated[str, AfterValidator(_api_version)] = DEFAULT_API_VERSION
     token_scope: Text = DEFAULT_TOKEN_SCOPE
     connect_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
     # A session that drops mid-call is reopened with backoff for at most this long (0: never).
@@ -902,6 +1018,12 @@ class TwilioSettings(_Model):
     api_base_url: Annotated[str, AfterValidator(_http_url)] = "https://api.twilio.com"
 
 
+def _acs_rate(value: Any) -> Any:
+    if isinstance(value, bool) or value not in (16000, 24000):
+        raise _fail("expected 16000 or 24000 (the PCM16 rates ACS media streaming offers)")
+    return value
+
+
 class AcsSettings(_Model):
     connection_string: SecretStr | None = None
     resource_id: Text | None = None  # the ACS resource's immutable id: the audience of its tokens
@@ -911,6 +1033,9 @@ class AcsSettings(_Model):
     reconnect_grace_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
     # What an ACS caller hears when Voice Live fails for good (a WAV file; empty: the shipped clip).
     fallback_clip: Text | None = None
+    # PCM16 sample rate of ACS media streams: 24000 or 16000 (a third less bandwidth; Voice Live
+    # then takes input_audio_sampling_rate 16000 and answers in pcm16_16000hz, still no resampling).
+    sample_rate: Annotated[int, BeforeValidator(_acs_rate)] = 24000
 
 
 class RecordingSettings(_Model):
@@ -1287,7 +1412,7 @@ def _locate(tree: Any, loc: tuple[Any, ...], missing: bool) -> tuple[KeyPath, An
     return tuple(path), node
 
 
-_BRANCH_TAGS = frozenset({"voice-name", *VOICE_TYPES, *TURN_DETECTION_TYPES})
+_BRANCH_TAGS = frozenset({"voice-name", *VOICE_TYPES, *TURN_DETECTION_TYPES, "transcription", "transcription-off"})
 
 
 def _leaves(annotation: Any, tag: str | None = None) -> Iterator[tuple[Any, str | None]]:
@@ -1554,7 +1679,7 @@ def _turn_text(turn: Any) -> str:
     if turn is None:
         return "turn detection: service default"
     if isinstance(turn, TurnDetectionOff):
-        return "turn detection: off"
+        return f"turn detection: in the gateway (end of speech after {turn.silence_duration_ms} ms)"
     return f"turn detection: {turn.type}"
 
 
@@ -1578,9 +1703,22 @@ def _profile_text(profile: Profile) -> str:
         clear = "on" if barge.output_audio_buffer_clear else "off"
         barge_text = f"barge-in: on (response.cancel {cancel}, output_audio_buffer.clear {clear})"
     tools = "tools: " + (", ".join(t.name for t in profile.tools) if profile.tools else "none")
+    transcription = profile.input_transcription
+    if transcription is False:
+        heard = "caller transcription: off"
+    elif transcription is None:
+        heard = f"caller transcription: {default_transcription_model(profile)} (default)"
+    else:
+        heard = f"caller transcription: {transcription.model}"
     return ", ".join(
-        [who, _voice_text(profile.voice), _turn_text(profile.turn_detection), greeting, barge_text, tools]
+        [who, _voice_text(profile.voice), _turn_text(profile.turn_detection), heard, greeting, barge_text, tools]
     )
+
+
+def default_transcription_model(profile: Profile) -> str:
+    """The caller transcription a profile gets when it names none: the documented choices differ
+    between gpt-realtime models and the other models and agents."""
+    return "gpt-4o-mini-transcribe" if profile.model in GPT_REALTIME_MODELS else "azure-speech"
 
 
 def describe(config: GatewayConfig) -> str:
@@ -1631,8 +1769,46 @@ def config_notes(config: GatewayConfig) -> list[str]:
         if transfers and not can_transfer:
             notes.append(f"note: profile {name} transfers calls, but neither twilio.auth_token nor "
                          "acs.connection_string is set: transfers will be refused")
+        notes += _model_notes(name, profile)
         if profile.interim_response is not None and profile.model is not None and "realtime" in profile.model:
             notes.append(f"note: profile {name} sets interim_response, which Voice Live does not support with "
                          f"realtime audio models such as {profile.model} (it serves agents and text models "
                          "with an Azure voice)")
+    return notes
+
+
+# Transcription models the 2026-07-15 reference lists only for gpt-realtime models (True) or only for
+# the other models and agents (False); mai-transcribe is listed for both.
+_TRANSCRIPTION_FOR = {
+    True: ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-diarize"),
+    False: ("azure-speech",),
+}
+
+
+def _model_notes(name: str, profile: Profile) -> list[str]:
+    """Settings Voice Live offers only with some models, and what turning transcription off costs."""
+    notes: list[str] = []
+    who = f"agent {profile.agent.name}" if profile.agent is not None else f"model {profile.model}"
+    gpt_realtime = profile.model in GPT_REALTIME_MODELS
+    only = " or ".join(GPT_REALTIME_MODELS)
+    if isinstance(profile.turn_detection, SemanticVad) and not gpt_realtime:
+        notes.append(f"note: profile {name} uses turn_detection semantic_vad, which Voice Live offers only with "
+                     f"{only}; this profile uses {who} (azure_semantic_vad works with every model)")
+    if profile.noise_suppression in ("near_field", "far_field") and not gpt_realtime:
+        notes.append(f"note: profile {name} uses {profile.noise_suppression} noise suppression, which Voice Live "
+                     f"offers only with {only}; this profile uses {who} (azure_deep_noise_suppression works with "
+                     "every model)")
+    transcription = profile.input_transcription
+    if transcription and profile.agent is None and transcription.model in _TRANSCRIPTION_FOR[not gpt_realtime]:
+        listed = ", ".join((*_TRANSCRIPTION_FOR[gpt_realtime], "mai-transcribe", "mai-transcribe-2"))
+        notes.append(f"note: profile {name} transcribes the caller with {transcription.model}, which Voice Live's "
+                     f"reference does not list for {who}; it lists {listed}")
+    if transcription is False:
+        notes.append(f"note: profile {name} turns caller transcription off: if its Voice Live session is "
+                     "reconnected or renewed, the new session hears none of what the caller said before (the "
+                     "conversation is restored from transcripts), and logs and records carry no caller words")
+    elif transcription is not None and transcription.phrase_list and profile.model is not None and (
+            "realtime" in profile.model):
+        notes.append(f"note: profile {name} gives a phrase list, which Voice Live's documentation says realtime "
+                     f"audio models such as {profile.model} do not use yet (agents and text models do)")
     return notes

@@ -146,7 +146,8 @@ _LATENCY = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 VOICELIVE_CONNECT = Histogram(REGISTRY, "gateway_voicelive_connect_seconds",
                               "Time to open a Voice Live session (WebSocket handshake).", _CONNECT, ("carrier",))
 VOICELIVE_FAILURES = Counter(REGISTRY, "gateway_voicelive_connect_failures_total",
-                             "Voice Live sessions that could not be opened, by HTTP status.", ("carrier", "status"))
+                             "Voice Live sessions that could not be opened, by HTTP status (session_rejected: the "
+                             "session.update was refused).", ("carrier", "status"))
 VOICELIVE_RECONNECTS = Counter(REGISTRY, "gateway_voicelive_reconnects_total",
                                "Voice Live sessions reopened mid-call (after a drop, or to renew them).", ("carrier",))
 VOICELIVE_ERRORS = Counter(REGISTRY, "gateway_voicelive_errors_total", "Voice Live error events, by code.",

@@ -168,7 +168,7 @@ class RecordingWriter:
             "profile_name": profile_name,
             "profile": profile,
             "call_options": options or {},
-            "audio_format": audio.name,
+            "audio_format": audio.key,
             "gateway_version": __version__,
             "started_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "redacted_audio": self.redact_audio,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.audio import G711_ULAW, PCM16_24K, AudioFormat, b64_len
+from gateway.audio import FORMATS, G711_ULAW, AudioFormat, b64_len
 from gateway.call import Call, CallState
 from gateway.carriers import twilio
 from gateway.config import Profile
@@ -30,7 +30,6 @@ from gateway.recording import FORMAT
 from gateway.wire import PHONE, TIMER, TOOLS, VOICELIVE, WireCall
 
 LEGS = (PHONE, VOICELIVE, TOOLS, TIMER)
-_FORMATS = {f.name: f for f in (G711_ULAW, PCM16_24K)}
 
 
 class FixtureError(ValueError):
@@ -143,7 +142,7 @@ def run(fixture: Fixture) -> Replay:
         profile = Profile.model_validate(header.get("profile") or {})
     except ValueError as exc:
         raise FixtureError(f"{fixture.path}:1: the recorded profile is not valid now: {exc}") from None
-    audio = _FORMATS.get(header.get("audio_format", "g711_ulaw"), G711_ULAW)
+    audio = FORMATS.get(header.get("audio_format", "g711_ulaw"), G711_ULAW)
     options = header.get("call_options") if isinstance(header.get("call_options"), dict) else {}
     call = Call(call_id=start.call_sid, stream_id=start.stream_sid,
                 profile_name=str(header.get("profile_name") or "recorded"), profile=profile,

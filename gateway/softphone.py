@@ -13,10 +13,11 @@ bidirectional media stream:
 :func:`place_acs_call` behaves like Azure Communication Services (ACS) media streaming: it
 opens the media WebSocket with ACS's headers (``Authorization: Bearer …``,
 ``x-ms-call-connection-id``, ``x-ms-call-correlation-id``), sends ``AudioMetadata``, then one
-``AudioData`` packet of 20 ms PCM16 at 24 kHz every 20 ms (``silent`` on silence) and
-``DtmfData`` for key presses. It plays ``AudioData`` from the gateway in real time (48 bytes
-per millisecond) with no acknowledgement, drops everything unplayed on ``StopAudio``, and can
-drop and reopen its media socket mid-call like ACS does. Hanging up closes the socket.
+``AudioData`` packet of 20 ms PCM16 at 24 kHz (or 16 kHz: ``sample_rate``) every 20 ms
+(``silent`` on silence) and ``DtmfData`` for key presses. It plays ``AudioData`` from the gateway
+in real time (48 bytes per millisecond at 24 kHz, 32 at 16 kHz) with no acknowledgement, drops
+everything unplayed on ``StopAudio``, and can drop and reopen its media socket mid-call like ACS
+does. Hanging up closes the socket.
 
 Both check every message the gateway sends the way the carrier would, and count violations
 instead of failing. Everything that happened is returned as a :class:`CallReport`, including
@@ -53,6 +54,7 @@ import aiohttp
 import numpy as np
 
 from gateway.audio import (
+    PCM16_24K,
     ULAW_SILENCE_BYTE,
     WavError,
     b64_len,
@@ -62,15 +64,14 @@ from gateway.audio import (
     ulaw_to_array,
     write_wav,
 )
+from gateway.carriers.acs import AUDIO_FORMATS
 
 FRAME_MS = 20
 FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 BYTES_PER_MS = 8
 SILENCE_FRAME = bytes([ULAW_SILENCE_BYTE]) * FRAME_BYTES
-ACS_SAMPLE_RATE = 24000
-ACS_BYTES_PER_MS = 48  # PCM16 at 24 kHz
-ACS_FRAME_BYTES = ACS_BYTES_PER_MS * FRAME_MS  # 960
-ACS_SILENCE_FRAME = bytes(ACS_FRAME_BYTES)
+ACS_SAMPLE_RATE = PCM16_24K.sample_rate  # the default; ACS_SAMPLE_RATES are the rates ACS streams
+ACS_SAMPLE_RATES = tuple(sorted(AUDIO_FORMATS))  # 16000, 24000 (PCM16 mono)
 ACS_CALLER_RAW_ID = "4:+15555550199"  # participantRawID of the caller's audio
 MAX_VIOLATION_SAMPLES = 10
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
@@ -85,7 +86,8 @@ EventCallback = Callable[[float, str, dict[str, Any]], None]
 class Say:
     """The caller speaks: ``audio`` is 8 kHz µ-law, sent in 20 ms frames.
 
-    On an ACS call it is converted once, before the call starts, to PCM16 at 24 kHz.
+    On an ACS call it is converted once, before the call starts, to PCM16 at the call's rate
+    (24 or 16 kHz).
     """
 
     audio: bytes
@@ -170,10 +172,10 @@ class CallReport:
     """Everything the softphone saw during one call.
 
     ``carrier`` is ``"twilio"`` or ``"acs"``. On a Twilio call, ``caller_audio`` and
-    ``bot_audio`` are µ-law at 8 kHz; on an ACS call they are PCM16 (little-endian) at 24 kHz
-    (``sample_rate``). Both are on the same timeline: slot ``k`` (one 20 ms frame, 160 or 960
-    bytes) is the frame sent at ``t0 + 20k ms`` and what was played during that frame
-    (silence where nothing played).
+    ``bot_audio`` are µ-law at 8 kHz; on an ACS call they are PCM16 (little-endian) at 24 or
+    16 kHz (``sample_rate``). Both are on the same timeline: slot ``k`` (one 20 ms frame: 160
+    bytes on Twilio, 960 or 640 on ACS) is the frame sent at ``t0 + 20k ms`` and what was played
+    during that frame (silence where nothing played).
 
     ``events`` are ``(t_ms, kind, fields)`` with ``t_ms`` counted from the moment the media
     socket opened (0 for the ``webhook`` event, which comes before). ``received_payloads``
@@ -218,8 +220,8 @@ class CallReport:
 
     @property
     def bytes_per_ms(self) -> int:
-        """Bytes of call audio per millisecond (8 for Twilio µ-law, 48 for ACS PCM16 24 kHz)."""
-        return ACS_BYTES_PER_MS if self.carrier == "acs" else BYTES_PER_MS
+        """Bytes of call audio per millisecond (8 for Twilio µ-law; ACS PCM16: 48 at 24 kHz, 32 at 16 kHz)."""
+        return self.sample_rate * (2 if self.carrier == "acs" else 1) // 1000
 
     @property
     def call_connection_id(self) -> str:
@@ -247,7 +249,7 @@ def _samples(report: CallReport, audio: bytes) -> np.ndarray:
 def write_call_wav(report: CallReport, path: str | Path) -> None:
     """Stereo 16-bit WAV: left = the caller, right = the bot as the caller heard it.
 
-    8 kHz for a Twilio call, 24 kHz for an ACS call (``report.sample_rate``).
+    8 kHz for a Twilio call, the call's 24 or 16 kHz for an ACS call (``report.sample_rate``).
     """
     left = _samples(report, report.caller_audio)
     right = _samples(report, report.bot_audio)
@@ -376,9 +378,9 @@ async def _open_media_socket(
 # --- ACS helpers ----------------------------------------------------------------------------------
 
 
-def ulaw_to_acs_pcm(audio: bytes) -> bytes:
-    """8 kHz µ-law as ACS carries a caller's audio: PCM16 little-endian at 24 kHz (offline use)."""
-    samples = resample(ulaw_to_array(bytes(audio)), 8000, ACS_SAMPLE_RATE)
+def ulaw_to_acs_pcm(audio: bytes, sample_rate: int = ACS_SAMPLE_RATE) -> bytes:
+    """8 kHz µ-law as ACS carries a caller's audio: PCM16 little-endian at ``sample_rate`` (offline use)."""
+    samples = resample(ulaw_to_array(bytes(audio)), 8000, sample_rate)
     return samples.astype("<i2").tobytes()
 
 
@@ -489,7 +491,7 @@ class _Call:
     """One call over an open media socket: the caller's script, real-time playout, the report.
 
     The carrier's wire format lives in the subclasses. ``steps`` carry audio already in the
-    carrier's format (``Say.audio`` is µ-law for Twilio, PCM16 24 kHz for ACS).
+    carrier's format (``Say.audio`` is µ-law for Twilio, PCM16 at the call's rate for ACS).
     """
 
     carrier = ""
@@ -926,11 +928,9 @@ class _TwilioCall(_Call):
 
 
 class _AcsCall(_Call):
-    """ACS's side of a bidirectional media stream (PCM16 24 kHz mono, mixed audio)."""
+    """ACS's side of a bidirectional media stream (PCM16 mono at 24 or 16 kHz, mixed audio)."""
 
     carrier = "acs"
-    sample_rate = ACS_SAMPLE_RATE
-    bytes_per_ms = ACS_BYTES_PER_MS
     silence_byte = 0
 
     def __init__(
@@ -939,8 +939,11 @@ class _AcsCall(_Call):
         session: aiohttp.ClientSession,
         headers: Mapping[str, str],
         connect_timeout_s: float,
+        sample_rate: int,
         **kwargs: Any,
     ) -> None:
+        audio = AUDIO_FORMATS[sample_rate]
+        self.sample_rate, self.bytes_per_ms = audio.sample_rate, audio.bytes_per_ms  # before frames are sized
         super().__init__(*args, **kwargs)
         self.session = session
         self.headers = dict(headers)
@@ -959,7 +962,7 @@ class _AcsCall(_Call):
         metadata = {
             "subscriptionId": self.stream_sid,
             "encoding": "PCM",
-            "sampleRate": ACS_SAMPLE_RATE,
+            "sampleRate": self.sample_rate,
             "channels": 1,
             "length": self.frame_bytes,
         }
@@ -1122,9 +1125,9 @@ async def place_call(
     return report
 
 
-def _acs_script(steps: list[Step]) -> list[Step]:
-    """The steps with every Say's µ-law turned into ACS's PCM16 24 kHz (once, before the call)."""
-    return [Say(ulaw_to_acs_pcm(s.audio), label=s.label) if isinstance(s, Say) else s for s in steps]
+def _acs_script(steps: list[Step], sample_rate: int) -> list[Step]:
+    """The steps with every Say's µ-law turned into ACS's PCM16 at ``sample_rate`` (once, before the call)."""
+    return [Say(ulaw_to_acs_pcm(s.audio, sample_rate), label=s.label) if isinstance(s, Say) else s for s in steps]
 
 
 async def place_acs_call(
@@ -1137,13 +1140,16 @@ async def place_acs_call(
     record: str | Path | None = None,
     on_event: EventCallback | None = None,
     connect_timeout_s: float = 10,
+    sample_rate: int = ACS_SAMPLE_RATE,
 ) -> CallReport:
     """Place one call through the gateway and run ``steps`` on it, like ACS media streaming.
 
     ``url``: the gateway's ACS media socket, ``ws(s)://…/acs/media?ctx=…``. It is opened with
     ``Authorization: Bearer <token>`` (when a token is given), ``x-ms-call-connection-id`` and
     ``x-ms-call-correlation-id`` (random UUIDs unless given). The caller's audio goes as PCM16
-    24 kHz ``AudioData`` (``Say`` audio is 8 kHz µ-law, converted once before the call starts);
+    ``AudioData`` at ``sample_rate`` (24000 or 16000, announced in ``AudioMetadata``: the rate
+    the gateway's ``acs.sample_rate`` answers calls with); ``Say`` audio is 8 kHz µ-law, converted
+    once before the call starts;
     :class:`Dtmf` sends ``DtmfData``; :class:`Reconnect` drops the socket and opens a new one
     with the same headers; :class:`Hangup` (or the end of the steps) closes the socket with
     code 1000.
@@ -1156,6 +1162,8 @@ async def place_acs_call(
     for step in script:
         if not isinstance(step, (Say, Silence, Dtmf, WaitForBot, Hangup, Reconnect)):
             raise TypeError(f"not a call step: {step!r}")
+    if sample_rate not in AUDIO_FORMATS:
+        raise ValueError(f"sample_rate must be one of {ACS_SAMPLE_RATES} (what ACS streams), not {sample_rate!r}")
     if _check_url(url) != "media":
         raise CallError(f"bad URL {url!r}: an ACS media stream URL is ws(s)://host/acs/media?...")
     connection_id = call_connection_id or str(uuid.uuid4())
@@ -1164,7 +1172,7 @@ async def place_acs_call(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     if any(isinstance(step, Say) for step in script):
-        script = await asyncio.to_thread(_acs_script, script)
+        script = await asyncio.to_thread(_acs_script, script, sample_rate)
     events = _Events(on_event)
     async with aiohttp.ClientSession() as session:
         ws = await _open_socket(session, url, headers, connect_timeout_s)
@@ -1182,6 +1190,7 @@ async def place_acs_call(
                 session=session,
                 headers=headers,
                 connect_timeout_s=connect_timeout_s,
+                sample_rate=sample_rate,
             )
             await call.run()
         finally:
@@ -1325,6 +1334,11 @@ def register_cli(subparsers: Any) -> None:
         "--correlation-id", metavar="ID", help="ACS: x-ms-call-correlation-id (default: a random UUID)"
     )
     parser.add_argument(
+        "--sample-rate", type=int, choices=ACS_SAMPLE_RATES, metavar="HZ",
+        help=f"ACS: the PCM16 rate of the media stream, {' or '.join(map(str, ACS_SAMPLE_RATES))}: the "
+        f"gateway's acs.sample_rate (default {ACS_SAMPLE_RATE})",
+    )
+    parser.add_argument(
         "--play", action="append", default=[], metavar="FILE.wav", help="a caller turn (any WAV file)"
     )
     parser.add_argument("--record", metavar="OUT.wav", help="write the call as a stereo WAV (caller, bot)")
@@ -1361,6 +1375,7 @@ def _place_from_args(args: argparse.Namespace, steps: list[Step]) -> CallReport:
             raise CallError("give either a Twilio URL or --acs URL, not both")
         if args.param:
             raise CallError("--param is for Twilio calls; an ACS call has no stream parameters")
+        rate = args.sample_rate or ACS_SAMPLE_RATE
         return asyncio.run(
             place_acs_call(
                 args.acs,
@@ -1369,13 +1384,16 @@ def _place_from_args(args: argparse.Namespace, steps: list[Step]) -> CallReport:
                 call_connection_id=args.call_connection_id,
                 correlation_id=args.correlation_id,
                 record=args.record,
-                on_event=functools.partial(_print_event, bytes_per_ms=ACS_BYTES_PER_MS),
+                on_event=functools.partial(_print_event, bytes_per_ms=AUDIO_FORMATS[rate].bytes_per_ms),
+                sample_rate=rate,
             )
         )
     if not args.url:
         raise CallError("no URL: give the gateway's Twilio URL, or --acs URL for an ACS call")
-    if args.token or args.call_connection_id or args.correlation_id:
-        raise CallError("--token, --call-connection-id and --correlation-id are for ACS calls (--acs URL)")
+    if args.token or args.call_connection_id or args.correlation_id or args.sample_rate:
+        raise CallError(
+            "--token, --call-connection-id, --correlation-id and --sample-rate are for ACS calls (--acs URL)"
+        )
     params = {}
     for item in args.param:
         name, sep, value = item.partition("=")

@@ -48,7 +48,7 @@ profiles:
     instructions: You answer the phone for a small shop. Be brief.
     voice: alloy
     turn_detection: {type: server_vad, silence_duration_ms: 500}
-    input_transcription: {model: azure-speech, language: en-US}
+    input_transcription: {model: mai-transcribe, language: en-US}
   greeter:
     model: gpt-realtime
     voice: {type: azure-standard, name: en-US-Ava:DragonHDLatestNeural}

@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from gateway import metrics
-from gateway.acs_routes import APOLOGY
+from gateway.acs_routes import APOLOGY, load_apology
 from gateway.app import create_app
-from gateway.audio import ASSETS, load_ulaw_8k
+from gateway.audio import ASSETS, b64_len, load_ulaw_8k
 from gateway.bridge import CONTEXT
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
@@ -41,7 +41,6 @@ ISSUER = "https://acscallautomation.communication.azure.com"
 SECRET = "eventgrid-secret-9876"
 HOURS = load_ulaw_8k(ASSETS / "caller_hours.wav")
 INTERRUPT = load_ulaw_8k(ASSETS / "caller_interrupt.wav")
-BPM = 48  # PCM16 24 kHz bytes per ms
 
 
 @dataclass
@@ -109,7 +108,7 @@ acs:
   resource_id: {resource}
   jwks_url: {jwks}
   eventgrid_secret: ${{EG_SECRET}}
-  reconnect_grace_s: 1.5
+  reconnect_grace_s: 1.5{acs_extra}
 profiles:
   main: {{model: gpt-realtime, voice: alloy}}
   sales: {{model: gpt-realtime, voice: marin}}
@@ -133,12 +132,15 @@ async def acs(keys: Keys) -> AsyncIterator[AcsRig]:
 
 @contextlib.asynccontextmanager
 async def _acs_rig(keys: Keys, voicelive_endpoint: str | None = None,
-                   tool_calls: dict[int, ToolCall] | None = None) -> AsyncIterator[AcsRig]:
+                   tool_calls: dict[int, ToolCall] | None = None,
+                   sample_rate: int | None = None) -> AsyncIterator[AcsRig]:
     sim = await start_simulator(SimulatorSettings(audio_speed=4.0, tool_calls=tool_calls or {}))
     access_key = base64.b64encode(b"k" * 32).decode()
     connection = f"endpoint=https://acs.example.communication.azure.com/;accesskey={access_key}"
     endpoint = voicelive_endpoint or sim.endpoint
-    config = parse_config(CONFIG.format(endpoint=endpoint, resource=RESOURCE_ID, jwks=keys.jwks_url),
+    acs_extra = f"\n  sample_rate: {sample_rate}" if sample_rate else ""  # unset: the default, 24000
+    config = parse_config(CONFIG.format(endpoint=endpoint, resource=RESOURCE_ID, jwks=keys.jwks_url,
+                                        acs_extra=acs_extra),
                           env={"ACS": connection, "EG_SECRET": SECRET})
     transport = CapturingTransport()
     client = CallAutomationClient.from_connection_string(connection, transport=transport)
@@ -218,23 +220,48 @@ async def test_the_media_socket_is_refused_without_a_valid_acs_token(acs: AcsRig
     assert metrics.AUTH_REJECTIONS.value("acs", "media", "token refused: wrong audience") == before + 1
 
 
-async def test_a_whole_acs_call_with_barge_in(acs: AcsRig) -> None:
-    report = await place_acs_call(acs.media_url(), [
-        Say(HOURS, "question"), WaitForBot(heard_ms=1200), Say(INTERRUPT, "interruption"), Hangup(),
-    ], token=acs.keys.mint(), call_connection_id="cc-barge")
-    session = await asyncio.wait_for(acs.sim.state.wait_closed(0), 10)
-    await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+@pytest.mark.parametrize(("configured", "rate", "streaming", "output"), [
+    pytest.param(None, 24000, "pcm24KMono", "pcm16", id="default-24kHz"),
+    pytest.param(16000, 16000, "pcm16KMono", "pcm16_16000hz", id="16kHz"),
+])
+async def test_a_whole_acs_call_with_barge_in(keys: Keys, configured: int | None, rate: int, streaming: str,
+                                              output: str) -> None:
+    bpm = rate * 2 // 1000  # PCM16 bytes per ms: 48 at 24 kHz, 32 at 16 kHz
+    async with _acs_rig(keys, sample_rate=configured) as acs:
+        assert (await acs.post(f"/acs/incoming?secret={SECRET}", incoming_call())).status == 200
+        apology = acs.app[APOLOGY]
+        report = await place_acs_call(acs.media_url(), [
+            Say(HOURS, "question"), WaitForBot(heard_ms=1200), Say(INTERRUPT, "interruption"), Hangup(),
+        ], token=acs.keys.mint(), call_connection_id="cc-barge", sample_rate=rate)
+        session = await asyncio.wait_for(acs.sim.state.wait_closed(0), 10)
+        await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+        (answer,) = acs.transport.of("callConnections:answer")
+        hangups = acs.transport.of(":terminate")
+    # answered asking ACS for PCM mono at the configured rate; the fallback clip is made at that rate
+    assert json.loads(answer.content)["mediaStreamingOptions"]["audioFormat"] == streaming
+    assert apology == load_apology(str(ASSETS / "apology.wav"), rate)
     assert report.violations == 0, report.violation_samples
-    assert session.session["input_audio_format"] == "pcm16" and session.session["output_audio_format"] == "pcm16"
-    assert session.appended == report.sent_payloads  # PCM 24 kHz passed through untouched, silence included
-    assert report.clears == 1  # StopAudio
+    assert (session.session["input_audio_format"], session.session["input_audio_sampling_rate"],
+            session.session["output_audio_format"]) == ("pcm16", rate, output)
+    assert {b64_len(p) for p in report.sent_payloads} == {20 * bpm}  # 20 ms AudioData frames
+    assert session.appended == report.sent_payloads  # passed through untouched, silence included
+    # the bot's audio reached the phone as Voice Live sent it
     ((_, stop),) = report.events_of("stop_audio")
     (truncation,) = session.truncations
     first_item = next(iter(session.items_audio_bytes))
+    spoken = b"".join(base64.b64decode(e["delta"]) for e in session.sent
+                      if e.get("type") == "response.audio.delta" and e.get("item_id") == first_item)
+    heard = b"".join(base64.b64decode(p) for p in report.received_payloads)
+    before_stop = stop["played_bytes_total"] + stop["discarded_bytes"]
+    assert 1200 * bpm <= before_stop and heard[:before_stop] == spoken[:before_stop]
+    assert max(map(b64_len, report.received_payloads)) <= 20 * bpm  # paced in 20 ms pieces
+    # the gateway paced by the call's rate: the phone held no more than the lead when StopAudio came
+    assert stop["discarded_bytes"] <= 200 * bpm, stop
+    assert report.clears == 1  # StopAudio
     assert truncation["ok"] and truncation["item_id"] == first_item
-    played_ms = stop["played_bytes_total"] / BPM
+    played_ms = stop["played_bytes_total"] / bpm
     assert abs(truncation["audio_end_ms"] - played_ms) <= 80, (truncation, played_ms)
-    assert acs.transport.of(":terminate") == []  # the caller hung up: nothing to hang up
+    assert hangups == []  # the caller hung up: nothing to hang up
 
 
 async def test_a_reconnected_media_socket_continues_the_same_session(acs: AcsRig) -> None:

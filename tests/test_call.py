@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gateway.call import CLEAR, Call, CallState, Hangup, PlayAudio, SendMark
+from gateway.call import CLEAR, Call, CallState, Hangup, PlayAudio, SendMark, spoken_text
 from gateway.config import parse_config
 
 CONFIG = """
@@ -21,7 +21,11 @@ profiles:
     barge_in: {enabled: false}
   nocancel:
     model: gpt-realtime
+    turn_detection: {type: server_vad, interrupt_response: false}
     barge_in: {response_cancel: false, output_audio_buffer_clear: false}
+  selfcancel:
+    model: gpt-realtime
+    turn_detection: {type: server_vad, interrupt_response: false}
   greets:
     model: gpt-realtime
     greeting: Hello there
@@ -142,8 +146,9 @@ def test_greeting_asks_for_a_response_once_ready() -> None:
     call.voicelive_event({"type": "session.updated", "session": {
         "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 2.0)
     (create,) = vl(call)
-    assert create["type"] == "response.create"
-    assert "Hello there" in create["response"]["instructions"]
+    assert spoken_text(create) == "Hello there"  # spoken verbatim, not worded by the model
+    assert create["response"] == {"pre_generated_assistant_message": {
+        "type": "message", "role": "assistant", "content": [{"type": "text", "text": "Hello there"}]}}
 
 
 def test_deltas_are_split_into_marked_pieces_that_rejoin_exactly() -> None:
@@ -173,7 +178,8 @@ def test_barge_in_during_playback_truncates_at_what_was_heard() -> None:
     out_vl = vl(call)
     assert out_phone == [CLEAR]
     types = [m["type"] for m in out_vl]
-    assert types == ["response.cancel", "output_audio_buffer.clear", "conversation.item.truncate"]
+    # Voice Live's turn detection cancelled the response itself (interrupt_response): no response.cancel
+    assert types == ["output_audio_buffer.clear", "conversation.item.truncate"]
     truncate = out_vl[-1]
     assert truncate["item_id"] == "item_1" and truncate["content_index"] == 0
     assert truncate["audio_end_ms"] == 325
@@ -212,7 +218,7 @@ def test_no_truncate_when_nothing_was_heard() -> None:
     delta(call, 4000, now=100.0)
     speech_started(call, 100.0)  # at the very moment the audio was sent
     assert phone(call) == [CLEAR]
-    assert [m["type"] for m in vl(call)] == ["response.cancel", "output_audio_buffer.clear"]
+    assert [m["type"] for m in vl(call)] == ["output_audio_buffer.clear"]
 
 
 def test_speech_after_playback_finished_touches_nothing() -> None:
@@ -234,12 +240,12 @@ def test_two_barge_ins_in_a_row_act_once() -> None:
     speech_started(call, 100.0)
     first_phone, first_vl = phone(call), vl(call)
     speech_started(call, 150.0)
-    assert first_phone == [CLEAR] and len(first_vl) == 3
+    assert first_phone == [CLEAR] and len(first_vl) == 2
     assert phone(call) == [] and vl(call) == []
 
 
 def test_cancel_error_reply_is_harmless_and_buffer_clear_error_stops_it() -> None:
-    call = ready_call()
+    call = ready_call("selfcancel")
     start_response(call)
     delta(call, 4800, now=0.0)
     speech_started(call, 100.0)
@@ -292,8 +298,7 @@ def test_speech_while_response_active_but_nothing_playing_cancels_and_truncates_
     speech_started(call, 80.0)
     assert phone(call) == []  # nothing to flush
     out = vl(call)
-    assert [m["type"] for m in out] == ["response.cancel", "output_audio_buffer.clear",
-                                        "conversation.item.truncate"]
+    assert [m["type"] for m in out] == ["output_audio_buffer.clear", "conversation.item.truncate"]
     assert out[-1]["audio_end_ms"] == 60
     assert delta(call, 480, now=90.0) == []
 

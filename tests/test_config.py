@@ -93,7 +93,7 @@ def test_shipped_config_loads_with_an_empty_environment() -> None:
     assert support.noise_suppression == "azure_deep_noise_suppression"
     assert support.echo_cancellation is True
     assert support.input_transcription is not None
-    assert support.input_transcription.model == "azure-speech"
+    assert support.input_transcription.model == "gpt-4o-mini-transcribe"
     assert support.temperature == 0.8
     assert support.max_output_tokens == "inf"
     assert support.greeting == Greeting(text="Hello, thanks for calling Contoso support. How can I help?")
@@ -198,7 +198,7 @@ def test_voice_type_error_matches_the_documented_format() -> None:
             MINIMAL + "    colour: blue\n",
             "colour",
             "profiles.main.colour: unknown key (expected one of: model, agent, instructions, voice, "
-            "turn_detection, noise_suppression, echo_cancellation, input_transcription, temperature, "
+            "turn_detection, noise_suppression, echo_cancellation, input_transcription, metadata, temperature, "
             "max_output_tokens, greeting, barge_in, tools, limits, dtmf, silence, interim_response)",
             id="unknown-key",
         ),
@@ -206,7 +206,7 @@ def test_voice_type_error_matches_the_documented_format() -> None:
             MINIMAL + "    turn_detection: {type: server_vad, eagerness: low}\n",
             "turn_detection",
             "profiles.main.turn_detection.eagerness: unknown key (expected one of: type, create_response, "
-            "interrupt_response, threshold, prefix_padding_ms, silence_duration_ms, speech_duration_ms, "
+            "interrupt_response, threshold, prefix_padding_ms, silence_duration_ms, end_of_utterance_detection, "
             "auto_truncate)",
             id="unknown-key-in-union-member",
         ),
@@ -244,14 +244,15 @@ def test_voice_type_error_matches_the_documented_format() -> None:
             MINIMAL + "    input_transcription:\n      model: whisper-9\n",
             "whisper-9",
             "profiles.main.input_transcription.model: expected one of azure-speech, mai-transcribe, "
-            "mai-transcribe-2, whisper-1, gpt-4o-transcribe, gpt-4o-mini-transcribe, "
+            "mai-transcribe-1, mai-transcribe-2, whisper-1, gpt-4o-transcribe, gpt-4o-mini-transcribe, "
             "gpt-4o-transcribe-diarize (got 'whisper-9')",
             id="literal",
         ),
         pytest.param(
             MINIMAL + "    input_transcription: azure-speech\n",
             "input_transcription",
-            "profiles.main.input_transcription: expected a mapping (key: value lines) (got 'azure-speech')",
+            "profiles.main.input_transcription: expected a mapping with a model (such as {model: azure-speech, "
+            "language: en-US}), or off (got 'azure-speech')",
             id="not-a-mapping",
         ),
         pytest.param(
@@ -768,12 +769,14 @@ def test_describe_with_an_endpoint_and_entra_id() -> None:
     )
     assert "Twilio auth token: set; ACS connection string: not set" in lines
     assert (
-        "any number -> main: agent concierge (project hotel), service default voice, turn detection: off, "
-        "greeting: no, barge-in: on (response.cancel off, output_audio_buffer.clear on), tools: none"
+        "any number -> main: agent concierge (project hotel), service default voice, turn detection: in the "
+        "gateway (end of speech after 700 ms), caller transcription: azure-speech (default), greeting: no, "
+        "barge-in: on (response.cancel off, output_audio_buffer.clear on), tools: none"
     ) in lines
     assert lines[-1] == (
         "unused profile spare: model gpt-realtime, service default voice, "
-        "turn detection: service default, greeting: no, barge-in: off, tools: none"
+        "turn detection: service default, caller transcription: gpt-4o-mini-transcribe (default), greeting: no, "
+        "barge-in: off, tools: none"
     )
     assert "twilio-secret-999" not in out
 
@@ -925,9 +928,7 @@ def test_call_control_defaults_when_not_written() -> None:
     assert (profile.dtmf.digit_timeout_s, profile.dtmf.finish_on, profile.dtmf.actions) == (2.0, "#", {})
     assert profile.silence.reprompt_after_s is None  # no re-prompts
     assert profile.silence.max_reprompts == 2
-    assert profile.silence.reprompt == Greeting(
-        instructions="The caller has been quiet for a while. Ask briefly whether they are still there."
-    )
+    assert profile.silence.reprompt == Greeting(text="Are you still there?")  # spoken as written
     assert profile.interim_response is None
     llm = parse_config(with_profile("interim_response: {type: llm}\n"), env={}).profiles["main"]
     assert llm.interim_response is not None
@@ -1358,3 +1359,134 @@ def test_transfer_description_names_the_prefixes_as_they_are_matched() -> None:
     (tool,) = config.profiles["main"].tools
     assert tool.transfer.allowed_prefixes == ["+1415"]
     assert "starting with +1415" in tool.parameters["properties"]["number"]["description"]
+
+
+# ---------------------------------------------------------------------------------------------
+# What Voice Live's 2026-07-15 API documents: every setting check-config accepts gives a working call
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param("turn_detection: {type: server_vad, end_of_utterance_detection: {threshold_level: low}}",
+                     "profiles.main.turn_detection.end_of_utterance_detection.model: required key missing",
+                     id="eou-without-model"),
+        pytest.param("turn_detection: {type: server_vad, speech_duration_ms: 200}",
+                     "profiles.main.turn_detection.speech_duration_ms: not a server_vad setting (Voice Live's "
+                     "server_vad has no minimum speech duration; the azure_semantic_vad types take it)",
+                     id="speech-duration-on-server-vad"),
+        pytest.param("input_transcription: {model: whisper-1, phrase_list: [Contoso]}",
+                     "profiles.main.input_transcription.phrase_list: only azure-speech, mai-transcribe, "
+                     "mai-transcribe-2 transcription takes a phrase list (the model is whisper-1)",
+                     id="phrase-list-needs-azure-speech"),
+        pytest.param("metadata: {call_id: mine}",
+                     "profiles.main.metadata.call_id: reserved: the gateway puts the carrier's call id there",
+                     id="metadata-call-id-reserved"),
+        pytest.param("metadata: {note: " + "x" * 513 + "}",
+                     "profiles.main.metadata.note: expected text of at most 512 characters (got 513)",
+                     id="metadata-value-too-long"),
+        pytest.param("metadata: {" + ", ".join(f"k{i}: v" for i in range(16)) + "}",
+                     "profiles.main.metadata: expected at most 15 pairs (Voice Live takes 16, and the gateway "
+                     "adds call_id; got 16)",
+                     id="metadata-too-many"),
+        pytest.param("turn_detection: {type: none, threshold_dbfs: 3}",
+                     "profiles.main.turn_detection.threshold_dbfs: expected a number between -90 and 0 (got 3)",
+                     id="gateway-turn-detection-threshold"),
+    ],
+)
+def test_voice_live_settings_are_checked_as_the_api_documents(body: str, expected: str) -> None:
+    text = with_profile(body + "\n")
+    assert problems_of(text) == [f"config.yaml:4: {expected}"]
+
+
+def test_documented_settings_the_gateway_used_to_refuse_are_accepted() -> None:
+    text = with_profile(
+        """
+        turn_detection:
+          type: server_vad
+          end_of_utterance_detection: {model: semantic_detection_v1, threshold_level: high, timeout_ms: 800}
+        input_transcription: {model: mai-transcribe-1, language: en-US}
+        metadata: {tenant: contoso, tier: 2}
+        """
+    )
+    profile = parse_config(text, env={}).profiles["main"]
+    session = build_session(profile)
+    assert session["turn_detection"]["end_of_utterance_detection"] == {
+        "model": "semantic_detection_v1", "threshold_level": "high", "timeout_ms": 800}
+    assert session["input_audio_transcription"] == {"model": "mai-transcribe-1", "language": "en-US"}
+    assert session["metadata"] == {"tenant": "contoso", "tier": "2"}
+    phrase_list = "input_transcription: {model: azure-speech, phrase_list: [Contoso, Fabrikam]}\n"
+    phrases = parse_config(with_profile(phrase_list), env={}).profiles["main"]
+    assert build_session(phrases)["input_audio_transcription"]["phrase_list"] == ["Contoso", "Fabrikam"]
+
+
+@pytest.mark.parametrize("version", ["v1", "2025-10-01", "latest"])
+def test_only_api_versions_whose_wire_shape_the_gateway_speaks_are_accepted(version: str) -> None:
+    text = f"voicelive:\n  api_version: {version}\n" + MINIMAL
+    (problem,) = problems_of(text)
+    assert problem.startswith("config.yaml:2: voicelive.api_version: expected an api-version the gateway speaks: "
+                              "one of 2026-07-15, 2026-06-01-preview, 2026-04-10, 2026-01-01-preview")
+    assert ("OpenAI GA wire shape" in problem) is (version == "v1")
+
+
+def test_an_agent_takes_fixed_words_only() -> None:
+    text = dedent(
+        """
+        profiles:
+          main:
+            agent: {name: concierge, project: hotel}
+            greeting: {instructions: Greet the caller.}
+            silence: {reprompt_after_s: 5, reprompt: {instructions: Ask again.}}
+        """
+    )
+    assert problems_of(text) == [
+        f"config.yaml:{line_of(text, 'greeting')}: profiles.main.greeting.instructions: not supported with an agent "
+        "(it takes no per-response instructions): write the greeting as text",
+        f"config.yaml:{line_of(text, 'silence')}: profiles.main.silence.reprompt.instructions: not supported with "
+        "an agent (it takes no per-response instructions): write the re-prompt as text",
+    ]
+
+
+def test_check_config_says_what_a_setting_needs_or_costs() -> None:
+    text = dedent(
+        """
+        profiles:
+          cascaded:
+            model: gpt-4.1
+            turn_detection: {type: semantic_vad}
+            noise_suppression: far_field
+          agent:
+            agent: {name: concierge, project: hotel}
+            noise_suppression: near_field
+          private:
+            model: gpt-realtime
+            input_transcription: off
+          realtime:
+            model: gpt-realtime
+            turn_detection: {type: semantic_vad}
+            noise_suppression: near_field
+        routes: {default: cascaded}
+        """
+    )
+    notes = [line for line in describe(parse_config(text, env={})).splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: profile cascaded uses turn_detection semantic_vad, which Voice Live offers only with gpt-realtime "
+        "or gpt-realtime-mini; this profile uses model gpt-4.1 (azure_semantic_vad works with every model)",
+        "note: profile cascaded uses far_field noise suppression, which Voice Live offers only with gpt-realtime "
+        "or gpt-realtime-mini; this profile uses model gpt-4.1 (azure_deep_noise_suppression works with every "
+        "model)",
+        "note: profile agent uses near_field noise suppression, which Voice Live offers only with gpt-realtime or "
+        "gpt-realtime-mini; this profile uses agent concierge (azure_deep_noise_suppression works with every "
+        "model)",
+        "note: profile private turns caller transcription off: if its Voice Live session is reconnected or "
+        "renewed, the new session hears none of what the caller said before (the conversation is restored from "
+        "transcripts), and logs and records carry no caller words",
+    ]
+
+
+def test_acs_sample_rate() -> None:
+    assert parse_config("acs: {sample_rate: 16000}\n" + MINIMAL, env={}).acs.sample_rate == 16000
+    assert parse_config(MINIMAL, env={}).acs.sample_rate == 24000
+    assert problems_of("acs:\n  sample_rate: 8000\n" + MINIMAL) == [
+        "config.yaml:2: acs.sample_rate: expected 16000 or 24000 (the PCM16 rates ACS media streaming offers) "
+        "(got 8000)"]

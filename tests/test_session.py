@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.audio import PCM16_16K
 from gateway.config import (
     AzureSemanticVad,
     EndOfUtteranceDetection,
@@ -48,6 +49,7 @@ def test_openai_voice_string_and_server_vad() -> None:
             "silence_duration_ms": 600,
             "create_response": True,
         },
+        "input_audio_transcription": {"model": "gpt-4o-mini-transcribe"},  # asked for by default
         "temperature": 0.7,
         "max_response_output_tokens": 300,
     }
@@ -121,6 +123,7 @@ def test_agent_profile_sends_no_instructions_and_no_model() -> None:
         "voice": "alloy",
         "input_audio_format": "g711_ulaw",
         "output_audio_format": "g711_ulaw",
+        "input_audio_transcription": {"model": "azure-speech"},  # the choice for agents and text models
     }
 
 
@@ -208,18 +211,21 @@ def test_fields_the_profile_does_not_set_are_not_sent() -> None:
 
 def test_pcm16_adds_the_sampling_rate() -> None:
     profile = profile_from_yaml("model: gpt-realtime")
-    session = build_session(profile, audio_format="pcm16")
+    session = build_session(profile, "pcm16")
     assert session["input_audio_format"] == "pcm16"
     assert session["output_audio_format"] == "pcm16"
     assert session["input_audio_sampling_rate"] == 24000
-    assert "input_audio_sampling_rate" not in build_session(profile, audio_format="g711_ulaw")
-    alaw = build_session(profile, audio_format="g711_alaw")
+    assert "input_audio_sampling_rate" not in build_session(profile, "g711_ulaw")
+    alaw = build_session(profile, "g711_alaw")
     assert alaw["input_audio_format"] == alaw["output_audio_format"] == "g711_alaw"
+    wide = build_session(profile, PCM16_16K)  # ACS at 16 kHz: both directions at 16 kHz, no resampling
+    assert (wide["input_audio_format"], wide["input_audio_sampling_rate"], wide["output_audio_format"]) == (
+        "pcm16", 16000, "pcm16_16000hz")
 
 
 def test_unknown_audio_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported audio format 'mp3'"):
-        build_session(profile_from_yaml("model: gpt-realtime"), audio_format="mp3")
+        build_session(profile_from_yaml("model: gpt-realtime"), "mp3")
 
 
 def test_session_update_event() -> None:
@@ -227,14 +233,17 @@ def test_session_update_event() -> None:
     event = session_update(profile, event_id="evt-1")
     assert event == {"type": "session.update", "session": build_session(profile), "event_id": "evt-1"}
     assert "event_id" not in session_update(profile)
-    assert session_update(profile, audio_format="pcm16")["session"]["input_audio_sampling_rate"] == 24000
+    assert session_update(profile, "pcm16")["session"]["input_audio_sampling_rate"] == 24000
+    tagged = session_update(profile, call_id="CA42")["session"]
+    assert tagged["metadata"] == {"call_id": "CA42"}
 
 
 def test_profiles_built_in_python() -> None:
     profile = Profile(
         model="gpt-realtime",
         turn_detection=AzureSemanticVad(
-            silence_duration_ms=400, end_of_utterance_detection=EndOfUtteranceDetection(threshold_level="low")
+            silence_duration_ms=400,
+            end_of_utterance_detection=EndOfUtteranceDetection(model="semantic_detection_v1", threshold_level="low"),
         ),
         noise_suppression=True,  # type: ignore[arg-type]
     )
@@ -242,7 +251,7 @@ def test_profiles_built_in_python() -> None:
     assert session["turn_detection"] == {
         "type": "azure_semantic_vad",
         "silence_duration_ms": 400,
-        "end_of_utterance_detection": {"threshold_level": "low"},
+        "end_of_utterance_detection": {"model": "semantic_detection_v1", "threshold_level": "low"},
     }
     assert session["input_audio_noise_reduction"] == {"type": "azure_deep_noise_suppression"}
     assert "turn_detection" not in build_session(Profile(model="gpt-realtime"))

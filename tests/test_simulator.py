@@ -26,8 +26,14 @@ from gateway.simulator.server import (
     settings_from_args,
     start_simulator,
 )
-from gateway.simulator.vad import EnergyVad
-from gateway.simulator.voice import decode_input, read_speech_txt
+from gateway.simulator.voice import (
+    decode_input,
+    output_format,
+    read_speech_txt,
+    synthetic_speech,
+    synthetic_speech_ms,
+)
+from gateway.vad import EnergyVad
 
 TIMEOUT = 5.0
 FRAME = 160  # 20 ms of 8 kHz µ-law
@@ -188,20 +194,21 @@ async def test_handshake_rejects_missing_or_wrong_credentials(make_sim) -> None:
         pass
     async with client(sim, headers={"Authorization": "Bearer sim-token-2"}):
         pass
-    async with client(sim, query="model=m&api-key=sim-api-key-1"):
+    async with client(sim, query="api-version=2026-07-15&model=m&api-key=sim-api-key-1"):
         pass
     assert [s.auth for s in sim.state.sessions] == ["api-key", "bearer", "api-key"]
 
 
 async def test_handshake_requires_model_or_agent(make_sim) -> None:
     sim = await make_sim()
-    for query in ("api-version=2026-07-15", "agent-name=a"):
+    for query in ("api-version=2026-07-15", "api-version=2026-07-15&agent-name=a"):
         with pytest.raises(InvalidStatus) as info:
             async with client(sim, query=query):
                 pass
         assert info.value.response.status_code == 400
 
-    async with client(sim, query="agent-name=desk&agent-project-name=p&x-ms-client-sdk=any&extra=1"):
+    query = "api-version=2026-07-15&agent-name=desk&agent-project-name=p&x-ms-client-sdk=any&extra=1"
+    async with client(sim, query=query):
         pass
     session = await sim.state.wait_closed(0)
     assert session.query["agent-name"] == "desk" and session.query["extra"] == "1"
@@ -213,12 +220,47 @@ async def test_handshake_requires_model_or_agent(make_sim) -> None:
     assert len(sim.state.sessions) == 2
 
 
+@pytest.mark.parametrize("version", [None, "", "v1", "2024-10-01-preview", "2026-07-15x"])
+async def test_handshake_refuses_a_missing_or_unknown_api_version(make_sim, version: str | None) -> None:
+    sim = await make_sim()
+    query = "model=gpt-realtime" + ("" if version is None else f"&api-version={version}")
+    with pytest.raises(InvalidStatus) as info:
+        async with client(sim, query=query):
+            pass
+    response = info.value.response
+    assert response.status_code == 400
+    assert response.headers["Content-Type"].startswith("application/json")
+    error = json.loads(response.body)["error"]
+    assert error["code"] == ("missing_api_version" if not version else "unsupported_api_version")
+    assert sim.state.sessions == []
+
+
+async def test_handshake_accepts_every_known_api_version(make_sim) -> None:
+    sim = await make_sim()
+    versions = [
+        "2025-05-01-preview",
+        "2025-10-01",
+        "2026-01-01-preview",
+        "2026-04-10",
+        "2026-06-01-preview",
+        "2026-07-15",
+        "2026-07-31-preview",
+    ]
+    padding = {}
+    for version in versions:
+        async with client(sim, query=f"api-version={version}&model=gpt-realtime") as c:
+            s = await c.update(turn_detection={"type": "server_vad"})
+            padding[version] = s["turn_detection"]["prefix_padding_ms"]
+    # server_vad's default prefix padding rose from 300 to 400 ms in 2026-04-10.
+    assert padding == {v: 300 if v < "2026-04-10" else 400 for v in versions}
+
+
 # --- session ------------------------------------------------------------------------------
 
 
 async def test_session_created_then_update_to_g711(make_sim) -> None:
     sim = await make_sim()
-    url = sim.ws_url + "?model=gpt-realtime"
+    url = sim.ws_url + "?api-version=2026-07-15&model=gpt-realtime"
     async with connect(url, open_timeout=TIMEOUT) as ws:
         c = Client(ws)
         created = await c.recv()
@@ -231,13 +273,14 @@ async def test_session_created_then_update_to_g711(make_sim) -> None:
         assert s["modalities"] == ["text", "audio"]
         assert isinstance(s["expires_at"], int)
 
-        # `type` last, in a BINARY frame, with a field the simulator does not know.
+        # `type` last, in a BINARY frame, with server-owned fields echoed back.
         update = {
             "session": {
                 "input_audio_format": "g711_ulaw",
                 "output_audio_format": "g711_ulaw",
                 "instructions": "Be brief.",
-                "some_future_field": {"x": 1},
+                "id": "sess_other",
+                "object": "realtime.session",
             },
             "type": "session.update",
         }
@@ -249,10 +292,14 @@ async def test_session_created_then_update_to_g711(make_sim) -> None:
         assert u["input_audio_sampling_rate"] == 8000
         assert u["instructions"] == "Be brief."
         assert u["turn_detection"] == s["turn_detection"]
+
+        # The whole session, as the server describes it, can be sent back as is.
+        echoed = await c.update(**u)
+        assert echoed == u
     session = await sim.state.wait_closed(0)
     ids = [ev["event_id"] for ev in session.sent]
-    assert len(ids) == len(set(ids)) == 2
-    assert session.received[0]["type"] == "session.update"
+    assert len(ids) == len(set(ids)) == 3
+    assert [e["type"] for e in session.received] == ["session.update", "session.update"]
 
 
 async def test_format_change_after_audio_is_rejected(make_sim) -> None:
@@ -274,6 +321,339 @@ async def test_format_change_after_audio_is_rejected(make_sim) -> None:
         s = await c.update(instructions="still here")
         assert s["input_audio_format"] == "g711_ulaw" and s["input_audio_sampling_rate"] == 8000
         assert s["instructions"] == "still here"
+
+
+def eou(**fields: Any) -> dict[str, Any]:
+    return {"type": "server_vad", "end_of_utterance_detection": fields}
+
+
+def transcription(**fields: Any) -> dict[str, Any]:
+    return {"input_audio_transcription": fields}
+
+
+@pytest.mark.parametrize(
+    ("update", "code", "param"),
+    [
+        ({"foo": 1}, "unknown_parameter", "session.foo"),
+        ({"input_audio_transcription_model": "x"}, "unknown_parameter", "session.input_audio_transcription_model"),
+        # turn_detection keys, per type
+        (
+            {"turn_detection": {"type": "server_vad", "speech_duration_ms": 200}},
+            "unknown_parameter",
+            "session.turn_detection.speech_duration_ms",
+        ),
+        (
+            {"turn_detection": {"type": "server_vad", "remove_filler_words": True}},
+            "unknown_parameter",
+            "session.turn_detection.remove_filler_words",
+        ),
+        (
+            {"turn_detection": {"type": "server_vad", "appended_text_after_truncation": " [cut]"}},
+            "unknown_parameter",
+            "session.turn_detection.appended_text_after_truncation",
+        ),
+        (
+            {"turn_detection": {"type": "azure_semantic_vad_en", "languages": ["en"]}},
+            "unknown_parameter",
+            "session.turn_detection.languages",
+        ),
+        (
+            {"turn_detection": {"type": "azure_semantic_vad", "eagerness": "low"}},
+            "unknown_parameter",
+            "session.turn_detection.eagerness",
+        ),
+        (
+            {"turn_detection": {"type": "azure_semantic_vad", "speech_duration_assistant_speaking_ms": 800}},
+            "unknown_parameter",
+            "session.turn_detection.speech_duration_assistant_speaking_ms",
+        ),
+        (
+            {"turn_detection": {"type": "semantic_vad", "threshold": 0.5}},
+            "unknown_parameter",
+            "session.turn_detection.threshold",
+        ),
+        (
+            {"turn_detection": {"type": "semantic_vad", "end_of_utterance_detection": None}},
+            "unknown_parameter",
+            "session.turn_detection.end_of_utterance_detection",
+        ),
+        ({"turn_detection": {"type": "bogus_vad"}}, "invalid_value", "session.turn_detection.type"),
+        ({"turn_detection": "server_vad"}, "invalid_type", "session.turn_detection"),
+        # turn_detection values
+        (
+            {"turn_detection": {"type": "server_vad", "threshold": 1.5}},
+            "invalid_value",
+            "session.turn_detection.threshold",
+        ),
+        (
+            {"turn_detection": {"type": "server_vad", "silence_duration_ms": -1}},
+            "invalid_value",
+            "session.turn_detection.silence_duration_ms",
+        ),
+        (
+            {"turn_detection": {"type": "server_vad", "create_response": "yes"}},
+            "invalid_type",
+            "session.turn_detection.create_response",
+        ),
+        (
+            {"turn_detection": {"type": "semantic_vad", "eagerness": "eager"}},
+            "invalid_value",
+            "session.turn_detection.eagerness",
+        ),
+        (
+            {"turn_detection": {"type": "azure_semantic_vad", "languages": "en"}},
+            "invalid_type",
+            "session.turn_detection.languages",
+        ),
+        # end of utterance detection
+        (
+            {"turn_detection": eou(model="semantic_detection_v2")},
+            "invalid_value",
+            "session.turn_detection.end_of_utterance_detection.model",
+        ),
+        (
+            {"turn_detection": eou(threshold_level="low")},
+            "missing_required_parameter",
+            "session.turn_detection.end_of_utterance_detection.model",
+        ),
+        (
+            {"turn_detection": eou(model="semantic_detection_v1", threshold_level="max")},
+            "invalid_value",
+            "session.turn_detection.end_of_utterance_detection.threshold_level",
+        ),
+        (
+            {"turn_detection": eou(model="semantic_detection_v1", timeout_ms=-5)},
+            "invalid_value",
+            "session.turn_detection.end_of_utterance_detection.timeout_ms",
+        ),
+        (
+            {"turn_detection": eou(model="semantic_detection_v1", timeout_ms=1.5)},
+            "invalid_type",
+            "session.turn_detection.end_of_utterance_detection.timeout_ms",
+        ),
+        (
+            {"turn_detection": eou(model="semantic_detection_v1", mode="fast")},
+            "unknown_parameter",
+            "session.turn_detection.end_of_utterance_detection.mode",
+        ),
+        # noise reduction
+        (
+            {"input_audio_noise_reduction": {"type": "studio"}},
+            "invalid_value",
+            "session.input_audio_noise_reduction.type",
+        ),
+        (
+            {"input_audio_noise_reduction": {}},
+            "missing_required_parameter",
+            "session.input_audio_noise_reduction.type",
+        ),
+        # transcription
+        (transcription(model="whisper-2"), "invalid_value", "session.input_audio_transcription.model"),
+        (transcription(language="en-US"), "missing_required_parameter", "session.input_audio_transcription.model"),
+        (
+            transcription(model="whisper-1", phrase_list=["Contoso"]),
+            "invalid_value",
+            "session.input_audio_transcription.phrase_list",
+        ),
+        (
+            transcription(model="mai-transcribe-1", phrase_list=["Contoso"]),
+            "invalid_value",
+            "session.input_audio_transcription.phrase_list",
+        ),
+        (
+            transcription(model="azure-speech", phrase_list="Contoso"),
+            "invalid_type",
+            "session.input_audio_transcription.phrase_list",
+        ),
+        (
+            transcription(model="mai-transcribe", custom_speech={"en-US": "id"}),
+            "invalid_value",
+            "session.input_audio_transcription.custom_speech",
+        ),
+        (
+            transcription(model="azure-speech", prompt="orders"),
+            "invalid_value",
+            "session.input_audio_transcription.prompt",
+        ),
+        (
+            transcription(model="gpt-4o-transcribe-diarize", prompt="orders"),
+            "invalid_value",
+            "session.input_audio_transcription.prompt",
+        ),
+        (
+            transcription(model="azure-speech", language=["en-US"]),
+            "invalid_type",
+            "session.input_audio_transcription.language",
+        ),
+        (
+            transcription(model="azure-speech", enabled=True),
+            "unknown_parameter",
+            "session.input_audio_transcription.enabled",
+        ),
+        # metadata
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "invalid_value", "session.metadata"),
+        ({"metadata": {"k" * 65: "v"}}, "invalid_value", "session.metadata"),
+        ({"metadata": {"call": "v" * 513}}, "invalid_value", "session.metadata.call"),
+        ({"metadata": {"call": 42}}, "invalid_type", "session.metadata.call"),
+        ({"metadata": ["call"]}, "invalid_type", "session.metadata"),
+        # temperature and the token limit
+        ({"temperature": 0.5}, "invalid_value", "session.temperature"),
+        ({"temperature": 1.3}, "invalid_value", "session.temperature"),
+        ({"temperature": "0.8"}, "invalid_type", "session.temperature"),
+        ({"max_response_output_tokens": 0}, "invalid_value", "session.max_response_output_tokens"),
+        ({"max_response_output_tokens": 4097}, "invalid_value", "session.max_response_output_tokens"),
+        ({"max_response_output_tokens": "infinite"}, "invalid_type", "session.max_response_output_tokens"),
+        ({"max_response_output_tokens": True}, "invalid_type", "session.max_response_output_tokens"),
+        # audio formats (checked before)
+        ({"input_audio_format": "opus"}, "invalid_value", "session.input_audio_format"),
+        ({"input_audio_format": "g711_ulaw", "input_audio_sampling_rate": 16000}, "invalid_value",
+         "session.input_audio_sampling_rate"),
+    ],
+)
+async def test_session_update_with_an_invalid_field_changes_nothing(
+    make_sim, update: dict[str, Any], code: str, param: str
+) -> None:
+    sim = await make_sim()
+    async with client(sim) as c:
+        session = await sim.state.wait_for_session(0)
+        before = json.loads(json.dumps(session.session))
+        # A valid change in the same update must not be applied either.
+        await c.send({"type": "session.update", "session": {"instructions": "new", **update}, "event_id": "up-1"})
+        err, seen = await c.error_for("up-1")
+        assert len(seen) == 1, seen
+        assert err["error"]["type"] == "invalid_request_error"
+        assert (err["error"]["code"], err["error"]["param"]) == (code, param), err["error"]["message"]
+        assert await c.sync() == []  # and no session.updated after the error
+        assert session.session == before
+
+
+async def test_unknown_session_field_error_has_the_documented_shape(make_sim) -> None:
+    sim = await make_sim()
+    async with client(sim) as c:
+        await c.send({"type": "session.update", "session": {"foo": 1}, "event_id": "up-foo"})
+        err, _ = await c.error_for("up-foo")
+    assert set(err) == {"type", "event_id", "error"}
+    assert err["error"] == {
+        "type": "invalid_request_error",
+        "code": "unknown_parameter",
+        "message": "Unknown parameter: 'session.foo'.",
+        "param": "session.foo",
+        "event_id": "up-foo",
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "update", "param"),
+    [
+        ("gpt-4o", {"turn_detection": {"type": "semantic_vad"}}, "session.turn_detection.type"),
+        ("phi4-mm-realtime", {"input_audio_noise_reduction": {"type": "near_field"}},
+         "session.input_audio_noise_reduction.type"),
+        ("gpt-4.1", {"input_audio_noise_reduction": {"type": "far_field"}}, "session.input_audio_noise_reduction.type"),
+    ],
+)
+async def test_realtime_model_only_settings_are_refused_with_other_models(
+    make_sim, model: str, update: dict[str, Any], param: str
+) -> None:
+    sim = await make_sim()
+    async with client(sim, query=f"api-version=2026-07-15&model={model}") as c:
+        await c.send({"type": "session.update", "session": update, "event_id": "up-model"})
+        err, seen = await c.error_for("up-model")
+        assert len(seen) == 1 and (err["error"]["code"], err["error"]["param"]) == ("invalid_value", param)
+    for realtime_model in ("gpt-realtime", "gpt-realtime-mini"):
+        async with client(sim, query=f"api-version=2026-07-15&model={realtime_model}") as c:
+            s = await c.update(**update)
+            assert all(s[key] == {**s[key], **value} for key, value in update.items())
+
+
+async def test_session_update_accepts_every_documented_setting(make_sim) -> None:
+    sim = await make_sim()
+    full_azure_vad = {
+        "type": "azure_semantic_vad",
+        "threshold": 0.3,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 600,
+        "speech_duration_ms": 100,
+        "remove_filler_words": True,
+        "languages": ["en", "es"],
+        "appended_text_after_truncation": " [The user interrupted me.]",
+        "end_of_utterance_detection": {
+            "model": "semantic_detection_v1_multilingual",
+            "threshold_level": "default",
+            "timeout_ms": 1000,
+        },
+        "create_response": True,
+        "interrupt_response": True,
+        "auto_truncate": True,
+    }
+    full_server_vad = {
+        "type": "server_vad",
+        "threshold": 0.6,
+        "prefix_padding_ms": 200,
+        "silence_duration_ms": 400,
+        "end_of_utterance_detection": {"model": "semantic_detection_v1_en"},
+        "create_response": False,
+        "interrupt_response": False,
+        "auto_truncate": False,
+    }
+    full_semantic_vad = {
+        "type": "semantic_vad",
+        "eagerness": "high",
+        "create_response": True,
+        "interrupt_response": True,
+        "auto_truncate": False,
+    }
+    azure_vad_en = {k: v for k, v in full_azure_vad.items() if k != "languages"}
+    every_other_field = {
+        "model": "gpt-realtime",
+        "instructions": "Be brief.",
+        "voice": {"type": "azure-standard", "name": "en-US-AvaNeural"},
+        "modalities": ["text", "audio"],
+        "tools": [],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+        "reasoning_effort": "low",
+        "include": ["item.input_audio_transcription.logprobs"],
+        "output_audio_timestamp_types": ["word"],
+        "input_audio_echo_cancellation": {"type": "server_echo_cancellation"},
+        "interim_response": {"type": "static_interim_response", "texts": ["One moment."], "triggers": ["tool"]},
+        "animation": {"model_name": "default", "outputs": ["viseme_id"]},
+    }
+    updates: list[dict[str, Any]] = [
+        {"turn_detection": full_azure_vad},
+        {"turn_detection": {**full_azure_vad, "type": "azure_semantic_vad_multilingual"}},
+        {"turn_detection": {**azure_vad_en, "type": "azure_semantic_vad_en"}},
+        {"turn_detection": full_server_vad},
+        {"turn_detection": full_semantic_vad},
+        {"turn_detection": None},
+        {"input_audio_noise_reduction": {"type": "azure_deep_noise_suppression"}},
+        {"input_audio_noise_reduction": {"type": "near_field"}},
+        {"input_audio_noise_reduction": None},
+        transcription(model="azure-speech", language="en-US,es-ES", phrase_list=["Contoso"], custom_speech={"a": "b"}),
+        transcription(model="mai-transcribe-2", phrase_list=["Contoso"]),
+        transcription(model="whisper-1", prompt="order numbers"),
+        transcription(model="gpt-4o-mini-transcribe", prompt="order numbers", language="en"),
+        {"input_audio_transcription": None},
+        {"metadata": {**{f"k{i}": "v" for i in range(15)}, "k" * 64: "v" * 512}},
+        {"temperature": 0.6},
+        {"temperature": 1.2},
+        {"max_response_output_tokens": 1},
+        {"max_response_output_tokens": 4096},
+        {"max_response_output_tokens": "inf"},
+        {"avatar": {"character": "lisa", "style": "casual-sitting"}},
+        every_other_field,
+    ]
+    async with client(sim) as c:
+        for update in updates:
+            await c.send({"type": "session.update", "session": update})
+            reply = await c.recv()
+            assert reply["type"] == "session.updated", (update, reply)
+            for key, value in update.items():
+                got = reply["session"][key]
+                if key == "turn_detection" and value is not None:
+                    assert got == {**got, **value}  # completed with the type's defaults
+                else:
+                    assert got == value, key
+        assert reply["session"]["turn_detection"] is None  # the last turn_detection update: manual turns
 
 
 # --- a caller turn and the full response ------------------------------------------------------
@@ -392,7 +772,7 @@ async def test_manual_turns_without_vad_cycle_through_the_replies(make_sim) -> N
         transcripts = []
         for _ in range(4):
             await c.append(caller + ulaw_silence(600))
-            assert not [e for e in await c.sync() if e["type"].startswith("input_audio_buffer.speech")]
+            assert await c.sync() == []  # no VAD: audio alone does nothing
             await c.send({"type": "input_audio_buffer.commit"})
             await c.until("input_audio_buffer.committed")
             await c.send({"type": "response.create"})
@@ -404,6 +784,269 @@ async def test_manual_turns_without_vad_cycle_through_the_replies(make_sim) -> N
             TEXTS["bot_reply_3"],
             TEXTS["bot_reply_1"],
         ]
+
+
+async def test_manual_turn_commit_response_and_cancel(make_sim) -> None:
+    sim = await make_sim(audio_speed=1.0)  # real time: the reply is still playing when the cancel arrives
+    caller = load_ulaw_8k(ASSETS / "caller_hours.wav")
+    async with client(sim) as c:
+        await g711_session(c, turn_detection=None, input_audio_transcription={"model": "azure-speech"})
+        await c.append(caller[:480])  # 60 ms of speech
+        await c.send({"type": "input_audio_buffer.commit", "event_id": "short"})
+        err, seen = await c.error_for("short")
+        assert len(seen) == 1
+        assert err["error"]["code"] == "input_audio_buffer_commit_empty"
+        assert "60ms" in err["error"]["message"]
+
+        # Audio alone does nothing: no VAD events, no commit, no response.
+        await c.append(caller[480:] + ulaw_silence(1500))
+        assert await c.sync() == []
+
+        await c.send({"type": "input_audio_buffer.commit"})
+        committed = await c.sync()
+        assert [e["type"] for e in committed] == [
+            "input_audio_buffer.committed",
+            "conversation.item.created",
+            "conversation.item.input_audio_transcription.completed",
+        ]
+        item_id = committed[0]["item_id"]
+        assert committed[1]["item"]["id"] == item_id and committed[1]["item"]["role"] == "user"
+        assert committed[2]["item_id"] == item_id and committed[2]["transcript"]
+        assert await c.sync() == []  # a commit does not start a response
+
+        await c.send({"type": "response.create"})
+        first, events = await c.until("response.audio.delta")
+        assert events[0]["type"] == "response.created"
+        reply = load_ulaw_8k(ASSETS / "bot_reply_1.wav")
+        assert reply.startswith(base64.b64decode(first["delta"]))  # the spoken reply to the first turn
+        await c.send({"type": "response.cancel"})
+        done, events = await c.until("response.done")
+        assert done["response"]["id"] == first["response_id"]
+        assert done["response"]["status"] == "cancelled"
+        assert done["response"]["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
+        assert done["response"]["output"][0]["status"] == "incomplete"
+        assert TEXTS["bot_reply_1"].startswith(done["response"]["output"][0]["content"][0]["transcript"])
+        sent = b"".join(base64.b64decode(e["delta"]) for e in [first, *events] if e["type"] == "response.audio.delta")
+        assert len(sent) < len(reply)
+
+
+# --- pre-generated assistant messages, agent sessions -------------------------------------------------
+
+
+def pre_generated(text: Any, **message: Any) -> dict[str, Any]:
+    """A response.create whose pre_generated_assistant_message says ``text``."""
+    content = [{"type": "text", "text": text}]
+    return {
+        "type": "response.create",
+        "response": {
+            "pre_generated_assistant_message": {"type": "message", "role": "assistant", "content": content, **message}
+        },
+    }
+
+
+def window_dbfs(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Level of each 10 ms window, in dBFS."""
+    window = rate // 100
+    frames = samples[: samples.size // window * window].astype(np.float64).reshape(-1, window)
+    return 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) / 32768 + 1e-12)
+
+
+def test_synthetic_speech_is_audible_and_grows_with_the_text() -> None:
+    fmt = output_format("pcm16")
+    assert fmt is not None
+    short, text = "Hi.", "Your order 42 shipped on Monday and arrives tomorrow before noon."
+    assert synthetic_speech_ms(short) == 400 + 200
+    assert synthetic_speech_ms(text) == 65 * len(text) + 200
+    audio = synthetic_speech(text, fmt)
+    samples = np.frombuffer(audio, "<i2")
+    assert samples.size == synthetic_speech_ms(text) * 24
+    levels = window_dbfs(samples, 24000)
+    assert np.all(samples[:2400] == 0) and np.all(samples[-2400:] == 0)  # 100 ms of silence each end
+    voiced = levels[12:-12]  # past the pads and the 10 ms fades
+    assert voiced.min() > -30 and voiced.max() < -6
+    assert voiced.max() - voiced.min() > 4  # a syllable envelope, not a steady tone
+    vad = EnergyVad(24000, threshold_dbfs=-40.0, min_speech_ms=100, silence_ms=300)
+    events = vad.feed(np.concatenate([samples, np.zeros(24000, np.int16)]))
+    assert [e.kind for e in events] == ["start", "stop"]
+    assert len(synthetic_speech(text + " And more.", fmt)) > len(audio)
+
+
+@pytest.mark.parametrize(("fmt", "rate", "width"), [("g711_ulaw", 8000, 1), ("pcm16", 24000, 2)])
+async def test_pre_generated_message_is_said_verbatim(make_sim, fmt: str, rate: int, width: int) -> None:
+    moments: list[tuple[str, dict[str, Any]]] = []
+    sim = await make_sim(observer=lambda name, fields: moments.append((name, fields)))
+    text = " Welcome to Contoso Pizza.  Your order 42 is on its way! "  # every space kept as given
+    async with client(sim) as c:
+        await c.update(output_audio_format=fmt, turn_detection=None)
+        await c.send(pre_generated(text))
+        done, events = await c.until("response.done")
+        order = [
+            e["type"]
+            for e in events
+            if e["type"] not in ("response.audio.delta", "response.audio_transcript.delta", "rate_limits.updated")
+        ]
+        assert order == [
+            "response.created",
+            "response.output_item.added",
+            "conversation.item.created",
+            "response.content_part.added",
+            "response.audio.done",
+            "response.audio_transcript.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.done",
+        ]
+        deltas = "".join(e["delta"] for e in events if e["type"] == "response.audio_transcript.delta")
+        transcript_done = next(e for e in events if e["type"] == "response.audio_transcript.done")
+        item = done["response"]["output"][0]
+        assert deltas == transcript_done["transcript"] == item["content"][0]["transcript"] == text
+        assert done["response"]["status"] == "completed" and item["role"] == "assistant"
+
+        audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.audio.delta")
+        assert len(audio) == synthetic_speech_ms(text) * rate // 1000 * width
+        samples = decode_input(fmt, audio) if width == 1 else np.frombuffer(audio, "<i2")
+        levels = window_dbfs(samples, rate)
+        assert levels[12:-12].min() > -30  # clearly audible to an energy VAD
+        assert levels[:9].max() < -60 and levels[-9:].max() < -60  # ~100 ms of silence at each end
+
+        # It is in the conversation history like any assistant message.
+        await c.send({"type": "conversation.item.retrieve", "item_id": item["id"]})
+        retrieved, _ = await c.until("conversation.item.retrieved")
+        assert retrieved["item"]["content"][0]["transcript"] == text
+    session = await sim.state.wait_closed(0)
+    resp_id = done["response"]["id"]
+    assert session.spoken == [{"response_id": resp_id, "text": text, "clip": None, "pre_generated": True}]
+    created = [f for name, f in moments if name == "response.created"]
+    assert created == [{"session": session.id, "response_id": resp_id, "clip": None, "text": text}]
+
+
+async def test_pre_generated_message_with_a_clip_text_plays_the_clip(make_sim) -> None:
+    sim = await make_sim()
+    async with client(sim) as c:
+        await g711_session(c, turn_detection=None)
+        await c.send(pre_generated(TEXTS["bot_reply_2"]))
+        done, events = await c.until("response.done")
+        # Then a model response: the greeting, as if nothing had been said before.
+        await c.send({"type": "response.create"})
+        greeting, _ = await c.until("response.done")
+    audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.audio.delta")
+    assert audio == load_ulaw_8k(ASSETS / "bot_reply_2.wav")
+    assert done["response"]["output"][0]["content"][0]["transcript"] == TEXTS["bot_reply_2"]
+    assert greeting["response"]["output"][0]["content"][0]["transcript"] == TEXTS["bot_greeting"]
+    session = await sim.state.wait_closed(0)
+    assert [(s["clip"], s["pre_generated"]) for s in session.spoken] == [("bot_reply_2", True), ("bot_greeting", False)]
+
+
+async def test_pre_generated_message_is_neither_a_scripted_call_nor_a_turns_reply(make_sim) -> None:
+    sim = await make_sim(tool_calls={1: ToolCall("lookup_order", {"order": "42"})}, function_call_ms=0)
+    async with client(sim) as c:
+        await g711_session(c, turn_detection=None, tools=[LOOKUP_ORDER])
+        await c.append(load_ulaw_8k(ASSETS / "caller_hours.wav"))
+        await c.send({"type": "input_audio_buffer.commit"})
+        await c.send(pre_generated("One moment, let me check."))
+        said, events = await c.until("response.done")
+        assert not [e for e in events if e["type"] in FUNCTION_CALL_EVENTS]
+        assert said["response"]["output"][0]["content"][0]["transcript"] == "One moment, let me check."
+        # The turn's own response is still the scripted call...
+        await c.send({"type": "response.create"})
+        call, _ = await c.until("response.done")
+        assert call["response"]["output"][0]["type"] == "function_call"
+        # ... and its spoken answer is still the turn's reply clip.
+        output = {"type": "function_call_output", "call_id": call["response"]["output"][0]["call_id"], "output": "{}"}
+        await c.send({"type": "conversation.item.create", "item": output})
+        await c.send({"type": "response.create"})
+        answer, _ = await c.until("response.done")
+        assert answer["response"]["output"][0]["content"][0]["transcript"] == TEXTS["bot_reply_1"]
+    session = await sim.state.wait_closed(0)
+    assert [f["name"] for f in session.function_calls] == ["lookup_order"]
+
+
+async def test_pre_generated_message_is_cut_by_barge_in(make_sim) -> None:
+    sim = await make_sim(audio_speed=1.0)
+    text = "Thanks for calling Contoso. " * 8  # about 14 s of speech at real time
+    async with client(sim) as c:
+        await g711_session(c)
+        await c.send(pre_generated(text))
+        first, _ = await c.until("response.audio.delta")
+        await caller_turn(c, "caller_interrupt.wav")
+        done, _ = await c.until("response.done")
+    assert done["response"]["id"] == first["response_id"]
+    assert done["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+    said = done["response"]["output"][0]["content"][0]["transcript"]
+    assert text.startswith(said) and len(said) < len(text) / 2
+
+
+def assistant_message(content: Any, **fields: Any) -> dict[str, Any]:
+    return {"type": "message", "role": "assistant", "content": content, **fields}
+
+
+TEXT_HI = {"type": "text", "text": "Hi"}
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ("Hello", ""),
+        (assistant_message([TEXT_HI], type="item"), ".type"),
+        (assistant_message([TEXT_HI], role="user"), ".role"),
+        (assistant_message([]), ".content"),
+        (assistant_message([TEXT_HI, TEXT_HI]), ".content"),
+        (assistant_message("Hi"), ".content"),
+        (assistant_message([{"type": "audio", "transcript": "Hi"}]), ".content[0].type"),
+        (assistant_message([{"type": "text", "text": "  "}]), ".content[0].text"),
+        (assistant_message([{"type": "text", "text": 42}]), ".content[0].text"),
+        (assistant_message([{"type": "text"}]), ".content[0].text"),
+    ],
+)
+async def test_a_bad_pre_generated_message_gets_an_error_and_no_response(
+    make_sim, message: Any, param: str
+) -> None:
+    sim = await make_sim()
+    async with client(sim) as c:
+        await c.update(turn_detection=None)
+        event = {"type": "response.create", "response": {"pre_generated_assistant_message": message}}
+        await c.send({**event, "event_id": "pre-1"})
+        err, seen = await c.error_for("pre-1")
+        assert len(seen) == 1, seen
+        assert err["error"]["type"] == "invalid_request_error"
+        assert err["error"]["param"] == "response.pre_generated_assistant_message" + param
+        assert await c.sync() == []  # no response.created after it either
+    session = await sim.state.wait_closed(0)
+    assert session.spoken == []
+
+
+AGENT = "api-version=2026-07-15&agent-name=desk&agent-project-name=proj"
+
+
+async def test_agent_sessions_take_no_instructions(make_sim) -> None:
+    sim = await make_sim()
+    async with client(sim, query=AGENT) as c:
+        # The session as the server describes it can be sent back as is.
+        session = await sim.state.wait_for_session(0)
+        echoed = await c.update(**json.loads(json.dumps(session.session)))
+        assert echoed["agent"]["name"] == "desk" and "instructions" not in echoed
+
+        await c.send({"type": "session.update", "session": {"instructions": "Be brief."}, "event_id": "up-1"})
+        err, seen = await c.error_for("up-1")
+        assert len(seen) == 1
+        assert err["error"]["param"] == "session.instructions"
+        assert "custom agent" in err["error"]["message"]
+
+        await c.update(turn_detection=None)
+        await c.send({"type": "response.create", "response": {"instructions": "Say hi."}, "event_id": "rc-1"})
+        err, seen = await c.error_for("rc-1")
+        assert len(seen) == 1 and err["error"]["param"] == "response.instructions"
+        assert await c.sync() == []  # no response started
+
+        await c.send({"type": "response.create", "response": {"metadata": {"turn": "1"}}})
+        done, _ = await c.until("response.done")
+        assert done["response"]["status"] == "completed"
+    # The same requests are fine on a model session.
+    async with client(sim) as c:
+        await c.update(instructions="Be brief.", turn_detection=None)
+        await c.send({"type": "response.create", "response": {"instructions": "Say hi."}})
+        done, _ = await c.until("response.done")
+        assert done["response"]["status"] == "completed"
 
 
 # --- barge-in, cancel, truncate --------------------------------------------------------------
@@ -551,6 +1194,44 @@ async def test_output_audio_buffer_clear_modes(make_sim, mode: str) -> None:
         assert replies == []
 
 
+async def test_output_audio_buffer_clear_is_for_avatar_sessions_only(make_sim) -> None:
+    sim = await make_sim()  # the default: output_buffer_clear="auto"
+    async with client(sim) as c:
+        await c.send({"type": "output_audio_buffer.clear", "event_id": "clear-plain"})
+        replies = await c.sync()
+        assert [e["type"] for e in replies] == ["error"]
+        error = replies[0]["error"]
+        assert {k: error[k] for k in ("type", "code", "param", "event_id")} == {
+            "type": "invalid_request_error",
+            "code": "unsupported_operation",
+            "param": None,
+            "event_id": "clear-plain",
+        }
+        assert "avatar" in error["message"]
+
+        await c.update(avatar={"character": "lisa", "style": "casual-sitting"})
+        await c.send({"type": "output_audio_buffer.clear", "event_id": "clear-avatar"})
+        assert [e["type"] for e in await c.sync()] == ["output_audio_buffer.cleared"]
+
+        await c.update(avatar=None)
+        await c.send({"type": "output_audio_buffer.clear", "event_id": "clear-again"})
+        assert [e["type"] for e in await c.sync()] == ["error"]
+
+
+def test_output_buffer_clear_setting_and_command_line_option() -> None:
+    assert SimulatorSettings().output_buffer_clear == "auto"
+    with pytest.raises(ValueError, match="auto, ack, error or ignore"):
+        SimulatorSettings(output_buffer_clear="sometimes")  # type: ignore[arg-type]
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers())
+    assert settings_from_args(parser.parse_args(["simulator"])).output_buffer_clear == "auto"
+    for mode in ("auto", "ack", "error", "ignore"):
+        args = parser.parse_args(["simulator", "--output-buffer-clear", mode])
+        assert settings_from_args(args).output_buffer_clear == mode
+    with pytest.raises(SystemExit):
+        parser.parse_args(["simulator", "--output-buffer-clear", "sometimes"])
+
+
 # --- function calls -------------------------------------------------------------------------------
 
 LOOKUP_ORDER = {
@@ -618,7 +1299,9 @@ async def test_scripted_function_call_then_a_spoken_reply_to_its_output(make_sim
             assert set(ev) == {"type", "event_id", *ids, "delta"}
             assert {k: ev[k] for k in ids} == ids and ev["delta"]
         args_done = events[3 + n_deltas]
-        assert {k: args_done[k] for k in ids} == ids and args_done["name"] == "lookup_order"
+        # As in the 2026-07-15 reference: no `name` here (it is on the function_call item).
+        assert set(args_done) == {"type", "event_id", *ids, "arguments"}
+        assert {k: args_done[k] for k in ids} == ids
         assert "".join(ev["delta"] for ev in deltas) == args_done["arguments"]
         assert json.loads(args_done["arguments"]) == {"order": "42"}
 
@@ -808,6 +1491,26 @@ async def test_speech_during_a_function_call_cancels_it(make_sim) -> None:
     assert "function_call" not in moments and "cancelled" in moments
 
 
+@pytest.mark.parametrize("with_name", [False, True])
+async def test_function_call_arguments_done_names_the_function_only_if_asked(make_sim, with_name: bool) -> None:
+    settings: dict[str, Any] = {"function_call_done_name": True} if with_name else {}
+    sim = await make_sim(tool_calls={1: ToolCall("lookup_order", {"order": "42"})}, function_call_ms=0, **settings)
+    async with client(sim) as c:
+        await g711_session(c, turn_detection=None, tools=[LOOKUP_ORDER])
+        await c.append(load_ulaw_8k(ASSETS / "caller_hours.wav"))
+        await c.send({"type": "input_audio_buffer.commit"})
+        await c.send({"type": "response.create"})
+        added, _ = await c.until("response.output_item.added")
+        args_done, _ = await c.until("response.function_call_arguments.done")
+        item_done, _ = await c.until("response.output_item.done")
+    assert added["item"]["name"] == item_done["item"]["name"] == "lookup_order"
+    if with_name:
+        assert args_done["name"] == "lookup_order"
+    else:
+        assert "name" not in args_done
+    assert json.loads(args_done["arguments"]) == {"order": "42"}
+
+
 def test_tool_call_settings_and_command_line_option() -> None:
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers())
@@ -847,29 +1550,33 @@ async def test_bad_client_events_get_errors_and_the_session_survives(make_sim) -
         assert err["error"]["code"] == "invalid_json" and err["error"]["event_id"] is None
 
         cases = [
-            ({"type": "no.such.event", "event_id": "e1"}, "invalid_value"),
-            ({"event_id": "e2", "session": {}}, "missing_required_parameter"),
+            ({"type": "no.such.event", "event_id": "e1"}, "invalid_value", "type"),
+            ({"event_id": "e2", "session": {}}, "missing_required_parameter", "type"),
             (
                 {"type": "input_audio_buffer.append", "audio": "not base64!", "event_id": "e3"},
                 "invalid_value",
+                "audio",
             ),
-            ({"type": "input_audio_buffer.append", "audio": 1234, "event_id": "e4"}, "invalid_type"),
-            ({"type": "input_audio_buffer.append", "event_id": "e5"}, "missing_required_parameter"),
-            ({"type": "session.update", "event_id": "e6"}, "missing_required_parameter"),
+            ({"type": "input_audio_buffer.append", "audio": 1234, "event_id": "e4"}, "invalid_type", "audio"),
+            ({"type": "input_audio_buffer.append", "event_id": "e5"}, "missing_required_parameter", "audio"),
+            ({"type": "session.update", "event_id": "e6"}, "missing_required_parameter", "session"),
             (
                 {"type": "session.update", "session": {"output_audio_format": "mp3"}, "event_id": "e7"},
                 "invalid_value",
+                "session.output_audio_format",
             ),
             (
                 {"type": "conversation.item.truncate", "item_id": "x", "event_id": "e8"},
                 "missing_required_parameter",
+                "audio_end_ms",
             ),
         ]
-        for event, code in cases:
+        for event, code, param in cases:
             await c.send(event)
             err, seen = await c.error_for(event["event_id"])
             assert len(seen) == 1, seen
             assert err["error"]["code"] == code, (event, err)
+            assert err["error"]["param"] == param, (event, err)
             assert err["error"]["type"] == "invalid_request_error"
 
         s = await c.update(voice="alloy")

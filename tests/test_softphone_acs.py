@@ -41,6 +41,7 @@ from gateway.softphone import (
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIMEOUT = 5.0
 FRAME = 960  # 20 ms of PCM16 at 24 kHz
+RATES = [pytest.param(24000, id="24kHz"), pytest.param(16000, id="16kHz")]
 HEADERS = web.AppKey("headers", list[dict[str, str]])
 
 
@@ -60,12 +61,17 @@ def pcm_noise(nbytes: int, seed: int = 1) -> bytes:
     return samples.astype("<i2").tobytes()
 
 
-def as_pcm24k(ulaw: bytes) -> bytes:
-    return resample(ulaw_to_array(ulaw), 8000, 24000).astype("<i2").tobytes()
+def as_pcm(ulaw: bytes, rate: int = 24000) -> bytes:
+    return resample(ulaw_to_array(ulaw), 8000, rate).astype("<i2").tobytes()
 
 
-def padded(pcm: bytes) -> bytes:
-    return pcm + bytes(-len(pcm) % FRAME)
+def padded(pcm: bytes, frame: int = FRAME) -> bytes:
+    return pcm + bytes(-len(pcm) % frame)
+
+
+def frame_of(rate: int) -> int:
+    """Bytes in 20 ms of PCM16 mono: 960 at 24 kHz, 640 at 16 kHz."""
+    return rate * 2 * 20 // 1000
 
 
 def kind_of(m: dict[str, Any]) -> str:
@@ -120,9 +126,9 @@ class AcsPeer:
         await self.ws.send_str(message if isinstance(message, str) else json.dumps(message))
         return asyncio.get_running_loop().time()
 
-    async def audio(self, pcm: bytes, piece_ms: int = 100) -> float:
+    async def audio(self, pcm: bytes, piece_ms: int = 100, rate: int = 24000) -> float:
         """Bot audio, in pieces like forwarded Voice Live deltas; returns when the first went."""
-        step = piece_ms * 48
+        step = piece_ms * frame_of(rate) // 20
         t = await self.send({"kind": "AudioData", "audioData": {"data": b64(pcm[:step])}})
         for i in range(step, len(pcm), step):
             await self.send({"kind": "AudioData", "audioData": {"data": b64(pcm[i : i + step])}})
@@ -200,11 +206,14 @@ def is_zero(audio: bytes) -> bool:
 # --- calls over sockets -----------------------------------------------------------------------------
 
 
-async def test_headers_metadata_frames_dtmf_and_hangup(gateway: FakeAcsGateway, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rate", RATES)
+async def test_headers_metadata_frames_dtmf_and_hangup(gateway: FakeAcsGateway, tmp_path: Path, rate: int) -> None:
+    frame = frame_of(rate)
     speech = ulaw_noise(2350)  # not a whole number of frames: the last one is padded with silence
     before = datetime.now(UTC)
     task = gateway.call([Say(speech, label="hello"), Dtmf("5"), Silence(200), Hangup()], token="jwt.abc.def",
-                        call_connection_id="conn-1", correlation_id="corr-1", record=tmp_path / "acs.wav")
+                        call_connection_id="conn-1", correlation_id="corr-1", record=tmp_path / "acs.wav",
+                        sample_rate=rate)
     peer = await gateway.peer()
     report = await finish(task)
     await asyncio.wait_for(peer.closed.wait(), TIMEOUT)
@@ -218,7 +227,7 @@ async def test_headers_metadata_frames_dtmf_and_hangup(gateway: FakeAcsGateway, 
     sub = msgs[0]["audioMetadata"]["subscriptionId"]
     assert UUID_RE.fullmatch(sub) and sub == report.subscription_id
     assert msgs[0] == {"kind": "AudioMetadata", "audioMetadata": {
-        "subscriptionId": sub, "encoding": "PCM", "sampleRate": 24000, "channels": 1, "length": 960}}
+        "subscriptionId": sub, "encoding": "PCM", "sampleRate": rate, "channels": 1, "length": frame}}
     assert [kind_of(m) for m in msgs[1:]] == ["AudioData"] * 15 + ["DtmfData"] + ["AudioData"] * 10
     assert msgs[16] == {"kind": "DtmfData", "dtmfData": {"data": "5"}}
 
@@ -226,10 +235,10 @@ async def test_headers_metadata_frames_dtmf_and_hangup(gateway: FakeAcsGateway, 
     for f in frames:
         assert set(f) == {"timestamp", "participantRawID", "data", "silent"}
         assert f["participantRawID"] == "4:+15555550199"
-        assert len(base64.b64decode(f["data"], validate=True)) == FRAME
+        assert len(base64.b64decode(f["data"], validate=True)) == frame
     assert [f["silent"] for f in frames] == [False] * 15 + [True] * 10
     sent = peer.sent_audio()
-    assert sent == padded(as_pcm24k(speech)) + bytes(10 * FRAME)
+    assert sent == padded(as_pcm(speech, rate), frame) + bytes(10 * frame)  # converted once, at the call's rate
     assert report.caller_audio == sent
     assert report.sent_payloads == [f["data"] for f in frames]
 
@@ -245,12 +254,13 @@ async def test_headers_metadata_frames_dtmf_and_hangup(gateway: FakeAcsGateway, 
     assert report.events_of("connected")[0][1]["call_connection_id"] == "conn-1"
     assert "jwt.abc.def" not in repr(report.events)
     assert (report.closed_by, report.close_code, peer.ws.close_code) == ("caller", 1000, 1000)
-    assert (report.carrier, report.sample_rate, report.connections) == ("acs", 24000, 1)
+    assert (report.carrier, report.sample_rate, report.connections) == ("acs", rate, 1)
+    assert report.bytes_per_ms == frame // 20  # 48 at 24 kHz, 32 at 16 kHz
     assert (report.call_connection_id, report.correlation_id) == ("conn-1", "corr-1")
     assert report.violations == 0 and call_failures(report) == []
 
     wav = read_wav(tmp_path / "acs.wav")
-    assert wav.rate == 24000 and wav.samples.shape == (len(sent) // 2, 2)
+    assert wav.rate == rate and wav.samples.shape == (len(sent) // 2, 2)
     assert np.array_equal(wav.samples[:, 0], np.frombuffer(sent, "<i2"))
     assert not wav.samples[:, 1].any()  # the bot said nothing
 
@@ -268,26 +278,29 @@ async def test_ids_are_generated_and_no_token_means_no_authorization(gateway: Fa
     assert reports[0].subscription_id != reports[1].subscription_id
 
 
+@pytest.mark.parametrize("rate", RATES)
 async def test_playback_in_real_time_and_stop_audio_discards_the_rest(
-    gateway: FakeAcsGateway, tmp_path: Path
+    gateway: FakeAcsGateway, tmp_path: Path, rate: int
 ) -> None:
-    task = gateway.call([WaitForBot(settle_ms=200, timeout_s=TIMEOUT), Hangup()])
+    frame = frame_of(rate)
+    task = gateway.call([WaitForBot(settle_ms=200, timeout_s=TIMEOUT), Hangup()], sample_rate=rate)
     peer = await gateway.peer()
     t_open = peer.messages[0][0]
-    audio = pcm_noise(48000, 2)  # one second
+    second = 50 * frame
+    audio = pcm_noise(second, 2)  # one second
     await peer.wait_frames(3)
     seen = len(peer.frames())
-    t_audio = await peer.audio(audio)
+    t_audio = await peer.audio(audio, rate=rate)
     await peer.wait_frames(seen + 25)  # 25 more 20 ms ticks of the softphone: about 0.5 s
     await peer.stop_audio()
     report = await finish(task)
 
     played = report.played_bytes
-    assert 21 * FRAME <= played <= 29 * FRAME  # about half
-    assert (report.received_bytes, report.discarded_bytes, report.unplayed_bytes) == (48000, 48000 - played, 0)
+    assert 21 * frame <= played <= 29 * frame  # about half: played in real time at the call's rate
+    assert (report.received_bytes, report.discarded_bytes, report.unplayed_bytes) == (second, second - played, 0)
     assert report.clears == 1 and report.violations == 0
     (t_stop, stop), = report.events_of("stop_audio")
-    assert stop == {"played_bytes_total": played, "turn_played_bytes": played, "discarded_bytes": 48000 - played}
+    assert stop == {"played_bytes_total": played, "turn_played_bytes": played, "discarded_bytes": second - played}
     (t_end, end), = report.events_of("bot_audio_end")
     assert end == {"played_bytes": played}
     assert 0 <= t_end - t_stop <= 60  # nothing played after StopAudio: silence on the next tick
@@ -296,14 +309,14 @@ async def test_playback_in_real_time_and_stop_audio_discards_the_rest(
     bot = report.bot_audio
     assert len(bot) == len(report.caller_audio)
     at = bot.find(audio[:played])
-    assert at >= 0 and at % FRAME == 0
+    assert at >= 0 and at % frame == 0
     assert is_zero(bot[:at]) and is_zero(bot[at + played :])
     expected_ms = (t_audio - t_open) * 1000
-    assert expected_ms - 30 <= at / 48 <= expected_ms + 100
+    assert expected_ms - 30 <= at / report.bytes_per_ms <= expected_ms + 100
 
     write_call_wav(report, tmp_path / "bot.wav")
     wav = read_wav(tmp_path / "bot.wav")
-    assert wav.rate == 24000 and wav.samples.shape == (len(bot) // 2, 2)
+    assert wav.rate == rate and wav.samples.shape == (len(bot) // 2, 2)
     assert np.array_equal(wav.samples[:, 1], np.frombuffer(bot, "<i2"))
 
 
@@ -365,8 +378,8 @@ async def test_reconnect_continues_the_call_on_a_new_socket(gateway: FakeAcsGate
     assert kind_of(second.messages[0][1]) == "AudioMetadata"
 
     # the caller's audio goes on where it stopped: the second socket carries "after"
-    assert second.sent_audio() == padded(as_pcm24k(after))
-    assert first.sent_audio().startswith(padded(as_pcm24k(before)))
+    assert second.sent_audio() == padded(as_pcm(after))
+    assert first.sent_audio().startswith(padded(as_pcm(before)))
     assert report.caller_audio == first.sent_audio() + second.sent_audio()
     assert report.sent_payloads == [f["data"] for f in first.frames() + second.frames()]
     last, nxt = first.frames()[-1]["timestamp"], second.frames()[0]["timestamp"]
@@ -431,6 +444,8 @@ async def test_setup_errors(gateway: FakeAcsGateway) -> None:
         await place_acs_call(gateway.url, ["not a step"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="Reconnect"):
         await place_call(gateway.url, [Reconnect()])
+    with pytest.raises(ValueError, match="sample_rate must be one of"):
+        await place_acs_call(gateway.url, [Hangup()], sample_rate=8000)
     sock, port = _refusing_port()
     with sock, pytest.raises(CallError, match="cannot open the media socket"):
         await place_acs_call(f"ws://127.0.0.1:{port}/acs/media", [Hangup()], connect_timeout_s=2)
@@ -441,19 +456,21 @@ async def test_setup_errors(gateway: FakeAcsGateway) -> None:
 
 
 async def _answering_bot(request: web.Request) -> web.WebSocketResponse:
-    """Answers each caller turn (speech, then a silent frame) with 200 ms of audio."""
+    """Answers each caller turn (speech, then a silent frame) with 200 ms of audio at the stream's rate."""
     request.app[HEADERS].append(dict(request.headers))
     ws = web.WebSocketResponse()
     await ws.prepare(request)
-    talking, turns = False, 0
+    talking, turns, frame = False, 0, 0
     async for msg in ws:
         data = json.loads(msg.data)
-        if data["kind"] == "AudioData":
+        if data["kind"] == "AudioMetadata":
+            frame = frame_of(data["audioMetadata"]["sampleRate"])
+        elif data["kind"] == "AudioData":
             silent = data["audioData"]["silent"]
             if talking and silent:
                 turns += 1
                 await ws.send_str(json.dumps({"kind": "AudioData",
-                                              "audioData": {"data": b64(pcm_noise(9600, turns))}}))
+                                              "audioData": {"data": b64(pcm_noise(10 * frame, turns))}}))
             talking = not silent
     return ws
 
@@ -497,14 +514,19 @@ def _cli(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["call", *argv])
 
 
-def test_cli_acs_call_plays_records_and_summarizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("option", "rate"), [
+    pytest.param((), 24000, id="default-24kHz"),
+    pytest.param(("--sample-rate", "16000"), 16000, id="16kHz"),
+])
+def test_cli_acs_call_plays_records_and_summarizes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   option: tuple[str, ...], rate: int) -> None:
     t = np.arange(3200) / 16000
     write_wav(tmp_path / "hello.wav", (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16), 16000)
     out = tmp_path / "out.wav"
     with bot_server() as (url, headers):
         args = _cli("--acs", url, "--token", "jwt-xyz", "--call-connection-id", "c-42",
                     "--play", str(tmp_path / "hello.wav"), "--record", str(out), "--timeout", "3",
-                    "--greeting-wait", "0.2")
+                    "--greeting-wait", "0.2", *option)
         code = args.func(args)
     printed = capsys.readouterr()
     assert code == 0, printed
@@ -519,7 +541,7 @@ def test_cli_acs_call_plays_records_and_summarizes(tmp_path: Path, capsys: pytes
     assert "media sockets: 1" in printed.out and "protocol violations: 0" in printed.out
     assert "jwt-xyz" not in printed.out
     wav = read_wav(out)
-    assert wav.rate == 24000 and wav.samples.ndim == 2 and wav.samples.shape[1] == 2
+    assert wav.rate == rate and wav.samples.ndim == 2 and wav.samples.shape[1] == 2
     assert wav.samples[:, 0].any() and wav.samples[:, 1].any()
 
 
@@ -531,6 +553,7 @@ def test_cli_acs_call_plays_records_and_summarizes(tmp_path: Path, capsys: pytes
         (("--acs", "ws://127.0.0.1:{port}/acs/media", "--param", "a=b"), "--param is for Twilio calls"),
         (("ws://127.0.0.1:{port}/twilio/media", "--acs", "ws://127.0.0.1:{port}/acs/media"), "not both"),
         (("ws://127.0.0.1:{port}/twilio/media", "--token", "x"), "are for ACS calls"),
+        (("ws://127.0.0.1:{port}/twilio/media", "--sample-rate", "16000"), "are for ACS calls"),
         ((), "no URL"),
     ],
 )

@@ -20,6 +20,7 @@ from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
 from gateway.auth import twilio_signature
 from gateway.bridge import CONTEXT
+from gateway.call import spoken_text
 from gateway.config import parse_config
 from gateway.simulator import SimulatorSettings, start_simulator
 from gateway.softphone import Hangup, Say, Silence, WaitForBot, place_call
@@ -193,7 +194,7 @@ async def test_a_session_is_renewed_before_it_expires_without_losing_audio(monke
     monkeypatch.setattr(call_module, "MIN_SESSION_MS", 1500.0)
     sim = await start_simulator(SimulatorSettings(audio_speed=8.0, session_lifetime_s=1800))
     runner, base = await _gateway(sim.endpoint, ", renew_before_expiry_s: 1799.9", profile=(
-        "{model: gpt-realtime, input_transcription: {model: azure-speech}}"))  # the caller's turns as text
+        "{model: gpt-realtime, input_transcription: {model: gpt-4o-mini-transcribe}}"))  # the caller's turns as text
     try:
         report = await place_call(base + "/twilio/voice", [
             Say(HOURS, "question"), WaitForBot(), Silence(500), Say(DELIVERY, "again"), WaitForBot(heard_ms=500),
@@ -224,4 +225,4 @@ async def test_an_idle_call_ends_with_a_spoken_goodbye() -> None:
     assert report.duration_ms < 10_000
     assert "<Say>" not in twiml and "<Hangup/>" in twiml
     creates = [e for e in sim.state.sessions[0].received if e.get("type") == "response.create"]
-    assert "I have to end the call now" in creates[0]["response"]["instructions"]
+    assert spoken_text(creates[0]) == "I have to end the call now. Thank you for calling, goodbye."

@@ -1,9 +1,10 @@
 """Azure Communication Services media streaming: a sans-I/O codec for the media socket, and the
 Event Grid / Call Automation pieces of answering a call.
 
-Inbound (JSON text): AudioMetadata, AudioData (base64 PCM16 LE 24 kHz mono, 20 ms per message,
-silent frames included), DtmfData. Outbound: AudioData and StopAudio. ACS matches kinds and keys
-case-insensitively; the gateway accepts either casing and sends camelCase.
+Inbound (JSON text): AudioMetadata, AudioData (base64 PCM16 LE mono at the rate the call was
+answered with, 24 or 16 kHz, 20 ms per message, silent frames included), DtmfData. Outbound:
+AudioData and StopAudio, at the same rate. ACS matches kinds and keys case-insensitively; the
+gateway accepts either casing and sends camelCase.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.audio import PCM16_24K, b64_len, is_base64
+from gateway.audio import FORMATS, AudioFormat, b64_len, is_base64
 from gateway.call import Call, ClearPlayback, PhoneAction, PlayAudio
 from gateway.carriers import keypad_key, load_json, short
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
-SAMPLE_RATE = PCM16_24K.sample_rate
+AUDIO_FORMATS: dict[int, AudioFormat] = {f.sample_rate: f for f in FORMATS.values() if f.name == "pcm16"}
+"""The PCM16 formats ACS media streaming offers (``acs.sample_rate``), by sample rate: 16 and 24 kHz.
+Either one passes straight through to Voice Live, both ways."""
 
 
 class AcsProtocolError(ValueError):
@@ -114,10 +117,11 @@ class AcsLeg:
             call.dtmf(event.digit, now)  # type: ignore[union-attr]
         elif kind is AudioMetadata:
             meta: AudioMetadata = event  # type: ignore[assignment]
-            if (meta.encoding.upper(), meta.sample_rate, meta.channels) != ("PCM", SAMPLE_RATE, 1):
+            rate = call.audio.sample_rate  # the rate the call was answered with (acs.sample_rate)
+            if (meta.encoding.upper(), meta.sample_rate, meta.channels) != ("PCM", rate, 1):
                 call.phone_ended("unsupported_audio_format", now)
                 return ("unsupported-format", f"{meta.encoding} {meta.sample_rate} Hz {meta.channels} channel(s); "
-                        "the call must stream PCM 24 kHz mono")
+                        f"the call must stream PCM {rate} Hz mono (acs.sample_rate)")
         else:
             return "unknown-kind", f"kind {short(repr(event.kind))} is not used"  # type: ignore[union-attr]
         return None

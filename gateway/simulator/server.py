@@ -1,10 +1,26 @@
 """A local Voice Live-compatible realtime server.
 
 It speaks the Voice Live WebSocket protocol closely enough for the gateway, the real SDK and
-plain WebSocket clients: session set-up, input audio with an energy VAD, responses that stream
-recorded speech (gateway/assets) faster than real time, scripted function calls, barge-in,
+plain WebSocket clients: session set-up, input audio with an energy VAD (or manual turns with
+``turn_detection: null``), responses that stream recorded speech (gateway/assets) faster than real
+time, ``pre_generated_assistant_message`` responses, scripted function calls, barge-in,
 cancellation, truncation and the protocol's error paths. It is the gateway's backend when no
 Azure endpoint is configured, the counterpart of the socket-level tests, and the demo's "model".
+
+It is as strict as the Voice Live documentation (the 2026-07-15 API reference and SDK 1.3.1), so
+that a client passing against it does not rely on leniency the service may not have:
+
+* the upgrade needs a known ``api-version`` (:data:`API_VERSIONS`; ``v1`` speaks another wire
+  shape) and ``model`` or ``agent-name`` + ``agent-project-name``, else HTTP 400;
+* ``session.update`` is checked field by field (unknown keys, per-type ``turn_detection`` keys,
+  noise reduction and transcription models, metadata, temperature, token limit, agent
+  ``instructions``, format changes after audio); any fault gets one ``error`` naming the field in
+  ``param``, the session stays unchanged and no ``session.updated`` is sent;
+* ``output_audio_buffer.clear`` is answered only on avatar sessions (an ``error`` otherwise, see
+  :attr:`SimulatorSettings.output_buffer_clear`);
+* ``response.function_call_arguments.done`` carries no ``name`` (the function's name is on the
+  ``function_call`` item), unless :attr:`SimulatorSettings.function_call_done_name` is set;
+* agent sessions take no ``instructions`` in ``response.create``.
 
 Run it alone with ``gateway simulator``; embed it with :func:`start_simulator`.
 """
@@ -23,27 +39,28 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from aiohttp import WSMsgType, web
 
 from gateway.audio import ASSETS, is_base64
 from gateway.log import get_logger, register_secret
-from gateway.simulator.vad import EnergyVad, VadEvent
 from gateway.simulator.voice import (
     GREETING,
     INPUT_FORMATS,
     PCM16_INPUT_RATES,
     REPLIES,
     OutputFormat,
-    clip_audio,
+    Speech,
+    clip_speech,
     decode_input,
-    load_clip,
     output_format,
+    text_speech,
 )
+from gateway.vad import EnergyVad, VadEvent
 
 
 def _log(**fields: Any) -> Any:
@@ -59,6 +76,21 @@ MAX_APPEND_BYTES = 15 * 1024 * 1024
 MAX_DELTA_BYTES = 2 * 1024 * 1024  # keeps every server message well under the SDK's 4 MiB
 MIN_COMMIT_MS = 100
 CLOSE_TIMEOUT_S = 5.0
+
+API_VERSIONS = (
+    "2025-05-01-preview",
+    "2025-10-01",
+    "2026-01-01-preview",
+    "2026-04-10",
+    "2026-06-01-preview",
+    "2026-07-15",
+    "2026-07-31-preview",
+)
+"""The api-versions the simulator accepts: the dated Voice Live versions, all with the same
+(flat session, ``response.audio.*``) wire shape. The ``v1`` label, which uses the OpenAI GA shape,
+is refused like any other unknown version."""
+
+OutputBufferClear = Literal["auto", "ack", "error", "ignore"]
 
 
 @dataclass(frozen=True)
@@ -90,8 +122,16 @@ class SimulatorSettings:
     """With ``api_key`` or ``bearer_token`` set, the upgrade needs a matching ``api-key`` header or
     ``Authorization: Bearer <token>`` (or the same as query parameters), else HTTP 401."""
     bearer_token: str | None = None
-    output_buffer_clear: Literal["ack", "error", "ignore"] = "ack"
-    """Answer to ``output_audio_buffer.clear``: ``output_audio_buffer.cleared``, an error, or nothing."""
+    output_buffer_clear: OutputBufferClear = "auto"
+    """Answer to ``output_audio_buffer.clear``. ``auto`` (the documented behaviour: the event is for
+    avatar sessions only): ``output_audio_buffer.cleared`` on a session with an ``avatar``
+    configured, else an ``error`` (code ``unsupported_operation``). ``ack``, ``error`` and
+    ``ignore`` force ``output_audio_buffer.cleared``, the error, or no answer on every session."""
+    function_call_done_name: bool = False
+    """Add the function's ``name`` to ``response.function_call_arguments.done``. The 2026-07-15
+    reference lists no ``name`` there (it is on the ``function_call`` item of
+    ``response.output_item.added`` / ``conversation.item.created`` / ``response.output_item.done``),
+    so by default it is left out."""
     response_delay_ms: int = 300
     """From commit (or ``response.create``) to ``response.created``: the model "thinking"."""
     audio_speed: float = 4.0
@@ -104,11 +144,13 @@ class SimulatorSettings:
     """Sessions close after this long; announced as ``expires_at`` (None: no limit, not announced)."""
     observer: Observer | None = None
     """Called with (event_name, fields) at notable moments: ``session.created``, ``speech_started``,
-    ``speech_stopped``, ``response.created`` (response_id, clip; function for a function call),
-    ``response.done`` (status), ``function_call`` (name, call_id, arguments: the JSON text), when
-    a call has been sent whole, ``function_call_output`` (call_id, output), ``truncated`` (item_id,
-    audio_end_ms, item_audio_ms), ``truncate_rejected``, ``cancelled`` (reason), ``error`` (code),
-    ``closed`` (code). Every call also carries ``session`` (the session id)."""
+    ``speech_stopped``, ``response.created`` (response_id; for speech: clip, the shipped clip or
+    None for synthetic audio, and text, what the response says; for a function call: clip None and
+    function), ``response.done`` (status), ``function_call`` (name, call_id, arguments: the JSON
+    text), when a call has been sent whole, ``function_call_output`` (call_id, output),
+    ``truncated`` (item_id, audio_end_ms, item_audio_ms), ``truncate_rejected``, ``cancelled``
+    (reason), ``error`` (code), ``closed`` (code). Every call also carries ``session`` (the
+    session id)."""
     record: bool = True
     """Keep every event and closed session in :class:`SimulatorState` for inspection. A
     long-running server turns this off."""
@@ -119,7 +161,9 @@ class SimulatorSettings:
     response to that turn is a call of the function instead of a spoken reply, if the session (or
     the ``response.create``) declares a function of that name and ``tool_choice`` is not
     ``"none"``; otherwise a warning is logged and the reply is spoken. After the client sends the
-    ``function_call_output``, its ``response.create`` gets the next spoken reply."""
+    ``function_call_output``, its ``response.create`` gets the next spoken reply. A
+    ``response.create`` with a ``pre_generated_assistant_message`` is never a scripted call (nor
+    a turn's reply: it says its own text)."""
     function_call_ms: int = 200
     """A function call's arguments are streamed over this long, split evenly between the deltas
     (not scaled by ``audio_speed``)."""
@@ -129,8 +173,8 @@ class SimulatorSettings:
             raise ValueError("audio_speed must be > 0")
         if not self.chunk_pattern_ms or min(self.chunk_pattern_ms) <= 0:
             raise ValueError("chunk_pattern_ms needs at least one positive duration")
-        if self.output_buffer_clear not in ("ack", "error", "ignore"):
-            raise ValueError("output_buffer_clear must be ack, error or ignore")
+        if self.output_buffer_clear not in ("auto", "ack", "error", "ignore"):
+            raise ValueError("output_buffer_clear must be auto, ack, error or ignore")
         if self.response_delay_ms < 0 or self.vad_min_speech_ms < 0 or self.function_call_ms < 0:
             raise ValueError("response_delay_ms, vad_min_speech_ms and function_call_ms must be >= 0")
         for turn, call in self.tool_calls.items():
@@ -141,14 +185,6 @@ class SimulatorSettings:
 
 
 # --- session configuration -------------------------------------------------------------------
-
-_VAD_TYPES = (
-    "server_vad",
-    "azure_semantic_vad",
-    "azure_semantic_vad_en",
-    "azure_semantic_vad_multilingual",
-    "semantic_vad",
-)
 
 _CLIENT_EVENTS = (
     "session.update",
@@ -166,10 +202,99 @@ _CLIENT_EVENTS = (
     "input_text.done",
 )
 
+_SESSION_KEYS = frozenset(
+    {
+        "model",
+        "modalities",
+        "animation",
+        "voice",
+        "instructions",
+        "input_audio_sampling_rate",
+        "input_audio_format",
+        "output_audio_format",
+        "turn_detection",
+        "input_audio_noise_reduction",
+        "input_audio_echo_cancellation",
+        "avatar",
+        "input_audio_transcription",
+        "output_audio_timestamp_types",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "temperature",
+        "max_response_output_tokens",
+        "reasoning_effort",
+        "interim_response",
+        "include",
+        "metadata",
+    }
+)
+"""The fields of a RequestSession (SDK 1.3.1, 2026-07-15 reference)."""
+_SERVER_OWNED_KEYS = frozenset({"id", "object", "expires_at", "agent"})
+"""Fields of the session object a client may echo back; ignored."""
+
+_REALTIME_MODELS = ("gpt-realtime", "gpt-realtime-mini")
+"""The models that take ``semantic_vad`` and ``near_field`` / ``far_field`` noise reduction."""
+
+_VAD_KEYS = (
+    "type",
+    "threshold",
+    "prefix_padding_ms",
+    "silence_duration_ms",
+    "end_of_utterance_detection",
+    "create_response",
+    "interrupt_response",
+    "auto_truncate",
+)
+_AZURE_VAD_KEYS = (
+    *_VAD_KEYS,
+    "speech_duration_ms",
+    "remove_filler_words",
+    "languages",
+    "appended_text_after_truncation",
+)
+_TURN_DETECTION_KEYS: dict[str, frozenset[str]] = {
+    "server_vad": frozenset(_VAD_KEYS),
+    "azure_semantic_vad": frozenset(_AZURE_VAD_KEYS),
+    "azure_semantic_vad_en": frozenset(_AZURE_VAD_KEYS) - {"languages"},
+    "azure_semantic_vad_multilingual": frozenset(_AZURE_VAD_KEYS),
+    "semantic_vad": frozenset({"type", "eagerness", "create_response", "interrupt_response", "auto_truncate"}),
+}
+"""The keys each ``turn_detection`` type takes. SDK 1.3.1's ServerVad has no speech_duration_ms."""
+_VAD_TYPES = tuple(_TURN_DETECTION_KEYS)
+
+_EOU_MODELS = ("semantic_detection_v1", "semantic_detection_v1_en", "semantic_detection_v1_multilingual")
+_EOU_THRESHOLD_LEVELS = ("low", "medium", "high", "default")
+_EAGERNESS = ("auto", "low", "medium", "high")
+_NOISE_REDUCTION_TYPES = ("azure_deep_noise_suppression", "near_field", "far_field")
+
+_TRANSCRIPTION_MODELS = (
+    "azure-speech",
+    "mai-transcribe",
+    "mai-transcribe-1",
+    "mai-transcribe-2",
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-4o-transcribe-diarize",
+)
+_TRANSCRIPTION_OPTION_MODELS: dict[str, tuple[str, ...]] = {
+    "phrase_list": ("azure-speech", "mai-transcribe", "mai-transcribe-2"),
+    "custom_speech": ("azure-speech",),
+    # The OpenAI transcription reference: "For gpt-4o-transcribe models (excluding
+    # gpt-4o-transcribe-diarize), the prompt is a free text string".
+    "prompt": ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"),
+}
+"""Optional transcription settings that only some transcription models take."""
+
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+TEMPERATURE_RANGE = (0.6, 1.2)
+MAX_OUTPUT_TOKENS = 4096
+
 
 def _turn_detection_defaults(kind: str, api_version: str) -> dict[str, Any]:
-    # prefix_padding_ms defaults rose in api-version 2026-04-10.
-    new = not re.fullmatch(r"\d{4}-\d{2}-\d{2}(-preview)?", api_version) or api_version >= "2026-04-10"
     if kind == "semantic_vad":
         return {
             "type": kind,
@@ -178,6 +303,8 @@ def _turn_detection_defaults(kind: str, api_version: str) -> dict[str, Any]:
             "interrupt_response": True,
             "auto_truncate": False,
         }
+    # prefix_padding_ms defaults rose in api-version 2026-04-10 (dated versions sort as text).
+    new = api_version >= "2026-04-10"
     td: dict[str, Any] = {
         "type": kind,
         "threshold": 0.5,
@@ -194,97 +321,328 @@ def _turn_detection_defaults(kind: str, api_version: str) -> dict[str, Any]:
     return td
 
 
-class _InvalidUpdate(Exception):
-    def __init__(self, message: str, param: str, code: str = "invalid_value") -> None:
+class _Invalid(Exception):
+    """A client event field the service would reject: becomes one ``error`` event."""
+
+    def __init__(self, message: str, param: str | None, code: str = "invalid_value") -> None:
         super().__init__(message)
         self.message, self.param, self.code = message, param, code
 
 
-def _merge_session(
-    current: dict[str, Any], update: dict[str, Any], api_version: str, audio_started: bool
-) -> dict[str, Any]:
-    """The effective session after ``update``; raises :class:`_InvalidUpdate` and leaves
-    ``current`` untouched on any invalid field."""
-    new = dict(current)
-    for key, value in update.items():
-        if key in ("id", "object", "expires_at", "agent"):
-            continue  # server-owned
-        if key == "model":
-            if value not in (None, current.get("model")):
-                raise _InvalidUpdate(
-                    "The model can't be changed after the session has started", "session.model"
-                )
-            continue
-        if key == "turn_detection":
-            new[key] = _merge_turn_detection(current.get("turn_detection"), value, api_version)
-            continue
-        new[key] = value
+# Field checks: each raises _Invalid naming ``param`` (the field's path, e.g. session.temperature).
 
-    if new.get("input_audio_format") not in INPUT_FORMATS:
-        raise _InvalidUpdate(
-            f"Invalid input_audio_format {new.get('input_audio_format')!r}; supported: "
-            + ", ".join(INPUT_FORMATS),
-            "session.input_audio_format",
-        )
-    if output_format(new.get("output_audio_format")) is None:
-        raise _InvalidUpdate(
-            f"Invalid output_audio_format {new.get('output_audio_format')!r}", "session.output_audio_format"
-        )
-    rate = update.get("input_audio_sampling_rate")
-    if new["input_audio_format"] != "pcm16":
-        if rate not in (None, 8000):
-            raise _InvalidUpdate(
-                "G.711 input audio is sampled at 8000 Hz", "session.input_audio_sampling_rate"
-            )
-        new["input_audio_sampling_rate"] = 8000
-    elif rate is None:
-        if current["input_audio_format"] != "pcm16":
-            new["input_audio_sampling_rate"] = 24000
-    elif isinstance(rate, bool) or rate not in PCM16_INPUT_RATES:
-        raise _InvalidUpdate(
-            f"Invalid input_audio_sampling_rate {rate!r}; supported: "
-            + ", ".join(map(str, PCM16_INPUT_RATES)),
-            "session.input_audio_sampling_rate",
-        )
 
-    if audio_started:
-        for key in ("input_audio_format", "input_audio_sampling_rate", "output_audio_format"):
-            if new.get(key) != current.get(key):
-                raise _InvalidUpdate(
-                    f"{key} can't be changed after audio has been sent in the session", f"session.{key}"
-                )
-    modalities = new.get("modalities")
-    if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
-        raise _InvalidUpdate("modalities must be a list of strings", "session.modalities")
-    return new
+def _invalid_type(param: str, expected: str) -> NoReturn:
+    raise _Invalid(f"Invalid type for '{param}': expected {expected}.", param, "invalid_type")
+
+
+def _check_object(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        _invalid_type(param, "an object")
+    return value
+
+
+def _check_known_keys(value: dict[str, Any], allowed: Collection[str], param: str) -> None:
+    for key in value:
+        if key not in allowed:
+            raise _Invalid(f"Unknown parameter: '{param}.{key}'.", f"{param}.{key}", "unknown_parameter")
+
+
+def _check_required(value: dict[str, Any], key: str, param: str) -> Any:
+    if value.get(key) is None:
+        raise _Invalid(
+            f"Missing required parameter: '{param}.{key}'.", f"{param}.{key}", "missing_required_parameter"
+        )
+    return value[key]
+
+
+def _check_choice(value: Any, choices: Collection[str], param: str) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise _Invalid(f"Invalid value: {value!r}. Supported values are: " + ", ".join(choices) + ".", param)
+
+
+def _check_bool(value: Any, param: str) -> None:
+    if not isinstance(value, bool):
+        _invalid_type(param, "a boolean")
+
+
+def _check_string(value: Any, param: str) -> None:
+    if not isinstance(value, str):
+        _invalid_type(param, "a string")
+
+
+def _check_strings(value: Any, param: str) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        _invalid_type(param, "an array of strings")
+
+
+def _check_number(value: Any, param: str, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _invalid_type(param, "a number")
+    if not low <= value <= high:
+        raise _Invalid(f"Invalid '{param}': {value} is not between {low} and {high}.", param)
+
+
+def _check_int(value: Any, param: str, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _invalid_type(param, "an integer")
+    if value < low or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise _Invalid(f"Invalid '{param}': {value} must be {bounds}.", param)
+
+
+def _check_ms(value: Any, param: str) -> None:
+    _check_int(value, param, 0)
+
+
+def _check_eou(value: Any, param: str) -> None:
+    """end_of_utterance_detection: null, or {model, threshold_level?, timeout_ms?}."""
+    if value is None:
+        return
+    eou = _check_object(value, param)
+    _check_known_keys(eou, ("model", "threshold_level", "timeout_ms"), param)
+    _check_choice(_check_required(eou, "model", param), _EOU_MODELS, f"{param}.model")
+    if "threshold_level" in eou:
+        _check_choice(eou["threshold_level"], _EOU_THRESHOLD_LEVELS, f"{param}.threshold_level")
+    if "timeout_ms" in eou:
+        _check_ms(eou["timeout_ms"], f"{param}.timeout_ms")
+
+
+_TURN_DETECTION_CHECKS: dict[str, Callable[[Any, str], None]] = {
+    "threshold": lambda value, param: _check_number(value, param, 0.0, 1.0),
+    "prefix_padding_ms": _check_ms,
+    "silence_duration_ms": _check_ms,
+    "speech_duration_ms": _check_ms,
+    "end_of_utterance_detection": _check_eou,
+    "create_response": _check_bool,
+    "interrupt_response": _check_bool,
+    "auto_truncate": _check_bool,
+    "remove_filler_words": _check_bool,
+    "languages": _check_strings,
+    "appended_text_after_truncation": _check_string,
+    "eagerness": lambda value, param: _check_choice(value, _EAGERNESS, param),
+}
+"""Value checks of the turn_detection keys (which keys a type takes: _TURN_DETECTION_KEYS)."""
 
 
 def _merge_turn_detection(
-    current: dict[str, Any] | None, value: Any, api_version: str
+    current: dict[str, Any] | None, value: Any, api_version: str, model: str | None
 ) -> dict[str, Any] | None:
+    """The effective turn_detection after an update to ``value``: the update's keys over the
+    current settings (same type) or the type's defaults (new type)."""
+    param = "session.turn_detection"
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise _InvalidUpdate("turn_detection must be an object or null", "session.turn_detection")
-    kind = value.get("type", (current or {}).get("type", "server_vad"))
-    if kind not in _VAD_TYPES:
-        raise _InvalidUpdate(
-            f"Invalid turn_detection type {kind!r}; supported: " + ", ".join(_VAD_TYPES),
-            "session.turn_detection.type",
+    update = _check_object(value, param)
+    kind = update.get("type", (current or {}).get("type", "server_vad"))
+    _check_choice(kind, _VAD_TYPES, f"{param}.type")
+    if kind == "semantic_vad" and model not in _REALTIME_MODELS:
+        raise _Invalid(
+            "turn_detection type 'semantic_vad' is only supported with the models "
+            + " and ".join(_REALTIME_MODELS)
+            + f", not {model!r}.",
+            f"{param}.type",
         )
+    _check_known_keys(update, _TURN_DETECTION_KEYS[kind], param)
+    for key, field_value in update.items():
+        check = _TURN_DETECTION_CHECKS.get(key)
+        if check is not None:
+            check(field_value, f"{param}.{key}")
     base = (
         current
         if current is not None and current.get("type") == kind
         else _turn_detection_defaults(kind, api_version)
     )
-    td = {**base, **value, "type": kind}
-    for key in ("prefix_padding_ms", "silence_duration_ms", "speech_duration_ms"):
-        v = td.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            raise _InvalidUpdate(
-                f"turn_detection.{key} must be a non-negative integer", f"session.turn_detection.{key}"
+    return {**base, **update, "type": kind}
+
+
+def _check_noise_reduction(value: Any, model: str | None) -> None:
+    param = "session.input_audio_noise_reduction"
+    if value is None:
+        return
+    kind = _check_required(_check_object(value, param), "type", param)
+    _check_choice(kind, _NOISE_REDUCTION_TYPES, f"{param}.type")
+    if kind != "azure_deep_noise_suppression" and model not in _REALTIME_MODELS:
+        raise _Invalid(
+            f"Noise reduction type {kind!r} is only supported with the models "
+            + " and ".join(_REALTIME_MODELS)
+            + f", not {model!r}; use 'azure_deep_noise_suppression'.",
+            f"{param}.type",
+        )
+
+
+def _check_transcription(value: Any, model: str | None) -> None:
+    param = "session.input_audio_transcription"
+    if value is None:
+        return
+    settings = _check_object(value, param)
+    _check_known_keys(settings, ("model", "language", *_TRANSCRIPTION_OPTION_MODELS), param)
+    stt = _check_required(settings, "model", param)
+    _check_choice(stt, _TRANSCRIPTION_MODELS, f"{param}.model")
+    if "language" in settings:
+        _check_string(settings["language"], f"{param}.language")
+    if "phrase_list" in settings:
+        _check_strings(settings["phrase_list"], f"{param}.phrase_list")
+    if "custom_speech" in settings:
+        _check_object(settings["custom_speech"], f"{param}.custom_speech")
+    if "prompt" in settings:
+        _check_string(settings["prompt"], f"{param}.prompt")
+    for option, models in _TRANSCRIPTION_OPTION_MODELS.items():
+        if option in settings and stt not in models:
+            raise _Invalid(
+                f"'{option}' is only supported with the transcription models {', '.join(models)}, not {stt!r}.",
+                f"{param}.{option}",
             )
-    return td
+
+
+def _check_metadata(value: Any, model: str | None) -> None:
+    param = "session.metadata"
+    metadata = _check_object(value, param)
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise _Invalid(f"'{param}' holds at most {MAX_METADATA_PAIRS} pairs, not {len(metadata)}.", param)
+    for key, item in metadata.items():
+        if len(key) > MAX_METADATA_KEY:
+            raise _Invalid(f"Metadata keys are at most {MAX_METADATA_KEY} characters: {key[:80]!r}.", param)
+        _check_string(item, f"{param}.{key}")
+        if len(item) > MAX_METADATA_VALUE:
+            raise _Invalid(f"Metadata values are at most {MAX_METADATA_VALUE} characters.", f"{param}.{key}")
+
+
+def _check_temperature(value: Any, model: str | None) -> None:
+    _check_number(value, "session.temperature", *TEMPERATURE_RANGE)
+
+
+def _check_max_output_tokens(value: Any, model: str | None) -> None:
+    if value != "inf":
+        _check_int(value, "session.max_response_output_tokens", 1, MAX_OUTPUT_TOKENS)
+
+
+def _check_avatar(value: Any, model: str | None) -> None:
+    if value is not None:
+        _check_object(value, "session.avatar")
+
+
+_SESSION_CHECKS: dict[str, Callable[[Any, str | None], None]] = {
+    "input_audio_noise_reduction": _check_noise_reduction,
+    "input_audio_transcription": _check_transcription,
+    "metadata": _check_metadata,
+    "temperature": _check_temperature,
+    "max_response_output_tokens": _check_max_output_tokens,
+    "avatar": _check_avatar,
+}
+"""Value checks of session fields, given the value and the session's model."""
+
+
+def _merge_session(
+    current: dict[str, Any], update: dict[str, Any], api_version: str, audio_started: bool
+) -> dict[str, Any]:
+    """The effective session after ``update``; raises :class:`_Invalid` and leaves ``current``
+    untouched on any invalid field."""
+    new = dict(current)
+    model = current.get("model")
+    for key, value in update.items():
+        if key in _SERVER_OWNED_KEYS:
+            continue
+        if key not in _SESSION_KEYS:
+            raise _Invalid(f"Unknown parameter: 'session.{key}'.", f"session.{key}", "unknown_parameter")
+        if key == "model":
+            if value not in (None, model):
+                raise _Invalid("The model can't be changed after the session has started", "session.model")
+            continue
+        if key == "instructions" and value is not None and "agent" in current:
+            raise _Invalid(
+                "The instructions property isn't supported when you're using a custom agent.",
+                "session.instructions",
+                "unsupported_parameter",
+            )
+        if key == "turn_detection":
+            new[key] = _merge_turn_detection(current.get(key), value, api_version, model)
+            continue
+        check = _SESSION_CHECKS.get(key)
+        if check is not None:
+            check(value, model)
+        new[key] = value
+    _merge_audio_formats(new, current, update)
+    if audio_started:
+        for key in ("input_audio_format", "input_audio_sampling_rate", "output_audio_format"):
+            if new.get(key) != current.get(key):
+                raise _Invalid(f"{key} can't be changed after audio has been sent in the session", f"session.{key}")
+    modalities = new.get("modalities")
+    if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
+        raise _Invalid("modalities must be a list of strings", "session.modalities")
+    return new
+
+
+def _merge_audio_formats(new: dict[str, Any], current: dict[str, Any], update: dict[str, Any]) -> None:
+    """Check the audio formats of ``new`` and set its effective input sampling rate (8000 for
+    G.711; back to 24000 when G.711 input turns into pcm16 without a rate)."""
+    if new.get("input_audio_format") not in INPUT_FORMATS:
+        raise _Invalid(
+            f"Invalid input_audio_format {new.get('input_audio_format')!r}; supported: " + ", ".join(INPUT_FORMATS),
+            "session.input_audio_format",
+        )
+    if output_format(new.get("output_audio_format")) is None:
+        raise _Invalid(
+            f"Invalid output_audio_format {new.get('output_audio_format')!r}", "session.output_audio_format"
+        )
+    rate = update.get("input_audio_sampling_rate")
+    if new["input_audio_format"] != "pcm16":
+        if rate not in (None, 8000):
+            raise _Invalid("G.711 input audio is sampled at 8000 Hz", "session.input_audio_sampling_rate")
+        new["input_audio_sampling_rate"] = 8000
+    elif rate is None:
+        if current["input_audio_format"] != "pcm16":
+            new["input_audio_sampling_rate"] = 24000
+    elif isinstance(rate, bool) or rate not in PCM16_INPUT_RATES:
+        raise _Invalid(
+            f"Invalid input_audio_sampling_rate {rate!r}; supported: " + ", ".join(map(str, PCM16_INPUT_RATES)),
+            "session.input_audio_sampling_rate",
+        )
+
+
+# --- response.create -----------------------------------------------------------------------
+
+
+def _check_response_params(params: Any, agent: bool) -> tuple[dict[str, Any], str | None]:
+    """The ``response`` of a ``response.create`` (``{}`` if absent) and the text of its
+    ``pre_generated_assistant_message`` (None if it has none); raises :class:`_Invalid`."""
+    if params is None:
+        return {}, None
+    params = _check_object(params, "response")
+    if "output_audio_format" in params and output_format(params["output_audio_format"]) is None:
+        raise _Invalid(
+            f"Invalid output_audio_format {params['output_audio_format']!r}", "response.output_audio_format"
+        )
+    if agent and params.get("instructions") is not None:
+        raise _Invalid(
+            "The instructions property isn't supported when you're using a custom agent.",
+            "response.instructions",
+            "unsupported_parameter",
+        )
+    if "pre_generated_assistant_message" not in params:
+        return params, None
+    return params, _pre_generated_text(params["pre_generated_assistant_message"])
+
+
+def _pre_generated_text(message: Any) -> str:
+    """The text of a ``pre_generated_assistant_message``: an assistant message with exactly one
+    text part ("You can only include one text entry in the content field"); raises :class:`_Invalid`."""
+    param = "response.pre_generated_assistant_message"
+    message = _check_object(message, param)
+    if message.get("type") != "message":
+        raise _Invalid(f"'{param}.type' must be 'message'.", f"{param}.type")
+    if message.get("role") != "assistant":
+        raise _Invalid(f"'{param}.role' must be 'assistant'.", f"{param}.role")
+    content = message.get("content")
+    if not isinstance(content, list) or len(content) != 1:
+        raise _Invalid("You can only include one text entry in the content field.", f"{param}.content")
+    part = _check_object(content[0], f"{param}.content[0]")
+    if part.get("type") != "text":
+        raise _Invalid(f"'{param}.content[0].type' must be 'text'.", f"{param}.content[0].type")
+    text = part.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise _Invalid(f"'{param}.content[0].text' must be a non-empty string.", f"{param}.content[0].text")
+    return text
 
 
 # --- one response --------------------------------------------------------------------------
@@ -293,8 +651,9 @@ def _merge_turn_detection(
 @dataclass
 class _Response:
     id: str
-    clip: str | None  # the reply clip spoken; None for a function call
+    clip: str | None  # the reply clip to speak; None for pre-generated text and function calls
     fmt: OutputFormat
+    text: str | None = None  # a pre_generated_assistant_message's text, spoken instead of a clip
     call: ToolCall | None = None  # a function call instead of speech
     call_id: str | None = None
     arguments: str = ""  # a function call's arguments sent so far (JSON text)
@@ -317,7 +676,7 @@ class _AssistantAudio:
     first_delta_at: float
 
 
-_WORD_RE = re.compile(r"\S+\s*")
+_WORD_RE = re.compile(r"\s*\S+\s*")  # words with the spaces around them: they add up to the text
 
 
 class SimSession:
@@ -344,6 +703,10 @@ class SimSession:
         status (completed or cancelled)."""
         self.function_call_outputs: list[dict[str, Any]] = []
         """Accepted ``function_call_output`` items: item_id, call_id, output."""
+        self.spoken: list[dict[str, Any]] = []
+        """What each spoken response set out to say (recorded as it starts, whether or not it is
+        then cut): response_id, text, clip (the shipped clip, None for synthetic speech),
+        pre_generated (True for a ``pre_generated_assistant_message``)."""
         self.items_audio_bytes: dict[str, int] = {}
         self.closed = asyncio.Event()
         self.close_code: int | None = None
@@ -351,7 +714,7 @@ class SimSession:
         self._ws = ws
         self._settings = settings
         self._log = _log(session=self.id)
-        self._api_version = query.get("api-version", "2026-07-15")
+        self._api_version = query["api-version"]
         self._counters = {"event": 0, "item": 0, "resp": 0, "call": 0}
         self._requested_close: int | None = None
         self._close_reason = ""
@@ -384,6 +747,7 @@ class SimSession:
             "max_response_output_tokens": "inf",
         }
         if agent:
+            del self.session["instructions"]  # an agent has its own, and takes none from the client
             self.session["agent"] = {
                 "type": "agent",
                 "name": agent,
@@ -592,7 +956,7 @@ class SimSession:
             return
         try:
             new = _merge_session(self.session, update, self._api_version, self._audio_bytes_in > 0)
-        except _InvalidUpdate as exc:
+        except _Invalid as exc:
             await self._error(exc.code, exc.message, ev, exc.param)
             return
         self.session = new
@@ -752,13 +1116,23 @@ class SimSession:
             self._vad.reset()
         await self.send_event({"type": "input_audio_buffer.cleared"})
 
-    async def _on_output_clear(self, ev: dict[str, Any]) -> None:
+    def _output_clear_answer(self) -> OutputBufferClear:
+        """How to answer ``output_audio_buffer.clear``: the setting, or with ``auto`` the
+        documented behaviour (it is for avatar sessions only)."""
         mode = self._settings.output_buffer_clear
-        if mode == "ack":
+        if mode != "auto":
+            return mode
+        return "ack" if self.session.get("avatar") else "error"
+
+    async def _on_output_clear(self, ev: dict[str, Any]) -> None:
+        answer = self._output_clear_answer()
+        if answer == "ack":
             await self.send_event({"type": "output_audio_buffer.cleared"})
-        elif mode == "error":
+        elif answer == "error":
             await self._error(
-                "unsupported_operation", "output_audio_buffer.clear is only supported in avatar mode.", ev
+                "unsupported_operation",
+                "output_audio_buffer.clear is only supported in avatar mode; this session has no avatar.",
+                ev,
             )
 
     # --- responses ------------------------------------------------------------------------
@@ -768,23 +1142,10 @@ class SimSession:
         return resp if resp is not None and resp.generating else None
 
     async def _on_response_create(self, ev: dict[str, Any]) -> None:
-        params = ev.get("response")
-        if params is not None and not isinstance(params, dict):
-            await self._error(
-                "invalid_type", "Invalid type for 'response': expected an object.", ev, "response"
-            )
-            return
-        if (
-            params
-            and "output_audio_format" in params
-            and output_format(params["output_audio_format"]) is None
-        ):
-            await self._error(
-                "invalid_value",
-                f"Invalid output_audio_format {params['output_audio_format']!r}",
-                ev,
-                "response.output_audio_format",
-            )
+        try:
+            params, text = _check_response_params(ev.get("response"), "agent" in self.session)
+        except _Invalid as exc:
+            await self._error(exc.code, exc.message, ev, exc.param)
             return
         if self._active_response() is not None:
             await self._error(
@@ -793,9 +1154,11 @@ class SimSession:
                 ev,
             )
             return
-        await self._start_response(params)
+        await self._start_response(params, text)
 
-    async def _start_response(self, params: dict[str, Any] | None) -> None:
+    async def _start_response(self, params: dict[str, Any] | None, text: str | None = None) -> None:
+        """Start a response: saying ``text`` (a pre_generated_assistant_message), else the
+        function call scripted for the turn, else the greeting or the turn's reply clip."""
         if self._active_response() is not None:
             self._log.info("simulator turn while a response is active: no new response")
             return
@@ -805,11 +1168,11 @@ class SimSession:
         fmt_name = (params or {}).get("output_audio_format") or self.session["output_audio_format"]
         fmt = output_format(fmt_name)
         assert fmt is not None  # validated by session.update / response.create
-        call = self._scripted_call(params)
+        call = self._scripted_call(params) if text is None else None
         clip: str | None = None
-        if call is None:
+        if call is None and text is None:
             clip = GREETING if self._user_turns == 0 else self._next_reply()
-        resp = _Response(id=self._next_id("resp"), clip=clip, fmt=fmt, call=call)
+        resp = _Response(id=self._next_id("resp"), clip=clip, fmt=fmt, text=text, call=call)
         self._response = resp
         task = asyncio.create_task(self._run_response(resp), name=f"simulator-{resp.id}")
         self._response_task = task
@@ -939,136 +1302,11 @@ class SimSession:
         return self._function_item(resp, status) if resp.call else self._assistant_item(resp, status)
 
     async def _run_response(self, resp: _Response) -> None:
-        loop = asyncio.get_running_loop()
-        settings = self._settings
         try:
             if resp.call is not None:
                 await self._run_function_call(resp, resp.call)
-                return
-            assert resp.clip is not None
-            clip = await asyncio.to_thread(load_clip, resp.clip, settings.assets)
-            audio = await asyncio.to_thread(clip_audio, resp.clip, resp.fmt, settings.assets)
-            if settings.response_delay_ms:
-                await asyncio.sleep(settings.response_delay_ms / 1000)
-            resp.created_sent = True
-            await self.send_event(
-                {"type": "response.created", "response": self._response_object(resp, "in_progress", [])}
-            )
-            self._notify("response.created", response_id=resp.id, clip=resp.clip)
-            await self.send_event(
-                {
-                    "type": "rate_limits.updated",
-                    "rate_limits": [
-                        {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
-                        {"name": "tokens", "limit": 100000, "remaining": 99000, "reset_seconds": 60.0},
-                    ],
-                }
-            )
-
-            resp.item_id = self._next_id("item")
-            previous = self._last_item_id
-            item = {
-                "id": resp.item_id,
-                "object": "realtime.item",
-                "type": "message",
-                "role": "assistant",
-                "status": "in_progress",
-                "content": [],
-            }
-            self.items[resp.item_id] = item
-            resp.item_added = True
-            await self.send_event(
-                {
-                    "type": "response.output_item.added",
-                    "response_id": resp.id,
-                    "output_index": 0,
-                    "item": dict(item),
-                }
-            )
-            await self.send_event(
-                {"type": "conversation.item.created", "previous_item_id": previous, "item": dict(item)}
-            )
-            resp.part_added = True
-            await self.send_event(
-                {
-                    "type": "response.content_part.added",
-                    **self._common(resp),
-                    "part": {"type": "audio", "transcript": ""},
-                }
-            )
-
-            # Word i is sent when the audio reaches its share of the text.
-            text = clip.text
-            words = [(m.group(), m.start() / max(1, len(text))) for m in _WORD_RE.finditer(text)]
-            next_word = 0
-            pos = 0
-            sent_ms = 0.0
-            t0: float | None = None
-            played: _AssistantAudio | None = None
-            pattern = settings.chunk_pattern_ms
-            k = 0
-            while pos < len(audio):
-                if t0 is not None:
-                    delay = t0 + sent_ms / 1000.0 / settings.audio_speed - loop.time()
-                    await asyncio.sleep(max(0.0, delay))  # also lets client events through
-                ms = pattern[k % len(pattern)]
-                k += 1
-                n = max(resp.fmt.sample_width, min(resp.fmt.nbytes(ms), MAX_DELTA_BYTES))
-                piece = audio[pos : pos + n]
-                end_fraction = (pos + len(piece)) / len(audio)
-                while next_word < len(words) and words[next_word][1] < end_fraction:
-                    resp.transcript += words[next_word][0]
-                    await self.send_event(
-                        {
-                            "type": "response.audio_transcript.delta",
-                            **self._common(resp),
-                            "delta": words[next_word][0],
-                        }
-                    )
-                    next_word += 1
-                pos += len(piece)
-                resp.audio_bytes += len(piece)
-                self.items_audio_bytes[resp.item_id] = resp.audio_bytes
-                if t0 is None:
-                    t0 = loop.time()
-                    resp.first_delta_at = time.monotonic()
-                    self._last_assistant = resp.item_id
-                    played = self._assistant_audio[resp.item_id] = _AssistantAudio(
-                        resp.fmt, 0, resp.first_delta_at
-                    )
-                assert played is not None
-                played.ms = resp.fmt.ms(resp.audio_bytes)
-                sent_ms += len(piece) / resp.fmt.sample_width * 1000.0 / resp.fmt.rate
-                await self.send_event(
-                    {
-                        "type": "response.audio.delta",
-                        **self._common(resp),
-                        "delta": base64.b64encode(piece).decode("ascii"),
-                    }
-                )
-            while next_word < len(words):
-                resp.transcript += words[next_word][0]
-                await self.send_event(
-                    {
-                        "type": "response.audio_transcript.delta",
-                        **self._common(resp),
-                        "delta": words[next_word][0],
-                    }
-                )
-                next_word += 1
-            resp.transcript = resp.transcript.rstrip()
-
-            resp.generating = False  # from here on nothing can be cut: finish in order
-            await self._send_closing_events(resp, "completed")
-            await self.send_event(
-                {
-                    "type": "response.done",
-                    "response": self._response_object(
-                        resp, "completed", [self._assistant_item(resp, "completed")], usage=self._usage(resp)
-                    ),
-                }
-            )
-            self._notify("response.done", response_id=resp.id, status="completed")
+            else:
+                await self._run_speech(resp)
         except ConnectionError:
             pass
         except Exception:
@@ -1093,20 +1331,133 @@ class SimSession:
             if self._response is resp:
                 self._response = None
 
+    def _load_speech(self, resp: _Response) -> Speech:
+        """What ``resp`` says (blocking: call it off the event loop)."""
+        if resp.text is not None:
+            return text_speech(resp.text, resp.fmt, self._settings.assets)
+        assert resp.clip is not None
+        return clip_speech(resp.clip, resp.fmt, self._settings.assets)
+
+    async def _response_created(self, resp: _Response, **notify: Any) -> None:
+        """After the "thinking" delay: ``response.created``."""
+        if self._settings.response_delay_ms:
+            await asyncio.sleep(self._settings.response_delay_ms / 1000)
+        resp.created_sent = True
+        await self.send_event({"type": "response.created", "response": self._response_object(resp, "in_progress", [])})
+        self._notify("response.created", response_id=resp.id, **notify)
+
+    async def _add_output_item(self, resp: _Response, item: dict[str, Any]) -> None:
+        """Put the response's (only) output item in the conversation: ``response.output_item.added``
+        and ``conversation.item.created``."""
+        previous = self._last_item_id
+        self.items[item["id"]] = item
+        resp.item_added = True
+        await self.send_event(
+            {"type": "response.output_item.added", "response_id": resp.id, "output_index": 0, "item": dict(item)}
+        )
+        await self.send_event({"type": "conversation.item.created", "previous_item_id": previous, "item": dict(item)})
+
+    async def _run_speech(self, resp: _Response) -> None:
+        """A spoken response, from ``response.created`` to ``response.done``."""
+        speech = await asyncio.to_thread(self._load_speech, resp)
+        resp.clip = speech.clip
+        self.spoken.append(
+            {"response_id": resp.id, "text": speech.text, "clip": speech.clip, "pre_generated": resp.text is not None}
+        )
+        await self._response_created(resp, clip=speech.clip, text=speech.text)
+        await self.send_event(
+            {
+                "type": "rate_limits.updated",
+                "rate_limits": [
+                    {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
+                    {"name": "tokens", "limit": 100000, "remaining": 99000, "reset_seconds": 60.0},
+                ],
+            }
+        )
+        resp.item_id = self._next_id("item")
+        await self._add_output_item(
+            resp,
+            {
+                "id": resp.item_id,
+                "object": "realtime.item",
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            },
+        )
+        resp.part_added = True
+        await self.send_event(
+            {"type": "response.content_part.added", **self._common(resp), "part": {"type": "audio", "transcript": ""}}
+        )
+        await self._stream_speech(resp, speech)
+
+        resp.generating = False  # from here on nothing can be cut: finish in order
+        await self._send_closing_events(resp, "completed")
+        await self.send_event(
+            {
+                "type": "response.done",
+                "response": self._response_object(
+                    resp, "completed", [self._assistant_item(resp, "completed")], usage=self._usage(resp)
+                ),
+            }
+        )
+        self._notify("response.done", response_id=resp.id, status="completed")
+
+    async def _send_transcript_delta(self, resp: _Response, words: str) -> None:
+        resp.transcript += words
+        await self.send_event({"type": "response.audio_transcript.delta", **self._common(resp), "delta": words})
+
+    async def _stream_speech(self, resp: _Response, speech: Speech) -> None:
+        """The audio deltas, paced at ``audio_speed``, with each word's transcript delta sent when
+        the audio reaches its share of the text. Suspends between deltas (a barge-in may cancel)."""
+        loop = asyncio.get_running_loop()
+        settings = self._settings
+        assert resp.item_id is not None
+        text, audio = speech.text, speech.audio
+        words = [(m.group(), m.start() / max(1, len(text))) for m in _WORD_RE.finditer(text)]
+        next_word = 0
+        pos = 0
+        sent_ms = 0.0
+        t0: float | None = None
+        played: _AssistantAudio | None = None
+        pattern = settings.chunk_pattern_ms
+        k = 0
+        while pos < len(audio):
+            if t0 is not None:
+                delay = t0 + sent_ms / 1000.0 / settings.audio_speed - loop.time()
+                await asyncio.sleep(max(0.0, delay))  # also lets client events through
+            ms = pattern[k % len(pattern)]
+            k += 1
+            n = max(resp.fmt.sample_width, min(resp.fmt.nbytes(ms), MAX_DELTA_BYTES))
+            piece = audio[pos : pos + n]
+            end_fraction = (pos + len(piece)) / len(audio)
+            while next_word < len(words) and words[next_word][1] < end_fraction:
+                await self._send_transcript_delta(resp, words[next_word][0])
+                next_word += 1
+            pos += len(piece)
+            resp.audio_bytes += len(piece)
+            self.items_audio_bytes[resp.item_id] = resp.audio_bytes
+            if t0 is None:
+                t0 = loop.time()
+                resp.first_delta_at = time.monotonic()
+                self._last_assistant = resp.item_id
+                played = self._assistant_audio[resp.item_id] = _AssistantAudio(resp.fmt, 0, resp.first_delta_at)
+            assert played is not None
+            played.ms = resp.fmt.ms(resp.audio_bytes)
+            sent_ms += len(piece) / resp.fmt.sample_width * 1000.0 / resp.fmt.rate
+            await self.send_event(
+                {"type": "response.audio.delta", **self._common(resp), "delta": base64.b64encode(piece).decode("ascii")}
+            )
+        for word, _ in words[next_word:]:
+            await self._send_transcript_delta(resp, word)
+
     async def _run_function_call(self, resp: _Response, call: ToolCall) -> None:
         """A response holding one function call: its arguments are streamed in two or three deltas."""
         settings = self._settings
-        if settings.response_delay_ms:
-            await asyncio.sleep(settings.response_delay_ms / 1000)
-        resp.created_sent = True
-        await self.send_event(
-            {"type": "response.created", "response": self._response_object(resp, "in_progress", [])}
-        )
-        self._notify("response.created", response_id=resp.id, clip=None, function=call.name)
-
+        await self._response_created(resp, clip=None, function=call.name)
         resp.item_id = self._next_id("item")
         resp.call_id = self._next_id("call")
-        previous = self._last_item_id
         item = {
             "id": resp.item_id,
             "object": "realtime.item",
@@ -1116,15 +1467,8 @@ class SimSession:
             "name": call.name,
             "arguments": "",
         }
-        self.items[resp.item_id] = item
         self._call_ids.add(resp.call_id)
-        resp.item_added = True
-        await self.send_event(
-            {"type": "response.output_item.added", "response_id": resp.id, "output_index": 0, "item": dict(item)}
-        )
-        await self.send_event(
-            {"type": "conversation.item.created", "previous_item_id": previous, "item": dict(item)}
-        )
+        await self._add_output_item(resp, item)
 
         text = call.arguments_json()
         n = 3 if len(text) >= 3 else 2
@@ -1134,16 +1478,15 @@ class SimSession:
         for start, end in itertools.pairwise(cuts):
             resp.arguments += text[start:end]
             item["arguments"] = resp.arguments
-            await self.send_event(
-                {"type": "response.function_call_arguments.delta", **ids, "delta": text[start:end]}
-            )
+            await self.send_event({"type": "response.function_call_arguments.delta", **ids, "delta": text[start:end]})
             if pause:
                 await asyncio.sleep(pause)  # also lets client events (a barge-in) through
 
         resp.generating = False  # from here on nothing can be cut: finish in order
-        await self.send_event(
-            {"type": "response.function_call_arguments.done", **ids, "name": call.name, "arguments": text}
-        )
+        done = {"type": "response.function_call_arguments.done", **ids, "arguments": text}
+        if settings.function_call_done_name:
+            done["name"] = call.name
+        await self.send_event(done)
         self.function_calls.append(
             {
                 "call_id": resp.call_id,
@@ -1161,9 +1504,7 @@ class SimSession:
         await self.send_event(
             {
                 "type": "response.done",
-                "response": self._response_object(
-                    resp, "completed", [dict(done_item)], usage=self._usage(resp)
-                ),
+                "response": self._response_object(resp, "completed", [dict(done_item)], usage=self._usage(resp)),
             }
         )
         self._notify("response.done", response_id=resp.id, status="completed")
@@ -1505,6 +1846,34 @@ def _json_error(cls: type[web.HTTPException], code: str, message: str) -> web.HT
     )
 
 
+def _check_query(query: Mapping[str, str]) -> None:
+    """Raise the HTTP 400 (before the upgrade) for a realtime URL the service would refuse: no or
+    an unknown ``api-version``, neither ``model`` nor ``agent-name``, an agent without a project."""
+    version = query.get("api-version")
+    if not version:
+        raise _json_error(
+            web.HTTPBadRequest, "missing_api_version", "The 'api-version' query parameter is required."
+        )
+    if version not in API_VERSIONS:
+        raise _json_error(
+            web.HTTPBadRequest,
+            "unsupported_api_version",
+            f"Unsupported api-version '{version}'. Supported versions: " + ", ".join(API_VERSIONS) + ".",
+        )
+    if not query.get("model") and not query.get("agent-name"):
+        raise _json_error(
+            web.HTTPBadRequest,
+            "missing_model",
+            "The 'model' query parameter (or 'agent-name' and 'agent-project-name') is required.",
+        )
+    if query.get("agent-name") and not query.get("agent-project-name"):
+        raise _json_error(
+            web.HTTPBadRequest,
+            "missing_agent_project_name",
+            "'agent-project-name' is required with 'agent-name'.",
+        )
+
+
 async def _realtime(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     state = request.app[STATE_KEY]
@@ -1528,18 +1897,7 @@ async def _realtime(request: web.Request) -> web.StreamResponse:
             )
         auth = "api-key" if ok_key else "bearer"
     query = dict(request.query)
-    if not query.get("model") and not query.get("agent-name"):
-        raise _json_error(
-            web.HTTPBadRequest,
-            "missing_model",
-            "The 'model' query parameter (or 'agent-name' and 'agent-project-name') is required.",
-        )
-    if query.get("agent-name") and not query.get("agent-project-name"):
-        raise _json_error(
-            web.HTTPBadRequest,
-            "missing_agent_project_name",
-            "'agent-project-name' is required with 'agent-name'.",
-        )
+    _check_query(query)
     ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_CLIENT_MESSAGE, timeout=CLOSE_TIMEOUT_S)
     if not ws.can_prepare(request).ok:
         raise _json_error(
@@ -1657,9 +2015,11 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--api-key", default=None, help="require this api-key (default: no authentication)")
     p.add_argument(
         "--output-buffer-clear",
-        choices=("ack", "error", "ignore"),
-        default="ack",
-        help="answer to output_audio_buffer.clear (default: ack)",
+        choices=("auto", "ack", "error", "ignore"),
+        default="auto",
+        help="answer to output_audio_buffer.clear: auto (the documented behaviour: "
+        "output_audio_buffer.cleared on avatar sessions, an error otherwise), or always ack, error or "
+        "ignore (default: auto)",
     )
     p.add_argument(
         "--audio-speed",

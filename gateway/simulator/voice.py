@@ -1,5 +1,6 @@
 """The simulator's voice: the reply clips shipped in gateway/assets, in every Voice Live output
-format, and the decoding of caller audio for its VAD.
+format, synthetic speech for any other text (``pre_generated_assistant_message``), and the decoding
+of caller audio for its VAD.
 
 Clips are read and converted once per (clip, format) and kept in memory.
 """
@@ -126,6 +127,16 @@ def load_clip(name: str, assets: Path = ASSETS) -> Clip:
     return clip
 
 
+def encode_output(samples: np.ndarray, fmt: OutputFormat) -> bytes:
+    """int16 mono ``samples`` already at ``fmt.rate``, encoded as ``fmt``."""
+    pcm = np.asarray(samples, dtype="<i2").tobytes()
+    if fmt.encoding == "ulaw":
+        return pcm16_to_ulaw(pcm)
+    if fmt.encoding == "alaw":
+        return audioop.lin2alaw(pcm, 2)
+    return pcm
+
+
 def clip_audio(name: str, fmt: OutputFormat, assets: Path = ASSETS) -> bytes:
     """The clip's audio encoded in ``fmt``; converted on first use, then cached. This can take a
     few tens of milliseconds the first time: call it off the event loop (``asyncio.to_thread``)."""
@@ -133,14 +144,72 @@ def clip_audio(name: str, fmt: OutputFormat, assets: Path = ASSETS) -> bytes:
     with _lock:
         data = _encoded.get(key)
     if data is None:
-        samples = resample(load_clip(name, assets).samples, CLIP_RATE, fmt.rate)
-        pcm = np.asarray(samples, dtype="<i2").tobytes()
-        if fmt.encoding == "ulaw":
-            data = pcm16_to_ulaw(pcm)
-        elif fmt.encoding == "alaw":
-            data = audioop.lin2alaw(pcm, 2)
-        else:
-            data = pcm
+        data = encode_output(resample(load_clip(name, assets).samples, CLIP_RATE, fmt.rate), fmt)
         with _lock:
             _encoded[key] = data
     return data
+
+
+def clip_for_text(text: str, assets: Path = ASSETS) -> str | None:
+    """The shipped clip whose transcript (speech.txt) is exactly ``text``, if any."""
+    return next((name for name, said in read_speech_txt(assets / "speech.txt").items() if said == text), None)
+
+
+# --- synthetic speech ---------------------------------------------------------------------------
+
+SYNTH_MS_PER_CHAR = 65
+SYNTH_MIN_SPEECH_MS = 400
+SYNTH_PAD_MS = 100  # silence before and after, like the trimmed clips
+_SYNTH_PITCH_HZ = 140.0
+_SYNTH_HARMONICS = (1.0, 0.55, 0.35, 0.2)  # relative amplitude of harmonics 1, 2, 3, ...
+_SYNTH_SYLLABLES_HZ = 4.0
+_SYNTH_PEAK = 0.35  # of full scale: RMS about -17 dBFS at a syllable peak, -25 dBFS in a dip
+_SYNTH_FADE_MS = 10
+
+
+def synthetic_speech_ms(text: str) -> int:
+    """Length of :func:`synthetic_speech` for ``text``, silence included."""
+    return max(SYNTH_MIN_SPEECH_MS, SYNTH_MS_PER_CHAR * len(text)) + 2 * SYNTH_PAD_MS
+
+
+def synthetic_speech(text: str, fmt: OutputFormat) -> bytes:
+    """Voice-like audio for ``text`` in ``fmt``: a few harmonics of a low pitch under a
+    syllable-rate envelope, loud enough for any energy VAD, whose length grows with the text
+    (:data:`SYNTH_MS_PER_CHAR`, at least :data:`SYNTH_MIN_SPEECH_MS`), with
+    :data:`SYNTH_PAD_MS` of silence at each end."""
+    rate = fmt.rate
+    n = round((synthetic_speech_ms(text) - 2 * SYNTH_PAD_MS) * rate / 1000)
+    t = np.arange(n) / rate
+    tone = sum(a * np.sin(2 * np.pi * _SYNTH_PITCH_HZ * (k + 1) * t) for k, a in enumerate(_SYNTH_HARMONICS))
+    tone = tone / sum(_SYNTH_HARMONICS)
+    envelope = 0.4 + 0.6 * np.sin(np.pi * _SYNTH_SYLLABLES_HZ * t) ** 2
+    fade = np.clip(np.minimum(np.arange(n), np.arange(n)[::-1]) / (_SYNTH_FADE_MS * rate / 1000), 0.0, 1.0)
+    voiced = np.round(tone * envelope * fade * _SYNTH_PEAK * 32767).astype(np.int16)
+    pad = np.zeros(round(SYNTH_PAD_MS * rate / 1000), dtype=np.int16)
+    return encode_output(np.concatenate((pad, voiced, pad)), fmt)
+
+
+# --- what a response says ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """What one spoken response says: its text and its audio in the response's output format."""
+
+    text: str
+    audio: bytes
+    clip: str | None  # the shipped clip it is, None for synthetic speech
+
+
+def clip_speech(name: str, fmt: OutputFormat, assets: Path = ASSETS) -> Speech:
+    """A shipped clip as a response's speech (blocking: call it off the event loop)."""
+    return Speech(load_clip(name, assets).text, clip_audio(name, fmt, assets), name)
+
+
+def text_speech(text: str, fmt: OutputFormat, assets: Path = ASSETS) -> Speech:
+    """``text`` as a response's speech: the shipped clip saying exactly that if there is one,
+    otherwise :func:`synthetic_speech` (blocking: call it off the event loop)."""
+    clip = clip_for_text(text, assets)
+    if clip is not None:
+        return clip_speech(clip, fmt, assets)
+    return Speech(text, synthetic_speech(text, fmt), None)

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.config import Profile, TurnDetectionOff
+from gateway.audio import FORMATS, G711_ULAW, AudioFormat
+from gateway.config import METADATA_CALL_ID, Profile, TurnDetectionOff, default_transcription_model
 
-__all__ = ["AUDIO_FORMATS", "build_session", "session_update"]
-
-# Formats a carrier leg can use without transcoding: Twilio sends g711_ulaw (or g711_alaw),
-# ACS sends PCM16 24 kHz mono.
-AUDIO_FORMATS = ("g711_ulaw", "g711_alaw", "pcm16")
-PCM16_SAMPLE_RATE = 24000
+__all__ = ["build_session", "session_update"]
 
 
 def _typed(model: Any) -> dict[str, Any]:
@@ -25,23 +21,34 @@ def _typed(model: Any) -> dict[str, Any]:
     return {"type": model.type, **fields}
 
 
-def build_session(profile: Profile, audio_format: str = "g711_ulaw") -> dict[str, Any]:
-    """The ``session`` object of a ``session.update`` for ``profile``, with the carrier's audio
-    format used for both directions."""
-    if audio_format not in AUDIO_FORMATS:
-        raise ValueError(
-            f"unsupported audio format {audio_format!r} (expected one of {', '.join(AUDIO_FORMATS)})"
-        )
+def _format(audio: AudioFormat | str) -> AudioFormat:
+    if isinstance(audio, AudioFormat):
+        return audio
+    fmt = FORMATS.get(audio)
+    if fmt is None:
+        raise ValueError(f"unsupported audio format {audio!r} (expected one of {', '.join(FORMATS)})")
+    return fmt
+
+
+def build_session(profile: Profile, audio: AudioFormat | str = G711_ULAW, *,
+                  call_id: str | None = None) -> dict[str, Any]:
+    """The ``session`` object of a ``session.update`` for ``profile``, with the phone leg's audio
+    format used for both directions. ``call_id`` (the carrier's id of the call) goes into the
+    session's metadata, so that Voice Live's resource logs can be joined with the gateway's.
+
+    Caller transcription is asked for unless the profile turns it off: a session that is
+    reconnected or renewed is given the conversation so far from transcripts."""
+    fmt = _format(audio)
     session: dict[str, Any] = {"modalities": ["text", "audio"]}
     if profile.instructions is not None:
         session["instructions"] = profile.instructions
     voice = profile.voice
     if voice is not None:
         session["voice"] = voice if isinstance(voice, str) else _typed(voice)
-    session["input_audio_format"] = audio_format
-    session["output_audio_format"] = audio_format
-    if audio_format == "pcm16":
-        session["input_audio_sampling_rate"] = PCM16_SAMPLE_RATE
+    session["input_audio_format"] = fmt.name
+    session["output_audio_format"] = fmt.output_name
+    if fmt.name == "pcm16":
+        session["input_audio_sampling_rate"] = fmt.sample_rate
     turn = profile.turn_detection
     if isinstance(turn, TurnDetectionOff):
         session["turn_detection"] = None
@@ -51,8 +58,11 @@ def build_session(profile: Profile, audio_format: str = "g711_ulaw") -> dict[str
         session["input_audio_noise_reduction"] = {"type": profile.noise_suppression}
     if profile.echo_cancellation:
         session["input_audio_echo_cancellation"] = {"type": "server_echo_cancellation"}
-    if profile.input_transcription is not None:
-        session["input_audio_transcription"] = profile.input_transcription.model_dump(exclude_none=True)
+    transcription = profile.input_transcription
+    if transcription is None:
+        session["input_audio_transcription"] = {"model": default_transcription_model(profile)}
+    elif transcription is not False:
+        session["input_audio_transcription"] = transcription.model_dump(exclude_none=True)
     if profile.temperature is not None:
         session["temperature"] = profile.temperature
     if profile.max_output_tokens is not None:
@@ -69,14 +79,21 @@ def build_session(profile: Profile, audio_format: str = "g711_ulaw") -> dict[str
         if interim.type == "llm":
             fields.pop("texts", None)
         session["interim_response"] = {"type": f"{interim.type}_interim_response", **fields}
+    metadata = dict(profile.metadata)
+    if call_id:
+        metadata[METADATA_CALL_ID] = call_id[:512]
+    if metadata:
+        session["metadata"] = metadata
     return session
 
 
 def session_update(
-    profile: Profile, audio_format: str = "g711_ulaw", event_id: str | None = None
+    profile: Profile, audio: AudioFormat | str = G711_ULAW, event_id: str | None = None, *,
+    call_id: str | None = None,
 ) -> dict[str, Any]:
     """The complete ``session.update`` client event for ``profile``."""
-    event: dict[str, Any] = {"type": "session.update", "session": build_session(profile, audio_format)}
+    event: dict[str, Any] = {"type": "session.update",
+                             "session": build_session(profile, audio, call_id=call_id)}
     if event_id is not None:
         event["event_id"] = event_id
     return event

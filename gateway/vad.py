@@ -1,4 +1,7 @@
-"""Energy voice-activity detection for the simulator: numpy windows, no per-sample Python loops.
+"""Energy voice-activity detection: numpy windows, no per-sample Python loops.
+
+The simulator's turn detection uses it, and so does the gateway when a profile turns Voice Live's
+turn detection off (the gateway then decides where the caller's turn ends).
 
 The detector works on decoded 16-bit mono samples in 10 ms windows and keeps its own clock in
 samples since the start of the session, so the times it reports are "milliseconds of appended
@@ -51,6 +54,11 @@ class EnergyVad:
 
     def _ms(self, samples: int) -> int:
         return samples * 1000 // self.rate
+
+    @property
+    def quiet(self) -> bool:
+        """No speech in progress and the last window was quiet (no loud run that may become speech)."""
+        return not self.in_speech and self._run == 0
 
     def reset(self) -> None:
         """Forget any speech in progress (after a manual commit or a buffer clear)."""
