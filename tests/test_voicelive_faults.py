@@ -67,6 +67,7 @@ class FakeVoiceLive:
     connections: int = 0
     appended: list[list[str]] = field(default_factory=list)
     configured: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # set at teardown: stop not reading
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         n = self.connections
@@ -84,7 +85,7 @@ class FakeVoiceLive:
                 await ws.send_str(json.dumps({"type": "session.updated", "session": event["session"]}))
                 self.configured.set()
                 if self.stop_reading:
-                    await asyncio.Event().wait()  # never read again: the gateway's sends pile up
+                    await self.released.wait()  # read no more: the gateway's sends pile up
             elif event.get("type") == "input_audio_buffer.append":
                 self.appended[-1].append(event["audio"])
                 if n == 0 and self.drop_after_appends is not None and len(self.appended[-1]) >= self.drop_after_appends:
@@ -101,6 +102,7 @@ async def fake() -> AsyncIterator[tuple[FakeVoiceLive, str]]:
     try:
         yield vl, base
     finally:
+        vl.released.set()  # a handler that stopped reading ends, so the server shuts down at once
         await runner.cleanup()
 
 
