@@ -64,6 +64,7 @@ class FakeVoiceLive:
     refuse: Callable[[int], int | None] = lambda n: None  # HTTP status for connection n (0-based), or None
     drop_after_appends: int | None = None  # close the first session (1011) after this many audio appends
     stop_reading: bool = False
+    reject_update: dict | None = None  # answer session.update with this error (no event id), stay open
     connections: int = 0
     appended: list[list[str]] = field(default_factory=list)
     configured: asyncio.Event = field(default_factory=asyncio.Event)
@@ -81,7 +82,9 @@ class FakeVoiceLive:
         await ws.send_str(json.dumps({"type": "session.created", "session": {"id": f"s{n}"}}))
         async for msg in ws:
             event = json.loads(msg.data)
-            if event.get("type") == "session.update":
+            if event.get("type") == "session.update" and self.reject_update is not None:
+                await ws.send_str(json.dumps({"type": "error", "error": self.reject_update}))
+            elif event.get("type") == "session.update":
                 await ws.send_str(json.dumps({"type": "session.updated", "session": event["session"]}))
                 self.configured.set()
                 if self.stop_reading:
@@ -228,3 +231,19 @@ async def test_an_idle_call_ends_with_a_spoken_goodbye() -> None:
     assert "<Say>" not in twiml and "<Hangup/>" in twiml
     creates = [e for e in sim.state.sessions[0].received if e.get("type") == "response.create"]
     assert spoken_text(creates[0]) == "I have to end the call now. Thank you for calling, goodbye."
+
+
+async def test_a_session_update_answered_with_an_error_ends_the_call_without_waiting(fake) -> None:
+    vl, endpoint = fake
+    vl.reject_update = {"type": "invalid_request_error", "code": "invalid_value", "message": "no such voice"}
+    runner, base = await _gateway(endpoint, ", connect_timeout_s: 10")
+    try:
+        report = await place_call(base + "/twilio/voice", [Silence(5000), Hangup()], auth_token=TOKEN)
+        twiml = await _stream_ended(base, report.call_sid)
+    finally:
+        await runner.cleanup()
+    # the error names no event, but nothing else was asked yet: the configuration was refused
+    assert report.closed_by == "gateway" and report.close_code == 1011
+    assert report.duration_ms < 3000  # not connect_timeout_s
+    assert "<Say>Sorry, we cannot take your call right now" in twiml
+
