@@ -38,6 +38,18 @@ from gateway.vad import EnergyVad
 TIMEOUT = 5.0
 FRAME = 160  # 20 ms of 8 kHz µ-law
 TEXTS = read_speech_txt(ASSETS / "speech.txt")
+# A spoken response's events in order, leaving out the deltas and rate_limits.updated
+SPOKEN_RESPONSE_EVENTS = [
+    "response.created",
+    "response.output_item.added",
+    "conversation.item.created",
+    "response.content_part.added",
+    "response.audio.done",
+    "response.audio_transcript.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.done",
+]
 
 
 def ulaw_silence(ms: int) -> bytes:
@@ -687,17 +699,7 @@ async def test_caller_turn_gets_a_full_g711_response(make_sim) -> None:
             if ev["type"]
             not in ("response.audio.delta", "response.audio_transcript.delta", "rate_limits.updated")
         ]
-        assert order == [
-            "response.created",
-            "response.output_item.added",
-            "conversation.item.created",
-            "response.content_part.added",
-            "response.audio.done",
-            "response.audio_transcript.done",
-            "response.content_part.done",
-            "response.output_item.done",
-            "response.done",
-        ]
+        assert order == SPOKEN_RESPONSE_EVENTS
         resp_id = events[0]["response"]["id"]
         item_id = next(ev["item"]["id"] for ev in events if ev["type"] == "response.output_item.added")
         deltas = [ev for ev in events if ev["type"] == "response.audio.delta"]
@@ -885,17 +887,7 @@ async def test_pre_generated_message_is_said_verbatim(make_sim, fmt: str, rate: 
             for e in events
             if e["type"] not in ("response.audio.delta", "response.audio_transcript.delta", "rate_limits.updated")
         ]
-        assert order == [
-            "response.created",
-            "response.output_item.added",
-            "conversation.item.created",
-            "response.content_part.added",
-            "response.audio.done",
-            "response.audio_transcript.done",
-            "response.content_part.done",
-            "response.output_item.done",
-            "response.done",
-        ]
+        assert order == SPOKEN_RESPONSE_EVENTS
         deltas = "".join(e["delta"] for e in events if e["type"] == "response.audio_transcript.delta")
         transcript_done = next(e for e in events if e["type"] == "response.audio_transcript.done")
         item = done["response"]["output"][0]
