@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.audio import array_to_ulaw
+from gateway.audio import FORMATS, array_to_ulaw
 from gateway.call import CLEAR, Call, CallState, Hangup, PlayAudio, RunTool, SendMark, spoken_text
-from gateway.config import parse_config
+from gateway.config import config_notes, parse_config
+from gateway.simulator.server import _Invalid, _merge_session
+from gateway.voicelive.session import build_session
 
 CONFIG = """
 profiles:
@@ -375,3 +377,80 @@ def test_a_phone_leg_that_stops_sending_audio_ends_the_callers_turn_too() -> Non
     call.tick(now - 20.0 + 600.0)
     assert types(vl(call)) == ["input_audio_buffer.commit", "response.create"]
     assert call.next_deadline() != now - 20.0 + 600.0  # once
+
+
+# --- every setting check-config accepts, Voice Live (as strict as its documentation) accepts -----------
+
+
+ACCEPTED = [
+    "model: gpt-realtime",
+    "model: gpt-realtime-mini\nturn_detection: {type: semantic_vad, eagerness: high, create_response: true,"
+    " interrupt_response: false}\nnoise_suppression: far_field",
+    "model: gpt-realtime\nturn_detection: {type: server_vad, threshold: 0.6, prefix_padding_ms: 300,"
+    " silence_duration_ms: 600, create_response: true, interrupt_response: true, auto_truncate: false,"
+    " end_of_utterance_detection: {model: semantic_detection_v1, threshold_level: low, timeout_ms: 900}}",
+    "model: gpt-4.1\nturn_detection: {type: azure_semantic_vad, threshold: 0.3, speech_duration_ms: 80,"
+    " remove_filler_words: true, languages: [en, fr], appended_text_after_truncation: ' [cut]',"
+    " end_of_utterance_detection: {model: semantic_detection_v1_multilingual}}",
+    "model: gpt-4.1\nturn_detection: {type: azure_semantic_vad_en, speech_duration_ms: 120}",
+    "model: gpt-4.1\nturn_detection: {type: azure_semantic_vad_multilingual, languages: [de]}",
+    "model: gpt-realtime\nturn_detection: none",
+    "model: gpt-realtime\ninput_transcription: {model: whisper-1, language: en}",
+    "model: gpt-realtime\ninput_transcription: {model: mai-transcribe-1}",
+    "model: gpt-4.1\ninput_transcription: {model: azure-speech, language: en-US, phrase_list: [Contoso, Fabrikam]}",
+    "model: gpt-4.1\ninput_transcription: {model: mai-transcribe-2, phrase_list: [Contoso]}",
+    "model: gpt-realtime\ninput_transcription: off\nmetadata: {tenant: contoso, region: eu, tier: 3}",
+    "model: gpt-realtime\nnoise_suppression: true\necho_cancellation: true\ntemperature: 0.6\nmax_output_tokens: 4096",
+    "model: gpt-realtime\nvoice: {type: azure-standard, name: en-US-AvaNeural, rate: 1.1, pitch: +5%, style: cheerful}",
+    "model: gpt-realtime\nvoice: {type: azure-custom, name: shop-voice, endpoint_id: abc}",
+    "model: gpt-realtime\nvoice: {type: azure-personal, name: speaker1, model: DragonLatestNeural}",
+    "model: gpt-realtime\nvoice: {type: openai, name: cedar}\nmax_output_tokens: inf",
+    "model: gpt-4.1\ninterim_response: {type: static, texts: [One moment.], triggers: [tool],"
+    " latency_threshold_ms: 1500}",
+    "model: gpt-4.1\ninterim_response: {type: llm, instructions: Say you are checking., max_completion_tokens: 20}",
+    "model: gpt-realtime\ntools: [{name: hang_up, builtin: hang_up}, {name: lookup, description: Look up.,"
+    " http: {url: 'http://127.0.0.1:9/x'}}]",
+    "agent: {name: concierge, project: hotel}\ngreeting: Welcome.\nnoise_suppression: true",
+]
+
+
+def _fresh_session(profile: Any) -> dict[str, Any]:
+    """The part of a new session's state that a session.update is checked against."""
+    session: dict[str, Any] = {"model": profile.model, "modalities": ["text", "audio"], "input_audio_format": "pcm16",
+                               "output_audio_format": "pcm16", "input_audio_sampling_rate": 24000}
+    if profile.agent is not None:
+        session.update(model=None, agent={"type": "agent", "name": profile.agent.name})
+    return session
+
+
+def _profile(body: str) -> Any:
+    text = "profiles:\n  p:\n" + "".join(f"    {line}\n" for line in body.splitlines())
+    return parse_config(text, env={})
+
+
+@pytest.mark.parametrize("body", ACCEPTED)
+@pytest.mark.parametrize("audio", sorted(FORMATS))
+def test_a_session_check_config_accepts_is_one_voice_live_accepts(body: str, audio: str) -> None:
+    config = _profile(body)
+    profile = config.profiles["p"]
+    assert not [note for note in config_notes(config) if "offers only with" in note]
+    call = Call(call_id="CA1", stream_id="MZ1", profile_name="p", profile=profile, started_at=0.0,
+                audio=FORMATS[audio])
+    call.voicelive_connected(1.0)
+    (update,) = vl(call)
+    merged = _merge_session(_fresh_session(profile), update["session"], "2026-07-15", audio_started=False)
+    assert merged["input_audio_format"] == FORMATS[audio].name
+    assert merged["output_audio_format"] == FORMATS[audio].output_name
+
+
+@pytest.mark.parametrize("body", [
+    "model: gpt-4.1\nturn_detection: {type: semantic_vad}",
+    "model: gpt-4.1\nnoise_suppression: near_field",
+    "agent: {name: concierge, project: hotel}\nnoise_suppression: far_field",
+])
+def test_what_voice_live_refuses_for_a_model_check_config_says_beforehand(body: str) -> None:
+    config = _profile(body)
+    profile = config.profiles["p"]
+    assert any("offers only with gpt-realtime" in note for note in config_notes(config))
+    with pytest.raises(_Invalid):
+        _merge_session(_fresh_session(profile), build_session(profile), "2026-07-15", audio_started=False)
