@@ -130,9 +130,10 @@ SCENARIOS: dict[str, Scenario] = {
         "The bot speaks first (a greeting), then answers a question.",
         [WaitForBot(), Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="greeter"),
     "barge_in_mid_answer": Scenario(
-        "The caller talks over the bot's answer: clear, cancel, truncate at what was heard.",
+        "The caller talks over the bot's answer: the phone is cleared, Voice Live cancels the answer, "
+        "the gateway truncates it at what was heard.",
         [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1500), Say(INTERRUPT, "interrupt"),
-         WaitForBot(heard_ms=1000), Hangup()]),
+         WaitForBot(heard_ms=1000), Silence(2000), Hangup()]),
     "speech_after_answer": Scenario(
         "The caller speaks right after the answer finished playing: nothing to flush or truncate.",
         [Say(HOURS, "hours"), WaitForBot(settle_ms=60), Say(DELIVERY, "delivery"),
@@ -171,8 +172,9 @@ SCENARIOS: dict[str, Scenario] = {
     "voicelive_reconnects_mid_call": Scenario(
         "Voice Live drops the session after the first answer; the gateway reopens one, gives it the "
         "conversation so far, and the caller's next question is answered: no audio lost.",
+        # (the caller hangs up once the answer has all arrived: a replay over sockets has no race to lose)
         [Say(HOURS, "hours"), WaitForBot(), Silence(1200), Say(DELIVERY, "delivery"), WaitForBot(heard_ms=800),
-         Hangup()], hook=_drop_after_first_answer),
+         Silence(3000), Hangup()], hook=_drop_after_first_answer),
     "voicelive_closes_mid_call": Scenario(
         "Voice Live closes the session while the bot speaks; the gateway closes the phone socket.",
         [Say(HOURS, "hours"), Silence(8000), Hangup()], hook=_close_mid_call, reconnect_budget_s=0),

@@ -198,8 +198,8 @@ async def test_a_session_that_stops_reading_ends_the_call_instead_of_growing_mem
 async def test_a_session_is_renewed_before_it_expires_without_losing_audio(monkeypatch) -> None:
     monkeypatch.setattr(call_module, "MIN_SESSION_MS", 1500.0)
     sim = await start_simulator(SimulatorSettings(audio_speed=8.0, session_lifetime_s=1800))
-    runner, base = await _gateway(sim.endpoint, ", renew_before_expiry_s: 1799.9", profile=(
-        "{model: gpt-realtime, input_transcription: {model: gpt-4o-mini-transcribe}}"))  # the caller's turns as text
+    # no input_transcription written: the gateway asks for it anyway, so the caller's turns survive
+    runner, base = await _gateway(sim.endpoint, ", renew_before_expiry_s: 1799.9", profile="{model: gpt-realtime}")
     try:
         report = await place_call(base + "/twilio/voice", [
             Say(HOURS, "question"), WaitForBot(), Silence(500), Say(DELIVERY, "again"), WaitForBot(heard_ms=500),
@@ -211,8 +211,11 @@ async def test_a_session_is_renewed_before_it_expires_without_losing_audio(monke
     sessions = sim.state.sessions
     assert len(sessions) >= 2  # renewed at a quiet moment
     assert [frame for s in sessions for frame in s.appended] == report.sent_payloads  # nothing lost
-    restored = [e for e in sessions[1].received if e.get("type") == "conversation.item.create"]
-    assert restored and restored[0]["item"]["role"] == "user"
+    restored = [e["item"] for e in sessions[1].received if e.get("type") == "conversation.item.create"]
+    transcribed = "conversation.item.input_audio_transcription.completed"
+    first_turn = next(e for e in sessions[0].sent if e["type"] == transcribed)
+    assert restored and restored[0]["role"] == "user"
+    assert restored[0]["content"] == [{"type": "input_text", "text": first_turn["transcript"]}]
     assert report.closed_by == "caller" and report.violations == 0
 
 
