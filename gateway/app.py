@@ -93,7 +93,7 @@ def create_app(
     for secret in config.secrets():
         register_secret(secret)
     app = web.Application()
-    endpoint = voicelive_endpoint or config.voicelive.endpoint
+    endpoint = voicelive_endpoint or config.voicelive_url
     app[SEEN_CALLS] = {}
     app[APOLOGY] = load_apology(config.acs.fallback_clip or str(ASSETS / "apology.wav"), config.acs.sample_rate)
 
@@ -107,7 +107,8 @@ def create_app(
             simulator = await start_simulator(simulator_settings or SimulatorSettings(record=False))
             endpoint = simulator.endpoint
             app[SIMULATOR] = simulator
-            log.warning("using the built-in Voice Live simulator: AZURE_VOICELIVE_ENDPOINT is not set",
+            log.warning("using the built-in Voice Live simulator: AZURE_VOICELIVE_ENDPOINT is not set"
+                        if config.voicelive.endpoint is None else "using the built-in Voice Live simulator",
                         simulator=endpoint)
         connector = VoiceLiveConnector(config.voicelive, endpoint=endpoint)
         recording = None

@@ -33,6 +33,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import serve
 
     config = _load(args.config)
+    refusal = config.simulator_refusal()
+    if refusal is not None:
+        print(f"{config.source}: not starting: {refusal}", file=sys.stderr)
+        return 2
     if args.workers > 1:
         from gateway.workers import supervise
 

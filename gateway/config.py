@@ -82,6 +82,7 @@ DEFAULT_API_VERSION = "2026-07-15"
 # shape (nested session.audio, response.output_audio.* events) and is refused.
 API_VERSIONS = ("2026-07-15", "2026-06-01-preview", "2026-04-10", "2026-01-01-preview")
 DEFAULT_TOKEN_SCOPE = "https://ai.azure.com/.default"
+SIMULATOR = "simulator"  # voicelive.endpoint naming the built-in simulator
 
 OpenAIVoiceName = Literal[
     "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"
@@ -983,8 +984,14 @@ def _api_version(value: str) -> str:
     return value
 
 
+def _endpoint(value: str) -> str:
+    return value if value == SIMULATOR else _url(value)
+
+
 class VoiceLiveSettings(_Model):
-    endpoint: Url | None = None
+    # a Voice Live URL, or "simulator": the built-in simulator asked for by name (left empty, a
+    # gateway that has carrier credentials refuses to start: real callers must not reach it)
+    endpoint: Annotated[str, AfterValidator(_endpoint)] | None = None
     api_key: SecretStr | None = None
     api_version: Annotated[str, AfterValidator(_api_version)] = DEFAULT_API_VERSION
     token_scope: Text = DEFAULT_TOKEN_SCOPE
@@ -1099,6 +1106,8 @@ class GatewayConfig(_Model):
     _hidden: ClassVar[frozenset[str]] = frozenset({"source"})
     # key path -> environment variables its value was read from (for describe()).
     _env_refs: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
+    # values of environment variables written into tool URLs (?code=${KEY}): secrets to scrub
+    _url_secrets: list[str] = PrivateAttr(default_factory=list)
 
     @classmethod
     def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -1181,6 +1190,7 @@ class GatewayConfig(_Model):
                     if self._env_refs.get(f"profiles.{profile_name}.tools[{index}].http.headers.{header}"):
                         values.append(value)
                         values += [word for word in value.split() if len(word) >= 8 and word != value]
+        values += self._url_secrets
         if self.acs.connection_string is not None:
             for part in self.acs.connection_string.get_secret_value().split(";"):
                 key, _, value = part.partition("=")
@@ -1190,8 +1200,33 @@ class GatewayConfig(_Model):
 
     @property
     def uses_simulator(self) -> bool:
-        """True when no Voice Live endpoint is configured: calls go to the built-in simulator."""
-        return self.voicelive.endpoint is None
+        """True when calls go to the built-in simulator: no Voice Live endpoint, or "simulator"."""
+        return self.voicelive.endpoint in (None, SIMULATOR)
+
+    @property
+    def voicelive_url(self) -> str | None:
+        """The Voice Live endpoint, None for the built-in simulator."""
+        return None if self.uses_simulator else self.voicelive.endpoint
+
+    @property
+    def acs_incoming_open(self) -> bool:
+        """ACS calls are answered, but /acs/incoming checks no Event Grid secret: anyone may post to it."""
+        return self.acs.connection_string is not None and self.acs.eventgrid_secret is None
+
+    def simulator_refusal(self) -> str | None:
+        """Why ``gateway serve`` must not start (None: it may): carrier credentials say real callers
+        will ring, and no Voice Live endpoint is set, so they would reach the simulator by accident."""
+        if self.voicelive.endpoint is not None or self.gateway.insecure_dev_mode:
+            return None
+        carriers = [name for name, secret in (("twilio.auth_token", self.twilio.auth_token),
+                                              ("acs.connection_string", self.acs.connection_string)) if secret]
+        if not carriers:
+            return None
+        names = self._env_refs.get("voicelive.endpoint")
+        where = f"set {' or '.join(names)}" if names else "set voicelive.endpoint"
+        return (f"{' and '.join(carriers)} {'are' if len(carriers) > 1 else 'is'} set (real calls), but no Voice "
+                f"Live endpoint is: {where} to the Voice Live resource, or write voicelive.endpoint: simulator "
+                "to send calls to the built-in simulator on purpose")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1640,6 +1675,9 @@ def parse_config(
         _raise(source, problems, secrets)
     assert config is not None
     config._env_refs = dict(expander.refs)
+    config._url_secrets = [
+        env[name] for path, names in expander.refs.items()
+        if re.fullmatch(r"profiles\.[^.]+\.tools\[\d+\]\.http\.url", path) for name in names if env.get(name)]
     return config
 
 
@@ -1732,7 +1770,12 @@ def describe(config: GatewayConfig) -> str:
     if config.uses_simulator:
         names = config._env_refs.get("voicelive.endpoint")
         reason = f"{' and '.join(names)} is not set" if names else "voicelive.endpoint is not set"
+        if vl.endpoint == SIMULATOR:
+            reason = "voicelive.endpoint: simulator"
         out.append(f"Voice Live: built-in simulator ({reason})")
+        refusal = config.simulator_refusal()
+        if refusal is not None:
+            out.append(f"gateway serve will refuse to start: {refusal}")
     else:
         if vl.api_key is not None:
             auth = "api-key"
@@ -1762,6 +1805,10 @@ def describe(config: GatewayConfig) -> str:
 def config_notes(config: GatewayConfig) -> list[str]:
     """Settings that are valid but will not do what they say with the rest of the configuration."""
     notes: list[str] = []
+    if config.acs_incoming_open:
+        notes.append("note: INSECURE: acs.connection_string is set but acs.eventgrid_secret is not: /acs/incoming "
+                     "takes Event Grid events from anyone who knows its URL (set ACS_EVENTGRID_SECRET and add "
+                     "?secret=... to the Event Grid subscription)")
     can_transfer = config.twilio.auth_token is not None or config.acs.connection_string is not None
     for name, profile in config.profiles.items():
         transfers = any(t.builtin == "transfer_call" for t in profile.tools) or any(
