@@ -290,8 +290,15 @@ class CallBridge:
         """Open the Voice Live session, pump it, and reopen it when it drops mid-call (within the
         reconnect budget) or when the call asks for a fresh one before the session expires."""
         wire, call, ctx = self.wire, self.call, self.ctx
+        episode: float | None = None  # the reconnect episode under way (its deadline), and its tries
         attempt = 0
         while not call.ended:
+            if call.state == CallState.RECONNECTING:
+                if call.reconnect_deadline != episode:
+                    episode, attempt = call.reconnect_deadline, 0
+                if attempt:  # every retry of an episode backs off, even after sessions that opened
+                    await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
             started = time.perf_counter()
             try:
                 self.voicelive = await ctx.connector.connect(call.profile)
@@ -299,12 +306,9 @@ class CallBridge:
                 metrics.VOICELIVE_FAILURES.inc(self.carrier, _status_label(exc.status))
                 deadline = call.reconnect_deadline
                 if call.state == CallState.RECONNECTING and deadline is not None and self._now() < deadline:
-                    delay = min(RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)],
-                                max(0.0, (deadline - self._now()) / 1000))
-                    self.log.warning("Voice Live reconnect failed; retrying", reason=str(exc), status=exc.status,
-                                     attempt=attempt + 1, retry_in_s=round(delay, 2))
-                    attempt += 1
-                    await asyncio.sleep(delay)  # backoff before the next attempt
+                    log_retry = self.log.warning if attempt == 1 else self.log.debug  # one warning per episode
+                    log_retry("Voice Live reconnect failed; retrying", reason=str(exc), status=exc.status,
+                              attempt=attempt)
                     continue
                 self.log.error("could not open the Voice Live session", reason=str(exc), status=exc.status)
                 reason = "voicelive_lost" if call.state == CallState.RECONNECTING else "voicelive_unavailable"
@@ -314,11 +318,17 @@ class CallBridge:
             metrics.VOICELIVE_CONNECT.observe(time.perf_counter() - started, self.carrier)
             if call.state == CallState.RECONNECTING:
                 metrics.VOICELIVE_RECONNECTS.inc(self.carrier)
-            attempt = 0
             wire.voicelive_opened(self._now())
             await self._flush()
             if not await self._pump(self.voicelive):
                 return
+
+    def _backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry ``attempt`` (1: the first retry) of a reconnect episode, never
+        past the episode's deadline."""
+        delay = RECONNECT_BACKOFF_S[min(attempt - 1, len(RECONNECT_BACKOFF_S) - 1)]
+        deadline = self.call.reconnect_deadline
+        return delay if deadline is None else max(0.0, min(delay, (deadline - self._now()) / 1000))
 
     async def _pump(self, ws: ClientConnection) -> bool:
         """Read one Voice Live session until it ends. True: open another (a drop with budget left,

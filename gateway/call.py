@@ -74,6 +74,7 @@ CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "can_transfer", "can_s
 MAX_DTMF_DIGITS = 32  # keys collected into one entry at most
 GOODBYE_TIMEOUT_MS = 20_000.0  # a goodbye that has not finished by then: hang up anyway
 MIN_SESSION_MS = 60_000.0  # a Voice Live session is kept at least this long before a renewal
+STABLE_SESSION_MS = 5_000.0  # a restored session that drops sooner does not end the reconnect episode
 IDLE_INPUT_MS = 5_000  # turn detection in the gateway: caller silence Voice Live may hold before it is cleared
 
 
@@ -418,7 +419,9 @@ class Call:
         self._injected = 0
         self._connected = False  # a Voice Live socket is open (control events can be sent)
         self._held_control: list[str] = []
-        self.reconnect_deadline: float | None = None
+        self.reconnect_deadline: float | None = None  # end of the current reconnect episode's budget
+        self._restored_at: float | None = None  # when the last session became ready
+        self._episode_drops = 0  # sessions lost in the current reconnect episode
         self.renew_at: float | None = None
         self._renew_overdue = False  # the renewal time passed while the call was busy
         self.wants_new_session = False  # the shell closes this session and opens a fresh one
@@ -841,9 +844,13 @@ class Call:
             return
         renewing = self.wants_new_session
         if renewing or (self.reconnect_budget_ms > 0 and self.ready_at is not None):
+            if not self._continue_episode(now, renewing):
+                self.log.error("Voice Live keeps losing the session; the reconnect budget is spent, ending the call",
+                               close_code=code, sessions_lost=self._episode_drops, budget_ms=self.reconnect_budget_ms)
+                self.voicelive_failed("voicelive_lost", now)
+                return
             if self.state != CallState.RECONNECTING:
                 self.state = CallState.RECONNECTING
-                self.reconnect_deadline = now + max(self.reconnect_budget_ms, 10_000.0 if renewing else 0.0)
                 self.stats.reconnects += 1
                 self._abandon_response(now)
                 if self._speech_since_commit:
@@ -862,13 +869,29 @@ class Call:
                     self._caller_speaking = False
             if renewing:
                 self.log.info("renewing the Voice Live session", close_code=code)
-            else:
+            elif self._episode_drops == 1:
                 self.log.warning("Voice Live session lost; reconnecting", close_code=code,
                                  budget_ms=self.reconnect_budget_ms)
+            else:  # one warning per episode: a session that keeps dropping must not flood the log
+                self.log.debug("Voice Live session lost again; reconnecting", close_code=code,
+                               sessions_lost=self._episode_drops)
             self.observer("voicelive.lost", now, {"code": code, "renewing": renewing})
             return
         self.log.warning("Voice Live closed the session", close_code=code)
         self._end("voicelive_closed", now, hang_up=True)
+
+    def _continue_episode(self, now: float, renewing: bool) -> bool:
+        """A session was lost (or closed for renewal). It starts a reconnect episode with the whole
+        budget, unless the session before it did not last: then the episode goes on, with what is
+        left of its budget (a Voice Live that accepts sessions and drops them at once must not be
+        reconnected for ever). False: this episode's budget is spent."""
+        restored = self._restored_at
+        stable = restored is not None and now - restored >= STABLE_SESSION_MS
+        if self.reconnect_deadline is None or (stable and self.state != CallState.RECONNECTING):
+            self.reconnect_deadline = now + max(self.reconnect_budget_ms, 10_000.0 if renewing else 0.0)
+            self._episode_drops = 0
+        self._episode_drops += 1
+        return now < self.reconnect_deadline
 
     def _abandon_response(self, now: float) -> None:
         """The session is gone: its response will never finish. What already reached the phone plays."""
@@ -932,7 +955,7 @@ class Call:
             return
         first = self.ready_at is None
         self.state = CallState.READY
-        self.reconnect_deadline = None
+        self._restored_at = now  # the reconnect episode ends once this session has lasted
         if not first:
             held = len(self._held)
             self.log.info("Voice Live session restored", held_frames=held, restored_turns=len(self.conversation))

@@ -257,3 +257,29 @@ def test_speech_that_starts_as_a_renewal_closes_the_session_is_sent_again() -> N
     call.voicelive_connected(MIN_SESSION_MS + 100)
     call.voicelive_event({"type": "session.updated", "session": G711}, MIN_SESSION_MS + 110)
     assert [m["audio"] for m in sent(call) if m["type"] == "input_audio_buffer.append"] == [frame(7)]
+
+
+def _restore(call: Call, now: float) -> None:
+    call.voicelive_connected(now)
+    call.voicelive_event({"type": "session.updated", "session": G711}, now)
+
+
+def test_sessions_that_drop_soon_after_they_open_spend_one_reconnect_budget() -> None:
+    call = make(budget_ms=3000.0)
+    call.voicelive_closed(1011, 10_000.0)  # the first drop: an episode with 3 s of budget
+    assert call.state == CallState.RECONNECTING and call.reconnect_deadline == 13_000.0
+    _restore(call, 10_500.0)
+    call.voicelive_closed(1011, 10_600.0)  # restored, then lost at once: the same episode goes on
+    assert call.reconnect_deadline == 13_000.0
+    _restore(call, 12_000.0)
+    call.voicelive_closed(1011, 13_100.0)  # past the episode's budget: the call ends
+    assert call.ended and call.end_reason == "voicelive_lost"
+    assert Hangup("voicelive_lost") in call.to_phone
+
+
+def test_a_session_that_lasted_starts_a_new_episode_when_it_drops() -> None:
+    call = make(budget_ms=3000.0)
+    call.voicelive_closed(1011, 10_000.0)
+    _restore(call, 10_500.0)
+    call.voicelive_closed(1011, 16_000.0)  # it lived 5.5 s: a fresh episode with the whole budget
+    assert not call.ended and call.reconnect_deadline == 19_000.0

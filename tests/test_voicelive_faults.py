@@ -65,6 +65,7 @@ class FakeVoiceLive:
     drop_after_appends: int | None = None  # close the first session (1011) after this many audio appends
     stop_reading: bool = False
     reject_update: dict | None = None  # answer session.update with this error (no event id), stay open
+    drop_when_configured: bool = False  # accept every session, then close it (1011) at once
     connections: int = 0
     appended: list[list[str]] = field(default_factory=list)
     configured: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,6 +88,8 @@ class FakeVoiceLive:
             elif event.get("type") == "session.update":
                 await ws.send_str(json.dumps({"type": "session.updated", "session": event["session"]}))
                 self.configured.set()
+                if self.drop_when_configured:
+                    await ws.close(code=1011)
                 if self.stop_reading:
                     await self.released.wait()  # read no more: the gateway's sends pile up
             elif event.get("type") == "input_audio_buffer.append":
@@ -249,4 +252,27 @@ async def test_a_session_update_answered_with_an_error_ends_the_call_without_wai
     assert report.closed_by == "gateway" and report.close_code == 1011
     assert report.duration_ms < 3000  # not connect_timeout_s
     assert "<Say>Sorry, we cannot take your call right now" in twiml
+
+
+async def test_a_voice_live_that_drops_every_session_is_not_reconnected_for_ever(fake) -> None:
+    vl, endpoint = fake
+    vl.drop_when_configured = True
+    buf = io.StringIO()
+    log.configure(level="info", json_output=True, stream=buf)
+    runner, base = await _gateway(endpoint, ", reconnect_budget_s: 2")
+    try:
+        report = await place_call(base + "/twilio/voice", [Silence(8000), Hangup()], auth_token=TOKEN)
+        twiml = await _stream_ended(base, report.call_sid)
+    finally:
+        await runner.cleanup()
+        log.configure(level="info")
+    # retries back off across the whole episode (sessions that open then drop do not reset it),
+    # and the budget counts from the first drop: then the call ends with the apology
+    assert vl.connections <= 8, vl.connections
+    assert report.closed_by == "gateway" and report.close_code == 1011
+    assert 2000 <= report.duration_ms < 4000, report.duration_ms
+    assert "<Say>Sorry, we cannot take your call right now" in twiml
+    lines = [json.loads(line) for line in buf.getvalue().splitlines() if line.startswith("{")]
+    assert [line["event"] for line in lines].count("Voice Live session lost; reconnecting") == 1
+    assert len(lines) < 40  # no log flood
 
