@@ -404,13 +404,15 @@ class CallBridge:
         call, ctx = self.call, self.ctx
         ctx.add_call(self)
         self.log.info("call started", carrier=self.carrier, profile=call.profile_name)
-        tasks = [
-            asyncio.create_task(self._phone_side(), name=f"phone-{call.call_id}"),
-            asyncio.create_task(self._voicelive_side(), name=f"voicelive-{call.call_id}"),
-        ]
-        tasks.append(asyncio.create_task(self._clock(), name=f"clock-{call.call_id}"))
+        voicelive = asyncio.create_task(self._voicelive_side(), name=f"voicelive-{call.call_id}")
+        tasks = [asyncio.create_task(self._phone_side(), name=f"phone-{call.call_id}"), voicelive,
+                 asyncio.create_task(self._clock(), name=f"clock-{call.call_id}")]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if done == {voicelive} and call.state == CallState.CLOSING:
+                # Voice Live is gone, but an apology or a goodbye still plays: the call's clock and the
+                # phone finish it (the clock ends the call once it has been heard)
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         finally:
             tasks += self._tool_tasks
             for task in tasks:

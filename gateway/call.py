@@ -106,6 +106,16 @@ def _transfer_target(tool: Tool, args: dict[str, Any] | None) -> tuple[str | Non
     return None, f"unknown destination; the destinations are: {choices}"
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    """A field that should be a JSON object, or an empty one (Voice Live events are not trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A field that should be a string (an id), or None."""
+    return value if isinstance(value, str) else None
+
+
 def _no_observer(_event: str, _t: float, _fields: dict[str, Any]) -> None:
     return None
 
@@ -189,8 +199,8 @@ class Playout:
 
     def ack(self, name: str, now: float) -> bool:
         """A mark came back. Returns False for names that are not pending (stale or unknown)."""
-        if not self.pending or not name.isdigit():
-            return False
+        if not self.pending or len(name) > 18 or not (name.isascii() and name.isdigit()):
+            return False  # not one of ours (ours are ASCII sequence numbers): "²" or 4,300 digits included
         seq = int(name)
         first = self.pending[0].seq
         if not first <= seq <= self.pending[-1].seq:
@@ -927,14 +937,14 @@ class Call:
             handler(event, now)
 
     def _on_session_created(self, event: dict[str, Any], now: float) -> None:
-        session = event.get("session") or {}
+        session = _obj(event.get("session"))
         self.session_id = session.get("id")
         expires = session.get("expires_at")
         self.expires_at = expires if isinstance(expires, (int, float)) else None
         self.log.info("Voice Live session created", session_id=self.session_id)
 
     def _on_session_updated(self, event: dict[str, Any], now: float) -> None:
-        session = event.get("session") or {}
+        session = _obj(event.get("session"))
         audio = self.audio
         want = audio.name
         got_in, got_out = session.get("input_audio_format"), session.get("output_audio_format")
@@ -1036,8 +1046,8 @@ class Call:
         self.observer("caller.speech_stopped", now, {"audio_end_ms": audio_end_ms})
 
     def _on_response_created(self, event: dict[str, Any], now: float) -> None:
-        response = event.get("response") or {}
-        rid = response.get("id")
+        response = _obj(event.get("response"))
+        rid = _text(response.get("id"))
         if isinstance(rid, str):
             self.active_response = rid
             if self._goodbye is not None and self._goodbye_response is None:
@@ -1046,8 +1056,8 @@ class Call:
         self.observer("response.created", now, {"response_id": rid})
 
     def _on_response_done(self, event: dict[str, Any], now: float) -> None:
-        response = event.get("response") or {}
-        rid = response.get("id")
+        response = _obj(event.get("response"))
+        rid = _text(response.get("id"))
         if rid == self.active_response:
             self.active_response = None
         self._dropped_responses.discard(rid)
@@ -1068,14 +1078,14 @@ class Call:
         if self._respond_pending:
             self._request_response()
         self._maybe_renew(now)
-        details = response.get("status_details") or {}
+        details = _obj(response.get("status_details"))
         self.observer("response.done", now, {
             "response_id": rid, "status": response.get("status"),
             "reason": details.get("reason") if isinstance(details, dict) else None,
         })
 
     def _on_audio_delta(self, event: dict[str, Any], now: float) -> None:
-        rid = event.get("response_id")
+        rid = _text(event.get("response_id"))
         if rid in self._dropped_responses or self.state == CallState.CLOSING:
             self.stats.deltas_dropped += 1  # (closing: the last words were said; nothing more is played)
             return
@@ -1083,7 +1093,7 @@ class Call:
         if not delta or not is_base64(delta):
             self._warn_once("bad-delta", "Voice Live sent an audio delta that is not base64; dropped")
             return
-        item_id = event.get("item_id")
+        item_id = _text(event.get("item_id"))
         if rid is not None and rid not in self._first_audio_seen:
             self._first_audio_seen.add(rid)
             fields: dict[str, Any] = {"response_id": rid, "item_id": item_id}
@@ -1227,7 +1237,7 @@ class Call:
         call_id, name = event.get("call_id"), event.get("name")
         if not isinstance(call_id, str) or call_id in self._tool_calls_seen:
             return
-        if event.get("response_id") in self._dropped_responses:
+        if _text(event.get("response_id")) in self._dropped_responses:
             self.log.info("a tool call of an interrupted response is not run", call_id=call_id)
             return
         if not isinstance(name, str) or not name:
@@ -1246,7 +1256,7 @@ class Call:
             return
         tool = self._tools[name]
         if tool.builtin is not None:
-            self._builtin_tool(tool, call_id, arguments, event.get("response_id"), now)
+            self._builtin_tool(tool, call_id, arguments, _text(event.get("response_id")), now)
             return
         self.log.info("running a tool", tool=name, call_id=call_id)
         self._tools_running[call_id] = str(name)

@@ -13,6 +13,7 @@ import json
 from typing import Any, Protocol
 
 from gateway.call import Call, PhoneAction, RunTool
+from gateway.carriers import load_json
 
 
 class PhoneLeg(Protocol):
@@ -53,7 +54,10 @@ class WireCall:
             return
         if self.call.ended:
             return
-        problem = self.leg.feed(self.call, data, now)
+        try:
+            problem = self.leg.feed(self.call, data, now)
+        except Exception as exc:  # the codecs and the core are hardened; a miss must not end the call
+            problem = ("unhandled-message", type(exc).__name__)
         if problem is not None:
             self.reject(*problem, PHONE)
 
@@ -61,14 +65,14 @@ class WireCall:
         self._now = now
         if self.recorder is not None:
             self.recorder.record(now, VOICELIVE, IN, data)
-        try:
-            event = json.loads(data)
-        except ValueError:
-            event = None
+        event, _ = load_json(data)
         if type(event) is not dict:
             self.reject("not-json", "a message that is not a JSON object", VOICELIVE)
             return
-        self.call.voicelive_event(event, now)
+        try:
+            self.call.voicelive_event(event, now)
+        except Exception as exc:  # a hostile event must not end the call: the core is hardened, this is a net
+            self.reject("unhandled-event", f"{event.get('type')!r}: {type(exc).__name__}", VOICELIVE)
 
     def from_tools(self, call_id: str, output: str, now: float) -> None:
         """A tool's output (recorded like a message, so that replays need no tool)."""
