@@ -8,8 +8,9 @@ the bidirectional media-streaming WebSocket.
   answers nothing twice.
 - ``POST /acs/callbacks`` takes Call Automation events; a failed stream ends the call.
 - ``GET /acs/media`` is the media socket. ACS signs each upgrade with a JWT; what the socket needs
-  to know (the profile) travels signed in its URL, so any replica can serve it. ACS may reconnect
-  the socket mid-call: the new socket continues the same call and the same Voice Live session.
+  to know (the profile, and the call it is for: its correlation id) travels in a token the gateway
+  signed into its URL, so any replica can serve it. ACS may reconnect the socket mid-call: the new
+  socket continues the same call and the same Voice Live session, if its token names that call.
 
 Ending a call on ACS means hanging up through Call Automation, not only closing the socket.
 """
@@ -26,16 +27,24 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.audio import read_wav, resample
-from gateway.auth import AuthError, TokenError, eventgrid_validation_code, public_url_for, secret_matches
+from gateway.auth import (
+    AuthError,
+    SigningKeysUnavailable,
+    TokenError,
+    eventgrid_validation_code,
+    public_url_for,
+    secret_matches,
+)
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
-from gateway.carriers import KEY_TONES
+from gateway.carriers import KEY_TONES, load_json
 from gateway.carriers.acs import AUDIO_FORMATS, INCOMING_CALL, AcsLeg, called_number, caller_number
 from gateway.twilio_routes import public_base
 
 STREAM_TOKEN_TTL_S = 24 * 3600.0  # the socket may reconnect at any time during the call
 SEEN_TTL_S = 600.0
 ACS_PIECE_MS = 20
+MAX_JSON_DEPTH = 32  # Event Grid and Call Automation events nest a few levels; deeper is an attack
 
 
 class AcsBridge(CallBridge):
@@ -71,19 +80,23 @@ class AcsBridge(CallBridge):
             if self.call.ended:
                 return
             if self.phone is ws:  # the socket dropped: ACS may come back with a new one
+                self.wire.phone_away(self._now())
                 try:
                     await asyncio.wait_for(self._replaced.wait(), grace)
                 except TimeoutError:
                     self.log.warning("media socket lost and not reconnected", grace_s=grace)
                     self.wire.phone_closed("phone_socket_closed", self._now())
                     return
+                self.wire.phone_back(self._now())
             if ws is not self.phone:
                 self._release(ws)
 
-    def __init__(self, *args: Any, caller: str | None = None, called: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, correlation: str = "", caller: str | None = None, called: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._replaced = asyncio.Event()
         self._done_with: dict[int, asyncio.Event] = {}
+        self.correlation = correlation  # the call its stream token names: a new socket must name it too
         self.caller = caller  # the caller's phone number, when ACS gave it
         self.called = called  # the number the caller dialled (the caller id shown on a transfer)
 
@@ -134,9 +147,45 @@ class AcsBridge(CallBridge):
                 event.set()
 
 
-def _events(body: Any) -> list[dict[str, Any]]:
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether parsed JSON nests deeper than ``limit`` (checked without recursion)."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [item for node in level if isinstance(node, dict | list)
+                 for item in (node.values() if isinstance(node, dict) else node)]
+        if not level:
+            return False
+    return any(isinstance(node, dict | list) for node in level)
+
+
+def _events(body: Any) -> list[dict[str, Any]] | None:
+    """The events of a delivery (one event object, or an array of them); None if it is not one."""
     items = body if isinstance(body, list) else [body]
-    return [item for item in items if isinstance(item, dict)]
+    if not items or not all(isinstance(item, dict) for item in items):
+        return None
+    return items
+
+
+async def _read_events(request: web.Request, route: str) -> tuple[Any, list[dict[str, Any]] | None]:
+    """(the JSON body, its events); (body or None, None) after one warning when it is not a delivery
+    of events (then answer 400). Never raises on hostile input."""
+    body, problem = load_json(await request.read())
+    if problem is None and _too_deep(body):
+        problem = f"not usable JSON (nested deeper than {MAX_JSON_DEPTH} levels)"
+    events = _events(body) if problem is None else None
+    if problem is None and events is None:
+        problem = "not an event or an array of events"
+    if problem is not None:
+        log.warning("ACS request refused: not a delivery of events", route=route, problem=problem)
+    return body, events
+
+
+def _text(value: Any) -> str | None:
+    """``value`` when it is non-empty text (ids from a request: anything else is not an id)."""
+    return value if isinstance(value, str) and value else None
+
+
+BAD_DELIVERY = "expected JSON: an event or an array of events\n"
 
 
 async def acs_incoming_options(request: web.Request) -> web.Response:
@@ -155,18 +204,16 @@ async def acs_incoming(request: web.Request) -> web.Response:
     secret = ctx.config.acs.eventgrid_secret
     if not secret_matches(secret.get_secret_value() if secret else None, request.query.get("secret")):
         return rejected("acs", "incoming", "bad or missing Event Grid secret", status=401)
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        log.warning("Event Grid delivery that is not JSON")
-        return web.Response(status=400, text="expected JSON\n")
+    body, events = await _read_events(request, "incoming")
+    if events is None:
+        return web.Response(status=400, text=BAD_DELIVERY)
     code = eventgrid_validation_code(body)
     if code is not None:
         log.info("Event Grid subscription validated")
         return web.json_response({"validationResponse": code})
     failed = False
-    for event in _events(body):
-        kind = event.get("eventType") or event.get("type")
+    for event in events:
+        kind = _text(event.get("eventType")) or _text(event.get("type"))
         if kind != INCOMING_CALL:
             log.debug("Event Grid event not used", event_type=kind)
             continue
@@ -179,7 +226,7 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
     """Answer one IncomingCall with media streaming. False when it should be retried."""
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
     context = data.get("incomingCallContext")
-    key = str(data.get("correlationId") or event.get("id") or context)
+    key = _text(data.get("correlationId")) or _text(event.get("id")) or _text(context) or ""
     seen: dict[str, float] = request.app[SEEN_CALLS]
     now = time.monotonic()
     for old in [k for k, t in seen.items() if now - t > SEEN_TTL_S]:
@@ -206,7 +253,7 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
         claims["caller"] = caller
     if to is not None:
         claims["called"] = to
-    token = ctx.tokens.issue(claims, STREAM_TOKEN_TTL_S)
+    token = ctx.tokens.issue(claims, STREAM_TOKEN_TTL_S, carrier="acs")
     from azure.communication.callautomation import AudioFormat as StreamingFormat
     from azure.communication.callautomation import (
         MediaStreamingAudioChannelType,
@@ -250,7 +297,8 @@ async def _check_jwt(request: web.Request, ctx: GatewayContext, route: str) -> w
     try:
         await validator.validate(request.headers.get("Authorization"))
     except AuthError as exc:
-        return rejected("acs", route, f"token refused: {exc.reason}", status=401)
+        status = 503 if isinstance(exc, SigningKeysUnavailable) else 401
+        return rejected("acs", route, f"token refused: {exc.reason}", status=status)
     return None
 
 
@@ -260,76 +308,113 @@ async def acs_callbacks(request: web.Request) -> web.Response:
     refusal = await _check_jwt(request, ctx, "callbacks")
     if refusal is not None:
         return refusal
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return web.Response(status=400, text="expected JSON\n")
-    for event in _events(body):
-        kind = str(event.get("type") or event.get("eventType") or "")
+    _, events = await _read_events(request, "callbacks")
+    if events is None:
+        return web.Response(status=400, text=BAD_DELIVERY)
+    for event in events:
+        kind = _text(event.get("type")) or _text(event.get("eventType")) or ""
         data = event.get("data") if isinstance(event.get("data"), dict) else {}
-        call_id = data.get("callConnectionId")
+        call_id = _text(data.get("callConnectionId"))
         short = kind.rsplit(".", 1)[-1]
         result = data.get("resultInformation") if isinstance(data.get("resultInformation"), dict) else {}
         fields = {"call_id": call_id, "acs_event": short, "code": result.get("code"),
                   "sub_code": result.get("subCode"), "detail": result.get("message")}
-        bridge = ctx.calls.get(str(call_id))
+        bridge = ctx.calls.get(call_id or "")
+        if not isinstance(bridge, AcsBridge):  # an id of another carrier's call is not an ACS call
+            bridge = None
         if short in ("MediaStreamingFailed", "CallDisconnected", "CreateCallFailed", "AnswerFailed"):
             level = log.info if short == "CallDisconnected" else log.error
             level("ACS call event", **{k: v for k, v in fields.items() if v is not None})
             if bridge is not None and not bridge.call.ended:
-                reason = "caller_hung_up" if short == "CallDisconnected" else "acs_media_failed"
-                bridge.call.phone_ended(reason, bridge._now())
-                if not bridge.phone.closed:
-                    await bridge.phone.close(code=1000 if reason == "caller_hung_up" else 1011)
+                bridge.hung_up("caller_hung_up" if short == "CallDisconnected" else "acs_media_failed")
         else:
             log.info("ACS call event", **{k: v for k, v in fields.items() if v is not None})
     return web.Response(status=200)
 
 
-async def acs_media(request: web.Request) -> web.StreamResponse:
-    """``GET /acs/media``: the ACS bidirectional media-streaming WebSocket."""
-    ctx: GatewayContext = request.app[CONTEXT]
-    refusal = await _check_jwt(request, ctx, "media")
-    if refusal is not None:
-        return refusal
-    call_id = request.headers.get("x-ms-call-connection-id", "")
-    if not call_id:
-        return rejected("acs", "media", "no x-ms-call-connection-id header", status=400)
+def _stream_claims(request: web.Request, ctx: GatewayContext, call_id: str) -> dict[str, str] | web.Response:
+    """The claims of the socket's stream token (``ctx`` in its URL), or the refusal. The token must
+    be one the gateway issued for an ACS call, and name that call (its correlation id)."""
     try:
-        claims = ctx.tokens.verify(request.query.get("ctx", ""))
+        claims = ctx.tokens.verify(request.query.get("ctx", ""), carrier="acs")
     except TokenError as exc:
         if not ctx.insecure:
             return rejected("acs", "media", f"stream token {exc.reason}", status=403, call_id=call_id)
         claims = {}
+    if not ctx.insecure and _text(claims.get("correlation")) is None:
+        return rejected("acs", "media", "stream token names no call", status=403, call_id=call_id)
+    return claims
+
+
+def _continued_call(ctx: GatewayContext, call_id: str, correlation: str) -> tuple[AcsBridge | None, str | None]:
+    """(the live call this socket continues, None) after a reconnect; (None, None) for a new call;
+    (None, why the socket is refused) when ``call_id`` is a call this socket's token does not name."""
     existing = ctx.calls.get(call_id)
+    if existing is None:
+        return None, None
+    if not isinstance(existing, AcsBridge):
+        return None, "call id of another carrier's call"
+    if existing.correlation != correlation:
+        return None, "stream token for another call"
+    if existing.call.ended:
+        return None, "call already ended"
+    return existing, None
+
+
+async def acs_media(request: web.Request) -> web.StreamResponse:
+    """``GET /acs/media``: the ACS bidirectional media-streaming WebSocket."""
+    ctx: GatewayContext = request.app[CONTEXT]
+    call_id = request.headers.get("x-ms-call-connection-id", "")
+    if not call_id:
+        return rejected("acs", "media", "no x-ms-call-connection-id header", status=400)
+    claims = _stream_claims(request, ctx, call_id)
+    if isinstance(claims, web.Response):
+        return claims
+    refusal = await _check_jwt(request, ctx, "media")
+    if refusal is not None:
+        return refusal
+    correlation = claims.get("correlation") or request.headers.get("x-ms-call-correlation-id", "")
+    existing, problem = _continued_call(ctx, call_id, correlation)
+    if problem is not None:
+        return rejected("acs", "media", problem, status=403, call_id=call_id)
     busy = ctx.refusal()
     if existing is None and busy is not None:
         metrics.CALLS.inc("acs", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
     ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
-    if isinstance(existing, AcsBridge) and not existing.call.ended:
-        await existing.attach(ws, request.transport)
-        return ws
+    try:
+        existing, problem = _continued_call(ctx, call_id, correlation)  # again: calls came and went meanwhile
+        if problem is not None:
+            rejected("acs", "media", problem, call_id=call_id)
+        elif existing is not None:
+            await existing.attach(ws, request.transport)
+        else:
+            await _new_call(request, ctx, ws, call_id, correlation, claims)
+    finally:
+        if not ws.closed:
+            await ws.close(code=1008 if problem is not None else 1000)
+    return ws
+
+
+async def _new_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocketResponse, call_id: str,
+                    correlation: str, claims: dict[str, str]) -> None:
+    """Run a new call on this media socket, to its end."""
     opened_at = now_ms()
     name = claims.get("profile", "")
     if name not in ctx.config.profiles:
         name, _ = ctx.config.route(None)
-    stream_id = request.headers.get("x-ms-call-correlation-id", "") or claims.get("correlation", "")
+    stream_id = request.headers.get("x-ms-call-correlation-id", "") or correlation
     audio = AUDIO_FORMATS[ctx.config.acs.sample_rate]  # what the call was answered with: no resampling
+    caller, called = _text(claims.get("caller")), _text(claims.get("called"))
     call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
                 started_at=0.0, audio=audio, paced=True, piece_ms=ACS_PIECE_MS,
                 observer=ctx.observer_for(call_id), log=log.bind(call_id=call_id, stream_id=stream_id),
                 fallback_audio=request.app[APOLOGY], **ctx.call_options(),
                 can_transfer=ctx.acs_client is not None,
-                can_send_dtmf=ctx.acs_client is not None and _text_claim(claims, "caller") is not None)
-    try:
-        await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call), request.transport,
-                        caller=_text_claim(claims, "caller"), called=_text_claim(claims, "called")).run()
-    finally:
-        if not ws.closed:
-            await ws.close()
-    return ws
+                can_send_dtmf=ctx.acs_client is not None and caller is not None)
+    await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call), request.transport,
+                    correlation=correlation, caller=caller, called=called).run()
 
 
 SEEN_CALLS: web.AppKey[dict[str, float]] = web.AppKey("acs_seen_calls", dict)
@@ -347,8 +432,3 @@ def load_apology(path: str | None, sample_rate: int) -> str | None:
     frame = fmt.bytes_per_ms * ACS_PIECE_MS  # phones play whole 20 ms frames, so the last is padded
     pcm += bytes(-len(pcm) % frame)
     return base64.b64encode(pcm).decode()
-
-
-def _text_claim(claims: dict[str, Any], name: str) -> str | None:
-    value = claims.get(name)
-    return value if isinstance(value, str) and value else None

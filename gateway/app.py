@@ -53,7 +53,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_route(request: web.Request) -> web.Response:
-    return web.Response(text=metrics.REGISTRY.render(), content_type="text/plain", charset="utf-8")
+    """Prometheus exposition of the whole gateway (every worker's samples, with several)."""
+    body, content_type = await asyncio.get_running_loop().run_in_executor(
+        None, metrics.REGISTRY.exposition, request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def _acs_client(config: GatewayConfig) -> Any:
@@ -187,6 +190,9 @@ def create_app(
     return app
 
 
+CUT_GRACE_S = 5.0  # after a drain timeout: how long the cut calls get to hang up through their carrier
+
+
 async def drain(app: web.Application, timeout_s: float) -> bool:
     """Take no new calls and let the active ones finish; True when they all did within the timeout."""
     ctx = app[CONTEXT]
@@ -197,6 +203,10 @@ async def drain(app: web.Application, timeout_s: float) -> bool:
         await asyncio.wait_for(ctx.wait_idle(), timeout_s)
     except TimeoutError:
         log.warning("drain timeout: ending the calls still in progress", active_calls=len(ctx.calls))
+        for bridge in list(ctx.calls.values()):
+            bridge.cut("drain_timeout")
+        with contextlib.suppress(TimeoutError):  # each closes its legs and hangs up through its carrier
+            await asyncio.wait_for(ctx.wait_idle(), CUT_GRACE_S)
         return False
     log.info("drained: every call has ended")
     return True
@@ -205,9 +215,15 @@ async def drain(app: web.Application, timeout_s: float) -> bool:
 async def serve(config: GatewayConfig, host: str, port: int, reuse_port: bool = False) -> None:
     """Run the gateway until SIGINT or SIGTERM, then drain: calls in progress run to their end (up
     to ``gateway.drain_timeout_s``). With ``reuse_port``, several processes share the port."""
+    from gateway.server_limits import GuardedAppRunner  # slow clients get deadlines, not connections
+
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
+    runner = GuardedAppRunner(app, access_log=None)
     await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before listening: a SIGTERM at start-up drains too
+        loop.add_signal_handler(sig, stop.set)
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
@@ -217,10 +233,6 @@ async def serve(config: GatewayConfig, host: str, port: int, reuse_port: bool = 
         gc.freeze()
         log.info("gateway listening", host=host, port=port, config=config.source, version=__version__,
                  pid=os.getpid())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down")
         await drain(app, config.gateway.drain_timeout_s)

@@ -6,11 +6,11 @@
   URL Twilio signed from the configured public address (the address the gateway sees behind a
   TLS-terminating proxy is not the one Twilio used).
 * :class:`CallTokens` issues and checks short-lived signed call tokens, carried in a TwiML
-  ``<Parameter>`` or an ACS transport URL. Every replica holding the same key can check them,
-  with no shared state.
+  ``<Parameter>`` or an ACS transport URL, each naming the carrier it was issued for. Every
+  replica holding the same key can check them, with no shared state.
 * Azure Communication Services puts an RS256 JWT in ``Authorization: Bearer`` on the media
   WebSocket upgrade and on every Call Automation callback. :class:`AcsJwtValidator` checks it
-  against the published signing keys (fetched without blocking, cached, refreshed).
+  against the published signing keys (fetched one request at a time, shared, cached, refreshed).
 * Event Grid helpers: the subscription validation handshake and a constant-time secret check.
 
 Nothing here logs a token or a secret; error reasons are short and safe to log.
@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import json
 import re
@@ -45,6 +46,7 @@ __all__ = [
     "AcsJwtValidator",
     "AuthError",
     "CallTokens",
+    "SigningKeysUnavailable",
     "TokenError",
     "check_twilio_signature",
     "eventgrid_validation_code",
@@ -169,6 +171,7 @@ def public_url_for(public_base: str, path: str, query: str = "", websocket: bool
 
 _B64URL_TEXT = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_CALL_TOKEN = 4096
+CARRIER_CLAIM = "carrier"  # the carrier a call token was issued for
 
 
 def _b64url(data: bytes) -> str:
@@ -193,6 +196,11 @@ class CallTokens:
     The token is URL-safe (letters, digits, ``-``, ``_`` and one ``.``). Its claims are readable
     by whoever holds it, so put ids in it, not secrets. ``clock`` is wall-clock time (seconds
     since the epoch), shared by all replicas.
+
+    A token issued for a ``carrier`` names it (claim ``carrier``), and :meth:`verify` given a
+    carrier refuses a token that names another one. A token that names none (issued before
+    tokens carried it) is left to the claims each route requires. :meth:`spend` makes a token
+    good for one use in this process.
     """
 
     def __init__(self, key: bytes, clock: Callable[[], float] = time.time) -> None:
@@ -202,12 +210,15 @@ class CallTokens:
             raise ValueError("call token key must not be empty")
         self._key = bytes(key)
         self._clock = clock
+        self._spent: set[str] = set()  # signatures of the tokens used, until they expire
+        self._spent_expiry: list[tuple[float, str]] = []  # a heap of (exp, signature)
 
     def _sign(self, payload: str) -> str:
         return _b64url(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
 
-    def issue(self, claims: dict[str, str], ttl_s: float) -> str:
-        """A token carrying ``claims`` (text values), valid for ``ttl_s`` seconds from now."""
+    def issue(self, claims: dict[str, str], ttl_s: float, *, carrier: str | None = None) -> str:
+        """A token carrying ``claims`` (text values), valid for ``ttl_s`` seconds from now,
+        naming ``carrier`` when given."""
         if not ttl_s > 0:
             raise ValueError("ttl_s must be positive")
         if "exp" in claims:
@@ -216,14 +227,38 @@ class CallTokens:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError("call token claims must map text to text")
         body = {**claims, "exp": round(self._clock() + ttl_s, 3)}
+        if carrier is not None:
+            body[CARRIER_CLAIM] = carrier
         payload = _b64url(json.dumps(body, separators=(",", ":"), sort_keys=True).encode("utf-8"))
         return f"{payload}.{self._sign(payload)}"
 
-    def verify(self, token: str) -> dict[str, str]:
+    def verify(self, token: str, *, carrier: str | None = None) -> dict[str, str]:
         """The claims of a valid token (without ``exp``).
 
-        Raises :class:`TokenError` with reason ``"malformed"``, ``"bad signature"`` or ``"expired"``.
+        Raises :class:`TokenError` with reason ``"malformed"``, ``"bad signature"``, ``"expired"``
+        or, when ``carrier`` is given and the token names another, ``"for another carrier"``.
         """
+        body = self._open(token)
+        del body["exp"]
+        if carrier is not None and body.get(CARRIER_CLAIM, carrier) != carrier:
+            raise TokenError("for another carrier")
+        return body
+
+    def spend(self, token: str) -> None:
+        """Use up a valid token: until it expires, spending it again raises :class:`TokenError`
+        ``"already used"``. Remembered by this process only (other replicas do not know)."""
+        exp = self._open(token)["exp"]
+        now = self._clock()
+        while self._spent_expiry and self._spent_expiry[0][0] <= now:
+            self._spent.discard(heapq.heappop(self._spent_expiry)[1])
+        signature = token.rpartition(".")[2]
+        if signature in self._spent:
+            raise TokenError("already used")
+        self._spent.add(signature)
+        heapq.heappush(self._spent_expiry, (exp, signature))
+
+    def _open(self, token: str) -> dict[str, Any]:
+        """The body of a valid token, ``exp`` included; :class:`TokenError` if it is not valid."""
         if not isinstance(token, str) or len(token) > _MAX_CALL_TOKEN or token.count(".") != 1:
             raise TokenError("malformed")
         payload, signature = token.split(".")
@@ -237,10 +272,10 @@ class CallTokens:
             raise TokenError("malformed") from None
         if not isinstance(body, dict):
             raise TokenError("malformed")
-        exp = body.pop("exp", None)
+        exp = body.get("exp")
         if isinstance(exp, bool) or not isinstance(exp, int | float):
             raise TokenError("malformed")
-        if not all(isinstance(value, str) for value in body.values()):
+        if not all(isinstance(value, str) for name, value in body.items() if name != "exp"):
             raise TokenError("malformed")
         if self._clock() >= exp:
             raise TokenError("expired")
@@ -260,6 +295,10 @@ class AuthError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class SigningKeysUnavailable(AuthError):
+    """The token could not be checked: the signing keys could not be fetched (a 503, not a 401)."""
 
 
 class _JwksError(Exception):
@@ -288,19 +327,44 @@ def _parse_jwks(document: Any) -> dict[str, Any]:
     return keys
 
 
+_REQUIRED_CLAIMS = ["exp", "iss", "aud"]
+# every claim check PyJWT makes, asked for explicitly: the checks before the keys are known turn
+# off the signature only
+_CLAIM_CHECKS = {f"verify_{name}": True for name in ("exp", "nbf", "iat", "aud", "iss", "sub", "jti")}
+_CLAIM_ERRORS: list[tuple[type[jwt.InvalidTokenError], str]] = [
+    (jwt.ExpiredSignatureError, "expired"),
+    (jwt.ImmatureSignatureError, "not yet valid"),
+    (jwt.InvalidAudienceError, "wrong audience"),
+    (jwt.InvalidIssuerError, "wrong issuer"),
+    (jwt.InvalidSignatureError, "bad signature"),
+    (jwt.DecodeError, "malformed token"),
+]
+
+
+def _refusal(exc: jwt.InvalidTokenError) -> AuthError:
+    """The :class:`AuthError` for a PyJWT refusal (its reason names the check, not the token)."""
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return AuthError(f"missing claim {exc.claim}")
+    reason = next((reason for kind, reason in _CLAIM_ERRORS if isinstance(exc, kind)), "invalid token")
+    return AuthError(reason)
+
+
 class AcsJwtValidator:
     """Check the ``Authorization: Bearer`` JWT that ACS sends on media sockets and callbacks.
 
     The token must be RS256, signed by a key of the JWKS at ``jwks_url`` (matched by ``kid``),
     from ``issuer``, for ``audience`` (the ACS resource id), and within its validity period
-    (``leeway_s`` of clock skew allowed). Other algorithms, ``HS256`` and ``none`` included, are
-    refused before any key is looked at.
+    (``leeway_s`` of clock skew allowed). Everything that can be checked without the keys is
+    checked first: a token with another algorithm (``HS256`` and ``none`` included), issuer or
+    audience, or out of its validity period, is refused without any key being fetched.
 
     Signing keys are fetched with aiohttp on first use, cached, refreshed every ``refresh_s``
     seconds (``clock`` is a monotonic clock) and re-fetched when a token names an unknown key
-    id, at most once per ``min_refetch_s``. Concurrent validations share one fetch. If a fetch
-    fails, the cached keys stay in use; with no keys at all, tokens are refused with
-    ``"signing keys unavailable"`` until a fetch succeeds (retried at most every few seconds).
+    id, at most once per ``min_refetch_s``. One fetch at a time: every validation that needs
+    the keys waits for the fetch under way (at most ``fetch_timeout_s``), never for a fetch of
+    its own after it. If a fetch fails, the cached keys stay in use; with no keys at all,
+    tokens are refused at once with :class:`SigningKeysUnavailable` for ``failure_backoff_s``,
+    then the next validation tries again.
     """
 
     def __init__(
@@ -315,6 +379,7 @@ class AcsJwtValidator:
         session_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
         clock: Callable[[], float] = time.monotonic,
         fetch_timeout_s: float = 10,
+        failure_backoff_s: float = 30,
     ) -> None:
         if not audience:
             raise ValueError("audience must not be empty (use the ACS resource id)")
@@ -325,63 +390,36 @@ class AcsJwtValidator:
         self.issuer = issuer
         self._refresh_s = refresh_s
         self._min_refetch_s = min_refetch_s
-        self._no_keys_retry_s = min(min_refetch_s, 5.0)
+        self._failure_backoff_s = failure_backoff_s
         self._leeway_s = leeway_s
         self._session_factory = session_factory
         self._clock = clock
-        self._timeout = aiohttp.ClientTimeout(total=fetch_timeout_s)
+        self._fetch_timeout_s = fetch_timeout_s
         self._session: aiohttp.ClientSession | None = None
-        self._lock = asyncio.Lock()
+        self._fetch: asyncio.Task[None] | None = None  # the fetch under way, shared by its waiters
         self._keys: dict[str, Any] | None = None
-        self._fetched_at = 0.0  # clock() of the last successful fetch
-        self._attempted_at: float | None = None  # clock() of the last finished fetch attempt
+        self._fetched_at = 0.0  # clock() when the last successful fetch ended
+        self._attempted_at: float | None = None  # clock() when the last fetch attempt ended
         self._warned_stale = False
         self.fetches = 0  # JWKS fetch attempts, successful or not
 
     # -- public -----------------------------------------------------------------------------
 
     async def validate(self, authorization_header: str | None) -> dict[str, Any]:
-        """The claims of the bearer token in ``authorization_header``; :class:`AuthError` if refused."""
+        """The claims of the bearer token in ``authorization_header``; :class:`AuthError` if refused
+        (:class:`SigningKeysUnavailable` when it could not be checked)."""
         token = self._bearer_token(authorization_header)
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError:
-            raise AuthError("malformed token") from None
-        if header.get("alg") != "RS256":
-            raise AuthError("unsupported algorithm")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise AuthError("no key id")
-        key = await self._signing_key(kid)
-        try:
-            return jwt.decode(
-                token,
-                key,
-                algorithms=["RS256"],
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self._leeway_s,
-                options={"require": ["exp", "iss", "aud"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("expired") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError("not yet valid") from None
-        except jwt.InvalidAudienceError:
-            raise AuthError("wrong audience") from None
-        except jwt.InvalidIssuerError:
-            raise AuthError("wrong issuer") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise AuthError(f"missing claim {exc.claim}") from None
-        except jwt.InvalidSignatureError:
-            raise AuthError("bad signature") from None
-        except jwt.DecodeError:
-            raise AuthError("malformed token") from None
-        except jwt.InvalidTokenError:
-            raise AuthError("invalid token") from None
+        kid = self._key_id(token)
+        self._decode(token, None)  # what can be refused without the keys is refused here
+        return self._decode(token, await self._signing_key(kid))
 
     async def close(self) -> None:
-        """Close the HTTP session used to fetch keys (a later fetch opens a new one)."""
+        """Stop a fetch under way and close the HTTP session used to fetch keys (a later fetch
+        opens a new one)."""
+        fetch, self._fetch = self._fetch, None
+        if fetch is not None:
+            fetch.cancel()
+            await asyncio.gather(fetch, return_exceptions=True)
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -402,66 +440,93 @@ class AcsJwtValidator:
             raise AuthError("malformed token")
         return token
 
-    def _refresh_due(self, now: float) -> bool:
+    @staticmethod
+    def _key_id(token: str) -> str:
+        """The ``kid`` of an RS256 token's header."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise AuthError("malformed token") from None
+        if header.get("alg") != "RS256":
+            raise AuthError("unsupported algorithm")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise AuthError("no key id")
+        return kid
+
+    def _decode(self, token: str, key: Any) -> dict[str, Any]:
+        """The token's claims, checked; the signature too unless ``key`` is None."""
+        options: dict[str, Any] = {**_CLAIM_CHECKS, "require": _REQUIRED_CLAIMS, "verify_signature": key is not None}
+        try:
+            return jwt.decode(token, key, algorithms=["RS256"], audience=self.audience, issuer=self.issuer,
+                              leeway=self._leeway_s, options=options)  # type: ignore[arg-type]
+        except jwt.InvalidTokenError as exc:
+            raise _refusal(exc) from None
+
+    def _refresh_due(self, now: float, kid: str) -> str | None:
+        """Why the keys should be fetched before checking a token signed with ``kid`` (None: not now)."""
         if self._attempted_at is None:
-            return True
+            return "initial"
         since_attempt = now - self._attempted_at
         if self._keys is None:
-            return since_attempt >= self._no_keys_retry_s
-        return now - self._fetched_at >= self._refresh_s and since_attempt >= self._min_refetch_s
+            return "initial" if since_attempt >= self._failure_backoff_s else None
+        if since_attempt < self._min_refetch_s:
+            return None
+        if kid not in self._keys:
+            return "unknown key id"
+        return "scheduled" if now - self._fetched_at >= self._refresh_s else None
 
     async def _signing_key(self, kid: str) -> Any:
-        keys = self._keys
-        # Known key and nothing to fetch, or a refresh already under way: use the cached key
-        # rather than queue behind the fetch.
-        if keys is not None and kid in keys and (self._lock.locked() or not self._refresh_due(self._clock())):
-            return keys[kid]
-        async with self._lock:
-            # Another validation may have fetched while this one waited: decide again.
-            now = self._clock()
-            if self._refresh_due(now):
-                await self._refresh(now, "initial" if self._keys is None else "scheduled")
-            if (
-                self._keys is not None
-                and kid not in self._keys
-                and self._attempted_at is not None
-                and now - self._attempted_at >= self._min_refetch_s
-            ):
-                await self._refresh(now, "unknown key id")
-            if self._keys is None:
-                raise AuthError("signing keys unavailable")
-            key = self._keys.get(kid)
-            if key is None:
-                raise AuthError("unknown key id")
-            return key
+        fetch = self._fetch
+        if fetch is None:
+            why = self._refresh_due(self._clock(), kid)
+            if why is not None:
+                fetch = self._fetch = asyncio.create_task(self._refresh(why), name="acs-jwks-fetch")
+                await asyncio.wait([fetch])  # the fetch goes on for the others if this request goes
+        elif self._keys is None or kid not in self._keys:
+            await asyncio.wait([fetch])  # join the fetch under way; a known key does not queue behind it
+        if self._keys is None:
+            raise SigningKeysUnavailable("signing keys unavailable")
+        key = self._keys.get(kid)
+        if key is None:
+            raise AuthError("unknown key id")
+        return key
 
-    async def _refresh(self, now: float, why: str) -> None:
-        """Fetch the key set; on failure keep the cached one. Call with the lock held."""
+    async def _refresh(self, why: str) -> None:
+        """Fetch the key set (the one fetch under way); on failure keep the cached one."""
         self.fetches += 1
-        try:
-            keys = _parse_jwks(await self._fetch_document())
-        except (aiohttp.ClientError, TimeoutError, ValueError, _JwksError) as exc:
-            self._attempted_at = now
-            error = str(exc) or type(exc).__name__
-            if self._keys is None:
-                log.warning("ACS signing keys unavailable", jwks_url=self.jwks_url, reason=why, error=error)
-            elif not self._warned_stale:
-                self._warned_stale = True
-                log.warning(
-                    "ACS signing key refresh failed, keeping the cached keys",
-                    jwks_url=self.jwks_url, reason=why, error=error, cached=len(self._keys),
-                )
+        result = await self._fetch_keys()
+        self._attempted_at = self._clock()
+        self._fetch = None
+        if isinstance(result, str):
+            self._failed(why, result)
             return
-        self._attempted_at = now
-        self._fetched_at = now
-        self._keys = keys
+        self._fetched_at = self._attempted_at
+        self._keys = result
         self._warned_stale = False
-        log.info("ACS signing keys loaded", jwks_url=self.jwks_url, reason=why, keys=len(keys))
+        log.info("ACS signing keys loaded", jwks_url=self.jwks_url, reason=why, keys=len(result))
+
+    async def _fetch_keys(self) -> dict[str, Any] | str:
+        """The published signing keys, or why they could not be had (within the fetch timeout)."""
+        try:
+            async with asyncio.timeout(self._fetch_timeout_s):
+                return _parse_jwks(await self._fetch_document())
+        except Exception as exc:  # whatever went wrong, there are no keys: logged, retried later
+            return str(exc) or type(exc).__name__
+
+    def _failed(self, why: str, error: str) -> None:
+        if self._keys is None:
+            log.warning("ACS signing keys unavailable", jwks_url=self.jwks_url, reason=why, error=error,
+                        retry_in_s=self._failure_backoff_s)
+        elif not self._warned_stale:
+            self._warned_stale = True
+            log.warning("ACS signing key refresh failed, keeping the cached keys",
+                        jwks_url=self.jwks_url, reason=why, error=error, cached=len(self._keys))
 
     async def _fetch_document(self) -> Any:
         if self._session is None or self._session.closed:
             self._session = self._session_factory()
-        async with self._session.get(self.jwks_url, timeout=self._timeout) as response:
+        async with self._session.get(self.jwks_url) as response:
             if response.status != 200:
                 raise _JwksError(f"HTTP {response.status}")
             return await response.json(content_type=None)

@@ -41,7 +41,8 @@ PHONE_WRITE_LIMIT = 1 << 16  # bytes waiting in the phone socket before writes g
 CALLER_ENDS = ("caller_hung_up", "phone_socket_closed")
 # Ends where the gateway failed the caller (they hear an apology where the carrier allows it).
 FAILURE_ENDS = ("voicelive_unavailable", "voicelive_lost", "voicelive_not_ready", "voicelive_closed",
-                "voicelive_stalled", "voicelive_session_rejected", "audio_format_rejected", "gateway_error")
+                "voicelive_stalled", "voicelive_session_rejected", "audio_format_rejected", "gateway_error",
+                "drain_timeout")
 FAILED_CALL_TTL_S = 600.0
 
 
@@ -157,6 +158,7 @@ class CallBridge:
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._clock_wake = asyncio.Event()
         self._clock_due: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def _now(self) -> float:
         return now_ms() - self._opened_at
@@ -407,6 +409,7 @@ class CallBridge:
         voicelive = asyncio.create_task(self._voicelive_side(), name=f"voicelive-{call.call_id}")
         tasks = [asyncio.create_task(self._phone_side(), name=f"phone-{call.call_id}"), voicelive,
                  asyncio.create_task(self._clock(), name=f"clock-{call.call_id}")]
+        self._tasks = tasks
         try:
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if done == {voicelive} and call.state == CallState.CLOSING:
@@ -443,6 +446,24 @@ class CallBridge:
             if self.wire.bad_input:
                 summary["bad_messages"] = dict(self.wire.bad_input)
             self.log.info("call ended", carrier=self.carrier, **summary)
+
+    def cut(self, reason: str) -> None:
+        """End the call now, from the gateway's side (a drain out of time): the legs are closed and
+        the carrier hangs up, and the call counts as ended by the gateway, not by the caller."""
+        if not self.call.ended:
+            self.log.warning("the gateway cuts the call", reason=reason)
+            self.wire.gateway_ended(reason, self._now())
+        self._stop()
+
+    def hung_up(self, reason: str) -> None:
+        """The carrier says the call is over (the caller hung up): end it now, nothing to hang up."""
+        if not self.call.ended:
+            self.wire.phone_closed(reason, self._now())
+        self._stop()
+
+    def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
 
     async def _end_phone_call(self) -> None:
         """Carrier-specific end of the call when the gateway ends it (not the caller)."""

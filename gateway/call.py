@@ -457,6 +457,8 @@ class Call:
         silence = self.profile.silence
         self._silence_ms = silence.reprompt_after_s * 1000 if silence.reprompt_after_s else None
         self._quiet_since = self.started_at
+        self._phone_away_since: float | None = None  # the phone's media socket is gone (it may come back)
+        self.ended_at: float | None = None
         self._reprompts = 0
         self._handlers: dict[str, Callable[[dict[str, Any], float], None]] = {
             "conversation.item.created": self._on_item_created,
@@ -515,6 +517,7 @@ class Call:
             return
         self.state = CallState.ENDED
         self.end_reason = reason
+        self.ended_at = now
         if hang_up:
             self.to_phone.append(Hangup(reason, self.transfer_to))
         self.observer("call.ended", now, {"reason": reason, "transfer_to": self.transfer_to})
@@ -546,7 +549,7 @@ class Call:
         return {
             "profile": self.profile_name,
             "end_reason": self.end_reason,
-            "duration_ms": int(now - self.started_at),
+            "duration_ms": int((self.ended_at if self.ended_at is not None else now) - self.started_at),
             "caller_turns": s.caller_turns,
             "responses": s.responses,
             "caller_bytes": s.bytes_in,
@@ -777,6 +780,7 @@ class Call:
     def _silence_due(self, now: float | None) -> float | None:
         """When the caller's silence calls for a re-prompt (None: not counting now)."""
         if (self._silence_ms is None or self.state != CallState.READY or self._goodbye is not None
+                or self._phone_away_since is not None
                 or self.active_response is not None or self._caller_speaking or self._tools_running
                 or self._respond_pending or self._digits):
             return None
@@ -800,7 +804,24 @@ class Call:
         self._say(silence.reprompt, "reprompt")
 
     def phone_ended(self, reason: str, now: float) -> None:
-        self._end(reason, now, hang_up=False)
+        """The phone leg ended. A call whose media socket was already gone ended when it went."""
+        away = self._phone_away_since
+        self._end(reason, away if away is not None else now, hang_up=False)
+
+    def phone_away(self, now: float) -> None:
+        """The phone's media socket dropped; the carrier may reconnect it. Meanwhile nobody hears the
+        bot: no re-prompt is due to an empty line."""
+        if self._phone_away_since is None:
+            self._phone_away_since = now
+
+    def phone_back(self, now: float) -> None:
+        """A new media socket took over: silence counts afresh from now."""
+        self._phone_away_since = None
+        self._quiet_since = max(self._quiet_since, now)
+
+    def gateway_ended(self, reason: str, now: float) -> None:
+        """The gateway cuts the call (a drain that ran out of time): it hangs up at once."""
+        self._end(reason, now, hang_up=True)
 
     # --- Voice Live leg -----------------------------------------------------------------
 

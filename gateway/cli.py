@@ -37,6 +37,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if refusal is not None:
         print(f"{config.source}: not starting: {refusal}", file=sys.stderr)
         return 2
+    if args.workers > 1 and config.gateway.signing_key is None and "GATEWAY_SIGNING_KEY" not in \
+            config._env_refs.get("gateway.signing_key", ()):
+        print(f"{config.source}: not starting {args.workers} workers: gateway.signing_key is not set and does not "
+              "read GATEWAY_SIGNING_KEY, so each worker would sign call tokens with its own key and refuse the "
+              "others' calls; write signing_key: ${GATEWAY_SIGNING_KEY:-}", file=sys.stderr)
+        return 2
     if args.workers > 1:
         from gateway.workers import supervise
 
@@ -125,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    log.configure(level=args.log_level or getattr(args, "default_log_level", None))
+    try:
+        log.configure(level=args.log_level or getattr(args, "default_log_level", None))
+    except ValueError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

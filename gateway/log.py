@@ -55,9 +55,13 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 def configure(level: str | None = None, json_output: bool | None = None, stream: Any = None) -> None:
-    """Configure structlog. ``GATEWAY_LOG_LEVEL`` and ``GATEWAY_LOG_FORMAT`` (json|console) apply
-    when the arguments are not given."""
+    """Configure structlog: one line per event on standard error. ``GATEWAY_LOG_LEVEL`` and
+    ``GATEWAY_LOG_FORMAT`` (json|console) apply when the arguments are not given; an unknown level
+    is a ValueError (a typo must not silently log at another level)."""
     level_name = (level or os.environ.get("GATEWAY_LOG_LEVEL") or "info").lower()
+    if level_name not in _LEVELS:
+        source = "--log-level" if level else "GATEWAY_LOG_LEVEL"
+        raise ValueError(f"{source} must be one of {', '.join(_LEVELS)} (got {level_name!r})")
     stream = stream or sys.stderr
     if json_output is None:
         fmt = os.environ.get("GATEWAY_LOG_FORMAT", "").lower()
@@ -76,8 +80,9 @@ def configure(level: str | None = None, json_output: bool | None = None, stream:
             scrub_secrets,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level_name, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level_name]),
+        # one write per line (record and newline together): workers sharing a stream never glue lines
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
 

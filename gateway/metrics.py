@@ -1,129 +1,165 @@
-"""Prometheus metrics: a few counters and gauges, rendered in the text exposition format.
+"""Prometheus metrics, through prometheus-client, for one process or for all the workers of a gateway.
 
-Labels are bounded by design (carrier, reason, outcome...): never a call id or a phone number.
+``gateway serve --workers N`` gives its workers ``PROMETHEUS_MULTIPROC_DIR``, a fresh directory of its
+own: every worker writes its samples to files there and every scrape merges all of them, so whichever
+worker the kernel hands a scrape to, ``/metrics`` reports the whole gateway. Without that variable
+(one process), the samples live in the process.
+
+Labels are bounded by design (carrier, reason, outcome...): never a call id or a phone number. As a
+last guard, a metric keeps at most ``MAX_SERIES`` label sets per process; further ones, and label
+values longer than ``MAX_LABEL_LEN``, are counted under ``other``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gateway.carriers.acs import AcsLeg
+from gateway.carriers.twilio import TwilioLeg
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MAX_SERIES = 100
+MAX_LABEL_LEN = 100
+OTHER = "other"
+
+# Series the documentation does not list, and that prometheus-client cannot merge across workers.
+prometheus_client.disable_created_metrics()
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def multiprocess_dir() -> str | None:
+    """Where every worker writes its samples; None: this process keeps its own."""
+    return os.environ.get(MULTIPROC_DIR_ENV) or None
 
 
 class _Metric:
-    kind = "untyped"
+    """One metric: a prometheus-client metric behind the small interface the gateway's code uses."""
+
+    sample_suffix = ""
 
     def __init__(self, registry: Registry, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
         self.name = name
         self.help = help_text
         self.labels = tuple(labels)
-        self.values: dict[tuple[str, ...], float] = {}
+        self._series: set[tuple[str, ...]] = set()
+        self._metric = self._build(registry.collectors)
         registry.register(self)
+
+    def _build(self, collectors: CollectorRegistry) -> Any:
+        raise NotImplementedError
 
     def _key(self, label_values: Sequence[str]) -> tuple[str, ...]:
         if len(label_values) != len(self.labels):
             raise ValueError(f"{self.name} takes labels {self.labels}")
         return tuple(str(v) for v in label_values)
 
-    def value(self, *label_values: str) -> float:
-        return self.values.get(self._key(label_values), 0.0)
+    def _bounded(self, label_values: Sequence[str]) -> tuple[str, ...]:
+        key = self._key(label_values)
+        if key in self._series:
+            return key
+        if len(self._series) < MAX_SERIES and all(len(v) <= MAX_LABEL_LEN for v in key):
+            self._series.add(key)
+            return key
+        return (OTHER,) * len(key)
 
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        if not self.values and not self.labels:
-            lines.append(f"{self.name} 0")
-        for key, value in sorted(self.values.items()):
-            labels = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(self.labels, key, strict=True))
-            number = int(value) if float(value).is_integer() else value
-            lines.append(f"{self.name}{{{labels}}} {number}" if labels else f"{self.name} {number}")
-        return lines
+    def _child(self, label_values: Sequence[str]) -> Any:
+        key = self._bounded(label_values)
+        return self._metric.labels(*key) if key else self._metric
+
+    def value(self, *label_values: str) -> float:
+        """This process's value of one sample (a histogram: its count), 0 if nothing counted it."""
+        wanted = dict(zip(self.labels, self._key(label_values), strict=True))
+        name = self.name.removesuffix(self.sample_suffix) + self.sample_suffix
+        return next((float(s.value) for s in self._samples() if s.name == name and s.labels == wanted), 0.0)
+
+    def _samples(self) -> Iterable[Any]:
+        for family in self._metric.collect():
+            yield from family.samples
 
 
 class Counter(_Metric):
-    kind = "counter"
+    sample_suffix = "_total"
+
+    def _build(self, collectors: CollectorRegistry) -> Any:
+        return prometheus_client.Counter(self.name, self.help, self.labels, registry=collectors)
 
     def inc(self, *label_values: str, amount: float = 1.0) -> None:
-        key = self._key(label_values)
-        self.values[key] = self.values.get(key, 0.0) + amount
+        self._child(label_values).inc(amount)
 
 
 class Gauge(_Metric):
-    kind = "gauge"
+    """A gauge; with several workers, ``multiprocess_mode`` says how theirs add up (livesum: the sum
+    over the workers alive, so a worker that died stops counting)."""
+
+    def __init__(self, registry: Registry, name: str, help_text: str, labels: Sequence[str] = (),
+                 multiprocess_mode: str = "livesum") -> None:
+        self.multiprocess_mode = multiprocess_mode
+        super().__init__(registry, name, help_text, labels)
+
+    def _build(self, collectors: CollectorRegistry) -> Any:
+        return prometheus_client.Gauge(self.name, self.help, self.labels, registry=collectors,
+                                       multiprocess_mode=self.multiprocess_mode)
 
     def set(self, value: float, *label_values: str) -> None:
-        self.values[self._key(label_values)] = value
+        self._child(label_values).set(value)
 
     def inc(self, *label_values: str, amount: float = 1.0) -> None:
-        key = self._key(label_values)
-        self.values[key] = self.values.get(key, 0.0) + amount
+        self._child(label_values).inc(amount)
+
+    def declare(self, *label_values: str) -> None:
+        """Show this sample, at 0, before anything counts it (an autoscaler reads 0, not nothing)."""
+        self._child(label_values)
 
 
 class Histogram(_Metric):
-    kind = "histogram"
+    sample_suffix = "_count"
 
     def __init__(self, registry: Registry, name: str, help_text: str, buckets: Sequence[float],
                  labels: Sequence[str] = ()) -> None:
-        super().__init__(registry, name, help_text, labels)
         self.buckets = tuple(sorted(buckets))
-        self.counts: dict[tuple[str, ...], list[int]] = {}
-        self.sums: dict[tuple[str, ...], float] = {}
+        super().__init__(registry, name, help_text, labels)
+
+    def _build(self, collectors: CollectorRegistry) -> Any:
+        return prometheus_client.Histogram(self.name, self.help, self.labels, registry=collectors,
+                                           buckets=self.buckets)
 
     def observe(self, value: float, *label_values: str) -> None:
-        key = self._key(label_values)
-        counts = self.counts.get(key)
-        if counts is None:
-            counts = self.counts[key] = [0] * (len(self.buckets) + 1)
-            self.sums[key] = 0.0
-        self.sums[key] += value
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                counts[i] += 1
-                break
-        else:
-            counts[-1] += 1
-
-    def quantile(self, q: float, *label_values: str) -> float | None:
-        """The upper bound of the bucket holding the q-quantile (None: no observation)."""
-        counts = self.counts.get(self._key(label_values))
-        if not counts or not sum(counts):
-            return None
-        rank, seen = q * sum(counts), 0
-        for i, count in enumerate(counts):
-            seen += count
-            if seen >= rank:
-                return self.buckets[i] if i < len(self.buckets) else float("inf")
-        return float("inf")
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for key, counts in sorted(self.counts.items()):
-            base = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(self.labels, key, strict=True))
-            sep = "," if base else ""
-            running = 0
-            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
-                running += count
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                lines.append(f'{self.name}_bucket{{{base}{sep}le="{le}"}} {running}')
-            suffix = f"{{{base}}}" if base else ""
-            lines.append(f"{self.name}_sum{suffix} {self.sums[key]}")
-            lines.append(f"{self.name}_count{suffix} {running}")
-        return lines
+        self._child(label_values).observe(value)
 
 
 class Registry:
+    """The gateway's metrics, and their exposition: this process's, or every worker's."""
+
     def __init__(self) -> None:
         self.metrics: list[_Metric] = []
+        self.collectors = CollectorRegistry(auto_describe=True)
 
     def register(self, metric: _Metric) -> None:
         self.metrics.append(metric)
 
+    def _source(self) -> CollectorRegistry:
+        directory = multiprocess_dir()
+        if directory is None:
+            return self.collectors
+        merged = CollectorRegistry()  # a fresh one per scrape, as prometheus-client's multiprocess mode wants
+        MultiProcessCollector(merged, path=directory)
+        return merged
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The body and content type of a scrape (the format the Accept header asks for). It reads
+        files with several workers: call it off the event loop."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self._source()), content_type
+
     def render(self) -> str:
-        lines: list[str] = []
-        for metric in self.metrics:
-            lines += metric.render()
-        return "\n".join(lines) + "\n"
+        """The Prometheus text format."""
+        return prometheus_client.generate_latest(self._source()).decode()
 
 
 REGISTRY = Registry()
@@ -162,6 +198,10 @@ FRAMES = Counter(REGISTRY, "gateway_frames_total", "Audio forwarded: caller fram
                  ("carrier", "direction"))
 FRAMES_DROPPED = Counter(REGISTRY, "gateway_frames_dropped_total",
                          "Audio not forwarded, by reason.", ("reason",))
+
+CARRIERS = (TwilioLeg.carrier, AcsLeg.carrier)
+for _carrier in CARRIERS:  # 0 calls in progress from the first scrape on: autoscalers read it
+    ACTIVE_CALLS.declare(_carrier)
 
 _KNOWN_CODES: set[str] = set()
 MAX_CODE_LABELS = 30

@@ -12,8 +12,9 @@ the message exactly as it was on the wire::
 The event loop only puts records on a queue; one background thread formats and writes them for
 every call, so recording never blocks a call and never holds a whole call in memory. With
 ``redact_audio`` every audio payload is replaced by silence of the same length, keeping every
-timing and every other field. Registered secrets are scrubbed from every line. A disk error is
-logged once and the call goes on without recording.
+timing and every other field. Registered secrets are scrubbed from the header and every line
+(from each string, before JSON encoding). A disk error is logged once and the call goes on
+without recording.
 """
 
 from __future__ import annotations
@@ -117,16 +118,28 @@ class CallRecorder:
                 entry["msg"] = message
         else:
             entry = {"t": t, "leg": leg, "event": direction, **fields}
-        line = scrub_text(json.dumps(entry, separators=(",", ":"), ensure_ascii=False))
-        for secret in self.call_secrets:
-            line = line.replace(secret, "***")
-        return line
+        return json.dumps(self._scrubbed(entry), separators=(",", ":"), ensure_ascii=False)
+
+    def _scrubbed(self, value: Any) -> Any:
+        """``value`` with every registered secret and every call secret replaced by ``***`` in each
+        of its strings. Strings are scrubbed before JSON encoding: a secret holding a quote or a
+        backslash would no longer be found in the encoded text."""
+        if isinstance(value, str):
+            value = scrub_text(value)
+            for secret in self.call_secrets:
+                value = value.replace(secret, "***")
+            return value
+        if isinstance(value, dict):
+            return {self._scrubbed(key): self._scrubbed(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrubbed(item) for item in value]
+        return value
 
     def _write(self, text: str) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("w", encoding="utf-8")
-            self._file.write(scrub_text(json.dumps(self.header, ensure_ascii=False)) + "\n")
+            self._file.write(json.dumps(self._scrubbed(self.header), ensure_ascii=False) + "\n")
         self._file.write(text + "\n")
 
     def _fail(self, exc: OSError) -> None:

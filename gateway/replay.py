@@ -183,6 +183,12 @@ def run(fixture: Fixture) -> Replay:
                 wire.tick(t)
             elif leg == PHONE and event == "closed":
                 wire.phone_closed(str(rec.get("reason") or "phone_socket_closed"), t)
+            elif leg == PHONE and event == "cut":
+                wire.gateway_ended(str(rec.get("reason") or "gateway_cut"), t)
+            elif leg == PHONE and event == "away":
+                wire.phone_away(t)
+            elif leg == PHONE and event == "back":
+                wire.phone_back(t)
         for text in wire.take_voicelive():
             actual[VOICELIVE].append(Sent(t, text, index))
         for text in wire.take_phone():

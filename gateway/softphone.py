@@ -1085,7 +1085,9 @@ async def place_call(
     kind = _check_url(url)
     call_sid, account_sid, stream_sid = new_sid("CA"), new_sid("AC"), new_sid("MZ")
     events = _Events(on_event)
-    async with aiohttp.ClientSession() as session:
+    # a new connection per request, as Twilio's webhook and media socket come: with several workers
+    # sharing the port, each may land on another one
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
         if kind == "webhook":
             form = {
                 "AccountSid": account_sid,

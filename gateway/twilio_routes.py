@@ -3,7 +3,8 @@
 Both requests must carry Twilio's ``X-Twilio-Signature``, checked against the configured public
 URL (so it holds behind a TLS-terminating proxy). The webhook also hands the stream a signed
 per-call token in a ``<Parameter>``, which the media socket checks at ``start``: it binds the
-stream to the call Twilio announced and to the profile chosen for it, on any replica.
+stream to the call Twilio announced and to the profile chosen for it, on any replica, and opens
+that stream once (a replayed ``start`` is refused by the replica that saw the first one).
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ def public_base(request: web.Request, ctx: GatewayContext) -> str:
     return f"{proto}://{request.host}"
 
 
+def _signed_url(request: web.Request, ctx: GatewayContext, websocket: bool = False) -> str:
+    """The URL Twilio signed for this request: the public address, then the path and the query
+    string exactly as Twilio sent them (percent-encoding kept, as Twilio signs it)."""
+    url = request.rel_url
+    return public_url_for(public_base(request, ctx), url.raw_path, url.raw_query_string, websocket=websocket)
+
+
 def _check_signature(request: web.Request, ctx: GatewayContext, route: str, url: str,
                      params: dict[str, str] | None) -> web.Response | None:
     """None when the request may go on; else the refusal."""
@@ -87,8 +95,7 @@ async def twilio_voice(request: web.Request) -> web.Response:
     """``POST /twilio/voice``: Twilio's voice webhook. Answers with TwiML that opens the media stream."""
     ctx = request.app[CONTEXT]
     form = {k: str(v) for k, v in (await request.post()).items()}
-    base = public_base(request, ctx)
-    refusal = _check_signature(request, ctx, "voice", public_url_for(base, request.path, request.query_string), form)
+    refusal = _check_signature(request, ctx, "voice", _signed_url(request, ctx), form)
     if refusal is not None:
         return refusal
     to, call_sid = form.get("To", ""), form.get("CallSid", "")
@@ -100,8 +107,10 @@ async def twilio_voice(request: web.Request) -> web.Response:
     profile_name, _ = ctx.config.route(to or None)
     parameters = {"profile": profile_name, "to": to}
     if call_sid:
-        parameters["token"] = ctx.tokens.issue({"call": call_sid, "profile": profile_name}, CALL_TOKEN_TTL_S)
+        parameters["token"] = ctx.tokens.issue({"call": call_sid, "profile": profile_name}, CALL_TOKEN_TTL_S,
+                                               carrier="twilio")
     log.info("incoming Twilio call", call_id=call_sid, profile=profile_name)
+    base = public_base(request, ctx)
     twiml = twilio.connect_twiml(public_url_for(base, "/twilio/media", websocket=True), parameters,
                                  action=public_url_for(base, "/twilio/stream-ended"))
     return web.Response(text=twiml, content_type="text/xml")
@@ -112,9 +121,7 @@ async def twilio_stream_ended(request: web.Request) -> web.Response:
     stream has closed: an apology and a hang-up when the gateway failed the call, else a hang-up."""
     ctx = request.app[CONTEXT]
     form = {k: str(v) for k, v in (await request.post()).items()}
-    base = public_base(request, ctx)
-    refusal = _check_signature(request, ctx, "stream-ended", public_url_for(base, request.path,
-                                                                           request.query_string), form)
+    refusal = _check_signature(request, ctx, "stream-ended", _signed_url(request, ctx), form)
     if refusal is not None:
         return refusal
     call_sid = form.get("CallSid", "")
@@ -170,18 +177,27 @@ async def _await_start(ws: web.WebSocketResponse, opened_at: float,
     return None
 
 
+def _redeem_token(ctx: GatewayContext, start: twilio.Start, token: str) -> dict[str, str] | None:
+    """The claims of the stream's call token, used up: a token opens the stream of its call once.
+    None (logged, counted) when it does not hold."""
+    try:
+        claims = ctx.tokens.verify(token, carrier="twilio")
+        if claims.get("call") != start.call_sid:
+            raise TokenError("for another call")
+        ctx.tokens.spend(token)
+    except TokenError as exc:
+        rejected("twilio", "media", f"call token {exc.reason}", call_id=start.call_sid)
+        return None
+    return claims
+
+
 def _profile_for(ctx: GatewayContext, start: twilio.Start) -> str | None:
     """The profile this stream was given by the webhook; None when its token does not hold."""
     params = start.params
     token = params.get("token")
     if token or not ctx.insecure:
-        try:
-            claims = ctx.tokens.verify(token or "")
-        except TokenError as exc:
-            rejected("twilio", "media", f"call token {exc.reason}", call_id=start.call_sid)
-            return None
-        if claims.get("call") != start.call_sid:
-            rejected("twilio", "media", "call token for another call", call_id=start.call_sid)
+        claims = _redeem_token(ctx, start, token or "")
+        if claims is None:
             return None
         name = claims.get("profile", "")
     else:
@@ -197,8 +213,7 @@ def _profile_for(ctx: GatewayContext, start: twilio.Start) -> str | None:
 async def twilio_media(request: web.Request) -> web.StreamResponse:
     """``GET /twilio/media``: the Twilio Media Streams WebSocket."""
     ctx: GatewayContext = request.app[CONTEXT]
-    url = public_url_for(public_base(request, ctx), request.path, request.query_string, websocket=True)
-    refusal = _check_signature(request, ctx, "media", url, None)
+    refusal = _check_signature(request, ctx, "media", _signed_url(request, ctx, websocket=True), None)
     if refusal is not None:
         return refusal
     busy = ctx.refusal()
@@ -212,6 +227,13 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
     try:
         start = await _await_start(ws, opened_at, prelude)
         if start is None:
+            return ws
+        busy = ctx.refusal()
+        if busy is not None:  # the gateway began to drain (or filled up) while this stream was opening
+            metrics.CALLS.inc("twilio", f"refused ({busy})")
+            log.warning("media stream refused at its start", reason=busy, call_id=start.call_sid)
+            ctx.note_failure(start.call_sid)  # the <Connect action> apologises to the caller
+            await ws.close(code=1013, message=busy.encode())
             return ws
         name = _profile_for(ctx, start)
         if name is None:

@@ -105,6 +105,21 @@ class WireCall:
         self._lifecycle(now, VOICELIVE, "closed", code=code)
         self.call.voicelive_closed(code, now)
 
+    def gateway_ended(self, reason: str, now: float) -> None:
+        """The gateway cuts the call (recorded, like every lifecycle event)."""
+        self._lifecycle(now, PHONE, "cut", reason=reason)
+        self.call.gateway_ended(reason, now)
+
+    def phone_away(self, now: float) -> None:
+        """The phone's media socket dropped; the carrier may reconnect it."""
+        self._lifecycle(now, PHONE, "away")
+        self.call.phone_away(now)
+
+    def phone_back(self, now: float) -> None:
+        """A new media socket took over."""
+        self._lifecycle(now, PHONE, "back")
+        self.call.phone_back(now)
+
     def phone_closed(self, reason: str, now: float) -> None:
         self._lifecycle(now, PHONE, "closed", reason=reason)
         self.call.phone_ended(reason, now)

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,11 +26,14 @@ from aiohttp import web
 from azure.communication.callautomation.aio import CallAutomationClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from structlog.testing import capture_logs
+from twilio.request_validator import RequestValidator
 
 from gateway import metrics
 from gateway.acs_routes import APOLOGY, load_apology
 from gateway.app import create_app
 from gateway.audio import ASSETS, b64_len, load_ulaw_8k
+from gateway.auth import AcsJwtValidator
 from gateway.bridge import CONTEXT
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
@@ -39,6 +43,7 @@ from tests.loopback import CapturingTransport, serve
 RESOURCE_ID = "5e6f7a8b-0000-4000-8000-00000000acs1"
 ISSUER = "https://acscallautomation.communication.azure.com"
 SECRET = "eventgrid-secret-9876"
+TWILIO_TOKEN = "twilio-auth-token-for-acs-tests"
 HOURS = load_ulaw_8k(ASSETS / "caller_hours.wav")
 INTERRUPT = load_ulaw_8k(ASSETS / "caller_interrupt.wav")
 
@@ -85,24 +90,32 @@ class AcsRig:
     transport: CapturingTransport
     keys: Keys
 
-    def media_url(self, profile: str = "main", caller: str | None = None, called: str | None = None) -> str:
-        claims = {"profile": profile, "correlation": "corr-1"}
+    def media_url(self, profile: str = "main", caller: str | None = None, called: str | None = None,
+                  correlation: str = "corr-1") -> str:
+        claims = {"profile": profile, "correlation": correlation}
         if caller is not None:
             claims["caller"] = caller
         if called is not None:
             claims["called"] = called
-        token = self.app[CONTEXT].tokens.issue(claims, 3600)
+        return self.media_url_with(self.app[CONTEXT].tokens.issue(claims, 3600, carrier="acs"))
+
+    def media_url_with(self, token: str) -> str:
         return self.base.replace("http://", "ws://") + "/acs/media?ctx=" + token
 
     async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        return await self.post_raw(path, json.dumps(body).encode(), headers)
+
+    async def post_raw(self, path: str, data: bytes, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
         async with aiohttp.ClientSession() as http:
-            response = await http.post(self.base + path, json=body, headers=headers or {})
+            response = await http.post(self.base + path, data=data,
+                                       headers={"Content-Type": "application/json", **(headers or {})})
             await response.read()
             return response
 
 
 CONFIG = """
 voicelive: {{endpoint: "{endpoint}"}}
+twilio: {{auth_token: "${{TWILIO}}"}}
 acs:
   connection_string: ${{ACS}}
   resource_id: {resource}
@@ -141,7 +154,7 @@ async def _acs_rig(keys: Keys, voicelive_endpoint: str | None = None,
     acs_extra = f"\n  sample_rate: {sample_rate}" if sample_rate else ""  # unset: the default, 24000
     config = parse_config(CONFIG.format(endpoint=endpoint, resource=RESOURCE_ID, jwks=keys.jwks_url,
                                         acs_extra=acs_extra),
-                          env={"ACS": connection, "EG_SECRET": SECRET})
+                          env={"ACS": connection, "EG_SECRET": SECRET, "TWILIO": TWILIO_TOKEN})
     transport = CapturingTransport()
     client = CallAutomationClient.from_connection_string(connection, transport=transport)
     app = create_app(config, acs_client=client)
@@ -391,3 +404,192 @@ async def test_caller_keys_on_acs_reach_the_model(acs: AcsRig) -> None:
              if e.get("type") == "conversation.item.create" and e["item"].get("type") == "message"]
     assert texts == ["[The caller pressed these keys on the phone keypad: 7 #]"]
     assert report.played_bytes > 0  # and the bot answered them
+
+
+# --- attacks on a running gateway ---------------------------------------------------------------
+
+
+def twilio_start(call_sid: str, token: str) -> str:
+    return json.dumps({"event": "start", "start": {
+        "streamSid": "MZ" + call_sid, "callSid": call_sid, "accountSid": "AC1", "tracks": ["inbound"],
+        "customParameters": {"token": token},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+
+
+def twilio_headers(acs: AcsRig) -> dict[str, str]:
+    url = acs.base.replace("http://", "ws://") + "/twilio/media"  # no public_url: the Host header's address
+    return {"X-Twilio-Signature": RequestValidator(TWILIO_TOKEN).compute_signature(url, {})}
+
+
+def acs_headers(acs: AcsRig, call_id: str) -> dict[str, str]:
+    return {"Authorization": acs.keys.bearer(), "x-ms-call-connection-id": call_id}
+
+
+async def test_requests_share_one_fetch_of_the_signing_keys_that_hangs(acs: AcsRig) -> None:
+    hits = 0
+    gate = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        await gate.wait()
+        return web.json_response({"keys": []})
+
+    keys_app = web.Application()
+    keys_app.router.add_get("/calling/keys", hang)
+    runner, base = await serve(keys_app)
+    ctx = acs.app[CONTEXT]
+    # no keys cached; a fetch gives up after 0.5 s, and a key id unknown may be fetched again after 0.25 s
+    validator = ctx.acs_validator = AcsJwtValidator(base + "/calling/keys", audience=RESOURCE_ID,
+                                                    fetch_timeout_s=0.5, min_refetch_s=0.25)
+    event = [{"type": "Microsoft.Communication.CallConnected", "data": {"callConnectionId": "cc-none"}}]
+    try:
+        # tokens that cannot be valid are refused before any key is fetched
+        hs256 = jwt.encode({"iss": ISSUER, "aud": RESOURCE_ID, "exp": int(time.time()) + 60}, "s" * 32,
+                           headers={"kid": acs.keys.kid})
+        for authorization in ["", "Bearer not-a-jwt", f"Bearer {hs256}", acs.keys.bearer(audience="another"),
+                              acs.keys.bearer(issuer="https://evil.example"), acs.keys.bearer(ttl=-600)]:
+            assert (await acs.post("/acs/callbacks", event, {"Authorization": authorization})).status == 401
+        assert hits == 0
+        started = time.monotonic()
+        responses = await asyncio.gather(*(acs.post("/acs/callbacks", event, {"Authorization": acs.keys.bearer()})
+                                           for _ in range(20)))
+        elapsed = time.monotonic() - started
+        assert hits == 1  # one fetch, shared by the 20 requests
+        assert elapsed < 1.5, elapsed  # one fetch timeout (0.5 s), not one each
+        assert [r.status for r in responses] == [503] * 20  # not checked: the keys are unavailable
+        # the failure is remembered for a while: refused at once, no new fetch
+        assert (await acs.post("/acs/callbacks", event, {"Authorization": acs.keys.bearer()})).status == 503
+        assert hits == 1
+    finally:
+        gate.set()
+        await validator.close()
+        await runner.cleanup()
+
+
+async def test_a_live_call_cannot_be_taken_over_with_another_calls_stream_token(acs: AcsRig) -> None:
+    before = metrics.AUTH_REJECTIONS.value("acs", "media", "stream token for another call")
+    victim = asyncio.create_task(place_acs_call(
+        acs.media_url(), [Say(HOURS, "question"), WaitForBot(), Hangup()], token=acs.keys.mint(),
+        call_connection_id="cc-victim", correlation_id="corr-1"))
+    try:
+        await asyncio.wait_for(acs.sim.state.wait_for_session(0), 10)
+        # a valid ACS token, and the stream token of another call (its own, say), for the victim's call id
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await http.ws_connect(acs.media_url(correlation="corr-2"),
+                                      headers={**acs_headers(acs, "cc-victim"), "x-ms-call-correlation-id": "corr-2"})
+        assert err.value.status == 403
+        report = await asyncio.wait_for(victim, 30)
+    finally:
+        victim.cancel()
+        await asyncio.gather(victim, return_exceptions=True)
+    await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+    assert report.connections == 1 and report.closed_by == "caller" and report.violations == 0
+    assert report.played_bytes > 0  # the caller heard the bot: the call was never taken over
+    assert len(acs.sim.state.sessions) == 1
+    assert metrics.AUTH_REJECTIONS.value("acs", "media", "stream token for another call") == before + 1
+
+
+async def test_call_tokens_open_only_their_carriers_streams(acs: AcsRig) -> None:
+    ctx = acs.app[CONTEXT]
+    twilio_token = ctx.tokens.issue({"call": "CA-tw", "profile": "main"}, 60, carrier="twilio")
+    no_call = ctx.tokens.issue({"profile": "main"}, 60)  # names no call (nor carrier)
+    async with aiohttp.ClientSession() as http:
+        for token, reason in [(twilio_token, "stream token for another carrier"),
+                              (no_call, "stream token names no call")]:
+            before = metrics.AUTH_REJECTIONS.value("acs", "media", reason)
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await http.ws_connect(acs.media_url_with(token), headers=acs_headers(acs, "cc-new"))
+            assert err.value.status == 403
+            assert metrics.AUTH_REJECTIONS.value("acs", "media", reason) == before + 1
+        # and an ACS stream token opens no Twilio stream
+        acs_token = parse_qs(urlsplit(acs.media_url()).query)["ctx"][0]
+        before = metrics.AUTH_REJECTIONS.value("twilio", "media", "call token for another carrier")
+        async with http.ws_connect(acs.base + "/twilio/media", headers=twilio_headers(acs)) as ws:
+            await ws.send_str(twilio_start("CA-acs", acs_token))
+            msg = await asyncio.wait_for(ws.receive(), 10)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
+        assert metrics.AUTH_REJECTIONS.value("twilio", "media", "call token for another carrier") == before + 1
+    assert acs.sim.state.sessions == []
+
+
+async def test_acs_requests_never_reach_a_twilio_call_with_the_same_id(acs: AcsRig) -> None:
+    ctx = acs.app[CONTEXT]
+    token = ctx.tokens.issue({"call": "CAlive", "profile": "main"}, 60, carrier="twilio")
+    async with aiohttp.ClientSession() as http, http.ws_connect(acs.base + "/twilio/media",
+                                                                headers=twilio_headers(acs)) as phone:
+        await phone.send_str(twilio_start("CAlive", token))
+        await asyncio.wait_for(acs.sim.state.wait_for_session(0), 10)
+        twilio_call = ctx.calls["CAlive"]
+        # an ACS media socket for that id, with a valid ACS JWT and stream token
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await http.ws_connect(acs.media_url(), headers=acs_headers(acs, "CAlive"))
+        assert err.value.status == 403
+        # an ACS callback saying that call is over
+        hung_up = [{"type": "Microsoft.Communication.CallDisconnected", "data": {"callConnectionId": "CAlive"}}]
+        assert (await acs.post("/acs/callbacks", hung_up, {"Authorization": acs.keys.bearer()})).status == 200
+        assert ctx.calls.get("CAlive") is twilio_call and not twilio_call.call.ended
+        assert not phone.closed
+        await phone.send_str(json.dumps({"event": "stop", "streamSid": "MZCAlive"}))
+        msg = await asyncio.wait_for(phone.receive(), 10)
+        while msg.type == aiohttp.WSMsgType.TEXT:  # the bot's audio, then the close
+            msg = await asyncio.wait_for(phone.receive(), 10)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    await asyncio.wait_for(ctx.wait_idle(), 10)
+    assert twilio_call.call.end_reason == "caller_hung_up"
+    assert len(acs.sim.state.sessions) == 1
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "deep"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+NOT_A_DELIVERY = [
+    b"{not json",
+    b"\xff\xfe\x00garbage",
+    b"5",
+    b'"Microsoft.Communication.IncomingCall"',
+    b"null",
+    b"[]",
+    b'[1, "x", null]',
+    b"[" * 100_000 + b"]" * 100_000,  # nested beyond what the parser takes
+    json.dumps([{"eventType": _nested(500), "data": _nested(500)}]).encode(),  # parsed, but nested absurdly
+]
+
+
+@pytest.mark.parametrize("route", ["incoming", "callbacks"])
+async def test_what_is_not_a_delivery_of_events_gets_a_400_and_one_log_line(
+        acs: AcsRig, route: str, caplog: pytest.LogCaptureFixture) -> None:
+    path = f"/acs/incoming?secret={SECRET}" if route == "incoming" else "/acs/callbacks"
+    for body in NOT_A_DELIVERY:
+        headers = {"Authorization": acs.keys.bearer()} if route == "callbacks" else {}
+        with capture_logs() as logs:
+            response = await acs.post_raw(path, body, headers)
+        assert response.status == 400, body[:40]
+        lines = [line for line in logs if line["log_level"] in ("warning", "error", "critical")]
+        assert len(lines) == 1 and lines[0]["log_level"] == "warning", (body[:40], lines)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback anywhere
+    assert acs.transport.of("callConnections:answer") == []
+
+
+async def test_an_acs_caller_who_hangs_up_ends_the_call_at_once(acs: AcsRig) -> None:
+    loop = asyncio.get_running_loop()
+    with capture_logs() as logs:
+        report = await place_acs_call(acs.media_url(), [Silence(600), Hangup()], token=acs.keys.mint(),
+                                      call_connection_id="cc-gone")
+        hung_up = [{"id": "e-gone", "source": "calling/callConnections/cc-gone", "specversion": "1.0",
+                    "type": "Microsoft.Communication.CallDisconnected",
+                    "data": {"callConnectionId": "cc-gone", "correlationId": "corr-1"}}]
+        posted = loop.time()
+        assert (await acs.post("/acs/callbacks", hung_up, {"Authorization": acs.keys.bearer()})).status == 200
+        await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
+        ended = loop.time() - posted
+    assert ended < 0.5  # at once: not after the 1.5 s the gateway waits for ACS to reconnect a socket
+    (summary,) = [line for line in logs if line.get("event") == "call ended"]
+    assert summary["end_reason"] == "caller_hung_up"
+    assert abs(summary["duration_ms"] - report.duration_ms) < 300  # its real length: until the socket went
+    assert acs.transport.of(":terminate") == []  # the caller hung up: nothing to hang up

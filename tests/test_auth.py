@@ -286,6 +286,27 @@ def test_call_token_signed_but_malformed(payload: Any) -> None:
     assert caught.value.reason == "malformed"
 
 
+def test_call_token_names_its_carrier_and_is_spent_once() -> None:
+    clock = FakeClock(1000.0)
+    tokens = CallTokens(KEY, clock=clock)
+    twilio_token = tokens.issue({"call": "CA1"}, ttl_s=30, carrier="twilio")
+    assert tokens.verify(twilio_token, carrier="twilio") == {"call": "CA1", "carrier": "twilio"}
+    with pytest.raises(TokenError) as caught:
+        tokens.verify(twilio_token, carrier="acs")
+    assert caught.value.reason == "for another carrier"
+    tokens.spend(twilio_token)
+    with pytest.raises(TokenError) as caught:
+        tokens.spend(twilio_token)
+    assert caught.value.reason == "already used"
+    tokens.spend(tokens.issue({"call": "CA2"}, ttl_s=30, carrier="twilio"))  # another token: its own use
+    clock.t += 30
+    with pytest.raises(TokenError) as caught:
+        tokens.spend(twilio_token)
+    assert caught.value.reason == "expired"
+    assert tokens.spend(tokens.issue({"call": "CA3"}, ttl_s=30)) is None
+    assert len(tokens._spent) == 1  # the expired ones are forgotten
+
+
 def test_call_token_issue_arguments() -> None:
     tokens = CallTokens(KEY)
     with pytest.raises(ValueError):
@@ -609,11 +630,55 @@ async def test_acs_no_keys_at_all(jwks: JwksServer, clock: FakeClock, rsa_keys) 
         assert await refused(v, token) == "signing keys unavailable"  # retried only after a pause
         assert jwks.fetches == 1
         jwks.status = 200
-        clock.t += 5
+        clock.t += 29
+        assert await refused(v, token) == "signing keys unavailable"  # the failure is remembered for 30 s
+        assert jwks.fetches == 1
+        clock.t += 1
         assert await v.validate(token)
         assert jwks.fetches == 2
     finally:
         await v.close()
+
+
+async def test_acs_tokens_that_cannot_be_valid_are_refused_before_any_fetch(
+    validator: AcsJwtValidator, jwks: JwksServer, rsa_keys
+) -> None:
+    now = int(time.time())
+    key = rsa_keys["k1"]
+    cases = {
+        "wrong audience": mint(key, "k1", aud="another-resource"),
+        "wrong issuer": mint(key, "attacker-kid", iss="https://issuer.example.com"),
+        "expired": mint(key, "k1", iat=now - 7200, nbf=now - 7200, exp=now - 3600),
+        "not yet valid": mint(key, "k1", nbf=now + 3600, exp=now + 7200),
+        "missing claim aud": mint(key, "k1", aud=None),
+    }
+    for reason, token in cases.items():
+        assert await refused(validator, f"Bearer {token}") == reason
+    assert jwks.fetches == 0 and validator.fetches == 0  # no keys were needed to refuse them
+
+
+async def test_acs_a_slow_failed_fetch_is_shared_by_every_waiter(jwks: JwksServer, clock: FakeClock,
+                                                                  rsa_keys) -> None:
+    """The key endpoint answers after 10 s (on the validator's clock), with an error: the 20
+    validations that waited for that fetch all get its outcome; none fetches again after it."""
+    jwks.status = 503
+    jwks.gate = asyncio.Event()
+    v = AcsJwtValidator(jwks.url, audience=AUDIENCE, clock=clock)
+    tasks = [asyncio.create_task(refused(v, "Bearer " + mint(rsa_keys["k1"], "k1", sub=f"call-{i}")))
+             for i in range(20)]
+    try:
+        await asyncio.wait_for(jwks.entered.wait(), 10)
+        clock.t += 10  # the fetch took its whole timeout
+        jwks.gate.set()
+        reasons = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    finally:
+        jwks.gate.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await v.close()
+    assert reasons == ["signing keys unavailable"] * 20
+    assert jwks.fetches == 1 and v.fetches == 1
 
 
 async def test_acs_jwks_with_unusable_entries(jwks: JwksServer, validator: AcsJwtValidator, rsa_keys) -> None:

@@ -501,3 +501,19 @@ def test_no_new_bot_audio_is_played_once_the_goodbye_is_done() -> None:
     assert speak(call, "r2", "i2", 800, 60.0) == []
     call.playback_mark(marks[-1], 200.0)
     assert hangups(phone(call)) == [Hangup("bot_hung_up", None)]
+
+
+def test_no_reprompt_while_the_phone_socket_is_gone_and_a_hang_up_ends_the_call_when_it_went() -> None:
+    call = make_call("prompting")  # re-prompts after 5 s of silence
+    call.phone_away(3000.0)  # the media socket dropped: the carrier may reconnect it
+    assert call.next_deadline() is None or call.next_deadline() > 20_000.0
+    call.tick(9000.0)
+    assert reprompts(vl(call)) == []  # nobody would hear it
+    call.phone_back(9500.0)  # a new socket: silence counts afresh
+    call.tick(14_499.0)
+    assert reprompts(vl(call)) == []
+    call.tick(14_500.0)
+    assert reprompts(vl(call)) == ["Are you still there?"]
+    call.phone_away(15_000.0)
+    call.phone_ended("caller_hung_up", 16_200.0)  # the carrier's word came later than the socket's end
+    assert call.ended and call.summary(16_300.0)["duration_ms"] == 15_000

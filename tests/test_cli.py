@@ -109,7 +109,8 @@ async def _serve(env: dict[str, str]) -> AsyncIterator[Served]:
 
 @pytest.fixture
 async def served_with_builtin_simulator() -> AsyncIterator[Served]:
-    async for served in _serve(_env(TWILIO_AUTH_TOKEN=TWILIO_TOKEN)):
+    # carrier credentials mean real calls: the simulator must be asked for by name
+    async for served in _serve(_env(TWILIO_AUTH_TOKEN=TWILIO_TOKEN, AZURE_VOICELIVE_ENDPOINT="simulator")):
         yield served
 
 
@@ -141,3 +142,37 @@ async def test_serve_talks_to_the_configured_endpoint_and_the_call_command_works
             assert len(sim.state.sessions) == 1
             session = await asyncio.wait_for(sim.state.wait_closed(0), 10)
             assert session.appended  # the caller's audio reached the configured endpoint
+
+
+async def test_serve_with_carrier_credentials_and_no_voice_live_endpoint_refuses_to_start() -> None:
+    code, out, err = await _run("serve", "--port", str(_free_port()), env=_env(TWILIO_AUTH_TOKEN=TWILIO_TOKEN))
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        "config.yaml: not starting: twilio.auth_token is set (real calls), but no Voice Live endpoint is: set "
+        "AZURE_VOICELIVE_ENDPOINT to the Voice Live resource, or write voicelive.endpoint: simulator to send "
+        "calls to the built-in simulator on purpose")
+    code, out, _ = await _run("check-config", env=_env(TWILIO_AUTH_TOKEN=TWILIO_TOKEN))
+    assert code == 0 and "gateway serve will refuse to start: twilio.auth_token is set" in out
+
+
+async def test_an_unknown_log_level_is_an_error_not_info() -> None:
+    code, out, err = await _run("check-config", env=_env(GATEWAY_LOG_LEVEL="verbose"))
+    assert (code, out) == (2, "")
+    assert err.strip() == "gateway: GATEWAY_LOG_LEVEL must be one of debug, info, warning, error (got 'verbose')"
+
+
+async def test_log_lines_go_to_standard_error() -> None:
+    code = "from gateway import log; log.configure(); log.get_logger('test').info('where do I go')"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, cwd=ROOT, env=_env(), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert out == b"" and json.loads(err)["event"] == "where do I go"  # as docs/operations.md says
+
+
+async def test_several_workers_need_one_signing_key_for_all(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("voicelive: {endpoint: simulator}\nprofiles: {main: {model: gpt-realtime}}\n")
+    code, out, err = await _run("serve", "--config", str(config), "--workers", "2", "--port", str(_free_port()))
+    assert (code, out) == (2, "")
+    assert "gateway.signing_key is not set and does not read GATEWAY_SIGNING_KEY" in err

@@ -43,7 +43,7 @@ async def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(tmp_path
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "GATEWAY_", "TWILIO_", "ACS_"))}
-    env.update(TWILIO_AUTH_TOKEN=TOKEN, GATEWAY_LOG_FORMAT="json")
+    env.update(TWILIO_AUTH_TOKEN=TOKEN, AZURE_VOICELIVE_ENDPOINT="simulator", GATEWAY_LOG_FORMAT="json")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port), cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -141,3 +141,76 @@ profiles: {{main: {{model: gpt-realtime}}}}
     finally:
         await runner.cleanup()
         await sim.close()
+
+
+async def test_calls_still_running_when_the_drain_times_out_are_cut_by_the_gateway() -> None:
+    from gateway import metrics
+    from gateway.app import drain
+
+    sim = await start_simulator(SimulatorSettings(audio_speed=8.0))
+    config = parse_config(f"""
+voicelive: {{endpoint: "{sim.endpoint}"}}
+twilio: {{auth_token: "${{T}}"}}
+profiles: {{main: {{model: gpt-realtime}}}}
+""", env={"T": TOKEN})
+    ready = asyncio.Event()
+    app = create_app(config, observer_factory=lambda _call: (
+        lambda event, _t, _f: ready.set() if event == "session.ready" else None))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    ends = ("drain_timeout", "phone_socket_closed", "caller_hung_up")
+    before = {end: metrics.CALLS.value("twilio", end) for end in ends}
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        call = asyncio.create_task(place_call(base + "/twilio/voice", [Silence(30_000), Hangup()], auth_token=TOKEN))
+        await asyncio.wait_for(ready.wait(), 10)
+        assert await drain(app, 0.2) is False  # the caller is still talking when the drain runs out
+        report = await asyncio.wait_for(call, 10)
+    finally:
+        await runner.cleanup()
+        await sim.close()
+    assert report.closed_by == "gateway" and report.close_code == 1011
+    after = {end: metrics.CALLS.value("twilio", end) for end in ends}
+    assert after == {**before, "drain_timeout": before["drain_timeout"] + 1}  # not counted as the caller's end
+
+
+async def test_a_stream_that_starts_after_sigterm_is_refused_like_a_new_call() -> None:
+    from gateway import metrics
+
+    sim = await start_simulator(SimulatorSettings(audio_speed=8.0))
+    config = parse_config(f"""
+voicelive: {{endpoint: "{sim.endpoint}"}}
+twilio: {{auth_token: "${{T}}"}}
+profiles: {{main: {{model: gpt-realtime}}}}
+""", env={"T": TOKEN})
+    app = create_app(config)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    before = metrics.CALLS.value("twilio", "refused (draining)")
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        ws_url = base.replace("http", "ws") + "/twilio/media"
+        token = app[CONTEXT].tokens.issue({"call": "CAlate", "profile": "main"}, 60, carrier="twilio")
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                ws_url, headers={"X-Twilio-Signature": twilio_signature(TOKEN, ws_url)}) as ws:
+            app[CONTEXT].draining = True  # SIGTERM arrives between the upgrade and the start message
+            await ws.send_str(json.dumps({"event": "start", "start": {
+                "streamSid": "MZlate", "callSid": "CAlate", "customParameters": {"token": token},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+            closing = await ws.receive()
+        url = base + "/twilio/stream-ended"
+        form = {"CallSid": "CAlate", "CallStatus": "in-progress"}
+        async with aiohttp.ClientSession() as http, http.post(
+                url, data=form, headers={"X-Twilio-Signature": twilio_signature(TOKEN, url, form)}) as response:
+            twiml = await response.text()
+    finally:
+        await runner.cleanup()
+        await sim.close()
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1013
+    assert sim.state.sessions == []  # no Voice Live session was opened for it
+    assert metrics.CALLS.value("twilio", "refused (draining)") == before + 1
+    assert "<Say>" in twiml and "<Hangup/>" in twiml  # the caller hears the apology

@@ -16,8 +16,9 @@ from gateway.audio import ASSETS, G711_ULAW, load_ulaw_8k
 from gateway.config import parse_config
 from gateway.recording import FORMAT, CallRecorder, RecordingWriter, redact_audio
 from gateway.replay import load_fixture, run
-from gateway.simulator import SimulatorSettings, start_simulator
+from gateway.simulator import SimulatorSettings, ToolCall, start_simulator
 from gateway.softphone import Hangup, Say, WaitForBot, place_call
+from tests.loopback import serve
 
 HOURS = load_ulaw_8k(ASSETS / "caller_hours.wav")
 
@@ -103,14 +104,16 @@ def test_a_stalled_disk_never_blocks_and_the_backlog_is_bounded(tmp_path: Path, 
     assert len(recorder.path.read_text().splitlines()) == 1 + recorder.enqueued
 
 
-async def _call_through_gateway(tmp: Path, directory: str, redact: bool) -> object:
-    async with await start_simulator(SimulatorSettings(audio_speed=8.0)) as sim:
+async def _call_through_gateway(tmp: Path, directory: str, redact: bool, profile: str = "{model: gpt-realtime}",
+                                env: dict[str, str] | None = None,
+                                settings: SimulatorSettings | None = None) -> object:
+    async with await start_simulator(settings or SimulatorSettings(audio_speed=8.0)) as sim:
         config = parse_config(f"""
 voicelive: {{endpoint: "{sim.endpoint}"}}
 twilio: {{auth_token: "${{TOKEN}}"}}
 recording: {{directory: "{directory}", redact_audio: {str(redact).lower()}}}
-profiles: {{main: {{model: gpt-realtime}}}}
-""", env={"TOKEN": "recording-test-token"})
+profiles: {{main: {profile}}}
+""", env={"TOKEN": "recording-test-token", **(env or {})})
         runner = web.AppRunner(create_app(config))
         await runner.setup()
         try:
@@ -149,3 +152,32 @@ async def test_a_disk_error_is_logged_once_and_the_call_goes_on(tmp_path: Path) 
     assert report.played_bytes > 0 and report.violations == 0  # type: ignore[attr-defined]
     failures = [line for line in buf.getvalue().splitlines() if "call recording failed" in line]
     assert len(failures) == 1
+
+
+async def _echo_url(request: web.Request) -> web.Response:
+    return web.json_response({"you_called": request.raw_path, "order": "shipped"})
+
+
+async def test_a_tool_s_secrets_never_reach_the_recording(tmp_path: Path) -> None:
+    """The header holds the resolved profile (tool URL and headers); the messages hold the tool's
+    output, here echoing the URL with its key. Neither secret is in the file, in any JSON form."""
+    url_key = "fnkey-Q8xZ4Lm_0a=="
+    password = 'pa"ss\\w0rd-77'  # a quote and a backslash: changed by JSON encoding
+    app = web.Application()
+    app.router.add_post("/fn", _echo_url)
+    service, base = await serve(app)
+    try:
+        profile = ("{model: gpt-realtime, tools: [{name: lookup_order, description: Find an order., "
+                   f'http: {{url: "{base}/fn?code=${{FN_KEY}}", headers: {{X-Password: "${{FN_PASSWORD}}"}}}}}}]}}')
+        settings = SimulatorSettings(audio_speed=8.0, tool_calls={1: ToolCall("lookup_order", {"order": "42"})})
+        await _call_through_gateway(tmp_path, str(tmp_path / "calls"), redact=True, profile=profile,
+                                    env={"FN_KEY": url_key, "FN_PASSWORD": password}, settings=settings)
+    finally:
+        await service.cleanup()
+    (path,) = (tmp_path / "calls").glob("*.jsonl")
+    text = path.read_text()
+    assert "you_called" in text and "/fn?code=***" in text  # the tool ran, and its output is recorded
+    for secret in (url_key, password):
+        once = json.dumps(secret)[1:-1]
+        for form in (secret, once, json.dumps(once)[1:-1]):
+            assert form not in text

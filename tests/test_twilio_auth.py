@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from twilio.request_validator import RequestValidator
+from yarl import URL
 
 from gateway import log, metrics
 from gateway.app import create_app
@@ -158,3 +160,44 @@ async def test_without_an_auth_token_twilio_is_refused_unless_insecure_mode_says
         assert "INSECURE DEVELOPMENT MODE" in buf.getvalue()
     finally:
         log.configure(level="info")
+
+
+@pytest.mark.parametrize("query", ["name=caller%20one", "sum=1+2", "city=caf%C3%A9",
+                                   "name=a%20b&sum=1+2&city=caf%C3%A9&amp=%26%3D"])
+async def test_a_webhook_url_with_an_encoded_query_is_checked_as_twilio_signed_it(behind_proxy: Gateway,
+                                                                                   query: str) -> None:
+    validator = RequestValidator(TOKEN)
+    async with aiohttp.ClientSession() as http:
+        for path in ("/twilio/voice", "/twilio/stream-ended"):
+            signature = validator.compute_signature(f"{PUBLIC}{path}?{query}", FORM)
+            url = URL(f"{behind_proxy.base}{path}?{query}", encoded=True)  # sent exactly as written
+            assert (await http.post(url, data=FORM, headers={"X-Twilio-Signature": signature})).status == 200, path
+            # the signature covers the query: another one is refused
+            tampered = URL(f"{behind_proxy.base}{path}?{query}x", encoded=True)
+            assert (await http.post(tampered, data=FORM, headers={"X-Twilio-Signature": signature})).status == 403
+
+
+async def test_a_call_token_opens_one_stream_once(behind_proxy: Gateway) -> None:
+    twiml = await _webhook(behind_proxy)
+    token = twiml.split('name="token" value="')[1].split('"')[0]
+    signature = RequestValidator(TOKEN).compute_signature("wss://voice.example.com/twilio/media", {})
+    headers = {"X-Twilio-Signature": signature}
+    before = metrics.AUTH_REJECTIONS.value("twilio", "media", "call token already used")
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(behind_proxy.base + "/twilio/media", headers=headers) as ws:
+            await _start(behind_proxy, ws, "CA0123", token)
+            await behind_proxy.sim.state.wait_for_session(0)
+            async with http.ws_connect(behind_proxy.base + "/twilio/media", headers=headers) as again:
+                await _start(behind_proxy, again, "CA0123", token)  # while the call is live
+                assert (await asyncio.wait_for(again.receive(), 10)).data == 1008
+            await ws.send_str(json.dumps({"event": "stop", "stop": {"callSid": "CA0123"}}))
+            while (await asyncio.wait_for(ws.receive(), 10)).type == aiohttp.WSMsgType.TEXT:
+                pass
+        await asyncio.wait_for(behind_proxy.app[CONTEXT].wait_idle(), 10)
+        # the call is over: its start, replayed, opens nothing
+        async with http.ws_connect(behind_proxy.base + "/twilio/media", headers=headers) as replay:
+            await _start(behind_proxy, replay, "CA0123", token)
+            msg = await asyncio.wait_for(replay.receive(), 10)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
+    assert len(behind_proxy.sim.state.sessions) == 1
+    assert metrics.AUTH_REJECTIONS.value("twilio", "media", "call token already used") == before + 2
