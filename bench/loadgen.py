@@ -31,7 +31,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from gateway.audio import b64_len
-from gateway.auth import CallTokens, twilio_signature
+from gateway.auth import CallTokens
+from gateway.carriers.twilio.auth import twilio_signature
 from gateway.cli import run_fast
 from gateway.simulator.bench import BOT_MAGIC, CALLER_MAGIC, MARKER, read_marker
 from gateway.voicelive.client import VoiceLiveConnection

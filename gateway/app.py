@@ -8,31 +8,22 @@ import gc
 import os
 import secrets
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from gateway import __version__, metrics
-from gateway.acs_routes import (
-    APOLOGY,
-    SEEN_CALLS,
-    acs_callbacks,
-    acs_incoming,
-    acs_incoming_options,
-    acs_media,
-    load_apology,
-)
-from gateway.audio import ASSETS
-from gateway.auth import AcsJwtValidator, CallTokens
+from gateway.auth import CallTokens
 from gateway.bridge import CONTEXT, GatewayContext
 from gateway.call import Observer
+from gateway.carriers.base import Carrier
+from gateway.carriers.registry import default_carriers
 from gateway.config import GatewayConfig, config_notes
 from gateway.log import get_logger, register_secret
 from gateway.recording import RecordingWriter
 from gateway.tools import ToolRunner, http_tool_runner
-from gateway.twilio_routes import twilio_media, twilio_stream_ended, twilio_voice
 from gateway.voicelive.client import VoiceLiveConnector
 
 log = get_logger("gateway.app")
@@ -59,20 +50,13 @@ async def metrics_route(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def _acs_client(config: GatewayConfig) -> Any:
-    if config.acs.connection_string is None:
-        return None
-    from azure.communication.callautomation.aio import CallAutomationClient
-
-    return CallAutomationClient.from_connection_string(config.acs.connection_string.get_secret_value())
-
-
-def _announce_security(config: GatewayConfig) -> None:
+def _announce_security(config: GatewayConfig, carriers: Sequence[Carrier]) -> None:
     if config.gateway.insecure_dev_mode:
         log.warning("INSECURE DEVELOPMENT MODE: carrier requests that cannot be authenticated are accepted; "
                     "never run a public gateway like this")
-    elif config.twilio.auth_token is None:
-        log.warning("TWILIO_AUTH_TOKEN is not set: Twilio requests are refused (403)")
+    for carrier in carriers:
+        for note in carrier.notes(config):
+            log.warning(note)
     if config.gateway.signing_key is None:
         log.warning("GATEWAY_SIGNING_KEY is not set: call tokens use a random key of this process, "
                     "so every replica must share one; set it when running more than one")
@@ -85,20 +69,21 @@ def create_app(
     observer_factory: Callable[[str], Observer] | None = None,
     simulator_settings: Any = None,
     tool_runner: ToolRunner | None = None,
-    acs_client: Any = None,
+    carriers: Sequence[Carrier] | None = None,
 ) -> web.Application:
-    """Build the gateway application.
+    """Build the gateway application from its carriers (by default every carrier of the registry).
 
     ``voicelive_endpoint`` overrides the configured endpoint. With neither, the built-in Voice
     Live simulator is started on a free loopback port when the application starts.
-    ``acs_client`` (a Call Automation client) overrides the one made from the connection string.
     """
+    carriers = list(carriers) if carriers is not None else default_carriers()
     for secret in config.secrets():
         register_secret(secret)
     app = web.Application()
     endpoint = voicelive_endpoint or config.voicelive_url
-    app[SEEN_CALLS] = {}
-    app[APOLOGY] = load_apology(config.acs.fallback_clip or str(ASSETS / "apology.wav"), config.acs.sample_rate)
+    for carrier in carriers:
+        carrier.install(app, config)
+        metrics.ACTIVE_CALLS.declare(carrier.name)  # 0 calls in progress from the first scrape on
 
     async def start_backend(app: web.Application) -> Any:
         nonlocal endpoint
@@ -121,20 +106,14 @@ def create_app(
                      redact_audio=config.recording.redact_audio)
         key = config.gateway.signing_key
         tokens = CallTokens(key.get_secret_value().encode() if key else secrets.token_bytes(32))
-        validator = None
-        if config.acs.resource_id:
-            validator = AcsJwtValidator(config.acs.jwks_url, audience=config.acs.resource_id,
-                                        issuer=config.acs.issuer)
-        owned_acs_client = None if acs_client is not None else _acs_client(config)
         http = aiohttp.ClientSession()  # shared by the calls' tools
         app[CONTEXT] = GatewayContext(
-            config, connector, tokens, observer_factory, recording, tool_runner or http_tool_runner(http),
-            acs_client or owned_acs_client, validator, http)
+            config, connector, tokens, observer_factory, recording, tool_runner or http_tool_runner(http))
         if simulator is None:
             log.info("Voice Live backend", endpoint=endpoint, auth=connector.auth_kind)
         if not config.gateway.public_url:
             log.warning("GATEWAY_PUBLIC_URL is not set: carrier URLs are built from each request's Host header")
-        _announce_security(config)
+        _announce_security(config, carriers)
         for note in config_notes(config):
             log.warning(note.removeprefix("note: "))
         try:
@@ -142,10 +121,6 @@ def create_app(
         finally:
             await http.close()
             await connector.close()
-            if validator is not None:
-                await validator.close()
-            if owned_acs_client is not None:
-                await owned_acs_client.close()
             if recording is not None:
                 await asyncio.get_running_loop().run_in_executor(None, recording.close)
             if simulator is not None:
@@ -175,15 +150,11 @@ def create_app(
                 await bridge.phone.close(code=1001, message=b"gateway shutting down")
 
     app.cleanup_ctx.append(start_backend)
+    for carrier in carriers:
+        app.cleanup_ctx.append(carrier.running)
+        app.add_routes(carrier.routes())
     app.cleanup_ctx.append(watch_loop_lag)
     app.on_shutdown.append(end_calls)
-    app.router.add_post("/twilio/voice", twilio_voice)
-    app.router.add_get("/twilio/media", twilio_media)
-    app.router.add_post("/twilio/stream-ended", twilio_stream_ended)
-    app.router.add_post("/acs/incoming", acs_incoming)
-    app.router.add_route("OPTIONS", "/acs/incoming", acs_incoming_options)
-    app.router.add_post("/acs/callbacks", acs_callbacks)
-    app.router.add_get("/acs/media", acs_media)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from gateway import metrics
-from gateway.auth import AcsJwtValidator, CallTokens
+from gateway.auth import CallTokens
 from gateway.call import CALL_OPTIONS, Call, CallState, Observer, RunTool
 from gateway.config import GatewayConfig
 from gateway.log import get_logger
@@ -69,9 +69,6 @@ class GatewayContext:
     observer_factory: Callable[[str], Observer] | None = None
     recording: RecordingWriter | None = None
     tool_runner: ToolRunner | None = None
-    acs_client: Any = None  # azure.communication.callautomation.aio.CallAutomationClient
-    acs_validator: AcsJwtValidator | None = None
-    http: Any = None  # aiohttp.ClientSession for the gateway's own requests (Twilio REST)
     calls: dict[str, CallBridge] = field(default_factory=dict)
     failed_calls: dict[str, float] = field(default_factory=dict)  # call id -> when the gateway gave up on it
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones

@@ -25,9 +25,10 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k, ulaw_to_array
+from gateway.carriers.twilio.phone import place_call
 from gateway.config import GatewayConfig, Profile, load_config, parse_config
 from gateway.simulator import SimulatorSettings, start_simulator
-from gateway.softphone import CallReport, Hangup, Say, WaitForBot, place_call
+from gateway.softphone import CallReport, Hangup, Say, WaitForBot
 
 DEMO_CONFIG = """
 voicelive:

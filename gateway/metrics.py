@@ -21,9 +21,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway.carriers.acs import AcsLeg
-from gateway.carriers.twilio import TwilioLeg
-
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MAX_SERIES = 100
 MAX_LABEL_LEN = 100
@@ -198,10 +195,6 @@ FRAMES = Counter(REGISTRY, "gateway_frames_total", "Audio forwarded: caller fram
                  ("carrier", "direction"))
 FRAMES_DROPPED = Counter(REGISTRY, "gateway_frames_dropped_total",
                          "Audio not forwarded, by reason.", ("reason",))
-
-CARRIERS = (TwilioLeg.carrier, AcsLeg.carrier)
-for _carrier in CARRIERS:  # 0 calls in progress from the first scrape on: autoscalers read it
-    ACTIVE_CALLS.declare(_carrier)
 
 _KNOWN_CODES: set[str] = set()
 MAX_CODE_LABELS = 30

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.audio import FORMATS, G711_ULAW, AudioFormat, b64_len
+from gateway.audio import AudioFormat, b64_len
 from gateway.call import Call, CallState
-from gateway.carriers import twilio
+from gateway.carriers.base import Carrier, ReplayError, ReplayStart
+from gateway.carriers.registry import carrier_named, carrier_names
 from gateway.config import Profile
 from gateway.recording import FORMAT
 from gateway.wire import PHONE, TIMER, TOOLS, VOICELIVE, WireCall
@@ -69,8 +70,9 @@ def load_fixture(path: str | Path) -> Fixture:
     header, records = entries[0], entries[1:]
     if header.get("format") != FORMAT:
         raise FixtureError(f"{path}:1: not a call recording of format {FORMAT} (format {header.get('format')!r})")
-    if header.get("carrier") != "twilio":
-        raise FixtureError(f"{path}:1: carrier {header.get('carrier')!r} cannot be replayed")
+    if header.get("carrier") not in carrier_names():
+        raise FixtureError(f"{path}:1: carrier {header.get('carrier')!r} cannot be replayed "
+                           f"(the carriers are {', '.join(carrier_names())})")
     for number, rec in enumerate(records, 2):
         if not isinstance(rec.get("t"), (int, float)) or rec.get("leg") not in LEGS:
             raise FixtureError(f"{path}:{number}: a record needs a time t and a leg (phone or voicelive)")
@@ -120,16 +122,16 @@ class _QuietLog:
     debug = info = warning = error = _nothing
 
 
-def _find_start(fixture: Fixture) -> tuple[int, twilio.Start]:
-    for index, rec in enumerate(fixture.records):
-        if rec["leg"] == PHONE and rec.get("dir") == "in" and isinstance(rec.get("msg"), str):
-            try:
-                event = twilio.parse_message(rec["msg"])
-            except twilio.TwilioProtocolError:
-                continue
-            if isinstance(event, twilio.Start):
-                return index, event
-    raise FixtureError(f"{fixture.path}: no Twilio start message in the recording")
+def _carrier(fixture: Fixture) -> Carrier:
+    return carrier_named(str(fixture.header.get("carrier")))
+
+
+def _find_start(fixture: Fixture) -> ReplayStart:
+    """Where the recorded call's phone leg started, as its carrier reads the recording."""
+    try:
+        return _carrier(fixture).replay_start(fixture.header, fixture.records)
+    except ReplayError as exc:
+        raise FixtureError(f"{fixture.path}: {exc}") from None
 
 
 def run(fixture: Fixture) -> Replay:
@@ -137,21 +139,22 @@ def run(fixture: Fixture) -> Replay:
     header = fixture.header
     expected: dict[str, list[Sent]] = {leg: [] for leg in LEGS}
     actual: dict[str, list[Sent]] = {leg: [] for leg in LEGS}
-    start_index, start = _find_start(fixture)
+    start = _find_start(fixture)
+    start_index = start.index
     try:
         profile = Profile.model_validate(header.get("profile") or {})
     except ValueError as exc:
         raise FixtureError(f"{fixture.path}:1: the recorded profile is not valid now: {exc}") from None
-    audio = FORMATS.get(header.get("audio_format", "g711_ulaw"), G711_ULAW)
+    audio = start.audio
     options = header.get("call_options") if isinstance(header.get("call_options"), dict) else {}
-    call = Call(call_id=start.call_sid, stream_id=start.stream_sid,
+    call = Call(call_id=start.call_id, stream_id=start.stream_id,
                 profile_name=str(header.get("profile_name") or "recorded"), profile=profile,
-                started_at=fixture.records[start_index]["t"], audio=audio, log=_QuietLog(),
+                started_at=start.started_at, audio=audio, log=_QuietLog(), **start.options,
                 reconnect_budget_ms=float(options.get("reconnect_budget_ms", 0.0)),
                 renew_before_ms=float(options.get("renew_before_ms", 120_000.0)),
                 can_transfer=options.get("can_transfer") is True,
                 can_send_dtmf=options.get("can_send_dtmf") is True)
-    wire = WireCall(call, twilio.TwilioLeg(start))
+    wire = WireCall(call, start.leg)
     end_index = closing_index = len(fixture.records)
     for index, rec in enumerate(fixture.records):
         leg, t = rec["leg"], rec["t"]
@@ -296,7 +299,8 @@ def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: Aud
     was ending it, a goodbye or an apology playing out: caller audio is no longer forwarded)."""
     problems: list[str] = []
     records = fixture.records
-    start_index, _ = _find_start(fixture)
+    carrier = _carrier(fixture)
+    start_index = _find_start(fixture).index
     sent_vl = [(s, _json(s.text)) for s in actual[VOICELIVE]]
 
     # 1. every caller frame forwarded once, in order (frames after the call ended, or began to close,
@@ -311,12 +315,9 @@ def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: Aud
     for index in range(start_index + 1, min(end_index, closing_index if closing_index is not None else end_index)):
         rec = records[index]
         if rec["leg"] == PHONE and rec.get("dir") == "in" and isinstance(rec.get("msg"), str):
-            try:
-                event = twilio.parse_message(rec["msg"])
-            except twilio.TwilioProtocolError:
-                continue
-            if isinstance(event, twilio.Media) and event.track == "inbound":
-                frames.append(event.payload)
+            payload = carrier.caller_audio(rec["msg"])
+            if payload is not None:
+                frames.append(payload)
     appended = _without_resends(sessions, frames)
     if ready and appended != frames:
         problems.append(_frames_problem(frames, appended))
@@ -341,13 +342,13 @@ def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: Aud
                 active.discard(str((m.get("response") or {}).get("id")))
             elif kind == "response.audio.delta":
                 rid = str(m.get("response_id"))
-                media = [t for t in phone_by_cause.get(index, []) if '"event":"media"' in t]
+                media = [t for t in phone_by_cause.get(index, []) if carrier.outbound_kind(t) == "audio"]
                 if rid in interrupted and media:
                     problems.append(f"phone audio of response {rid} sent after its barge-in flush "
                                     f"(record {index + 2}, t={rec['t']:.1f} ms)")
                 elif media:
                     playing.add(rid)
-        if any('"event":"clear"' in t for t in phone_by_cause.get(index, [])):
+        if any(carrier.outbound_kind(t) == "flush" for t in phone_by_cause.get(index, [])):
             interrupted |= active | playing
             playing = set()
 

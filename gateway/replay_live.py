@@ -31,6 +31,7 @@ from gateway.replay import (
     Fixture,
     FixtureError,
     Sent,
+    _carrier,
     _data,
     _find_start,
     first_difference,
@@ -175,6 +176,7 @@ def _config_for(fixture: Fixture, endpoint: str) -> Any:
         "gateway": {"public_url": "http://127.0.0.1", "insecure_dev_mode": True},
         "profiles": {name: fixture.header.get("profile") or {}},
         "routes": {"default": name},
+        **_carrier(fixture).replay_settings(fixture.header),
     }, sort_keys=False)
     return parse_config(text, source=f"{fixture.name} (recorded profile)", env={})
 
@@ -226,7 +228,8 @@ async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: flo
                       close_timeout_s: float = 10.0) -> LiveReplay:
     if speed <= 0:
         raise ValueError("speed must be > 0")
-    start_index, _ = _find_start(fixture)
+    start_index = _find_start(fixture).index
+    path, headers = _carrier(fixture).replay_socket(fixture.header)
     server = _ReplayServer(_voicelive_script(fixture), speed)
     recorded_outputs = {}
     for rec in fixture.records:
@@ -261,7 +264,7 @@ async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: flo
         gateway_hangs_up = any(rec["leg"] == PHONE and rec.get("event") == "close" for rec in fixture.records)
         loop = asyncio.get_running_loop()
         async with aiohttp.ClientSession() as http, http.ws_connect(
-                f"ws://127.0.0.1:{gw_port}/twilio/media") as ws:
+                f"ws://127.0.0.1:{gw_port}{path}", headers=headers) as ws:
             opened = loop.time()
             arrivals = [opened]
             progress = asyncio.Condition()

@@ -13,7 +13,7 @@ import json
 from typing import Any, Protocol
 
 from gateway.call import Call, PhoneAction, RunTool
-from gateway.carriers import load_json
+from gateway.carriers.common import load_json
 
 
 class PhoneLeg(Protocol):

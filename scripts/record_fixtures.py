@@ -26,9 +26,12 @@ from aiohttp import web
 from gateway import log
 from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
+from gateway.bridge import CONTEXT
+from gateway.carriers.acs.phone import place_acs_call
+from gateway.carriers.twilio.phone import place_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
-from gateway.softphone import Dtmf, Hangup, Say, Silence, WaitForBot, place_call
+from gateway.softphone import Dtmf, Hangup, Reconnect, Say, Silence, WaitForBot
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "calls"
 
@@ -100,6 +103,7 @@ class Scenario:
     sim: dict[str, Any] = field(default_factory=dict)  # SimulatorSettings fields
     hook: Hook | None = None  # runs beside the call; the event is set when bot audio starts playing
     reconnect_budget_s: float = 5.0
+    carrier: str = "twilio"  # or "acs": the call comes over ACS media streaming
 
 
 async def _send_error(sim: RunningSimulator, bot_audio: asyncio.Event) -> None:
@@ -178,6 +182,26 @@ SCENARIOS: dict[str, Scenario] = {
     "voicelive_closes_mid_call": Scenario(
         "Voice Live closes the session while the bot speaks; the gateway closes the phone socket.",
         [Say(HOURS, "hours"), Silence(8000), Hangup()], hook=_close_mid_call, reconnect_budget_s=0),
+    "acs_bot_greets_first": Scenario(
+        "ACS: the bot speaks first (a greeting), paced to the phone in real time, then answers a question.",
+        [WaitForBot(), Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="greeter", carrier="acs"),
+    "acs_barge_in_mid_answer": Scenario(
+        "ACS: the caller talks over the bot's answer: StopAudio, and the answer is truncated at the "
+        "playback clock.",
+        [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1500), Say(INTERRUPT, "interrupt"),
+         WaitForBot(heard_ms=1000), Silence(2000), Hangup()], carrier="acs"),
+    "acs_bot_hangs_up": Scenario(
+        "ACS: the model ends the call with hang_up; the goodbye plays out, then the gateway hangs up.",
+        [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="acs",
+        sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
+    "acs_dtmf_digits": Scenario(
+        "ACS: the caller types 1 2 # (DtmfData): the model hears the entry and answers it.",
+        [Silence(400), Dtmf("1"), Silence(200), Dtmf("2"), Silence(200), Dtmf("#"), WaitForBot(), Hangup()],
+        carrier="acs"),
+    "acs_media_reconnect": Scenario(
+        "ACS: the media socket drops and ACS reconnects it: the call goes on with the same session.",
+        [Say(HOURS, "hours"), WaitForBot(), Reconnect(), Silence(300), Say(HOURS[:8000], "again"),
+         WaitForBot(heard_ms=400), Silence(1500), Hangup()], carrier="acs"),
 }
 
 
@@ -231,8 +255,16 @@ async def _record(name: str, scenario: Scenario, out: Path, tool_url: str) -> Pa
                 await site.start()
                 port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
                 hook = asyncio.create_task(scenario.hook(sim, bot_audio)) if scenario.hook else None
-                await place_call(f"ws://127.0.0.1:{port}/twilio/media", scenario.steps,
-                                 params={"profile": scenario.profile}, on_event=on_event)
+                if scenario.carrier == "acs":
+                    correlation = f"corr-{name}"
+                    token = app[CONTEXT].tokens.issue({"profile": scenario.profile, "correlation": correlation},
+                                                      3600, carrier="acs")
+                    await place_acs_call(f"ws://127.0.0.1:{port}/acs/media?ctx={token}", scenario.steps,
+                                         call_connection_id=f"acs-{name}", correlation_id=correlation,
+                                         on_event=on_event)
+                else:
+                    await place_call(f"ws://127.0.0.1:{port}/twilio/media", scenario.steps,
+                                     params={"profile": scenario.profile}, on_event=on_event)
                 if hook is not None:
                     await hook
             finally:

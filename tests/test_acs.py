@@ -30,14 +30,18 @@ from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
 from gateway import metrics
-from gateway.acs_routes import APOLOGY, load_apology
 from gateway.app import create_app
 from gateway.audio import ASSETS, b64_len, load_ulaw_8k
-from gateway.auth import AcsJwtValidator
 from gateway.bridge import CONTEXT
+from gateway.carriers.acs.auth import AcsJwtValidator
+from gateway.carriers.acs.carrier import AcsCarrier
+from gateway.carriers.acs.control import load_apology
+from gateway.carriers.acs.phone import place_acs_call
+from gateway.carriers.acs.routes import STATE
+from gateway.carriers.twilio.carrier import TwilioCarrier
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
-from gateway.softphone import Dtmf, Hangup, Reconnect, Say, Silence, WaitForBot, place_acs_call
+from gateway.softphone import Dtmf, Hangup, Reconnect, Say, Silence, WaitForBot
 from tests.loopback import CapturingTransport, serve
 
 RESOURCE_ID = "5e6f7a8b-0000-4000-8000-00000000acs1"
@@ -157,7 +161,7 @@ async def _acs_rig(keys: Keys, voicelive_endpoint: str | None = None,
                           env={"ACS": connection, "EG_SECRET": SECRET, "TWILIO": TWILIO_TOKEN})
     transport = CapturingTransport()
     client = CallAutomationClient.from_connection_string(connection, transport=transport)
-    app = create_app(config, acs_client=client)
+    app = create_app(config, carriers=[TwilioCarrier(), AcsCarrier(client)])
     runner, base = await serve(app)
     try:
         yield AcsRig(sim, app, base, transport, keys)
@@ -242,7 +246,7 @@ async def test_a_whole_acs_call_with_barge_in(keys: Keys, configured: int | None
     bpm = rate * 2 // 1000  # PCM16 bytes per ms: 48 at 24 kHz, 32 at 16 kHz
     async with _acs_rig(keys, sample_rate=configured) as acs:
         assert (await acs.post(f"/acs/incoming?secret={SECRET}", incoming_call())).status == 200
-        apology = acs.app[APOLOGY]
+        apology = acs.app[STATE].apology
         report = await place_acs_call(acs.media_url(), [
             Say(HOURS, "question"), WaitForBot(heard_ms=1200), Say(INTERRUPT, "interruption"), Hangup(),
         ], token=acs.keys.mint(), call_connection_id="cc-barge", sample_rate=rate)
@@ -341,7 +345,7 @@ async def test_a_refused_voicelive_session_plays_the_apology_then_hangs_up(keys:
             report = await place_acs_call(acs.media_url(), [Silence(8000), Hangup()], token=acs.keys.mint(),
                                           call_connection_id="cc-refused")
             await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
-            apology_bytes = len(base64.b64decode(acs.app[APOLOGY] or ""))
+            apology_bytes = len(base64.b64decode(acs.app[STATE].apology or ""))
             hangups = acs.transport.of("callConnections/cc-refused:terminate")
     finally:
         await runner.cleanup()
@@ -438,10 +442,10 @@ async def test_requests_share_one_fetch_of_the_signing_keys_that_hangs(acs: AcsR
     keys_app = web.Application()
     keys_app.router.add_get("/calling/keys", hang)
     runner, base = await serve(keys_app)
-    ctx = acs.app[CONTEXT]
+    state = acs.app[STATE]
     # no keys cached; a fetch gives up after 0.5 s, and a key id unknown may be fetched again after 0.25 s
-    validator = ctx.acs_validator = AcsJwtValidator(base + "/calling/keys", audience=RESOURCE_ID,
-                                                    fetch_timeout_s=0.5, min_refetch_s=0.25)
+    validator = state.validator = AcsJwtValidator(base + "/calling/keys", audience=RESOURCE_ID,
+                                                  fetch_timeout_s=0.5, min_refetch_s=0.25)
     event = [{"type": "Microsoft.Communication.CallConnected", "data": {"callConnectionId": "cc-none"}}]
     try:
         # tokens that cannot be valid are refused before any key is fetched

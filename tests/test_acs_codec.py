@@ -8,10 +8,10 @@ import json
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.acs_routes import ACS_PIECE_MS, load_apology
 from gateway.audio import ASSETS, PCM16_16K, PCM16_24K, AudioFormat, b64_len, read_wav
 from gateway.call import CLEAR, Call, PlayAudio
 from gateway.carriers import acs
+from gateway.carriers.acs.control import ACS_PIECE_MS, load_apology
 from gateway.config import parse_config
 from gateway.wire import WireCall
 

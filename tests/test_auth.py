@@ -23,18 +23,9 @@ from multidict import MultiDict
 from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
-from gateway.auth import (
-    ACS_ISSUER,
-    AcsJwtValidator,
-    AuthError,
-    CallTokens,
-    TokenError,
-    check_twilio_signature,
-    eventgrid_validation_code,
-    public_url_for,
-    secret_matches,
-    twilio_signature,
-)
+from gateway.auth import CallTokens, TokenError, public_url_for, secret_matches
+from gateway.carriers.acs.auth import ACS_ISSUER, AcsJwtValidator, AuthError, eventgrid_validation_code
+from gateway.carriers.twilio.auth import check_twilio_signature, twilio_signature
 
 # ---------------------------------------------------------------------------------------------
 # Twilio signatures

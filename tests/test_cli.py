@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from gateway.audio import ASSETS, load_ulaw_8k, read_wav
+from gateway.carriers.twilio.phone import place_call
 from gateway.simulator import SimulatorSettings, start_simulator
-from gateway.softphone import Hangup, Say, WaitForBot, place_call
+from gateway.softphone import Hangup, Say, WaitForBot
 
 ROOT = Path(__file__).resolve().parent.parent
 TWILIO_TOKEN = "cli-test-twilio-token-77"

@@ -37,11 +37,15 @@ from jwt.algorithms import RSAAlgorithm
 from gateway import log
 from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
-from gateway.auth import twilio_signature
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE
+from gateway.carriers.acs.carrier import AcsCarrier
+from gateway.carriers.acs.phone import place_acs_call
+from gateway.carriers.twilio.auth import twilio_signature
+from gateway.carriers.twilio.carrier import TwilioCarrier
+from gateway.carriers.twilio.phone import place_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
-from gateway.softphone import CallReport, Hangup, Say, WaitForBot, place_acs_call, place_call
+from gateway.softphone import CallReport, Hangup, Say, WaitForBot
 from tests.loopback import CapturingTransport, serve
 
 TWILIO_TOKEN = "fuzz-twilio-auth-token-5678"
@@ -131,7 +135,8 @@ async def rig() -> AsyncIterator[Rig]:
 
     transport = CapturingTransport()
     client = CallAutomationClient.from_connection_string(connection, transport=transport)
-    runner, base = await serve(create_app(config, observer_factory=observer_for, acs_client=client))
+    carriers = [TwilioCarrier(), AcsCarrier(client)]
+    runner, base = await serve(create_app(config, observer_factory=observer_for, carriers=carriers))
     try:
         yield Rig(sim, runner.app, base, transport, private, kid, seen)
     finally:

@@ -18,11 +18,12 @@ from aiohttp import web
 from gateway import log
 from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
-from gateway.auth import twilio_signature
 from gateway.bridge import CONTEXT
+from gateway.carriers.twilio.auth import twilio_signature
+from gateway.carriers.twilio.phone import place_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
-from gateway.softphone import Hangup, Say, Silence, WaitForBot, place_call
+from gateway.softphone import Hangup, Say, Silence, WaitForBot
 from tests.loopback import serve
 
 CONFIG = """

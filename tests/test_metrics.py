@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from gateway import metrics
-from gateway.softphone import CallError, Hangup, Silence, WaitForBot, place_call
+from gateway.carriers.twilio.phone import place_call
+from gateway.softphone import CallError, Hangup, Silence, WaitForBot
 from tests.served import ROOT, TWILIO_TOKEN, Served, gateway_env, serve_gateway, use_separate_connections
 
 SCRAPES = 8

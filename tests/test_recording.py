@@ -13,11 +13,12 @@ from aiohttp import web
 from gateway import log
 from gateway.app import create_app
 from gateway.audio import ASSETS, G711_ULAW, load_ulaw_8k
+from gateway.carriers.twilio.phone import place_call
 from gateway.config import parse_config
 from gateway.recording import FORMAT, CallRecorder, RecordingWriter, redact_audio
 from gateway.replay import load_fixture, run
 from gateway.simulator import SimulatorSettings, ToolCall, start_simulator
-from gateway.softphone import Hangup, Say, WaitForBot, place_call
+from gateway.softphone import Hangup, Say, WaitForBot
 from tests.loopback import serve
 
 HOURS = load_ulaw_8k(ASSETS / "caller_hours.wav")

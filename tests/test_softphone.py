@@ -19,6 +19,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from gateway.audio import read_wav, ulaw_to_array, write_wav
+from gateway.carriers.twilio.phone import parse_twiml, place_call, twilio_signature
 from gateway.softphone import (
     CallError,
     CallRejected,
@@ -30,10 +31,7 @@ from gateway.softphone import (
     Silence,
     WaitForBot,
     call_failures,
-    parse_twiml,
-    place_call,
     register_cli,
-    twilio_signature,
     write_call_wav,
 )
 

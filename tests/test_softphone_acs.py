@@ -21,6 +21,8 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from gateway.audio import read_wav, resample, ulaw_to_array, write_wav
+from gateway.carriers.acs.phone import place_acs_call
+from gateway.carriers.twilio.phone import place_call
 from gateway.softphone import (
     CallError,
     CallRejected,
@@ -32,8 +34,6 @@ from gateway.softphone import (
     Silence,
     WaitForBot,
     call_failures,
-    place_acs_call,
-    place_call,
     register_cli,
     write_call_wav,
 )

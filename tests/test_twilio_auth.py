@@ -17,9 +17,10 @@ from yarl import URL
 from gateway import log, metrics
 from gateway.app import create_app
 from gateway.bridge import CONTEXT
+from gateway.carriers.twilio.phone import place_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
-from gateway.softphone import CallRejected, Hangup, Silence, place_call
+from gateway.softphone import CallRejected, Hangup, Silence
 
 TOKEN = "twilio-auth-token-for-tests"
 PUBLIC = "https://voice.example.com"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.audio import ASSETS, load_ulaw_8k
-from gateway.softphone import CallReport, Hangup, Say, WaitForBot, place_call
+from gateway.carriers.twilio.phone import place_call
+from gateway.softphone import CallReport, Hangup, Say, WaitForBot
 from gateway.workers import SIGNING_KEY_ENV, worker_command, worker_environment
 from tests.served import TWILIO_TOKEN, gateway_env, serve_gateway, use_separate_connections
 

@@ -180,7 +180,9 @@ def synthetic_speech(text: str, fmt: OutputFormat) -> bytes:
     rate = fmt.rate
     n = round((synthetic_speech_ms(text) - 2 * SYNTH_PAD_MS) * rate / 1000)
     t = np.arange(n) / rate
-    tone = sum(a * np.sin(2 * np.pi * _SYNTH_PITCH_HZ * (k + 1) * t) for k, a in enumerate(_SYNTH_HARMONICS))
+    tone = np.zeros(n)
+    for k, a in enumerate(_SYNTH_HARMONICS):
+        tone += a * np.sin(2 * np.pi * _SYNTH_PITCH_HZ * (k + 1) * t)
     tone = tone / sum(_SYNTH_HARMONICS)
     envelope = 0.4 + 0.6 * np.sin(np.pi * _SYNTH_SYLLABLES_HZ * t) ** 2
     fade = np.clip(np.minimum(np.arange(n), np.arange(n)[::-1]) / (_SYNTH_FADE_MS * rate / 1000), 0.0, 1.0)

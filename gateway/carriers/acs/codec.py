@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.audio import FORMATS, AudioFormat, b64_len, is_base64
 from gateway.call import Call, ClearPlayback, PhoneAction, PlayAudio
-from gateway.carriers import keypad_key, load_json, short
+from gateway.carriers.common import keypad_key, load_json, short
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 AUDIO_FORMATS: dict[int, AudioFormat] = {f.sample_rate: f for f in FORMATS.values() if f.name == "pcm16"}

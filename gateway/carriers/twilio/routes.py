@@ -10,72 +10,30 @@ that stream once (a replayed ``start`` is refused by the replica that saw the fi
 from __future__ import annotations
 
 import asyncio
-import base64
-from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 from aiohttp import WSMsgType, web
 
 from gateway import metrics
-from gateway.auth import TokenError, check_twilio_signature, public_url_for
-from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
+from gateway.auth import TokenError, public_base, public_url_for
+from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
-from gateway.carriers import twilio
+from gateway.carriers.twilio import codec as twilio
+from gateway.carriers.twilio.auth import check_twilio_signature
+from gateway.carriers.twilio.control import TwilioBridge
+
+REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("twilio_rest", aiohttp.ClientSession)  # transfers
 
 START_TIMEOUT_S = 10.0
 CALL_TOKEN_TTL_S = 600.0  # from the webhook to the stream's start
-
-
-TRANSFER_TIMEOUT_S = 10.0
-
-
-class TwilioBridge(CallBridge):
-    """Ending the call: closing the media socket hands the call back to Twilio, which asks the
-    ``<Connect action>`` URL what next (a hang-up). A transfer first replaces the call's TwiML
-    with a ``<Dial>`` through Twilio's REST API."""
-
-    carrier = "twilio"
-
-    def __init__(self, *args: Any, account_sid: str = "", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.account_sid = account_sid
-
-    async def _end_phone_call(self) -> None:
-        number = self.call.transfer_to
-        if number is None:
-            return
-        settings = self.ctx.config.twilio
-        token = settings.auth_token
-        url = (f"{settings.api_base_url.rstrip('/')}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}"
-               f"/Calls/{quote(self.call.call_id, safe='')}.json")
-        try:
-            if token is None or not self.account_sid or self.ctx.http is None:
-                raise RuntimeError("no Twilio auth token or account")
-            basic = base64.b64encode(f"{self.account_sid}:{token.get_secret_value()}".encode()).decode()
-            async with asyncio.timeout(TRANSFER_TIMEOUT_S), self.ctx.http.post(
-                    url, data={"Twiml": twilio.dial_twiml(number)}, headers={"Authorization": "Basic " + basic},
-            ) as reply:
-                if reply.status >= 300:
-                    raise RuntimeError(f"HTTP {reply.status}")
-            self.log.info("call transferred", carrier="twilio")
-        except (RuntimeError, aiohttp.ClientError, TimeoutError) as exc:
-            self.log.error("the transfer failed; the caller hears the apology", error=str(exc) or type(exc).__name__)
-            self.ctx.note_failure(self.call.call_id)
-
-
-def public_base(request: web.Request, ctx: GatewayContext) -> str:
-    if ctx.config.gateway.public_url:
-        return ctx.config.gateway.public_url
-    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    return f"{proto}://{request.host}"
 
 
 def _signed_url(request: web.Request, ctx: GatewayContext, websocket: bool = False) -> str:
     """The URL Twilio signed for this request: the public address, then the path and the query
     string exactly as Twilio sent them (percent-encoding kept, as Twilio signs it)."""
     url = request.rel_url
-    return public_url_for(public_base(request, ctx), url.raw_path, url.raw_query_string, websocket=websocket)
+    base = public_base(request, ctx.config.gateway.public_url)
+    return public_url_for(base, url.raw_path, url.raw_query_string, websocket=websocket)
 
 
 def _check_signature(request: web.Request, ctx: GatewayContext, route: str, url: str,
@@ -110,7 +68,7 @@ async def twilio_voice(request: web.Request) -> web.Response:
         parameters["token"] = ctx.tokens.issue({"call": call_sid, "profile": profile_name}, CALL_TOKEN_TTL_S,
                                                carrier="twilio")
     log.info("incoming Twilio call", call_id=call_sid, profile=profile_name)
-    base = public_base(request, ctx)
+    base = public_base(request, ctx.config.gateway.public_url)
     twiml = twilio.connect_twiml(public_url_for(base, "/twilio/media", websocket=True), parameters,
                                  action=public_url_for(base, "/twilio/stream-ended"))
     return web.Response(text=twiml, content_type="text/xml")
@@ -255,7 +213,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
             for t, message in prelude:
                 recorder.record(t, "phone", "in", message)
         await TwilioBridge(ctx, ws, call, twilio.TwilioLeg(start), opened_at, recorder, request.transport,
-                           account_sid=start.account_sid).run()
+                           account_sid=start.account_sid, rest=request.app[REST]).run()
     finally:
         if not ws.closed:
             await ws.close()

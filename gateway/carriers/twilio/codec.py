@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from gateway.audio import is_base64
 from gateway.call import Call, ClearPlayback, PhoneAction, PlayAudio, SendMark
-from gateway.carriers import keypad_key, load_json, short
+from gateway.carriers.common import keypad_key, load_json, short
 
 
 class TwilioProtocolError(ValueError):

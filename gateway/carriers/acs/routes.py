@@ -17,134 +17,37 @@ Ending a call on ACS means hanging up through Call Automation, not only closing 
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from gateway import metrics
-from gateway.audio import read_wav, resample
-from gateway.auth import (
-    AuthError,
-    SigningKeysUnavailable,
-    TokenError,
-    eventgrid_validation_code,
-    public_url_for,
-    secret_matches,
-)
-from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, CallBridge, GatewayContext, log, now_ms, rejected
+from gateway.auth import TokenError, public_base, public_url_for, secret_matches
+from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
-from gateway.carriers import KEY_TONES, load_json
-from gateway.carriers.acs import AUDIO_FORMATS, INCOMING_CALL, AcsLeg, called_number, caller_number
-from gateway.twilio_routes import public_base
+from gateway.carriers.acs.auth import AcsJwtValidator, AuthError, SigningKeysUnavailable, eventgrid_validation_code
+from gateway.carriers.acs.codec import AUDIO_FORMATS, INCOMING_CALL, AcsLeg, called_number, caller_number
+from gateway.carriers.acs.control import ACS_PIECE_MS, AcsBridge
+from gateway.carriers.common import load_json
 
 STREAM_TOKEN_TTL_S = 24 * 3600.0  # the socket may reconnect at any time during the call
 SEEN_TTL_S = 600.0
-ACS_PIECE_MS = 20
 MAX_JSON_DEPTH = 32  # Event Grid and Call Automation events nest a few levels; deeper is an attack
 
 
-class AcsBridge(CallBridge):
-    carrier = "acs"
+@dataclass
+class AcsState:
+    """What the ACS routes share while the application runs."""
 
-    async def attach(self, ws: web.WebSocketResponse, transport: Any) -> None:
-        """A new media socket for this call (ACS reconnected): continue on it. Returns when the
-        bridge no longer uses it."""
-        old, self.phone, self.phone_transport = self.phone, ws, transport
-        done = self._done_with.setdefault(id(ws), asyncio.Event())
-        self.log.info("media socket reconnected; the call goes on")
-        self._replaced.set()
-        if not old.closed:
-            await old.close(code=1000, message=b"replaced by a new connection")
-        await done.wait()
+    apology: str | None = None  # base64 PCM16 at the call rate: what a caller hears when Voice Live fails
+    client: Any = None  # azure.communication.callautomation.aio.CallAutomationClient (None: not configured)
+    validator: AcsJwtValidator | None = None  # Call Automation's tokens (None: acs.resource_id not set)
+    seen: dict[str, float] = field(default_factory=dict)  # IncomingCall correlation ids already answered
 
-    def _phone_lost(self) -> None:
-        # Sending failed on a socket that went away: ACS may reconnect, and the phone side
-        # decides when the socket is gone for good. The bot audio of the gap is lost.
-        self.log.debug("media socket gone while sending; waiting for ACS to reconnect")
 
-    def _release(self, ws: web.WebSocketResponse) -> None:
-        event = self._done_with.pop(id(ws), None)
-        if event is not None:
-            event.set()
-
-    async def _phone_side(self) -> None:
-        grace = self.ctx.config.acs.reconnect_grace_s
-        while True:
-            ws = self.phone
-            self._replaced.clear()
-            await self._read_phone(ws)
-            if self.call.ended:
-                return
-            if self.phone is ws:  # the socket dropped: ACS may come back with a new one
-                self.wire.phone_away(self._now())
-                try:
-                    await asyncio.wait_for(self._replaced.wait(), grace)
-                except TimeoutError:
-                    self.log.warning("media socket lost and not reconnected", grace_s=grace)
-                    self.wire.phone_closed("phone_socket_closed", self._now())
-                    return
-                self.wire.phone_back(self._now())
-            if ws is not self.phone:
-                self._release(ws)
-
-    def __init__(self, *args: Any, correlation: str = "", caller: str | None = None, called: str | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._replaced = asyncio.Event()
-        self._done_with: dict[int, asyncio.Event] = {}
-        self.correlation = correlation  # the call its stream token names: a new socket must name it too
-        self.caller = caller  # the caller's phone number, when ACS gave it
-        self.called = called  # the number the caller dialled (the caller id shown on a transfer)
-
-    async def _end_phone_call(self) -> None:
-        client = self.ctx.acs_client
-        if client is None:
-            return
-        from azure.communication.callautomation import PhoneNumberIdentifier
-
-        connection = client.get_call_connection(self.call.call_id)
-        number = self.call.transfer_to
-        if number is not None:
-            try:
-                source = PhoneNumberIdentifier(self.called) if self.called else None
-                await connection.transfer_call_to_participant(PhoneNumberIdentifier(number),
-                                                              operation_context="gateway-transfer",
-                                                              source_caller_id_number=source)
-                self.log.info("call transferred through Call Automation")
-                return
-            except Exception as exc:
-                self.log.error("the transfer failed; hanging up", error=type(exc).__name__, detail=str(exc)[:200])
-        try:
-            await connection.hang_up(is_for_everyone=True)
-            self.log.info("call hung up through Call Automation")
-        except Exception as exc:  # the call may already be gone
-            self.log.warning("Call Automation hang-up failed", error=type(exc).__name__, detail=str(exc)[:200])
-
-    async def _send_dtmf(self, digits: str) -> str:
-        client = self.ctx.acs_client
-        if client is None or self.caller is None:
-            return json.dumps({"error": "this line cannot send keypad tones"})
-        from azure.communication.callautomation import PhoneNumberIdentifier
-
-        try:
-            await client.get_call_connection(self.call.call_id).send_dtmf_tones(
-                [KEY_TONES[key] for key in digits], PhoneNumberIdentifier(self.caller),
-                operation_context="gateway-dtmf")
-        except Exception as exc:
-            self.log.warning("sending keypad tones failed", error=type(exc).__name__, detail=str(exc)[:200])
-            return json.dumps({"error": "the keypad tones could not be sent"})
-        return json.dumps({"status": f"pressed {len(digits)} key(s)"})
-
-    async def run(self) -> None:
-        try:
-            await super().run()
-        finally:
-            for event in self._done_with.values():
-                event.set()
+STATE: web.AppKey[AcsState] = web.AppKey("acs_state", AcsState)
 
 
 def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -227,7 +130,8 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
     context = data.get("incomingCallContext")
     key = _text(data.get("correlationId")) or _text(event.get("id")) or _text(context) or ""
-    seen: dict[str, float] = request.app[SEEN_CALLS]
+    state = request.app[STATE]
+    seen = state.seen
     now = time.monotonic()
     for old in [k for k, t in seen.items() if now - t > SEEN_TTL_S]:
         del seen[old]
@@ -237,7 +141,7 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
     if not isinstance(context, str) or not context:
         log.warning("IncomingCall without an incomingCallContext; ignored", correlation_id=key)
         return True
-    if ctx.acs_client is None:
+    if state.client is None:
         log.error("IncomingCall, but ACS is not configured (acs.connection_string)")
         return True
     busy = ctx.refusal()
@@ -246,7 +150,7 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
         return False
     to = called_number(data)
     profile_name, _ = ctx.config.route(to)
-    base = public_base(request, ctx)
+    base = public_base(request, ctx.config.gateway.public_url)
     claims = {"profile": profile_name, "correlation": key}
     caller = caller_number(data)
     if caller is not None:
@@ -275,7 +179,7 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
     )
     seen[key] = now
     try:
-        result = await ctx.acs_client.answer_call(
+        result = await state.client.answer_call(
             incoming_call_context=context, callback_url=public_url_for(base, "/acs/callbacks"),
             media_streaming=options, operation_context=profile_name)
     except Exception as exc:
@@ -289,7 +193,7 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
 
 
 async def _check_jwt(request: web.Request, ctx: GatewayContext, route: str) -> web.Response | None:
-    validator = ctx.acs_validator
+    validator = request.app[STATE].validator
     if validator is None:
         if ctx.insecure:
             return None
@@ -407,28 +311,12 @@ async def _new_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
     stream_id = request.headers.get("x-ms-call-correlation-id", "") or correlation
     audio = AUDIO_FORMATS[ctx.config.acs.sample_rate]  # what the call was answered with: no resampling
     caller, called = _text(claims.get("caller")), _text(claims.get("called"))
+    state = request.app[STATE]
     call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
                 started_at=0.0, audio=audio, paced=True, piece_ms=ACS_PIECE_MS,
                 observer=ctx.observer_for(call_id), log=log.bind(call_id=call_id, stream_id=stream_id),
-                fallback_audio=request.app[APOLOGY], **ctx.call_options(),
-                can_transfer=ctx.acs_client is not None,
-                can_send_dtmf=ctx.acs_client is not None and caller is not None)
+                fallback_audio=state.apology, **ctx.call_options(),
+                can_transfer=state.client is not None,
+                can_send_dtmf=state.client is not None and caller is not None)
     await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call), request.transport,
-                    correlation=correlation, caller=caller, called=called).run()
-
-
-SEEN_CALLS: web.AppKey[dict[str, float]] = web.AppKey("acs_seen_calls", dict)
-APOLOGY: web.AppKey[str | None] = web.AppKey("acs_apology_audio", str)
-
-
-def load_apology(path: str | None, sample_rate: int) -> str | None:
-    """The apology clip as base64 PCM16 at ``sample_rate`` (``acs.sample_rate``): what the ACS leg
-    plays when Voice Live fails."""
-    if not path:
-        return None
-    fmt = AUDIO_FORMATS[sample_rate]
-    wav = read_wav(path)
-    pcm = resample(wav.mono, wav.rate, fmt.sample_rate).astype("<i2").tobytes()
-    frame = fmt.bytes_per_ms * ACS_PIECE_MS  # phones play whole 20 ms frames, so the last is padded
-    pcm += bytes(-len(pcm) % frame)
-    return base64.b64encode(pcm).decode()
+                    client=state.client, correlation=correlation, caller=caller, called=called).run()

@@ -1,0 +1,68 @@
+"""Twilio as the application sees it (see :class:`gateway.carriers.base.Carrier`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import aiohttp
+from aiohttp import web
+
+from gateway.audio import FORMATS, G711_ULAW
+from gateway.carriers.base import Carrier, ReplayError, ReplayStart
+from gateway.carriers.twilio import codec
+from gateway.carriers.twilio.routes import REST, twilio_media, twilio_stream_ended, twilio_voice
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+_OUTBOUND_KINDS = {"media": "audio", "clear": "flush"}
+
+
+class TwilioCarrier(Carrier):
+    name: ClassVar[str] = "twilio"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/twilio/voice", twilio_voice), web.get("/twilio/media", twilio_media),
+                web.post("/twilio/stream-ended", twilio_stream_ended)]
+
+    async def running(self, app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as rest:  # the REST API (transfers)
+            app[REST] = rest
+            yield
+
+    def notes(self, config: GatewayConfig) -> list[str]:
+        if config.twilio.auth_token is None and not config.gateway.insecure_dev_mode:
+            return ["TWILIO_AUTH_TOKEN is not set: Twilio requests are refused (403)"]
+        return []
+
+    def replay_start(self, header: dict[str, Any], records: list[dict[str, Any]]) -> ReplayStart:
+        for index, rec in enumerate(records):
+            if rec["leg"] == "phone" and rec.get("dir") == "in" and isinstance(rec.get("msg"), str):
+                try:
+                    event = codec.parse_message(rec["msg"])
+                except codec.TwilioProtocolError:
+                    continue
+                if isinstance(event, codec.Start):
+                    audio = FORMATS.get(header.get("audio_format", "g711_ulaw"), G711_ULAW)
+                    return ReplayStart(index, codec.TwilioLeg(event), event.call_sid, event.stream_sid, audio,
+                                       started_at=rec["t"])
+        raise ReplayError("no Twilio start message in the recording")
+
+    def replay_socket(self, header: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        return "/twilio/media", {}  # the recorded start message names the call
+
+    def caller_audio(self, message: str) -> str | None:
+        try:
+            event = codec.parse_message(message)
+        except codec.TwilioProtocolError:
+            return None
+        return event.payload if isinstance(event, codec.Media) and event.track == "inbound" else None
+
+    def outbound_kind(self, message: str) -> str | None:
+        try:
+            event = json.loads(message).get("event")
+        except (ValueError, AttributeError):
+            return None
+        return _OUTBOUND_KINDS.get(event)

@@ -1,0 +1,170 @@
+"""What ``gateway check-config`` prints: the backend, what every called number gets, and notes on
+settings that are valid but will not do what they say with the rest of the configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config.schema import (
+    GPT_REALTIME_MODELS,
+    SIMULATOR,
+    GatewayConfig,
+    Profile,
+    SemanticVad,
+    TurnDetectionOff,
+    default_transcription_model,
+)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _voice_text(voice: Any) -> str:
+    if voice is None:
+        return "service default voice"
+    if isinstance(voice, str):
+        return f"voice {voice}"
+    return f"voice {voice.name} ({voice.type})"
+
+
+def _turn_text(turn: Any) -> str:
+    if turn is None:
+        return "turn detection: service default"
+    if isinstance(turn, TurnDetectionOff):
+        return f"turn detection: in the gateway (end of speech after {turn.silence_duration_ms} ms)"
+    return f"turn detection: {turn.type}"
+
+
+def _profile_text(profile: Profile) -> str:
+    who = (
+        f"agent {profile.agent.name} (project {profile.agent.project})"
+        if profile.agent is not None
+        else f"model {profile.model}"
+    )
+    if profile.greeting is None:
+        greeting = "greeting: no"
+    else:
+        greeting = (
+            "greeting: yes (text)" if profile.greeting.text is not None else "greeting: yes (instructions)"
+        )
+    barge = profile.barge_in
+    if not barge.enabled:
+        barge_text = "barge-in: off"
+    else:
+        cancel = "on" if barge.response_cancel else "off"
+        clear = "on" if barge.output_audio_buffer_clear else "off"
+        barge_text = f"barge-in: on (response.cancel {cancel}, output_audio_buffer.clear {clear})"
+    tools = "tools: " + (", ".join(t.name for t in profile.tools) if profile.tools else "none")
+    transcription = profile.input_transcription
+    if transcription is False:
+        heard = "caller transcription: off"
+    elif transcription is None:
+        heard = f"caller transcription: {default_transcription_model(profile)} (default)"
+    else:
+        heard = f"caller transcription: {transcription.model}"
+    return ", ".join(
+        [who, _voice_text(profile.voice), _turn_text(profile.turn_detection), heard, greeting, barge_text, tools]
+    )
+
+
+def describe(config: GatewayConfig) -> str:
+    """What ``gateway check-config`` prints: backend, then what every called number gets.
+    Secrets are never printed, only whether they are set."""
+    numbers = config.routes.numbers
+    out = [
+        f"{config.source}: OK ({_plural(len(config.profiles), 'profile')}, {_plural(len(numbers), 'number')})"
+    ]
+    vl = config.voicelive
+    if config.uses_simulator:
+        names = config._env_refs.get("voicelive.endpoint")
+        reason = f"{' and '.join(names)} is not set" if names else "voicelive.endpoint is not set"
+        if vl.endpoint == SIMULATOR:
+            reason = "voicelive.endpoint: simulator"
+        out.append(f"Voice Live: built-in simulator ({reason})")
+        refusal = config.simulator_refusal()
+        if refusal is not None:
+            out.append(f"gateway serve will refuse to start: {refusal}")
+    else:
+        if vl.api_key is not None:
+            auth = "api-key"
+        else:
+            auth = f"Microsoft Entra ID (token scope {vl.token_scope})"
+        out.append(f"Voice Live: {vl.endpoint} (api-version {vl.api_version}), auth: {auth}")
+    public_url = config.gateway.public_url or "not set"
+    out.append(f"Public URL: {public_url}")
+    twilio = "set" if config.twilio.auth_token is not None else "not set"
+    acs = "set" if config.acs.connection_string is not None else "not set"
+    out.append(f"Twilio auth token: {twilio}; ACS connection string: {acs}")
+    used: set[str] = set()
+    for number, name in numbers.items():
+        used.add(name)
+        out.append(f"{number} -> {name}: {_profile_text(config.profiles[name])}")
+    default = config.routes.default
+    used.add(default)
+    label = "any other number" if numbers else "any number"
+    out.append(f"{label} -> {default}: {_profile_text(config.profiles[default])}")
+    for name, profile in config.profiles.items():
+        if name not in used:
+            out.append(f"unused profile {name}: {_profile_text(profile)}")
+    out += config_notes(config)
+    return "\n".join(out)
+
+
+def config_notes(config: GatewayConfig) -> list[str]:
+    """Settings that are valid but will not do what they say with the rest of the configuration."""
+    notes: list[str] = []
+    if config.acs_incoming_open:
+        notes.append("note: INSECURE: acs.connection_string is set but acs.eventgrid_secret is not: /acs/incoming "
+                     "takes Event Grid events from anyone who knows its URL (set ACS_EVENTGRID_SECRET and add "
+                     "?secret=... to the Event Grid subscription)")
+    can_transfer = config.twilio.auth_token is not None or config.acs.connection_string is not None
+    for name, profile in config.profiles.items():
+        transfers = any(t.builtin == "transfer_call" for t in profile.tools) or any(
+            a.transfer_to for a in profile.dtmf.actions.values())
+        if transfers and not can_transfer:
+            notes.append(f"note: profile {name} transfers calls, but neither twilio.auth_token nor "
+                         "acs.connection_string is set: transfers will be refused")
+        notes += _model_notes(name, profile)
+        if profile.interim_response is not None and profile.model is not None and "realtime" in profile.model:
+            notes.append(f"note: profile {name} sets interim_response, which Voice Live does not support with "
+                         f"realtime audio models such as {profile.model} (it serves agents and text models "
+                         "with an Azure voice)")
+    return notes
+
+
+# Transcription models the 2026-07-15 reference lists only for gpt-realtime models (True) or only for
+# the other models and agents (False); mai-transcribe is listed for both.
+_TRANSCRIPTION_FOR = {
+    True: ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-diarize"),
+    False: ("azure-speech",),
+}
+
+
+def _model_notes(name: str, profile: Profile) -> list[str]:
+    """Settings Voice Live offers only with some models, and what turning transcription off costs."""
+    notes: list[str] = []
+    who = f"agent {profile.agent.name}" if profile.agent is not None else f"model {profile.model}"
+    gpt_realtime = profile.model in GPT_REALTIME_MODELS
+    only = " or ".join(GPT_REALTIME_MODELS)
+    if isinstance(profile.turn_detection, SemanticVad) and not gpt_realtime:
+        notes.append(f"note: profile {name} uses turn_detection semantic_vad, which Voice Live offers only with "
+                     f"{only}; this profile uses {who} (azure_semantic_vad works with every model)")
+    if profile.noise_suppression in ("near_field", "far_field") and not gpt_realtime:
+        notes.append(f"note: profile {name} uses {profile.noise_suppression} noise suppression, which Voice Live "
+                     f"offers only with {only}; this profile uses {who} (azure_deep_noise_suppression works with "
+                     "every model)")
+    transcription = profile.input_transcription
+    if transcription and profile.agent is None and transcription.model in _TRANSCRIPTION_FOR[not gpt_realtime]:
+        listed = ", ".join((*_TRANSCRIPTION_FOR[gpt_realtime], "mai-transcribe", "mai-transcribe-2"))
+        notes.append(f"note: profile {name} transcribes the caller with {transcription.model}, which Voice Live's "
+                     f"reference does not list for {who}; it lists {listed}")
+    if transcription is False:
+        notes.append(f"note: profile {name} turns caller transcription off: if its Voice Live session is "
+                     "reconnected or renewed, the new session hears none of what the caller said before (the "
+                     "conversation is restored from transcripts), and logs and records carry no caller words")
+    elif transcription is not None and transcription.phrase_list and profile.model is not None and (
+            "realtime" in profile.model):
+        notes.append(f"note: profile {name} gives a phrase list, which Voice Live's documentation says realtime "
+                     f"audio models such as {profile.model} do not use yet (agents and text models do)")
+    return notes
