@@ -189,7 +189,7 @@ SCENARIOS: dict[str, Scenario] = {
         "ACS: the caller talks over the bot's answer: StopAudio, and the answer is truncated at the "
         "playback clock.",
         [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1500), Say(INTERRUPT, "interrupt"),
-         WaitForBot(heard_ms=1000), Silence(2000), Hangup()], carrier="acs"),
+         WaitForBot(), Silence(500), Hangup()], carrier="acs"),
     "acs_bot_hangs_up": Scenario(
         "ACS: the model ends the call with hang_up; the goodbye plays out, then the gateway hangs up.",
         [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="acs",

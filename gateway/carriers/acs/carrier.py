@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gateway.config import GatewayConfig
 
 _OUTBOUND_KINDS = {"audiodata": "audio", "stopaudio": "flush"}
+REPLAY_RECONNECT_GRACE_S = 1.0
 
 
 class AcsCarrier(Carrier):
@@ -75,7 +76,8 @@ class AcsCarrier(Carrier):
 
     def replay_settings(self, header: dict[str, Any]) -> dict[str, Any]:
         audio = FORMATS.get(header.get("audio_format", "pcm16"), PCM16_24K)
-        return {"acs": {"sample_rate": audio.sample_rate}}
+        # a replayed phone that hangs up closes its socket: the call ends after the grace for a reconnect
+        return {"acs": {"sample_rate": audio.sample_rate, "reconnect_grace_s": REPLAY_RECONNECT_GRACE_S}}
 
     def caller_audio(self, message: str) -> str | None:
         try:
