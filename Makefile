@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint serve bench clean
+.PHONY: demo test lint typecheck serve bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ test: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/python -m mypy
 
 serve: $(BIN)/.installed
 	$(BIN)/gateway serve

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
@@ -26,10 +24,11 @@ from gateway import metrics
 from gateway.auth import CallTokens
 from gateway.call import CALL_OPTIONS, Call, CallState, Observer, RunTool
 from gateway.config import GatewayConfig
+from gateway.frames import server_text_frames
 from gateway.log import get_logger
 from gateway.recording import CallRecorder, RecordingWriter
 from gateway.tools import ToolRunner
-from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnector
+from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnection, VoiceLiveConnector
 from gateway.wire import PHONE, VOICELIVE, PhoneLeg, WireCall
 
 log = get_logger("gateway.bridge")
@@ -151,7 +150,7 @@ class CallBridge:
         self._opened_at = opened_at
         self.recorder = recorder
         self.wire = WireCall(call, leg, recorder)
-        self.voicelive: ClientConnection | None = None
+        self.voicelive: VoiceLiveConnection | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._clock_wake = asyncio.Event()
         self._clock_due: float | None = None
@@ -171,14 +170,15 @@ class CallBridge:
             metrics.VOICELIVE_ERRORS.inc(metrics.error_code_label(str(fields.get("code") or "")))
         self.observer(event, t, fields)
 
-    async def _flush(self) -> None:
-        """Send everything the call queued, in order, to each leg."""
+    async def _flush(self, taken: list[str] | None = None) -> None:
+        """Send everything the call queued, in order, to each leg (``taken``: Voice Live messages
+        already taken from the wire, which go first)."""
         wire = self.wire
         ws = self.voicelive
         if ws is not None and self.call.wants_new_session and ws.state is State.OPEN:
             await ws.close()  # a quiet moment before the session expires: the pump opens a new one
         if ws is not None:
-            messages = wire.take_voicelive()
+            messages = (taken or []) + wire.take_voicelive()
             if messages:
                 # Written at once, never waiting for Voice Live to read: a session that stops reading
                 # is caught by the backlog bound below instead of stalling the call's other leg.
@@ -211,18 +211,7 @@ class CallBridge:
         transport = self.phone_transport
         if transport is None or transport.is_closing() or transport.get_write_buffer_size() > PHONE_WRITE_LIMIT:
             return False
-        out = bytearray()
-        for message in messages:
-            data = message.encode()
-            size = len(data)
-            if size < 126:
-                out += bytes((0x81, size))
-            elif size < 65536:
-                out += struct.pack("!BBH", 0x81, 126, size)
-            else:
-                out += struct.pack("!BBQ", 0x81, 127, size)
-            out += data
-        transport.write(out)
+        transport.write(server_text_frames(messages))
         return True
 
     def _check_backlog(self) -> None:
@@ -265,15 +254,19 @@ class CallBridge:
         async for msg in ws:
             if msg.type is text or msg.type is WSMsgType.BINARY:
                 wire.from_phone(msg.data, self._now())
-                # The hot path (a caller frame): one message for Voice Live, written at once.
-                out = call.to_voicelive
-                if (len(out) == 1 and fast and not call.to_phone and not call.to_tools and self.voicelive is not None
-                        and wire.recorder is None and self.voicelive.send_nowait(out[0])):
-                    out.clear()
-                    if self.voicelive.paused:
-                        self._check_backlog()
-                    continue
-                await self._flush()
+                # The hot path (a caller frame): one message for Voice Live, taken from the wire (so
+                # a recording sees it) and written at once; anything more takes the general path.
+                vl = self.voicelive
+                if fast and vl is not None and len(call.to_voicelive) == 1 and not call.to_phone \
+                        and not call.to_tools:
+                    (message,) = wire.take_voicelive()
+                    if vl.send_nowait(message):
+                        if vl.paused:
+                            self._check_backlog()
+                        continue
+                    await self._flush([message])
+                else:
+                    await self._flush()
                 if call.ended:
                     return
             elif msg.type is WSMsgType.ERROR:  # e.g. a frame over the size limit: aiohttp closes (1009)
@@ -329,7 +322,7 @@ class CallBridge:
         deadline = self.call.reconnect_deadline
         return delay if deadline is None else max(0.0, min(delay, (deadline - self._now()) / 1000))
 
-    async def _pump(self, ws: ClientConnection) -> bool:
+    async def _pump(self, ws: VoiceLiveConnection) -> bool:
         """Read one Voice Live session until it ends. True: open another (a drop with budget left,
         or a renewal); False: the call is over."""
         wire, call = self.wire, self.call

@@ -1082,7 +1082,7 @@ class Call:
         if rid == self.active_response:
             self.active_response = None
         self._dropped_responses.discard(rid)
-        deferred = self._deferred_truncates.pop(rid, None)
+        deferred = self._deferred_truncates.pop(rid, None) if rid is not None else None
         if deferred is not None:
             self._send(deferred)
         if self._goodbye is not None:

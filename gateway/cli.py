@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from gateway import __version__, log
+
+T = TypeVar("T")
 
 
 def _load(path: str):  # -> GatewayConfig, or exits with the config's own error text
@@ -20,7 +23,7 @@ def _load(path: str):  # -> GatewayConfig, or exits with the config's own error 
         raise SystemExit(2) from None
 
 
-def run_fast(coro):  # type: ignore[no-untyped-def]
+def run_fast(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on uvloop where it is installed (faster sockets), else on asyncio's loop."""
     try:
         import uvloop

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
@@ -25,6 +25,10 @@ MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 MAX_SERIES = 100
 MAX_LABEL_LEN = 100
 OTHER = "other"
+
+# How prometheus-client adds up a gauge across workers (its Gauge's multiprocess_mode values).
+MultiprocessMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
+                           "mostrecent", "livemostrecent"]
 
 # Series the documentation does not list, and that prometheus-client cannot merge across workers.
 prometheus_client.disable_created_metrics()
@@ -95,7 +99,7 @@ class Gauge(_Metric):
     over the workers alive, so a worker that died stops counting)."""
 
     def __init__(self, registry: Registry, name: str, help_text: str, labels: Sequence[str] = (),
-                 multiprocess_mode: str = "livesum") -> None:
+                 multiprocess_mode: MultiprocessMode = "livesum") -> None:
         self.multiprocess_mode = multiprocess_mode
         super().__init__(registry, name, help_text, labels)
 

@@ -62,8 +62,9 @@ def load_fixture(path: str | Path) -> Fixture:
             continue
         try:
             entry = json.loads(line)
-        except ValueError as exc:
-            raise FixtureError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        except ValueError as exc:  # a JSONDecodeError, or e.g. an integer of too many digits
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:80]
+            raise FixtureError(f"{path}:{number}: not JSON ({detail})") from None
         if not isinstance(entry, dict):
             raise FixtureError(f"{path}:{number}: expected a JSON object")
         entries.append(entry)
@@ -146,7 +147,9 @@ def run(fixture: Fixture) -> Replay:
     except ValueError as exc:
         raise FixtureError(f"{fixture.path}:1: the recorded profile is not valid now: {exc}") from None
     audio = start.audio
-    options = header.get("call_options") if isinstance(header.get("call_options"), dict) else {}
+    options = header.get("call_options")
+    if not isinstance(options, dict):
+        options = {}
     call = Call(call_id=start.call_id, stream_id=start.stream_id,
                 profile_name=str(header.get("profile_name") or "recorded"), profile=profile,
                 started_at=start.started_at, audio=audio, log=_QuietLog(), **start.options,
@@ -170,8 +173,8 @@ def run(fixture: Fixture) -> Replay:
             elif leg == VOICELIVE:
                 wire.from_voicelive(_data(rec), t)
             else:
-                result = _json(str(rec.get("msg", "")))
-                wire.from_tools(str(result.get("call_id")), str(result.get("output", "")), t)
+                output = _json(str(rec.get("msg", "")))
+                wire.from_tools(str(output.get("call_id")), str(output.get("output", "")), t)
         else:
             event = rec["event"]
             if leg == VOICELIVE and event == "open":
@@ -307,7 +310,7 @@ def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: Aud
     # are not owed); when a session was lost mid-utterance, the start of the next one may repeat what
     # the lost one had
     opens = [i for i, r in enumerate(records) if r["leg"] == VOICELIVE and r.get("event") == "open"]
-    sessions: list[list[str]] = [[] for _ in opens] or [[]]
+    sessions: list[list[str | None]] = [[] for _ in opens] or [[]]  # None: an append without audio
     for s, m in sent_vl:
         if m.get("type") == "input_audio_buffer.append":
             sessions[max(0, sum(1 for o in opens if o <= s.cause) - 1)].append(m.get("audio"))
@@ -385,12 +388,12 @@ def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: Aud
     return problems
 
 
-def _without_resends(sessions: list[list[str]], frames: list[str]) -> list[str]:
+def _without_resends(sessions: list[list[str | None]], frames: list[str]) -> list[str | None]:
     """The frames forwarded, each once: a session may start by repeating the tail of the one before it
     (caller speech the lost session had not committed). Silence frames repeat byte for byte, so the
     length of that repeated tail is the one that keeps the forwarded audio in step with what the caller
     sent; without such a length nothing is taken as repeated and the comparison shows the fault."""
-    out: list[str] = []
+    out: list[str | None] = []
     for sent in sessions:
         overlap = 0
         for size in range(1, min(len(sent), len(out)) + 1):
@@ -404,7 +407,7 @@ def _without_resends(sessions: list[list[str]], frames: list[str]) -> list[str]:
     return out
 
 
-def _frames_problem(frames: list[str], appended: list[str]) -> str:
+def _frames_problem(frames: list[str], appended: list[str | None]) -> str:
     for i, (want, got) in enumerate(zip(frames, appended, strict=False)):
         if want != got:
             dup = " (a duplicate of an earlier frame)" if got in frames[:i] else ""

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import random
-import struct
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -13,15 +10,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.protocol import OPEN
-
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover (pure-Python websockets)
-    from websockets.utils import apply_mask
+from websockets.protocol import State
 
 from gateway import __version__
 from gateway.config import Profile, VoiceLiveSettings
+from gateway.frames import client_text_frame
 from gateway.log import get_logger
 
 log = get_logger("gateway.voicelive")
@@ -64,8 +57,11 @@ def realtime_url(
 
 
 class _AccessToken(Protocol):
-    token: str
-    expires_on: int
+    # read-only, so azure-core's AccessToken (a NamedTuple) matches
+    @property
+    def token(self) -> str: ...
+    @property
+    def expires_on(self) -> int: ...
 
 
 class AsyncTokenCredential(Protocol):
@@ -120,19 +116,10 @@ class TokenProvider:
             return self._token
 
 
-_mask_bits = random.Random(os.urandom(32)).getrandbits
-
-
 class VoiceLiveConnection(ClientConnection):
-    """The realtime socket, with a lean path for the gateway's hot path: one unfragmented text
-    message per send, framed and masked here and written at once.
-
-    websockets' general send path costs a context manager and a ``getrandom`` system call (for
-    the mask) per message; with 50 caller frames a second per call, that shows. Masks come from
-    a seeded PRNG, as in aiohttp's client: masking keeps proxies from being fooled by page
-    scripts, which a server-side client does not run. Anything else (binary data, fragments, a
-    connection that is not open) takes websockets' own path.
-    """
+    """The realtime socket, with a lean path for the gateway's hot path: one text message per
+    send, framed by :func:`gateway.frames.client_text_frame` and written at once (see there why).
+    Anything else (binary data, a connection that is not open) takes websockets' own path."""
 
     async def send(self, message: Any, text: bool | None = None) -> None:
         if type(message) is not str or text is not None or not self.send_nowait(message):
@@ -142,22 +129,11 @@ class VoiceLiveConnection(ClientConnection):
 
     def send_nowait(self, message: str) -> bool:
         """Write one text message now; False (nothing written) when websockets' own path must
-        send it. The caller awaits :meth:`drain` when the connection is paused."""
-        protocol = self.protocol
-        if (protocol.state is not OPEN or self.send_in_progress is not None
-                or protocol.expect_continuation_frame):
+        send it (the connection is not open). The caller awaits :meth:`drain` when the
+        connection is paused."""
+        if self.state is not State.OPEN:
             return False
-        data = message.encode()
-        size = len(data)
-        if size < 126:
-            head = bytes((0x81, 0x80 | size))
-        elif size < 65536:
-            head = struct.pack("!BBH", 0x81, 0xFE, size)
-        else:
-            head = struct.pack("!BBQ", 0x81, 0xFF, size)
-        mask = _mask_bits(32).to_bytes(4, "big")
-        self.send_data()  # whatever the protocol queued (a pong) goes out first
-        self.transport.write(head + mask + apply_mask(data, mask))
+        self.transport.write(client_text_frame(message))
         return True
 
 
@@ -196,7 +172,7 @@ class VoiceLiveConnector:
             return "api-key"
         if self._credential is not None:
             return "entra-id"
-        host = (urlsplit(self.endpoint).hostname or "").lower()  # type: ignore[arg-type]
+        host = (urlsplit(self.endpoint).hostname or "").lower()
         if host in ("127.0.0.1", "localhost", "::1"):
             return "none"
         return "entra-id"
@@ -229,14 +205,14 @@ class VoiceLiveConnector:
             agent_project=agent.project if agent else None,
         )
 
-    async def connect(self, profile: Profile) -> ClientConnection:
+    async def connect(self, profile: Profile) -> VoiceLiveConnection:
         url = self.url_for(profile)
         try:
             headers = await self.headers()
         except Exception as exc:
             raise VoiceLiveConnectError(f"could not get an Entra ID token: {type(exc).__name__}") from None
         try:
-            return await connect(
+            connection = await connect(
                 url,
                 create_connection=VoiceLiveConnection,
                 additional_headers=headers,
@@ -257,6 +233,8 @@ class VoiceLiveConnector:
             raise VoiceLiveConnectError("Voice Live did not answer in time") from None
         except OSError as exc:
             raise VoiceLiveConnectError(f"Voice Live unreachable: {exc.strerror or exc}") from None
+        assert isinstance(connection, VoiceLiveConnection)  # create_connection made it
+        return connection
 
     async def close(self) -> None:
         if self._owns_credential and self._credential is not None:

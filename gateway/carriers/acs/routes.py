@@ -88,6 +88,11 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (a field of an event is not trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
 BAD_DELIVERY = "expected JSON: an event or an array of events\n"
 
 
@@ -127,7 +132,7 @@ async def acs_incoming(request: web.Request) -> web.Response:
 
 async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, Any]) -> bool:
     """Answer one IncomingCall with media streaming. False when it should be retried."""
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    data = _object(event.get("data"))
     context = data.get("incomingCallContext")
     key = _text(data.get("correlationId")) or _text(event.get("id")) or _text(context) or ""
     state = request.app[STATE]
@@ -217,10 +222,10 @@ async def acs_callbacks(request: web.Request) -> web.Response:
         return web.Response(status=400, text=BAD_DELIVERY)
     for event in events:
         kind = _text(event.get("type")) or _text(event.get("eventType")) or ""
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        data = _object(event.get("data"))
         call_id = _text(data.get("callConnectionId"))
         short = kind.rsplit(".", 1)[-1]
-        result = data.get("resultInformation") if isinstance(data.get("resultInformation"), dict) else {}
+        result = _object(data.get("resultInformation"))
         fields = {"call_id": call_id, "acs_event": short, "code": result.get("code"),
                   "sub_code": result.get("subCode"), "detail": result.get("message")}
         bridge = ctx.calls.get(call_id or "")
@@ -277,7 +282,7 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
     refusal = await _check_jwt(request, ctx, "media")
     if refusal is not None:
         return refusal
-    correlation = claims.get("correlation") or request.headers.get("x-ms-call-correlation-id", "")
+    correlation = claims.get("correlation", "") or request.headers.get("x-ms-call-correlation-id", "")
     existing, problem = _continued_call(ctx, call_id, correlation)
     if problem is not None:
         return rejected("acs", "media", problem, status=403, call_id=call_id)

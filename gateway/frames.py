@@ -1,0 +1,54 @@
+"""WebSocket text frames written straight to a socket's transport: the one place frames are built.
+
+The gateway's hot path sends one small text message per caller frame and a piece of bot audio
+with its mark per phone write. The libraries' own send paths (a lock or context manager per
+message, an ``os.urandom`` system call per mask) cost more than the forwarding itself, so these
+frames are built here, by RFC 6455 section 5.2, and written with one ``transport.write``:
+
+* to the phone (the gateway is the WebSocket server): unmasked frames, several in one write;
+* to Voice Live (the gateway is the client): masked frames, masks from a seeded PRNG as aiohttp's
+  client does (masking protects proxies from page scripts; a server-side client runs none), with
+  websockets' public ``apply_mask`` (its C speedup where built).
+
+Only unfragmented text frames are built; everything else takes the libraries' own paths. Callers
+check that the connection is open before writing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+from collections.abc import Iterable
+
+from websockets.utils import apply_mask
+
+__all__ = ["client_text_frame", "server_text_frames"]
+
+_FIN_TEXT = 0x81
+_mask_bits = random.Random(os.urandom(32)).getrandbits
+
+
+def _header(size: int, masked: int) -> bytes:
+    if size < 126:
+        return bytes((_FIN_TEXT, masked | size))
+    if size < 65536:
+        return struct.pack("!BBH", _FIN_TEXT, masked | 126, size)
+    return struct.pack("!BBQ", _FIN_TEXT, masked | 127, size)
+
+
+def server_text_frames(messages: Iterable[str]) -> bytes:
+    """Unmasked text frames for a server socket, one per message, ready for one write."""
+    out = bytearray()
+    for message in messages:
+        data = message.encode()
+        out += _header(len(data), 0)
+        out += data
+    return bytes(out)
+
+
+def client_text_frame(message: str) -> bytes:
+    """One masked text frame for a client socket."""
+    data = message.encode()
+    mask = _mask_bits(32).to_bytes(4, "big")
+    return _header(len(data), 0x80) + mask + apply_mask(data, mask)
