@@ -22,7 +22,7 @@ from websockets.protocol import State
 
 from gateway import metrics
 from gateway.auth import CallTokens
-from gateway.call import CALL_OPTIONS, Call, CallState, Observer, RunTool
+from gateway.call import CALL_OPTIONS, Call, CallState, Observer, RunTool, SessionExpires
 from gateway.config import GatewayConfig
 from gateway.frames import server_text_frames
 from gateway.log import get_logger
@@ -58,6 +58,30 @@ def now_ms() -> float:
     return time.monotonic() * 1000.0
 
 
+class CallObserver:
+    """A call's observer: what it reports is counted in the metrics, then passed on (to a test, the
+    demo). It also notes the moment a barge-in flushed the phone, for the reaction-time metric."""
+
+    __slots__ = ("barge_in_flushed", "carrier", "downstream")
+
+    def __init__(self, carrier: str, downstream: Observer) -> None:
+        self.carrier = carrier
+        self.downstream = downstream
+        self.barge_in_flushed = False
+
+    def __call__(self, event: str, t: float, fields: dict[str, Any]) -> None:
+        if event == "bot.first_audio" and fields.get("after_speech_stopped_ms") is not None:
+            metrics.FIRST_AUDIO.observe(fields["after_speech_stopped_ms"] / 1000.0, self.carrier)
+        elif event == "barge_in":
+            metrics.BARGE_INS.inc(self.carrier)
+            if fields.get("truncated_at_ms"):
+                metrics.TRUNCATIONS.inc(self.carrier)
+            self.barge_in_flushed = self.barge_in_flushed or bool(fields.get("cleared"))
+        elif event == "voicelive.error":
+            metrics.VOICELIVE_ERRORS.inc(metrics.error_code_label(str(fields.get("code") or "")))
+        self.downstream(event, t, fields)
+
+
 @dataclass
 class GatewayContext:
     """What every call needs from the running gateway."""
@@ -88,8 +112,9 @@ class GatewayContext:
     def insecure(self) -> bool:
         return self.config.gateway.insecure_dev_mode
 
-    def observer_for(self, call_id: str) -> Observer:
-        return self.observer_factory(call_id) if self.observer_factory else _noop_observer
+    def observer_for(self, call_id: str, carrier: str) -> CallObserver:
+        """What a new call reports to: the metrics of its carrier, then the application's observer."""
+        return CallObserver(carrier, self.observer_factory(call_id) if self.observer_factory else _noop_observer)
 
     def add_call(self, bridge: CallBridge) -> None:
         self.calls[bridge.call.call_id] = bridge
@@ -145,8 +170,8 @@ class CallBridge:
         self.phone_transport = transport  # the phone socket's transport, for writing frames in one go
         self.call = call
         self.log = call.log
-        self.observer = call.observer
-        call.observer = self._observe  # count what matters in metrics, then pass it on
+        observer = call.observer
+        self.observer = observer if isinstance(observer, CallObserver) else CallObserver(self.carrier, observer)
         self._opened_at = opened_at
         self.recorder = recorder
         self.wire = WireCall(call, leg, recorder)
@@ -159,24 +184,16 @@ class CallBridge:
     def _now(self) -> float:
         return now_ms() - self._opened_at
 
-    def _observe(self, event: str, t: float, fields: dict[str, Any]) -> None:
-        if event == "bot.first_audio" and fields.get("after_speech_stopped_ms") is not None:
-            metrics.FIRST_AUDIO.observe(fields["after_speech_stopped_ms"] / 1000.0, self.carrier)
-        elif event == "barge_in":
-            metrics.BARGE_INS.inc(self.carrier)
-            if fields.get("truncated_at_ms"):
-                metrics.TRUNCATIONS.inc(self.carrier)
-        elif event == "voicelive.error":
-            metrics.VOICELIVE_ERRORS.inc(metrics.error_code_label(str(fields.get("code") or "")))
-        self.observer(event, t, fields)
-
     async def _flush(self, taken: list[str] | None = None) -> None:
         """Send everything the call queued, in order, to each leg (``taken``: Voice Live messages
         already taken from the wire, which go first)."""
         wire = self.wire
         ws = self.voicelive
-        if ws is not None and self.call.wants_new_session and ws.state is State.OPEN:
-            await ws.close()  # a quiet moment before the session expires: the pump opens a new one
+        for action in wire.take_shell():
+            if isinstance(action, SessionExpires):
+                wire.session_expiry(action.at - time.time(), self._now())
+            elif ws is not None and ws.state is State.OPEN:  # RenewSession
+                await ws.close()  # a quiet moment before the session expires: the pump opens a new one
         if ws is not None:
             messages = (taken or []) + wire.take_voicelive()
             if messages:
@@ -330,7 +347,7 @@ class CallBridge:
         loop = asyncio.get_running_loop()
         ready_by = loop.time() + timeout
         perf = time.perf_counter
-        expires_seen = None
+        observer = self.observer
         try:
             while True:
                 if call.state == CallState.CONNECTING or call.state == CallState.RECONNECTING:
@@ -341,23 +358,15 @@ class CallBridge:
                 else:
                     raw = await ws.recv()
                 received = perf()
-                barge_ins = len(call.barge_ins)
+                observer.barge_in_flushed = False
                 wire.from_voicelive(raw, self._now())
                 await self._flush()
-                if len(call.barge_ins) != barge_ins and call.barge_ins[-1].cleared:
+                if observer.barge_in_flushed:  # this event made the call flush the phone: how fast
                     reaction = perf() - received
                     metrics.BARGE_IN_REACTION.observe(reaction, self.carrier)
-                    self.observer("clear_sent", self._now(), {"reaction_ms": round(reaction * 1000, 3)})
-                if call.expires_at is not None and call.expires_at != expires_seen:
-                    expires_seen = call.expires_at
-                    wire.session_expiry(call.expires_at - time.time(), self._now())
-                    self._wake_clock()
+                    observer.downstream("clear_sent", self._now(), {"reaction_ms": round(reaction * 1000, 3)})
                 if call.ended:
                     return False
-                if call.wants_new_session:  # a quiet moment before the session expires
-                    await ws.close()
-                    wire.voicelive_closed(1000, self._now())
-                    return True
         except TimeoutError:
             self.log.error("Voice Live did not confirm the session configuration in time", timeout_s=timeout)
             wire.voicelive_failed("voicelive_not_ready", self._now())

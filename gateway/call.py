@@ -19,6 +19,7 @@ import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from gateway.audio import G711_ULAW, AudioFormat, b64_len, decode_samples, is_base64, split_b64
@@ -62,6 +63,22 @@ class RunTool:
     name: str
     arguments: str  # JSON text, as the model wrote it
     builtin: str | None = None  # a built-in tool the phone leg carries out (send_dtmf)
+
+@dataclass(slots=True, frozen=True)
+class RenewSession:
+    """A quiet moment before the session expires: the shell closes it and opens a fresh one."""
+
+
+@dataclass(slots=True, frozen=True)
+class SessionExpires:
+    """Voice Live's session expires at ``at`` (unix time): the shell, which has a wall clock, tells
+    the call how far off that is (``Call.schedule_renewal``)."""
+
+    at: float
+
+
+ShellAction = RenewSession | SessionExpires
+RENEW_SESSION = RenewSession()
 
 Observer = Callable[[str, float, dict[str, Any]], None]
 
@@ -316,12 +333,24 @@ class CallStats:
     caller_turns: int = 0  # caller utterances Voice Live committed
 
 
-class CallState:
+class CallState(Enum):
+    """Where a call is. Every change goes through :meth:`Call._to`, which allows only the
+    transitions of ``TRANSITIONS``."""
+
     CONNECTING = "connecting"  # waiting for the Voice Live session to be configured
     READY = "ready"
     RECONNECTING = "reconnecting"  # the session dropped or is being renewed: caller audio is held
     CLOSING = "closing"  # ending: a goodbye or an apology still plays, then the call hangs up
     ENDED = "ended"
+
+
+TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    CallState.CONNECTING: frozenset({CallState.READY, CallState.CLOSING, CallState.ENDED}),
+    CallState.READY: frozenset({CallState.RECONNECTING, CallState.CLOSING, CallState.ENDED}),
+    CallState.RECONNECTING: frozenset({CallState.READY, CallState.CLOSING, CallState.ENDED}),
+    CallState.CLOSING: frozenset({CallState.ENDED}),
+    CallState.ENDED: frozenset(),
+}
 
 
 @dataclass(slots=True)
@@ -367,11 +396,12 @@ class Call:
     can_transfer: bool = False  # the phone leg can hand the caller over to another number
     can_send_dtmf: bool = False  # the phone leg can press keys towards the caller
 
-    state: str = field(default=CallState.CONNECTING, init=False)
+    state: CallState = field(default=CallState.CONNECTING, init=False)
     end_reason: str | None = field(default=None, init=False)
     to_phone: list[PhoneAction] = field(default_factory=list, init=False)
     to_voicelive: list[str] = field(default_factory=list, init=False)
     to_tools: list[RunTool] = field(default_factory=list, init=False)
+    to_shell: list[ShellAction] = field(default_factory=list, init=False)
     stats: CallStats = field(default_factory=CallStats, init=False)
     barge_ins: list[BargeIn] = field(default_factory=list, init=False)
     ready_at: float | None = field(default=None, init=False)  # when the session became ready
@@ -481,6 +511,11 @@ class Call:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    def _to(self, state: CallState) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"call {self.call_id}: no transition from {self.state.value} to {state.value}")
+        self.state = state
+
     @property
     def listens(self) -> bool:
         """The gateway detects the caller's turns itself (no turn detection at Voice Live)."""
@@ -515,7 +550,7 @@ class Call:
     def _end(self, reason: str, now: float, *, hang_up: bool) -> None:
         if self.ended:
             return
-        self.state = CallState.ENDED
+        self._to(CallState.ENDED)
         self.end_reason = reason
         self.ended_at = now
         if hang_up:
@@ -526,7 +561,8 @@ class Call:
         """End the call once the bot audio still playing has been heard (a goodbye, an apology)."""
         if self.ended:
             return
-        self.state = CallState.CLOSING
+        if self.state is not CallState.CLOSING:
+            self._to(CallState.CLOSING)
         self._closing_reason = reason
         self._finish_closing(now)
 
@@ -830,6 +866,7 @@ class Call:
         renewal, give it the conversation so far."""
         self._connected = True
         self.wants_new_session = False
+        self.expires_at = None  # this session's comes with its session.created / session.updated
         self.observer("voicelive.connected", now, {"connect_ms": round(now - self.started_at, 1),
                                                    "restored_turns": len(self.conversation)})
         update = {"type": "session.update", "session": build_session(self.profile, self.audio, call_id=self.call_id)}
@@ -881,7 +918,7 @@ class Call:
                 self.voicelive_failed("voicelive_lost", now)
                 return
             if self.state != CallState.RECONNECTING:
-                self.state = CallState.RECONNECTING
+                self._to(CallState.RECONNECTING)
                 self.stats.reconnects += 1
                 self._abandon_response(now)
                 if self._speech_since_commit:
@@ -951,6 +988,7 @@ class Call:
         self.renew_at = None
         self._renew_overdue = False
         self.wants_new_session = True
+        self.to_shell.append(RENEW_SESSION)
 
     def voicelive_event(self, event: dict[str, Any], now: float) -> None:
         handler = self._handlers.get(event.get("type"))  # type: ignore[arg-type]
@@ -960,9 +998,15 @@ class Call:
     def _on_session_created(self, event: dict[str, Any], now: float) -> None:
         session = _obj(event.get("session"))
         self.session_id = session.get("id")
-        expires = session.get("expires_at")
-        self.expires_at = expires if isinstance(expires, (int, float)) else None
+        self._learn_expiry(session.get("expires_at"))
         self.log.info("Voice Live session created", session_id=self.session_id)
+
+    def _learn_expiry(self, expires: Any) -> None:
+        """Voice Live said when the session expires (unix time): the shell tells the call how far off
+        that is on its clock (:meth:`schedule_renewal`)."""
+        if isinstance(expires, int | float) and not isinstance(expires, bool) and expires != self.expires_at:
+            self.expires_at = expires
+            self.to_shell.append(SessionExpires(float(expires)))
 
     def _on_session_updated(self, event: dict[str, Any], now: float) -> None:
         session = _obj(event.get("session"))
@@ -979,13 +1023,11 @@ class Call:
             )
             self._end("audio_format_rejected", now, hang_up=True)
             return
-        expires = session.get("expires_at")
-        if isinstance(expires, (int, float)):
-            self.expires_at = expires
+        self._learn_expiry(session.get("expires_at"))
         if self.state not in (CallState.CONNECTING, CallState.RECONNECTING):
             return
         first = self.ready_at is None
-        self.state = CallState.READY
+        self._to(CallState.READY)
         self._restored_at = now  # the reconnect episode ends once this session has lasted
         if not first:
             held = len(self._held)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from gateway.call import Call, PhoneAction, RunTool
+from gateway.call import Call, PhoneAction, RunTool, ShellAction
 from gateway.carriers.common import load_json
 
 
@@ -151,6 +151,15 @@ class WireCall:
             for message in messages:
                 self.recorder.record(self._now, VOICELIVE, OUT, message)
         return messages
+
+    def take_shell(self) -> list[ShellAction]:
+        """What the call asks of the shell itself (renew the session; when it expires). Not wire
+        messages: what they lead to (a closed socket, an expiry) is recorded as it happens."""
+        call = self.call
+        if not call.to_shell:
+            return []
+        actions, call.to_shell = call.to_shell, []
+        return actions
 
     def take_tools(self) -> list[RunTool]:
         call = self.call

@@ -319,7 +319,7 @@ async def _new_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
     state = request.app[STATE]
     call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
                 started_at=0.0, audio=audio, paced=True, piece_ms=ACS_PIECE_MS,
-                observer=ctx.observer_for(call_id), log=log.bind(call_id=call_id, stream_id=stream_id),
+                observer=ctx.observer_for(call_id, "acs"), log=log.bind(call_id=call_id, stream_id=stream_id),
                 fallback_audio=state.apology, **ctx.call_options(),
                 can_transfer=state.client is not None,
                 can_send_dtmf=state.client is not None and caller is not None)

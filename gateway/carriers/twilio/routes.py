@@ -199,7 +199,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
             return ws
         call = Call(call_id=start.call_sid, stream_id=start.stream_sid, profile_name=name,
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0],
-                    observer=ctx.observer_for(start.call_sid),
+                    observer=ctx.observer_for(start.call_sid, "twilio"),
                     log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid), **ctx.call_options(),
                     can_transfer=ctx.config.twilio.auth_token is not None and bool(start.account_sid))
         if call.call_id in ctx.calls:
