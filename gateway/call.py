@@ -19,66 +19,32 @@ import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from gateway.audio import G711_ULAW, AudioFormat, b64_len, decode_samples, is_base64, split_b64
 from gateway.config import DTMF_KEYS, E164, Greeting, Profile, Tool, TurnDetectionOff, normalize_number
+from gateway.core.actions import (
+    CLEAR,
+    RENEW_SESSION,
+    ClearPlayback,
+    Hangup,
+    PhoneAction,
+    PlayAudio,
+    RunTool,
+    SendMark,
+    SessionExpires,
+    ShellAction,
+)
+from gateway.core.memory import Conversation
+from gateway.core.playout import PacedPlayout, Playout
+from gateway.core.state import TRANSITIONS, CallState
+
+# The call's interface, as the shell, the codecs and the tests use it (the parts live in gateway.core)
+__all__ = ["CALL_OPTIONS", "CLEAR", "MIN_SESSION_MS", "TRANSFER_WORDS", "Call", "CallState", "ClearPlayback",
+           "Hangup", "Observer", "PhoneAction", "PlayAudio", "Playout", "RunTool", "SendMark", "SessionExpires",
+           "ShellAction", "assistant_message", "spoken_text"]
 from gateway.vad import EnergyVad
 from gateway.voicelive.session import build_session
-
-# --- what the call asks the phone leg to do ---------------------------------------------------
-
-
-@dataclass(slots=True, frozen=True)
-class PlayAudio:
-    payload: str  # base64 audio in the leg's format, exactly as Voice Live produced it
-
-
-@dataclass(slots=True, frozen=True)
-class SendMark:
-    name: str
-
-
-@dataclass(slots=True, frozen=True)
-class ClearPlayback:
-    pass
-
-
-@dataclass(slots=True, frozen=True)
-class Hangup:
-    reason: str
-    transfer_to: str | None = None  # hand the caller over to this number instead of hanging up
-
-
-PhoneAction = PlayAudio | SendMark | ClearPlayback | Hangup
-CLEAR = ClearPlayback()
-
-
-@dataclass(slots=True, frozen=True)
-class RunTool:
-    """The model called a tool: the shell runs it and hands the output back with ``tool_result``."""
-
-    call_id: str
-    name: str
-    arguments: str  # JSON text, as the model wrote it
-    builtin: str | None = None  # a built-in tool the phone leg carries out (send_dtmf)
-
-@dataclass(slots=True, frozen=True)
-class RenewSession:
-    """A quiet moment before the session expires: the shell closes it and opens a fresh one."""
-
-
-@dataclass(slots=True, frozen=True)
-class SessionExpires:
-    """Voice Live's session expires at ``at`` (unix time): the shell, which has a wall clock, tells
-    the call how far off that is (``Call.schedule_renewal``)."""
-
-    at: float
-
-
-ShellAction = RenewSession | SessionExpires
-RENEW_SESSION = RenewSession()
 
 Observer = Callable[[str, float, dict[str, Any]], None]
 
@@ -166,153 +132,6 @@ def assistant_message(text: str) -> dict[str, Any]:
 
 
 @dataclass(slots=True)
-class _Piece:
-    seq: int
-    item_id: str | None
-    end: int  # byte offset in the item's audio where this piece ends
-    size: int
-    sent_at: float  # MarkPlayout: when it was sent; PacedPlayout: when it starts playing
-    payload: str = ""
-
-
-class Playout:
-    """Where the phone's playback stands, from playback acknowledgements (Twilio marks).
-
-    Every piece of bot audio is sent to the phone at once, followed by a mark. The phone echoes a
-    mark once the audio queued before it has played; between two echoes, playback advances in
-    real time, but never past the end of the piece the next mark closes.
-    """
-
-    def __init__(self, fmt: AudioFormat) -> None:
-        self.bytes_per_ms = fmt.bytes_per_ms
-        self.pending: deque[_Piece] = deque()
-        self._next_seq = 1
-        self.heard_item: str | None = None  # item and offset of the last acknowledged audio
-        self.heard_offset = 0
-        self._acked_at = float("-inf")
-
-    def add(self, item_id: str | None, end: int, size: int, now: float) -> str:
-        seq = self._next_seq
-        self._next_seq = seq + 1
-        self.pending.append(_Piece(seq, item_id, end, size, now))
-        return str(seq)
-
-    def queue(self, payload: str, item_id: str | None, end: int, size: int, now: float,
-              out: list[PhoneAction]) -> None:
-        out.append(PlayAudio(payload))
-        out.append(SendMark(self.add(item_id, end, size, now)))
-
-    def release(self, now: float, out: list[PhoneAction]) -> None:
-        return None  # everything was sent when it arrived
-
-    def next_release(self) -> float | None:
-        return None
-
-    def playing(self, now: float) -> bool:
-        return bool(self.pending)
-
-    def playing_until(self) -> float | None:
-        return None  # known from the phone's acknowledgements, not from a clock
-
-    def ack(self, name: str, now: float) -> bool:
-        """A mark came back. Returns False for names that are not pending (stale or unknown)."""
-        if not self.pending or len(name) > 18 or not (name.isascii() and name.isdigit()):
-            return False  # not one of ours (ours are ASCII sequence numbers): "²" or 4,300 digits included
-        seq = int(name)
-        first = self.pending[0].seq
-        if not first <= seq <= self.pending[-1].seq:
-            return False
-        for _ in range(seq - first + 1):
-            piece = self.pending.popleft()
-        self.heard_item, self.heard_offset = piece.item_id, piece.end
-        self._acked_at = now
-        return True
-
-    def position(self, now: float) -> tuple[str | None, int]:
-        """(item id, bytes of that item heard so far) at ``now``."""
-        if not self.pending:
-            return self.heard_item, self.heard_offset
-        head = self.pending[0]
-        started = max(self._acked_at, head.sent_at)
-        played = int((now - started) * self.bytes_per_ms) if now > started else 0
-        played = min(played, head.size)
-        return head.item_id, head.end - head.size + played
-
-    def flush(self, now: float) -> tuple[str | None, int]:
-        """The phone's buffer was cleared: what was heard is final; pending marks become stale."""
-        self.heard_item, self.heard_offset = self.position(now)
-        self.pending.clear()
-        self._acked_at = now
-        return self.heard_item, self.heard_offset
-
-
-class PacedPlayout:
-    """Playback on a phone leg without acknowledgements (ACS): the gateway keeps the bot's audio
-    and releases it in real time, a little ahead of the playback clock, so that a flush drops
-    almost everything not yet heard and the playback position is known from the clock alone.
-    """
-
-    def __init__(self, fmt: AudioFormat, lead_ms: float = 60.0) -> None:
-        self.bytes_per_ms = fmt.bytes_per_ms
-        self.lead_ms = lead_ms
-        self.waiting: deque[_Piece] = deque()  # not yet sent to the phone
-        self.released: deque[_Piece] = deque()  # sent; sent_at is when each starts playing
-        self._clock_end = float("-inf")  # when everything released will have played
-        self.heard_item: str | None = None
-        self.heard_offset = 0
-
-    def queue(self, payload: str, item_id: str | None, end: int, size: int, now: float,
-              out: list[PhoneAction]) -> None:
-        self.waiting.append(_Piece(0, item_id, end, size, 0.0, payload))
-        self.release(now, out)
-
-    def release(self, now: float, out: list[PhoneAction]) -> None:
-        waiting = self.waiting
-        while waiting:
-            starts = self._clock_end if self._clock_end > now else now
-            if starts - now > self.lead_ms:
-                return
-            piece = waiting.popleft()
-            piece.sent_at = starts
-            self._clock_end = starts + piece.size / self.bytes_per_ms
-            self.released.append(piece)
-            out.append(PlayAudio(piece.payload))
-
-    def next_release(self) -> float | None:
-        """When the next piece is due to be sent (None: nothing waits)."""
-        return self._clock_end - self.lead_ms if self.waiting else None
-
-    def playing(self, now: float) -> bool:
-        return bool(self.waiting) or self._clock_end > now
-
-    def playing_until(self) -> float | None:
-        """When everything queued will have played (None: nothing is playing)."""
-        if not self.waiting and not self.released:
-            return None
-        waiting_ms = sum(p.size for p in self.waiting) / self.bytes_per_ms
-        return max(self._clock_end, 0.0) + waiting_ms
-
-    def position(self, now: float) -> tuple[str | None, int]:
-        released = self.released
-        while released and released[0].sent_at + released[0].size / self.bytes_per_ms <= now:
-            piece = released.popleft()
-            self.heard_item, self.heard_offset = piece.item_id, piece.end
-        if released and released[0].sent_at < now:
-            head = released[0]
-            played = min(int((now - head.sent_at) * self.bytes_per_ms), head.size)
-            return head.item_id, head.end - head.size + played
-        return self.heard_item, self.heard_offset
-
-    def flush(self, now: float) -> tuple[str | None, int]:
-        """Drop what the phone has not played: the caller heard up to the clock, no more."""
-        self.heard_item, self.heard_offset = self.position(now)
-        self.waiting.clear()
-        self.released.clear()
-        self._clock_end = now
-        return self.heard_item, self.heard_offset
-
-
-@dataclass(slots=True)
 class CallStats:
     frames_in: int = 0
     bytes_in: int = 0
@@ -331,36 +150,6 @@ class CallStats:
     reconnects: int = 0
     frames_resent: int = 0
     caller_turns: int = 0  # caller utterances Voice Live committed
-
-
-class CallState(Enum):
-    """Where a call is. Every change goes through :meth:`Call._to`, which allows only the
-    transitions of ``TRANSITIONS``."""
-
-    CONNECTING = "connecting"  # waiting for the Voice Live session to be configured
-    READY = "ready"
-    RECONNECTING = "reconnecting"  # the session dropped or is being renewed: caller audio is held
-    CLOSING = "closing"  # ending: a goodbye or an apology still plays, then the call hangs up
-    ENDED = "ended"
-
-
-TRANSITIONS: dict[CallState, frozenset[CallState]] = {
-    CallState.CONNECTING: frozenset({CallState.READY, CallState.CLOSING, CallState.ENDED}),
-    CallState.READY: frozenset({CallState.RECONNECTING, CallState.CLOSING, CallState.ENDED}),
-    CallState.RECONNECTING: frozenset({CallState.READY, CallState.CLOSING, CallState.ENDED}),
-    CallState.CLOSING: frozenset({CallState.ENDED}),
-    CallState.ENDED: frozenset(),
-}
-
-
-@dataclass(slots=True)
-class _Turn:
-    """One turn of the conversation, kept to restore it in a new session."""
-
-    item_id: str
-    role: str  # "user" | "assistant"
-    text: str | None = None
-    heard: float = 1.0  # fraction of an assistant turn the caller heard (barge-in)
 
 
 @dataclass(slots=True)
@@ -454,9 +243,7 @@ class Call:
             self.caller_audio = self._caller_audio_listened  # type: ignore[method-assign]
         self._warned: set[str] = set()
         # conversation memory, restored into a new session after a drop or a renewal
-        self.conversation: deque[_Turn] = deque(maxlen=60)
-        self._turns: dict[str, _Turn] = {}
-        self._injected = 0
+        self.conversation = Conversation()
         self._connected = False  # a Voice Live socket is open (control events can be sent)
         self._held_control: list[str] = []
         self.reconnect_deadline: float | None = None  # end of the current reconnect episode's budget
@@ -783,8 +570,8 @@ class Call:
         self._send({"type": "conversation.item.create", "item": {
             "id": item_id, "type": "message", "role": "user",
             "content": [{"type": "input_text", "text": text}]}}, kind="dtmf")
-        self._remember(item_id, "user")
-        self._set_text(item_id, text)
+        self.conversation.remember(item_id, "user")
+        self.conversation.set_text(item_id, text)
         self.observer("caller.keys", now, {"count": len(digits)})
         if self.profile.dtmf.respond:
             self._barge_in(now)  # keys pressed over the bot interrupt it, like speech
@@ -872,23 +659,8 @@ class Call:
         update = {"type": "session.update", "session": build_session(self.profile, self.audio, call_id=self.call_id)}
         self._send(update)
         if self.state == CallState.RECONNECTING:
-            for turn in self.conversation:
-                item = self._restore_item(turn)
-                if item is not None:
-                    self._send({"type": "conversation.item.create", "item": item}, kind="restore")
-
-    def _restore_item(self, turn: _Turn) -> dict[str, Any] | None:
-        text = turn.text
-        if not text:
-            return None
-        if turn.role == "assistant" and turn.heard < 1.0:
-            words = text.split()
-            text = " ".join(words[: max(1, int(len(words) * turn.heard))]) + " [interrupted by the caller]"
-        self._injected += 1
-        item_id = f"gw_item_{self._injected}"
-        self._turns[item_id] = turn
-        part = {"type": "input_text", "text": text} if turn.role == "user" else {"type": "text", "text": text}
-        return {"id": item_id, "type": "message", "role": turn.role, "content": [part]}
+            for item in self.conversation.restore_items():
+                self._send({"type": "conversation.item.create", "item": item}, kind="restore")
 
     def voicelive_failed(self, reason: str, now: float) -> None:
         """The session could not be opened, or could not be reopened in time: the call cannot go on.
@@ -1188,18 +960,10 @@ class Call:
 
     # --- conversation memory ---------------------------------------------------------------------
 
-    def _remember(self, item_id: Any, role: str) -> None:
-        if isinstance(item_id, str) and item_id not in self._turns:
-            turn = _Turn(item_id, role)
-            self._turns[item_id] = turn
-            if len(self.conversation) == self.conversation.maxlen:
-                self._turns.pop(self.conversation[0].item_id, None)
-            self.conversation.append(turn)
-
     def _on_item_created(self, event: dict[str, Any], now: float) -> None:
         item = event.get("item")
         if isinstance(item, dict) and item.get("type") == "message" and item.get("role") in ("user", "assistant"):
-            self._remember(item.get("id"), item["role"])  # (turns restored by the gateway are known already)
+            self.conversation.remember(item.get("id"), item["role"])  # (restored turns are known already)
         elif isinstance(item, dict) and item.get("type") == "function_call":
             self._note_function_item(item)
 
@@ -1208,7 +972,7 @@ class Call:
         if not isinstance(item, dict):
             return
         if item.get("type") == "message":
-            self._remember(item.get("id"), "assistant")
+            self.conversation.remember(item.get("id"), "assistant")
         elif item.get("type") == "function_call":
             self._note_function_item(item)
 
@@ -1223,18 +987,13 @@ class Call:
             while len(self._function_names) > 32:
                 self._function_names.pop(next(iter(self._function_names)))
 
-    def _set_text(self, item_id: Any, text: Any) -> None:
-        turn = self._turns.get(item_id) if isinstance(item_id, str) else None
-        if turn is not None and isinstance(text, str):
-            turn.text = text
-
     def _on_caller_transcript(self, event: dict[str, Any], now: float) -> None:
-        self._set_text(event.get("item_id"), event.get("transcript"))
+        self.conversation.set_text(event.get("item_id"), event.get("transcript"))
         self.observer("caller.transcript", now, {"item_id": event.get("item_id"),
                                                  "text": event.get("transcript")})
 
     def _on_bot_transcript(self, event: dict[str, Any], now: float) -> None:
-        self._set_text(event.get("item_id"), event.get("transcript"))
+        self.conversation.set_text(event.get("item_id"), event.get("transcript"))
         self.observer("bot.transcript", now, {"item_id": event.get("item_id"),
                                               "text": event.get("transcript")})
 
@@ -1429,9 +1188,8 @@ class Call:
             received = self._item_bytes.get(item_id, 0)
             received_ms = received // self.audio.bytes_per_ms
             ms = min(heard, received) // self.audio.bytes_per_ms
-            turn = self._turns.get(item_id)
-            if turn is not None and received:
-                turn.heard = min(heard, received) / received
+            if received:
+                self.conversation.heard(item_id, min(heard, received) / received)
             if ms > 0 and by_server_vad and self._server_truncates:
                 self.log.debug("Voice Live truncates the item itself (auto_truncate)", heard_ms=ms)
             elif ms > 0:

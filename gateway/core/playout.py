@@ -1,0 +1,161 @@
+"""Where the phone's playback stands: what the caller has heard of the bot's audio, the basis of
+every truncation. Two kinds of phone leg: one that acknowledges playback (Twilio marks:
+:class:`Playout`) and one that does not (ACS: :class:`PacedPlayout`, which paces the audio itself).
+Pure: time is passed in."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from gateway.audio import AudioFormat
+from gateway.core.actions import PhoneAction, PlayAudio, SendMark
+
+__all__ = ["PacedPlayout", "Playout"]
+
+
+@dataclass(slots=True)
+class _Piece:
+    seq: int
+    item_id: str | None
+    end: int  # byte offset in the item's audio where this piece ends
+    size: int
+    sent_at: float  # MarkPlayout: when it was sent; PacedPlayout: when it starts playing
+    payload: str = ""
+
+
+class Playout:
+    """Where the phone's playback stands, from playback acknowledgements (Twilio marks).
+
+    Every piece of bot audio is sent to the phone at once, followed by a mark. The phone echoes a
+    mark once the audio queued before it has played; between two echoes, playback advances in
+    real time, but never past the end of the piece the next mark closes.
+    """
+
+    def __init__(self, fmt: AudioFormat) -> None:
+        self.bytes_per_ms = fmt.bytes_per_ms
+        self.pending: deque[_Piece] = deque()
+        self._next_seq = 1
+        self.heard_item: str | None = None  # item and offset of the last acknowledged audio
+        self.heard_offset = 0
+        self._acked_at = float("-inf")
+
+    def add(self, item_id: str | None, end: int, size: int, now: float) -> str:
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        self.pending.append(_Piece(seq, item_id, end, size, now))
+        return str(seq)
+
+    def queue(self, payload: str, item_id: str | None, end: int, size: int, now: float,
+              out: list[PhoneAction]) -> None:
+        out.append(PlayAudio(payload))
+        out.append(SendMark(self.add(item_id, end, size, now)))
+
+    def release(self, now: float, out: list[PhoneAction]) -> None:
+        return None  # everything was sent when it arrived
+
+    def next_release(self) -> float | None:
+        return None
+
+    def playing(self, now: float) -> bool:
+        return bool(self.pending)
+
+    def playing_until(self) -> float | None:
+        return None  # known from the phone's acknowledgements, not from a clock
+
+    def ack(self, name: str, now: float) -> bool:
+        """A mark came back. Returns False for names that are not pending (stale or unknown)."""
+        if not self.pending or len(name) > 18 or not (name.isascii() and name.isdigit()):
+            return False  # not one of ours (ours are ASCII sequence numbers): "²" or 4,300 digits included
+        seq = int(name)
+        first = self.pending[0].seq
+        if not first <= seq <= self.pending[-1].seq:
+            return False
+        for _ in range(seq - first + 1):
+            piece = self.pending.popleft()
+        self.heard_item, self.heard_offset = piece.item_id, piece.end
+        self._acked_at = now
+        return True
+
+    def position(self, now: float) -> tuple[str | None, int]:
+        """(item id, bytes of that item heard so far) at ``now``."""
+        if not self.pending:
+            return self.heard_item, self.heard_offset
+        head = self.pending[0]
+        started = max(self._acked_at, head.sent_at)
+        played = int((now - started) * self.bytes_per_ms) if now > started else 0
+        played = min(played, head.size)
+        return head.item_id, head.end - head.size + played
+
+    def flush(self, now: float) -> tuple[str | None, int]:
+        """The phone's buffer was cleared: what was heard is final; pending marks become stale."""
+        self.heard_item, self.heard_offset = self.position(now)
+        self.pending.clear()
+        self._acked_at = now
+        return self.heard_item, self.heard_offset
+
+
+class PacedPlayout:
+    """Playback on a phone leg without acknowledgements (ACS): the gateway keeps the bot's audio
+    and releases it in real time, a little ahead of the playback clock, so that a flush drops
+    almost everything not yet heard and the playback position is known from the clock alone.
+    """
+
+    def __init__(self, fmt: AudioFormat, lead_ms: float = 60.0) -> None:
+        self.bytes_per_ms = fmt.bytes_per_ms
+        self.lead_ms = lead_ms
+        self.waiting: deque[_Piece] = deque()  # not yet sent to the phone
+        self.released: deque[_Piece] = deque()  # sent; sent_at is when each starts playing
+        self._clock_end = float("-inf")  # when everything released will have played
+        self.heard_item: str | None = None
+        self.heard_offset = 0
+
+    def queue(self, payload: str, item_id: str | None, end: int, size: int, now: float,
+              out: list[PhoneAction]) -> None:
+        self.waiting.append(_Piece(0, item_id, end, size, 0.0, payload))
+        self.release(now, out)
+
+    def release(self, now: float, out: list[PhoneAction]) -> None:
+        waiting = self.waiting
+        while waiting:
+            starts = self._clock_end if self._clock_end > now else now
+            if starts - now > self.lead_ms:
+                return
+            piece = waiting.popleft()
+            piece.sent_at = starts
+            self._clock_end = starts + piece.size / self.bytes_per_ms
+            self.released.append(piece)
+            out.append(PlayAudio(piece.payload))
+
+    def next_release(self) -> float | None:
+        """When the next piece is due to be sent (None: nothing waits)."""
+        return self._clock_end - self.lead_ms if self.waiting else None
+
+    def playing(self, now: float) -> bool:
+        return bool(self.waiting) or self._clock_end > now
+
+    def playing_until(self) -> float | None:
+        """When everything queued will have played (None: nothing is playing)."""
+        if not self.waiting and not self.released:
+            return None
+        waiting_ms = sum(p.size for p in self.waiting) / self.bytes_per_ms
+        return max(self._clock_end, 0.0) + waiting_ms
+
+    def position(self, now: float) -> tuple[str | None, int]:
+        released = self.released
+        while released and released[0].sent_at + released[0].size / self.bytes_per_ms <= now:
+            piece = released.popleft()
+            self.heard_item, self.heard_offset = piece.item_id, piece.end
+        if released and released[0].sent_at < now:
+            head = released[0]
+            played = min(int((now - head.sent_at) * self.bytes_per_ms), head.size)
+            return head.item_id, head.end - head.size + played
+        return self.heard_item, self.heard_offset
+
+    def flush(self, now: float) -> tuple[str | None, int]:
+        """Drop what the phone has not played: the caller heard up to the clock, no more."""
+        self.heard_item, self.heard_offset = self.position(now)
+        self.waiting.clear()
+        self.released.clear()
+        self._clock_end = now
+        return self.heard_item, self.heard_offset
