@@ -35,8 +35,10 @@ from gateway.core.actions import (
     SessionExpires,
     ShellAction,
 )
+from gateway.core.keys import MAX_DTMF_DIGITS, KeyEntry
 from gateway.core.memory import Conversation
 from gateway.core.playout import PacedPlayout, Playout
+from gateway.core.silence import SilenceWatch
 from gateway.core.state import TRANSITIONS, CallState
 
 # The call's interface, as the shell, the codecs and the tests use it (the parts live in gateway.core)
@@ -54,7 +56,6 @@ _APPEND_TAIL = '"}'
 
 # The options a shell gives a call beyond its profile (recorded with the call, so a replay uses them)
 CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "can_transfer", "can_send_dtmf")
-MAX_DTMF_DIGITS = 32  # keys collected into one entry at most
 GOODBYE_TIMEOUT_MS = 20_000.0  # a goodbye that has not finished by then: hang up anyway
 MIN_SESSION_MS = 60_000.0  # a Voice Live session is kept at least this long before a renewal
 STABLE_SESSION_MS = 5_000.0  # a restored session that drops sooner does not end the reconnect episode
@@ -267,16 +268,10 @@ class Call:
         self._farewell_words = ""
         self._respond_pending = False  # a response is wanted as soon as the current one is done
         # caller keys
-        self._digits = ""
-        self._digits_deadline: float | None = None
-        self._dtmf_items = 0
-        # silence
-        silence = self.profile.silence
-        self._silence_ms = silence.reprompt_after_s * 1000 if silence.reprompt_after_s else None
-        self._quiet_since = self.started_at
+        self._keys = KeyEntry(self.profile.dtmf)
+        self._silence = SilenceWatch(self.profile.silence, self.started_at)
         self._phone_away_since: float | None = None  # the phone's media socket is gone (it may come back)
         self.ended_at: float | None = None
-        self._reprompts = 0
         self._handlers: dict[str, Callable[[dict[str, Any], float], None]] = {
             "conversation.item.created": self._on_item_created,
             "response.output_item.added": self._on_output_item,
@@ -466,7 +461,7 @@ class Call:
             if self.state == CallState.CLOSING:
                 self._finish_closing(now)
             elif not playout.pending:
-                self._quiet_since = max(self._quiet_since, now)  # silence counts from the bot's last word
+                self._silence.quiet_from(now)  # silence counts from the bot's last word
                 self._maybe_renew(now)
 
     def tick(self, now: float) -> None:
@@ -483,8 +478,8 @@ class Call:
             if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
                 self._end(self._goodbye, now, hang_up=True)  # the goodbye never came: end anyway
             return
-        if self._digits_deadline is not None and now >= self._digits_deadline:
-            self._send_digits(now)
+        if self._keys.due(now):
+            self._send_digits(self._keys.take(), now)
         silent = self._silent_line_due()
         if silent is not None and now >= silent:
             self._turn_vad.reset()  # type: ignore[union-attr]
@@ -515,7 +510,7 @@ class Call:
             candidates.append(self._goodbye_deadline)
         else:
             candidates.append(self._hard_deadline)
-            candidates.append(self._digits_deadline)
+            candidates.append(self._keys.deadline)
             candidates.append(self._silence_due(None))
             candidates.append(self._silent_line_due())
             if self._idle_ms is not None:
@@ -546,32 +541,25 @@ class Call:
             self._warn_once("key-transfer", "a key's transfer action cannot run: this line cannot transfer calls; "
                                             "the key goes to the model instead")
             action = None
-        if action is not None and not self._digits:
+        if action is not None and not self._keys.digits:
             self.log.info("caller key action", action="transfer" if action.transfer_to else "hang_up")
             self._say_goodbye("caller_key_transfer" if action.transfer_to else "caller_key_hang_up", now,
                               transfer_to=action.transfer_to)
             return
         if not settings.to_model:
             return
-        self._digits += digit
-        if digit in settings.finish_on or len(self._digits) >= MAX_DTMF_DIGITS:
-            self._send_digits(now)
-        else:
-            self._digits_deadline = now + settings.digit_timeout_s * 1000
+        entry = self._keys.press(digit, now)
+        if entry is not None:
+            self._send_digits(entry, now)
 
-    def _send_digits(self, now: float) -> None:
+    def _send_digits(self, digits: str, now: float) -> None:
         """The caller's entry is complete: the model hears it, and (by default) answers it."""
-        digits, self._digits, self._digits_deadline = self._digits, "", None
         if not digits:
             return
-        self._dtmf_items += 1
-        item_id = f"gw_dtmf_{self._dtmf_items}"
-        text = f"[The caller pressed these keys on the phone keypad: {' '.join(digits)}]"
-        self._send({"type": "conversation.item.create", "item": {
-            "id": item_id, "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": text}]}}, kind="dtmf")
-        self.conversation.remember(item_id, "user")
-        self.conversation.set_text(item_id, text)
+        item = self._keys.item(digits)
+        self._send({"type": "conversation.item.create", "item": item}, kind="dtmf")
+        self.conversation.remember(item["id"], "user")
+        self.conversation.set_text(item["id"], item["content"][0]["text"])
         self.observer("caller.keys", now, {"count": len(digits)})
         if self.profile.dtmf.respond:
             self._barge_in(now)  # keys pressed over the bot interrupt it, like speech
@@ -597,34 +585,25 @@ class Call:
     # --- silence ---------------------------------------------------------------------------------
 
     def _caller_heard_from(self, now: float) -> None:
-        self._quiet_since = now
-        self._reprompts = 0
+        self._silence.heard_caller(now)
 
     def _silence_due(self, now: float | None) -> float | None:
-        """When the caller's silence calls for a re-prompt (None: not counting now)."""
-        if (self._silence_ms is None or self.state != CallState.READY or self._goodbye is not None
-                or self._phone_away_since is not None
+        """When the caller's silence calls for a re-prompt (None: not counting now: the caller or
+        the bot is busy, the phone is away, or the call is ending)."""
+        if (self.state != CallState.READY or self._goodbye is not None or self._phone_away_since is not None
                 or self.active_response is not None or self._caller_speaking or self._tools_running
-                or self._respond_pending or self._digits):
+                or self._respond_pending or self._keys.digits):
             return None
-        start = self._quiet_since
-        until = self.playout.playing_until()
-        if until is None and self.playout.playing(start):
-            return None  # acknowledged playback: counted from the last acknowledgement
-        if until is not None and until > start:
-            start = until  # counted from the end of what the bot said
-        return start + self._silence_ms
+        return self._silence.due(self.playout)
 
     def _reprompt(self, now: float) -> None:
-        silence = self.profile.silence
-        self._reprompts += 1
-        self._quiet_since = now
-        if self._reprompts > silence.max_reprompts:
+        silence = self._silence
+        if not silence.reprompt(now):
             self._say_goodbye("caller_silent", now)
             return
-        self.log.info("the caller is silent; the bot asks again", reprompt=self._reprompts)
-        self.observer("call.reprompt", now, {"count": self._reprompts})
-        self._say(silence.reprompt, "reprompt")
+        self.log.info("the caller is silent; the bot asks again", reprompt=silence.reprompts)
+        self.observer("call.reprompt", now, {"count": silence.reprompts})
+        self._say(self.profile.silence.reprompt, "reprompt")
 
     def phone_ended(self, reason: str, now: float) -> None:
         """The phone leg ended. A call whose media socket was already gone ended when it went."""
@@ -640,7 +619,7 @@ class Call:
     def phone_back(self, now: float) -> None:
         """A new media socket took over: silence counts afresh from now."""
         self._phone_away_since = None
-        self._quiet_since = max(self._quiet_since, now)
+        self._silence.quiet_from(now)
 
     def gateway_ended(self, reason: str, now: float) -> None:
         """The gateway cuts the call (a drain that ran out of time): it hangs up at once."""
@@ -1010,7 +989,7 @@ class Call:
             return
         self._goodbye = reason
         self._goodbye_deadline = now + GOODBYE_TIMEOUT_MS
-        self._digits, self._digits_deadline = "", None
+        self._keys.take()  # an entry being typed is dropped: the call is ending
         if self.active_response is not None:  # whatever the bot was saying gives way to the goodbye
             self._dropped_responses.add(self.active_response)
             self._send({"type": "response.cancel"})
@@ -1024,7 +1003,7 @@ class Call:
         self.transfer_to = transfer_to
         self._goodbye = reason
         self._goodbye_deadline = now + GOODBYE_TIMEOUT_MS
-        self._digits, self._digits_deadline = "", None
+        self._keys.take()  # an entry being typed is dropped: the call is ending
         self._farewell_call = call_id
         self._farewell_words = ("Tell the caller, in one short sentence, that you are transferring them now."
                                 if transfer_to else "Say a short goodbye to the caller.")
