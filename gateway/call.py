@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audio import G711_ULAW, AudioFormat, b64_len, decode_samples, is_base64, split_b64
-from gateway.config import DTMF_KEYS, E164, Greeting, Profile, Tool, TurnDetectionOff, normalize_number
+from gateway.config import Greeting, Profile, Tool, TurnDetectionOff
 from gateway.core.actions import (
     CLEAR,
     RENEW_SESSION,
@@ -35,11 +35,12 @@ from gateway.core.actions import (
     SessionExpires,
     ShellAction,
 )
-from gateway.core.keys import MAX_DTMF_DIGITS, KeyEntry
+from gateway.core.keys import KeyEntry
 from gateway.core.memory import Conversation
 from gateway.core.playout import PacedPlayout, Playout
 from gateway.core.silence import SilenceWatch
 from gateway.core.state import TRANSITIONS, CallState
+from gateway.core.tools import ToolCalls, dtmf_digits, json_object, transfer_target
 
 # The call's interface, as the shell, the codecs and the tests use it (the parts live in gateway.core)
 __all__ = ["CALL_OPTIONS", "CLEAR", "MIN_SESSION_MS", "TRANSFER_WORDS", "Call", "CallState", "ClearPlayback",
@@ -63,31 +64,6 @@ IDLE_INPUT_MS = 5_000  # turn detection in the gateway: caller silence Voice Liv
 
 
 TRANSFER_WORDS = "Please hold on, I am transferring your call now."
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _transfer_target(tool: Tool, args: dict[str, Any] | None) -> tuple[str | None, str | None]:
-    """The number a transfer_call tool call asks for, or why it cannot be used."""
-    transfer = tool.transfer
-    if transfer is None or args is None:
-        return None, "the arguments were not a JSON object"
-    name, number = args.get("destination"), args.get("number")
-    if isinstance(name, str) and name in transfer.targets:
-        return transfer.targets[name], None
-    if isinstance(number, str) and transfer.allowed_prefixes:
-        cleaned = normalize_number(number)
-        if any(cleaned.startswith(p) for p in transfer.allowed_prefixes) and E164.fullmatch(cleaned):
-            return cleaned, None
-        return None, "that number is not one the caller may be transferred to"
-    choices = ", ".join(transfer.targets) or "none"
-    return None, f"unknown destination; the destinations are: {choices}"
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -218,11 +194,7 @@ class Call:
         self.active_response: str | None = None
         self._dropped_responses: set[str] = set()
         self._deferred_truncates: dict[str, dict[str, Any]] = {}  # response id -> truncate event
-        self._tools = {tool.name: tool for tool in self.profile.tools}
-        self._tools_running: dict[str, str] = {}  # call id -> tool name
-        self._tool_outputs: list[tuple[str, str]] = []  # (call id, output) not yet sent
-        self._tool_calls_seen: set[str] = set()
-        self._function_names: dict[str, str] = {}  # function call item id / call id -> function name
+        self._tools = ToolCalls(self.profile.tools)
         self._item_bytes: dict[str, int] = {}
         self._item_response: dict[str, str | None] = {}
         self._first_audio_seen: set[str] = set()
@@ -568,8 +540,7 @@ class Call:
     def _request_response(self) -> None:
         """Ask for a response now, or as soon as the session is ready and the running response (or
         a tool) is done."""
-        if (self.state == CallState.READY and self.active_response is None and not self._tools_running
-                and not self._tool_outputs):
+        if self.state == CallState.READY and self.active_response is None and not self._tools.busy:
             self._respond_pending = False
             self._send({"type": "response.create"})
         else:
@@ -591,7 +562,7 @@ class Call:
         """When the caller's silence calls for a re-prompt (None: not counting now: the caller or
         the bot is busy, the phone is away, or the call is ending)."""
         if (self.state != CallState.READY or self._goodbye is not None or self._phone_away_since is not None
-                or self.active_response is not None or self._caller_speaking or self._tools_running
+                or self.active_response is not None or self._caller_speaking or self._tools.running
                 or self._respond_pending or self._keys.digits):
             return None
         return self._silence.due(self.playout)
@@ -734,7 +705,7 @@ class Call:
         """At a quiet moment past the renewal time, ask the shell for a fresh session."""
         if (self.renew_at is None or now < self.renew_at or self.state != CallState.READY
                 or self.wants_new_session or self.active_response is not None or self._caller_speaking
-                or self._tools_running or self.playout.playing(now)):
+                or self._tools.running or self.playout.playing(now)):
             return
         self.renew_at = None
         self._renew_overdue = False
@@ -944,7 +915,7 @@ class Call:
         if isinstance(item, dict) and item.get("type") == "message" and item.get("role") in ("user", "assistant"):
             self.conversation.remember(item.get("id"), item["role"])  # (restored turns are known already)
         elif isinstance(item, dict) and item.get("type") == "function_call":
-            self._note_function_item(item)
+            self._tools.note_item(item)
 
     def _on_output_item(self, event: dict[str, Any], now: float) -> None:
         item = event.get("item")
@@ -953,18 +924,7 @@ class Call:
         if item.get("type") == "message":
             self.conversation.remember(item.get("id"), "assistant")
         elif item.get("type") == "function_call":
-            self._note_function_item(item)
-
-    def _note_function_item(self, item: dict[str, Any]) -> None:
-        """A function call item names its function: ``response.function_call_arguments.done`` need
-        not (the 2026-07-15 event table has no ``name``)."""
-        name = item.get("name")
-        if isinstance(name, str) and name:
-            for key in (item.get("id"), item.get("call_id")):
-                if isinstance(key, str):
-                    self._function_names[key] = name
-            while len(self._function_names) > 32:
-                self._function_names.pop(next(iter(self._function_names)))
+            self._tools.note_item(item)
 
     def _on_caller_transcript(self, event: dict[str, Any], now: float) -> None:
         self.conversation.set_text(event.get("item_id"), event.get("transcript"))
@@ -1035,81 +995,78 @@ class Call:
     # --- tools ----------------------------------------------------------------------------------
 
     def _on_function_call(self, event: dict[str, Any], now: float) -> None:
-        call_id, name = event.get("call_id"), event.get("name")
-        if not isinstance(call_id, str) or call_id in self._tool_calls_seen:
+        call_id = event.get("call_id")
+        if not isinstance(call_id, str):
             return
         if _text(event.get("response_id")) in self._dropped_responses:
             self.log.info("a tool call of an interrupted response is not run", call_id=call_id)
             return
-        if not isinstance(name, str) or not name:
-            item_id = event.get("item_id")
-            name = self._function_names.get(item_id if isinstance(item_id, str) else "") or \
-                self._function_names.get(call_id)
-        self._tool_calls_seen.add(call_id)
+        if not self._tools.first_call(call_id):
+            return
+        name = self._tools.name_of(event)
         self.stats.tool_calls += 1
         arguments = event.get("arguments")
         arguments = arguments if isinstance(arguments, str) else ""
         self.observer("tool.called", now, {"name": name, "call_id": call_id})
-        if name not in self._tools:
+        tool = self._tools.tools.get(name) if isinstance(name, str) else None
+        if tool is None:
             self.log.warning("the model called a tool this profile does not have", tool=name)
-            self._tool_outputs.append((call_id, json.dumps({"error": f"there is no tool named {name}"})))
+            self._tools.failed(call_id, f"there is no tool named {name}")
             self._continue_after_tools()
             return
-        tool = self._tools[name]
         if tool.builtin is not None:
             self._builtin_tool(tool, call_id, arguments, _text(event.get("response_id")), now)
             return
-        self.log.info("running a tool", tool=name, call_id=call_id)
-        self._tools_running[call_id] = str(name)
-        self.to_tools.append(RunTool(call_id, str(name), arguments))
+        self.log.info("running a tool", tool=tool.name, call_id=call_id)
+        self._tools.running[call_id] = tool.name
+        self.to_tools.append(RunTool(call_id, tool.name, arguments))
 
     def _builtin_tool(self, tool: Tool, call_id: str, arguments: str, rid: Any, now: float) -> None:
-        args = _json_object(arguments)
+        args = json_object(arguments)
         error: str | None = None
         if tool.builtin == "hang_up":
             self._end_by_tool("bot_hung_up", None, call_id, rid, now)
             return
         if tool.builtin == "transfer_call":
-            number, error = _transfer_target(tool, args)
+            number, error = transfer_target(tool, args)
             if number is not None and not self.can_transfer:
                 error = "transfers are not available on this line; offer the caller another way to get help"
             if number is not None and error is None:
                 self._end_by_tool("transferred", number, call_id, rid, now)
                 return
         elif tool.builtin == "send_dtmf":
-            digits = args.get("digits") if args is not None else None
-            if not isinstance(digits, str) or not digits or len(digits) > MAX_DTMF_DIGITS or not all(
-                    ch in DTMF_KEYS for ch in digits):
-                error = f"digits must be 1 to {MAX_DTMF_DIGITS} keys among 0-9, *, #, A-D"
-            elif not self.can_send_dtmf:
+            digits, error = dtmf_digits(args)
+            if digits is not None and not self.can_send_dtmf:
                 error = "this line cannot send keypad tones"
-            else:
+            elif digits is not None:
                 self.log.info("running a tool", tool=tool.name, call_id=call_id)
-                self._tools_running[call_id] = tool.name
+                self._tools.running[call_id] = tool.name
                 self.to_tools.append(RunTool(call_id, tool.name, json.dumps({"digits": digits}), "send_dtmf"))
                 return
         self.log.warning("a built-in tool could not run", tool=tool.name, reason=error)
-        self._tool_outputs.append((call_id, json.dumps({"error": error})))
+        self._tools.failed(call_id, str(error))
         self._continue_after_tools()
 
     def tool_result(self, call_id: str, output: str, now: float) -> None:
         """A tool finished (its output, or an error text the model can apologise for)."""
-        name = self._tools_running.pop(call_id, None)
-        if name is None or self.ended:
+        if self.ended:
+            return
+        name = self._tools.finished(call_id, output)
+        if name is None:
             return
         self.observer("tool.done", now, {"name": name, "call_id": call_id})
-        self._tool_outputs.append((call_id, output))
         self._continue_after_tools()
 
     def _continue_after_tools(self) -> None:
         """Once every tool of the turn has answered and no response is running, hand the outputs
         to the model and let it go on."""
-        if not self._tool_outputs or self._tools_running or self.active_response is not None:
+        tools = self._tools
+        if not tools.outputs or tools.running or self.active_response is not None:
             return
-        for call_id, output in self._tool_outputs:
+        for call_id, output in tools.outputs:
             self._send({"type": "conversation.item.create",
                         "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
-        self._tool_outputs.clear()
+        tools.outputs.clear()
         self._send({"type": "response.create"})
 
     # --- barge-in ---------------------------------------------------------------------------
