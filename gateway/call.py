@@ -14,14 +14,13 @@ playback acknowledgements (Twilio marks), never by bytes sent.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.audio import G711_ULAW, AudioFormat, b64_len, decode_samples, is_base64, split_b64
+from gateway.audio import G711_ULAW, AudioFormat, b64_len, is_base64, split_b64
 from gateway.config import Greeting, Profile, Tool, TurnDetectionOff
 from gateway.core.actions import (
     CLEAR,
@@ -41,12 +40,12 @@ from gateway.core.playout import PacedPlayout, Playout
 from gateway.core.silence import SilenceWatch
 from gateway.core.state import TRANSITIONS, CallState
 from gateway.core.tools import ToolCalls, dtmf_digits, json_object, transfer_target
+from gateway.core.turns import CallerTurns
 
 # The call's interface, as the shell, the codecs and the tests use it (the parts live in gateway.core)
 __all__ = ["CALL_OPTIONS", "CLEAR", "MIN_SESSION_MS", "TRANSFER_WORDS", "Call", "CallState", "ClearPlayback",
            "Hangup", "Observer", "PhoneAction", "PlayAudio", "Playout", "RunTool", "SendMark", "SessionExpires",
            "ShellAction", "assistant_message", "spoken_text"]
-from gateway.vad import EnergyVad
 from gateway.voicelive.session import build_session
 
 Observer = Callable[[str, float, dict[str, Any]], None]
@@ -60,7 +59,6 @@ CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "can_transfer", "can_s
 GOODBYE_TIMEOUT_MS = 20_000.0  # a goodbye that has not finished by then: hang up anyway
 MIN_SESSION_MS = 60_000.0  # a Voice Live session is kept at least this long before a renewal
 STABLE_SESSION_MS = 5_000.0  # a restored session that drops sooner does not end the reconnect episode
-IDLE_INPUT_MS = 5_000  # turn detection in the gateway: caller silence Voice Live may hold before it is cleared
 
 
 TRANSFER_WORDS = "Please hold on, I am transferring your call now."
@@ -206,13 +204,10 @@ class Call:
         # (interrupt_response, true by default), and with auto_truncate cuts the item itself too
         self._server_interrupts = server_vad and getattr(turn, "interrupt_response", None) is not False
         self._server_truncates = server_vad and getattr(turn, "auto_truncate", None) is True
-        self._turn_vad: EnergyVad | None = None
-        self._input_bytes = 0  # caller audio appended since the gateway's last commit or clear
-        self._heard_at = 0.0  # when the last caller frame was listened to
+        self._turns: CallerTurns | None = None
         if isinstance(turn, TurnDetectionOff):
             # no turn detection at Voice Live: the gateway listens for the end of the caller's turn
-            self._turn_vad = EnergyVad(self.audio.sample_rate, turn.threshold_dbfs, turn.speech_duration_ms,
-                                       turn.silence_duration_ms)
+            self._turns = CallerTurns(turn, self.audio)
             self.caller_audio = self._caller_audio_listened  # type: ignore[method-assign]
         self._warned: set[str] = set()
         # conversation memory, restored into a new session after a drop or a renewal
@@ -273,7 +268,7 @@ class Call:
     @property
     def listens(self) -> bool:
         """The gateway detects the caller's turns itself (no turn detection at Voice Live)."""
-        return self._turn_vad is not None
+        return self._turns is not None
 
     @property
     def ended(self) -> bool:
@@ -389,41 +384,35 @@ class Call:
 
     def _caller_audio_listened(self, payload: str, now: float) -> None:
         """Turn detection in the gateway: the frame is forwarded (or held) exactly as in the other
-        modes, then decoded for the energy detector, which ends the caller's turn."""
+        modes, then listened to; the end of the caller's speech ends their turn."""
         Call.caller_audio(self, payload, now)
-        vad = self._turn_vad
-        if self.state != CallState.READY or vad is None:
+        turns = self._turns
+        if self.state != CallState.READY or turns is None:
             return  # held audio is listened to when it is forwarded
-        self._heard_at = now
-        for event in vad.feed(decode_samples(self.audio, base64.b64decode(payload))):
+        for event in turns.listen(payload, now):
             if event.kind == "start":
                 self._caller_started(now, event.ms, by_server_vad=False)
             else:
                 self._caller_stopped(now, event.ms)
                 self._end_caller_turn()
-        self._input_bytes += b64_len(payload)
-        if (not self._speech_since_commit and vad.quiet
-                and self._input_bytes > IDLE_INPUT_MS * self.audio.bytes_per_ms):
+        if turns.idle(self._speech_since_commit):
             # only silence since the last turn: Voice Live need not keep it (nor bill it)
             self._send({"type": "input_audio_buffer.clear"}, kind="idle_clear")
-            self._input_bytes = 0
+            turns.emptied()
             self._uncommitted.clear()
             self._uncommitted_bytes = 0
 
     def _silent_line_due(self) -> float | None:
-        """Turn detection in the gateway: when a caller who was speaking counts as silent because no
-        audio came at all (a phone leg that stops sending frames instead of sending silence)."""
-        vad = self._turn_vad
-        if vad is None or not vad.in_speech or self.state != CallState.READY:
+        if self._turns is None or self.state != CallState.READY:
             return None
-        return self._heard_at + vad.silence_ms
+        return self._turns.silent_line_due()
 
     def _end_caller_turn(self) -> None:
         """The gateway heard the caller fall silent: commit what they said and ask for the answer."""
-        if self._goodbye is not None or self.state != CallState.READY:
+        if self._goodbye is not None or self.state != CallState.READY or self._turns is None:
             return
         self._send({"type": "input_audio_buffer.commit"})
-        self._input_bytes = 0
+        self._turns.emptied()
         self._request_response()
 
     def playback_mark(self, name: str, now: float) -> None:
@@ -454,7 +443,7 @@ class Call:
             self._send_digits(self._keys.take(), now)
         silent = self._silent_line_due()
         if silent is not None and now >= silent:
-            self._turn_vad.reset()  # type: ignore[union-attr]
+            self._turns.vad.reset()  # type: ignore[union-attr]
             self._caller_stopped(now, None)
             self._end_caller_turn()
         if self._hard_deadline is not None and now >= self._hard_deadline:
@@ -653,9 +642,8 @@ class Call:
                     self.log.info("caller speech not committed by the lost session is sent again", frames=resend)
                 self._uncommitted.clear()
                 self._uncommitted_bytes = 0
-                self._input_bytes = 0
-                if self._turn_vad is not None:  # what is sent again is listened to again
-                    self._turn_vad.reset()
+                if self._turns is not None:  # what is sent again is listened to again
+                    self._turns.reset()
                     self._caller_speaking = False
             if renewing:
                 self.log.info("renewing the Voice Live session", close_code=code)
