@@ -34,6 +34,7 @@ from gateway.core.actions import (
     SessionExpires,
     ShellAction,
 )
+from gateway.core.farewell import GOODBYE_TIMEOUT_MS, TRANSFER_WORDS, Farewell
 from gateway.core.keys import KeyEntry
 from gateway.core.memory import Conversation
 from gateway.core.playout import PacedPlayout, Playout
@@ -56,12 +57,10 @@ _APPEND_TAIL = '"}'
 
 # The options a shell gives a call beyond its profile (recorded with the call, so a replay uses them)
 CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "can_transfer", "can_send_dtmf")
-GOODBYE_TIMEOUT_MS = 20_000.0  # a goodbye that has not finished by then: hang up anyway
 MIN_SESSION_MS = 60_000.0  # a Voice Live session is kept at least this long before a renewal
 STABLE_SESSION_MS = 5_000.0  # a restored session that drops sooner does not end the reconnect episode
 
 
-TRANSFER_WORDS = "Please hold on, I am transferring your call now."
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -225,14 +224,9 @@ class Call:
         self._hard_deadline = self.started_at + limits.max_duration_s * 1000 if limits.max_duration_s else None
         self._idle_ms = limits.idle_timeout_s * 1000 if limits.idle_timeout_s else None
         self._last_activity = self.started_at
-        self._goodbye: str | None = None  # why the bot is saying goodbye
-        self._goodbye_response: str | None = None
-        self._goodbye_deadline: float | None = None
+        self._farewell: Farewell | None = None  # the call is saying goodbye
         self._closing_reason: str | None = None
         self.transfer_to: str | None = None  # where the call goes when it ends (None: it hangs up)
-        self._farewell_after: str | None = None  # a response to let finish before asking for a farewell
-        self._farewell_call: str | None = None  # the tool call that ended the call (its output is owed)
-        self._farewell_words = ""
         self._respond_pending = False  # a response is wanted as soon as the current one is done
         # caller keys
         self._keys = KeyEntry(self.profile.dtmf)
@@ -409,7 +403,7 @@ class Call:
 
     def _end_caller_turn(self) -> None:
         """The gateway heard the caller fall silent: commit what they said and ask for the answer."""
-        if self._goodbye is not None or self.state != CallState.READY or self._turns is None:
+        if self._farewell is not None or self.state != CallState.READY or self._turns is None:
             return
         self._send({"type": "input_audio_buffer.commit"})
         self._turns.emptied()
@@ -435,9 +429,9 @@ class Call:
         if self.state == CallState.CLOSING:
             self._finish_closing(now)
             return
-        if self._goodbye is not None:
-            if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
-                self._end(self._goodbye, now, hang_up=True)  # the goodbye never came: end anyway
+        if self._farewell is not None:
+            if now >= self._farewell.deadline:
+                self._end(self._farewell.reason, now, hang_up=True)  # the goodbye never came: end anyway
             return
         if self._keys.due(now):
             self._send_digits(self._keys.take(), now)
@@ -467,8 +461,8 @@ class Call:
         candidates = [self.playout.next_release()]
         if self.state == CallState.CLOSING:
             candidates.append(self._closing_until())
-        elif self._goodbye is not None:
-            candidates.append(self._goodbye_deadline)
+        elif self._farewell is not None:
+            candidates.append(self._farewell.deadline)
         else:
             candidates.append(self._hard_deadline)
             candidates.append(self._keys.deadline)
@@ -494,7 +488,7 @@ class Call:
         self.log.info("caller pressed a key")
         self.log.debug("dtmf digit", digit=digit)
         self.observer("caller.dtmf", now, {"digit": digit})
-        if self._goodbye is not None or self.state == CallState.CLOSING:
+        if self._farewell is not None or self.state == CallState.CLOSING:
             return
         settings = self.profile.dtmf
         action = settings.actions.get(digit)
@@ -550,7 +544,7 @@ class Call:
     def _silence_due(self, now: float | None) -> float | None:
         """When the caller's silence calls for a re-prompt (None: not counting now: the caller or
         the bot is busy, the phone is away, or the call is ending)."""
-        if (self.state != CallState.READY or self._goodbye is not None or self._phone_away_since is not None
+        if (self.state != CallState.READY or self._farewell is not None or self._phone_away_since is not None
                 or self.active_response is not None or self._caller_speaking or self._tools.running
                 or self._respond_pending or self._keys.digits):
             return None
@@ -677,8 +671,9 @@ class Call:
             self._dropped_responses.add(self.active_response)
             self.active_response = None
         self._deferred_truncates.clear()
-        if self._goodbye is not None and self._goodbye_response is not None:
-            self._close_after_playout(self._goodbye, now)
+        farewell = self._farewell
+        if farewell is not None and farewell.response is not None:
+            self._close_after_playout(farewell.reason, now)
 
     def schedule_renewal(self, seconds_left: float, now: float) -> None:
         """Voice Live said the session expires in ``seconds_left``: renew it before then, between turns.
@@ -823,8 +818,8 @@ class Call:
         rid = _text(response.get("id"))
         if isinstance(rid, str):
             self.active_response = rid
-            if self._goodbye is not None and self._goodbye_response is None:
-                self._goodbye_response = rid
+            if self._farewell is not None and self._farewell.response is None:
+                self._farewell.response = rid
         self.stats.responses += 1
         self.observer("response.created", now, {"response_id": rid})
 
@@ -837,15 +832,16 @@ class Call:
         deferred = self._deferred_truncates.pop(rid, None) if rid is not None else None
         if deferred is not None:
             self._send(deferred)
-        if self._goodbye is not None:
-            if rid == self._goodbye_response:
-                self._close_after_playout(self._goodbye, now)
-            elif rid is not None and rid == self._farewell_after:
-                self._farewell_after = None
+        farewell = self._farewell
+        if farewell is not None:
+            if rid == farewell.response:
+                self._close_after_playout(farewell.reason, now)
+            elif rid is not None and rid == farewell.after:
+                farewell.after = None
                 if rid in self._first_audio_seen:  # it spoke after calling the tool: that was its goodbye
-                    self._close_after_playout(self._goodbye, now)
+                    self._close_after_playout(farewell.reason, now)
                 else:
-                    self._ask_farewell()
+                    self._ask_farewell(farewell)
             return
         self._continue_after_tools()
         if self._respond_pending:
@@ -935,8 +931,7 @@ class Call:
         if self.state != CallState.READY:
             self._end(reason, now, hang_up=True)
             return
-        self._goodbye = reason
-        self._goodbye_deadline = now + GOODBYE_TIMEOUT_MS
+        self._farewell = Farewell(reason, now + GOODBYE_TIMEOUT_MS)
         self._keys.take()  # an entry being typed is dropped: the call is ending
         if self.active_response is not None:  # whatever the bot was saying gives way to the goodbye
             self._dropped_responses.add(self.active_response)
@@ -949,35 +944,32 @@ class Call:
         if it said nothing, it is asked for a short one. Then the call hangs up or is transferred."""
         self.log.info("the bot ends the call", reason=reason, transfer=transfer_to is not None)
         self.transfer_to = transfer_to
-        self._goodbye = reason
-        self._goodbye_deadline = now + GOODBYE_TIMEOUT_MS
+        farewell = self._farewell = Farewell(reason, now + GOODBYE_TIMEOUT_MS, tool_call=call_id,
+                                             instructions=Farewell.model_words(transfer_to is not None))
         self._keys.take()  # an entry being typed is dropped: the call is ending
-        self._farewell_call = call_id
-        self._farewell_words = ("Tell the caller, in one short sentence, that you are transferring them now."
-                                if transfer_to else "Say a short goodbye to the caller.")
         spoke = rid in self._first_audio_seen
         if rid is not None and rid == self.active_response:
             if spoke:
-                self._goodbye_response = rid  # its end, once heard, ends the call
+                farewell.response = rid  # its end, once heard, ends the call
             else:
-                self._farewell_after = rid
+                farewell.after = rid
         elif spoke:
             self._close_after_playout(reason, now)
         else:
-            self._ask_farewell()
+            self._ask_farewell(farewell)
 
-    def _ask_farewell(self) -> None:
-        if self._farewell_call is not None:
+    def _ask_farewell(self, farewell: Farewell) -> None:
+        if farewell.tool_call is not None:
             self._send({"type": "conversation.item.create", "item": {
-                "type": "function_call_output", "call_id": self._farewell_call,
+                "type": "function_call_output", "call_id": farewell.tool_call,
                 "output": json.dumps({"status": "the call ends after your next words"})}})
-            self._farewell_call = None
-        self._goodbye_response = None  # the next response is the farewell
+            farewell.tool_call = None
+        farewell.response = None  # the next response is the farewell
         if self.profile.agent is not None:  # an agent takes no per-response instructions: fixed words
             words = TRANSFER_WORDS if self.transfer_to else self.profile.limits.goodbye
             self._send(assistant_message(words), kind="goodbye")
         else:
-            self._send({"type": "response.create", "response": {"instructions": self._farewell_words}},
+            self._send({"type": "response.create", "response": {"instructions": farewell.instructions}},
                        kind="goodbye")
 
     # --- tools ----------------------------------------------------------------------------------
@@ -1069,7 +1061,7 @@ class Call:
         self._speech_since_commit = True
         self._activity(now)
         self._caller_heard_from(now)
-        if self._goodbye is not None:
+        if self._farewell is not None:
             return  # the call is ending: the goodbye is not interrupted
         self._barge_in(now, by_server_vad=by_server_vad)
 
