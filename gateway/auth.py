@@ -42,8 +42,8 @@ def public_url_for(public_base: str, path: str, query: str = "", websocket: bool
     (appended only when not empty). ``websocket=True`` turns https into wss and http into ws;
     ``websocket=False`` turns a wss/ws base back into https/http.
 
-    >>> public_url_for("https://gw.example.com/", "/twilio/media", websocket=True)
-    'wss://gw.example.com/twilio/media'
+    >>> public_url_for("https://gw.example.com/", "/carrier/media", websocket=True)
+    'wss://gw.example.com/carrier/media'
     """
     base = public_base.strip().rstrip("/")
     scheme, sep, rest = base.partition("://")

@@ -3,7 +3,7 @@
 All decisions are made by the pure :class:`gateway.call.Call`, wrapped with its wire formats in a
 :class:`gateway.wire.WireCall`; this module only reads sockets, feeds the call with the current
 time, and writes what the call queued. One task reads the phone, one reads Voice Live, and on a
-leg without playback acknowledgements (ACS) one paces the bot's audio in real time; when either
+leg without playback acknowledgements one paces the bot's audio in real time; when either
 side ends, the others are cancelled and both sockets are closed.
 """
 

@@ -9,7 +9,7 @@ call exactly.
 Barge-in, the heart of call quality, lives here: when Voice Live reports that the caller started
 speaking while the bot is talking, the phone's playback is flushed, the response is cancelled,
 and the assistant item is truncated to what the caller actually heard, measured by the phone's
-playback acknowledgements (Twilio marks), never by bytes sent.
+playback acknowledgements (marks the phone echoes), never by bytes sent.
 """
 
 from __future__ import annotations

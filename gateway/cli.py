@@ -80,8 +80,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
-        description="Telephony gateway: phone calls (Twilio, Azure Communication Services) "
-        "bridged to Azure AI Voice Live.",
+        description="Telephony gateway: phone calls from carriers' media streams bridged to Azure AI "
+        "Voice Live.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,

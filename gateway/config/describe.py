@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.carriers.settings import CarrierSettings, carrier_sections
 from gateway.config.schema import (
     GPT_REALTIME_MODELS,
     SIMULATOR,
@@ -93,9 +94,8 @@ def describe(config: GatewayConfig) -> str:
         out.append(f"Voice Live: {vl.endpoint} (api-version {vl.api_version}), auth: {auth}")
     public_url = config.gateway.public_url or "not set"
     out.append(f"Public URL: {public_url}")
-    twilio = "set" if config.twilio.auth_token is not None else "not set"
-    acs = "set" if config.acs.connection_string is not None else "not set"
-    out.append(f"Twilio auth token: {twilio}; ACS connection string: {acs}")
+    out.append("; ".join(f"{section.credential_label}: {'set' if section.has_credential else 'not set'}"
+                         for section in carrier_sections(config)))
     used: set[str] = set()
     for number, name in numbers.items():
         used.add(name)
@@ -111,20 +111,28 @@ def describe(config: GatewayConfig) -> str:
     return "\n".join(out)
 
 
+def _none_set(sections: list[CarrierSettings]) -> str:
+    keys = [f"{section.section}.{section.credential_key}" for section in sections]
+    if len(keys) == 1:
+        return f"{keys[0]} is not set"
+    if len(keys) == 2:
+        return f"neither {keys[0]} nor {keys[1]} is set"
+    return f"none of {', '.join(keys)} is set"
+
+
 def config_notes(config: GatewayConfig) -> list[str]:
     """Settings that are valid but will not do what they say with the rest of the configuration."""
     notes: list[str] = []
-    if config.acs_incoming_open:
-        notes.append("note: INSECURE: acs.connection_string is set but acs.eventgrid_secret is not: /acs/incoming "
-                     "takes Event Grid events from anyone who knows its URL (set ACS_EVENTGRID_SECRET and add "
-                     "?secret=... to the Event Grid subscription)")
-    can_transfer = config.twilio.auth_token is not None or config.acs.connection_string is not None
+    sections = carrier_sections(config)
+    for section in sections:
+        notes += section.notes()
+    can_transfer = any(section.has_credential for section in sections)
     for name, profile in config.profiles.items():
         transfers = any(t.builtin == "transfer_call" for t in profile.tools) or any(
             a.transfer_to for a in profile.dtmf.actions.values())
         if transfers and not can_transfer:
-            notes.append(f"note: profile {name} transfers calls, but neither twilio.auth_token nor "
-                         "acs.connection_string is set: transfers will be refused")
+            notes.append(f"note: profile {name} transfers calls, but {_none_set(sections)}: transfers will be "
+                         "refused")
         notes += _model_notes(name, profile)
         if profile.interim_response is not None and profile.model is not None and "realtime" in profile.model:
             notes.append(f"note: profile {name} sets interim_response, which Voice Live does not support with "

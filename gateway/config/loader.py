@@ -4,9 +4,9 @@ The file is read in four steps:
 
 1. YAML is composed into nodes (not loaded straight into Python objects), so that every key path
    keeps the line it was written on and duplicate keys can be reported.
-2. Secrets are checked: ``voicelive.api_key``, ``twilio.auth_token``, ``acs.connection_string``,
-   ``acs.eventgrid_secret`` and ``gateway.signing_key`` may only name an environment variable
-   (``${VAR}`` or ``${VAR:-}``), never hold a literal value.
+2. Secrets are checked: ``voicelive.api_key``, ``gateway.signing_key`` and the secrets of every
+   carrier's section (its ``secret_keys``) may only name an environment variable (``${VAR}`` or
+   ``${VAR:-}``), never hold a literal value.
 3. ``${VAR}``, ``${VAR:-default}`` and ``$$`` are expanded in every string value.
 4. The result is validated by the pydantic models of ``gateway.config.schema``. Every problem found,
    whatever step found it, is reported at once as one line
@@ -25,13 +25,13 @@ from typing import Annotated, Any, TypeGuard, Union, get_args, get_origin
 import yaml
 from pydantic import Tag, ValidationError
 
-from gateway.config.schema import TURN_DETECTION_TYPES, VOICE_TYPES, GatewayConfig, _Model
+from gateway.carriers.settings import carrier_secret_paths
+from gateway.config.schema import TURN_DETECTION_TYPES, VOICE_TYPES, GatewayConfig
+from gateway.settings_model import SettingsModel
 
 SECRET_PATHS: tuple[tuple[str, str], ...] = (
     ("voicelive", "api_key"),
-    ("twilio", "auth_token"),
-    ("acs", "connection_string"),
-    ("acs", "eventgrid_secret"),
+    *carrier_secret_paths(),
     ("gateway", "signing_key"),
 )
 
@@ -285,11 +285,11 @@ def _leaves(annotation: Any, tag: str | None = None) -> Iterator[tuple[Any, str 
         yield annotation, tag
 
 
-def _is_model(annotation: Any) -> TypeGuard[type[_Model]]:
-    return isinstance(annotation, type) and issubclass(annotation, _Model)
+def _is_model(annotation: Any) -> TypeGuard[type[SettingsModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, SettingsModel)
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[_Model] | None:
+def _model_at(loc: tuple[Any, ...]) -> type[SettingsModel] | None:
     """The model class that validated the mapping at ``loc`` (for listing its allowed keys)."""
     current: Any = GatewayConfig
     for part in loc:

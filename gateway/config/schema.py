@@ -1,7 +1,7 @@
 """The shape of config.yaml: pydantic models, their field validators and cross-field rules.
 
 Every model is frozen and rejects unknown keys. Errors raised here carry the ops-facing message
-directly (see ``_fail``); the loader adds the file, the line and the key path.
+directly (see ``fail``); the loader adds the file, the line and the key path.
 
 Empty values: a setting that is empty (``""``, or empty after expansion) or YAML null counts as
 "not set" and takes its default. The one exception is ``turn_detection``, where null (like the
@@ -12,25 +12,38 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     PrivateAttr,
     SecretStr,
     Tag,
-    ValidationError,
-    model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from gateway.carriers.settings import carrier_root_rules, carrier_sections, with_carrier_sections
 from gateway.config.numbers import E164, normalize_number
+from gateway.settings_model import (
+    Rule,
+    SettingsModel,
+    Text,
+    between,
+    fail,
+    field_of,
+    http_url,
+    is_set,
+    not_negative,
+    not_negative_float,
+    numeric,
+    positive,
+    socket_or_web_url,
+    whole,
+)
 
 DEFAULT_API_VERSION = "2026-07-15"
 # api-versions whose wire shape the gateway speaks: flat session fields, response.audio.* events,
@@ -76,94 +89,26 @@ PersonalVoiceModel = Literal[
 ]
 
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_URL = re.compile(r"(?:https|http|wss|ws)://[^\s/?#]+\S*")
-
-
-# --------------------------------------------------------------------------------------------
-# Validation helpers. Errors raised here carry the ops-facing message directly.
-
-
-def _fail(message: str, sub: str | None = None, show_got: bool = True) -> PydanticCustomError:
-    """An error whose message is shown as is. ``sub`` names a key below the failing one."""
-    ctx: dict[str, Any] = {"m": message, "show_got": show_got}
-    if sub is not None:
-        ctx["sub"] = sub
-    return PydanticCustomError("gateway", "{m}", ctx)
-
-
-def _fmt_num(x: float) -> str:
-    return f"{x:g}"
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise _fail("expected a number")
-    return value
-
-
-def _whole_number(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise _fail("expected a whole number")
-    return value
-
-
-def _between(lo: float, hi: float) -> Callable[[float], float]:
-    def check(value: float) -> float:
-        if not lo <= value <= hi:
-            raise _fail(f"expected a number between {_fmt_num(lo)} and {_fmt_num(hi)}")
-        return value
-
-    return check
-
-
-def _positive(value: float) -> float:
-    if not value > 0 or math.isinf(value):
-        raise _fail("expected a number greater than 0")
-    return value
-
-
-def _not_negative_float(value: float) -> float:
-    if not value >= 0 or math.isinf(value):
-        raise _fail("expected a number of 0 or more")
-    return value
-
-
-def _not_negative(value: int) -> int:
-    if value < 0:
-        raise _fail("expected a whole number, 0 or more")
-    return value
-
-
-def _url(value: str) -> str:
-    if not _URL.fullmatch(value):
-        raise _fail("expected a URL starting with https://, http://, wss:// or ws://")
-    return value.rstrip("/")
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _prosody(value: Any) -> Any:
     """SSML prosody values are text on the wire ("1.05", "+10%"); YAML numbers become text."""
     if isinstance(value, bool):
-        raise _fail("expected text or a number, such as 1.05 or +10%")
+        raise fail("expected text or a number, such as 1.05 or +10%")
     if isinstance(value, int | float):
         return str(value)
     return value
 
 
-Text = Annotated[str, Field(min_length=1)]
-Unit = Annotated[float, BeforeValidator(_number), AfterValidator(_between(0, 1))]
-Milliseconds = Annotated[int, BeforeValidator(_whole_number), AfterValidator(_not_negative)]
-Prosody = Annotated[str, BeforeValidator(_prosody)]
-Url = Annotated[str, AfterValidator(_url)]
-
-
 def _phone_number(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):  # YAML read +14155550100 as a number
-        raise _fail("expected an E.164 number in quotes, such as \"+14155550100\"")
+        raise fail("expected an E.164 number in quotes, such as \"+14155550100\"")
     if not isinstance(value, str):
-        raise _fail("expected an E.164 number such as +14155550100")
+        raise fail("expected an E.164 number such as +14155550100")
     number = normalize_number(value)
     if not E164.fullmatch(number):
-        raise _fail("expected an E.164 number such as +14155550100")
+        raise fail("expected an E.164 number such as +14155550100")
     return number
 
 
@@ -173,77 +118,14 @@ PhoneNumber = Annotated[str, BeforeValidator(_phone_number)]
 def _number_prefix(value: Any) -> Any:
     number = normalize_number(value) if isinstance(value, str) else value
     if not isinstance(number, str) or not re.fullmatch(r"\+[0-9]{1,15}", number):
-        raise _fail("expected the start of an E.164 number, such as +1415")
+        raise fail("expected the start of an E.164 number, such as +1415")
     return number
 
 
-def _get(data: Any, key: str) -> Any:
-    """A field of raw input that may be a mapping or an already-built model."""
-    if isinstance(data, Mapping):
-        return data.get(key)
-    return getattr(data, key, None)
-
-
-def _is_set(value: Any) -> bool:
-    return value is not None and value != ""
-
-
-Rule = tuple[tuple[str | int, ...], str, bool]  # (location below the model, message, show the value)
-
-
-class _Model(BaseModel):
-    """Frozen, unknown keys rejected, empty values treated as unset, cross-field rules that are
-    reported together with the field errors (not instead of them)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    _keep_null: ClassVar[frozenset[str]] = frozenset()
-    _hidden: ClassVar[frozenset[str]] = frozenset()
-
-    @classmethod
-    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
-        drop = [
-            key
-            for key, value in data.items()
-            if key in cls.model_fields
-            and not cls.model_fields[key].is_required()
-            and (value == "" or (value is None and key not in cls._keep_null))
-        ]
-        if drop:
-            data = {k: v for k, v in data.items() if k not in drop}
-        return data
-
-    @classmethod
-    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
-        return []
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _validate_all(cls, data: Any, handler: Any) -> Any:
-        if not isinstance(data, dict):
-            return handler(data)
-        broken = cls._rules(data)
-        data = cls._prepare(data)
-        try:
-            model = handler(data)
-        except ValidationError as exc:
-            raise _combine(cls.__name__, exc.errors(), broken, data) from None
-        if broken:
-            raise _combine(cls.__name__, [], broken, data)
-        return model
-
-
-def _combine(title: str, errors: list[Any], rules: list[Rule], data: dict[str, Any]) -> ValidationError:
-    details: list[InitErrorDetails] = []
-    for err in errors:
-        ctx = dict(err.get("ctx") or {})
-        ctx.setdefault("m", err["msg"])
-        details.append(
-            {"type": PydanticCustomError(err["type"], "{m}", ctx), "loc": err["loc"], "input": err["input"]}
-        )
-    for loc, message, show_got in rules:
-        details.append({"type": _fail(message, show_got=show_got), "loc": loc, "input": data})
-    return ValidationError.from_exception_data(title, details)
+Unit = Annotated[float, BeforeValidator(numeric), AfterValidator(between(0, 1))]
+Milliseconds = Annotated[int, BeforeValidator(whole), AfterValidator(not_negative)]
+Prosody = Annotated[str, BeforeValidator(_prosody)]
+Url = Annotated[str, AfterValidator(socket_or_web_url)]
 
 
 _TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
@@ -254,7 +136,7 @@ _FALSE_WORDS = frozenset({"false", "no", "off", "0"})
 # Voices
 
 
-class _AzureVoiceFields(_Model):
+class _AzureVoiceFields(SettingsModel):
     name: Text
     temperature: Unit | None = None
     locale: Text | None = None
@@ -267,7 +149,7 @@ class _AzureVoiceFields(_Model):
     prefer_locales: list[Text] | None = None
 
 
-class OpenAIVoice(_Model):
+class OpenAIVoice(SettingsModel):
     type: Literal["openai"] = "openai"
     name: OpenAIVoiceName
 
@@ -289,25 +171,25 @@ class AzurePersonalVoice(_AzureVoiceFields):
 def _type_tag(value: Any) -> str | None:
     if isinstance(value, str):
         return "voice-name"
-    tag = _get(value, "type")
+    tag = field_of(value, "type")
     return tag if isinstance(tag, str) else None
 
 
 def _typed_mapping(value: Any, allowed: tuple[str, ...]) -> None:
     """Check the ``type`` key of a mapping so that the error names ``<key>.type``."""
     tag = value.get("type")
-    if not _is_set(tag):
-        raise _fail(
+    if not is_set(tag):
+        raise fail(
             f"required key missing (expected one of {', '.join(allowed)})", sub="type", show_got=False
         )
     if tag not in allowed:
-        raise _fail(f"expected one of {', '.join(allowed)}", sub="type")
+        raise fail(f"expected one of {', '.join(allowed)}", sub="type")
 
 
 def _check_voice(value: Any) -> Any:
     if isinstance(value, str):
         if value not in OPENAI_VOICES:
-            raise _fail(
+            raise fail(
                 f"expected an OpenAI realtime voice: one of {', '.join(OPENAI_VOICES)}; "
                 "Azure voices are written as a mapping such as {type: azure-standard, name: en-US-AvaNeural}"
             )
@@ -317,7 +199,7 @@ def _check_voice(value: Any) -> Any:
         return value
     if isinstance(value, BaseModel):
         return value
-    raise _fail("expected an OpenAI voice name or a mapping with type and name")
+    raise fail("expected an OpenAI voice name or a mapping with type and name")
 
 
 Voice = Annotated[
@@ -335,19 +217,19 @@ Voice = Annotated[
 # Turn detection (every field optional: what is not written is not sent, the service default applies)
 
 
-class EndOfUtteranceDetection(_Model):
+class EndOfUtteranceDetection(SettingsModel):
     model: Literal["semantic_detection_v1", "semantic_detection_v1_en", "semantic_detection_v1_multilingual"]
     threshold_level: Literal["low", "medium", "high", "default"] | None = None
     timeout_ms: Milliseconds | None = None
 
 
-class _VadFields(_Model):
+class _VadFields(SettingsModel):
     threshold: Unit | None = None
     prefix_padding_ms: Milliseconds | None = None
     silence_duration_ms: Milliseconds | None = None
 
 
-class _ResponseSwitches(_Model):
+class _ResponseSwitches(SettingsModel):
     create_response: bool | None = None
     interrupt_response: bool | None = None
 
@@ -396,7 +278,7 @@ class SemanticVad(_ResponseSwitches):
     eagerness: Literal["low", "medium", "high", "auto"] | None = None
 
 
-class TurnDetectionOff(_Model):
+class TurnDetectionOff(SettingsModel):
     """No turn detection at Voice Live: the session is sent ``turn_detection: null`` and the gateway
     decides the end of the caller's turn itself, from the energy of the caller's audio: speech
     starts after ``speech_duration_ms`` louder than ``threshold_dbfs`` and ends after
@@ -404,9 +286,9 @@ class TurnDetectionOff(_Model):
     Speech over the bot interrupts it as with server turn detection."""
 
     type: Literal["none"] = "none"
-    threshold_dbfs: Annotated[float, BeforeValidator(_number), AfterValidator(_between(-90, 0))] = -40.0
-    speech_duration_ms: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_between(10, 5000))] = 150
-    silence_duration_ms: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_between(100, 10000))] = 700
+    threshold_dbfs: Annotated[float, BeforeValidator(numeric), AfterValidator(between(-90, 0))] = -40.0
+    speech_duration_ms: Annotated[int, BeforeValidator(whole), AfterValidator(between(10, 5000))] = 150
+    silence_duration_ms: Annotated[int, BeforeValidator(whole), AfterValidator(between(100, 10000))] = 700
 
 
 def _check_turn_detection(value: Any) -> Any:
@@ -417,7 +299,7 @@ def _check_turn_detection(value: Any) -> Any:
         return value
     if isinstance(value, BaseModel):
         return value
-    raise _fail(f"expected none, or a mapping with a type (one of {', '.join(TURN_DETECTION_TYPES[:-1])})")
+    raise fail(f"expected none, or a mapping with a type (one of {', '.join(TURN_DETECTION_TYPES[:-1])})")
 
 
 TurnDetection = Annotated[
@@ -435,14 +317,14 @@ TurnDetection = Annotated[
 # Profiles
 
 
-class AgentRef(_Model):
+class AgentRef(SettingsModel):
     """A Foundry agent that answers instead of a model deployment."""
 
     name: Text
     project: Text
 
 
-class InputTranscription(_Model):
+class InputTranscription(SettingsModel):
     model: TranscriptionModel
     language: Text | None = None
     phrase_list: list[Text] | None = None  # words and names the caller is likely to say
@@ -451,7 +333,7 @@ class InputTranscription(_Model):
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
         phrases, model = data.get("phrase_list"), data.get("model")
         rules: list[Rule] = []
-        if _is_set(phrases) and isinstance(model, str) and model not in PHRASE_LIST_MODELS:
+        if is_set(phrases) and isinstance(model, str) and model not in PHRASE_LIST_MODELS:
             rules.append((("phrase_list",), f"only {', '.join(PHRASE_LIST_MODELS)} transcription takes a phrase "
                           f"list (the model is {model})", False))
         if isinstance(phrases, list) and len(phrases) > MAX_PHRASES:
@@ -466,21 +348,21 @@ def _check_transcription(value: Any) -> Any:
         return False
     if value is False or isinstance(value, dict | BaseModel):
         return value
-    raise _fail("expected a mapping with a model (such as {model: azure-speech, language: en-US}), or off")
+    raise fail("expected a mapping with a model (such as {model: azure-speech, language: en-US}), or off")
 
 
 def _metadata_value(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _fail("expected text")
+        raise fail("expected text")
     value = str(value)
     if len(value) > 512:
-        raise _fail(f"expected text of at most 512 characters (got {len(value)})", show_got=False)
+        raise fail(f"expected text of at most 512 characters (got {len(value)})", show_got=False)
     return value
 
 
 def _metadata_key(value: Any) -> Any:
     if not isinstance(value, str) or not 1 <= len(value) <= 64:
-        raise _fail("expected a key of 1 to 64 characters")
+        raise fail("expected a key of 1 to 64 characters")
     return value
 
 
@@ -488,7 +370,7 @@ MetadataValue = Annotated[str, BeforeValidator(_metadata_value)]
 MetadataKey = Annotated[str, BeforeValidator(_metadata_key)]
 
 
-class Greeting(_Model):
+class Greeting(SettingsModel):
     """What the bot says first: ``text`` is spoken as written, ``instructions`` let the model word it."""
 
     text: Text | None = None
@@ -496,7 +378,7 @@ class Greeting(_Model):
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
-        has_text, has_instructions = _is_set(data.get("text")), _is_set(data.get("instructions"))
+        has_text, has_instructions = is_set(data.get("text")), is_set(data.get("instructions"))
         if has_text and has_instructions:
             return [((), "expected either text or instructions, not both", False)]
         if not has_text and not has_instructions:
@@ -504,7 +386,7 @@ class Greeting(_Model):
         return []
 
 
-class BargeIn(_Model):
+class BargeIn(SettingsModel):
     """What the gateway does when the caller talks over the bot."""
 
     enabled: bool = True
@@ -519,7 +401,7 @@ def _check_greeting(value: Any) -> Any:
         return {"text": value}
     if isinstance(value, dict | BaseModel):
         return value
-    raise _fail("expected text, or a mapping with text or instructions")
+    raise fail("expected text, or a mapping with text or instructions")
 
 
 def _check_barge_in(value: Any) -> Any:
@@ -530,7 +412,7 @@ def _check_barge_in(value: Any) -> Any:
         return {"enabled": value}
     if isinstance(value, dict | BaseModel):
         return value
-    raise _fail("expected true, false, or a mapping with enabled, response_cancel, output_audio_buffer_clear")
+    raise fail("expected true, false, or a mapping with enabled, response_cancel, output_audio_buffer_clear")
 
 
 def _check_noise_suppression(value: Any) -> Any:
@@ -542,7 +424,7 @@ def _check_noise_suppression(value: Any) -> Any:
         return None
     if value in NOISE_SUPPRESSION_TYPES:
         return value
-    raise _fail(f"expected true, false or one of {', '.join(NOISE_SUPPRESSION_TYPES)}")
+    raise fail(f"expected true, false or one of {', '.join(NOISE_SUPPRESSION_TYPES)}")
 
 
 def _check_max_tokens(value: Any) -> Any:
@@ -550,7 +432,7 @@ def _check_max_tokens(value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise _fail(message)
+        raise fail(message)
     if value == "inf" or (isinstance(value, float) and math.isinf(value) and value > 0):
         return "inf"
     if isinstance(value, str) and value.strip().isdigit():
@@ -558,33 +440,23 @@ def _check_max_tokens(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or not 1 <= value <= 4096:
-        raise _fail(message)
+        raise fail(message)
     return value
 
 
-_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_HTTP_URL = re.compile(r"https?://[^\s/?#]+\S*")
-
-
-def _http_url(value: str) -> str:
-    if not _HTTP_URL.fullmatch(value):
-        raise _fail("expected a URL starting with https:// or http://")
-    return value
-
-
-class HttpTool(_Model):
+class HttpTool(SettingsModel):
     """A tool run by POSTing the model's arguments as JSON; the reply body is the tool's output."""
 
-    url: Annotated[str, AfterValidator(_http_url)]
+    url: Annotated[str, AfterValidator(http_url)]
     headers: dict[str, Text] = Field(default_factory=dict)  # values usually ${ENV} references
-    timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
+    timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 10.0
 
 
 BUILTIN_TOOLS = ("hang_up", "transfer_call", "send_dtmf")
 DTMF_KEYS = frozenset("0123456789*#ABCD")
 
 
-class Transfer(_Model):
+class Transfer(SettingsModel):
     """Where ``transfer_call`` may send the caller: named destinations the model chooses from, and
     optionally numbers the model gives itself when they start with an allowed prefix."""
 
@@ -629,19 +501,19 @@ def _builtin_defaults(data: dict[str, Any]) -> dict[str, Any]:
         description = "Press keys on the phone keypad (DTMF tones), for example to answer a phone menu."
         parameters = {"type": "object", "properties": {"digits": {
             "type": "string", "description": "The keys to press: 0-9, * and #."}}, "required": ["digits"]}
-    elif _is_set(kind):  # an unknown built-in: its own error says so, not a missing description
+    elif is_set(kind):  # an unknown built-in: its own error says so, not a missing description
         description = "-"
     else:
         return data
     out = dict(data)
-    if not _is_set(out.get("description")):
+    if not is_set(out.get("description")):
         out["description"] = description
-    if not _is_set(out.get("parameters")):
+    if not is_set(out.get("parameters")):
         out["parameters"] = parameters
     return out
 
 
-class Tool(_Model):
+class Tool(SettingsModel):
     """A function the model may call, and how the gateway runs it: an ``http`` endpoint, or one of
     the gateway's own ``builtin`` tools (hang_up, transfer_call, send_dtmf)."""
 
@@ -662,16 +534,16 @@ class Tool(_Model):
         name = data.get("name")
         if isinstance(name, str) and name and not _TOOL_NAME.fullmatch(name):
             rules.append((("name",), "expected a tool name of 1 to 64 letters, digits, - and _", True))
-        has_http, builtin = _is_set(data.get("http")), data.get("builtin")
-        if has_http and _is_set(builtin):
+        has_http, builtin = is_set(data.get("http")), data.get("builtin")
+        if has_http and is_set(builtin):
             rules.append((("builtin",), "expected either http or builtin, not both", False))
-        elif not has_http and not _is_set(builtin):
+        elif not has_http and not is_set(builtin):
             rules.append((("http",), "required key missing (write http: {url: ...}, or builtin: "
                                      + " | ".join(BUILTIN_TOOLS) + ")", False))
-        if builtin == "transfer_call" and not _is_set(data.get("transfer")):
+        if builtin == "transfer_call" and not is_set(data.get("transfer")):
             rules.append((("transfer",), "required key missing for transfer_call "
                                          "(write transfer: {targets: {operator: \"+14155550100\"}})", False))
-        if _is_set(data.get("transfer")) and builtin != "transfer_call":
+        if is_set(data.get("transfer")) and builtin != "transfer_call":
             rules.append((("transfer",), "only a transfer_call tool takes transfer", False))
         schema = data.get("parameters")
         if isinstance(schema, dict):
@@ -700,7 +572,7 @@ class Tool(_Model):
         return rules
 
 
-class DigitAction(_Model):
+class DigitAction(SettingsModel):
     """What a key does by itself (pressed first, not as part of a longer entry)."""
 
     transfer_to: PhoneNumber | None = None
@@ -710,7 +582,7 @@ class DigitAction(_Model):
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
         flag = data.get("hang_up")
         hang_up = flag is True or (isinstance(flag, str) and flag.lower() in _TRUE_WORDS)
-        has_transfer = _is_set(data.get("transfer_to"))
+        has_transfer = is_set(data.get("transfer_to"))
         if has_transfer == hang_up:
             return [((), "expected one action: transfer_to: +number, or hang_up: true", False)]
         return []
@@ -718,17 +590,17 @@ class DigitAction(_Model):
 
 def _dtmf_keys(value: Any) -> Any:
     if isinstance(value, str) and not all(ch in DTMF_KEYS for ch in value):
-        raise _fail("expected keypad keys (0-9, *, #, A-D)")
+        raise fail("expected keypad keys (0-9, *, #, A-D)")
     return value
 
 
-class Dtmf(_Model):
+class Dtmf(SettingsModel):
     """Keys the caller presses. By default they reach the model as a line of the conversation
     ("the caller pressed 1 2 3 4"), collected until ``finish_on`` or a pause of ``digit_timeout_s``."""
 
     to_model: bool = True
     respond: bool = True  # the bot answers the keys (else they only join the conversation)
-    digit_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 2.0
+    digit_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 2.0
     finish_on: Annotated[str, AfterValidator(_dtmf_keys)] = "#"
     actions: dict[str, DigitAction] = Field(default_factory=dict)
 
@@ -757,12 +629,12 @@ def _reprompt(value: Any) -> Any:
     return _check_greeting(value)
 
 
-class SilenceHandling(_Model):
+class SilenceHandling(SettingsModel):
     """When the caller says nothing for ``reprompt_after_s`` after the bot finished speaking, the bot
     asks again; after ``max_reprompts`` unanswered ones it says goodbye and hangs up."""
 
-    reprompt_after_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] | None = None
-    max_reprompts: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_not_negative)] = 2
+    reprompt_after_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] | None = None
+    max_reprompts: Annotated[int, BeforeValidator(whole), AfterValidator(not_negative)] = 2
     reprompt: Annotated[Greeting, BeforeValidator(_reprompt)] = Field(default_factory=lambda: Greeting(
         text="Are you still there?"))
 
@@ -774,7 +646,7 @@ def _every_trigger() -> list[InterimTrigger]:
     return ["tool", "latency"]
 
 
-class InterimResponse(_Model):
+class InterimResponse(SettingsModel):
     """What the caller hears while a tool runs or the model is slow: fixed ``texts`` (static), or a
     short filler the service words itself (llm)."""
 
@@ -782,16 +654,16 @@ class InterimResponse(_Model):
     texts: list[Text] = Field(default_factory=list)
     instructions: Text | None = None
     model: Text | None = None
-    max_completion_tokens: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_positive)] | None = None
+    max_completion_tokens: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] | None = None
     triggers: list[InterimTrigger] = Field(default_factory=_every_trigger)
-    latency_threshold_ms: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_positive)] | None = None
+    latency_threshold_ms: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] | None = None
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
         if data.get("type") == "static":
             llm_only = ("instructions", "model", "max_completion_tokens")
             rules: list[Rule] = [((key,), "only an llm interim response takes this", False)
-                                 for key in llm_only if _is_set(data.get(key))]
+                                 for key in llm_only if is_set(data.get(key))]
             if not data.get("texts"):
                 rules.append((("texts",), "required for a static interim response (the phrases to say)", False))
             return rules
@@ -800,15 +672,15 @@ class InterimResponse(_Model):
         return []
 
 
-class CallLimits(_Model):
+class CallLimits(SettingsModel):
     """When the gateway ends a call by itself, with a spoken goodbye where it can."""
 
-    max_duration_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] | None = 3600.0
-    idle_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] | None = 120.0
+    max_duration_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] | None = 3600.0
+    idle_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] | None = 120.0
     goodbye: Text = "I have to end the call now. Thank you for calling, goodbye."
 
 
-class Profile(_Model):
+class Profile(SettingsModel):
     """What a caller gets: model or agent, voice, turn detection, greeting, barge-in behaviour.
 
     ``turn_detection`` is None when not configured (nothing is sent, the service default applies)
@@ -835,7 +707,7 @@ class Profile(_Model):
     ] | None = None
     # up to 15 pairs for Voice Live's resource logs (the gateway adds the carrier's call id)
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict)
-    temperature: Annotated[float, BeforeValidator(_number), AfterValidator(_between(0.6, 1.2))] | None = None
+    temperature: Annotated[float, BeforeValidator(numeric), AfterValidator(between(0.6, 1.2))] | None = None
     max_output_tokens: Annotated[int | Literal["inf"] | None, BeforeValidator(_check_max_tokens)] = None
     greeting: Annotated[Greeting | None, BeforeValidator(_check_greeting)] = None
     barge_in: Annotated[BargeIn, BeforeValidator(_check_barge_in)] = BargeIn()
@@ -847,7 +719,7 @@ class Profile(_Model):
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
-        has_model, has_agent = _is_set(data.get("model")), _is_set(data.get("agent"))
+        has_model, has_agent = is_set(data.get("model")), is_set(data.get("agent"))
         rules: list[Rule] = []
         tools = data.get("tools")
         if isinstance(tools, list):
@@ -868,18 +740,18 @@ class Profile(_Model):
                     False,
                 )
             )
-        if has_agent and _is_set(data.get("instructions")):
+        if has_agent and is_set(data.get("instructions")):
             rules.append(
                 (("instructions",), "not supported with an agent: the agent's own instructions apply", False)
             )
         if has_agent:  # agents take no per-response instructions: fixed phrases only
             greeting = data.get("greeting")
-            if isinstance(greeting, dict) and _is_set(greeting.get("instructions")):
+            if isinstance(greeting, dict) and is_set(greeting.get("instructions")):
                 rules.append((("greeting", "instructions"), "not supported with an agent (it takes no per-response "
                               "instructions): write the greeting as text", False))
             silence = data.get("silence")
             reprompt = silence.get("reprompt") if isinstance(silence, dict) else None
-            if isinstance(reprompt, dict) and _is_set(reprompt.get("instructions")):
+            if isinstance(reprompt, dict) and is_set(reprompt.get("instructions")):
                 rules.append((("silence", "reprompt", "instructions"), "not supported with an agent (it takes no "
                               "per-response instructions): write the re-prompt as text", False))
         metadata = data.get("metadata")
@@ -923,79 +795,53 @@ def _api_version(value: str) -> str:
     if value not in API_VERSIONS:
         why = (" (v1 uses the OpenAI GA wire shape: nested session.audio and renamed events, which the gateway "
                "does not speak)" if value.strip().lower() == "v1" else "")
-        raise _fail(f"expected an api-version the gateway speaks: one of {', '.join(API_VERSIONS)}{why}")
+        raise fail(f"expected an api-version the gateway speaks: one of {', '.join(API_VERSIONS)}{why}")
     return value
 
 
 def _endpoint(value: str) -> str:
-    return value if value == SIMULATOR else _url(value)
+    return value if value == SIMULATOR else socket_or_web_url(value)
 
 
-class VoiceLiveSettings(_Model):
+class VoiceLiveSettings(SettingsModel):
     # a Voice Live URL, or "simulator": the built-in simulator asked for by name (left empty, a
     # gateway that has carrier credentials refuses to start: real callers must not reach it)
     endpoint: Annotated[str, AfterValidator(_endpoint)] | None = None
     api_key: SecretStr | None = None
     api_version: Annotated[str, AfterValidator(_api_version)] = DEFAULT_API_VERSION
     token_scope: Text = DEFAULT_TOKEN_SCOPE
-    connect_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
+    connect_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 10.0
     # A session that drops mid-call is reopened with backoff for at most this long (0: never).
-    reconnect_budget_s: Annotated[float, BeforeValidator(_number), AfterValidator(_not_negative_float)] = 15.0
+    reconnect_budget_s: Annotated[float, BeforeValidator(numeric), AfterValidator(not_negative_float)] = 15.0
     # Renew a session this long before Voice Live's expires_at, at the first quiet moment.
-    renew_before_expiry_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 120.0
+    renew_before_expiry_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 120.0
     # A Voice Live socket that stops reading: end the call once this much is waiting to be sent.
-    max_send_backlog_kib: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_positive)] = 1024
+    max_send_backlog_kib: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] = 1024
 
 
-class GatewaySettings(_Model):
+class GatewaySettings(SettingsModel):
     public_url: Url | None = None
     # HMAC key for the per-call tokens carriers hand back to the media sockets; every replica needs
     # the same one. Unset: a random key per process (fine for a single replica).
     signing_key: SecretStr | None = None
-    # Accept carrier traffic that cannot be authenticated (no Twilio auth token, no ACS resource id).
+    # Accept carrier traffic that cannot be authenticated (a carrier's credentials are not set).
     # For local development only; the gateway says so loudly at start-up.
     insecure_dev_mode: bool = False
-    max_calls: Annotated[int, BeforeValidator(_whole_number), AfterValidator(_positive)] = 200  # per worker
+    max_calls: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] = 200  # per worker
     # On SIGTERM: stop taking calls, let the active ones finish for at most this long, then exit.
-    drain_timeout_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 600.0
+    drain_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 600.0
     # What a caller hears when the call cannot be taken or Voice Live fails for good.
     apology: Text = "Sorry, we cannot take your call right now. Please call again later."
 
 
-class TwilioSettings(_Model):
-    auth_token: SecretStr | None = None
-    # The REST API the gateway calls to transfer a call (a local stand-in in tests).
-    api_base_url: Annotated[str, AfterValidator(_http_url)] = "https://api.twilio.com"
-
-
-def _acs_rate(value: Any) -> Any:
-    if isinstance(value, bool) or value not in (16000, 24000):
-        raise _fail("expected 16000 or 24000 (the PCM16 rates ACS media streaming offers)")
-    return value
-
-
-class AcsSettings(_Model):
-    connection_string: SecretStr | None = None
-    resource_id: Text | None = None  # the ACS resource's immutable id: the audience of its tokens
-    jwks_url: Annotated[str, AfterValidator(_http_url)] = "https://acscallautomation.communication.azure.com/calling/keys"
-    issuer: Text = "https://acscallautomation.communication.azure.com"
-    eventgrid_secret: SecretStr | None = None  # required in the Event Grid subscription URL (?secret=...)
-    reconnect_grace_s: Annotated[float, BeforeValidator(_number), AfterValidator(_positive)] = 10.0
-    # What an ACS caller hears when Voice Live fails for good (a WAV file; empty: the shipped clip).
-    fallback_clip: Text | None = None
-    # PCM16 sample rate of ACS media streams: 24000 or 16000 (a third less bandwidth; Voice Live
-    # then takes input_audio_sampling_rate 16000 and answers in pcm16_16000hz, still no resampling).
-    sample_rate: Annotated[int, BeforeValidator(_acs_rate)] = 24000
-
-
-class RecordingSettings(_Model):
+class RecordingSettings(SettingsModel):
     """Opt-in call recording: one JSON Lines fixture per call, replayable as a test."""
 
     directory: Text | None = None  # None: calls are not recorded
     redact_audio: bool = True  # audio replaced by silence of the same length (callers' voices are personal data)
 
 
-class Routes(_Model):
+class Routes(SettingsModel):
     """Called number -> profile name. ``numbers`` keys are stored normalized (see normalize_number)."""
 
     default: Text
@@ -1036,12 +882,23 @@ class Routes(_Model):
         return data
 
 
-class GatewayConfig(_Model):
+class _GatewaySections(SettingsModel):
     source: str = "config.yaml"
     voicelive: VoiceLiveSettings = VoiceLiveSettings()
     gateway: GatewaySettings = GatewaySettings()
-    twilio: TwilioSettings = TwilioSettings()
-    acs: AcsSettings = AcsSettings()
+
+
+# Each carrier's section (gateway/carriers/<name>/settings.py) follows the gateway's own.
+if TYPE_CHECKING:
+    _WithCarriers = _GatewaySections
+else:
+    _WithCarriers = with_carrier_sections(_GatewaySections)
+
+
+class GatewayConfig(_WithCarriers):
+    """The whole of config.yaml: the sections below and above, and one section per carrier named
+    after it (see :mod:`gateway.carriers.settings`)."""
+
     recording: RecordingSettings = RecordingSettings()
     profiles: dict[str, Profile]
     routes: Routes
@@ -1067,7 +924,7 @@ class GatewayConfig(_Model):
             # Reported as "routes.default: required key missing" unless one profile makes it obvious.
             data = {**data, "routes": {}}
             routes = {}
-        if isinstance(routes, dict) and not _is_set(routes.get("default")):
+        if isinstance(routes, dict) and not is_set(routes.get("default")):
             if isinstance(profiles, dict) and len(profiles) == 1:
                 (only,) = profiles
                 data = {**data, "routes": {**routes, "default": only}}
@@ -1079,12 +936,7 @@ class GatewayConfig(_Model):
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
-        rules: list[Rule] = []
-        acs, gateway = data.get("acs"), data.get("gateway")
-        if (isinstance(acs, Mapping) and _is_set(acs.get("connection_string")) and not _is_set(acs.get("resource_id"))
-                and not (isinstance(gateway, Mapping) and gateway.get("insecure_dev_mode") is True)):
-            rules.append((("acs", "resource_id"), "required with acs.connection_string: the ACS resource's "
-                          "immutable id, which its tokens must name as audience", False))
+        rules: list[Rule] = carrier_root_rules(data)
         profiles = data.get("profiles")
         if "profiles" in data and (profiles is None or (isinstance(profiles, Mapping) and not profiles)):
             rules.append((("profiles",), "expected at least one profile", False))
@@ -1102,10 +954,10 @@ class GatewayConfig(_Model):
         names = [n for n in profiles if isinstance(n, str)]
         expected = f"expected the name of a profile: one of {', '.join(names)}" if names else ""
         routes = data.get("routes")
-        default = _get(routes, "default")
+        default = field_of(routes, "default")
         if names and isinstance(default, str) and default and default not in profiles:
             rules.append((("routes", "default"), expected, True))
-        numbers = _get(routes, "numbers")
+        numbers = field_of(routes, "numbers")
         if names and isinstance(numbers, Mapping):
             for key, name in numbers.items():
                 if isinstance(name, str) and name and name not in profiles:
@@ -1120,13 +972,14 @@ class GatewayConfig(_Model):
         return name, self.profiles[name]
 
     def secrets(self) -> list[str]:
-        """Plain values of every secret that is set, for the log scrubber. For an ACS connection
-        string the access key inside it is listed too."""
+        """Plain values of every secret that is set, for the log scrubber (each carrier's section lists
+        its own, such as a key inside a connection string)."""
         values: list[str] = []
-        for secret in (self.voicelive.api_key, self.twilio.auth_token, self.acs.connection_string,
-                       self.acs.eventgrid_secret, self.gateway.signing_key):
+        for secret in (self.voicelive.api_key, self.gateway.signing_key):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
+        for section in carrier_sections(self):
+            values += section.secret_values()
         for profile_name, profile in self.profiles.items():  # tool headers read from the environment
             for index, tool in enumerate(profile.tools):
                 for header, value in (tool.http.headers if tool.http is not None else {}).items():
@@ -1134,11 +987,6 @@ class GatewayConfig(_Model):
                         values.append(value)
                         values += [word for word in value.split() if len(word) >= 8 and word != value]
         values += self._url_secrets
-        if self.acs.connection_string is not None:
-            for part in self.acs.connection_string.get_secret_value().split(";"):
-                key, _, value = part.partition("=")
-                if key.strip().lower() == "accesskey" and value.strip():
-                    values.append(value.strip())
         return values
 
     @property
@@ -1151,18 +999,13 @@ class GatewayConfig(_Model):
         """The Voice Live endpoint, None for the built-in simulator."""
         return None if self.uses_simulator else self.voicelive.endpoint
 
-    @property
-    def acs_incoming_open(self) -> bool:
-        """ACS calls are answered, but /acs/incoming checks no Event Grid secret: anyone may post to it."""
-        return self.acs.connection_string is not None and self.acs.eventgrid_secret is None
-
     def simulator_refusal(self) -> str | None:
         """Why ``gateway serve`` must not start (None: it may): carrier credentials say real callers
         will ring, and no Voice Live endpoint is set, so they would reach the simulator by accident."""
         if self.voicelive.endpoint is not None or self.gateway.insecure_dev_mode:
             return None
-        carriers = [name for name, secret in (("twilio.auth_token", self.twilio.auth_token),
-                                              ("acs.connection_string", self.acs.connection_string)) if secret]
+        carriers = [f"{section.section}.{section.credential_key}" for section in carrier_sections(self)
+                    if section.has_credential]
         if not carriers:
             return None
         names = self._env_refs.get("voicelive.endpoint")

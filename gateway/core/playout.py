@@ -1,6 +1,6 @@
 """Where the phone's playback stands: what the caller has heard of the bot's audio, the basis of
-every truncation. Two kinds of phone leg: one that acknowledges playback (Twilio marks:
-:class:`Playout`) and one that does not (ACS: :class:`PacedPlayout`, which paces the audio itself).
+every truncation. Two kinds of phone leg: one that acknowledges playback (marks the phone echoes:
+:class:`Playout`) and one that does not (:class:`PacedPlayout`, which paces the audio itself).
 Pure: time is passed in."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class _Piece:
 
 
 class Playout:
-    """Where the phone's playback stands, from playback acknowledgements (Twilio marks).
+    """Where the phone's playback stands, from playback acknowledgements (marks).
 
     Every piece of bot audio is sent to the phone at once, followed by a mark. The phone echoes a
     mark once the audio queued before it has played; between two echoes, playback advances in
@@ -96,7 +96,7 @@ class Playout:
 
 
 class PacedPlayout:
-    """Playback on a phone leg without acknowledgements (ACS): the gateway keeps the bot's audio
+    """Playback on a phone leg without acknowledgements: the gateway keeps the bot's audio
     and releases it in real time, a little ahead of the playback clock, so that a flush drops
     almost everything not yet heard and the playback position is known from the clock alone.
     """

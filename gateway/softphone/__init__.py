@@ -1,7 +1,7 @@
 """A softphone: places a call through the gateway exactly the way a phone carrier does.
 
-Each carrier's phone lives in its package (``gateway.carriers.<name>.phone``, e.g. ``place_call``
-of Twilio's); what they share is here:
+Each carrier's phone lives in its package (``gateway.carriers.<name>.phone``); what they share is
+here:
 
 * :mod:`~gateway.softphone.script`: the caller's steps (:class:`Say`, :class:`Silence`,
   :class:`Dtmf`, :class:`WaitForBot`, :class:`Hangup`, :class:`Reconnect`);

@@ -13,6 +13,7 @@ from gateway.carriers.acs import codec
 from gateway.carriers.acs.auth import AcsJwtValidator
 from gateway.carriers.acs.control import ACS_PIECE_MS, load_apology
 from gateway.carriers.acs.routes import STATE, AcsState, acs_callbacks, acs_incoming, acs_incoming_options, acs_media
+from gateway.carriers.acs.settings import AcsSettings
 from gateway.carriers.base import Carrier, ReplayError, ReplayStart
 
 if TYPE_CHECKING:
@@ -37,21 +38,21 @@ class AcsCarrier(Carrier):
 
     def install(self, app: web.Application, config: GatewayConfig) -> None:
         self._config = config
-        clip = config.acs.fallback_clip or str(ASSETS / "apology.wav")
-        app[STATE] = AcsState(apology=load_apology(clip, config.acs.sample_rate))
+        acs = AcsSettings.of(config)
+        clip = acs.fallback_clip or str(ASSETS / "apology.wav")
+        app[STATE] = AcsState(apology=load_apology(clip, acs.sample_rate))
 
     async def running(self, app: web.Application) -> AsyncIterator[None]:
         config, state = self._config, app[STATE]
         assert config is not None, "install() first"
-        owned = None
-        if self._client is None and config.acs.connection_string is not None:
+        acs, owned = AcsSettings.of(config), None
+        if self._client is None and acs.connection_string is not None:
             from azure.communication.callautomation.aio import CallAutomationClient
 
-            owned = CallAutomationClient.from_connection_string(config.acs.connection_string.get_secret_value())
+            owned = CallAutomationClient.from_connection_string(acs.connection_string.get_secret_value())
         state.client = self._client or owned
-        if config.acs.resource_id:
-            state.validator = AcsJwtValidator(config.acs.jwks_url, audience=config.acs.resource_id,
-                                              issuer=config.acs.issuer)
+        if acs.resource_id:
+            state.validator = AcsJwtValidator(acs.jwks_url, audience=acs.resource_id, issuer=acs.issuer)
         try:
             yield
         finally:
@@ -92,3 +93,6 @@ class AcsCarrier(Carrier):
         except (ValueError, AttributeError):
             return None
         return _OUTBOUND_KINDS.get(kind.lower()) if isinstance(kind, str) else None
+
+
+CARRIER = AcsCarrier

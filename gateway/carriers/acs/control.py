@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.audio import read_wav, resample
 from gateway.bridge import CallBridge
 from gateway.carriers.acs.codec import AUDIO_FORMATS
+from gateway.carriers.acs.settings import AcsSettings
 from gateway.carriers.common import KEY_TONES
 
 ACS_PIECE_MS = 20  # bot audio goes to ACS in 20 ms frames, paced by the call's clock
@@ -43,7 +44,7 @@ class AcsBridge(CallBridge):
             event.set()
 
     async def _phone_side(self) -> None:
-        grace = self.ctx.config.acs.reconnect_grace_s
+        grace = AcsSettings.of(self.ctx.config).reconnect_grace_s
         while True:
             ws = self.phone
             self._replaced.clear()

@@ -30,6 +30,7 @@ from gateway.call import Call
 from gateway.carriers.acs.auth import AcsJwtValidator, AuthError, SigningKeysUnavailable, eventgrid_validation_code
 from gateway.carriers.acs.codec import AUDIO_FORMATS, INCOMING_CALL, AcsLeg, called_number, caller_number
 from gateway.carriers.acs.control import ACS_PIECE_MS, AcsBridge
+from gateway.carriers.acs.settings import AcsSettings
 from gateway.carriers.common import load_json
 
 STREAM_TOKEN_TTL_S = 24 * 3600.0  # the socket may reconnect at any time during the call
@@ -99,7 +100,7 @@ BAD_DELIVERY = "expected JSON: an event or an array of events\n"
 async def acs_incoming_options(request: web.Request) -> web.Response:
     """The CloudEvents webhook handshake."""
     ctx = request.app[CONTEXT]
-    secret = ctx.config.acs.eventgrid_secret
+    secret = AcsSettings.of(ctx.config).eventgrid_secret
     if not secret_matches(secret.get_secret_value() if secret else None, request.query.get("secret")):
         return rejected("acs", "incoming", "bad or missing Event Grid secret", status=401)
     origin = request.headers.get("WebHook-Request-Origin", "")
@@ -109,7 +110,7 @@ async def acs_incoming_options(request: web.Request) -> web.Response:
 async def acs_incoming(request: web.Request) -> web.Response:
     """``POST /acs/incoming``: Event Grid deliveries (validation handshake, IncomingCall)."""
     ctx = request.app[CONTEXT]
-    secret = ctx.config.acs.eventgrid_secret
+    secret = AcsSettings.of(ctx.config).eventgrid_secret
     if not secret_matches(secret.get_secret_value() if secret else None, request.query.get("secret")):
         return rejected("acs", "incoming", "bad or missing Event Grid secret", status=401)
     body, events = await _read_events(request, "incoming")
@@ -179,7 +180,7 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
         start_media_streaming=True,
         enable_bidirectional=True,
         audio_format={16000: StreamingFormat.PCM16_K_MONO, 24000: StreamingFormat.PCM24_K_MONO}[
-            ctx.config.acs.sample_rate],
+            AcsSettings.of(ctx.config).sample_rate],
         enable_dtmf_tones=True,
     )
     seen[key] = now
@@ -314,7 +315,7 @@ async def _new_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
     if name not in ctx.config.profiles:
         name, _ = ctx.config.route(None)
     stream_id = request.headers.get("x-ms-call-correlation-id", "") or correlation
-    audio = AUDIO_FORMATS[ctx.config.acs.sample_rate]  # what the call was answered with: no resampling
+    audio = AUDIO_FORMATS[AcsSettings.of(ctx.config).sample_rate]  # what the call was answered with: no resampling
     caller, called = _text(claims.get("caller")), _text(claims.get("called"))
     state = request.app[STATE]
     call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],

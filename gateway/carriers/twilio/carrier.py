@@ -13,6 +13,7 @@ from gateway.audio import FORMATS, G711_ULAW
 from gateway.carriers.base import Carrier, ReplayError, ReplayStart
 from gateway.carriers.twilio import codec
 from gateway.carriers.twilio.routes import REST, twilio_media, twilio_stream_ended, twilio_voice
+from gateway.carriers.twilio.settings import TwilioSettings
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -33,7 +34,7 @@ class TwilioCarrier(Carrier):
             yield
 
     def notes(self, config: GatewayConfig) -> list[str]:
-        if config.twilio.auth_token is None and not config.gateway.insecure_dev_mode:
+        if TwilioSettings.of(config).auth_token is None and not config.gateway.insecure_dev_mode:
             return ["TWILIO_AUTH_TOKEN is not set: Twilio requests are refused (403)"]
         return []
 
@@ -66,3 +67,6 @@ class TwilioCarrier(Carrier):
         except (ValueError, AttributeError):
             return None
         return _OUTBOUND_KINDS.get(event)
+
+
+CARRIER = TwilioCarrier

@@ -13,6 +13,7 @@ import aiohttp
 
 from gateway.bridge import CallBridge
 from gateway.carriers.twilio import codec as twilio
+from gateway.carriers.twilio.settings import TwilioSettings
 
 TRANSFER_TIMEOUT_S = 10.0
 
@@ -34,7 +35,7 @@ class TwilioBridge(CallBridge):
         number = self.call.transfer_to
         if number is None:
             return
-        settings = self.ctx.config.twilio
+        settings = TwilioSettings.of(self.ctx.config)
         token = settings.auth_token
         url = (f"{settings.api_base_url.rstrip('/')}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}"
                f"/Calls/{quote(self.call.call_id, safe='')}.json")

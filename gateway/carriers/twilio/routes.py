@@ -21,6 +21,7 @@ from gateway.call import Call
 from gateway.carriers.twilio import codec as twilio
 from gateway.carriers.twilio.auth import check_twilio_signature
 from gateway.carriers.twilio.control import TwilioBridge
+from gateway.carriers.twilio.settings import TwilioSettings
 
 REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("twilio_rest", aiohttp.ClientSession)  # transfers
 
@@ -39,7 +40,7 @@ def _signed_url(request: web.Request, ctx: GatewayContext, websocket: bool = Fal
 def _check_signature(request: web.Request, ctx: GatewayContext, route: str, url: str,
                      params: dict[str, str] | None) -> web.Response | None:
     """None when the request may go on; else the refusal."""
-    token = ctx.config.twilio.auth_token
+    token = TwilioSettings.of(ctx.config).auth_token
     if token is None:
         if ctx.insecure:
             return None
@@ -201,7 +202,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0],
                     observer=ctx.observer_for(start.call_sid, "twilio"),
                     log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid), **ctx.call_options(),
-                    can_transfer=ctx.config.twilio.auth_token is not None and bool(start.account_sid))
+                    can_transfer=TwilioSettings.of(ctx.config).auth_token is not None and bool(start.account_sid))
         if call.call_id in ctx.calls:
             call.log.warning("a second media stream for a call in progress: refused (one session per call)")
             await ws.close(code=1008, message=b"duplicate stream")

@@ -1,0 +1,24 @@
+"""The ``twilio`` section of config.yaml."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator, SecretStr
+
+from gateway.carriers.settings import CarrierSettings
+from gateway.settings_model import http_url
+
+
+class TwilioSettings(CarrierSettings):
+    section: ClassVar[str] = "twilio"
+    secret_keys: ClassVar[tuple[str, ...]] = ("auth_token",)
+    credential_key: ClassVar[str] = "auth_token"
+    credential_label: ClassVar[str] = "Twilio auth token"
+
+    auth_token: SecretStr | None = None  # checks request signatures; transfers through the REST API
+    # The REST API the gateway calls to transfer a call (a local stand-in in tests).
+    api_base_url: Annotated[str, AfterValidator(http_url)] = "https://api.twilio.com"
+
+
+SETTINGS = TwilioSettings
