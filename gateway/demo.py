@@ -1,9 +1,10 @@
 """``gateway demo``: one simulated phone call through the real gateway, end to end.
 
 The built-in Voice Live simulator and the gateway start on free loopback ports; a softphone that
-behaves like Twilio calls the gateway's voice webhook, opens the media stream and speaks three
-recorded sentences: a question, a follow-up, and an interruption while the bot gives its long
-second answer. The demo prints the call's timeline and writes a two-channel WAV file of it.
+behaves like a carrier (the first of the registry whose phone places the demo's call, see
+:class:`DemoPhone`) calls the gateway and speaks three recorded sentences: a question, a
+follow-up, and an interruption while the bot gives its long second answer. The demo prints the
+call's timeline and writes a two-channel WAV file of it.
 
 Its latency figures come from audible speech, not from clip edges: recorded clips (and the bot's
 audio) start and end with silence, so the call audio the phone sent and played is measured by
@@ -18,23 +19,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.audio import ASSETS, load_ulaw_8k, ulaw_to_array
-from gateway.carriers.twilio.phone import place_call
+from gateway.audio import ASSETS, G711_ULAW, load_ulaw_8k, ulaw_to_array
 from gateway.config import GatewayConfig, Profile, load_config, parse_config
 from gateway.simulator import SimulatorSettings, start_simulator
 from gateway.softphone import CallReport, Hangup, Say, WaitForBot
+from gateway.softphone.script import Step
+from gateway.softphone.session import EventCallback
 
 DEMO_CONFIG = """
 voicelive:
   endpoint: ""
-twilio:
-  auth_token: ${DEMO_TWILIO_TOKEN}
 profiles:
   demo:
     model: gpt-realtime
@@ -216,8 +216,8 @@ def clip_edge_latencies(events: Sequence[tuple[float, str, dict[str, Any]]]) -> 
 
 def measure_call(report: CallReport, clips: Sequence[tuple[str, bytes]]) -> list[Turn]:
     """The call's turns, from the audio the phone sent and the bot audio it played (8 kHz µ-law)."""
-    if report.carrier != "twilio":
-        raise ValueError("measure_call reads a Twilio call's audio (8 kHz µ-law)")
+    if report.audio_format != G711_ULAW:
+        raise ValueError(f"measure_call reads 8 kHz µ-law call audio (this call's is {report.audio_format.name})")
     utterances = locate_utterances(report.caller_audio, clips)
     bot_spans = audible_spans(ulaw_to_array(report.bot_audio))
     return measure_turns(utterances, bot_spans, len(report.bot_audio) / BYTES_PER_MS)
@@ -426,17 +426,41 @@ def _summary(timeline: Timeline, report: CallReport, sim_session: Any, turns: Se
     return lines, ok and barge_ok and not report.violations
 
 
-def _demo_config(config_path: str | None, twilio_token: str) -> GatewayConfig:
-    env = {"TWILIO_AUTH_TOKEN": twilio_token, "DEMO_TWILIO_TOKEN": twilio_token}
+@runtime_checkable
+class DemoPhone(Protocol):
+    """What the demo asks of a carrier's phone module (module-level names and functions)."""
+
+    DEMO_SECRET_ENV: str  # the environment variable of the carrier's credential: the demo sets it
+    DEMO_SECTION: str  # the carrier's section of the demo's config (YAML), naming DEMO_SECRET_ENV
+    DEMO_PLACING: str  # what the demo prints as it places the call
+
+    async def place_demo_call(self, base_url: str, steps: Sequence[Step], *, secret: str,
+                              record: str | Path | None, on_event: EventCallback) -> CallReport:
+        """Call the gateway at ``base_url`` like the carrier does, authenticated with ``secret``."""
+
+
+def demo_phone() -> DemoPhone:
+    """The first carrier's phone, in the registry's order, that places the demo's call."""
+    from gateway.carriers.registry import phones
+
+    for module in phones():
+        if isinstance(module, DemoPhone):
+            return module
+    raise LookupError("no carrier's phone places the demo's call")
+
+
+def _demo_config(config_path: str | None, phone: DemoPhone, secret: str) -> GatewayConfig:
+    env = {phone.DEMO_SECRET_ENV: secret}
     if config_path:
         return load_config(config_path, env=env)
-    return parse_config(DEMO_CONFIG, source="<demo>", env=env)
+    return parse_config(DEMO_CONFIG + phone.DEMO_SECTION, source="<demo>", env=env)
 
 
 async def run_demo(record: str | Path = "demo-call.wav", config_path: str | None = None,
                    quiet: bool = False) -> int:
-    twilio_token = secrets.token_hex(16)  # the softphone signs its requests like Twilio does
-    config = _demo_config(config_path, twilio_token)
+    phone = demo_phone()
+    secret = secrets.token_hex(16)  # the softphone authenticates its requests like the carrier does
+    config = _demo_config(config_path, phone, secret)
     timeline = Timeline()
     _, profile = config.route(None)
 
@@ -470,9 +494,9 @@ async def run_demo(record: str | Path = "demo-call.wav", config_path: str | None
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             if not quiet:
                 print(f"gateway on 127.0.0.1:{port}, Voice Live simulator at {simulator.endpoint}; "
-                      "placing a call to the Twilio voice webhook...")
-            report = await place_call(f"http://127.0.0.1:{port}/twilio/voice", steps, record=record,
-                                      on_event=timeline.add_phone, auth_token=twilio_token)
+                      + phone.DEMO_PLACING)
+            report = await phone.place_demo_call(f"http://127.0.0.1:{port}", steps, secret=secret, record=record,
+                                                 on_event=timeline.add_phone)
         finally:
             await runner.cleanup()
         sessions = simulator.state.sessions

@@ -381,3 +381,17 @@ def place_from_args(
             auth_token=args.auth_token,
         )
     )
+
+
+# --- `gateway demo` (see gateway.demo) -------------------------------------------------------------
+
+DEMO_SECRET_ENV = "TWILIO_AUTH_TOKEN"  # the demo sets it to a fresh token: the gateway checks what the phone signs
+DEMO_SECTION = "twilio:\n  auth_token: ${TWILIO_AUTH_TOKEN}\n"  # the demo config's section for this carrier
+DEMO_PLACING = "placing a call to the Twilio voice webhook..."
+
+
+async def place_demo_call(
+    base_url: str, steps: Sequence[Step], *, secret: str, record: str | Path | None, on_event: EventCallback
+) -> CallReport:
+    """The demo's call: the voice webhook of the gateway at ``base_url``, signed with ``secret``."""
+    return await place_call(f"{base_url}/twilio/voice", steps, record=record, on_event=on_event, auth_token=secret)
