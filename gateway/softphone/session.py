@@ -229,6 +229,18 @@ class _Call(Generic[R]):
             self.violation_samples.append(description)
             self.events.emit("violation", description=description)
 
+    def _json_object(self, data: str) -> dict[str, Any] | None:
+        """A text frame from the gateway as a JSON object, or None (a violation) if it is not one."""
+        try:
+            message = json.loads(data)
+        except ValueError:
+            self._violation(f"text frame is not JSON: {data[:60]!r}")
+            return None
+        if not isinstance(message, dict):
+            self._violation(f"message is not a JSON object: {data[:60]!r}")
+            return None
+        return message
+
     async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
             msg = await ws.receive()

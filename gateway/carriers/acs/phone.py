@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -156,13 +155,8 @@ class _AcsCall(_Call[AcsCallReport]):
         return await self._send({"kind": "DtmfData", "dtmfData": {"data": digit}})
 
     async def _handle_text(self, data: str) -> None:
-        try:
-            message = json.loads(data)
-        except ValueError:
-            self._violation(f"text frame is not JSON: {data[:60]!r}")
-            return
-        if not isinstance(message, dict):
-            self._violation(f"message is not a JSON object: {data[:60]!r}")
+        message = self._json_object(data)
+        if message is None:
             return
         kind = _get_ci(message, "kind")
         name = kind.lower() if isinstance(kind, str) else None

@@ -21,7 +21,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import xml.etree.ElementTree as ET
@@ -193,13 +192,8 @@ class _TwilioCall(_Call[TwilioCallReport]):
                 self.marks_echoed.append(name)
 
     async def _handle_text(self, data: str) -> None:
-        try:
-            message = json.loads(data)
-        except ValueError:
-            self._violation(f"text frame is not JSON: {data[:60]!r}")
-            return
-        if not isinstance(message, dict):
-            self._violation(f"message is not a JSON object: {data[:60]!r}")
+        message = self._json_object(data)
+        if message is None:
             return
         event = message.get("event")
         if event not in ("media", "mark", "clear"):
