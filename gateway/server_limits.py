@@ -15,7 +15,7 @@ deadlines instead:
 A WebSocket, once upgraded, has neither deadline: a media stream lasts as long as its call.
 
 This leans on aiohttp's ``RequestHandler`` internals (it has no such options of its own, up to 3.14
-at least); tests/test_slow_clients.py checks both deadlines over real sockets.
+at least); tests/sockets/test_slow_clients.py checks both deadlines over real sockets.
 """
 
 from __future__ import annotations

@@ -1,0 +1,190 @@
+"""Recorded calls replayed as tests: every fixture in tests/fixtures/calls/ is a test case (replayed
+over real sockets: tests/sockets/test_replay_live.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.call import Call, Playout
+from gateway.replay import FixtureError, load_fixture, replay_files, run
+
+CALLS = Path(__file__).resolve().parent.parent / "fixtures" / "calls"
+FIXTURES = sorted(CALLS.glob("*.jsonl"))
+
+
+def test_the_corpus_is_there() -> None:
+    names = {p.stem for p in FIXTURES}
+    assert {"question_and_answer", "bot_greets_first", "barge_in_mid_answer", "speech_after_answer",
+            "two_barge_ins_one_response", "dtmf_digits", "hangup_while_bot_speaks", "voicelive_error_event",
+            "voicelive_closes_mid_call", "function_call_round_trip", "bot_hangs_up",
+            "silence_reprompt_then_goodbye"} <= names
+    assert len(names) >= 12
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_fixture_replays_exactly(path: Path) -> None:
+    result = run(load_fixture(path))
+    assert result.ok, f"{result.mismatch}\n{result.problems}"
+    assert sum(len(sent) for sent in result.expected.values()) > 0
+
+
+def test_fixtures_exercise_what_their_names_say() -> None:
+    def replayed(name: str) -> Call:
+        call = run(load_fixture(CALLS / f"{name}.jsonl")).call
+        assert call is not None
+        return call
+
+    barge = replayed("barge_in_mid_answer")
+    assert barge.stats.barge_ins == 1 and barge.barge_ins[0].cleared and barge.barge_ins[0].heard_ms
+    after = replayed("speech_after_answer")
+    assert after.stats.barge_ins == 0 and after.stats.truncations == 0 and after.stats.responses == 2
+    two = replayed("two_barge_ins_one_response")
+    speech_starts = sum('"input_audio_buffer.speech_started"' in r.get("msg", "")
+                        for r in load_fixture(CALLS / "two_barge_ins_one_response.jsonl").records)
+    assert speech_starts >= 3 and two.stats.barge_ins == 1 and two.stats.deltas_dropped > 0
+    assert replayed("dtmf_digits").stats.dtmf == 3
+    assert replayed("voicelive_error_event").stats.voicelive_errors == 1
+    assert replayed("voicelive_closes_mid_call").end_reason == "voicelive_closed"
+    assert replayed("hangup_while_bot_speaks").end_reason == "caller_hung_up"
+    reconnected = replayed("voicelive_reconnects_mid_call")
+    assert reconnected.stats.reconnects == 1 and reconnected.end_reason == "caller_hung_up"
+    assert reconnected.stats.responses == 2 and reconnected.stats.frames_lost_hold == 0
+    tooled = replayed("function_call_round_trip")
+    assert tooled.stats.tool_calls == 1 and tooled.stats.responses == 2
+    closer = replayed("bot_hangs_up")
+    assert closer.end_reason == "bot_hung_up" and closer.stats.tool_calls == 1 and closer.stats.responses == 2
+    quiet = replayed("silence_reprompt_then_goodbye")
+    assert quiet.end_reason == "caller_silent" and quiet.stats.responses == 2 and quiet.stats.caller_turns == 0
+    greet = load_fixture(CALLS / "bot_greets_first.jsonl")
+    assert any('"response.create"' in r.get("msg", "") for r in greet.records if r.get("dir") == "out")
+
+
+def _bytes_sent(self: Playout, now: float) -> tuple[str | None, int]:
+    """A broken playback position: everything sent counts as heard."""
+    if not self.pending:
+        return self.heard_item, self.heard_offset
+    last = self.pending[-1]
+    return last.item_id, last.end
+
+
+def test_a_broken_barge_in_fails_the_relevant_fixtures_with_a_readable_diff(monkeypatch) -> None:
+    monkeypatch.setattr(Playout, "position", _bytes_sent)
+    failing = {p.stem for p in FIXTURES if not run(load_fixture(p)).ok}
+    assert {"barge_in_mid_answer", "two_barge_ins_one_response"} <= failing
+    assert "question_and_answer" not in failing and "speech_after_answer" not in failing
+    out = io.StringIO()
+    assert replay_files([str(CALLS / "barge_in_mid_answer.jsonl")], out=out) == 1
+    text = out.getvalue()
+    assert text.startswith("FAIL ")
+    assert "voicelive leg, message #" in text
+    expected = next(line for line in text.splitlines() if line.strip().startswith("expected:"))
+    actual = next(line for line in text.splitlines() if line.strip().startswith("actual:"))
+    assert "conversation.item.truncate" in expected and "conversation.item.truncate" in actual
+    assert "inputs just before" in text and "bytes of audio>" in text  # context, audio abbreviated
+
+
+def test_duplicated_caller_frames_break_an_invariant(monkeypatch) -> None:
+    original = Call.caller_audio
+
+    def twice(self: Call, payload: str, now: float) -> None:
+        original(self, payload, now)
+        if self.stats.frames_in == 100:
+            original(self, payload, now)
+
+    monkeypatch.setattr(Call, "caller_audio", twice)
+    result = run(load_fixture(CALLS / "question_and_answer.jsonl"))
+    assert any("not forwarded in order (a duplicate" in p for p in result.problems), result.problems
+
+
+def test_audio_after_a_barge_in_flush_breaks_an_invariant(monkeypatch) -> None:
+    original = Call._on_audio_delta
+
+    def plays_everything(self: Call, event: dict[str, Any], now: float) -> None:
+        dropped, self._dropped_responses = self._dropped_responses, set()
+        try:
+            original(self, event, now)
+        finally:
+            self._dropped_responses = dropped
+
+    monkeypatch.setattr(Call, "_on_audio_delta", plays_everything)
+    result = run(load_fixture(CALLS / "two_barge_ins_one_response.jsonl"))
+    assert any("sent after its barge-in flush" in p for p in result.problems), result.problems
+
+
+def test_truncating_past_the_received_audio_breaks_an_invariant(monkeypatch) -> None:
+    original = Call._send
+
+    def overshoot(self: Call, event: dict[str, Any], kind: str | None = None) -> None:
+        if event.get("type") == "conversation.item.truncate":
+            event = {**event, "audio_end_ms": event["audio_end_ms"] + 60_000}
+        original(self, event, kind)
+
+    monkeypatch.setattr(Call, "_send", overshoot)
+    result = run(load_fixture(CALLS / "barge_in_mid_answer.jsonl"))
+    assert any("is past the" in p for p in result.problems), result.problems
+
+
+def test_a_voicelive_socket_left_open_breaks_an_invariant(tmp_path: Path) -> None:
+    source = CALLS / "question_and_answer.jsonl"
+    lines = [line for line in source.read_text().splitlines()
+             if not ('"leg":"voicelive"' in line and '"event":"close"' in line)]
+    broken = tmp_path / "left_open.jsonl"
+    broken.write_text("\n".join(lines) + "\n")
+    result = run(load_fixture(broken))
+    assert "the Voice Live socket was not closed when the call ended" in result.problems
+
+
+def test_update_rewrites_the_expected_output_after_an_intended_change(tmp_path: Path, monkeypatch) -> None:
+    fixture = tmp_path / "barge.jsonl"
+    shutil.copy(CALLS / "barge_in_mid_answer.jsonl", fixture)
+    inputs_before = [line for line in fixture.read_text().splitlines() if '"dir":"out"' not in line]
+    original = Call.__post_init__
+
+    def finer_marks(self: Call) -> None:  # an intended change: a mark every 30 ms of bot audio
+        self.piece_ms = 30
+        original(self)
+
+    monkeypatch.setattr(Call, "__post_init__", finer_marks)
+    assert not run(load_fixture(fixture)).ok
+    out = io.StringIO()
+    assert replay_files([str(fixture)], update=True, out=out) == 0
+    assert "UPDATED" in out.getvalue() and "PASS" in out.getvalue()
+    assert run(load_fixture(fixture)).ok
+    inputs_after = [line for line in fixture.read_text().splitlines() if '"dir":"out"' not in line]
+    assert [json.loads(x) for x in inputs_after] == [json.loads(x) for x in inputs_before]
+    monkeypatch.undo()
+    assert not run(load_fixture(fixture)).ok  # the old behaviour no longer matches
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "empty file"),
+    ("not json\n", "not JSON"),
+    ('{"format": "something-else"}\n', "not a call recording"),
+    ('{"format": "voicelive-gateway-call/1", "carrier": "twilio"}\n{"t": 1}\n', "needs a time t and a leg"),
+    ('{"format": "voicelive-gateway-call/1", "carrier": "twilio", "profile": {"model": "m"}}\n', "no Twilio start"),
+])
+def test_bad_fixture_files_get_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(FixtureError, match=message):
+        run(load_fixture(path))
+    out = io.StringIO()
+    assert replay_files([str(path)], out=out) == 1
+    assert out.getvalue().startswith(f"ERROR {path}")
+
+
+def test_a_repeated_tail_counts_once_but_other_repeats_and_gaps_show() -> None:
+    from gateway.replay import _without_resends
+
+    frames = ["q", "q", "a", "b", "q", "q", "c"]
+    # the second session repeats "b q" (silence frames look alike: the split follows the caller's order)
+    assert _without_resends([["q", "q", "a", "b", "q"], ["b", "q", "q", "c"]], frames) == frames
+    # a frame missing from both sessions, or sent twice out of place, is not hidden
+    assert _without_resends([["q", "q", "a"], ["q", "q", "c"]], frames) != frames
+    assert _without_resends([["q", "q", "a", "b"], ["a", "q", "q", "c"]], frames) != frames
