@@ -15,7 +15,6 @@ playback acknowledgements (marks the phone echoes), never by bytes sent.
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from gateway.core.actions import (
     ShellAction,
 )
 from gateway.core.farewell import GOODBYE_TIMEOUT_MS, TRANSFER_WORDS, Farewell
+from gateway.core.inbound import CallerAudio
 from gateway.core.keys import KeyEntry
 from gateway.core.memory import Conversation
 from gateway.core.playout import PacedPlayout, Playout
@@ -180,12 +180,7 @@ class Call:
         unit = self.audio.piece_unit  # whole samples and whole base64 quanta
         piece_bytes = max(unit, self.piece_ms * self.audio.bytes_per_ms // unit * unit)
         self._piece_chars = piece_bytes // 3 * 4
-        self._held: deque[str] = deque()
-        self._held_bytes = 0
-        self._uncommitted: deque[str] = deque()  # caller audio sent since Voice Live's last commit
-        self._uncommitted_bytes = 0
-        self._speech_since_commit = False
-        self._hold_limit = self.hold_ms * self.audio.bytes_per_ms
+        self._inbound = CallerAudio(self.hold_ms * self.audio.bytes_per_ms)
         self._event_seq = 0
         self._sent_kinds: dict[str, str] = {}
         self.active_response: str | None = None
@@ -357,19 +352,12 @@ class Call:
             self.stats.bytes_in += size
             self.to_voicelive.append(_APPEND_HEAD + payload + _APPEND_TAIL)
             # what the session has not yet turned into a conversation item: sent again if it drops
-            uncommitted = self._uncommitted
-            uncommitted.append(payload)
-            self._uncommitted_bytes += size
-            if self._uncommitted_bytes > self._hold_limit:
-                self._uncommitted_bytes -= b64_len(uncommitted.popleft())
+            self._inbound.sent(payload, size)
         elif state == CallState.CONNECTING or state == CallState.RECONNECTING:
-            size = b64_len(payload)
-            self._held.append(payload)
-            self._held_bytes += size
+            dropped = self._inbound.hold(payload, b64_len(payload))
             self.stats.frames_held += 1
-            while self._held_bytes > self._hold_limit:
-                self._held_bytes -= b64_len(self._held.popleft())
-                self.stats.frames_lost_hold += 1
+            if dropped:
+                self.stats.frames_lost_hold += dropped
                 self._warn_once(
                     "hold-overflow",
                     "caller audio held too long while Voice Live is not ready; dropping the oldest",
@@ -389,12 +377,11 @@ class Call:
             else:
                 self._caller_stopped(now, event.ms)
                 self._end_caller_turn()
-        if turns.idle(self._speech_since_commit):
+        if turns.idle(self._inbound.speech_since_commit):
             # only silence since the last turn: Voice Live need not keep it (nor bill it)
             self._send({"type": "input_audio_buffer.clear"}, kind="idle_clear")
             turns.emptied()
-            self._uncommitted.clear()
-            self._uncommitted_bytes = 0
+            self._inbound.forget_uncommitted()
 
     def _silent_line_due(self) -> float | None:
         if self._turns is None or self.state != CallState.READY:
@@ -626,16 +613,12 @@ class Call:
                 self._to(CallState.RECONNECTING)
                 self.stats.reconnects += 1
                 self._abandon_response(now)
-                if self._speech_since_commit:
-                    # the caller was saying something the old session had not committed (lost, or
-                    # closed for renewal just as the caller spoke): the new session hears all of it
-                    resend = len(self._uncommitted)
-                    self._held.extendleft(reversed(self._uncommitted))
-                    self._held_bytes += self._uncommitted_bytes
+                # the caller was saying something the old session had not committed (lost, or
+                # closed for renewal just as the caller spoke): the new session hears all of it
+                resend = self._inbound.session_lost()
+                if resend:
                     self.stats.frames_resent += resend
                     self.log.info("caller speech not committed by the lost session is sent again", frames=resend)
-                self._uncommitted.clear()
-                self._uncommitted_bytes = 0
                 if self._turns is not None:  # what is sent again is listened to again
                     self._turns.reset()
                     self._caller_speaking = False
@@ -735,23 +718,21 @@ class Call:
         self._to(CallState.READY)
         self._restored_at = now  # the reconnect episode ends once this session has lasted
         if not first:
-            held = len(self._held)
+            held = self._inbound.held
             self.log.info("Voice Live session restored", held_frames=held, restored_turns=len(self.conversation))
             self.observer("session.restored", now, {"held_frames": held})
-            while self._held:
-                self.caller_audio(self._held.popleft(), now)
-            self._held_bytes = 0
+            for frame in self._inbound.take_held():
+                self.caller_audio(frame, now)
             self._send_held_control()
             return
         self.ready_at = now
-        held = len(self._held)
+        held = self._inbound.held
         self.observer("session.ready", now, {"format": audio.key, "held_frames": held,
                                               "ready_ms": round(now - self.started_at, 1)})
         self.log.info("call ready", profile=self.profile_name, audio_format=audio.key, held_frames=held,
                       ready_ms=round(now - self.started_at, 1))
-        while self._held:
-            self.caller_audio(self._held.popleft(), now)
-        self._held_bytes = 0
+        for frame in self._inbound.take_held():
+            self.caller_audio(frame, now)
         greeting = self.profile.greeting
         if greeting is not None:
             self._say(greeting, "greeting")
@@ -800,9 +781,7 @@ class Call:
 
     def _on_committed(self, event: dict[str, Any], now: float) -> None:
         self.stats.caller_turns += 1
-        self._uncommitted.clear()
-        self._uncommitted_bytes = 0
-        self._speech_since_commit = False
+        self._inbound.committed()
 
     def _on_speech_stopped(self, event: dict[str, Any], now: float) -> None:
         self._caller_stopped(now, event.get("audio_end_ms"))
@@ -1058,7 +1037,7 @@ class Call:
         """The caller started speaking (heard by Voice Live's turn detection, or by the gateway's)."""
         self.observer("caller.speech_started", now, {"audio_start_ms": audio_start_ms})
         self._caller_speaking = True
-        self._speech_since_commit = True
+        self._inbound.speech_started()
         self._activity(now)
         self._caller_heard_from(now)
         if self._farewell is not None:

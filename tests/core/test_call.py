@@ -116,7 +116,7 @@ def test_audio_before_ready_is_held_then_forwarded_untouched_in_order() -> None:
 def test_held_audio_is_bounded() -> None:
     call = make_call()
     call.hold_ms = 100  # 800 bytes = 5 frames of 160
-    call._hold_limit = 800
+    call._inbound.limit = 800
     for i in range(8):
         call.caller_audio(b64(160, fill=i), float(i))
     assert call.stats.frames_lost_hold == 3
