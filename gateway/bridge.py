@@ -303,8 +303,8 @@ class CallBridge:
         attempt = 0
         while not call.ended:
             if call.state == CallState.RECONNECTING:
-                if call.reconnect_deadline != episode:
-                    episode, attempt = call.reconnect_deadline, 0
+                if call.sessions.reconnect_deadline != episode:
+                    episode, attempt = call.sessions.reconnect_deadline, 0
                 if attempt:  # every retry of an episode backs off, even after sessions that opened
                     await asyncio.sleep(self._backoff(attempt))
                 attempt += 1
@@ -313,7 +313,7 @@ class CallBridge:
                 self.voicelive = await ctx.connector.connect(call.profile)
             except VoiceLiveConnectError as exc:
                 metrics.VOICELIVE_FAILURES.inc(self.carrier, _status_label(exc.status))
-                deadline = call.reconnect_deadline
+                deadline = call.sessions.reconnect_deadline
                 if call.state == CallState.RECONNECTING and deadline is not None and self._now() < deadline:
                     log_retry = self.log.warning if attempt == 1 else self.log.debug  # one warning per episode
                     log_retry("Voice Live reconnect failed; retrying", reason=str(exc), status=exc.status,
@@ -336,7 +336,7 @@ class CallBridge:
         """Seconds to wait before retry ``attempt`` (1: the first retry) of a reconnect episode, never
         past the episode's deadline."""
         delay = RECONNECT_BACKOFF_S[min(attempt - 1, len(RECONNECT_BACKOFF_S) - 1)]
-        deadline = self.call.reconnect_deadline
+        deadline = self.call.sessions.reconnect_deadline
         return delay if deadline is None else max(0.0, min(delay, (deadline - self._now()) / 1000))
 
     async def _pump(self, ws: VoiceLiveConnection) -> bool:

@@ -38,6 +38,7 @@ from gateway.core.inbound import CallerAudio
 from gateway.core.keys import KeyEntry
 from gateway.core.memory import Conversation
 from gateway.core.playout import PacedPlayout, Playout
+from gateway.core.sessions import MIN_SESSION_MS, Sessions
 from gateway.core.silence import SilenceWatch
 from gateway.core.state import TRANSITIONS, CallState
 from gateway.core.tools import ToolCalls, dtmf_digits, json_object, transfer_target
@@ -57,8 +58,6 @@ _APPEND_TAIL = '"}'
 
 # The options a shell gives a call beyond its profile (recorded with the call, so a replay uses them)
 CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "can_transfer", "can_send_dtmf")
-MIN_SESSION_MS = 60_000.0  # a Voice Live session is kept at least this long before a renewal
-STABLE_SESSION_MS = 5_000.0  # a restored session that drops sooner does not end the reconnect episode
 
 
 
@@ -169,7 +168,6 @@ class Call:
     barge_ins: list[BargeIn] = field(default_factory=list, init=False)
     ready_at: float | None = field(default=None, init=False)  # when the session became ready
     session_id: str | None = field(default=None, init=False)
-    expires_at: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.log is None:
@@ -208,12 +206,7 @@ class Call:
         self.conversation = Conversation()
         self._connected = False  # a Voice Live socket is open (control events can be sent)
         self._held_control: list[str] = []
-        self.reconnect_deadline: float | None = None  # end of the current reconnect episode's budget
-        self._restored_at: float | None = None  # when the last session became ready
-        self._episode_drops = 0  # sessions lost in the current reconnect episode
-        self.renew_at: float | None = None
-        self._renew_overdue = False  # the renewal time passed while the call was busy
-        self.wants_new_session = False  # the shell closes this session and opens a fresh one
+        self.sessions = Sessions(self.reconnect_budget_ms, self.renew_before_ms)  # renewal, reconnect episodes
         self._caller_speaking = False
         limits = self.profile.limits
         self._hard_deadline = self.started_at + limits.max_duration_s * 1000 if limits.max_duration_s else None
@@ -410,8 +403,7 @@ class Call:
         """Time passes: release paced bot audio now due, and act on deadlines (limits, renewal)."""
         if self.ended:
             return
-        if self.renew_at is not None and now >= self.renew_at:
-            self._renew_overdue = True  # from now on, quiet moments trigger it (see _maybe_renew)
+        self.sessions.tick(now)
         self.playout.release(now, self.to_phone)
         if self.state == CallState.CLOSING:
             self._finish_closing(now)
@@ -457,9 +449,8 @@ class Call:
             candidates.append(self._silent_line_due())
             if self._idle_ms is not None:
                 candidates.append(self._last_activity + self._idle_ms)
-            if (self.renew_at is not None and self.state == CallState.READY and not self.wants_new_session
-                    and not self._renew_overdue):
-                candidates.append(self.renew_at)
+            if self.state == CallState.READY:
+                candidates.append(self.sessions.next_renewal())
         due = [c for c in candidates if c is not None]
         return min(due) if due else None
 
@@ -572,8 +563,7 @@ class Call:
         """A Voice Live socket is open: configure the session from the profile, and after a drop or a
         renewal, give it the conversation so far."""
         self._connected = True
-        self.wants_new_session = False
-        self.expires_at = None  # this session's comes with its session.created / session.updated
+        self.sessions.opened()
         self.observer("voicelive.connected", now, {"connect_ms": round(now - self.started_at, 1),
                                                    "restored_turns": len(self.conversation)})
         update = {"type": "session.update", "session": build_session(self.profile, self.audio, call_id=self.call_id)}
@@ -602,11 +592,12 @@ class Call:
         self._connected = False
         if self.ended or self.state == CallState.CLOSING:
             return
-        renewing = self.wants_new_session
+        sessions = self.sessions
+        renewing = sessions.renewing
         if renewing or (self.reconnect_budget_ms > 0 and self.ready_at is not None):
-            if not self._continue_episode(now, renewing):
+            if not sessions.lost(now, reconnecting=self.state == CallState.RECONNECTING):
                 self.log.error("Voice Live keeps losing the session; the reconnect budget is spent, ending the call",
-                               close_code=code, sessions_lost=self._episode_drops, budget_ms=self.reconnect_budget_ms)
+                               close_code=code, sessions_lost=sessions.drops, budget_ms=self.reconnect_budget_ms)
                 self.voicelive_failed("voicelive_lost", now)
                 return
             if self.state != CallState.RECONNECTING:
@@ -624,29 +615,16 @@ class Call:
                     self._caller_speaking = False
             if renewing:
                 self.log.info("renewing the Voice Live session", close_code=code)
-            elif self._episode_drops == 1:
+            elif sessions.drops == 1:
                 self.log.warning("Voice Live session lost; reconnecting", close_code=code,
                                  budget_ms=self.reconnect_budget_ms)
             else:  # one warning per episode: a session that keeps dropping must not flood the log
                 self.log.debug("Voice Live session lost again; reconnecting", close_code=code,
-                               sessions_lost=self._episode_drops)
+                               sessions_lost=sessions.drops)
             self.observer("voicelive.lost", now, {"code": code, "renewing": renewing})
             return
         self.log.warning("Voice Live closed the session", close_code=code)
         self._end("voicelive_closed", now, hang_up=True)
-
-    def _continue_episode(self, now: float, renewing: bool) -> bool:
-        """A session was lost (or closed for renewal). It starts a reconnect episode with the whole
-        budget, unless the session before it did not last: then the episode goes on, with what is
-        left of its budget (a Voice Live that accepts sessions and drops them at once must not be
-        reconnected for ever). False: this episode's budget is spent."""
-        restored = self._restored_at
-        stable = restored is not None and now - restored >= STABLE_SESSION_MS
-        if self.reconnect_deadline is None or (stable and self.state != CallState.RECONNECTING):
-            self.reconnect_deadline = now + max(self.reconnect_budget_ms, 10_000.0 if renewing else 0.0)
-            self._episode_drops = 0
-        self._episode_drops += 1
-        return now < self.reconnect_deadline
 
     def _abandon_response(self, now: float) -> None:
         """The session is gone: its response will never finish. What already reached the phone plays."""
@@ -662,20 +640,17 @@ class Call:
         """Voice Live said the session expires in ``seconds_left``: renew it before then, between turns.
         A session is never renewed within a minute of being opened (a wrong clock must not make
         the gateway renew sessions in a loop)."""
-        if seconds_left * 1000 < self.renew_before_ms:
+        if self.sessions.schedule_renewal(seconds_left, now):
             self._warn_once("short-session", "Voice Live session expires sooner than the renewal margin",
                             seconds_left=round(seconds_left, 1))
-        self.renew_at = now + max(MIN_SESSION_MS, seconds_left * 1000 - self.renew_before_ms)
 
     def _maybe_renew(self, now: float) -> None:
         """At a quiet moment past the renewal time, ask the shell for a fresh session."""
-        if (self.renew_at is None or now < self.renew_at or self.state != CallState.READY
-                or self.wants_new_session or self.active_response is not None or self._caller_speaking
+        if (not self.sessions.renewal_due(now) or self.state != CallState.READY
+                or self.active_response is not None or self._caller_speaking
                 or self._tools.running or self.playout.playing(now)):
             return
-        self.renew_at = None
-        self._renew_overdue = False
-        self.wants_new_session = True
+        self.sessions.renew()
         self.to_shell.append(RENEW_SESSION)
 
     def voicelive_event(self, event: dict[str, Any], now: float) -> None:
@@ -692,8 +667,7 @@ class Call:
     def _learn_expiry(self, expires: Any) -> None:
         """Voice Live said when the session expires (unix time): the shell tells the call how far off
         that is on its clock (:meth:`schedule_renewal`)."""
-        if isinstance(expires, int | float) and not isinstance(expires, bool) and expires != self.expires_at:
-            self.expires_at = expires
+        if self.sessions.learn_expiry(expires):
             self.to_shell.append(SessionExpires(float(expires)))
 
     def _on_session_updated(self, event: dict[str, Any], now: float) -> None:
@@ -716,7 +690,7 @@ class Call:
             return
         first = self.ready_at is None
         self._to(CallState.READY)
-        self._restored_at = now  # the reconnect episode ends once this session has lasted
+        self.sessions.ready(now)
         if not first:
             held = self._inbound.held
             self.log.info("Voice Live session restored", held_frames=held, restored_turns=len(self.conversation))

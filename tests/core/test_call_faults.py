@@ -68,7 +68,7 @@ def test_a_dropped_session_is_restored_with_the_conversation_and_no_caller_audio
     call.caller_audio(frame(1), 200.0)
     call.voicelive_closed(1006, 210.0)
     assert call.state == CallState.RECONNECTING and not call.ended
-    assert call.reconnect_deadline == 210.0 + 10_000
+    assert call.sessions.reconnect_deadline == 210.0 + 10_000
     for i in (2, 3, 4):  # the caller keeps talking while the gateway reconnects
         call.caller_audio(frame(i), 220.0 + i)
     assert sent(call) == [{"type": "input_audio_buffer.append", "audio": frame(1)}]
@@ -142,22 +142,22 @@ def test_control_events_wait_for_the_restored_session() -> None:
 def test_renewal_waits_for_a_quiet_moment() -> None:
     call = make(profile="long")
     call.schedule_renewal(1800.0, 10.0)
-    due = call.renew_at
+    due = call.sessions.renew_at
     assert due == 10.0 + 1800_000 - call.renew_before_ms and call.next_deadline() == due
     call.voicelive_event({"type": "response.created", "response": {"id": "r1"}}, due - 1)
     call.tick(due + 1)
-    assert not call.wants_new_session  # the bot is talking
+    assert not call.sessions.renewing  # the bot is talking
     call.voicelive_event({"type": "response.done", "response": {"id": "r1", "status": "completed"}}, due + 2)
-    assert call.wants_new_session and call.next_deadline() != due
+    assert call.sessions.renewing and call.next_deadline() != due
     call.voicelive_closed(1000, due + 3)
     assert call.state == CallState.RECONNECTING and not call.ended
-    assert call.reconnect_deadline is not None and call.reconnect_deadline >= due + 3 + 10_000
+    assert call.sessions.reconnect_deadline is not None and call.sessions.reconnect_deadline >= due + 3 + 10_000
 
 
 def test_a_wrong_clock_never_renews_in_a_loop() -> None:
     call = make()
     call.schedule_renewal(-30.0, 100.0)  # "already expired"
-    assert call.renew_at == 100.0 + MIN_SESSION_MS
+    assert call.sessions.renew_at == 100.0 + MIN_SESSION_MS
 
 
 def test_idle_caller_gets_a_goodbye_then_the_call_hangs_up_after_it_played() -> None:
@@ -236,7 +236,7 @@ def test_nothing_is_sent_again_when_the_caller_was_quiet() -> None:
         if renew:
             call.schedule_renewal(-30.0, 0.0)
             call.tick(MIN_SESSION_MS + 1)
-            assert call.wants_new_session
+            assert call.sessions.renewing
         sent(call)
         call.voicelive_closed(1000 if renew else 1006, MIN_SESSION_MS + 2)
         call.voicelive_connected(MIN_SESSION_MS + 100)
@@ -249,7 +249,7 @@ def test_speech_that_starts_as_a_renewal_closes_the_session_is_sent_again() -> N
     call = make(profile="long")
     call.schedule_renewal(-30.0, 0.0)
     call.tick(MIN_SESSION_MS + 1)
-    assert call.wants_new_session
+    assert call.sessions.renewing
     call.voicelive_event({"type": "input_audio_buffer.speech_started"}, MIN_SESSION_MS + 2)
     call.caller_audio(frame(7), MIN_SESSION_MS + 3)
     sent(call)
@@ -267,10 +267,10 @@ def _restore(call: Call, now: float) -> None:
 def test_sessions_that_drop_soon_after_they_open_spend_one_reconnect_budget() -> None:
     call = make(budget_ms=3000.0)
     call.voicelive_closed(1011, 10_000.0)  # the first drop: an episode with 3 s of budget
-    assert call.state == CallState.RECONNECTING and call.reconnect_deadline == 13_000.0
+    assert call.state == CallState.RECONNECTING and call.sessions.reconnect_deadline == 13_000.0
     _restore(call, 10_500.0)
     call.voicelive_closed(1011, 10_600.0)  # restored, then lost at once: the same episode goes on
-    assert call.reconnect_deadline == 13_000.0
+    assert call.sessions.reconnect_deadline == 13_000.0
     _restore(call, 12_000.0)
     call.voicelive_closed(1011, 13_100.0)  # past the episode's budget: the call ends
     assert call.ended and call.end_reason == "voicelive_lost"
@@ -282,4 +282,4 @@ def test_a_session_that_lasted_starts_a_new_episode_when_it_drops() -> None:
     call.voicelive_closed(1011, 10_000.0)
     _restore(call, 10_500.0)
     call.voicelive_closed(1011, 16_000.0)  # it lived 5.5 s: a fresh episode with the whole budget
-    assert not call.ended and call.reconnect_deadline == 19_000.0
+    assert not call.ended and call.sessions.reconnect_deadline == 19_000.0

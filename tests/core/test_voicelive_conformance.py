@@ -355,9 +355,9 @@ def test_with_voice_live_turn_detection_caller_audio_is_never_decoded() -> None:
 def test_a_renewal_goes_on_even_with_no_reconnect_budget() -> None:
     call = ready_call(reconnect_budget_ms=0.0)
     call.schedule_renewal(100.0, 10.0)  # renewed after its first minute
-    due = call.renew_at
+    due = call.sessions.renew_at
     call.tick(due + 1)
-    assert call.wants_new_session
+    assert call.sessions.renewing
     call.voicelive_closed(1000, due + 2)
     assert call.state == CallState.RECONNECTING and not call.ended
     # a drop (not a renewal) with no budget still ends the call

@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway import call as call_module
 from gateway import metrics
 from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
@@ -21,6 +20,7 @@ from gateway.bridge import CONTEXT
 from gateway.call import spoken_text
 from gateway.carriers.twilio.phone import place_call
 from gateway.config import parse_config
+from gateway.core import sessions as sessions_module
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.softphone import Hangup, Say, Silence, WaitForBot
 from tests.sockets.loopback import post_as_twilio, serve, twilio_signed
@@ -187,7 +187,7 @@ async def test_a_session_that_stops_reading_ends_the_call_instead_of_growing_mem
 
 
 async def test_a_session_is_renewed_before_it_expires_without_losing_audio(monkeypatch) -> None:
-    monkeypatch.setattr(call_module, "MIN_SESSION_MS", 1500.0)
+    monkeypatch.setattr(sessions_module, "MIN_SESSION_MS", 1500.0)
     sim = await start_simulator(SimulatorSettings(audio_speed=8.0, session_lifetime_s=1800))
     # no input_transcription written: the gateway asks for it anyway, so the caller's turns survive
     runner, base = await _gateway(sim.endpoint, ", renew_before_expiry_s: 1799.9", profile="{model: gpt-realtime}")
