@@ -29,7 +29,7 @@ from gateway.log import get_logger
 from gateway.recording import CallRecorder, RecordingWriter
 from gateway.tools import ToolRunner
 from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnection, VoiceLiveConnector
-from gateway.wire import PHONE, VOICELIVE, PhoneLeg, WireCall
+from gateway.wire import PHONE, VOICELIVE, PhoneLeg, PhoneMessage, WireCall
 
 log = get_logger("gateway.bridge")
 
@@ -200,18 +200,21 @@ class CallBridge:
                 # Written at once, never waiting for Voice Live to read: a session that stops reading
                 # is caught by the backlog bound below instead of stalling the call's other leg.
                 try:
-                    for message in messages:
-                        if not ws.send_nowait(message):
-                            await ws.send(message)  # not open any more: raises ConnectionClosed
+                    for text in messages:
+                        if not ws.send_nowait(text):
+                            await ws.send(text)  # not open any more: raises ConnectionClosed
                 except ConnectionClosed as exc:
                     if not self.call.ended:
                         wire.voicelive_closed(exc.rcvd.code if exc.rcvd else None, self._now())
-        messages = wire.take_phone()
-        if messages and not self.phone.closed and not self._write_phone(messages):
-            send_str = self.phone.send_str  # (audio for a closed socket is dropped)
+        to_phone = wire.take_phone()
+        if to_phone and not self.phone.closed and not self._write_phone(to_phone):
+            send_str, send_bytes = self.phone.send_str, self.phone.send_bytes  # (audio for a closed socket is dropped)
             try:
-                for message in messages:
-                    await send_str(message)
+                for message in to_phone:
+                    if type(message) is bytes:
+                        await send_bytes(message)
+                    else:
+                        await send_str(message)  # type: ignore[arg-type]
             except ConnectionResetError:
                 self._phone_lost()
         self._wake_clock()
@@ -221,8 +224,8 @@ class CallBridge:
             self._tool_tasks.add(task)
             task.add_done_callback(self._tool_tasks.discard)
 
-    def _write_phone(self, messages: list[str]) -> bool:
-        """Write text messages to the phone as WebSocket frames in one system call (a piece of bot
+    def _write_phone(self, messages: list[PhoneMessage]) -> bool:
+        """Write messages to the phone as WebSocket frames in one system call (a piece of bot
         audio and its mark go together). False when aiohttp's own path must send them: no
         transport, or a backlog (aiohttp then waits for the socket to drain)."""
         transport = self.phone_transport

@@ -1,4 +1,4 @@
-"""WebSocket text frames written straight to a socket's transport: the one place frames are built.
+"""WebSocket frames written straight to a socket's transport: the one place frames are built.
 
 The gateway's hot path sends one small text message per caller frame and a piece of bot audio
 with its mark per phone write. The libraries' own send paths (a lock or context manager per
@@ -10,8 +10,9 @@ frames are built here, by RFC 6455 section 5.2, and written with one ``transport
   client does (masking protects proxies from page scripts; a server-side client runs none), with
   websockets' public ``apply_mask`` (its C speedup where built).
 
-Only unfragmented text frames are built; everything else takes the libraries' own paths. Callers
-check that the connection is open before writing.
+Only unfragmented data frames are built (text, and binary to the phone for carriers that carry raw
+audio); everything else takes the libraries' own paths. Callers check that the connection is open
+before writing.
 """
 
 from __future__ import annotations
@@ -26,22 +27,28 @@ from websockets.utils import apply_mask
 __all__ = ["client_text_frame", "server_text_frames"]
 
 _FIN_TEXT = 0x81
+_FIN_BINARY = 0x82
 _mask_bits = random.Random(os.urandom(32)).getrandbits
 
 
-def _header(size: int, masked: int) -> bytes:
+def _header(size: int, masked: int, opcode: int = _FIN_TEXT) -> bytes:
     if size < 126:
-        return bytes((_FIN_TEXT, masked | size))
+        return bytes((opcode, masked | size))
     if size < 65536:
-        return struct.pack("!BBH", _FIN_TEXT, masked | 126, size)
-    return struct.pack("!BBQ", _FIN_TEXT, masked | 127, size)
+        return struct.pack("!BBH", opcode, masked | 126, size)
+    return struct.pack("!BBQ", opcode, masked | 127, size)
 
 
-def server_text_frames(messages: Iterable[str]) -> bytes:
-    """Unmasked text frames for a server socket, one per message, ready for one write."""
+def server_text_frames(messages: Iterable[str | bytes]) -> bytes:
+    """Unmasked frames for a server socket, one per message (text for ``str``, binary for
+    ``bytes``), ready for one write."""
     out = bytearray()
     for message in messages:
-        data = message.encode()
+        if type(message) is bytes:
+            out += _header(len(message), 0, _FIN_BINARY)
+            out += message
+            continue
+        data = message.encode()  # type: ignore[union-attr]
         out += _header(len(data), 0)
         out += data
     return bytes(out)

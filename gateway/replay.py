@@ -83,9 +83,17 @@ def load_fixture(path: str | Path) -> Fixture:
 
 
 def _data(rec: dict[str, Any]) -> str | bytes:
+    """A recorded message as it was on the wire: text, or the bytes of a binary frame."""
     if "binary" in rec:
         return base64.b64decode(rec["binary"])
     return rec.get("msg", "")
+
+
+def _message_fields(message: str | bytes) -> dict[str, str]:
+    """How a record holds a message: ``msg`` for text, ``binary`` (base64) for a binary frame."""
+    if isinstance(message, bytes):
+        return {"binary": base64.b64encode(message).decode()}
+    return {"msg": message}
 
 
 @dataclass
@@ -93,7 +101,7 @@ class Sent:
     """A message the gateway sent: when, on which leg, and which input caused it."""
 
     t: float
-    text: str
+    text: str | bytes  # bytes: a binary frame
     cause: int  # index of the record whose input produced it
 
 
@@ -163,7 +171,7 @@ def run(fixture: Fixture) -> Replay:
         leg, t = rec["leg"], rec["t"]
         direction = rec.get("dir")
         if direction == "out":
-            expected[leg].append(Sent(t, rec.get("msg", ""), index))
+            expected[leg].append(Sent(t, _data(rec), index))
             continue
         if index <= start_index:
             continue
@@ -197,8 +205,8 @@ def run(fixture: Fixture) -> Replay:
                 wire.phone_back(t)
         for text in wire.take_voicelive():
             actual[VOICELIVE].append(Sent(t, text, index))
-        for text in wire.take_phone():
-            actual[PHONE].append(Sent(t, text, index))
+        for message in wire.take_phone():
+            actual[PHONE].append(Sent(t, message, index))
         for run_tool in wire.take_tools():
             text = json.dumps({"call_id": run_tool.call_id, "name": run_tool.name, "arguments": run_tool.arguments},
                               separators=(",", ":"))
@@ -219,8 +227,10 @@ def run(fixture: Fixture) -> Replay:
 _AUDIO_TEXT = re.compile(r'"(payload|audio|delta)":"([A-Za-z0-9+/]{24,}={0,2})"')
 
 
-def abbreviate(text: str, limit: int = 240) -> str:
+def abbreviate(text: str | bytes, limit: int = 240) -> str:
     """A message for humans: audio payloads shown as their size."""
+    if isinstance(text, bytes):
+        return f"<binary frame of {len(text)} bytes>"
     short = _AUDIO_TEXT.sub(lambda m: f'"{m.group(1)}":"<{b64_len(m.group(2))} bytes of audio>"', text)
     return short if len(short) <= limit else short[: limit - 3] + "..."
 
@@ -239,7 +249,10 @@ def _inputs_before(fixture: Fixture, cause: int, count: int = 4) -> list[str]:
         rec = fixture.records[index]
         if rec.get("dir") == "out":
             continue
-        what = abbreviate(rec["msg"]) if "msg" in rec else json.dumps({k: v for k, v in rec.items() if k != "t"})
+        if "msg" in rec or "binary" in rec:
+            what = abbreviate(_data(rec))
+        else:
+            what = json.dumps({k: v for k, v in rec.items() if k != "t"})
         lines.append(f"        t={rec['t']:.1f} ms  {rec['leg']} {rec.get('dir', '')}  {what}")
     return lines[-count:]
 
@@ -287,7 +300,9 @@ def first_difference(fixture: Fixture, expected: dict[str, list[Sent]], actual: 
 # --- invariants ----------------------------------------------------------------------------------
 
 
-def _json(text: str) -> dict[str, Any]:
+def _json(text: str | bytes) -> dict[str, Any]:
+    if isinstance(text, bytes):
+        return {}
     try:
         value = json.loads(text)
     except ValueError:
@@ -317,8 +332,8 @@ def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: Aud
     frames: list[str] = []
     for index in range(start_index + 1, min(end_index, closing_index if closing_index is not None else end_index)):
         rec = records[index]
-        if rec["leg"] == PHONE and rec.get("dir") == "in" and isinstance(rec.get("msg"), str):
-            payload = carrier.caller_audio(rec["msg"])
+        if rec["leg"] == PHONE and rec.get("dir") == "in" and ("msg" in rec or "binary" in rec):
+            payload = carrier.caller_audio(_data(rec))
             if payload is not None:
                 frames.append(payload)
     appended = _without_resends(sessions, frames)
@@ -331,7 +346,7 @@ def check_invariants(fixture: Fixture, actual: dict[str, list[Sent]], audio: Aud
     interrupted: set[str] = set()
     playing: set[str] = set()  # responses whose audio was sent to the phone
     active: set[str] = set()
-    phone_by_cause: dict[int, list[str]] = {}
+    phone_by_cause: dict[int, list[str | bytes]] = {}
     for s in actual[PHONE]:
         phone_by_cause.setdefault(s.cause, []).append(s.text)
     for index in range(start_index + 1, len(records)):
@@ -426,7 +441,7 @@ def rewrite_expected(replay: Replay) -> str:
     produced: dict[int, list[dict[str, Any]]] = {}
     for leg in (VOICELIVE, PHONE, TOOLS):  # the order in which the shell takes them
         for s in replay.actual[leg]:
-            produced.setdefault(s.cause, []).append({"t": s.t, "leg": leg, "dir": "out", "msg": s.text})
+            produced.setdefault(s.cause, []).append({"t": s.t, "leg": leg, "dir": "out", **_message_fields(s.text)})
     lines = [json.dumps(fixture.header, ensure_ascii=False)]
     for index, rec in enumerate(fixture.records):
         if rec.get("dir") == "out":

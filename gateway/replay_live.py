@@ -24,7 +24,7 @@ import yaml
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.audio import b64_len
+from gateway.audio import FORMATS, G711_ULAW, b64_len
 from gateway.call import RunTool
 from gateway.config import parse_config
 from gateway.replay import (
@@ -46,7 +46,7 @@ from gateway.wire import PHONE, TOOLS, VOICELIVE
 class _Scripted:
     after: int  # send once the gateway has sent this many messages to Voice Live
     delay_ms: float  # ... and this long after the last of them (or after the socket opened)
-    message: str | None  # None: close the socket
+    message: str | bytes | None  # None: close the socket
     code: int = 1000
 
 
@@ -56,6 +56,7 @@ def _phone_scripts(fixture: Fixture) -> tuple[list[tuple[float, str | bytes]], l
     therefore sent relative to them, like the Voice Live events."""
     timed: list[tuple[float, str | bytes]] = []
     marks: list[_Scripted] = []
+    carrier = _carrier(fixture)
     sent = 0
     anchor = 0.0
     for rec in fixture.records:
@@ -66,7 +67,7 @@ def _phone_scripts(fixture: Fixture) -> tuple[list[tuple[float, str | bytes]], l
             anchor = rec["t"]
         elif rec.get("dir") == "in":
             data = _data(rec)
-            if isinstance(data, str) and '"event":"mark"' in data:
+            if carrier.playback_ack(data):
                 marks.append(_Scripted(sent, rec["t"] - anchor, data))
             else:
                 timed.append((rec["t"], data))
@@ -148,7 +149,7 @@ class _ReplayServer:
                 if item.message is None:
                     await ws.close(code=item.code)
                     return
-                await ws.send_str(item.message)
+                await ws.send_str(str(item.message))  # Voice Live speaks JSON text
 
         player = asyncio.create_task(play())
         try:
@@ -182,7 +183,9 @@ def _config_for(fixture: Fixture, endpoint: str) -> Any:
 
 
 def _truncate_close(tolerance_ms: float):
-    def close(expected: str, actual: str) -> bool:
+    def close(expected: str | bytes, actual: str | bytes) -> bool:
+        if isinstance(expected, bytes) or isinstance(actual, bytes):
+            return False
         try:
             e, a = json.loads(expected), json.loads(actual)
         except ValueError:
@@ -198,7 +201,7 @@ AUDIO, CONTROL = "voicelive (caller audio)", "voicelive (other messages)"
 
 
 def _first_arrivals(sent: list[Sent]) -> list[Sent]:
-    seen: set[str] = set()
+    seen: set[str | bytes] = set()
     out = []
     for item in sent:
         if item.text not in seen:
@@ -207,8 +210,8 @@ def _first_arrivals(sent: list[Sent]) -> list[Sent]:
     return out
 
 
-def _stream(leg: str, text: str) -> str:
-    if leg != VOICELIVE:
+def _stream(leg: str, text: str | bytes) -> str:
+    if leg != VOICELIVE or isinstance(text, bytes):
         return leg
     return AUDIO if text.startswith('{"type":"input_audio_buffer.append"') else CONTROL
 
@@ -271,7 +274,7 @@ async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: flo
 
             async def receive() -> None:
                 async for msg in ws:
-                    if msg.type is aiohttp.WSMsgType.TEXT:
+                    if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                         phone_received.append((loop.time(), msg.data))
                         async with progress:
                             arrivals.append(loop.time())
@@ -283,7 +286,11 @@ async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: flo
                         await progress.wait_for(lambda: len(arrivals) > item.after)  # noqa: B023
                     due = arrivals[item.after] + item.delay_ms / 1000 / speed
                     await asyncio.sleep(max(0.0, due - loop.time()))  # the recorded phone's own timing
-                    if not ws.closed:
+                    if ws.closed:
+                        continue
+                    if isinstance(item.message, bytes):
+                        await ws.send_bytes(item.message)
+                    else:
                         await ws.send_str(str(item.message))
 
             receiver = asyncio.create_task(receive())
@@ -316,7 +323,8 @@ async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: flo
     expected: dict[str, list[Sent]] = {PHONE: [], AUDIO: [], CONTROL: [], TOOLS: []}
     for index, rec in enumerate(fixture.records):
         if rec.get("dir") == "out":
-            expected[_stream(rec["leg"], rec.get("msg", ""))].append(Sent(rec["t"], rec.get("msg", ""), index))
+            message = _data(rec)
+            expected[_stream(rec["leg"], message)].append(Sent(rec["t"], message, index))
     actual: dict[str, list[Sent]] = {PHONE: [], AUDIO: [], CONTROL: [], TOOLS: []}
     for leg, received in ((VOICELIVE, server.received), (PHONE, phone_received), (TOOLS, tool_requests)):
         for t, text in received:
@@ -339,9 +347,9 @@ def _live_problems(fixture: Fixture, server: _ReplayServer, actual: dict[str, li
         if rec["leg"] == VOICELIVE and rec.get("dir") == "in" and "response.audio.delta" in rec.get("msg", ""):
             m = json.loads(rec["msg"])
             received[str(m.get("item_id"))] = received.get(str(m.get("item_id")), 0) + b64_len(m.get("delta", ""))
-    bpm = 8 if fixture.header.get("audio_format", "g711_ulaw") == "g711_ulaw" else 48
+    bpm = FORMATS.get(str(fixture.header.get("audio_format", "g711_ulaw")), G711_ULAW).bytes_per_ms
     for sent in actual[CONTROL]:
-        if '"conversation.item.truncate"' in sent.text:
+        if isinstance(sent.text, str) and '"conversation.item.truncate"' in sent.text:
             m = json.loads(sent.text)
             have = received.get(str(m.get("item_id")), 0) // bpm
             if m.get("audio_end_ms", 0) > have:

@@ -15,13 +15,24 @@ from typing import Any, Protocol
 from gateway.call import Call, PhoneAction, RunTool, ShellAction
 from gateway.carriers.common import load_json
 
+PhoneMessage = str | bytes  # a text or a binary WebSocket frame
+
 
 class PhoneLeg(Protocol):
+    """A carrier's codec for one call: wire messages in, the call's phone actions out.
+
+    ``binary``: the carrier sends binary frames (raw audio) on its media socket, and ``feed`` takes
+    them as ``bytes``; on a leg without it a binary frame is bad input. ``encode`` gives the message
+    for an action, None when there is nothing to send, or a list when one action takes several
+    frames (e.g. audio cut into the fixed-size frames a carrier requires)."""
+
     carrier: str
+    binary: bool
 
-    def feed(self, call: Call, text: str, now: float) -> tuple[str, str] | None: ...
+    def feed(self, call: Call, data: Any, now: float, /) -> tuple[str, str] | None:
+        """One inbound message (``str``; ``bytes`` too on a binary leg): (problem, detail) when unusable."""
 
-    def encode(self, action: PhoneAction) -> str | None: ...
+    def encode(self, action: PhoneAction) -> PhoneMessage | list[PhoneMessage] | None: ...
 
 
 class Recorder(Protocol):
@@ -42,6 +53,7 @@ class WireCall:
         self.recorder = recorder
         self.bad_input: dict[str, int] = {}
         self._now = call.started_at
+        self._binary = getattr(leg, "binary", False) is True
 
     # --- input ---------------------------------------------------------------------------
 
@@ -49,7 +61,7 @@ class WireCall:
         self._now = now
         if self.recorder is not None:
             self.recorder.record(now, PHONE, IN, data)
-        if isinstance(data, bytes):
+        if isinstance(data, bytes) and not self._binary:
             self.reject("binary-frame", f"{len(data)} bytes; text frames only", PHONE)
             return
         if self.call.ended:
@@ -173,13 +185,21 @@ class WireCall:
                 self.recorder.record(self._now, TOOLS, OUT, message)
         return runs
 
-    def take_phone(self) -> list[str]:
+    def take_phone(self) -> list[PhoneMessage]:
         call = self.call
         if not call.to_phone:
             return []
         actions, call.to_phone = call.to_phone, []
         encode = self.leg.encode
-        messages = [m for m in map(encode, actions) if m is not None]
+        messages: list[PhoneMessage] = []
+        for action in actions:
+            message = encode(action)
+            if message is None:
+                continue
+            if type(message) is list:
+                messages += message
+            else:
+                messages.append(message)  # type: ignore[arg-type]
         if self.recorder is not None:
             for message in messages:
                 self.recorder.record(self._now, PHONE, OUT, message)

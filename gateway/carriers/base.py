@@ -87,9 +87,14 @@ class Carrier(ABC):
         return {}
 
     @abstractmethod
-    def caller_audio(self, message: str) -> str | None:
+    def caller_audio(self, message: str | bytes) -> str | None:
         """The caller audio (base64) an inbound phone message carries, else None."""
 
     @abstractmethod
-    def outbound_kind(self, message: str) -> str | None:
+    def outbound_kind(self, message: str | bytes) -> str | None:
         """What an outbound phone message is: "audio" (bot audio), "flush" (playback cleared), or None."""
+
+    def playback_ack(self, message: str | bytes) -> bool:
+        """Whether an inbound phone message acknowledges playback (a mark echoed back): a replay over
+        sockets sends these in answer to what the gateway sent, not on the caller's clock."""
+        return False

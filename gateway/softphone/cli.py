@@ -91,9 +91,31 @@ def register_cli(subparsers: Any) -> None:
         "--timeout", type=float, default=30.0, metavar="S",
         help="seconds to wait for each bot answer (default %(default)s)",
     )
+    from gateway.carriers.registry import carrier_names
+
+    parser.add_argument(
+        "url", nargs="?",
+        help="the call's webhook (http(s)://) or media socket (ws(s)://), as the carrier named by --carrier "
+        "answers them",
+    )
+    parser.add_argument(
+        "--carrier", choices=carrier_names(), metavar="NAME",
+        help="whose call the positional URL is: " + ", ".join(carrier_names()) + f" (default: {carrier_names()[0]})",
+    )
     for phone in phones:
         phone.add_arguments(parser)
     parser.set_defaults(func=run_call_command)
+
+
+def positional_url(args: argparse.Namespace, carrier: str) -> str | None:
+    """The positional URL of ``gateway call`` when it is ``carrier``'s call (``--carrier``; the first
+    carrier's when none is named), else None."""
+    from gateway.carriers.registry import carrier_names
+
+    url: str | None = getattr(args, "url", None)
+    if not url or (getattr(args, "carrier", None) or carrier_names()[0]) != carrier:
+        return None
+    return url
 
 
 def _print_event(

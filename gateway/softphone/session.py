@@ -201,6 +201,10 @@ class _Call(Generic[R]):
     async def _handle_text(self, data: str) -> None:
         raise NotImplementedError
 
+    async def _handle_binary(self, data: bytes) -> None:
+        """A binary frame from the gateway (carriers that carry raw audio override this)."""
+        self._violation(f"binary frame of {len(data)} bytes (only text frames are allowed)")
+
     async def _reconnect(self) -> bool:
         raise TypeError(f"a {self.carrier} call cannot reconnect its media socket")
 
@@ -220,6 +224,17 @@ class _Call(Generic[R]):
     async def _send(self, message: dict[str, Any]) -> bool:
         async with self._send_lock:
             return await self._write(message)
+
+    async def _write_bytes(self, data: bytes) -> bool:
+        """Send one binary frame; the caller holds the send lock. False once the socket is broken."""
+        if self.send_failed:
+            return False
+        try:
+            await self.ws.send_bytes(data)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError):
+            self.send_failed = True
+            return False
+        return True
 
     # -- receiving
 
@@ -247,7 +262,7 @@ class _Call(Generic[R]):
             if msg.type is aiohttp.WSMsgType.TEXT:
                 await self._handle_text(msg.data)
             elif msg.type is aiohttp.WSMsgType.BINARY:
-                self._violation(f"binary frame of {len(msg.data)} bytes (only text frames are allowed)")
+                await self._handle_binary(msg.data)
             elif msg.type in (
                 aiohttp.WSMsgType.CLOSE,
                 aiohttp.WSMsgType.CLOSING,

@@ -80,14 +80,14 @@ class AcsCarrier(Carrier):
         # a replayed phone that hangs up closes its socket: the call ends after the grace for a reconnect
         return {"acs": {"sample_rate": audio.sample_rate, "reconnect_grace_s": REPLAY_RECONNECT_GRACE_S}}
 
-    def caller_audio(self, message: str) -> str | None:
+    def caller_audio(self, message: str | bytes) -> str | None:
         try:
             event = codec.parse_message(message)
         except codec.AcsProtocolError:
             return None
         return event.data if isinstance(event, codec.Audio) else None
 
-    def outbound_kind(self, message: str) -> str | None:
+    def outbound_kind(self, message: str | bytes) -> str | None:
         try:
             kind = json.loads(message).get("kind")
         except (ValueError, AttributeError):

@@ -103,6 +103,7 @@ class AcsLeg:
     """The phone leg of one call on ACS: wire text in and out of a :class:`Call` (paced playback)."""
 
     carrier = "acs"
+    binary = False  # JSON text frames only
     __slots__ = ()
 
     def feed(self, call: Call, text: str, now: float) -> tuple[str, str] | None:

@@ -329,8 +329,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def call_url(args: argparse.Namespace) -> str | None:
-    """The URL of the ACS call ``gateway call`` was asked to place (``--acs``), if it was."""
-    url: str | None = args.acs
+    """The URL of the ACS call ``gateway call`` was asked to place (``--acs URL``, or the positional
+    URL with ``--carrier acs``), if it was."""
+    from gateway.softphone.cli import positional_url
+
+    url: str | None = args.acs or positional_url(args, "acs")
     return url or None
 
 

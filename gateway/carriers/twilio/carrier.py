@@ -54,14 +54,17 @@ class TwilioCarrier(Carrier):
     def replay_socket(self, header: dict[str, Any]) -> tuple[str, dict[str, str]]:
         return "/twilio/media", {}  # the recorded start message names the call
 
-    def caller_audio(self, message: str) -> str | None:
+    def caller_audio(self, message: str | bytes) -> str | None:
         try:
             event = codec.parse_message(message)
         except codec.TwilioProtocolError:
             return None
         return event.payload if isinstance(event, codec.Media) and event.track == "inbound" else None
 
-    def outbound_kind(self, message: str) -> str | None:
+    def playback_ack(self, message: str | bytes) -> bool:
+        return isinstance(message, str) and '"event":"mark"' in message
+
+    def outbound_kind(self, message: str | bytes) -> str | None:
         try:
             event = json.loads(message).get("event")
         except (ValueError, AttributeError):

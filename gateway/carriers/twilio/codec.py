@@ -242,6 +242,7 @@ class TwilioLeg:
     """The phone leg of one call on Twilio: wire text in and out of a :class:`Call`."""
 
     carrier = "twilio"
+    binary = False  # JSON text frames only
     __slots__ = ("encoder", "start")
 
     def __init__(self, start: Start) -> None:

@@ -323,10 +323,7 @@ URL_HINT = "the gateway's Twilio URL"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The URL of a Twilio call (the positional argument) and the options of Twilio calls."""
-    parser.add_argument(
-        "url", nargs="?", help="http(s)://host/twilio/voice or ws(s)://host/twilio/media (Twilio calls)"
-    )
+    """The options of Twilio calls (the positional URL is Twilio's unless ``--carrier`` names another)."""
     parser.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="Twilio: a stream customParameter"
     )
@@ -342,8 +339,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def call_url(args: argparse.Namespace) -> str | None:
     """The URL of the Twilio call ``gateway call`` was asked to place, if it was."""
-    url: str | None = args.url
-    return url or None
+    from gateway.softphone.cli import positional_url
+
+    return positional_url(args, "twilio")
 
 
 def misused_options(args: argparse.Namespace) -> str | None:
