@@ -103,7 +103,7 @@ class Scenario:
     sim: dict[str, Any] = field(default_factory=dict)  # SimulatorSettings fields
     hook: Hook | None = None  # runs beside the call; the event is set when bot audio starts playing
     reconnect_budget_s: float = 5.0
-    carrier: str = "twilio"  # or "acs": the call comes over ACS media streaming
+    carrier: str = "twilio"  # the carrier whose phone places the call (see PLACERS)
 
 
 async def _send_error(sim: RunningSimulator, bot_audio: asyncio.Event) -> None:
@@ -255,16 +255,7 @@ async def _record(name: str, scenario: Scenario, out: Path, tool_url: str) -> Pa
                 await site.start()
                 port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
                 hook = asyncio.create_task(scenario.hook(sim, bot_audio)) if scenario.hook else None
-                if scenario.carrier == "acs":
-                    correlation = f"corr-{name}"
-                    token = app[CONTEXT].tokens.issue({"profile": scenario.profile, "correlation": correlation},
-                                                      3600, carrier="acs")
-                    await place_acs_call(f"ws://127.0.0.1:{port}/acs/media?ctx={token}", scenario.steps,
-                                         call_connection_id=f"acs-{name}", correlation_id=correlation,
-                                         on_event=on_event)
-                else:
-                    await place_call(f"ws://127.0.0.1:{port}/twilio/media", scenario.steps,
-                                     params={"profile": scenario.profile}, on_event=on_event)
+                await PLACERS[scenario.carrier](app, port, name, scenario, on_event)
                 if hook is not None:
                     await hook
             finally:
@@ -273,6 +264,28 @@ async def _record(name: str, scenario: Scenario, out: Path, tool_url: str) -> Pa
         target = out / f"{name}.jsonl"
         target.write_text(recorded.read_text(encoding="utf-8"), encoding="utf-8")
         return target
+
+
+# --- how each carrier's call is placed (the gateway runs in insecure dev mode on loopback) ---------
+
+
+async def _twilio(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
+    await place_call(f"ws://127.0.0.1:{port}/twilio/media", scenario.steps,
+                     params={"profile": scenario.profile}, on_event=on_event)
+
+
+async def _acs(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
+    correlation = f"corr-{name}"
+    token = app[CONTEXT].tokens.issue({"profile": scenario.profile, "correlation": correlation}, 3600, carrier="acs")
+    await place_acs_call(f"ws://127.0.0.1:{port}/acs/media?ctx={token}", scenario.steps,
+                         call_connection_id=f"acs-{name}", correlation_id=correlation, on_event=on_event)
+
+
+Placer = Callable[[web.Application, int, str, Scenario, Any], Awaitable[None]]
+PLACERS: dict[str, Placer] = {
+    "twilio": _twilio,
+    "acs": _acs,
+}
 
 
 async def main(names: list[str]) -> int:
