@@ -1,9 +1,10 @@
-"""Load generator: many simulated Twilio calls against a running gateway, from one process.
+"""Load generator: many simulated phone calls against a running gateway, from one process.
 
-Each call opens ``/twilio/media`` signed like Twilio (``X-Twilio-Signature``, and the per-call
-token the webhook would have handed out), streams a 20 ms µ-law frame every 20 ms, plays the
-bot's audio back in real time and echoes marks when their audio has played, like Twilio; a
-``clear`` flushes playback and echoes the pending marks at once. One timer drives every call, so
+Each call opens the carrier's media socket the way that carrier does (``--carrier``; a dialect
+class per carrier: for Twilio ``X-Twilio-Signature`` and the per-call token the webhook would have
+handed out), streams a 20 ms µ-law frame every 20 ms, plays the bot's audio back in real time and
+acknowledges each mark when its audio has played; a flush drops playback and acknowledges the
+pending marks at once. One timer drives every call, so
 the generator stays cheap: it is not what limits the figures.
 
 Every caller frame carries a marker (call, frame number, send time) that the benchmark Voice Live
@@ -61,11 +62,63 @@ class SimCall:
     closed: bool = False
 
 
+AUDIO, MARK, FLUSH = "audio", "mark", "flush"
+
+
+class TwilioDialect:
+    """Twilio Media Streams: JSON text, base64 audio, marks echoed when played."""
+
+    path = "/twilio/media"
+    bytes_per_s = 8000
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.token = args.twilio_token
+        self.tokens = CallTokens(args.signing_key.encode())
+
+    def headers(self, url: str) -> dict[str, str]:
+        return {"X-Twilio-Signature": twilio_signature(self.token, url)}
+
+    def opening(self, call: SimCall) -> list[str | bytes]:
+        token = self.tokens.issue({"call": call.sid.replace("MZ", "CA"), "profile": "bench"}, 600)
+        return [json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+                json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": call.sid, "start": {
+                    "streamSid": call.sid, "accountSid": "ACbench", "callSid": call.sid.replace("MZ", "CA"),
+                    "tracks": ["inbound"], "customParameters": {"profile": "bench", "token": token},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})]
+
+    def frame(self, call: SimCall, now: float) -> str | bytes:
+        payload = frame_payload(call.number, call.seq, now)
+        chunk = call.seq + 1
+        return (f'{{"event":"media","streamSid":"{call.sid}","media":{{"track":"inbound",'
+                f'"chunk":"{chunk}","timestamp":"{chunk * 20}","payload":"{payload}"}}}}')
+
+    def read(self, data: str | bytes) -> tuple[str, Any] | None:
+        """(AUDIO, (bytes of audio, marker or None)), (MARK, name), (FLUSH, None), or None."""
+        if type(data) is not str:
+            return None
+        if data.startswith('{"event":"media"'):
+            payload = data[data.index('"payload":"') + 11: -3]
+            return AUDIO, (b64_len(payload), read_marker(payload, BOT_MAGIC))
+        if data.startswith('{"event":"mark"'):
+            return MARK, json.loads(data)["mark"]["name"]
+        if data.startswith('{"event":"clear"'):
+            return FLUSH, None
+        return None
+
+    def echo(self, call: SimCall, name: str) -> str | bytes:
+        return f'{{"event":"mark","streamSid":"{call.sid}","mark":{{"name":{json.dumps(name)}}}}}'
+
+    def stop(self, call: SimCall) -> str | bytes | None:
+        return json.dumps({"event": "stop", "streamSid": call.sid})
+
+
+DIALECTS: dict[str, Any] = {"twilio": TwilioDialect}
+
+
 class LoadGenerator:
-    def __init__(self, url: str, twilio_token: str, signing_key: str, window: tuple[float, float]) -> None:
+    def __init__(self, url: str, dialect: Any, window: tuple[float, float]) -> None:
         self.url = url
-        self.twilio_token = twilio_token
-        self.tokens = CallTokens(signing_key.encode())
+        self.dialect = dialect
         self.window = window
         self.calls: list[SimCall] = []
         self.bot_delays: list[float] = []
@@ -76,46 +129,42 @@ class LoadGenerator:
         self._readers: list[asyncio.Task[None]] = []
 
     async def open_call(self, number: int) -> None:
-        call_sid = "CA" + uuid.uuid4().hex
-        sid = "MZ" + uuid.uuid4().hex
+        dialect = self.dialect
+        call_sid = "MZ" + uuid.uuid4().hex
         try:
-            ws = await connect(self.url, additional_headers={"X-Twilio-Signature": twilio_signature(
-                self.twilio_token, self.url)}, compression=None, max_size=1 << 22,
-                create_connection=VoiceLiveConnection, ping_interval=None)
+            ws = await connect(self.url, additional_headers=dialect.headers(self.url), compression=None,
+                               max_size=1 << 22, create_connection=VoiceLiveConnection, ping_interval=None)
         except (WebSocketException, OSError) as exc:
             self.errors.append(f"call {number}: {type(exc).__name__}: {exc}")
             return
-        token = self.tokens.issue({"call": call_sid, "profile": "bench"}, 600)
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
-            "streamSid": sid, "accountSid": "ACbench", "callSid": call_sid, "tracks": ["inbound"],
-            "customParameters": {"profile": "bench", "token": token},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
-        call = SimCall(number, ws, sid)
+        call = SimCall(number, ws, call_sid)
+        for message in dialect.opening(call):
+            await ws.send(message)
         self.calls.append(call)
         self._readers.append(asyncio.create_task(self.receive(call)))
 
     async def receive(self, call: SimCall) -> None:
         start, end = self.window
+        read, rate = self.dialect.read, self.dialect.bytes_per_s
         try:
             async for data in call.ws:
-                if type(data) is not str:
+                got = read(data)
+                if got is None:
                     continue
+                kind, value = got
                 now = time.monotonic()
-                if data.startswith('{"event":"media"'):
-                    payload = data[data.index('"payload":"') + 11: -3]
-                    marker = read_marker(payload, BOT_MAGIC)
+                if kind is AUDIO:
+                    size, marker = value
                     if marker is not None and start <= now <= end:
                         self.bot_delays.append((now - marker[2]) * 1000.0)
                         self.bot_blocks += 1
-                    call.play_end = max(call.play_end, now) + b64_len(payload) / 8000.0
-                elif data.startswith('{"event":"mark"'):
-                    name = json.loads(data)["mark"]["name"]
+                    call.play_end = max(call.play_end, now) + size / rate
+                elif kind is MARK:
                     if call.play_end <= now:
-                        await self.echo(call, name)
+                        await self.echo(call, value)
                     else:
-                        call.marks.append((name, call.play_end))
-                elif data.startswith('{"event":"clear"'):
+                        call.marks.append((value, call.play_end))
+                elif kind is FLUSH:
                     call.clears.append(now)
                     call.play_end = now
                     while call.marks:
@@ -126,7 +175,7 @@ class LoadGenerator:
             call.closed = True
 
     async def echo(self, call: SimCall, name: str) -> None:
-        await call.ws.send(f'{{"event":"mark","streamSid":"{call.sid}","mark":{{"name":{json.dumps(name)}}}}}')
+        await call.ws.send(self.dialect.echo(call, name))
 
     async def tick_all(self, until: float, phases: int = 5) -> None:
         """The one timer: every 20 ms each call sends its next frame and echoes the marks now due.
@@ -138,6 +187,7 @@ class LoadGenerator:
         t0 = loop.time()
         step = FRAME_S / phases
         clock = time.monotonic
+        frame = self.dialect.frame
         k = 0
         while clock() < until:
             k += 1
@@ -149,13 +199,11 @@ class LoadGenerator:
                 if call.closed or call.number % phases != phase:
                     continue
                 now = clock()  # each frame's own send time: a burst of sends takes a while
-                payload = frame_payload(call.number, call.seq, now)
+                message = frame(call, now)
                 call.seq += 1
                 try:
-                    message = (f'{{"event":"media","streamSid":"{call.sid}","media":{{"track":"inbound",'
-                               f'"chunk":"{call.seq}","timestamp":"{call.seq * 20}","payload":"{payload}"}}}}')
-                    if not call.ws.send_nowait(message):
-                        await call.ws.send(message)
+                    if type(message) is not str or not call.ws.send_nowait(message):
+                        await call.ws.send(message)  # binary frames take websockets' own path
                     while call.marks and call.marks[0][1] <= now:
                         await self.echo(call, call.marks.popleft()[0])
                 except (ConnectionClosed, OSError) as exc:
@@ -172,8 +220,9 @@ class LoadGenerator:
         await ticker
         for call in self.calls:
             try:
-                if not call.closed:
-                    await call.ws.send(json.dumps({"event": "stop", "streamSid": call.sid}))
+                stop = self.dialect.stop(call)
+                if not call.closed and stop is not None:
+                    await call.ws.send(stop)
                 await call.ws.close()
             except (ConnectionClosed, OSError):
                 pass
@@ -201,11 +250,12 @@ def main() -> None:
     parser.add_argument("--window", type=float, nargs=2, required=True, metavar=("START", "END"),
                         help="measure bot audio delays between these time.monotonic() values")
     parser.add_argument("--ramp", type=float, default=50.0, help="calls opened per second")
-    parser.add_argument("--twilio-token", required=True)
+    parser.add_argument("--carrier", choices=sorted(DIALECTS), default="twilio", help="whose calls to place")
+    parser.add_argument("--twilio-token", help="Twilio: the auth token requests are signed with")
     parser.add_argument("--signing-key", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    generator = LoadGenerator(args.url, args.twilio_token, args.signing_key, tuple(args.window))
+    generator = LoadGenerator(args.url, DIALECTS[args.carrier](args), tuple(args.window))
     result = run_fast(generator.run(args.calls, args.first, args.duration, args.ramp))
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f)

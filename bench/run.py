@@ -174,7 +174,8 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
                 [PY, str(ROOT / "bench" / "loadgen.py"), "--url", f"ws://127.0.0.1:{gw_port}/twilio/media",
                  "--calls", str(share), "--first", str(i * 100_000), "--ramp", str(args.ramp / processes),
                  "--duration", str(window[1] - start + 1.0), "--window", str(window[0]), str(window[1]),
-                 "--twilio-token", twilio_token, "--signing-key", signing_key, "--out", str(out)],
+                 "--carrier", "twilio", "--twilio-token", twilio_token, "--signing-key", signing_key,
+                 "--out", str(out)],
                 cwd=ROOT, stdout=open(logs / f"loadgen-{i}.log", "wb"), stderr=subprocess.STDOUT))
         await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
         await fetch(f"http://127.0.0.1:{vl_port}/bench/reset", "POST")
