@@ -6,6 +6,7 @@ Plivo's REST API."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -50,9 +51,10 @@ class PlivoBridge(CallBridge):
         try:
             if token is None or auth_id is None or self.rest is None or not self.public:
                 raise RuntimeError("no Plivo auth id and token")
-            auth = aiohttp.BasicAuth(auth_id, token.get_secret_value())
+            basic = base64.b64encode(f"{auth_id}:{token.get_secret_value()}".encode()).decode()
             async with asyncio.timeout(TRANSFER_TIMEOUT_S), self.rest.post(
-                    call_url(settings.api_base_url, auth_id, self.call.call_id), json=body, auth=auth) as reply:
+                    call_url(settings.api_base_url, auth_id, self.call.call_id), json=body,
+                    headers={"Authorization": "Basic " + basic}) as reply:
                 if reply.status >= 300:
                     raise RuntimeError(f"HTTP {reply.status}")
             self.log.info("call transferred", carrier="plivo")
