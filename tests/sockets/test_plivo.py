@@ -3,6 +3,7 @@ with a local stand-in for Plivo's REST API (nothing leaves the machine)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -10,23 +11,29 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import numpy as np
+import pytest
 from aiohttp import web
 
 from gateway import metrics
 from gateway.app import create_app
-from gateway.audio import ASSETS, load_ulaw_8k
+from gateway.audio import ASSETS, load_ulaw_8k, read_wav, write_wav
 from gateway.bridge import CONTEXT
 from gateway.call import TRANSFER_WORDS, spoken_text
+from gateway.carriers.plivo.auth import NONCE_HEADER, SIGNATURE_HEADER, check_plivo_signature
+from gateway.carriers.plivo.codec import stream_xml
 from gateway.carriers.plivo.phone import PlivoCallReport, parse_stream_xml, place_plivo_call, signed_headers
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.simulator.server import SimSession
 from gateway.softphone import CallRejected, Dtmf, Hangup, Say, Silence, WaitForBot
-from tests.sockets.loopback import serve
+from gateway.softphone.cli import register_cli
+from tests.sockets.loopback import refusing_port, serve, serve_in_thread
 
 AUTH_ID = "MAZDQ1ZDA2YTI5NDEXAMPLE"
 TOKEN = "plivo-test-auth-token-0123456789"
@@ -368,3 +375,93 @@ async def test_hostile_messages_on_the_media_socket_are_logged_and_the_call_goes
                 "track": "inbound", "timestamp": "1", "chunk": 1, "payload": payload}}))
         session = await rig.session()
     assert session.appended == [payload]  # the call went on through every bad message
+
+
+# --- `gateway call --carrier plivo` -----------------------------------------------------------------
+
+SEEN: web.AppKey[list[Any]] = web.AppKey("seen", list)
+
+
+async def _fake_answer(request: web.Request) -> web.Response:
+    """An answer URL that checks Plivo's signature and streams to the fake gateway's media socket."""
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    ok = check_plivo_signature(TOKEN, "POST", str(request.url), form, request.headers.get(SIGNATURE_HEADER),
+                               request.headers.get(NONCE_HEADER))
+    request.app[SEEN].append(("answer", ok, form))
+    if not ok:
+        return web.Response(status=403)
+    media = str(request.url.with_scheme("ws").with_path("/plivo/media").with_query({"token": "t"}))
+    return web.Response(text=stream_xml(media, after_url=str(request.url.with_path("/plivo/stream-ended"))),
+                        content_type="application/xml")
+
+
+async def _fake_media(request: web.Request) -> web.WebSocketResponse:
+    """Answers each caller turn (speech, then silence) with 200 ms of audio and a checkpoint, and
+    clears the second answer mid-way."""
+    seen = request.app[SEEN]
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    stream, talking, turns = "", False, 0
+    async for msg in ws:
+        data = json.loads(msg.data)
+        seen.append(data["event"])
+        if data["event"] == "start":
+            stream = data["start"]["streamId"]
+        elif data["event"] == "media":
+            silent = data["media"]["payload"] == base64.b64encode(b"\xff" * 160).decode()
+            if talking and silent:
+                turns += 1
+                await ws.send_str(json.dumps({"event": "playAudio", "media": {
+                    "contentType": "audio/x-mulaw", "sampleRate": 8000,
+                    "payload": base64.b64encode(b"\x55" * 1600).decode()}}))
+                await ws.send_str(json.dumps({"event": "checkpoint", "streamId": stream, "name": f"turn{turns}"}))
+            talking = not silent
+    return ws
+
+
+def _cli(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gateway")
+    register_cli(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["call", *argv])
+
+
+def test_cli_plivo_call_posts_the_signed_answer_and_plays_the_stream(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t = np.arange(3200) / 8000
+    write_wav(tmp_path / "hello.wav", (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16), 8000)
+    app = web.Application()
+    app[SEEN] = seen = []
+    app.router.add_post("/plivo/answer", _fake_answer)
+    app.router.add_get("/plivo/media", _fake_media)
+    with serve_in_thread(app, shutdown_timeout=1.0) as base:
+        args = _cli("--carrier", "plivo", base + "/plivo/answer", "--plivo-auth-token", TOKEN,
+                    "--plivo-to", SALES, "--play", str(tmp_path / "hello.wav"), "--timeout", "3",
+                    "--greeting-wait", "0.2", "--record", str(tmp_path / "out.wav"))
+        code = args.func(args)
+    printed = capsys.readouterr()
+    assert code == 0, printed
+    (_, signed_ok, form), *events = seen
+    assert signed_ok and form["To"] == SALES and form["CallUUID"]
+    assert events[0] == "start" and "media" in events
+    assert "playedStream" in events  # the checkpoint was answered once its audio had played
+    assert f"call {form['CallUUID']}, stream " in printed.out
+    assert "checkpoints: 1 received, 1 played" in printed.out
+    assert "protocol violations: 0" in printed.out and TOKEN not in printed.out
+    assert read_wav(tmp_path / "out.wav").rate == 8000
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--carrier", "plivo", "http://127.0.0.1:{port}/plivo/answer"), "cannot reach the answer URL"),
+    (("--carrier", "plivo", "ftp://gw.example.com/plivo/answer"), "bad URL"),
+    (("http://127.0.0.1:{port}/twilio/voice", "--plivo-to", "+1555"), "are for Plivo calls"),
+    (("--carrier", "plivo", "http://127.0.0.1:{port}/plivo/answer", "--param", "a=b"), "--param is for Twilio"),
+])
+def test_cli_plivo_errors_are_one_line(argv: tuple[str, ...], message: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    sock, port = refusing_port()
+    with sock:
+        args = _cli(*(a.replace("{port}", str(port)) for a in argv))
+        assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gateway call: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
