@@ -234,8 +234,20 @@ def test_speak_dial_and_hangup_xml() -> None:
     assert [(e.tag, e.text) for e in spoken] == [("Speak", "Sorry <&> goodbye"), ("Hangup", None)]
     dial = ET.fromstring(plivo.dial_xml("+14155550100", caller_id="+15555550100"))
     (element,) = list(dial)
-    assert element.tag == "Dial" and element.get("callerId") == "+15555550100"
-    assert [(e.tag, e.text) for e in element] == [("Number", "+14155550100")]
+    assert element.tag == "Dial" and element.get("callerId") == "15555550100"  # Plivo writes no plus
+    assert [(e.tag, e.text) for e in element] == [("Number", "14155550100")]
+
+
+@pytest.mark.parametrize(("given", "routed"), [
+    ("14155550100", "+14155550100"),  # as Plivo writes numbers
+    ("+14155550100", "+14155550100"),
+    ("+1 (415) 555-0100", "+14155550100"),
+    ("sip:john1234@phone.plivo.com", "sip:john1234@phone.plivo.com"),
+    ("1234", "1234"),
+    ("", ""),
+])
+def test_called_numbers_are_routed_in_e164_with_the_plus(given: str, routed: str) -> None:
+    assert plivo.e164(given) == routed
     assert [e.tag for e in ET.fromstring(plivo.hangup_xml())] == ["Hangup"]
 
 

@@ -16,6 +16,9 @@ What the documentation leaves open, and what is assumed here:
   a late ``playedStream`` for one of them is ignored.
 * The protocol reference lists no inbound ``stop``; some of Plivo's examples show one. It is taken
   as the caller hanging up when it comes; the socket closing means the same either way.
+* Plivo writes phone numbers in E.164 without the plus (``14155550100``), in its webhooks and its
+  XML alike: the gateway adds the plus to route a called number (``+14155550100``, as config.yaml
+  writes numbers) and drops it in the XML it answers with.
 * Only ``audio/x-mulaw`` at 8000 Hz is taken: it passes through to Voice Live's ``g711_ulaw``
   untouched. A stream started in another format is refused at its ``start``.
 """
@@ -23,6 +26,7 @@ What the documentation leaves open, and what is assumed here:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
@@ -32,6 +36,22 @@ from gateway.carriers.common import keypad_key, load_json, short
 
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"  # what the <Stream> asks for
 ENCODING, SAMPLE_RATE = "audio/x-mulaw", 8000
+
+
+_DIGITS = re.compile(r"[0-9]{8,15}")
+_PUNCTUATION = re.compile(r"[\s\-.()]")
+
+
+def e164(number: str) -> str:
+    """A number as Plivo writes it (``14155550100``) as config.yaml writes it (``+14155550100``);
+    anything that is not such a number (a SIP URI, an empty string) is returned unchanged."""
+    digits = _PUNCTUATION.sub("", number).removeprefix("+")
+    return "+" + digits if _DIGITS.fullmatch(digits) else number
+
+
+def plivo_number(number: str) -> str:
+    """An E.164 number as Plivo's XML writes it: without the plus."""
+    return number[1:] if number.startswith("+") else number
 
 
 class PlivoProtocolError(ValueError):
@@ -220,8 +240,8 @@ def speak_xml(text: str) -> str:
 
 def dial_xml(number: str, caller_id: str | None = None) -> str:
     """Plivo XML that hands the call over to ``number`` (a transfer)."""
-    attrs = f" callerId={quoteattr(caller_id)}" if caller_id else ""
-    return f"{_XML_HEAD}<Response><Dial{attrs}><Number>{escape(number)}</Number></Dial></Response>"
+    attrs = f" callerId={quoteattr(plivo_number(caller_id))}" if caller_id else ""
+    return f"{_XML_HEAD}<Response><Dial{attrs}><Number>{escape(plivo_number(number))}</Number></Dial></Response>"
 
 
 class PlivoLeg:

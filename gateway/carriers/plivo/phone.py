@@ -36,6 +36,7 @@ import aiohttp
 
 from gateway.audio import G711_ULAW, ULAW_SILENCE_BYTE, is_base64
 from gateway.carriers.plivo.auth import NONCE_HEADER, SIGNATURE_HEADER, plivo_signature
+from gateway.carriers.plivo.codec import plivo_number
 from gateway.softphone.report import CallError, CallRejected, CallReport, write_call_wav
 from gateway.softphone.script import Dtmf, Hangup, Reconnect, Say, Silence, Step, WaitForBot
 from gateway.softphone.session import EventCallback, _Call, _check_url, _Events, _open_socket
@@ -268,8 +269,8 @@ async def place_plivo_call(
         if kind == "webhook":
             form = {
                 "CallUUID": call_id,
-                "From": from_,
-                "To": to,
+                "From": plivo_number(from_),  # Plivo writes numbers without the plus
+                "To": plivo_number(to),
                 "Direction": "inbound",
                 "CallStatus": "ringing",
                 "Event": "StartApp",

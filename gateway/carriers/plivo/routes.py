@@ -71,7 +71,7 @@ async def plivo_answer(request: web.Request) -> web.Response:
     form, refusal = await _signed_form(request, ctx, "answer")
     if refusal is not None:
         return refusal
-    to, call_uuid = form.get("To", ""), form.get("CallUUID", "")
+    to, call_uuid = plivo.e164(form.get("To", "")), form.get("CallUUID", "")
     busy = ctx.refusal()
     if busy is not None:
         log.warning("call refused", call_id=call_uuid, reason=busy)
