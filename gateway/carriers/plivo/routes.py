@@ -8,7 +8,8 @@ socket is authenticated by a signed per-call token instead: the answer puts it i
 query string, the upgrade is refused without a valid one, and at ``start`` it must name the call
 Plivo announced. It binds the stream to that call and to the profile chosen for it, on any
 replica, and opens that stream once (a replayed ``start`` is refused by the replica that saw the
-first one).
+first one). (The ``<Stream extraHeaders>`` attribute would carry it into ``start``, but it takes
+letters and digits only, and the token is base64url with a dot.)
 """
 
 from __future__ import annotations
