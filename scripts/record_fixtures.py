@@ -28,6 +28,7 @@ from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
 from gateway.bridge import CONTEXT
 from gateway.carriers.acs.phone import place_acs_call
+from gateway.carriers.plivo.phone import place_plivo_call
 from gateway.carriers.twilio.phone import place_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
@@ -202,6 +203,24 @@ SCENARIOS: dict[str, Scenario] = {
         "ACS: the media socket drops and ACS reconnects it: the call goes on with the same session.",
         [Say(HOURS, "hours"), WaitForBot(), Reconnect(), Silence(300), Say(HOURS[:8000], "again"),
          WaitForBot(heard_ms=400), Silence(1500), Hangup()], carrier="acs"),
+    "plivo_bot_greets_first": Scenario(
+        "Plivo: the bot speaks first (a greeting, each piece followed by a checkpoint Plivo answers with "
+        "playedStream), then answers a question.",
+        [WaitForBot(), Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="greeter", carrier="plivo"),
+    "plivo_barge_in_mid_answer": Scenario(
+        "Plivo: the caller talks over the bot's answer: clearAudio (Plivo answers clearedAudio and never "
+        "acknowledges the dropped checkpoints), and the answer is truncated at what the phone played.",
+        [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1500), Say(INTERRUPT, "interrupt"),
+         WaitForBot(heard_ms=1000), Silence(2000), Hangup()], carrier="plivo"),
+    "plivo_dtmf_digits": Scenario(
+        "Plivo: the caller types 1 2 # (dtmf events): the model hears the entry and answers it.",
+        [Silence(400), Dtmf("1"), Silence(200), Dtmf("2"), Silence(200), Dtmf("#"), WaitForBot(), Hangup()],
+        carrier="plivo"),
+    "plivo_bot_hangs_up": Scenario(
+        "Plivo: the model ends the call with hang_up; the goodbye plays out (every checkpoint answered), "
+        "then the gateway closes the stream.",
+        [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="plivo",
+        sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
 }
 
 
@@ -281,10 +300,16 @@ async def _acs(app: web.Application, port: int, name: str, scenario: Scenario, o
                          call_connection_id=f"acs-{name}", correlation_id=correlation, on_event=on_event)
 
 
+async def _plivo(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
+    await place_plivo_call(f"ws://127.0.0.1:{port}/plivo/media?profile={scenario.profile}", scenario.steps,
+                           on_event=on_event)
+
+
 Placer = Callable[[web.Application, int, str, Scenario, Any], Awaitable[None]]
 PLACERS: dict[str, Placer] = {
     "twilio": _twilio,
     "acs": _acs,
+    "plivo": _plivo,
 }
 
 

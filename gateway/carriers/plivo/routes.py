@@ -1,0 +1,246 @@
+"""Plivo's HTTP side: the answer URL (Plivo XML), the audio stream's WebSocket, what follows the
+stream, and the XML of a transfer.
+
+Every request Plivo makes to the gateway's URLs carries ``X-Plivo-Signature-V3`` (with its
+nonce), checked against the configured public URL (so it holds behind a TLS-terminating proxy).
+Plivo's documentation does not say that the stream's WebSocket upgrade is signed, so the media
+socket is authenticated by a signed per-call token instead: the answer puts it in the stream URL's
+query string, the upgrade is refused without a valid one, and at ``start`` it must name the call
+Plivo announced. It binds the stream to that call and to the profile chosen for it, on any
+replica, and opens that stream once (a replayed ``start`` is refused by the replica that saw the
+first one). (The ``<Stream extraHeaders>`` attribute would carry it into ``start``, but it takes
+letters and digits only, and the token is base64url with a dot.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from gateway import metrics
+from gateway.auth import TokenError, public_base, public_url_for
+from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, GatewayContext, log, now_ms, rejected
+from gateway.call import Call
+from gateway.carriers.plivo import codec as plivo
+from gateway.carriers.plivo.auth import NONCE_HEADER, SIGNATURE_HEADER, check_plivo_signature
+from gateway.carriers.plivo.control import PlivoBridge
+from gateway.carriers.plivo.settings import PlivoSettings
+
+REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("plivo_rest", aiohttp.ClientSession)  # transfers
+
+START_TIMEOUT_S = 10.0
+CALL_TOKEN_TTL_S = 600.0  # from the answer to the stream's start
+_NUMBER = re.compile(r"\+?[0-9]{2,20}")  # a number a transfer may dial (E.164 or digits)
+
+
+def _signed_url(request: web.Request, ctx: GatewayContext) -> str:
+    """The URL Plivo signed for this request: the public address, then the path and the query
+    string as Plivo sent them."""
+    url = request.rel_url
+    return public_url_for(public_base(request, ctx.config.gateway.public_url), url.raw_path, url.raw_query_string)
+
+
+async def _signed_form(request: web.Request, ctx: GatewayContext, route: str,
+                       ) -> tuple[dict[str, str], web.Response | None]:
+    """The request's form fields, and None when the request may go on (else the refusal)."""
+    posted = await request.post()
+    form = {k: str(v) for k, v in posted.items()}
+    token = PlivoSettings.of(ctx.config).auth_token
+    if token is None:
+        if ctx.insecure:
+            return form, None
+        return {}, rejected("plivo", route, "no Plivo auth token configured")
+    url = _signed_url(request, ctx)
+    signed = {name: [str(v) for v in posted.getall(name)] for name in posted}  # every value of a repeated name
+    if not check_plivo_signature(token.get_secret_value(), request.method, url, signed,
+                                 request.headers.get(SIGNATURE_HEADER), request.headers.get(NONCE_HEADER)):
+        return {}, rejected("plivo", route, f"bad or missing {SIGNATURE_HEADER}", url=url)
+    return form, None
+
+
+def _xml(text: str) -> web.Response:
+    return web.Response(text=text, content_type="application/xml")
+
+
+async def plivo_answer(request: web.Request) -> web.Response:
+    """``POST /plivo/answer``: Plivo's answer URL. Answers with XML that opens a bidirectional stream."""
+    ctx = request.app[CONTEXT]
+    form, refusal = await _signed_form(request, ctx, "answer")
+    if refusal is not None:
+        return refusal
+    to, call_uuid = plivo.e164(form.get("To", "")), form.get("CallUUID", "")
+    busy = ctx.refusal()
+    if busy is not None:
+        log.warning("call refused", call_id=call_uuid, reason=busy)
+        metrics.CALLS.inc("plivo", f"refused ({busy})")
+        return _xml(plivo.speak_xml(ctx.config.gateway.apology))
+    profile_name, _ = ctx.config.route(to or None)
+    query = {"profile": profile_name, "to": to}
+    if call_uuid:
+        query["token"] = ctx.tokens.issue({"call": call_uuid, "profile": profile_name, "to": to}, CALL_TOKEN_TTL_S,
+                                          carrier="plivo")
+    log.info("incoming Plivo call", call_id=call_uuid, profile=profile_name)
+    base = public_base(request, ctx.config.gateway.public_url)
+    media = public_url_for(base, "/plivo/media", urlencode(query), websocket=True)
+    return _xml(plivo.stream_xml(media, after_url=public_url_for(base, "/plivo/stream-ended")))
+
+
+async def plivo_stream_ended(request: web.Request) -> web.Response:
+    """``POST /plivo/stream-ended``: the ``<Redirect>`` after the stream. Plivo asks what next once
+    the stream has closed: an apology and a hang-up when the gateway failed the call, else a hang-up."""
+    ctx = request.app[CONTEXT]
+    form, refusal = await _signed_form(request, ctx, "stream-ended")
+    if refusal is not None:
+        return refusal
+    call_uuid = form.get("CallUUID", "")
+    if call_uuid in ctx.failed_calls:
+        log.info("apologising to the caller before hanging up", call_id=call_uuid)
+        return _xml(plivo.speak_xml(ctx.config.gateway.apology))
+    return _xml(plivo.hangup_xml())
+
+
+async def plivo_transfer(request: web.Request) -> web.Response:
+    """``POST /plivo/transfer?to=NUMBER``: the XML a transferred call fetches (the REST API's
+    ``aleg_url``): a ``<Dial>`` to the number."""
+    ctx = request.app[CONTEXT]
+    _, refusal = await _signed_form(request, ctx, "transfer")
+    if refusal is not None:
+        return refusal
+    number, caller_id = request.query.get("to", ""), request.query.get("from", "")
+    if not _NUMBER.fullmatch(number):
+        return rejected("plivo", "transfer", "no number to dial", status=400)
+    return _xml(plivo.dial_xml(number, caller_id if _NUMBER.fullmatch(caller_id) else None))
+
+
+async def _await_start(ws: web.WebSocketResponse, opened_at: float,
+                       prelude: list[tuple[float, str | bytes]]) -> plivo.Start | None:
+    """Read the socket until a valid ``start``; nothing is opened on Voice Live before it.
+
+    Every message read, the start included, is kept in ``prelude`` with its arrival time (ms since
+    the socket opened). Bad messages get one warning per kind of problem, then debug lines.
+    """
+    seen: dict[str, int] = {}
+
+    def reject(problem: str, detail: str) -> None:
+        seen[problem] = seen.get(problem, 0) + 1
+        level = log.warning if seen[problem] == 1 else log.debug
+        level("ignored a message before start", problem=problem, detail=detail, count=seen[problem])
+
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    prelude.append((now_ms() - opened_at, msg.data))
+                    try:
+                        event = plivo.parse_message(msg.data)
+                    except plivo.PlivoProtocolError as exc:
+                        if exc.event == "start":
+                            log.error("media stream refused: unusable start message", reason=str(exc))
+                            await ws.close(code=1003, message=b"unsupported start")
+                            return None
+                        reject("malformed", str(exc))
+                        continue
+                    if type(event) is plivo.Start:
+                        return event
+                    if type(event) is plivo.Media:
+                        reject("media-before-start", "media before start: dropped, there is no call yet")
+                    elif type(event) is plivo.Stop:
+                        log.info("stream stopped before it started")
+                        return None
+                elif msg.type is WSMsgType.BINARY:
+                    prelude.append((now_ms() - opened_at, msg.data))
+                    reject("binary-frame", f"{len(msg.data)} bytes; text frames only")
+                elif msg.type is WSMsgType.ERROR:
+                    log.warning("media socket error before start; closing", error=str(ws.exception())[:200])
+                    return None
+    except TimeoutError:
+        log.warning("no start message in time; closing the media socket", timeout_s=START_TIMEOUT_S)
+    return None
+
+
+def _bind(ctx: GatewayContext, start: plivo.Start, token: str, claims: dict[str, str] | None,
+          query: dict[str, str]) -> str | None:
+    """The profile of this stream: the token's, once it is checked to name this call and used up;
+    None (logged, counted) when it does not hold. Without a token (insecure dev mode only) the
+    query's profile, else the called number's route."""
+    if claims is not None:
+        try:
+            if claims.get("call") != start.call_id:
+                raise TokenError("for another call")
+            ctx.tokens.spend(token)
+        except TokenError as exc:
+            rejected("plivo", "media", f"call token {exc.reason}", call_id=start.call_id)
+            return None
+        name, to = claims.get("profile", ""), claims.get("to")
+    else:
+        name, to = query.get("profile", ""), query.get("to")
+    if name not in ctx.config.profiles:
+        if name:
+            log.warning("unknown profile in the stream's URL; routing by number instead",
+                        call_id=start.call_id, profile=name)
+        name, _ = ctx.config.route(to or None)
+    return name
+
+
+async def plivo_media(request: web.Request) -> web.StreamResponse:
+    """``GET /plivo/media``: the Plivo audio stream's WebSocket."""
+    ctx: GatewayContext = request.app[CONTEXT]
+    query = {k: v for k, v in request.query.items() if isinstance(v, str)}
+    token = query.get("token", "")
+    claims: dict[str, str] | None = None
+    if token or not ctx.insecure:
+        try:
+            claims = ctx.tokens.verify(token, carrier="plivo")
+        except TokenError as exc:
+            return rejected("plivo", "media", f"call token {exc.reason}")
+    busy = ctx.refusal()
+    if busy is not None:
+        metrics.CALLS.inc("plivo", f"refused ({busy})")
+        return web.Response(status=503, text=f"{busy}\n")
+    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
+    await ws.prepare(request)
+    opened_at = now_ms()
+    prelude: list[tuple[float, str | bytes]] = []
+    try:
+        start = await _await_start(ws, opened_at, prelude)
+        if start is None:
+            return ws
+        busy = ctx.refusal()
+        if busy is not None:  # the gateway began to drain (or filled up) while this stream was opening
+            metrics.CALLS.inc("plivo", f"refused ({busy})")
+            log.warning("media stream refused at its start", reason=busy, call_id=start.call_id)
+            ctx.note_failure(start.call_id)  # the <Redirect> after the stream apologises to the caller
+            await ws.close(code=1013, message=busy.encode())
+            return ws
+        name = _bind(ctx, start, token, claims, query)
+        if name is None:
+            await ws.close(code=1008, message=b"call token refused")
+            return ws
+        settings = PlivoSettings.of(ctx.config)
+        call = Call(call_id=start.call_id, stream_id=start.stream_id, profile_name=name,
+                    profile=ctx.config.profiles[name], started_at=prelude[-1][0],
+                    observer=ctx.observer_for(start.call_id, "plivo"),
+                    log=log.bind(call_id=start.call_id, stream_id=start.stream_id), **ctx.call_options(),
+                    can_transfer=settings.can_transfer)
+        if call.call_id in ctx.calls:
+            call.log.warning("a second media stream for a call in progress: refused (one session per call)")
+            await ws.close(code=1008, message=b"duplicate stream")
+            return ws
+        recorder = ctx.open_recorder("plivo", call)
+        if recorder is not None:
+            if token:
+                recorder.call_secrets.append(token)
+            for t, message in prelude:
+                recorder.record(t, "phone", "in", message)
+        called = (claims or query).get("to") or ""
+        await PlivoBridge(ctx, ws, call, plivo.PlivoLeg(start), opened_at, recorder, request.transport,
+                          public=public_base(request, ctx.config.gateway.public_url), called=called,
+                          rest=request.app[REST]).run()
+    finally:
+        if not ws.closed:
+            await ws.close()
+    return ws
