@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -32,7 +31,7 @@ from gateway.carriers.vonage.phone import place_vonage_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.softphone import CallRejected, Dtmf, Hangup, Say, Silence, WaitForBot
-from tests.sockets.loopback import serve
+from tests.sockets.loopback import LogCapture, serve
 
 SECRET = "vonage-signature-secret-for-tests"
 APP_ID = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
@@ -48,9 +47,9 @@ CONFIG = """
 voicelive: {{endpoint: "{endpoint}"}}
 gateway: {{insecure_dev_mode: {insecure}}}
 vonage:
-  signature_secret: ${{SECRET}}
-  application_id: ${{APP_ID}}
-  private_key: ${{PRIVATE_KEY}}
+  signature_secret: ${{SECRET:-}}
+  application_id: ${{APP_ID:-}}
+  private_key: ${{PRIVATE_KEY:-}}
   api_base_url: {api}
 profiles:
   main: {{model: gpt-realtime, voice: alloy}}
@@ -124,7 +123,8 @@ async def vonage_rig(*, credentials: bool = True, insecure: bool = False, secret
     api_runner, api_base = await serve(api_app)
     env = {"SECRET": secret or "", "APP_ID": APP_ID if credentials else "",
            "PRIVATE_KEY": PRIVATE_PEM if credentials else ""}
-    config = parse_config(CONFIG.format(endpoint=voicelive_endpoint or sim.endpoint, insecure=str(insecure).lower(), api=api_base), env=env)
+    config = parse_config(CONFIG.format(endpoint=voicelive_endpoint or sim.endpoint, insecure=str(insecure).lower(),
+                                        api=api_base), env=env)
     app = create_app(config)
     runner, base = await serve(app)
     try:
@@ -177,3 +177,275 @@ async def test_a_whole_call_greeting_then_question_audio_byte_exact_both_ways(vo
     assert heard == spoken[:len(heard)] and len(spoken) - len(heard) < FRAME_BYTES
     assert report.marks_received and report.marks_echoed == report.marks_received  # every notify answered
     assert report.closed_by == "caller" and vonage.api.requests == []  # the caller hung up: nothing to do
+
+
+async def test_barge_in_clears_the_phone_and_truncates_at_what_vonage_reported_played(vonage: VonageRig) -> None:
+    report = await place_vonage_call(vonage.answer_url, [
+        Say(HOURS, "question"), WaitForBot(heard_ms=1200), Say(INTERRUPT, "interruption"), Hangup(),
+    ], signature_secret=SECRET)
+    session = await _finished(vonage)
+    assert report.violations == 0, report.violation_samples
+    assert report.clears == 1
+    ((_, clear),) = report.events_of("clear")
+    (truncation,) = session.truncations
+    first_item = next(iter(session.items_audio_bytes))
+    assert truncation["ok"] and truncation["item_id"] == first_item
+    # the phone got the answer as Voice Live sent it, up to the clear
+    before_clear = clear["played_bytes_total"] + clear["discarded_bytes"]
+    assert 1200 * BPM <= before_clear and _heard(report)[:before_clear] == _spoken(session, first_item)[:before_clear]
+    # truncated at what the phone had played when the clear came (its notifies), not at what it was sent
+    played_ms = clear["played_bytes_total"] / BPM
+    assert abs(truncation["audio_end_ms"] - played_ms) <= 80, (truncation, played_ms)
+    assert clear["discarded_bytes"] > 0  # audio was sent ahead of playback, and dropped by the clear
+    assert report.marks_echoed  # notifies answered as the audio played
+
+
+async def test_caller_keys_reach_the_model(vonage: VonageRig) -> None:
+    report = await place_vonage_call(vonage.answer_url, [Dtmf("7"), Dtmf("#"), WaitForBot(), Hangup()],
+                                     signature_secret=SECRET)
+    session = await _finished(vonage)
+    texts = [e["item"]["content"][0]["text"] for e in session.received
+             if e.get("type") == "conversation.item.create" and e["item"].get("type") == "message"]
+    assert texts == ["[The caller pressed these keys on the phone keypad: 7 #]"]
+    assert report.played_bytes > 0 and report.violations == 0  # and the bot answered them
+
+
+def _api_claims(auth: str) -> dict[str, Any]:
+    scheme, _, token = auth.partition(" ")
+    assert scheme == "Bearer"
+    return jwt.decode(token, PUBLIC_KEY, algorithms=["RS256"])
+
+
+@pytest.mark.parametrize("tool", ["transfer_call", "hang_up"])
+async def test_the_bot_ends_the_call_through_the_voice_api_after_its_last_words(tool: str) -> None:
+    call = ToolCall("transfer_call", {"destination": "operator"}) if tool == "transfer_call" else ToolCall("hang_up")
+    async with vonage_rig(tool_calls={1: call}) as rig:
+        report = await place_vonage_call(rig.answer_url, [Say(HOURS, "that will be all"), Silence(20_000)],
+                                         to="15555550222", call_uuid="call-ending", signature_secret=SECRET)
+        session = await _finished(rig)
+    ((method, path, body, auth),) = rig.api.requests
+    assert (method, path) == ("PUT", "/v1/calls/call-ending")
+    claims = _api_claims(auth)
+    assert claims["application_id"] == APP_ID and claims["exp"] > time.time()
+    if tool == "transfer_call":
+        assert body == {"action": "transfer", "destination": {"type": "ncco", "ncco": [
+            {"action": "connect", "endpoint": [{"type": "phone", "number": "14155550100"}],
+             "from": "15555550222"}]}}
+    else:
+        assert body == {"action": "hangup"}
+    assert report.closed_by == "gateway" and report.close_code == 1000 and report.violations == 0
+    # the bot's last words were heard in full before the hand-over: the last partial frame went out
+    # padded with silence when the call ended
+    spoken = _spoken(session)
+    assert len(spoken) > 0 and len(spoken) <= report.played_bytes < len(spoken) + FRAME_BYTES
+    assert _heard(report)[:len(spoken)] == spoken
+    assert report.discarded_bytes == 0 and report.unplayed_bytes == 0 and report.clears == 0
+
+
+async def test_without_voice_api_credentials_the_gateway_hangs_up_by_closing_the_socket() -> None:
+    async with vonage_rig(credentials=False, tool_calls={1: ToolCall("hang_up")}) as rig:
+        report = await place_vonage_call(rig.answer_url, [Say(HOURS, "that will be all"), Silence(20_000)],
+                                         to="15555550222", signature_secret=SECRET)
+        await _finished(rig)
+        status, text = await rig.request("POST", "/vonage/event", body=(event := {
+            "status": "disconnected", "uuid": "ws-leg", "headers": {"call": report.call_uuid}}),
+            headers=signed(json.dumps(event).encode()))
+    assert report.closed_by == "gateway" and report.close_code == 1000 and report.played_bytes > 0
+    assert rig.api.requests == []
+    assert (status, text) == (204, "")  # nothing follows in the NCCO: Vonage hangs up
+
+
+async def test_send_dtmf_presses_keys_through_the_voice_api() -> None:
+    async with vonage_rig(tool_calls={1: ToolCall("press_keys", {"digits": "12#"})}) as rig:
+        report = await place_vonage_call(rig.answer_url, [Say(HOURS, "press one two pound"), WaitForBot(), Hangup()],
+                                         to="15555550222", call_uuid="call-keys", signature_secret=SECRET)
+        session = await _finished(rig)
+    ((method, path, body, auth),) = rig.api.requests
+    assert (method, path, body) == ("PUT", "/v1/calls/call-keys/dtmf", {"digits": "12#"})
+    assert _api_claims(auth)["application_id"] == APP_ID
+    (output,) = session.function_call_outputs
+    assert json.loads(output["output"]) == {"status": "pressed 3 key(s)"}
+    assert report.played_bytes > 0 and report.closed_by == "caller"
+
+
+async def test_a_failed_call_closes_the_socket_and_the_event_webhook_apologises() -> None:
+    async with vonage_rig(voicelive_endpoint="http://127.0.0.1:9") as rig:  # nothing listens there
+        report = await place_vonage_call(rig.answer_url, [WaitForBot(timeout_s=5), Hangup()],
+                                         call_uuid="call-failed", signature_secret=SECRET)
+        await asyncio.wait_for(rig.app[CONTEXT].wait_idle(), 10)
+        event = {"status": "disconnected", "uuid": "ws-leg", "headers": {"call": "call-failed"}}
+        body = json.dumps(event).encode()
+        status, text = await rig.request("POST", "/vonage/event", body=event, headers=signed(body))
+    assert report.closed_by == "gateway" and report.close_code == 1011
+    assert rig.api.requests == []  # not hung up through the API: the apology comes first
+    assert status == 200 and json.loads(text) == [{"action": "talk", "text": rig.app[CONTEXT].config.gateway.apology}]
+
+
+async def test_an_unreachable_media_socket_gets_the_apology(vonage: VonageRig) -> None:
+    event = {"status": "failed", "uuid": "ws-leg", "headers": {"call": "call-x"}}
+    body = json.dumps(event).encode()
+    status, text = await vonage.request("POST", "/vonage/event", body=event, headers=signed(body))
+    assert status == 200 and json.loads(text)[0]["action"] == "talk"
+
+
+# --- the answer webhook ---------------------------------------------------------------------------
+
+
+def _endpoint(ncco: list[dict[str, Any]]) -> dict[str, Any]:
+    (connect,) = ncco
+    assert connect["action"] == "connect" and connect["eventType"] == "synchronous"
+    (endpoint,) = connect["endpoint"]
+    return endpoint
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_the_answer_is_an_ncco_connecting_the_call_to_its_media_socket(vonage: VonageRig, method: str) -> None:
+    params = answer_params()
+    if method == "GET":
+        status, text = await vonage.request("GET", "/vonage/answer", params=params, headers=signed())
+    else:
+        status, text = await vonage.request("POST", "/vonage/answer", body=params,
+                                            headers=signed(json.dumps(params).encode()))
+    assert status == 200
+    ncco = json.loads(text)
+    assert ncco[0]["eventUrl"] == [vonage.base + "/vonage/event"]
+    endpoint = _endpoint(ncco)
+    assert endpoint["type"] == "websocket" and endpoint["content-type"] == "audio/l16;rate=16000"
+    assert endpoint["uri"] == vonage.base.replace("http://", "ws://") + "/vonage/media"
+    # routed by the called number (as Vonage writes it, without +) to its profile
+    assert endpoint["headers"] == {"call": "call-1", "profile": "sales", "to": "+15555550123", "conversation": "CON-1"}
+    auth = endpoint["authorization"]
+    assert auth["type"] == "custom" and auth["value"].startswith("Bearer ")
+    claims = vonage.app[CONTEXT].tokens.verify(auth["value"][len("Bearer "):], carrier="vonage")
+    assert (claims["call"], claims["profile"]) == ("call-1", "sales")
+
+
+async def test_a_call_routed_by_number_runs_with_that_profile(vonage: VonageRig) -> None:
+    report = await place_vonage_call(vonage.answer_url, [Say(HOURS, "hours"), WaitForBot(), Hangup()],
+                                     to="15555550123", signature_secret=SECRET, post=True)
+    session = await _finished(vonage)
+    assert session.session["voice"] in ("marin", {"type": "openai", "name": "marin"}) or "marin" in json.dumps(
+        session.session["voice"])
+    assert report.played_bytes > 0 and report.violations == 0
+
+
+async def test_the_answer_webhook_fails_closed(vonage: VonageRig) -> None:
+    params = answer_params()
+    body = json.dumps(params).encode()
+    query = "?" + urlencode(params)
+    cases = [
+        ("GET", None, {}, 401, "missing bearer token"),
+        ("GET", None, signed(secret="another-secret"), 401, "bad signature"),
+        ("GET", None, signed(now=time.time() - 3600), 401, "signed too long ago"),
+        ("GET", None, {"Authorization": "Basic dXNlcjpwYXNz"}, 401, "missing bearer token"),
+        ("GET", None, {"Authorization": "Bearer " + jwt.encode({"iat": int(time.time())}, "k" * 32, "HS256")},
+         401, "bad signature"),
+        ("GET", None, {"Authorization": "Bearer " + jwt.encode({"jti": "x"}, SECRET, "HS256")},
+         401, "missing claim iat"),
+        ("POST", body, signed(), 401, "missing payload_hash"),
+        ("POST", body, signed(b'{"to": "15555550999"}'), 401, "payload_hash does not match the body"),
+    ]
+    for method, data, headers, status, reason in cases:
+        before = metrics.AUTH_REJECTIONS.value("vonage", "answer", f"signed webhook refused: {reason}")
+        async with aiohttp.ClientSession() as http, http.request(
+                method, vonage.answer_url + ("" if data else query), data=data,
+                headers={"Content-Type": "application/json", **headers}) as reply:
+            assert reply.status == status, (reason, await reply.text())
+        assert metrics.AUTH_REJECTIONS.value("vonage", "answer", f"signed webhook refused: {reason}") == before + 1
+    # the event webhook too
+    status, _ = await vonage.request("POST", "/vonage/event", body={"status": "failed"})
+    assert status == 401
+
+
+async def test_without_a_signature_secret_webhooks_are_refused_unless_insecure() -> None:
+    params = answer_params()
+    async with vonage_rig(secret=None) as rig:
+        status, _ = await rig.request("GET", "/vonage/answer", params=params, headers=signed())
+        assert status == 403
+    async with vonage_rig(secret=None, insecure=True) as rig:
+        status, text = await rig.request("GET", "/vonage/answer", params=params)
+        assert status == 200 and _endpoint(json.loads(text))["type"] == "websocket"
+
+
+async def test_a_busy_gateway_answers_with_an_apology(vonage: VonageRig) -> None:
+    vonage.app[CONTEXT].draining = True
+    status, text = await vonage.request("GET", "/vonage/answer", params=answer_params(), headers=signed())
+    assert status == 200 and json.loads(text) == [{"action": "talk",
+                                                   "text": vonage.app[CONTEXT].config.gateway.apology}]
+
+
+# --- the media socket -----------------------------------------------------------------------------
+
+
+async def _ncco(rig: VonageRig, call_uuid: str = "call-1", to: str = "15555550123") -> tuple[str, dict[str, str], str]:
+    status, text = await rig.request("GET", "/vonage/answer", params=answer_params(to, call_uuid),
+                                     headers=signed())
+    assert status == 200
+    endpoint = _endpoint(json.loads(text))
+    return endpoint["uri"], endpoint["headers"], endpoint["authorization"]["value"]
+
+
+async def test_the_media_socket_is_refused_without_the_answers_token(vonage: VonageRig) -> None:
+    url, headers, auth = await _ncco(vonage)
+    other_carrier = vonage.app[CONTEXT].tokens.issue({"call": "call-1", "profile": "main"}, 60, carrier="twilio")
+    for socket_headers, status in [({}, 401), ({"Authorization": "Bearer not-a-token"}, 403),
+                                   ({"Authorization": auth + "x"}, 403),
+                                   ({"Authorization": "Bearer " + other_carrier}, 403)]:
+        with pytest.raises(CallRejected, match=f"HTTP {status}"):
+            await place_vonage_call(url, [Hangup()], headers=headers, authorization=socket_headers.get("Authorization"))
+    assert vonage.sim.state.sessions == []  # no call was opened
+
+
+async def test_a_token_opens_only_its_own_call_and_only_once(vonage: VonageRig) -> None:
+    url, headers, auth = await _ncco(vonage, "call-a")
+    # the token of call-a does not open a socket that says it is another call
+    report = await place_vonage_call(url, [WaitForBot(timeout_s=2), Hangup()], headers={**headers, "call": "call-b"},
+                                     authorization=auth)
+    assert report.closed_by == "gateway" and report.close_code == 1008
+    # the genuine socket opens the call; the same token cannot open it a second time
+    first = await place_vonage_call(url, [Say(HOURS, "hours"), WaitForBot(), Hangup()], headers=headers,
+                                    authorization=auth)
+    again = await place_vonage_call(url, [WaitForBot(timeout_s=2), Hangup()], headers=headers, authorization=auth)
+    await _finished(vonage)
+    assert first.played_bytes > 0 and first.closed_by == "caller"
+    assert again.closed_by == "gateway" and again.close_code == 1008 and again.played_bytes == 0
+
+
+async def test_a_socket_with_another_audio_format_is_refused(vonage: VonageRig) -> None:
+    url, headers, auth = await _ncco(vonage)
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, headers={"Authorization": auth}) as ws:
+        await ws.send_str(json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=8000",
+                                      **headers}))
+        msg = await ws.receive()
+        assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1003
+    assert vonage.app[CONTEXT].calls == {}
+
+
+async def test_bad_messages_on_the_media_socket_are_logged_and_the_call_goes_on(
+        vonage: VonageRig, log_capture: LogCapture) -> None:
+    url, headers, auth = await _ncco(vonage, to="15555550111")  # the bot greets: the session is ready
+    frames = [bytes([i]) * FRAME_BYTES for i in range(1, 6)]
+    with log_capture("info") as buf:
+        async with aiohttp.ClientSession() as http, http.ws_connect(url, headers={"Authorization": auth}) as ws:
+            await ws.send_bytes(frames[0])  # before websocket:connected: there is no call yet
+            await ws.send_str(json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=16000",
+                                          **headers}))
+            while (await ws.receive()).type is not aiohttp.WSMsgType.BINARY:  # the greeting: the call is ready
+                pass
+            for i, frame in enumerate(frames[1:]):
+                await ws.send_bytes(frame)
+                if i == 1:
+                    for bad in ["{", "[]", '{"event":"websocket:dtmf","digit":"x"}',
+                                '{"event":"websocket:notify","payload":1}', '{"event":"mystery"}',
+                                '{"event":"websocket:connected","content-type":"audio/l16;rate=16000"}']:
+                        await ws.send_str(bad)
+                    await ws.send_bytes(b"\x01")  # half a sample
+        session = await _finished(vonage)
+    assert session.appended == [base64.b64encode(f).decode() for f in frames[1:]]  # every good frame, in order
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    (summary,) = [line for line in lines if line.get("event") == "call ended"]
+    assert summary["bad_messages"] == {"malformed": 3, "unknown-notify": 1, "unknown-event": 1,
+                                       "duplicate-connected": 1, "bad-audio-frame": 1}
+    early = [line.get("problem") for line in lines
+             if line.get("event") == "ignored a message before websocket:connected"]
+    assert early == ["audio-before-connected"]
