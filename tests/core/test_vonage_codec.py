@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -28,6 +29,7 @@ from gateway.carriers.vonage.auth import application_jwt, check_signed_webhook, 
 from gateway.carriers.vonage.carrier import VonageCarrier
 from gateway.carriers.vonage.settings import VonageSettings
 from gateway.config import parse_config
+from gateway.replay import load_fixture, run
 from gateway.wire import WireCall
 
 SECRET = "a-vonage-signature-secret-for-codec-tests"
@@ -290,3 +292,27 @@ def test_the_carrier_tells_its_messages_apart() -> None:
     assert carrier.playback_ack(json.dumps({"event": "websocket:notify", "payload": {"mark": "1"}}))
     assert not carrier.playback_ack(FRAME)
     assert PCM16_16K is vonage.AUDIO
+
+
+# --- the recorded calls ----------------------------------------------------------------------------
+
+
+def test_the_vonage_fixtures_exercise_what_their_names_say() -> None:
+    calls = Path(__file__).resolve().parent.parent / "fixtures" / "calls"
+
+    def replayed(name: str) -> Call:
+        call = run(load_fixture(calls / f"{name}.jsonl")).call
+        assert call is not None and call.audio is vonage.AUDIO
+        return call
+
+    barge = replayed("vonage_barge_in_mid_answer")
+    assert barge.stats.barge_ins == 1 and barge.barge_ins[0].cleared and barge.barge_ins[0].heard_ms
+    assert replayed("vonage_dtmf_digits").stats.dtmf == 3
+    closer = replayed("vonage_bot_hangs_up")
+    assert closer.end_reason == "bot_hung_up" and closer.stats.responses == 2
+    greet = load_fixture(calls / "vonage_bot_greets_first.jsonl")
+    assert any('"response.create"' in r.get("msg", "") for r in greet.records if r.get("dir") == "out")
+    # the phone's side is binary: 640-byte frames both ways
+    sizes = {(r["dir"], len(base64.b64decode(r["binary"]))) for r in greet.records
+             if r["leg"] == "phone" and "binary" in r}
+    assert sizes == {("in", vonage.FRAME_BYTES), ("out", vonage.FRAME_BYTES)}
