@@ -4,6 +4,7 @@ control through a local stand-in of the Voice API (127.0.0.1 only)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -11,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway import metrics
 from gateway.app import create_app
-from gateway.audio import ASSETS, load_ulaw_8k
+from gateway.audio import ASSETS, load_ulaw_8k, read_wav
 from gateway.bridge import CONTEXT
 from gateway.carriers.vonage.auth import webhook_token
 from gateway.carriers.vonage.codec import FRAME_BYTES
@@ -31,6 +33,7 @@ from gateway.carriers.vonage.phone import place_vonage_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.softphone import CallRejected, Dtmf, Hangup, Say, Silence, WaitForBot
+from gateway.softphone.cli import register_cli
 from tests.sockets.loopback import LogCapture, serve
 
 SECRET = "vonage-signature-secret-for-tests"
@@ -449,3 +452,43 @@ async def test_bad_messages_on_the_media_socket_are_logged_and_the_call_goes_on(
     early = [line.get("problem") for line in lines
              if line.get("event") == "ignored a message before websocket:connected"]
     assert early == ["audio-before-connected"]
+
+
+# --- `gateway call --carrier vonage` ----------------------------------------------------------------
+
+
+def _cli(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gateway")
+    register_cli(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["call", *argv])
+
+
+async def test_cli_vonage_call_plays_records_and_summarizes(vonage: VonageRig, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.wav"
+    args = _cli("--carrier", "vonage", vonage.answer_url, "--vonage-secret", SECRET, "--vonage-to", "15555550123",
+                "--play", str(ASSETS / "caller_hours.wav"), "--record", str(out), "--greeting-wait", "0.2")
+    code = await asyncio.to_thread(args.func, args)
+    printed = capsys.readouterr()
+    assert code == 0, printed
+    assert "Vonage call " in printed.out and "protocol violations: 0" in printed.out
+    assert "bot audio starts" in printed.out and SECRET not in printed.out
+    session = await _finished(vonage)
+    assert "marin" in json.dumps(session.session["voice"])  # routed by --vonage-to
+    wav = read_wav(out)
+    assert wav.rate == 16000 and wav.samples.ndim == 2 and wav.samples.shape[1] == 2
+    assert wav.samples[:, 0].any() and wav.samples[:, 1].any()  # the caller and the bot, at 16 kHz
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("ws://127.0.0.1:9/twilio/media", "--vonage-to", "15555550100"), "are for Vonage calls"),
+    (("--carrier", "acs", "ws://127.0.0.1:9/acs/media", "--vonage-post"), "are for Vonage calls"),
+    (("--carrier", "vonage", "ws://127.0.0.1:9/vonage/media", "--param", "a=b"), "--param is for Twilio calls"),
+    (("--carrier", "vonage", "ftp://gw.example.com/vonage/answer"), "bad URL"),
+])
+def test_cli_vonage_errors_are_one_line(argv: tuple[str, ...], message: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    args = _cli(*argv)
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gateway call: ") and message in err and err.count("\n") == 1
