@@ -358,6 +358,12 @@ async def test_the_answer_webhook_fails_closed(vonage: VonageRig) -> None:
     # the event webhook too
     status, _ = await vonage.request("POST", "/vonage/event", body={"status": "failed"})
     assert status == 401
+    # a signed body that is not a JSON object, and a body too large to be a webhook
+    async with aiohttp.ClientSession() as http:
+        for data, expected in [(b"[1, 2]", 400), (b"{" + b" " * 70_000 + b"}", 413)]:
+            async with http.post(vonage.answer_url, data=data, headers={"Content-Type": "application/json",
+                                                                        **signed(data)}) as reply:
+                assert reply.status == expected
 
 
 async def test_without_a_signature_secret_webhooks_are_refused_unless_insecure() -> None:
