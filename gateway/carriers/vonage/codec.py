@@ -25,6 +25,8 @@ Assumed where the documentation is silent:
   ``websocket:notify`` comes for them).
 * A ``websocket:dtmf`` digit may also come as ``{"dtmf": {"digit": ...}}``; both are read.
 * Unknown events and fields are tolerated; a binary frame must be whole 16-bit samples.
+* Bot audio is sent as Voice Live delivers it, ahead of playback (Vonage buffers it: 3072 messages,
+  about a minute, by its tutorial); one answer longer than that buffer would lose its end.
 """
 
 from __future__ import annotations
