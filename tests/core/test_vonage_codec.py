@@ -316,3 +316,14 @@ def test_the_vonage_fixtures_exercise_what_their_names_say() -> None:
     sizes = {(r["dir"], len(base64.b64decode(r["binary"]))) for r in greet.records
              if r["leg"] == "phone" and "binary" in r}
     assert sizes == {("in", vonage.FRAME_BYTES), ("out", vonage.FRAME_BYTES)}
+
+
+@pytest.mark.parametrize("text", [
+    json.dumps({"event": "e" * 100_000}),
+    json.dumps({"event": "websocket:notify", "payload": {"other": "x" * 100_000}}),
+    json.dumps({"event": "websocket:dtmf", "digit": "9" * 100_000}),
+    "[" * 100_000,
+])
+def test_hostile_problem_details_are_bounded(text: str) -> None:
+    problem, got = feed(vonage.VonageLeg(), text)
+    assert problem is not None and len(problem[1]) <= 1000 and got == []
