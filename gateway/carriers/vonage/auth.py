@@ -102,8 +102,11 @@ def webhook_token(secret: str, body: bytes | None = None, *, now: float | None =
 
 
 def application_jwt(application_id: str, private_key: str, *, now: float | None = None, ttl_s: int = 300) -> str:
-    """The JWT the Voice API takes (``Authorization: Bearer``): RS256 with the application's key.
-    Raises ValueError when the key cannot sign."""
+    """The JWT the Voice API takes (``Authorization: Bearer``): RS256 with the application's key (PEM;
+    written on one line with ``\\n`` escapes, as environments often hold it, works too). Raises
+    ValueError when the key cannot sign."""
+    if "\n" not in private_key and "\\n" in private_key:  # a PEM put in one line of the environment
+        private_key = private_key.replace("\\n", "\n")
     iat = int(time.time() if now is None else now)
     claims = {"application_id": application_id, "iat": iat, "exp": iat + ttl_s, "jti": str(uuid.uuid4())}
     try:
