@@ -282,7 +282,13 @@ def test_settings_notes() -> None:
     assert any("cannot be transferred" in note for note in only_secret.notes())
     half = VonageSettings(signature_secret="s", application_id="app")
     assert any("go together" in note for note in half.notes())
-    assert VonageSettings(signature_secret="s", application_id="app", private_key="k").notes() == []
+    bad_key = VonageSettings(signature_secret="s", application_id="app", private_key="k").notes()
+    assert len(bad_key) == 1 and "not a private key in PEM" in bad_key[0]
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    assert VonageSettings(signature_secret="s", application_id="app", private_key=pem).notes() == []
+    one_line = pem.strip().replace("\n", "\\n")
+    assert VonageSettings(signature_secret="s", application_id="app", private_key=one_line).notes() == []
 
 
 def test_the_carrier_tells_its_messages_apart() -> None:

@@ -31,6 +31,9 @@ class VonageSettings(CarrierSettings):
 
     def notes(self) -> list[str]:
         notes: list[str] = []
+        if self.private_key is not None and not _is_private_key(self.private_key.get_secret_value()):
+            notes.append("note: vonage.private_key is not a private key in PEM: Voice API requests (hang-up, "
+                         "transfer, keys) will fail")
         if (self.application_id is None) != (self.private_key is None):
             notes.append("note: vonage.application_id and vonage.private_key go together (VONAGE_APPLICATION_ID, "
                          "VONAGE_PRIVATE_KEY); with only one of them the Voice API is not used")
@@ -39,6 +42,18 @@ class VonageSettings(CarrierSettings):
                          "(set VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY); the gateway hangs up by closing the "
                          "media socket")
         return notes
+
+
+def _is_private_key(text: str) -> bool:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if "\n" not in text:
+        text = text.replace("\\n", "\n")  # one line with \n escapes, as the Voice API client reads it too
+    try:
+        load_pem_private_key(text.encode(), password=None)
+    except Exception:  # not PEM, encrypted, or of an algorithm this cryptography cannot load
+        return False
+    return True
 
 
 SETTINGS = VonageSettings
