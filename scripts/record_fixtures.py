@@ -30,6 +30,7 @@ from gateway.bridge import CONTEXT
 from gateway.carriers.acs.phone import place_acs_call
 from gateway.carriers.plivo.phone import place_plivo_call
 from gateway.carriers.twilio.phone import place_call
+from gateway.carriers.vonage.phone import place_vonage_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.softphone import Dtmf, Hangup, Reconnect, Say, Silence, WaitForBot
@@ -221,6 +222,24 @@ SCENARIOS: dict[str, Scenario] = {
         "then the gateway closes the stream.",
         [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="plivo",
         sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
+    "vonage_bot_greets_first": Scenario(
+        "Vonage: the bot speaks first (a greeting, in 640-byte binary frames, each piece followed by a "
+        "notify), then answers a question.",
+        [WaitForBot(), Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="greeter", carrier="vonage"),
+    "vonage_barge_in_mid_answer": Scenario(
+        "Vonage: the caller talks over the bot's answer: clear, and the answer is truncated at what the "
+        "notifies say was played.",
+        [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1500), Say(INTERRUPT, "interrupt"),
+         WaitForBot(heard_ms=1000), Silence(2000), Hangup()], carrier="vonage"),
+    "vonage_dtmf_digits": Scenario(
+        "Vonage: the caller types 1 2 # (websocket:dtmf): the model hears the entry and answers it.",
+        [Silence(400), Dtmf("1"), Silence(200), Dtmf("2"), Silence(200), Dtmf("#"), WaitForBot(), Hangup()],
+        carrier="vonage"),
+    "vonage_bot_hangs_up": Scenario(
+        "Vonage: the model ends the call with hang_up; the goodbye plays out (its last partial frame "
+        "padded), then the gateway closes the media socket.",
+        [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="vonage",
+        sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
 }
 
 
@@ -303,6 +322,9 @@ async def _acs(app: web.Application, port: int, name: str, scenario: Scenario, o
 async def _plivo(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
     await place_plivo_call(f"ws://127.0.0.1:{port}/plivo/media?profile={scenario.profile}", scenario.steps,
                            on_event=on_event)
+async def _vonage(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
+    await place_vonage_call(f"ws://127.0.0.1:{port}/vonage/media", scenario.steps,
+                            headers={"call": f"vonage-{name}", "profile": scenario.profile}, on_event=on_event)
 
 
 Placer = Callable[[web.Application, int, str, Scenario, Any], Awaitable[None]]
@@ -310,6 +332,7 @@ PLACERS: dict[str, Placer] = {
     "twilio": _twilio,
     "acs": _acs,
     "plivo": _plivo,
+    "vonage": _vonage,
 }
 
 

@@ -20,6 +20,7 @@ CARRIERS: tuple[str, ...] = (
     "twilio",
     "acs",
     "plivo",
+    "vonage",
 )
 
 
