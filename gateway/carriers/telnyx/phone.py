@@ -266,7 +266,7 @@ class _TelnyxCall(_Call[TelnyxCallReport]):
                 self._violation(f"media payload is not valid base64: {str(payload)[:40]!r}")
                 return
             assert isinstance(payload, str)
-            if payload.startswith(("UklGR", "SUQz", "//")):  # a WAV header, an MP3 file: not an RTP payload
+            if payload.startswith(("UklGR", "SUQz")):  # a WAV header, an MP3 file (ID3): not an RTP payload
                 self._violation("media payload is a file (WAV or MP3), not PCMU RTP payload")
             audio = base64.b64decode(payload)
             if len(audio) > MAX_CHUNK_BYTES:
