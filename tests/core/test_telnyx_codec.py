@@ -354,3 +354,28 @@ def test_the_carrier_tells_its_messages_apart() -> None:
     assert carrier.outbound_kind('{"event":"clear"}') == "flush"
     assert carrier.outbound_kind('{"event":"mark","mark":{"name":"1"}}') is None
     assert carrier.outbound_kind("[]") is None
+
+
+# --- recorded calls ------------------------------------------------------------------------------
+
+
+def test_the_telnyx_fixtures_do_what_their_names_say() -> None:
+    from gateway.replay import load_fixture, run
+    from tests.core.test_replay import CALLS
+
+    def replayed(name: str) -> Any:
+        result = run(load_fixture(CALLS / f"telnyx_{name}.jsonl"))
+        assert result.ok, f"{result.mismatch}\n{result.problems}"
+        assert result.call is not None
+        return result.call
+
+    greet = replayed("bot_greets_first")
+    assert greet.stats.responses == 2 and greet.end_reason == "caller_hung_up"
+    barge = replayed("barge_in_mid_answer")
+    assert barge.stats.barge_ins == 1 and barge.barge_ins[0].cleared and barge.stats.truncations == 1
+    assert replayed("dtmf_digits").stats.dtmf == 3
+    closer = replayed("bot_hangs_up")
+    assert closer.end_reason == "bot_hung_up" and closer.stats.tool_calls == 1
+    for name in ("bot_greets_first", "barge_in_mid_answer", "dtmf_digits", "bot_hangs_up"):
+        records = load_fixture(CALLS / f"telnyx_{name}.jsonl").records
+        assert any('"event":"mark"' in str(r.get("msg", "")) for r in records if r.get("dir") == "in")

@@ -25,6 +25,12 @@ async def test_acs_replay_over_real_sockets(name: str) -> None:
     assert result.ok, f"{result.mismatch}\n{result.problems}"
 
 
+async def test_telnyx_replay_over_real_sockets() -> None:
+    # Telnyx sends marks back as the phone plays: its calls replay faster than real time, as Twilio's do
+    result = await replay_live(load_fixture(CALLS / "telnyx_barge_in_mid_answer.jsonl"), speed=3.0)
+    assert result.ok, f"{result.mismatch}\n{result.problems}"
+
+
 async def test_socket_replay_catches_a_broken_barge_in(monkeypatch) -> None:
     monkeypatch.setattr(Playout, "position", _bytes_sent)
     result = await replay_live(load_fixture(CALLS / "barge_in_mid_answer.jsonl"), speed=3.0)
