@@ -415,3 +415,85 @@ async def test_a_draining_gateway_apologises_instead_of_streaming() -> None:
         with pytest.raises(CallError, match="no <Connect><Stream>"):  # the phone finds no stream to open
             await rig.dial([Hangup()])
         rig.app[CONTEXT].draining = False
+
+
+# --- `gateway call --carrier telnyx` -------------------------------------------------------------
+
+
+def _fake_telnyx_gateway(public: Ed25519PrivateKey) -> tuple[web.Application, dict[str, Any]]:
+    """A stand-in gateway (its own thread and loop: the command runs its own): checks the webhook's
+    Ed25519 signature, answers TeXML, and answers the caller's first turn with audio and a mark."""
+    from gateway.carriers.telnyx import codec
+    from gateway.carriers.telnyx.auth import check_telnyx_signature
+
+    seen: dict[str, Any] = {}
+
+    async def voice(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen["problem"] = check_telnyx_signature(public.public_key(), request.headers, body, time.time())
+        seen["form"] = parse_qs(body.decode())
+        ws_base = str(request.url.with_scheme("ws").with_path("/telnyx/media").with_query(None))
+        return web.Response(text=codec.connect_texml(codec.media_url(ws_base, {"token": "t1"}),
+                                                     str(request.url.with_path("/telnyx/stream-ended"))),
+                            content_type="text/xml")
+
+    async def ended(request: web.Request) -> web.Response:
+        seen["ended"] = True
+        return web.Response(text=codec.hangup_texml(), content_type="text/xml")
+
+    async def media(request: web.Request) -> web.WebSocketResponse:
+        seen["query"] = dict(request.query)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        talking = answered = False
+        async for msg in ws:
+            data = json.loads(msg.data)
+            if data["event"] != "media":
+                continue
+            silent = set(base64.b64decode(data["media"]["payload"])) == {0xFF}
+            if talking and silent and not answered:  # the caller's turn has ended
+                answered = True
+                await ws.send_str(codec.TelnyxEncoder().media(base64.b64encode(b"\x10" * 1600).decode()))
+                await ws.send_str(codec.TelnyxEncoder().mark("m1"))
+            talking = not silent
+        return ws
+
+    app = web.Application()
+    app.router.add_post("/telnyx/voice", voice)
+    app.router.add_post("/telnyx/stream-ended", ended)
+    app.router.add_get("/telnyx/media", media)
+    return app, seen
+
+
+def test_the_call_command_places_a_signed_telnyx_call(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    import numpy as np
+
+    from gateway.audio import write_wav
+    from gateway.softphone.cli import register_cli
+    from tests.sockets.loopback import serve_in_thread
+
+    key = Ed25519PrivateKey.generate()
+    seed = base64.b64encode(key.private_bytes_raw()).decode()
+    t = np.arange(3200) / 16000
+    write_wav(tmp_path / "hello.wav", (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16), 16000)
+    app, seen = _fake_telnyx_gateway(key)
+    parser = argparse.ArgumentParser(prog="gateway")
+    register_cli(parser.add_subparsers(dest="command"))
+    with serve_in_thread(app, shutdown_timeout=1.0) as base:
+        args = parser.parse_args(["call", "--carrier", "telnyx", base + "/telnyx/voice", "--telnyx-signing-key", seed,
+                                  "--play", str(tmp_path / "hello.wav"), "--timeout", "5", "--greeting-wait", "0"])
+        code = args.func(args)
+    printed = capsys.readouterr()
+    assert code == 0, printed
+    assert seen["problem"] is None  # signed as Telnyx signs
+    assert seen["form"]["CallSid"][0].startswith("v3:") and seen["form"]["To"] == ["+15555550100"]
+    assert seen["query"] == {"token": "t1"}  # the stream URL's query string, kept
+    assert seen.get("ended") is True  # the <Redirect> followed once the stream closed
+    assert "marks: 1 received, 1 sent back" in printed.out and "protocol violations: 0" in printed.out
+    assert "after the stream, TeXML: Hangup" in printed.out
+    # another carrier's call refuses the Telnyx option
+    args = parser.parse_args(["call", "ws://127.0.0.1:9/twilio/media", "--telnyx-signing-key", seed])
+    assert args.func(args) == 2
+    assert "--telnyx-signing-key is for Telnyx calls" in capsys.readouterr().err
