@@ -24,6 +24,14 @@ after the last one forwarded (a duplicate, or one that arrived after its success
 would be out of place in the caller's speech, as a jitter buffer drops a late packet). Each such
 drop is reported as a problem (``late-media``), logged once per call and then at debug level. A
 gap (a frame that never came) is not filled. Frames without a ``chunk`` are forwarded unchecked.
+
+Assumed where the docs are silent: outbound messages carry no ``stream_id`` (the socket is the
+stream; the reference's client frames show none); the media socket's URL is opened with its query
+string as given (TeXML's ``<Stream>`` documents no ``<Parameter>``, so the call's token travels
+there; ``custom_parameters`` of a stream started through Call Control are read too); the
+``error`` frame's ``payload`` holds ``code``, ``title`` and ``detail`` and does not end the stream
+(Telnyx sends ``stop`` for that); a bot audio piece shorter than the 20 ms the reference gives as
+the smallest chunk (the tail of a Voice Live delta) is played, not refused.
 """
 
 from __future__ import annotations

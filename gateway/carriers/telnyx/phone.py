@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -343,7 +343,10 @@ async def place_telnyx_call(
         if kind == "webhook":
             body = await _post_webhook(session, url, form, signing_key, connect_timeout_s)
             answer = parse_texml(body, url)
-            events.emit("webhook", stream_url=answer.stream_url, parameters={})
+            # the stream URL's query string carries the call's token: printed without its values
+            shown = urlsplit(answer.stream_url)
+            events.emit("webhook", stream_url=urlunsplit(shown._replace(query="")),
+                        parameters={name: "..." for name, _ in parse_qsl(shown.query)})
             stream_url, custom = answer.stream_url, dict(params or {})
         else:
             stream_url, custom = url, dict(params or {})
