@@ -497,3 +497,15 @@ def test_the_call_command_places_a_signed_telnyx_call(tmp_path: Any, capsys: pyt
     args = parser.parse_args(["call", "ws://127.0.0.1:9/twilio/media", "--telnyx-signing-key", seed])
     assert args.func(args) == 2
     assert "--telnyx-signing-key is for Telnyx calls" in capsys.readouterr().err
+
+
+async def test_a_stream_that_starts_while_the_gateway_drains_ends_with_the_apology() -> None:
+    async with telnyx_rig() as rig:
+        url = await _stream_url(rig, "v3:call-late")
+        rig.app[CONTEXT].draining = True  # the webhook was answered; the stream comes after SIGTERM
+        assert await _closed_at_start(url, "v3:call-late") == 1013
+        status, texml = await rig.post("/telnyx/stream-ended", {**FORM, "CallSid": "v3:call-late"})
+        _, other = await rig.post("/telnyx/stream-ended", {**FORM, "CallSid": "v3:another"})
+        rig.app[CONTEXT].draining = False
+    assert status == 200 and "<Say>" in texml and texml.endswith("<Hangup/></Response>")
+    assert "<Say>" not in other and "<Hangup/>" in other
