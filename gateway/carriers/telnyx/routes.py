@@ -195,12 +195,27 @@ def _profile_for(ctx: GatewayContext, start: telnyx.Start, params: dict[str, str
     return name, account
 
 
+def _note_refused_call(ctx: GatewayContext, token: str | None) -> None:
+    """A stream refused before its start: the call its token names (when it holds) hears the apology
+    at the ``<Redirect>``. The token is not used up: it opens nothing."""
+    if not token:
+        return
+    try:
+        call_id = ctx.tokens.verify(token, carrier="telnyx").get("call")
+    except TokenError:
+        return
+    if call_id:
+        log.warning("media stream refused before its start", call_id=call_id)
+        ctx.note_failure(call_id)
+
+
 async def telnyx_media(request: web.Request) -> web.StreamResponse:
     """``GET /telnyx/media``: the Telnyx media streaming WebSocket."""
     ctx: GatewayContext = request.app[CONTEXT]
     busy = ctx.refusal()
     if busy is not None:
         metrics.CALLS.inc("telnyx", f"refused ({busy})")
+        _note_refused_call(ctx, request.query.get("token"))
         return web.Response(status=503, text=f"{busy}\n")
     ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
