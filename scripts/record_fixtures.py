@@ -29,6 +29,7 @@ from gateway.audio import ASSETS, load_ulaw_8k
 from gateway.bridge import CONTEXT
 from gateway.carriers.acs.phone import place_acs_call
 from gateway.carriers.plivo.phone import place_plivo_call
+from gateway.carriers.telnyx.phone import place_telnyx_call
 from gateway.carriers.twilio.phone import place_call
 from gateway.carriers.vonage.phone import place_vonage_call
 from gateway.config import parse_config
@@ -240,6 +241,23 @@ SCENARIOS: dict[str, Scenario] = {
         "padded), then the gateway closes the media socket.",
         [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="vonage",
         sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
+    "telnyx_bot_greets_first": Scenario(
+        "Telnyx: the bot speaks first (a greeting), then answers a question; marks come back as it plays.",
+        [WaitForBot(), Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="greeter", carrier="telnyx"),
+    "telnyx_barge_in_mid_answer": Scenario(
+        "Telnyx: the caller talks over the bot's answer: clear, and the answer is truncated where the "
+        "phone's marks say it had played.",
+        [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1500), Say(INTERRUPT, "interrupt"),
+         WaitForBot(), Silence(500), Hangup()], carrier="telnyx"),
+    "telnyx_dtmf_digits": Scenario(
+        "Telnyx: the caller types 1 2 # (dtmf frames): the model hears the entry and answers it.",
+        [Silence(400), Dtmf("1"), Silence(200), Dtmf("2"), Silence(200), Dtmf("#"), WaitForBot(), Hangup()],
+        carrier="telnyx"),
+    "telnyx_bot_hangs_up": Scenario(
+        "Telnyx: the model ends the call with hang_up; the goodbye plays out, then the gateway closes "
+        "the stream (Telnyx's TeXML then hangs up).",
+        [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="telnyx",
+        sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
 }
 
 
@@ -322,9 +340,16 @@ async def _acs(app: web.Application, port: int, name: str, scenario: Scenario, o
 async def _plivo(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
     await place_plivo_call(f"ws://127.0.0.1:{port}/plivo/media?profile={scenario.profile}", scenario.steps,
                            on_event=on_event)
+
+
 async def _vonage(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
     await place_vonage_call(f"ws://127.0.0.1:{port}/vonage/media", scenario.steps,
                             headers={"call": f"vonage-{name}", "profile": scenario.profile}, on_event=on_event)
+
+
+async def _telnyx(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
+    await place_telnyx_call(f"ws://127.0.0.1:{port}/telnyx/media?profile={scenario.profile}", scenario.steps,
+                            on_event=on_event)
 
 
 Placer = Callable[[web.Application, int, str, Scenario, Any], Awaitable[None]]
@@ -333,6 +358,7 @@ PLACERS: dict[str, Placer] = {
     "acs": _acs,
     "plivo": _plivo,
     "vonage": _vonage,
+    "telnyx": _telnyx,
 }
 
 

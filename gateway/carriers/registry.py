@@ -21,6 +21,7 @@ CARRIERS: tuple[str, ...] = (
     "acs",
     "plivo",
     "vonage",
+    "telnyx",
 )
 
 
