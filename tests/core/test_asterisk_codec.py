@@ -25,7 +25,8 @@ from gateway.wire import WireCall
 PLAIN_START = ("MEDIA_START connection_id:media_connection1 channel:WebSocket/media_connection1/0x5140001a0040 "
                "channel_id:1761245643.1 format:ulaw optimal_frame_size:160 ptime:20")
 JSON_START = json.dumps({
-    "event": "MEDIA_START", "connection_id": "media_connection1", "channel": "WebSocket/media_connection1/0x5140001a0040",
+    "event": "MEDIA_START", "connection_id": "media_connection1",
+    "channel": "WebSocket/media_connection1/0x5140001a0040",
     "channel_id": "1761245643.1", "format": "ulaw", "optimal_frame_size": 160, "ptime": 20,
     "channel_variables": {"DIALEDPEERNUMBER": "media_connection1/c(ulaw)", "MEDIA_WEBSOCKET_CONNECTION_ID":
                           "media_connection1", "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": "160"}})
@@ -69,7 +70,8 @@ def test_media_start_in_both_formats() -> None:
 
 
 def test_the_first_releases_media_start_without_channel_id_or_ptime() -> None:
-    event = _start("MEDIA_START connection_id:e226e283 channel:WebSocket/connectionid format:ulaw optimal_frame_size:160")
+    event = _start("MEDIA_START connection_id:e226e283 channel:WebSocket/connectionid format:ulaw "
+                   "optimal_frame_size:160")
     assert (event.connection_id, event.channel_id, event.ptime) == ("e226e283", "", 20)
 
 
@@ -100,7 +102,7 @@ def test_notifications_in_plain_text_and_json() -> None:
         ("STATUS channel_id:1 queue_length:43 xon_level:800 xoff_level:900 queue_full:false bulk_media:true "
          "media_paused:false",
          '{"event":"STATUS","channel_id":"1","queue_length":43,"xon_level":800,"xoff_level":900,"queue_full":false,'
-         '"bulk_media":true,"media_paused":false}', codec.Status(43, False)),
+         '"bulk_media":true,"media_paused":false}', codec.Status(43, False, 800, 900)),
         ("ERROR channel_id:1 error_text:MARK_MEDIA not supported in passthrough mode",
          '{"event":"ERROR","channel_id":"1","error_text":"MARK_MEDIA not supported in passthrough mode"}',
          codec.DriverError("MARK_MEDIA not supported in passthrough mode")),
@@ -241,8 +243,8 @@ def test_xoff_holds_everything_in_order_and_xon_releases_it() -> None:
     wire.call.to_phone += _audio_actions(2)
     first = wire.take_phone()
     wire.from_phone("MEDIA_XOFF", 100.0)
-    wire.call.to_phone += _audio_actions(3)[2:] + [PlayAudio(_b64(b"\x09" * 480)), SendMark("9")]
-    assert wire.take_phone() == []  # held
+    wire.call.to_phone += [*_audio_actions(3)[2:], PlayAudio(_b64(b"\x09" * 480)), SendMark("9")]
+    assert wire.take_phone() == ["GET_STATUS"]  # held; the queue's levels asked for once
     wire.from_phone("MEDIA_XON", 200.0)
     released = wire.take_phone()
     assert released == [b"\x01" * 480, "MARK_MEDIA 2", b"\x02" * 480, "MARK_MEDIA 3", b"\x09" * 480, "MARK_MEDIA 9"]
@@ -259,7 +261,7 @@ def test_xon_releases_a_bounded_batch_then_asks_for_status_for_the_rest() -> Non
     wire.take_phone()
     wire.from_phone("MEDIA_XOFF", 100.0)
     wire.call.to_phone += _audio_actions(200)  # 200 x 3 frames held
-    assert wire.take_phone() == []
+    assert wire.take_phone() == ["GET_STATUS"]
     wire.from_phone("MEDIA_XON", 200.0)  # fewer than 800 queued: room for 150 frames
     batch = wire.take_phone()
     audio = [m for m in batch if isinstance(m, bytes)]
@@ -278,9 +280,24 @@ def test_xon_releases_a_bounded_batch_then_asks_for_status_for_the_rest() -> Non
         wire.from_phone("MEDIA_XON", 300.0)
         rest += wire.take_phone()
     everything = [m for m in batch + second + rest if m != "GET_STATUS"]
-    expected = [m for action in _audio_actions(200) for m in
-                ([base64.b64decode(action.payload)] if isinstance(action, PlayAudio) else [f"MARK_MEDIA {action.name}"])]
+    expected = [base64.b64decode(action.payload) if isinstance(action, PlayAudio) else f"MARK_MEDIA {action.name}"
+                for action in _audio_actions(200)]
     assert everything == expected
+
+
+def test_the_batch_follows_the_levels_status_reports() -> None:
+    wire = _wire()
+    wire.call.to_phone += _audio_actions(1)
+    wire.take_phone()
+    wire.from_phone("MEDIA_XOFF", 100.0)
+    wire.call.to_phone += _audio_actions(100)
+    assert wire.take_phone() == ["GET_STATUS"]
+    wire.from_phone('{"event":"STATUS","queue_length":90,"xon_level":40,"xoff_level":80,"queue_full":true}', 110.0)
+    assert wire.take_phone() == []  # full: levels learned, nothing released
+    wire.from_phone("MEDIA_XON", 200.0)  # below 40 queued: up to 100 (80 + 40 / 2)
+    batch = wire.take_phone()
+    assert 60 <= sum(len(m) for m in batch if isinstance(m, bytes)) // 160 < 63
+    assert batch[-1] == "GET_STATUS"
 
 
 def test_a_flush_drops_held_audio_and_ends_the_hold() -> None:
@@ -288,8 +305,8 @@ def test_a_flush_drops_held_audio_and_ends_the_hold() -> None:
     wire.call.to_phone += _audio_actions(1)
     wire.take_phone()
     wire.from_phone("MEDIA_XOFF", 100.0)
-    wire.call.to_phone += _audio_actions(5) + [CLEAR, PlayAudio(_b64(b"\x05" * 160))]
-    assert wire.take_phone() == ["FLUSH_MEDIA", "START_MEDIA_BUFFERING", b"\x05" * 160]
+    wire.call.to_phone += [*_audio_actions(5), CLEAR, PlayAudio(_b64(b"\x05" * 160))]
+    assert wire.take_phone() == ["GET_STATUS", "FLUSH_MEDIA", "START_MEDIA_BUFFERING", b"\x05" * 160]
     wire.from_phone("MEDIA_XON", 200.0)
     assert wire.take_phone() == []
 
@@ -341,8 +358,9 @@ def test_basic_credentials_as_asterisk_sends_them() -> None:
                                password="s3cret:with:colons", token=None) == "bad basic credentials"
 
 
-@pytest.mark.parametrize("header", [None, "", "Basic", "Basic !!!", "Basic " + base64.b64encode(b"nocolon").decode(),
-                                    "Bearer ", "Bearer nope", "Digest x", "Basic " + base64.b64encode(b"\xff:\xfe").decode()])
+@pytest.mark.parametrize("header", [
+    None, "", "Basic", "Basic !!!", "Basic " + base64.b64encode(b"nocolon").decode(), "Bearer ", "Bearer nope",
+    "Digest x", "Basic " + base64.b64encode(b"\xff:\xfe").decode()])
 def test_anything_else_is_refused(header: str | None) -> None:
     assert check_authorization(header, username="u", password="p", token="t0ken") is not None
 

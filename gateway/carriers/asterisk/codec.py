@@ -36,14 +36,15 @@ What the gateway assumes where Asterisk's documentation leaves it open (read aga
   all: set ``asterisk.playback_marks: false`` and the call paces the audio itself.
 * Flow control. Asterisk queues about 1000 frames, says ``MEDIA_XOFF`` at 900 and ``MEDIA_XON``
   below 800, and drops whole messages that arrive while 1000 are queued. From ``MEDIA_XOFF`` on,
-  the leg holds every outbound message (audio and marks, in order) instead of sending it. On
-  ``MEDIA_XON`` it releases held messages up to about 950 queued frames, enough to cross the XOFF
-  level again (so another ``MEDIA_XON`` will come) while no message arrives with 1000 queued (the
-  last one released may go past 1000: Asterisk takes a message whole when it arrives below that);
-  when messages are still held it asks for ``GET_STATUS``, and a ``STATUS`` that shows room
-  releases the next batch. Held
-  audio is bounded (:data:`HOLD_LIMIT_MS`); past it, newer audio is dropped with a warning in the
-  log, never silently. A flush empties Asterisk's queue, so it also ends the hold.
+  the leg holds every outbound message (audio and marks, in order) instead of sending it, and asks
+  once for ``GET_STATUS`` to learn the queue's levels. On ``MEDIA_XON`` it releases held messages
+  up to half-way between the XOFF level and the maximum (taken as XOFF plus the XOFF-XON gap:
+  950 frames), which crosses the XOFF level again (so another ``MEDIA_XON`` will come) while no
+  message arrives with the maximum queued (the last one released may go past it: Asterisk takes a
+  message whole when it arrives below it). When messages are still held it asks for
+  ``GET_STATUS``, and a ``STATUS`` that shows room releases the next batch. Held audio is bounded
+  (:data:`HOLD_LIMIT_MS`); past it, newer audio is dropped with a warning in the log, never
+  silently. A flush empties Asterisk's queue, so it also ends the hold.
 * Keys. ``DTMF_END digit:<key>`` reaches the call as a keypad key.
 * Hang-up. The gateway sends ``HANGUP`` and closes the socket; the caller hanging up closes it
   from Asterisk's side.
@@ -69,7 +70,6 @@ assert all(fmt.key in FORMATS for fmt in AUDIO_FORMATS.values())
 
 MAX_MESSAGE = 65_500  # Asterisk closes the socket (and hangs up) on a larger message
 QUEUE_MAX, XOFF_LEVEL, XON_LEVEL = 1000, 900, 800  # frames, as chan_websocket defines them
-REFILL_LEVEL = 950  # after MEDIA_XON, send held audio up to this many queued frames
 HOLD_LIMIT_MS = 60_000  # audio held while Asterisk says MEDIA_XOFF, at most
 MAX_CONTROL = 128  # Asterisk ignores longer text messages (a mark name must keep MARK_MEDIA under it)
 
@@ -124,6 +124,8 @@ class BufferingCompleted:
 class Status:
     queue_length: int | None
     queue_full: bool | None
+    xon_level: int | None = None
+    xoff_level: int | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -159,6 +161,17 @@ def _int(value: Any, name: str) -> int:
     except (TypeError, ValueError, OverflowError):
         raise AsteriskProtocolError(f"MEDIA_START {name} is not a number: {short(repr(value))}") from None
     return number
+
+
+def _count(value: Any) -> int | None:
+    """A whole number of frames from a STATUS message, or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if 0 <= number <= 1_000_000 else None
 
 
 def _flag(value: Any) -> bool | None:
@@ -206,12 +219,8 @@ def _event(name: str, fields: dict[str, Any], rest: str, json_control: bool) -> 
     if name == "MEDIA_START":
         return _media_start(fields, json_control)
     if name == "STATUS":
-        length = fields.get("queue_length")
-        try:
-            queue_length = None if isinstance(length, bool) else int(length)  # type: ignore[arg-type]
-        except (TypeError, ValueError, OverflowError):
-            queue_length = None
-        return Status(queue_length, _flag(fields.get("queue_full")))
+        return Status(_count(fields.get("queue_length")), _flag(fields.get("queue_full")),
+                      _count(fields.get("xon_level")), _count(fields.get("xoff_level")))
     if name == "MEDIA_BUFFERING_COMPLETED":
         mark = fields.get("correlation_id") if json_control else rest
         return BufferingCompleted(mark if isinstance(mark, str) else "")
@@ -280,8 +289,9 @@ class AsteriskLeg:
 
     carrier = "asterisk"
     binary = True
-    __slots__ = ("_buffering", "_held", "_held_audio", "_last_mark", "chunk", "commands", "dropped_bytes",
-                 "frame_size", "hold_limit", "hung_up", "log", "released", "start", "xoff")
+    __slots__ = ("_asked_levels", "_buffering", "_held", "_held_audio", "_last_mark", "chunk", "commands",
+                 "dropped_bytes", "frame_size", "hold_limit", "hung_up", "log", "released", "start", "xoff",
+                 "xoff_level", "xon_level")
 
     def __init__(self, start: MediaStart, *, log: Any = None, hold_limit_bytes: int | None = None) -> None:
         self.start = start
@@ -297,6 +307,8 @@ class AsteriskLeg:
         self._buffering = False  # START_MEDIA_BUFFERING sent since the last flush
         self._last_mark: str | None = None  # the last mark sent, not yet acknowledged
         self.xoff = False  # Asterisk said MEDIA_XOFF: outbound messages are held
+        self.xon_level, self.xoff_level = XON_LEVEL, XOFF_LEVEL  # as STATUS reports them, once asked
+        self._asked_levels = False
         self.dropped_bytes = 0  # held audio dropped past the bound
         self.hung_up = False  # HANGUP was sent
 
@@ -323,12 +335,18 @@ class AsteriskLeg:
             call.dtmf(event.digit, now)  # type: ignore[union-attr]
         elif kind is FlowOff:
             self.xoff = True
+            if not self._asked_levels:  # the queue's levels, before the MEDIA_XON that needs them
+                self._asked_levels = True
+                self.released.append(self.commands.get_status)
         elif kind is FlowOn:
-            self._refill(XON_LEVEL)
+            self._refill(self.xon_level)
         elif kind is Status:
             status: Status = event  # type: ignore[assignment]
-            if self.xoff and status.queue_full is False:
-                self._refill(status.queue_length if status.queue_length is not None else XON_LEVEL)
+            if status.xon_level is not None and status.xoff_level is not None \
+                    and 0 < status.xon_level < status.xoff_level:
+                self.xon_level, self.xoff_level = status.xon_level, status.xoff_level
+            if self.xoff and status.queue_full is False and self._held:
+                self._refill(status.queue_length if status.queue_length is not None else self.xon_level)
         elif kind is DriverError:
             text = event.text  # type: ignore[union-attr]
             if "MARK_MEDIA" in text and self._last_mark is not None:
@@ -344,14 +362,17 @@ class AsteriskLeg:
 
     def _refill(self, queued: int) -> None:
         """Asterisk has room again (``queued`` frames in its queue): release held messages up to
-        :data:`REFILL_LEVEL` frames; when some are still held, ask how the queue stands."""
+        half-way between the XOFF level and the maximum; when some are still held, ask how the queue
+        stands."""
         held = self._held
         if not held:
             self.xoff = False
             return
-        # Asterisk takes a whole message as long as fewer than QUEUE_MAX frames wait when it arrives:
-        # the last message released may go past the refill level, none arrives past the maximum
-        budget = max(0, REFILL_LEVEL - queued) * self.frame_size
+        # Asterisk takes a whole message as long as fewer than its maximum (XOFF level + the XOFF-XON
+        # gap: 1000) wait when it arrives: the refill level is half-way between XOFF and that maximum;
+        # the last message released may go past it, none arrives past the maximum
+        refill_level = self.xoff_level + (self.xoff_level - self.xon_level) // 2
+        budget = max(0, refill_level - queued) * self.frame_size
         taken = 0
         for message in held:
             if type(message) is bytes:

@@ -147,6 +147,7 @@ class _AsteriskCall(_Call[AsteriskCallReport]):
             self.queue_full = False
             if await self._control("MEDIA_XON"):
                 self.xons += 1
+                self.events.emit("media_xon", queued_frames=self._queued_frames())
 
     def _queued_frames(self) -> int:
         return self.playout.buffered // self.frame_size
@@ -182,6 +183,7 @@ class _AsteriskCall(_Call[AsteriskCallReport]):
             self.queue_full = True
             if await self._control("MEDIA_XOFF"):
                 self.xoffs += 1
+                self.events.emit("media_xoff", queued_frames=self._queued_frames())
 
     def _play_frame(self) -> bytes:
         if not self.playout.buffered and self.leftover:  # the queue ran dry: the partial frame plays
@@ -244,6 +246,7 @@ class _AsteriskCall(_Call[AsteriskCallReport]):
             self._stop_playback("clear", marks_flushed=self.playout.pending_marks)  # never processed
         elif command == "GET_STATUS":
             self.statuses += 1
+            self.events.emit("status", queued_frames=self._queued_frames(), queue_full=self.queue_full)
             await self._control("STATUS", queue_length=self._queued_frames(), xon_level=self.xon_frames,
                                 xoff_level=self.xoff_frames, queue_full=str(self.queue_full).lower(),
                                 bulk_media=str(self.buffering).lower(), media_paused="false")
