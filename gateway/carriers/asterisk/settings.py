@@ -21,6 +21,7 @@ class AsteriskSettings(CarrierSettings):
     secret_keys: ClassVar[tuple[str, ...]] = ("password", "token")
     credential_key: ClassVar[str] = "password"
     credential_label: ClassVar[str] = "Asterisk media socket credentials"
+    transfers: ClassVar[bool] = False  # chan_websocket offers hang-up only
 
     # HTTP basic credentials Asterisk sends on the upgrade (websocket_client.conf username/password)
     username: Text | None = None
