@@ -25,6 +25,13 @@ async def test_acs_replay_over_real_sockets(name: str) -> None:
     assert result.ok, f"{result.mismatch}\n{result.problems}"
 
 
+@pytest.mark.parametrize("name", ["asterisk_barge_in_mid_answer", "asterisk_bot_hangs_up"])
+async def test_asterisk_replay_over_real_sockets(name: str) -> None:
+    # binary µ-law frames both ways; the marks Asterisk processed are sent back as it sent them
+    result = await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=3.0)
+    assert result.ok, f"{result.mismatch}\n{result.problems}"
+
+
 async def test_socket_replay_catches_a_broken_barge_in(monkeypatch) -> None:
     monkeypatch.setattr(Playout, "position", _bytes_sent)
     result = await replay_live(load_fixture(CALLS / "barge_in_mid_answer.jsonl"), speed=3.0)
