@@ -310,3 +310,82 @@ async def test_a_codec_that_does_not_pass_through_is_refused_before_any_session(
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert ws.close_code == 1003
     assert rig.sim.state.sessions == []
+
+
+# --- gateway call --carrier asterisk ----------------------------------------------------------------------
+
+SEEN: web.AppKey[list[dict[str, Any]]] = web.AppKey("seen", list)
+
+
+async def _answering_bot(request: web.Request) -> web.WebSocketResponse:
+    """A stand-in gateway: after MEDIA_START it says 0.2 s behind a mark, then waits for the mark."""
+    seen = request.app[SEEN]
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    record: dict[str, Any] = {"authorization": request.headers.get("Authorization"), "query": dict(request.query)}
+    seen.append(record)
+    async for msg in ws:
+        if msg.type is aiohttp.WSMsgType.TEXT and msg.data.startswith("MEDIA_START"):
+            record["start"] = msg.data
+            await ws.send_str("START_MEDIA_BUFFERING")
+            await ws.send_bytes(b"\x10" * 1600)
+            await ws.send_str("MARK_MEDIA 1")
+        elif msg.type is aiohttp.WSMsgType.TEXT:
+            record.setdefault("texts", []).append(msg.data)
+    return ws
+
+
+def _cli(*argv: str) -> Any:
+    import argparse
+
+    from gateway.softphone.cli import register_cli
+
+    parser = argparse.ArgumentParser(prog="gateway")
+    register_cli(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["call", *argv])
+
+
+def test_cli_places_an_asterisk_call(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.sockets.loopback import serve_in_thread
+
+    monkeypatch.delenv("ASTERISK_WS_USERNAME", raising=False)
+    monkeypatch.setenv("ASTERISK_WS_PASSWORD", "from-env-secret")
+    app = web.Application()
+    app[SEEN] = []
+    app.router.add_get("/asterisk/media", _answering_bot)
+    with serve_in_thread(app, shutdown_timeout=1.0) as base:
+        url = base.replace("http://", "ws://") + "/asterisk/media"
+        args = _cli("--carrier", "asterisk", url, "--asterisk-user", "pbx", "--asterisk-to", "+15555550123",
+                    "--timeout", "3")
+        code = args.func(args)
+    printed = capsys.readouterr()
+    assert code == 0, printed
+    (seen,) = app[SEEN]
+    assert seen["authorization"] == basic_header("pbx", "from-env-secret")  # the password from the environment
+    assert seen["query"] == {"to": "+15555550123"}
+    assert "format:ulaw optimal_frame_size:160" in seen["start"]
+    assert seen["texts"] == ["MEDIA_MARK_PROCESSED 1"]  # once the 0.2 s had played
+    assert "bot audio: 0.2 s received, 0.2 s played" in printed.out
+    assert "marks: 1 received, 1 processed" in printed.out and "protocol violations: 0" in printed.out
+    assert "from-env-secret" not in printed.out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--carrier", "twilio", "ws://127.0.0.1:9/twilio/media", "--asterisk-to", "+1555"), "for Asterisk calls only"),
+    (("--carrier", "twilio", "ws://127.0.0.1:9/twilio/media", "--asterisk-token", "t"), "for Asterisk calls only"),
+    (("--carrier", "asterisk", "https://gw.example.com/asterisk/media"), "bad URL"),
+    (("--carrier", "asterisk", "ws://127.0.0.1:{port}/asterisk/media"), "cannot open the media socket"),
+])
+def test_cli_asterisk_errors_are_one_line(argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.sockets.loopback import refusing_port
+
+    for name in ("ASTERISK_WS_USERNAME", "ASTERISK_WS_PASSWORD", "ASTERISK_WS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    sock, port = refusing_port()
+    with sock:
+        args = _cli(*(a.replace("{port}", str(port)) for a in argv))
+        assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gateway call: ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
