@@ -220,6 +220,34 @@ async def test_flow_control_holds_bot_audio_and_loses_none_of_it() -> None:
     assert report.marks_echoed == report.marks_received
 
 
+async def test_without_playback_marks_the_gateway_paces_and_truncates_at_its_clock() -> None:
+    section = 'asterisk: {username: asterisk, password: "${PW}", playback_marks: false}'
+    async with asterisk_rig(section=section) as rig:
+        report = await rig.call([Say(HOURS, "question"), WaitForBot(heard_ms=1200), Say(INTERRUPT, "interruption"),
+                                 Hangup()])
+        session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
+        await rig.all_calls_finished()
+    assert report.violations == 0, report.violation_samples
+    assert report.marks_received == []  # Asterisk before 20.18 / 22.8 / 23.2 has no MARK_MEDIA
+    assert max(len(base64.b64decode(p)) for p in report.received_payloads) <= 160  # 20 ms pieces, in real time
+    ((_, flush),) = report.events_of("clear")
+    assert flush["discarded_bytes"] <= 100 * BPM, flush  # paced: little was queued when the flush came
+    (truncation,) = session.truncations
+    first_item = next(iter(session.items_audio_bytes))
+    assert truncation["ok"] and truncation["item_id"] == first_item
+    played_ms = flush["played_bytes_total"] / BPM
+    assert abs(truncation["audio_end_ms"] - played_ms) <= 80, (truncation, played_ms)
+    heard = _heard(report)
+    assert heard[:flush["played_bytes_total"]] == _deltas(session, first_item)[:flush["played_bytes_total"]]
+
+
+async def test_a_draining_gateway_refuses_new_media_sockets(rig: Rig) -> None:
+    rig.app[CONTEXT].draining = True
+    assert await _upgrade_status(rig.url, {"Authorization": basic_header(USER, PASSWORD)}) == 503
+    assert await _upgrade_status(rig.url, {}) == 401  # credentials are checked first
+    assert rig.sim.state.sessions == []
+
+
 # --- credentials on the upgrade ------------------------------------------------------------------------
 
 
