@@ -17,14 +17,18 @@ Asterisk dials the gateway (``Dial(WebSocket/<connection>/c(ulaw))``, or ARI ``e
 
 What the gateway assumes where Asterisk's documentation leaves it open (read against chan_websocket.c):
 
-* Framing. Asterisk cuts what it receives into frames of ``optimal_frame_size`` bytes (20 ms) and
-  drops a remainder that does not fill a frame, unless media buffering is on. Voice Live's audio
-  comes in pieces of any length, so the leg turns buffering on (``START_MEDIA_BUFFERING``) before
-  the first audio and again after every flush (a flush ends it), and sends each piece as it is:
-  Asterisk joins the pieces into whole frames, and plays a last partial frame once its queue runs
-  dry (releases with that change) or when more audio comes. Nothing is padded or re-cut here, so
-  the phone plays exactly the bytes Voice Live sent. A message never exceeds 65 500 bytes (larger
-  ones close the socket): longer audio is sent in several messages, cut at whole frames.
+* Framing. Caller frames are forwarded as they come, whatever their size (Asterisk sends one
+  packet of ``optimal_frame_size`` bytes per ``ptime``: 160 bytes per 20 ms of µ-law). Asterisk
+  cuts what it receives into frames of ``optimal_frame_size`` and drops a remainder that does not
+  fill a frame, unless media buffering is on. The bot's audio comes in the call's pieces (60 ms
+  with marks, 20 ms when paced, cut at whole base64 quanta: 480 or 159 bytes of µ-law), so the leg
+  turns buffering on (``START_MEDIA_BUFFERING``) before the first audio and again after every
+  flush (a flush ends it) and sends each piece as it is: Asterisk joins the pieces into whole
+  frames, and plays a last partial frame once its queue runs dry (releases with that change) or
+  when more audio comes. Nothing is padded or re-cut here, so the phone plays exactly the bytes
+  Voice Live sent. A message never exceeds 65 500 bytes (larger ones close the socket): longer
+  audio is sent in several messages, cut at multiples of ``optimal_frame_size``. Flow control
+  counts ``optimal_frame_size`` bytes as one of Asterisk's frames.
 * Marks. ``MARK_MEDIA <name>`` sits in Asterisk's frame queue behind the audio sent before it, and
   ``MEDIA_MARK_PROCESSED <name>`` comes back once that audio has been played: the playback
   acknowledgement the call truncates at (with buffering on, a partial frame at the end of a piece
