@@ -241,6 +241,20 @@ async def test_without_playback_marks_the_gateway_paces_and_truncates_at_its_clo
     assert heard[:flush["played_bytes_total"]] == _deltas(session, first_item)[:flush["played_bytes_total"]]
 
 
+async def test_the_gateway_hangs_up_when_voicelive_fails(rig: Rig) -> None:
+    async def drop() -> None:
+        session = await rig.sim.state.wait_for_session(0)
+        await session.close(1011, "simulated failure")
+
+    dropper = asyncio.create_task(drop())
+    report = await rig.call([Silence(6000), Hangup()])
+    await dropper
+    await rig.all_calls_finished()
+    assert len(report.events_of("hangup_command")) == 1  # HANGUP once, then the socket closed
+    assert report.closed_by == "gateway" and report.close_code == 1011
+    assert report.duration_ms < 5000
+
+
 async def test_a_draining_gateway_refuses_new_media_sockets(rig: Rig) -> None:
     rig.app[CONTEXT].draining = True
     assert await _upgrade_status(rig.url, {"Authorization": basic_header(USER, PASSWORD)}) == 503
