@@ -204,10 +204,11 @@ async def test_the_called_number_in_the_uri_chooses_the_profile(rig: Rig, query:
     assert session.session["voice"] == voice
 
 
-async def test_flow_control_holds_bot_audio_and_loses_none_of_it() -> None:
+@pytest.mark.parametrize("json_control", [False, True], ids=["plain-text", "json"])
+async def test_flow_control_holds_bot_audio_and_loses_none_of_it(json_control: bool) -> None:
     # a long answer sent faster than real time, against a queue of 120 frames (XOFF at 80, XON below 40)
     async with asterisk_rig(audio_speed=8.0) as rig:
-        report = await rig.call([Say(HOURS, "question"), WaitForBot(), Hangup()],
+        report = await rig.call([Say(HOURS, "question"), WaitForBot(), Hangup()], json_control=json_control,
                                 xoff_frames=80, xon_frames=40, max_frames=120)
         session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
         await rig.all_calls_finished()

@@ -96,13 +96,22 @@ class _AsteriskCall(_Call[AsteriskCallReport]):
     # -- sending
 
     async def _control(self, name: str, **fields: Any) -> bool:
-        """Send one control message in the socket's format."""
+        """Send one control message in the socket's format, as chan_websocket writes it."""
         if self.json_control:
             text = json.dumps({"event": name, "channel_id": self.call_sid, **fields}, separators=(",", ":"))
         elif name == "MEDIA_MARK_PROCESSED":
             text = f"{name} {fields['correlation_id']}".rstrip()
         else:
-            text = " ".join([name, *(f"{key}:{value}" for key, value in fields.items())])
+            if name == "DTMF_END":
+                fields["channel_id"] = self.call_sid  # after the digit
+            elif name == "STATUS":
+                fields = {"channel_id": self.call_sid, **fields}
+            words = (f"{key}:{str(value).lower() if isinstance(value, bool) else value}"
+                     for key, value in fields.items())
+            text = " ".join([name, *words])
+        return await self._send_text(text)
+
+    async def _send_text(self, text: str) -> bool:
         async with self._send_lock:
             if self.send_failed:
                 return False
@@ -123,12 +132,9 @@ class _AsteriskCall(_Call[AsteriskCallReport]):
         if self.json_control:
             fields["channel_variables"] = {"MEDIA_WEBSOCKET_CONNECTION_ID": self.stream_sid,
                                            "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": str(self.frame_size)}
-            async with self._send_lock:
-                await self.ws.send_str(json.dumps({"event": "MEDIA_START", **fields}, separators=(",", ":")))
+            await self._send_text(json.dumps({"event": "MEDIA_START", **fields}, separators=(",", ":")))
             return
-        text = "MEDIA_START " + " ".join(f"{key}:{value}" for key, value in fields.items())  # Asterisk's order
-        async with self._send_lock:
-            await self.ws.send_str(text)
+        await self._send_text("MEDIA_START " + " ".join(f"{key}:{value}" for key, value in fields.items()))
 
     async def _send_audio(self, k: int, frame: bytes, payload: str) -> bool:
         async with self._send_lock:
@@ -248,8 +254,8 @@ class _AsteriskCall(_Call[AsteriskCallReport]):
             self.statuses += 1
             self.events.emit("status", queued_frames=self._queued_frames(), queue_full=self.queue_full)
             await self._control("STATUS", queue_length=self._queued_frames(), xon_level=self.xon_frames,
-                                xoff_level=self.xoff_frames, queue_full=str(self.queue_full).lower(),
-                                bulk_media=str(self.buffering).lower(), media_paused="false")
+                                xoff_level=self.xoff_frames, queue_full=self.queue_full,
+                                bulk_media=self.buffering, media_paused=False)
         elif command == "HANGUP":
             self.hangup_received = True
             self.events.emit("hangup_command")
