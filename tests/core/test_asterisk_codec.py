@@ -389,3 +389,21 @@ def test_the_carrier_tells_its_messages_apart() -> None:
     assert carrier.playback_ack("MEDIA_MARK_PROCESSED 3")
     assert carrier.playback_ack('{"event":"MEDIA_MARK_PROCESSED","correlation_id":"3"}')
     assert not carrier.playback_ack("DTMF_END digit:1") and not carrier.playback_ack(b"MEDIA_MARK_PROCESSED")
+
+
+def test_a_recording_is_rebuilt_with_marks_or_paced_as_it_was_made() -> None:
+    from gateway.carriers.base import ReplayError
+
+    carrier = AsteriskCarrier()
+    start = {"t": 1.0, "leg": "phone", "dir": "in", "msg": PLAIN_START}
+    audio_out = {"t": 50.0, "leg": "phone", "dir": "out", "binary": _b64(b"\xff" * 159)}
+    mark_out = {"t": 50.0, "leg": "phone", "dir": "out", "msg": "MARK_MEDIA 1"}
+    header = {"call_id": "1761245643.1", "audio_format": "g711_ulaw"}
+    marked = carrier.replay_start(header, [start, audio_out, mark_out])
+    assert marked.options == {} and marked.index == 0 and marked.started_at == 1.0
+    assert (marked.call_id, marked.stream_id) == ("1761245643.1", "media_connection1")
+    paced = carrier.replay_start(header, [{"t": 0.5, "leg": "phone", "dir": "in", "binary": _b64(b"\xff")},
+                                          start, audio_out])
+    assert paced.options == {"paced": True, "piece_ms": 20} and paced.index == 1
+    with pytest.raises(ReplayError):
+        carrier.replay_start(header, [{"t": 0.5, "leg": "phone", "dir": "in", "msg": "MEDIA_XON"}])
