@@ -174,25 +174,30 @@ async def test_caller_keys_reach_the_model(rig: Rig) -> None:
     assert report.played_bytes > 0 and report.violations == 0  # and the bot answered them
 
 
-@pytest.mark.parametrize("tool", ["hang_up", "transfer_call"])
-async def test_the_bot_hangs_up_after_its_last_words_and_transfers_are_not_offered(tool: str) -> None:
-    arguments = {"destination": "operator"} if tool == "transfer_call" else {}
-    async with asterisk_rig(tool_calls={1: ToolCall(tool, arguments)}) as rig:
+async def test_the_bot_hangs_up_after_its_last_words() -> None:
+    async with asterisk_rig(tool_calls={1: ToolCall("hang_up", {})}) as rig:
         report = await rig.call([Say(HOURS, "that will be all"), Silence(20_000)], params={"profile": "closer"})
         session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
         await rig.all_calls_finished()
     assert report.violations == 0, report.violation_samples
-    if tool == "transfer_call":  # chan_websocket cannot transfer: the model is told, the call goes on
-        (output,) = session.function_call_outputs
-        assert "error" in json.loads(output["output"])
-        assert report.closed_by == "caller" and report.events_of("hangup_command") == []
-        return
     assert report.events_of("hangup_command")  # HANGUP, then the gateway closed the socket
     assert report.closed_by == "gateway" and report.close_code == 1000
+    assert report.duration_ms < 15_000  # long before the caller's silence ran out
     # the goodbye was heard in full before the hang-up: every mark processed
     assert report.played_bytes == sum(session.items_audio_bytes.values()) > 0
     assert report.discarded_bytes == 0 and report.unplayed_bytes == 0 and report.clears == 0
     assert report.marks_echoed == report.marks_received
+
+
+async def test_transfers_are_not_offered_the_model_is_told_and_the_call_goes_on() -> None:
+    async with asterisk_rig(tool_calls={1: ToolCall("transfer_call", {"destination": "operator"})}) as rig:
+        report = await rig.call([Say(HOURS, "put me through"), WaitForBot(), Hangup()], params={"profile": "closer"})
+        session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
+        await rig.all_calls_finished()
+    (output,) = session.function_call_outputs
+    assert "error" in json.loads(output["output"])  # chan_websocket cannot transfer
+    assert report.violations == 0 and report.played_bytes > 0  # the bot went on talking
+    assert report.closed_by == "caller" and report.events_of("hangup_command") == []
 
 
 @pytest.mark.parametrize(("query", "voice"), [({"to": "+1 555 555 0123"}, "marin"), ({"to": "+15550000000"}, "alloy"),
