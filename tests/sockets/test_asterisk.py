@@ -302,6 +302,14 @@ async def test_the_upgrade_needs_the_configured_credentials(rig: Rig) -> None:
     await rig.all_calls_finished()
 
 
+async def test_the_media_subprotocol_asterisk_asks_for_is_accepted(rig: Rig) -> None:
+    headers = {"Authorization": basic_header(USER, PASSWORD)}
+    async with aiohttp.ClientSession() as http, http.ws_connect(rig.url, headers=headers, protocols=("media",)) as ws:
+        assert ws.protocol == "media"  # websocket_client.conf: protocols = media
+        await ws.close()
+    await rig.all_calls_finished()
+
+
 async def test_without_credentials_every_upgrade_is_refused_unless_insecure_mode_says_so(
         log_capture: LogCapture) -> None:
     with log_capture("info") as buf:
