@@ -111,6 +111,8 @@ class CallRecorder:
         if direction in ("in", "out"):
             entry: dict[str, Any] = {"t": t, "leg": leg, "dir": direction}
             if isinstance(message, bytes):
+                if self.writer.redact_audio and leg == "phone":  # a binary phone frame is raw audio
+                    message = bytes([self.silence_byte]) * len(message)
                 entry["binary"] = base64.b64encode(message).decode()
             elif message is not None:
                 if self.writer.redact_audio:

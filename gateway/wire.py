@@ -24,7 +24,12 @@ class PhoneLeg(Protocol):
     ``binary``: the carrier sends binary frames (raw audio) on its media socket, and ``feed`` takes
     them as ``bytes``; on a leg without it a binary frame is bad input. ``encode`` gives the message
     for an action, None when there is nothing to send, or a list when one action takes several
-    frames (e.g. audio cut into the fixed-size frames a carrier requires)."""
+    frames (e.g. audio cut into the fixed-size frames a carrier requires).
+
+    Optionally, ``released``: a list of messages the leg lets go of by itself, e.g. audio it held
+    back while the carrier asked it to pause and releases when the carrier has room again (on an
+    inbound message). The wire empties it, ahead of the call's own actions, whenever it takes the
+    phone's messages. The leg keeps the same list object for the whole call."""
 
     carrier: str
     binary: bool
@@ -54,6 +59,8 @@ class WireCall:
         self.bad_input: dict[str, int] = {}
         self._now = call.started_at
         self._binary = getattr(leg, "binary", False) is True
+        released = getattr(leg, "released", None)
+        self._released: list[PhoneMessage] | None = released if type(released) is list else None
 
     # --- input ---------------------------------------------------------------------------
 
@@ -187,11 +194,18 @@ class WireCall:
 
     def take_phone(self) -> list[PhoneMessage]:
         call = self.call
+        released = self._released
         if not call.to_phone:
-            return []
-        actions, call.to_phone = call.to_phone, []
+            if not released:
+                return []
+            actions: list[PhoneAction] = []
+        else:
+            actions, call.to_phone = call.to_phone, []
         encode = self.leg.encode
         messages: list[PhoneMessage] = []
+        if released:  # what the leg let go of by itself goes first: it was held before these actions
+            messages += released
+            released.clear()
         for action in actions:
             message = encode(action)
             if message is None:

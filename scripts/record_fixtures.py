@@ -28,6 +28,7 @@ from gateway.app import create_app
 from gateway.audio import ASSETS, load_ulaw_8k
 from gateway.bridge import CONTEXT
 from gateway.carriers.acs.phone import place_acs_call
+from gateway.carriers.asterisk.phone import place_asterisk_call
 from gateway.carriers.plivo.phone import place_plivo_call
 from gateway.carriers.telnyx.phone import place_telnyx_call
 from gateway.carriers.twilio.phone import place_call
@@ -258,6 +259,24 @@ SCENARIOS: dict[str, Scenario] = {
         "the stream (Telnyx's TeXML then hangs up).",
         [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="telnyx",
         sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
+    "asterisk_bot_greets_first": Scenario(
+        "Asterisk: the bot speaks first (a greeting) in binary µ-law frames behind START_MEDIA_BUFFERING, a "
+        "MARK_MEDIA after each piece, then answers a question.",
+        [WaitForBot(), Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="greeter", carrier="asterisk"),
+    "asterisk_barge_in_mid_answer": Scenario(
+        "Asterisk: the caller talks over the bot's answer: FLUSH_MEDIA (the queued marks go with the audio), "
+        "and the answer is truncated at the last MEDIA_MARK_PROCESSED.",
+        [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1500), Say(INTERRUPT, "interrupt"),
+         WaitForBot(heard_ms=1000), Silence(2000), Hangup()], carrier="asterisk"),
+    "asterisk_dtmf_digits": Scenario(
+        "Asterisk: the caller types 1 2 # (DTMF_END): the model hears the entry and answers it.",
+        [Silence(400), Dtmf("1"), Silence(200), Dtmf("2"), Silence(200), Dtmf("#"), WaitForBot(), Hangup()],
+        carrier="asterisk"),
+    "asterisk_bot_hangs_up": Scenario(
+        "Asterisk: the model ends the call with hang_up; the goodbye plays out (every mark processed), then "
+        "the gateway sends HANGUP and closes the socket.",
+        [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="asterisk",
+        sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
 }
 
 
@@ -352,6 +371,12 @@ async def _telnyx(app: web.Application, port: int, name: str, scenario: Scenario
                             on_event=on_event)
 
 
+async def _asterisk(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
+    await place_asterisk_call(f"ws://127.0.0.1:{port}/asterisk/media", scenario.steps,
+                              params={"profile": scenario.profile}, connection_id="media_connection1",
+                              channel_id=f"1764000000.{len(name)}", on_event=on_event)
+
+
 Placer = Callable[[web.Application, int, str, Scenario, Any], Awaitable[None]]
 PLACERS: dict[str, Placer] = {
     "twilio": _twilio,
@@ -359,6 +384,7 @@ PLACERS: dict[str, Placer] = {
     "plivo": _plivo,
     "vonage": _vonage,
     "telnyx": _telnyx,
+    "asterisk": _asterisk,
 }
 
 

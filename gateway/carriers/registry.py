@@ -22,6 +22,7 @@ CARRIERS: tuple[str, ...] = (
     "plivo",
     "vonage",
     "telnyx",
+    "asterisk",
 )
 
 

@@ -29,6 +29,7 @@ class CarrierSettings(SettingsModel):
     secret_keys: ClassVar[tuple[str, ...]] = ()  # keys that may only name an environment variable
     credential_key: ClassVar[str]  # set: real calls reach the gateway and it can control them
     credential_label: ClassVar[str]  # how check-config names that key ("Twilio auth token")
+    transfers: ClassVar[bool] = True  # with its credential set, the gateway can transfer this carrier's calls
 
     @classmethod
     def of(cls, config: Any) -> Self:

@@ -126,12 +126,13 @@ def config_notes(config: GatewayConfig) -> list[str]:
     sections = carrier_sections(config)
     for section in sections:
         notes += section.notes()
-    can_transfer = any(section.has_credential for section in sections)
+    transferring = [section for section in sections if section.transfers]  # carriers that can transfer a call
+    can_transfer = any(section.has_credential for section in transferring)
     for name, profile in config.profiles.items():
         transfers = any(t.builtin == "transfer_call" for t in profile.tools) or any(
             a.transfer_to for a in profile.dtmf.actions.values())
         if transfers and not can_transfer:
-            notes.append(f"note: profile {name} transfers calls, but {_none_set(sections)}: transfers will be "
+            notes.append(f"note: profile {name} transfers calls, but {_none_set(transferring)}: transfers will be "
                          "refused")
         notes += _model_notes(name, profile)
         if profile.interim_response is not None and profile.model is not None and "realtime" in profile.model:

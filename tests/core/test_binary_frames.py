@@ -69,3 +69,47 @@ def test_a_text_leg_refuses_binary_frames() -> None:
     wire.from_phone(b"\xff" * 160, 20.0)
     assert wire.take_voicelive() == []
     assert wire.bad_input == {"binary-frame": 1}
+
+
+class _HoldingLeg(_RawLeg):
+    """A leg that holds bot audio while its carrier says "pause", and lets it go on "resume"."""
+
+    def __init__(self) -> None:
+        self.released: list[str | bytes] = []
+        self.held: list[str | bytes] = []
+        self.paused = False
+
+    def feed(self, call: Call, data: str | bytes, now: float) -> tuple[str, str] | None:
+        if data == "pause":
+            self.paused = True
+        elif data == "resume":
+            self.paused = False
+            self.released += self.held
+            self.held.clear()
+        else:
+            return super().feed(call, data, now)
+        return None
+
+    def encode(self, action: PhoneAction) -> bytes | list[bytes] | None:
+        message = super().encode(action)
+        if self.paused and message is not None:
+            self.held += message if isinstance(message, list) else [message]
+            return None
+        return message
+
+
+def test_messages_a_leg_releases_by_itself_go_out_first_and_in_order() -> None:
+    wire = WireCall(_ready_call(), _HoldingLeg())
+    assert wire.take_phone() == []
+    wire.from_phone("pause", 10.0)
+    wire.call.to_phone.append(PlayAudio(base64.b64encode(bytes(range(6))).decode()))
+    assert wire.take_phone() == []  # held by the leg
+    wire.from_phone("resume", 20.0)
+    assert wire.take_phone() == [bytes(range(4)), bytes(range(4, 6))]  # with no action of the call's
+    wire.from_phone("pause", 30.0)
+    wire.call.to_phone.append(PlayAudio(base64.b64encode(b"abcd").decode()))
+    wire.take_phone()
+    wire.from_phone("resume", 40.0)
+    wire.call.to_phone.append(CLEAR)
+    assert wire.take_phone() == [b"abcd", b"flush"]  # what was held goes before what comes after it
+    assert wire.take_phone() == [] and wire.bad_input == {}

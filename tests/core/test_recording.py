@@ -57,6 +57,18 @@ def test_lines_hold_time_leg_direction_and_the_exact_message(tmp_path: Path) -> 
     ]
 
 
+def test_binary_phone_frames_are_redacted_to_silence_of_the_same_length(tmp_path: Path) -> None:
+    writer, recorder = _writer(tmp_path)  # redact_audio: true, the default
+    recorder.record(1.0, "phone", "in", bytes(range(160)))
+    recorder.record(2.0, "phone", "out", b"\x01\x02\x03")
+    recorder.record(3.0, "phone", "in", "MEDIA_XON")
+    recorder.close()
+    writer.close()
+    _, *lines = [json.loads(x) for x in recorder.path.read_text().splitlines()]
+    assert [base64.b64decode(line["binary"]) for line in lines[:2]] == [b"\xff" * 160, b"\xff" * 3]
+    assert lines[2]["msg"] == "MEDIA_XON"
+
+
 def test_secrets_never_reach_a_recording(tmp_path: Path) -> None:
     secret = "tok-very-secret-4242"
     log.register_secret(secret)

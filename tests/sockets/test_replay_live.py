@@ -27,7 +27,8 @@ async def test_acs_replay_over_real_sockets(name: str) -> None:
 
 # binary frames in and out where the carrier sends them; acknowledgements answered as the recorded phone did
 @pytest.mark.parametrize("name", ["plivo_barge_in_mid_answer", "plivo_bot_hangs_up",
-                                  "vonage_barge_in_mid_answer", "vonage_bot_hangs_up", "telnyx_barge_in_mid_answer"])
+                                  "vonage_barge_in_mid_answer", "vonage_bot_hangs_up", "telnyx_barge_in_mid_answer",
+                                  "asterisk_barge_in_mid_answer", "asterisk_bot_hangs_up"])
 async def test_other_carriers_replay_over_real_sockets(name: str) -> None:
     result = await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=3.0)
     assert result.ok, f"{result.mismatch}\n{result.problems}"
