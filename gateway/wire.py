@@ -24,7 +24,10 @@ class PhoneLeg(Protocol):
     ``binary``: the carrier sends binary frames (raw audio) on its media socket, and ``feed`` takes
     them as ``bytes``; on a leg without it a binary frame is bad input. ``encode`` gives the message
     for an action, None when there is nothing to send, or a list when one action takes several
-    frames (e.g. audio cut into the fixed-size frames a carrier requires)."""
+    frames (e.g. audio cut into the fixed-size frames a carrier requires).
+
+    A leg whose protocol has the gateway answer the carrier's own messages (a pong to a ping) may
+    keep a list ``replies``: what ``feed`` puts there goes to the phone before the call's actions."""
 
     carrier: str
     binary: bool
@@ -54,6 +57,8 @@ class WireCall:
         self.bad_input: dict[str, int] = {}
         self._now = call.started_at
         self._binary = getattr(leg, "binary", False) is True
+        replies = getattr(leg, "replies", None)
+        self.leg_replies: list[PhoneMessage] = replies if isinstance(replies, list) else []
 
     # --- input ---------------------------------------------------------------------------
 
@@ -187,11 +192,15 @@ class WireCall:
 
     def take_phone(self) -> list[PhoneMessage]:
         call = self.call
-        if not call.to_phone:
+        replies = self.leg_replies
+        if not call.to_phone and not replies:
             return []
         actions, call.to_phone = call.to_phone, []
         encode = self.leg.encode
         messages: list[PhoneMessage] = []
+        if replies:  # the leg's answers to the carrier's messages go first, in the order they were made
+            messages += replies
+            replies.clear()
         for action in actions:
             message = encode(action)
             if message is None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 CARRIERS: tuple[str, ...] = (
     "twilio",
     "acs",
+    "genesys",
 )
 
 

@@ -1,0 +1,35 @@
+"""The ``genesys`` section of config.yaml."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator, BeforeValidator, SecretStr
+
+from gateway.carriers.settings import CarrierSettings
+from gateway.settings_model import numeric, positive
+
+
+class GenesysSettings(CarrierSettings):
+    section: ClassVar[str] = "genesys"
+    secret_keys: ClassVar[tuple[str, ...]] = ("api_key", "client_secret")
+    credential_key: ClassVar[str] = "api_key"
+    credential_label: ClassVar[str] = "Genesys AudioConnector API key"
+
+    # The Audio Connector integration's credentials, exactly as Genesys Cloud shows them: the API key
+    # Genesys sends in X-API-KEY (and as the signature's keyid), and the client secret (base64) whose
+    # bytes key the HMAC-SHA256 request signature. Both must be set, or AudioHook sessions are refused.
+    api_key: SecretStr | None = None
+    client_secret: SecretStr | None = None
+    # How long a request signature is taken after its ``created`` time when it has no ``expires``.
+    max_signature_age_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 300.0
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.api_key is not None and self.client_secret is None:
+            notes.append("note: genesys.api_key is set but genesys.client_secret is not: every AudioHook "
+                         "session is refused until GENESYS_CLIENT_SECRET is set (signatures are required)")
+        return notes
+
+
+SETTINGS = GenesysSettings
