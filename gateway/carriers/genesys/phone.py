@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import secrets
@@ -168,6 +169,7 @@ class _GenesysCall(_Call[GenesysCallReport]):
             self._violation(f"no closed within {CLOSE_WAIT_S:g} s of the close")
 
     async def _handle_binary(self, data: bytes) -> None:
+        self.received_payloads.append(base64.b64encode(data).decode("ascii"))  # each frame, as base64
         if not self.opened.is_set():
             self._violation(f"audio ({len(data)} bytes) before opened")
             return
