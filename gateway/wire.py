@@ -27,7 +27,9 @@ class PhoneLeg(Protocol):
     frames (e.g. audio cut into the fixed-size frames a carrier requires).
 
     A leg whose protocol has the gateway answer the carrier's own messages (a pong to a ping) may
-    keep a list ``replies``: what ``feed`` puts there goes to the phone before the call's actions."""
+    keep a list ``replies``: what ``feed`` puts there goes to the phone before the call's actions.
+    A leg with ``speaks_after_end`` set is still fed once the call is over (a closing handshake it
+    must answer); its ``feed`` must then leave the call alone."""
 
     carrier: str
     binary: bool
@@ -59,6 +61,7 @@ class WireCall:
         self._binary = getattr(leg, "binary", False) is True
         replies = getattr(leg, "replies", None)
         self.leg_replies: list[PhoneMessage] = replies if isinstance(replies, list) else []
+        self._after_end = getattr(leg, "speaks_after_end", False) is True
 
     # --- input ---------------------------------------------------------------------------
 
@@ -69,7 +72,7 @@ class WireCall:
         if isinstance(data, bytes) and not self._binary:
             self.reject("binary-frame", f"{len(data)} bytes; text frames only", PHONE)
             return
-        if self.call.ended:
+        if self.call.ended and not self._after_end:
             return
         try:
             problem = self.leg.feed(self.call, data, now)

@@ -403,3 +403,21 @@ def test_the_carrier_reads_its_own_messages() -> None:
     leg = opened_leg(ready_call())
     assert carrier.outbound_kind(leg.encode(CLEAR)) == "flush"  # type: ignore[arg-type]
     assert carrier.outbound_kind(leg.message("pong", {})) is None
+    # the close that answers the gateway's disconnect is sent in answer to it by a replay over sockets
+    assert carrier.playback_ack(client("close", 3, {"reason": "disconnect"}))
+    assert not carrier.playback_ack(client("close", 3, {"reason": "end"}))
+    assert not carrier.playback_ack(b"close") and not carrier.playback_ack('{"type":"close"')
+
+
+def test_the_close_transaction_after_a_disconnect_goes_through_the_wire() -> None:
+    call = ready_call()
+    leg = codec.GenesysLeg()
+    wire = WireCall(call, leg)
+    wire.from_phone(open_message(), 1.0)
+    wire.take_phone()
+    call.phone_ended("gateway_error", 5.0)  # the call is over; the session still closes properly
+    wire.from_phone(bytes(160), 6.0)
+    wire.from_phone(client("close", 2, {"reason": "disconnect"}, serverseq=1), 7.0)
+    (closed,) = [json.loads(m) for m in wire.take_phone()]
+    assert (closed["type"], closed["seq"], closed["clientseq"]) == ("closed", 2, 2)
+    assert call.to_voicelive == [] or all("append" not in m for m in call.to_voicelive)

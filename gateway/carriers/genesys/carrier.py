@@ -50,6 +50,17 @@ class GenesysCarrier(Carrier):
             return None
         return base64.b64encode(message).decode("ascii")  # mono sessions: the frame is the caller's audio
 
+    def playback_ack(self, message: str | bytes) -> bool:
+        """Genesys acknowledges no playback; but its ``close`` with reason ``disconnect`` answers the
+        gateway's ``disconnect``, so a replay over sockets sends it in answer to that, not on the clock."""
+        if type(message) is not str or '"close"' not in message:
+            return False
+        try:
+            parsed = codec.parse_message(message)
+        except codec.GenesysProtocolError:
+            return False
+        return parsed.type == "close" and parsed.parameters.get("reason") == "disconnect"
+
     def outbound_kind(self, message: str | bytes) -> str | None:
         if type(message) is bytes:
             return "audio"

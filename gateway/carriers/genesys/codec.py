@@ -189,6 +189,7 @@ class GenesysLeg:
 
     carrier = "genesys"
     binary = True
+    speaks_after_end = True  # the close transaction that follows the gateway's disconnect
 
     def __init__(self) -> None:
         self.replies: list[str | bytes] = []
@@ -203,6 +204,11 @@ class GenesysLeg:
     # --- input ----------------------------------------------------------------------------
 
     def feed(self, call: Call, data: str | bytes, now: float) -> tuple[str, str] | None:
+        if call.ended:  # the session is closing: only its close transaction (and pings) are answered
+            reply, _ = self.after_end(data)
+            if reply is not None:
+                self.replies.append(reply)
+            return None
         if type(data) is bytes:
             return self._audio(call, data, now)
         try:

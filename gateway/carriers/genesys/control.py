@@ -84,7 +84,28 @@ class GenesysBridge(CallBridge):
                     await self.phone.send_str(message)  # type: ignore[arg-type]
         except ConnectionResetError:
             return
-        if await await_close(self.phone, leg):
+        if await self._answer_close(leg):
             self.log.info("AudioHook session closed after the gateway's disconnect")
         else:
             self.log.warning("Genesys did not close the AudioHook session after the disconnect", wait_s=CLOSE_WAIT_S)
+
+    async def _answer_close(self, leg: GenesysLeg) -> bool:
+        """Read the socket through the wire (so that the close transaction is recorded) until Genesys
+        closes the session; True once ``closed`` went out."""
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                while not self.phone.closed:
+                    msg = await self.phone.receive()
+                    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                        return False
+                    self.wire.from_phone(msg.data, self._now())
+                    for message in self.wire.take_phone():
+                        if type(message) is bytes:
+                            await self.phone.send_bytes(message)
+                        else:
+                            await self.phone.send_str(message)  # type: ignore[arg-type]
+                    if leg.state == "closed":
+                        return True
+        except (TimeoutError, ConnectionResetError):
+            return False
+        return False
