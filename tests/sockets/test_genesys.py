@@ -3,6 +3,7 @@ calls through the gateway and the simulator with the Genesys softphone (127.0.0.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -26,6 +27,7 @@ from gateway.carriers.genesys.phone import genesys_headers, place_genesys_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.softphone import CallRejected, Dtmf, Hangup, Say, Silence, WaitForBot
+from gateway.softphone.cli import register_cli
 from tests.sockets.loopback import serve
 
 API_KEY = "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh"
@@ -313,3 +315,41 @@ async def test_without_credentials_every_session_is_refused_unless_insecure_dev_
         report = await place_genesys_call(genesys.url, [Say(HOURS[:4000], "hello"), Hangup()])
         await genesys.idle()
         assert report.opened_media and report.closed_transaction
+
+
+# --- gateway call --carrier genesys ---------------------------------------------------------------
+
+
+def _cli(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gateway")
+    register_cli(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["call", *argv])
+
+
+async def test_gateway_call_places_a_signed_genesys_call(genesys: GenesysRig,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    args = _cli("--carrier", "genesys", genesys.url, "--genesys-api-key", API_KEY, "--genesys-client-secret",
+                CLIENT_SECRET, "--genesys-dnis", "+15555550123", "--play", str(ASSETS / "caller_hours.wav"),
+                "--timeout", "10", "--greeting-wait", "2")
+    code = await asyncio.to_thread(args.func, args)
+    printed = capsys.readouterr().out
+    await genesys.idle()
+    assert code == 0, printed
+    assert "Genesys conversation " in printed and "protocol violations: 0" in printed
+    assert "close transaction completed" in printed
+    assert printed.count("bot audio starts") == 2  # the sales greeting, then the answer
+    assert CLIENT_SECRET not in printed
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("ws://127.0.0.1:1/twilio/media", "--genesys-dnis", "+1555"), "are for Genesys calls"),
+    (("--carrier", "genesys", "https://gw.example.com/genesys/audiohook"), "bad URL"),
+    (("--carrier", "genesys", "ws://127.0.0.1:1/genesys/audiohook", "--genesys-input", "novalue"),
+     "expected NAME=VALUE"),
+])
+def test_gateway_call_genesys_errors_are_one_line(argv: tuple[str, ...], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    args = _cli(*argv)
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gateway call: ") and message in err and err.count("\n") == 1
