@@ -421,3 +421,31 @@ def test_the_close_transaction_after_a_disconnect_goes_through_the_wire() -> Non
     (closed,) = [json.loads(m) for m in wire.take_phone()]
     assert (closed["type"], closed["seq"], closed["clientseq"]) == ("closed", 2, 2)
     assert call.to_voicelive == [] or all("append" not in m for m in call.to_voicelive)
+
+
+# --- the genesys section of config.yaml -------------------------------------------------------------
+
+GENESYS_SECTION = "genesys:\n  api_key: ${K:-}\n  client_secret: ${S:-}\nprofiles: {p: {model: m}}\n"
+
+
+def test_the_section_takes_its_secrets_from_the_environment_and_says_what_they_mean() -> None:
+    from gateway.carriers.genesys.settings import GenesysSettings
+    from gateway.config import ConfigError
+
+    config = parse_config(GENESYS_SECTION, env={"K": "key", "S": DOC_SECRET})
+    section = GenesysSettings.of(config)
+    assert section.api_key is not None and section.api_key.get_secret_value() == "key"
+    assert GenesysCarrier().notes(config) == [] and section.notes() == []
+    assert sorted(section.secret_values()) == sorted(["key", DOC_SECRET])  # scrubbed from the logs
+    unset = parse_config(GENESYS_SECTION, env={})
+    assert GenesysCarrier().notes(unset) == [
+        "GENESYS_API_KEY or GENESYS_CLIENT_SECRET is not set: Genesys AudioHook sessions are refused (403)"]
+    key_only = parse_config(GENESYS_SECTION, env={"K": "key"})
+    assert "every AudioHook session is refused" in GenesysSettings.of(key_only).notes()[0]
+    insecure = parse_config(GENESYS_SECTION + "gateway: {insecure_dev_mode: true}\n", env={})
+    assert GenesysCarrier().notes(insecure) == []
+    with pytest.raises(ConfigError, match=r"genesys.client_secret: expected the client secret .*base64") as err:
+        parse_config(GENESYS_SECTION, env={"K": "key", "S": "not base64!"})
+    assert "not base64!" not in str(err.value)  # the secret is not echoed
+    with pytest.raises(ConfigError, match="secrets come from the environment only"):
+        parse_config("genesys: {api_key: literal}\nprofiles: {p: {model: m}}\n", env={})

@@ -22,7 +22,9 @@ class GenesysCarrier(Carrier):
     name: ClassVar[str] = "genesys"
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/genesys/audiohook", genesys_audiohook)]
+        # Genesys appends the Architect action's Connector ID to the integration's URI: any one is taken
+        return [web.get("/genesys/audiohook", genesys_audiohook),
+                web.get("/genesys/audiohook/{connector_id}", genesys_audiohook)]
 
     def install(self, app: web.Application, config: GatewayConfig) -> None:
         app[NONCES] = NonceCache()

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, BeforeValidator, SecretStr
 
 from gateway.carriers.settings import CarrierSettings
-from gateway.settings_model import numeric, positive
+from gateway.settings_model import fail, numeric, positive
+
+
+def _base64_secret(value: SecretStr | None) -> SecretStr | None:
+    """The client secret keys the signature with its bytes: it must be base64, as Genesys shows it."""
+    if value is not None and value.get_secret_value():
+        try:
+            key = base64.b64decode(value.get_secret_value().strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise fail("expected the client secret exactly as Genesys Cloud shows it (base64)",
+                       show_got=False) from None
+        if not key:
+            raise fail("expected a non-empty client secret", show_got=False)
+    return value
 
 
 class GenesysSettings(CarrierSettings):
@@ -20,7 +35,7 @@ class GenesysSettings(CarrierSettings):
     # Genesys sends in X-API-KEY (and as the signature's keyid), and the client secret (base64) whose
     # bytes key the HMAC-SHA256 request signature. Both must be set, or AudioHook sessions are refused.
     api_key: SecretStr | None = None
-    client_secret: SecretStr | None = None
+    client_secret: Annotated[SecretStr | None, AfterValidator(_base64_secret)] = None
     # How long a request signature is taken after its ``created`` time when it has no ``expires``.
     max_signature_age_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 300.0
 
