@@ -399,6 +399,9 @@ def test_hostile_input_never_raises(data: str | bytes) -> None:
 def test_the_carrier_reads_its_own_messages() -> None:
     carrier = GenesysCarrier()
     assert carrier.caller_audio(b"\x01\x02") == "AQI=" and carrier.caller_audio(client("ping", 1)) is None
+    stereo = GenesysCarrier()
+    assert stereo.caller_audio(open_message([STEREO])) is None
+    assert stereo.caller_audio(b"\x01\x09\x02\x09") == "AQI="  # the external channel of a stereo session
     assert carrier.outbound_kind(b"\x00" * 10) == "audio"
     leg = opened_leg(ready_call())
     assert carrier.outbound_kind(leg.encode(CLEAR)) == "flush"  # type: ignore[arg-type]

@@ -299,6 +299,10 @@ async def test_the_upgrade_is_refused_without_the_api_key_and_a_valid_signature(
         assert await _status(genesys.url, headers) == 401
     assert await _status(genesys.url + "?x=1", good) == 401  # the request target is signed too
     assert metrics.AUTH_REJECTIONS.value("genesys", "audiohook", "bad signature") == before + 3
+    connector = genesys.url + "/my-bot"  # the Architect action's Connector ID, appended by Genesys and signed
+    headers = genesys_headers(connector, session_id=str(uuid.uuid4()), conversation_id=str(uuid.uuid4()),
+                              organization_id=str(uuid.uuid4()), api_key=API_KEY, client_secret=CLIENT_SECRET)
+    assert await _status(connector, headers) == 101
     replay = _signed(genesys)
     assert await _status(genesys.url, replay) == 101
     assert await _status(genesys.url, replay) == 401  # its nonce was used
@@ -353,3 +357,11 @@ def test_gateway_call_genesys_errors_are_one_line(argv: tuple[str, ...], message
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("gateway call: ") and message in err and err.count("\n") == 1
+
+
+async def test_a_draining_gateway_refuses_new_sessions(genesys: GenesysRig) -> None:
+    genesys.app[CONTEXT].draining = True
+    before = metrics.CALLS.value("genesys", "refused (draining)")
+    assert await _status(genesys.url, _signed(genesys)) == 503
+    assert metrics.CALLS.value("genesys", "refused (draining)") == before + 1
+    assert genesys.sim.state.sessions == []

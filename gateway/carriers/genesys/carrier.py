@@ -47,10 +47,24 @@ class GenesysCarrier(Carrier):
                                       "Audiohook-Organization-Id": "00000000-0000-0000-0000-000000000000",
                                       "Audiohook-Correlation-Id": str(header.get("call_id") or "")}
 
+    def __init__(self) -> None:
+        self._stereo = False  # the session read so far chose a stereo offer (see caller_audio)
+
     def caller_audio(self, message: str | bytes) -> str | None:
-        if type(message) is not bytes or not message:
+        """The caller's audio in a binary frame: the frame itself, or its external channel when the
+        session's open (read before, in order) chose a stereo offer."""
+        if type(message) is not bytes:
+            if '"open"' in message:
+                try:
+                    opened = codec.parse_open(codec.parse_message(message))
+                except codec.GenesysProtocolError:
+                    return None
+                media = codec.choose_media(opened.media)
+                self._stereo = media is not None and len(media.channels) == 2
             return None
-        return base64.b64encode(message).decode("ascii")  # mono sessions: the frame is the caller's audio
+        if not message or (self._stereo and len(message) % 2):
+            return None
+        return base64.b64encode(message[0::2] if self._stereo else message).decode("ascii")
 
     def playback_ack(self, message: str | bytes) -> bool:
         """Genesys acknowledges no playback; but its ``close`` with reason ``disconnect`` answers the

@@ -42,6 +42,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.bridge import FAILURE_ENDS
 from gateway.call import Call, ClearPlayback, Hangup, PhoneAction, PlayAudio
 from gateway.carriers.common import keypad_key, load_json, short
 
@@ -50,9 +51,7 @@ GENESYS_PIECE_MS = 200  # the call releases bot audio in pieces of at most this
 FRAME_BYTES = 1600  # µ-law at 8 kHz: 200 ms, the largest binary frame sent to Genesys
 MAX_TEXT = 65535  # Genesys's limit on a text message
 # Ends where the gateway failed the caller: the disconnect says "error" (Architect's failure path)
-FAILED_ENDS = frozenset(("voicelive_unavailable", "voicelive_lost", "voicelive_not_ready", "voicelive_closed",
-                         "voicelive_stalled", "voicelive_session_rejected", "audio_format_rejected", "gateway_error",
-                         "drain_timeout", "unsupported_audio_format"))
+FAILED_ENDS = frozenset((*FAILURE_ENDS, "unsupported_audio_format"))
 # The outputVariables of a disconnect the bot asks for (the Architect flow maps these names)
 OUTPUT_ACTION, OUTPUT_TRANSFER_TO, OUTPUT_END_REASON = "action", "transferTo", "endReason"
 
