@@ -111,6 +111,8 @@ def test_signature_times_are_checked() -> None:
     assert _verify(_resigned(now - 200, None), max_age_s=300).param.get("expires") is None
     with pytest.raises(AuthError, match="expired"):
         _verify(_resigned(now - 400, None), max_age_s=300)  # no expires: created plus the maximum age
+    with pytest.raises(AuthError, match="expired"):
+        _verify(_resigned(now - 400, now + 3600), max_age_s=300)  # a far expiry does not outlive the maximum age
 
 
 @pytest.mark.parametrize(("change", "reason"), [

@@ -8,9 +8,10 @@ a signature base built from the covered components (``@request-target``, ``@auth
 
 :func:`verify_request` checks all of it and raises :class:`AuthError` with a short reason that never
 contains a secret. Every comparison of a secret is constant time. A signature must cover the six
-components Genesys signs, must not be expired (``expires``, or ``created`` plus the configured maximum
-age when it has no ``expires``), must not be created in the future, and its nonce is taken once
-(:class:`NonceCache`, per gateway process). :func:`sign_request` is the client side, for the softphone.
+components Genesys signs, must not be expired (past its ``expires``, or older than the configured
+maximum age after its ``created``), must not be created in the future, and its nonce is taken once
+(:class:`NonceCache`, per gateway process, kept as long as the signature would hold).
+:func:`sign_request` is the client side, for the softphone.
 """
 
 from __future__ import annotations
@@ -320,7 +321,8 @@ def verify_request(*, method: str, target: str, authorities: Sequence[str], sche
         raise AuthError("signature has no created or expires time")
     if created is not None and created > now + CLOCK_SKEW_S:
         raise AuthError("signature created in the future")
-    until = expires if expires is not None else created + max_age_s  # type: ignore[operator]
+    # valid until it expires, and never longer than the maximum age after its creation
+    until = min([t for t in (expires, None if created is None else created + max_age_s) if t is not None])
     if until < now - CLOCK_SKEW_S:
         raise AuthError("signature expired")
     matched = False

@@ -36,7 +36,7 @@ class GenesysSettings(CarrierSettings):
     # bytes key the HMAC-SHA256 request signature. Both must be set, or AudioHook sessions are refused.
     api_key: SecretStr | None = None
     client_secret: Annotated[SecretStr | None, AfterValidator(_base64_secret)] = None
-    # How long a request signature is taken after its ``created`` time when it has no ``expires``.
+    # How long a request signature is taken after its ``created`` time (and never past its ``expires``).
     max_signature_age_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 300.0
 
     def notes(self) -> list[str]:
