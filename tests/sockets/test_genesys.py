@@ -146,6 +146,9 @@ async def test_the_protocol_transactions_keep_exact_sequence_numbers(genesys: Ge
         opened = json.loads((await ws.receive()).data)
         assert opened == {"version": "2", "type": "opened", "seq": 1, "clientseq": 1, "id": session_id,
                           "parameters": {"media": [stereo_first[1]], "startPaused": False}}  # mono preferred
+        for garbage in ("not json", '{"version":"2","type":"ping","seq":1,"serverseq":1,"id":"' + session_id + '"}',
+                        json.dumps({"version": "2", "type": "ping", "seq": 2, "serverseq": 1, "id": "another"})):
+            await ws.send_str(garbage)  # unusable, a repeated seq, another session: dropped, the call goes on
         await ws.send_str(json.dumps({"version": "2", "type": "ping", "seq": 2, "serverseq": 1, "id": session_id,
                                       "position": "PT0.1S", "parameters": {}}))
         pong = json.loads((await ws.receive()).data)
@@ -177,6 +180,32 @@ async def test_an_open_without_a_usable_media_offer_is_refused_with_a_disconnect
         assert (closed["type"], closed["seq"], closed["clientseq"]) == ("closed", 2, 2)
     assert genesys.sim.state.sessions == []  # nothing was opened on Voice Live
     assert metrics.AUTH_REJECTIONS.value("genesys", "open", "no usable media offer") == before + 1
+
+
+async def test_an_open_for_another_session_or_a_conversation_in_progress_is_refused(genesys: GenesysRig) -> None:
+    async def refused(header_session: str, open_session: str, conversation: str) -> str:
+        headers = genesys_headers(genesys.url, session_id=header_session, conversation_id=conversation,
+                                  organization_id=str(uuid.uuid4()), api_key=API_KEY, client_secret=CLIENT_SECRET)
+        async with aiohttp.ClientSession() as http, http.ws_connect(genesys.url, headers=headers) as ws:
+            await ws.send_str(_open(open_session, conversation=conversation))
+            disconnect = json.loads((await ws.receive()).data)
+            assert (disconnect["type"], disconnect["parameters"]["reason"]) == ("disconnect", "error")
+            await ws.send_str(json.dumps({"version": "2", "type": "close", "seq": 2, "serverseq": 1,
+                                          "id": open_session, "parameters": {"reason": "disconnect"}}))
+            assert json.loads((await ws.receive()).data)["type"] == "closed"
+            return str(disconnect["parameters"]["info"])
+
+    assert "Audiohook-Session-Id" in await refused(str(uuid.uuid4()), str(uuid.uuid4()), "conv-a")
+    call = asyncio.create_task(place_genesys_call(genesys.url, [Silence(8000), Hangup()], api_key=API_KEY,
+                                                  client_secret=CLIENT_SECRET, conversation_id="conv-busy"))
+    await genesys.sim.state.wait_for_session(0)
+    session = str(uuid.uuid4())
+    assert "another session for this conversation" in await refused(session, session, "conv-busy")
+    call.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
+    await genesys.idle()
+    assert len(genesys.sim.state.sessions) == 1  # the refused sessions opened nothing on Voice Live
 
 
 async def test_a_stereo_session_sends_only_the_external_channel_to_voicelive(genesys: GenesysRig) -> None:
