@@ -271,6 +271,7 @@ class CallBridge:
         wire, call = self.wire, self.call
         text = WSMsgType.TEXT
         fast = not call.listens  # a call that listens to the caller may set a timer on any frame
+        outbox = wire.leg_outbox
         async for msg in ws:
             if msg.type is text or msg.type is WSMsgType.BINARY:
                 wire.from_phone(msg.data, self._now())
@@ -278,7 +279,7 @@ class CallBridge:
                 # a recording sees it) and written at once; anything more takes the general path.
                 vl = self.voicelive
                 if fast and vl is not None and len(call.to_voicelive) == 1 and not call.to_phone \
-                        and not call.to_tools:
+                        and not call.to_tools and not outbox:
                     (message,) = wire.take_voicelive()
                     if vl.send_nowait(message):
                         if vl.paused:

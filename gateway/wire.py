@@ -26,10 +26,12 @@ class PhoneLeg(Protocol):
     for an action, None when there is nothing to send, or a list when one action takes several
     frames (e.g. audio cut into the fixed-size frames a carrier requires).
 
-    Optionally, ``released``: a list of messages the leg lets go of by itself, e.g. audio it held
-    back while the carrier asked it to pause and releases when the carrier has room again (on an
-    inbound message). The wire empties it, ahead of the call's own actions, whenever it takes the
-    phone's messages. The leg keeps the same list object for the whole call."""
+    A leg may keep a list ``outbox`` of messages it sends by itself: answers the carrier's protocol
+    asks of the gateway (a pong to a ping, the end of a close handshake), or audio it held back while
+    the carrier asked it to pause and releases when the carrier has room again. What ``feed`` puts
+    there goes to the phone ahead of the call's next actions; the leg keeps the same list object for
+    the whole call. A leg with ``speaks_after_end`` set is still fed once the call is over (a closing
+    handshake it must answer); its ``feed`` must then leave the call alone."""
 
     carrier: str
     binary: bool
@@ -59,8 +61,9 @@ class WireCall:
         self.bad_input: dict[str, int] = {}
         self._now = call.started_at
         self._binary = getattr(leg, "binary", False) is True
-        released = getattr(leg, "released", None)
-        self._released: list[PhoneMessage] | None = released if type(released) is list else None
+        outbox = getattr(leg, "outbox", None)
+        self.leg_outbox: list[PhoneMessage] = outbox if type(outbox) is list else []
+        self._after_end = getattr(leg, "speaks_after_end", False) is True
 
     # --- input ---------------------------------------------------------------------------
 
@@ -71,7 +74,7 @@ class WireCall:
         if isinstance(data, bytes) and not self._binary:
             self.reject("binary-frame", f"{len(data)} bytes; text frames only", PHONE)
             return
-        if self.call.ended:
+        if self.call.ended and not self._after_end:
             return
         try:
             problem = self.leg.feed(self.call, data, now)
@@ -194,18 +197,15 @@ class WireCall:
 
     def take_phone(self) -> list[PhoneMessage]:
         call = self.call
-        released = self._released
-        if not call.to_phone:
-            if not released:
-                return []
-            actions: list[PhoneAction] = []
-        else:
-            actions, call.to_phone = call.to_phone, []
+        outbox = self.leg_outbox
+        if not call.to_phone and not outbox:
+            return []
+        actions, call.to_phone = call.to_phone, []
         encode = self.leg.encode
         messages: list[PhoneMessage] = []
-        if released:  # what the leg let go of by itself goes first: it was held before these actions
-            messages += released
-            released.clear()
+        if outbox:  # what the leg sends by itself goes first: it was made before these actions
+            messages += outbox
+            outbox.clear()
         for action in actions:
             message = encode(action)
             if message is None:

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from gateway.audio import ASSETS, load_ulaw_8k
 from gateway.bridge import CONTEXT
 from gateway.carriers.acs.phone import place_acs_call
 from gateway.carriers.asterisk.phone import place_asterisk_call
+from gateway.carriers.genesys.phone import place_genesys_call
 from gateway.carriers.plivo.phone import place_plivo_call
 from gateway.carriers.telnyx.phone import place_telnyx_call
 from gateway.carriers.twilio.phone import place_call
@@ -89,7 +91,12 @@ profiles:
     barge_in: {response_cancel: false}
 routes:
   default: main
+  numbers: {"+15550000001": greeter, "+15550000002": tooled, "+15550000003": closer, "+15550000004": quiet,
+            "+15550000005": patient}
 """
+# The called number that routes to each profile (for carriers that choose the profile by number)
+PROFILE_NUMBERS = {"main": "+15550000000", "greeter": "+15550000001", "tooled": "+15550000002",
+                   "closer": "+15550000003", "quiet": "+15550000004", "patient": "+15550000005"}
 
 HOURS = load_ulaw_8k(ASSETS / "caller_hours.wav")
 DELIVERY = load_ulaw_8k(ASSETS / "caller_delivery.wav")
@@ -277,6 +284,24 @@ SCENARIOS: dict[str, Scenario] = {
         "the gateway sends HANGUP and closes the socket.",
         [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="asterisk",
         sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
+    "genesys_bot_greets_first": Scenario(
+        "Genesys AudioConnector: the open transaction, then the bot speaks first (a greeting), paced to "
+        "the phone in binary PCMU frames, then answers a question; the caller closes the session.",
+        [WaitForBot(), Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="greeter", carrier="genesys"),
+    "genesys_barge_in_mid_answer": Scenario(
+        "Genesys: the caller talks over the bot's answer: an event with the barge_in entity, and the "
+        "answer is truncated at the playout clock.",
+        [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1500), Say(INTERRUPT, "interrupt"),
+         WaitForBot(), Silence(500), Hangup()], carrier="genesys"),
+    "genesys_dtmf_digits": Scenario(
+        "Genesys: the caller types 1 2 # (dtmf messages): the model hears the entry and answers it.",
+        [Silence(400), Dtmf("1"), Silence(200), Dtmf("2"), Silence(200), Dtmf("#"), WaitForBot(), Hangup()],
+        carrier="genesys"),
+    "genesys_bot_hangs_up": Scenario(
+        "Genesys: the model ends the call with hang_up; the goodbye plays out, then the gateway sends a "
+        "disconnect (reason completed, outputVariables action hangup).",
+        [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="genesys",
+        sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
 }
 
 
@@ -377,6 +402,14 @@ async def _asterisk(app: web.Application, port: int, name: str, scenario: Scenar
                               channel_id=f"1764000000.{len(name)}", on_event=on_event)
 
 
+async def _genesys(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
+    ids = uuid.uuid5(uuid.NAMESPACE_URL, f"genesys-fixture/{name}")
+    await place_genesys_call(f"ws://127.0.0.1:{port}/genesys/audiohook", scenario.steps,
+                             dnis=PROFILE_NUMBERS[scenario.profile], session_id=str(ids),
+                             conversation_id=str(uuid.uuid5(ids, "conversation")),
+                             organization_id=str(uuid.uuid5(ids, "organization")), on_event=on_event)
+
+
 Placer = Callable[[web.Application, int, str, Scenario, Any], Awaitable[None]]
 PLACERS: dict[str, Placer] = {
     "twilio": _twilio,
@@ -385,6 +418,7 @@ PLACERS: dict[str, Placer] = {
     "vonage": _vonage,
     "telnyx": _telnyx,
     "asterisk": _asterisk,
+    "genesys": _genesys,
 }
 
 

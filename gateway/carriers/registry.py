@@ -23,6 +23,7 @@ CARRIERS: tuple[str, ...] = (
     "vonage",
     "telnyx",
     "asterisk",
+    "genesys",
 )
 
 

@@ -75,7 +75,7 @@ class _HoldingLeg(_RawLeg):
     """A leg that holds bot audio while its carrier says "pause", and lets it go on "resume"."""
 
     def __init__(self) -> None:
-        self.released: list[str | bytes] = []
+        self.outbox: list[str | bytes] = []
         self.held: list[str | bytes] = []
         self.paused = False
 
@@ -84,7 +84,7 @@ class _HoldingLeg(_RawLeg):
             self.paused = True
         elif data == "resume":
             self.paused = False
-            self.released += self.held
+            self.outbox += self.held
             self.held.clear()
         else:
             return super().feed(call, data, now)

@@ -34,6 +34,13 @@ async def test_other_carriers_replay_over_real_sockets(name: str) -> None:
     assert result.ok, f"{result.mismatch}\n{result.problems}"
 
 
+@pytest.mark.parametrize("name", ["genesys_barge_in_mid_answer", "genesys_bot_hangs_up"])
+async def test_genesys_replay_over_real_sockets(name: str) -> None:
+    # Genesys acknowledges no audio: the call paces it by the wall clock, so the calls replay at their own speed
+    result = await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=1.0)
+    assert result.ok, f"{result.mismatch}\n{result.problems}"
+
+
 async def test_socket_replay_catches_a_broken_barge_in(monkeypatch) -> None:
     monkeypatch.setattr(Playout, "position", _bytes_sent)
     result = await replay_live(load_fixture(CALLS / "barge_in_mid_answer.jsonl"), speed=3.0)

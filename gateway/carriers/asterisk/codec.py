@@ -286,7 +286,7 @@ class AsteriskLeg:
     """The phone leg of one call on Asterisk: binary audio and text control in and out of a
     :class:`Call`.
 
-    ``released`` holds messages the leg let go of by itself (flow control resumed): the wire sends
+    ``outbox`` holds messages the leg let go of by itself (flow control resumed): the wire sends
     them ahead of the call's next actions. ``log`` (optional) is where a dropped excess of held audio
     is reported.
     """
@@ -294,7 +294,7 @@ class AsteriskLeg:
     carrier = "asterisk"
     binary = True
     __slots__ = ("_asked_levels", "_buffering", "_held", "_held_audio", "_last_mark", "chunk", "commands",
-                 "dropped_bytes", "frame_size", "hold_limit", "hung_up", "log", "released", "start", "xoff",
+                 "dropped_bytes", "frame_size", "hold_limit", "hung_up", "log", "outbox", "start", "xoff",
                  "xoff_level", "xon_level")
 
     def __init__(self, start: MediaStart, *, log: Any = None, hold_limit_bytes: int | None = None) -> None:
@@ -305,7 +305,7 @@ class AsteriskLeg:
         fmt = AUDIO_FORMATS.get(start.format, G711_ULAW)
         self.hold_limit = hold_limit_bytes if hold_limit_bytes is not None else HOLD_LIMIT_MS * fmt.bytes_per_ms
         self.log = log
-        self.released: list[PhoneMessage] = []
+        self.outbox: list[PhoneMessage] = []
         self._held: list[PhoneMessage] = []
         self._held_audio = 0  # bytes of audio in _held
         self._buffering = False  # START_MEDIA_BUFFERING sent since the last flush
@@ -341,7 +341,7 @@ class AsteriskLeg:
             self.xoff = True
             if not self._asked_levels:  # the queue's levels, before the MEDIA_XON that needs them
                 self._asked_levels = True
-                self.released.append(self.commands.get_status)
+                self.outbox.append(self.commands.get_status)
         elif kind is FlowOn:
             self._refill(self.xon_level)
         elif kind is Status:
@@ -385,11 +385,11 @@ class AsteriskLeg:
                 budget -= len(message)
                 self._held_audio -= len(message)
             taken += 1
-        released = self.released
-        released += held[:taken]
+        outbox = self.outbox
+        outbox += held[:taken]
         del held[:taken]
         if held:
-            released.append(self.commands.get_status)  # (the next STATUS or MEDIA_XON releases more)
+            outbox.append(self.commands.get_status)  # (the next STATUS or MEDIA_XON releases more)
         else:
             self.xoff = False
 
