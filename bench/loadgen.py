@@ -112,7 +112,53 @@ class TwilioDialect:
         return json.dumps({"event": "stop", "streamSid": call.sid})
 
 
-DIALECTS: dict[str, Any] = {"twilio": TwilioDialect}
+class AsteriskDialect:
+    """Asterisk's WebSocket channel driver: HTTP basic credentials on the upgrade, ``MEDIA_START``
+    (plain text), then binary µ-law frames both ways; ``MARK_MEDIA`` is answered with
+    ``MEDIA_MARK_PROCESSED`` once played, ``FLUSH_MEDIA`` drops playback and its marks (Asterisk
+    reports no mark a flush discarded)."""
+
+    path = "/asterisk/media?profile=bench"
+    bytes_per_s = 8000
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.auth = "Basic " + base64.b64encode(f"{args.asterisk_user}:{args.asterisk_password}".encode()).decode()
+
+    def headers(self, url: str) -> dict[str, str]:
+        return {"Authorization": self.auth}
+
+    def opening(self, call: SimCall) -> list[str | bytes]:
+        return [f"MEDIA_START connection_id:{call.sid} channel:WebSocket/bench/{call.number} "
+                f"channel_id:{call.sid} format:ulaw optimal_frame_size:160 ptime:20"]
+
+    def frame(self, call: SimCall, now: float) -> str | bytes:
+        return MARKER.pack(CALLER_MAGIC, call.number, call.seq, now) + _SILENCE_TAIL
+
+    def read(self, data: str | bytes) -> tuple[str, Any] | None:
+        if type(data) is bytes:
+            marker = None
+            if len(data) >= MARKER.size and data[:4] == BOT_MAGIC:
+                marker = MARKER.unpack_from(data)[1:]
+            return AUDIO, (len(data), marker)
+        if data.startswith("MARK_MEDIA "):
+            return MARK, data[11:]
+        if data.startswith("FLUSH_MEDIA"):
+            return FLUSH, None
+        return None
+
+    def echo(self, call: SimCall, name: str) -> str | bytes:
+        return f"MEDIA_MARK_PROCESSED {name}"
+
+    def flush_drops_marks(self) -> bool:
+        return True
+
+    def stop(self, call: SimCall) -> str | bytes | None:
+        return None  # the caller hangs up: Asterisk closes the socket
+
+
+_SILENCE_TAIL = b"\xff" * (160 - MARKER.size)
+
+DIALECTS: dict[str, Any] = {"twilio": TwilioDialect, "asterisk": AsteriskDialect}
 
 
 class LoadGenerator:
@@ -146,6 +192,7 @@ class LoadGenerator:
     async def receive(self, call: SimCall) -> None:
         start, end = self.window
         read, rate = self.dialect.read, self.dialect.bytes_per_s
+        drops_marks = getattr(self.dialect, "flush_drops_marks", lambda: False)()
         try:
             async for data in call.ws:
                 got = read(data)
@@ -167,6 +214,8 @@ class LoadGenerator:
                 elif kind is FLUSH:
                     call.clears.append(now)
                     call.play_end = now
+                    if drops_marks:
+                        call.marks.clear()
                     while call.marks:
                         await self.echo(call, call.marks.popleft()[0])
         except Exception as exc:  # a broken call is a result, not a crash of the generator
@@ -252,6 +301,8 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=50.0, help="calls opened per second")
     parser.add_argument("--carrier", choices=sorted(DIALECTS), default="twilio", help="whose calls to place")
     parser.add_argument("--twilio-token", help="Twilio: the auth token requests are signed with")
+    parser.add_argument("--asterisk-user", help="Asterisk: the basic-auth user of the media socket")
+    parser.add_argument("--asterisk-password", help="Asterisk: its password")
     parser.add_argument("--signing-key", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()

@@ -138,9 +138,14 @@ async def fetch(url: str, method: str = "GET") -> str:
         return await response.text()
 
 
+# The media socket each carrier's calls open (see the dialects in bench/loadgen.py).
+MEDIA_PATHS = {"twilio": "/twilio/media", "asterisk": "/asterisk/media?profile=bench"}
+
+
 async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     vl_port, gw_port = free_port(), free_port()
     twilio_token, signing_key = secrets.token_hex(16), secrets.token_hex(32)
+    asterisk_password = secrets.token_hex(16)
     logs = workdir / f"step-{calls}"
     logs.mkdir(parents=True, exist_ok=True)
     vl = subprocess.Popen(
@@ -150,6 +155,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
         cwd=ROOT, stdout=open(logs / "voicelive.log", "wb"), stderr=subprocess.STDOUT)
     env = {**os.environ, "AZURE_VOICELIVE_ENDPOINT": f"http://127.0.0.1:{vl_port}",
            "TWILIO_AUTH_TOKEN": twilio_token, "GATEWAY_SIGNING_KEY": signing_key,
+           "ASTERISK_WS_USERNAME": "bench", "ASTERISK_WS_PASSWORD": asterisk_password,
            "GATEWAY_LOG_FORMAT": "json", "GATEWAY_LOG_LEVEL": "info"}
     serve = [PY, "-m", "gateway", "serve", "--config", str(ROOT / "bench" / "bench-config.yaml"),
              "--host", "127.0.0.1", "--port", str(gw_port)]
@@ -171,11 +177,11 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
             share = calls // processes + (1 if i < calls % processes else 0)
             out = logs / f"loadgen-{i}.json"
             loadgens.append(subprocess.Popen(
-                [PY, str(ROOT / "bench" / "loadgen.py"), "--url", f"ws://127.0.0.1:{gw_port}/twilio/media",
+                [PY, str(ROOT / "bench" / "loadgen.py"), "--url", f"ws://127.0.0.1:{gw_port}{MEDIA_PATHS[args.carrier]}",
                  "--calls", str(share), "--first", str(i * 100_000), "--ramp", str(args.ramp / processes),
                  "--duration", str(window[1] - start + 1.0), "--window", str(window[0]), str(window[1]),
-                 "--carrier", "twilio", "--twilio-token", twilio_token, "--signing-key", signing_key,
-                 "--out", str(out)],
+                 "--carrier", args.carrier, "--twilio-token", twilio_token, "--signing-key", signing_key,
+                 "--asterisk-user", "bench", "--asterisk-password", asterisk_password, "--out", str(out)],
                 cwd=ROOT, stdout=open(logs / f"loadgen-{i}.log", "wb"), stderr=subprocess.STDOUT))
         await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
         await fetch(f"http://127.0.0.1:{vl_port}/bench/reset", "POST")
@@ -222,6 +228,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
                           histogram(metrics1, "gateway_event_loop_lag_seconds"), 0.99)
     caller = vl_stats["caller_delay_ms"]
     return {
+        "carrier": args.carrier,
         "calls": calls,
         "connected": connected,
         "workers": args.workers,
@@ -314,6 +321,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", default="50,100,200,400", help="comma-separated numbers of concurrent calls")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument("--carrier", choices=sorted(MEDIA_PATHS), default="twilio",
+                        help="whose calls the load generators place: Twilio's JSON text media stream, or "
+                        "Asterisk's binary µ-law frames (default %(default)s)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds after the ramp before measuring")
     parser.add_argument("--measure", type=float, default=20.0, help="seconds measured")
     parser.add_argument("--ramp", type=float, default=50.0, help="calls opened per second")
