@@ -102,6 +102,10 @@ def register_cli(subparsers: Any) -> None:
         "--carrier", choices=carrier_names(), metavar="NAME",
         help="whose call the positional URL is: " + ", ".join(carrier_names()) + f" (default: {carrier_names()[0]})",
     )
+    parser.add_argument("--to", metavar="NUMBER", help="the called number, as the carrier gives it to the gateway "
+                        "(routes choose the profile by it; default: the phone's own test number)")
+    parser.add_argument("--from", dest="from_", metavar="NUMBER",
+                        help="the caller's number, where the carrier gives one")
     for phone in phones:
         phone.add_arguments(parser)
     parser.set_defaults(func=run_call_command)

@@ -411,7 +411,7 @@ def test_cli_places_an_asterisk_call(capsys: pytest.CaptureFixture[str], monkeyp
     app.router.add_get("/asterisk/media", _answering_bot)
     with serve_in_thread(app, shutdown_timeout=1.0) as base:
         url = base.replace("http://", "ws://") + "/asterisk/media"
-        args = _cli("--carrier", "asterisk", url, "--asterisk-user", "pbx", "--asterisk-to", "+15555550123",
+        args = _cli("--carrier", "asterisk", url, "--asterisk-user", "pbx", "--to", "+15555550123",
                     "--timeout", "3")
         code = args.func(args)
     printed = capsys.readouterr()
@@ -427,7 +427,7 @@ def test_cli_places_an_asterisk_call(capsys: pytest.CaptureFixture[str], monkeyp
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (("--carrier", "twilio", "ws://127.0.0.1:9/twilio/media", "--asterisk-to", "+1555"), "for Asterisk calls only"),
+    (("--carrier", "twilio", "ws://127.0.0.1:9/twilio/media", "--asterisk-json"), "for Asterisk calls only"),
     (("--carrier", "twilio", "ws://127.0.0.1:9/twilio/media", "--asterisk-token", "t"), "for Asterisk calls only"),
     (("--carrier", "asterisk", "https://gw.example.com/asterisk/media"), "bad URL"),
     (("--carrier", "asterisk", "ws://127.0.0.1:{port}/asterisk/media"), "cannot open the media socket"),

@@ -362,7 +362,7 @@ def _cli(*argv: str) -> argparse.Namespace:
 async def test_gateway_call_places_a_signed_genesys_call(genesys: GenesysRig,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     args = _cli("--carrier", "genesys", genesys.url, "--genesys-api-key", API_KEY, "--genesys-client-secret",
-                CLIENT_SECRET, "--genesys-dnis", "+15555550123", "--play", str(ASSETS / "caller_hours.wav"),
+                CLIENT_SECRET, "--to", "+15555550123", "--play", str(ASSETS / "caller_hours.wav"),
                 "--timeout", "10", "--greeting-wait", "2")
     code = await asyncio.to_thread(args.func, args)
     printed = capsys.readouterr().out
@@ -375,7 +375,7 @@ async def test_gateway_call_places_a_signed_genesys_call(genesys: GenesysRig,
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (("ws://127.0.0.1:1/twilio/media", "--genesys-dnis", "+1555"), "are for Genesys calls"),
+    (("ws://127.0.0.1:1/twilio/media", "--genesys-stereo"), "are for Genesys calls"),
     (("--carrier", "genesys", "https://gw.example.com/genesys/audiohook"), "bad URL"),
     (("--carrier", "genesys", "ws://127.0.0.1:1/genesys/audiohook", "--genesys-input", "novalue"),
      "expected NAME=VALUE"),

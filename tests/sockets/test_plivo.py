@@ -436,7 +436,7 @@ def test_cli_plivo_call_posts_the_signed_answer_and_plays_the_stream(
     app.router.add_get("/plivo/media", _fake_media)
     with serve_in_thread(app, shutdown_timeout=1.0) as base:
         args = _cli("--carrier", "plivo", base + "/plivo/answer", "--plivo-auth-token", TOKEN,
-                    "--plivo-to", SALES, "--play", str(tmp_path / "hello.wav"), "--timeout", "3",
+                    "--to", SALES, "--play", str(tmp_path / "hello.wav"), "--timeout", "3",
                     "--greeting-wait", "0.2", "--record", str(tmp_path / "out.wav"))
         code = args.func(args)
     printed = capsys.readouterr()
@@ -454,7 +454,7 @@ def test_cli_plivo_call_posts_the_signed_answer_and_plays_the_stream(
 @pytest.mark.parametrize(("argv", "message"), [
     (("--carrier", "plivo", "http://127.0.0.1:{port}/plivo/answer"), "cannot reach the answer URL"),
     (("--carrier", "plivo", "ftp://gw.example.com/plivo/answer"), "bad URL"),
-    (("http://127.0.0.1:{port}/twilio/voice", "--plivo-to", "+1555"), "are for Plivo calls"),
+    (("http://127.0.0.1:{port}/twilio/voice", "--plivo-auth-token", "t"), "is for Plivo calls"),
     (("--carrier", "plivo", "http://127.0.0.1:{port}/plivo/answer", "--param", "a=b"), "--param is for Twilio"),
 ])
 def test_cli_plivo_errors_are_one_line(argv: tuple[str, ...], message: str,

@@ -472,7 +472,7 @@ def _cli(*argv: str) -> argparse.Namespace:
 async def test_cli_vonage_call_plays_records_and_summarizes(vonage: VonageRig, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.wav"
-    args = _cli("--carrier", "vonage", vonage.answer_url, "--vonage-secret", SECRET, "--vonage-to", "15555550123",
+    args = _cli("--carrier", "vonage", vonage.answer_url, "--vonage-secret", SECRET, "--to", "+15555550123",
                 "--play", str(ASSETS / "caller_hours.wav"), "--record", str(out), "--greeting-wait", "0.2")
     code = await asyncio.to_thread(args.func, args)
     printed = capsys.readouterr()
@@ -480,14 +480,14 @@ async def test_cli_vonage_call_plays_records_and_summarizes(vonage: VonageRig, t
     assert "Vonage call " in printed.out and "protocol violations: 0" in printed.out
     assert "bot audio starts" in printed.out and SECRET not in printed.out
     session = await _finished(vonage)
-    assert "marin" in json.dumps(session.session["voice"])  # routed by --vonage-to
+    assert "marin" in json.dumps(session.session["voice"])  # routed by --to
     wav = read_wav(out)
     assert wav.rate == 16000 and wav.samples.ndim == 2 and wav.samples.shape[1] == 2
     assert wav.samples[:, 0].any() and wav.samples[:, 1].any()  # the caller and the bot, at 16 kHz
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (("ws://127.0.0.1:9/twilio/media", "--vonage-to", "15555550100"), "are for Vonage calls"),
+    (("ws://127.0.0.1:9/twilio/media", "--vonage-post"), "are for Vonage calls"),
     (("--carrier", "acs", "ws://127.0.0.1:9/acs/media", "--vonage-post"), "are for Vonage calls"),
     (("--carrier", "vonage", "ws://127.0.0.1:9/vonage/media", "--param", "a=b"), "--param is for Twilio calls"),
     (("--carrier", "vonage", "ftp://gw.example.com/vonage/answer"), "bad URL"),

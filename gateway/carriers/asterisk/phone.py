@@ -370,8 +370,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--asterisk-token", default=os.environ.get("ASTERISK_WS_TOKEN") or None, metavar="TOKEN",
         help="Asterisk: a bearer token instead of basic credentials (default: $ASTERISK_WS_TOKEN)",
     )
-    parser.add_argument("--asterisk-to", metavar="NUMBER",
-                        help="Asterisk: the called number, added to the URL as to=NUMBER (as v() does)")
     parser.add_argument("--asterisk-json", action="store_true",
                         help="Asterisk: JSON control messages (f(json)) instead of plain text")
 
@@ -391,8 +389,7 @@ def misused_options(args: argparse.Namespace) -> str | None:
         ("--asterisk-password", args.asterisk_password, "ASTERISK_WS_PASSWORD"),
         ("--asterisk-token", args.asterisk_token, "ASTERISK_WS_TOKEN"),
     ) if value is not None and value != (os.environ.get(env) or None)]
-    given += [option for option, value in (("--asterisk-to", args.asterisk_to), ("--asterisk-json", args.asterisk_json))
-              if value]
+    given += ["--asterisk-json"] if args.asterisk_json else []
     if given:
         return f"{', '.join(given)}: for Asterisk calls only (--carrier asterisk URL)"
     return None
@@ -408,7 +405,7 @@ def place_from_args(
         place_asterisk_call(
             url,
             steps,
-            to=args.asterisk_to,
+            to=args.to,  # added to the URL as to=NUMBER, as the dial string's v() does
             username=args.asterisk_user,
             password=args.asterisk_password,
             token=args.asterisk_token,

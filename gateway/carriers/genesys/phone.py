@@ -360,8 +360,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Genesys: the X-API-KEY (default: $GENESYS_API_KEY)")
     parser.add_argument("--genesys-client-secret", metavar="BASE64",
                         help="Genesys: the client secret that signs the request (default: $GENESYS_CLIENT_SECRET)")
-    parser.add_argument("--genesys-dnis", metavar="NUMBER", help=f"Genesys: the called number (default {DEFAULT_DNIS})")
-    parser.add_argument("--genesys-ani", metavar="NUMBER", help=f"Genesys: the caller's number (default {DEFAULT_ANI})")
     parser.add_argument("--genesys-input", action="append", default=[], metavar="NAME=VALUE",
                         help="Genesys: an input variable of the open")
     parser.add_argument("--genesys-stereo", action="store_true",
@@ -375,8 +373,7 @@ def call_url(args: argparse.Namespace) -> str | None:
 
 
 def misused_options(args: argparse.Namespace) -> str | None:
-    if (args.genesys_api_key or args.genesys_client_secret or args.genesys_dnis or args.genesys_ani
-            or args.genesys_input or args.genesys_stereo):
+    if args.genesys_api_key or args.genesys_client_secret or args.genesys_input or args.genesys_stereo:
         return "--genesys-* options are for Genesys calls (--carrier genesys)"
     return None
 
@@ -394,5 +391,5 @@ def place_from_args(
         url, steps,
         api_key=args.genesys_api_key or os.environ.get("GENESYS_API_KEY") or None,
         client_secret=args.genesys_client_secret or os.environ.get("GENESYS_CLIENT_SECRET") or None,
-        dnis=args.genesys_dnis or DEFAULT_DNIS, ani=args.genesys_ani or DEFAULT_ANI, input_variables=variables,
+        dnis=args.to or DEFAULT_DNIS, ani=args.from_ or DEFAULT_ANI, input_variables=variables,
         stereo=args.genesys_stereo, record=args.record, on_event=printer(BYTES_PER_MS)))

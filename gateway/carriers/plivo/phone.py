@@ -309,8 +309,6 @@ URL_HINT = "the gateway's Plivo answer URL with --carrier plivo"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of Plivo calls (the positional URL is Plivo's with ``--carrier plivo``)."""
-    parser.add_argument("--plivo-to", metavar="NUMBER", help="Plivo: the called number (default +15555550100)")
-    parser.add_argument("--plivo-from", metavar="NUMBER", help="Plivo: the caller's number (default +15555550199)")
     parser.add_argument(
         "--plivo-auth-token", default=os.environ.get("PLIVO_AUTH_TOKEN") or None, metavar="TOKEN",
         help="Plivo: sign the answer with X-Plivo-Signature-V3 (default: $PLIVO_AUTH_TOKEN)",
@@ -326,8 +324,8 @@ def call_url(args: argparse.Namespace) -> str | None:
 
 def misused_options(args: argparse.Namespace) -> str | None:
     """Why the options given do not fit when another carrier's call is placed (None: they fit)."""
-    if args.plivo_to or args.plivo_from:
-        return "--plivo-to and --plivo-from are for Plivo calls (--carrier plivo)"
+    if args.plivo_auth_token is not None and args.plivo_auth_token != (os.environ.get("PLIVO_AUTH_TOKEN") or None):
+        return "--plivo-auth-token is for Plivo calls (--carrier plivo)"
     return None
 
 
@@ -339,8 +337,8 @@ def place_from_args(
         place_plivo_call(
             url,
             steps,
-            to=args.plivo_to or "+15555550100",
-            from_=args.plivo_from or "+15555550199",
+            to=args.to or "+15555550100",
+            from_=args.from_ or "+15555550199",
             auth_token=args.plivo_auth_token,
             record=args.record,
             on_event=printer(BYTES_PER_MS),

@@ -420,8 +420,8 @@ def place_from_args(
             url,
             steps,
             signing_key=key,
-            to=getattr(args, "to", None) or "+15555550100",
-            from_=getattr(args, "from_", None) or "+15555550199",
+            to=args.to or "+15555550100",
+            from_=args.from_ or "+15555550199",
             record=args.record,
             on_event=printer(BYTES_PER_MS),
         )

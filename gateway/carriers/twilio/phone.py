@@ -327,10 +327,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="Twilio: a stream customParameter"
     )
-    parser.add_argument("--to", default="+15555550100", help="Twilio: the called number (default %(default)s)")
-    parser.add_argument(
-        "--from", dest="from_", default="+15555550199", help="Twilio: the caller's number (default %(default)s)"
-    )
     parser.add_argument(
         "--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN") or None,
         help="Twilio: sign requests with X-Twilio-Signature (default: $TWILIO_AUTH_TOKEN)",
@@ -366,8 +362,8 @@ def place_from_args(
             url,
             steps,
             params=params,
-            to=args.to,
-            from_=args.from_,
+            to=args.to or "+15555550100",
+            from_=args.from_ or "+15555550199",
             record=args.record,
             on_event=printer(BYTES_PER_MS),
             auth_token=args.auth_token,

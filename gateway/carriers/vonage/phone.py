@@ -299,8 +299,6 @@ URL_HINT = "URL --carrier vonage for a Vonage call"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of Vonage calls."""
-    parser.add_argument("--vonage-to", metavar="NUMBER", help="Vonage: the called number (default 15555550100)")
-    parser.add_argument("--vonage-from", metavar="NUMBER", help="Vonage: the caller's number (default 15555550199)")
     parser.add_argument(
         "--vonage-secret", metavar="SECRET",
         help="Vonage: sign the answer webhook with this signature secret (default: $VONAGE_SIGNATURE_SECRET)",
@@ -318,8 +316,8 @@ def call_url(args: argparse.Namespace) -> str | None:
 
 def misused_options(args: argparse.Namespace) -> str | None:
     """Why the options given do not fit when another carrier's call is placed (None: they fit)."""
-    if args.vonage_to or args.vonage_from or args.vonage_secret or args.vonage_post:
-        return "--vonage-to, --vonage-from, --vonage-secret and --vonage-post are for Vonage calls (--carrier vonage)"
+    if args.vonage_secret or args.vonage_post:
+        return "--vonage-secret and --vonage-post are for Vonage calls (--carrier vonage)"
     return None
 
 
@@ -331,8 +329,8 @@ def place_from_args(
         place_vonage_call(
             url,
             steps,
-            to=args.vonage_to or "15555550100",
-            from_=args.vonage_from or "15555550199",
+            to=(args.to or "15555550100").lstrip("+"),  # Vonage writes numbers without the +
+            from_=(args.from_ or "15555550199").lstrip("+"),
             signature_secret=args.vonage_secret or os.environ.get("VONAGE_SIGNATURE_SECRET") or None,
             post=args.vonage_post,
             record=args.record,
