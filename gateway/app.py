@@ -20,6 +20,7 @@ from gateway.bridge import CONTEXT, GatewayContext
 from gateway.call import Observer
 from gateway.carriers.base import Carrier
 from gateway.carriers.registry import default_carriers
+from gateway.carriers.settings import carrier_settings
 from gateway.config import GatewayConfig, config_notes
 from gateway.log import get_logger, register_secret
 from gateway.recording import RecordingWriter
@@ -54,9 +55,14 @@ def _announce_security(config: GatewayConfig, carriers: Sequence[Carrier]) -> No
     if config.gateway.insecure_dev_mode:
         log.warning("INSECURE DEVELOPMENT MODE: carrier requests that cannot be authenticated are accepted; "
                     "never run a public gateway like this")
+    sections = {model.section: model.of(config) for model in carrier_settings()}
     for carrier in carriers:
+        # a carrier with no credential at all is one this gateway does not take calls from: its notes
+        # (its requests are refused) are information; with a credential set, they are warnings
+        section = sections.get(carrier.name)
+        say = log.info if section is not None and not section.has_credential else log.warning
         for note in carrier.notes(config):
-            log.warning(note)
+            say(note)
     if config.gateway.signing_key is None:
         log.warning("GATEWAY_SIGNING_KEY is not set: call tokens use a random key of this process, "
                     "so every replica must share one; set it when running more than one")
