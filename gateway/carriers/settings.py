@@ -43,6 +43,11 @@ class CarrierSettings(SettingsModel):
     def has_credential(self) -> bool:
         return getattr(self, self.credential_key) is not None
 
+    @property
+    def sends_keys(self) -> bool:
+        """Its calls can press keys towards the caller (the send_dtmf tool), as configured."""
+        return False
+
     def secret_values(self) -> list[str]:
         """Plain values of its secrets that are set, for the log scrubber."""
         values = [getattr(self, key) for key in self.secret_keys]

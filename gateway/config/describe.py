@@ -134,6 +134,10 @@ def config_notes(config: GatewayConfig) -> list[str]:
         if transfers and not can_transfer:
             notes.append(f"note: profile {name} transfers calls, but {_none_set(transferring)}: transfers will be "
                          "refused")
+        keyless = [section.section for section in sections if section.has_credential and not section.sends_keys]
+        if keyless and any(t.builtin == "send_dtmf" for t in profile.tools):
+            notes.append(f"note: profile {name} presses keys (send_dtmf), which {', '.join(keyless)} calls cannot "
+                         "do: there the tool answers that the line cannot send keypad tones")
         notes += _model_notes(name, profile)
         if profile.interim_response is not None and profile.model is not None and "realtime" in profile.model:
             notes.append(f"note: profile {name} sets interim_response, which Voice Live does not support with "

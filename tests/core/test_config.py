@@ -744,6 +744,24 @@ def test_describe_notes_interim_responses_on_realtime_models() -> None:
     assert note.startswith("note: profile main sets interim_response, which Voice Live does not support")
 
 
+@pytest.mark.parametrize(("section", "named"), [
+    pytest.param("twilio: {auth_token: \"${T}\"}\n", "twilio", id="a carrier without keys to press"),
+    pytest.param("vonage: {signature_secret: \"${T}\"}\n", "vonage", id="without the keys credentials"),
+    pytest.param("acs: {connection_string: \"${ACS}\", resource_id: res-1}\n", None, id="a carrier that presses keys"),
+    pytest.param("", None, id="no carrier in use"),
+])
+def test_describe_notes_a_key_pressing_tool_where_calls_cannot_press_keys(section: str, named: str | None) -> None:
+    text = section + MINIMAL + "    tools:\n      - {name: press_keys, builtin: send_dtmf}\n"
+    env = {"T": "t" * 32, "ACS": FULL_ENV["ACS_CONNECTION_STRING"]}
+    notes = [line for line in describe(parse_config(text, env=env)).splitlines()
+             if "send_dtmf" in line]
+    if named is None:
+        assert notes == []
+    else:
+        (note,) = notes
+        assert note.startswith(f"note: profile main presses keys (send_dtmf), which {named} calls cannot do")
+
+
 def test_describe_with_an_endpoint_and_entra_id() -> None:
     text = dedent(
         """

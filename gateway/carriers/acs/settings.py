@@ -49,6 +49,10 @@ class AcsSettings(CarrierSettings):
                     values.append(value.strip())
         return values
 
+    @property
+    def sends_keys(self) -> bool:
+        return True  # Call Automation sends tones
+
     def notes(self) -> list[str]:
         if not self.incoming_open:
             return []

@@ -29,6 +29,10 @@ class VonageSettings(CarrierSettings):
         """The gateway can sign Voice API requests (transfer, hang-up, keys)."""
         return self.application_id is not None and self.private_key is not None
 
+    @property
+    def sends_keys(self) -> bool:
+        return self.can_call_api  # through the Voice API, with the application's credentials
+
     def notes(self) -> list[str]:
         notes: list[str] = []
         if self.private_key is not None and not _is_private_key(self.private_key.get_secret_value()):
