@@ -157,6 +157,9 @@ class Call:
     fallback_audio: str | None = None  # an apology in the leg's format, played (paced legs) when all fails
     can_transfer: bool = False  # the phone leg can hand the caller over to another number
     can_send_dtmf: bool = False  # the phone leg can press keys towards the caller
+    direction: str = "inbound"  # "outbound": the gateway placed the call
+    caller: str | None = None  # the caller's number, as the carrier gave it (None: not given)
+    called: str | None = None  # the number called, as the carrier gave it (None: not given)
 
     state: CallState = field(default=CallState.CONNECTING, init=False)
     end_reason: str | None = field(default=None, init=False)
