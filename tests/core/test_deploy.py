@@ -13,6 +13,7 @@ must be found): a check that cannot fail fails the test.
 
 from __future__ import annotations
 
+import base64
 import copy
 import fnmatch
 import json
@@ -25,6 +26,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.app import create_app
 from gateway.cli import build_parser
@@ -38,7 +41,19 @@ BICEP = DEPLOY / "azure" / "containerapp.bicep"
 
 INTERNAL_ROUTES = ("/healthz", "/readyz", "/metrics")  # never published by an ingress
 EXIT_MARGIN_S = 10  # after the drain: time to close sockets and exit before SIGKILL
-PLACEHOLDER = "https://placeholder.invalid"  # a value every setting accepts (URLs, secrets, text)
+PLACEHOLDER = "https://placeholder.invalid"  # a value every setting accepts (URLs, secrets, text)...
+# ... but keys the carriers read in a format of their own
+_KEY_BYTES = bytes(range(32))
+FORMATTED = {
+    "TELNYX_PUBLIC_KEY": base64.b64encode(Ed25519PrivateKey.from_private_bytes(_KEY_BYTES).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)).decode(),
+    "GENESYS_CLIENT_SECRET": base64.b64encode(_KEY_BYTES).decode(),
+}
+
+
+def placeholders(names: Any) -> dict[str, str]:
+    """A value for each variable that its setting accepts."""
+    return {name: FORMATTED.get(name, PLACEHOLDER) for name in names}
 _ANY_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 
 
@@ -137,7 +152,7 @@ def bundle(shipped: Bundle) -> Bundle:
 
 def _placeholder_env(config_text: str) -> dict[str, str]:
     """A value for every variable the config names (with or without a default)."""
-    return dict.fromkeys(_ANY_REF.findall(config_text), PLACEHOLDER)
+    return placeholders(_ANY_REF.findall(config_text))
 
 
 def _required_vars(config_text: str) -> set[str]:
@@ -570,7 +585,7 @@ def check_env_supplies_config(b: Bundle) -> list[str]:
         problems.append(f"config.yaml requires ${{{name}}}, which neither the env ConfigMap nor the Secret provides")
     if not problems:  # the config as the pods will read it
         try:
-            parse_config(b.config_text, env=dict.fromkeys(available, PLACEHOLDER))
+            parse_config(b.config_text, env=placeholders(available))
         except ConfigError as exc:
             problems += exc.problems
     return problems
