@@ -198,6 +198,7 @@ def _truncate_close(tolerance_ms: float):
 
 
 AUDIO, CONTROL = "voicelive (caller audio)", "voicelive (other messages)"
+REPLIES = "phone (answers to the phone's own messages)"
 
 
 def _first_arrivals(sent: list[Sent]) -> list[Sent]:
@@ -319,16 +320,23 @@ async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: flo
 
     # Over sockets, caller audio (driven by the phone's clock) and everything else sent to Voice
     # Live (driven by Voice Live's events) are two independent streams whose interleaving depends
-    # on timing; each is compared on its own.
-    expected: dict[str, list[Sent]] = {PHONE: [], AUDIO: [], CONTROL: [], TOOLS: []}
+    # on timing; each is compared on its own. So are the phone's answers to its own messages (a pong).
+    carrier = _carrier(fixture)
+
+    def stream(leg: str, message: str | bytes) -> str:
+        if leg == PHONE and carrier.phone_reply(message):
+            return REPLIES
+        return _stream(leg, message)
+
+    expected: dict[str, list[Sent]] = {PHONE: [], REPLIES: [], AUDIO: [], CONTROL: [], TOOLS: []}
     for index, rec in enumerate(fixture.records):
         if rec.get("dir") == "out":
             message = _data(rec)
-            expected[_stream(rec["leg"], message)].append(Sent(rec["t"], message, index))
-    actual: dict[str, list[Sent]] = {PHONE: [], AUDIO: [], CONTROL: [], TOOLS: []}
+            expected[stream(rec["leg"], message)].append(Sent(rec["t"], message, index))
+    actual: dict[str, list[Sent]] = {PHONE: [], REPLIES: [], AUDIO: [], CONTROL: [], TOOLS: []}
     for leg, received in ((VOICELIVE, server.received), (PHONE, phone_received), (TOOLS, tool_requests)):
         for t, text in received:
-            actual[_stream(leg, text)].append(Sent((t - opened) * 1000 * speed, text, start_index))
+            actual[stream(leg, text)].append(Sent((t - opened) * 1000 * speed, text, start_index))
     # A session that drops mid-utterance gets the caller's uncommitted audio again: which frames the
     # lost session still took depends on real timing, so caller audio is compared frame by frame,
     # each counted once.

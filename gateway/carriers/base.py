@@ -94,6 +94,12 @@ class Carrier(ABC):
     def outbound_kind(self, message: str | bytes) -> str | None:
         """What an outbound phone message is: "audio" (bot audio), "flush" (playback cleared), or None."""
 
+    def phone_reply(self, message: str | bytes) -> bool:
+        """Whether an outbound phone message answers one of the phone's own (a pong to its ping): over
+        sockets its place among the call's other messages depends on timing, so a replay over
+        sockets compares these on their own."""
+        return False
+
     def playback_ack(self, message: str | bytes) -> bool:
         """Whether an inbound phone message acknowledges playback (a mark echoed back): a replay over
         sockets sends these in answer to what the gateway sent, not on the caller's clock."""

@@ -370,7 +370,8 @@ async def test_gateway_call_places_a_signed_genesys_call(genesys: GenesysRig,
     assert code == 0, printed
     assert "Genesys conversation " in printed and "protocol violations: 0" in printed
     assert "close transaction completed" in printed
-    assert printed.count("bot audio starts") == 2  # the sales greeting, then the answer
+    # the sales greeting, then the answer (a paced leg on a busy machine may leave a gap inside one)
+    assert printed.count("bot audio starts") >= 2
     assert CLIENT_SECRET not in printed
 
 

@@ -77,6 +77,9 @@ class GenesysCarrier(Carrier):
             return False
         return parsed.type == "close" and parsed.parameters.get("reason") == "disconnect"
 
+    def phone_reply(self, message: str | bytes) -> bool:
+        return type(message) is str and '"type":"pong"' in message
+
     def outbound_kind(self, message: str | bytes) -> str | None:
         if type(message) is bytes:
             return "audio"
