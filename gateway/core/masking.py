@@ -33,6 +33,7 @@ def mask_number(number: str | None, keep: int = KEEP_DIGITS) -> str | None:
     ``+*******0100``). Anything that is not a number (a SIP address, a name) is hidden whole."""
     if number is None:
         return None
+    number = number.removeprefix("tel:")
     digits = _DIGIT.findall(number)
     if not digits or not _NUMBER_LIKE.fullmatch(number):
         return "***"
