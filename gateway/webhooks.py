@@ -208,7 +208,8 @@ class RecordDelivery:
         except OSError as exc:
             log.error("a call record could not be written to the spool; delivering it from memory",
                       record_id=record_id, error=str(exc))
-            await self._attempts(None, record_id, webhook, body)
+            delivered = await self._attempts(record_id, webhook, body)
+            self._outcome(record_id, "delivered" if delivered else "failed")
             return
         finally:
             self._posting.discard(current)
@@ -238,16 +239,19 @@ class RecordDelivery:
             return
         delivered = False
         try:
-            delivered = await self._attempts(claimed, envelope["id"], envelope["webhook"], envelope["body"].encode())
+            delivered = await self._attempts(envelope["id"], envelope["webhook"], envelope["body"].encode())
         finally:
+            # (a file removed or renamed: quick enough to do here, and done even when cancelled)
             if delivered:
-                await self._io(self.spool.done, claimed)
+                self.spool.done(claimed)
             else:  # given up for now, or shutting down: it waits in the spool
                 self.spool.release(claimed)
-            await self._gauge()
+        if delivered or not self._closing.is_set():
+            self._outcome(envelope["id"], "delivered" if delivered else "failed")
+        await self._gauge()
 
-    async def _attempts(self, claimed: Path | None, record_id: str, webhook: str, body: bytes) -> bool:
-        """POST until 2xx or ``max_attempts``; True once delivered."""
+    async def _attempts(self, record_id: str, webhook: str, body: bytes) -> bool:
+        """POST until 2xx or ``max_attempts``; True once delivered (False: given up, or shutting down)."""
         settings = self.settings
         current = asyncio.current_task()
         assert current is not None
@@ -261,12 +265,10 @@ class RecordDelivery:
                 self._posting.discard(current)
             if why is None:
                 log.info("call record delivered", record_id=record_id, attempts=attempt)
-                self._outcome(record_id, "delivered")
                 return True
             if attempt == settings.max_attempts:
                 log.error("call record not delivered; it stays in the spool", record_id=record_id,
                           attempts=attempt, reason=why)
-                self._outcome(record_id, "failed")
                 return False
             delay = min(settings.max_backoff_s, settings.initial_backoff_s * 2 ** (attempt - 1))
             log.warning("call record delivery failed; retrying", record_id=record_id, attempt=attempt,
