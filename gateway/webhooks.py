@@ -37,8 +37,8 @@ __all__ = ["RecordDelivery", "Spool", "sign", "signature_headers"]
 log = get_logger("gateway.webhooks")
 
 SUFFIX = ".json"  # a record waiting in the spool: <record id>.json
-CLAIMED = ".claimed."  # a record being delivered: <record id>.json.claimed.<host>.<pid>
-STALE_CLAIM_S = 3600.0  # a claim of another host older than this: its worker is presumed gone
+CLAIMED = ".claimed."  # a record being delivered: <record id>.json.claimed.<host>.<pid>.<process start>
+STALE_CLAIM_S = 3600.0  # a claim of another host (or a temporary file) older than this: its worker is gone
 _HOST = socket.gethostname().replace(".", "_") or "host"
 
 
@@ -54,14 +54,25 @@ def signature_headers(key: bytes, message_id: str, body: bytes, now_s: float) ->
             "webhook-signature": sign(key, message_id, timestamp, body), "content-type": "application/json"}
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> str:
+    """When a process started (Linux: clock ticks since boot), so that a claim of a process that is
+    gone is told from one of a new process given the same pid (a restarted container); "0" elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else "0"
+
+
+def _alive(pid: int, started: str) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started == "0" or _started(pid) in (started, "0")
 
 
 class Spool:
@@ -70,7 +81,7 @@ class Spool:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._claim_tag = f"{CLAIMED}{_HOST}.{os.getpid()}"
+        self._claim_tag = f"{CLAIMED}{_HOST}.{os.getpid()}.{_started(os.getpid())}"
 
     def write(self, record_id: str, webhook: str, body: bytes) -> Path:
         """Put a record in the spool, whole or not at all (a temporary file renamed into place)."""
@@ -117,10 +128,16 @@ class Spool:
         found: list[tuple[float, Path]] = []
         for path in self.directory.iterdir():
             name = path.name
+            if name.startswith(".") and name.endswith(".tmp"):  # a write cut short (the record was not spooled)
+                with contextlib.suppress(OSError):
+                    if now - path.stat().st_mtime > STALE_CLAIM_S:
+                        path.unlink()
+                continue
             if CLAIMED in name:
-                host, _, pid = name.rsplit(CLAIMED, 1)[1].rpartition(".")
+                host, pid, started = ([*name.rsplit(CLAIMED, 1)[1].split("."), "", ""])[:3]
                 try:
-                    stale = (not _alive(int(pid))) if host == _HOST else now - path.stat().st_mtime > STALE_CLAIM_S
+                    stale = (not _alive(int(pid), started) if host == _HOST
+                             else now - path.stat().st_mtime > STALE_CLAIM_S)
                 except (ValueError, OSError):
                     continue
                 if stale:

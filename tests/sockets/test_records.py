@@ -314,3 +314,28 @@ async def test_a_record_submitted_is_spooled_before_it_is_posted(tmp_path: Path)
         release.set()
         await delivery.close()
         await runner.cleanup()
+
+
+async def test_a_claim_left_by_a_worker_that_is_gone_is_delivered_and_a_live_one_is_left_alone(
+        hook: tuple[Hook, str], tmp_path: Path) -> None:
+    webhook, url = hook
+    config = parse_config(CONFIG, env={"EP": "ws://127.0.0.1:9", "TWILIO_TOKEN": TWILIO_TOKEN, "HOOK": url,
+                                       "RECORDS_SECRET": SECRET, "SPOOL": str(tmp_path / "spool")})
+    outcomes = Outcomes()
+    delivery = RecordDelivery(config.records, on_outcome=outcomes)
+    spool = delivery.spool
+    for record_id in ("rec_dead", "rec_live"):
+        spool.write(record_id, url, json.dumps({"id": record_id}).encode())
+    live = spool.claim(spool.directory / "rec_live.json")  # being delivered by a worker that is running
+    assert live is not None
+    # a worker that died, whose pid a new process now has (a restarted container): another start time
+    host_pid = live.name.split(".claimed.", 1)[1].rsplit(".", 1)[0]
+    (spool.directory / "rec_dead.json").rename(spool.directory / f"rec_dead.json.claimed.{host_pid}.1")
+    delivery.start()
+    try:
+        assert await outcomes.wait("delivered") == ["rec_dead"]
+        await asyncio.wait_for(delivery.idle(), WAIT_S)
+    finally:
+        await delivery.close()
+    assert webhook.delivered_ids() == ["rec_dead"]
+    assert spooled(spool.directory) == [live.name]
