@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.call import Call
+from gateway.core.keys import KEY_ITEM_PREFIX
 from gateway.core.masking import MIN_DIGITS, mask_digit_runs, mask_number
 from gateway.core.memory import heard_words
 from gateway.log import scrub_text
@@ -24,6 +25,7 @@ from gateway.log import scrub_text
 __all__ = ["RECORD_EVENTS", "RECORD_VERSION", "CallEvents", "RecordOptions", "build_record"]
 
 RECORD_VERSION = 1
+KEYS = frozenset("0123456789*#ABCD")
 MAX_EVENTS = 5000  # what a call keeps for its record (a call with more keeps its first ones)
 
 # the observer events a record is built from
@@ -96,13 +98,19 @@ def _transcript(call: Call, events: list[tuple[str, float, dict[str, Any]]],
             continue
         entry: dict[str, Any] = {"role": "caller" if turn.role == "user" else "bot", "at_ms": _ms(turn.at)}
         text = turn.text
-        if turn.role == "assistant" and turn.heard < 1.0:
+        if turn.item_id.startswith(KEY_ITEM_PREFIX):  # an entry on the keypad, as the model heard it
+            entry["keys"] = True
+            if mask.mask_digits:  # keys are a PIN as often as not: their count only
+                text = f"[The caller pressed {sum(ch in KEYS for ch in text)} keys on the phone keypad]"
+        elif turn.role == "assistant" and turn.heard < 1.0:
             text = heard_words(text, turn.heard)
             entry["interrupted"] = True
             barge = cut.get(turn.item_id)
             if barge is not None and barge.get("truncated_at_ms") is not None:
                 entry["heard_ms"] = barge["truncated_at_ms"]
-        entry["text"] = mask_digit_runs(text, mask.min_digits) if mask.mask_digits else text
+        if mask.mask_digits and "keys" not in entry:
+            text = mask_digit_runs(text, mask.min_digits)
+        entry["text"] = text
         turns.append(entry)
     return turns
 

@@ -140,7 +140,8 @@ def test_the_transcript_is_what_the_caller_heard_and_the_bot_turn_is_cut_at_the_
 
 def test_tools_keys_and_transfers_are_in_the_record_with_durations_and_outcomes() -> None:
     call, events = a_call()
-    call.dtmf("1", 100.0)
+    for digit in "1234#":  # a PIN, entered with the finish key
+        call.dtmf(digit, 100.0)
     call.voicelive_event({"type": "response.created", "response": {"id": "resp_t", "status": "in_progress"}}, 200.0)
     for n, name in enumerate(["lookup", "nope"]):
         call.voicelive_event({"type": "response.function_call_arguments.done", "response_id": "resp_t",
@@ -152,10 +153,15 @@ def test_tools_keys_and_transfers_are_in_the_record_with_durations_and_outcomes(
     tools = {t["name"]: t for t in record["tools"]}
     assert tools["lookup"]["duration_ms"] == 1000 and tools["lookup"]["outcome"] == "error"
     assert tools["nope"]["outcome"] == "refused" and tools["nope"]["duration_ms"] == 0
-    assert record["keys"]["pressed"] == 1 and record["keys"]["digits"] == "1"
+    assert record["keys"]["pressed"] == 5 and record["keys"]["digits"] == "1234#"
+    assert record["keys"]["entries"] == [{"at_ms": 100, "keys": 5}]
+    (entry,) = record["transcript"]
+    assert entry["role"] == "caller" and entry["keys"] is True and "1 2 3 4" in entry["text"]
     assert record["transfers"] == []
     masked = record_of(call, events)
-    assert "digits" not in masked["keys"] and masked["keys"]["pressed"] == 1
+    assert "digits" not in masked["keys"] and masked["keys"]["pressed"] == 5
+    assert masked["transcript"][0]["text"] == "[The caller pressed 5 keys on the phone keypad]"
+    assert not any(digit in masked["transcript"][0]["text"] for digit in "1234")
 
 
 def test_a_sessions_loss_and_reconnect_are_listed() -> None:
