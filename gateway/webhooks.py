@@ -181,8 +181,13 @@ class RecordDelivery:
 
     def submit(self, record_id: str, webhook: str, body: bytes) -> None:
         """A call's record: spool it, then deliver it (returns at once)."""
-        if self._closing.is_set():
-            log.warning("a record arrived while the gateway shuts down: it is not delivered", record_id=record_id)
+        if self._closing.is_set():  # shutting down: spooled now, delivered at the next start-up
+            try:
+                self.spool.write(record_id, webhook, body)
+                log.info("a call record is spooled for the next start-up", record_id=record_id)
+            except OSError as exc:
+                log.error("a call record could not be spooled at shutdown: it is lost", record_id=record_id,
+                          error=str(exc))
             return
         self._spawn(self._submit(record_id, webhook, body), f"record-{record_id}")
 

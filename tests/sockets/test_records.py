@@ -43,7 +43,7 @@ records:
   initial_backoff_s: 0.01
   max_backoff_s: 0.02
   max_attempts: ${ATTEMPTS:-5}
-  drain_timeout_s: 2
+  drain_timeout_s: ${DRAIN:-2}
 profiles:
   main:
     model: gpt-realtime
@@ -339,3 +339,34 @@ async def test_a_claim_left_by_a_worker_that_is_gone_is_delivered_and_a_live_one
         await delivery.close()
     assert webhook.delivered_ids() == ["rec_dead"]
     assert spooled(spool.directory) == [live.name]
+
+
+async def test_shutdown_waits_a_bounded_time_for_a_delivery_in_flight_and_keeps_the_rest_spooled(
+        tmp_path: Path) -> None:
+    arrived = asyncio.Event()
+    never = asyncio.Event()
+    spool = tmp_path / "spool"
+
+    async def hanging(request: web.Request) -> web.Response:
+        arrived.set()
+        await never.wait()  # the webhook never answers
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/calls", hanging)
+    runner = web.AppRunner(app)
+    url = await listen(runner) + "/calls"
+    config = parse_config(CONFIG, env={"EP": "ws://127.0.0.1:9", "TWILIO_TOKEN": TWILIO_TOKEN, "HOOK": url,
+                                       "RECORDS_SECRET": SECRET, "SPOOL": str(spool), "DRAIN": "0.1"})
+    delivery = RecordDelivery(config.records)
+    try:
+        delivery.submit("rec_slow", url, b'{"id":"rec_slow"}')
+        await asyncio.wait_for(arrived.wait(), WAIT_S)
+        started = time.monotonic()
+        await delivery.close()
+        assert time.monotonic() - started < 2  # drain_timeout_s (0.1 s), not the POST's 10 s timeout
+        delivery.submit("rec_late", url, b'{"id":"rec_late"}')  # a call that ends during the shutdown
+    finally:
+        never.set()
+        await runner.cleanup()
+    assert spooled(spool) == ["rec_late.json", "rec_slow.json"]
