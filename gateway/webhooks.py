@@ -88,7 +88,8 @@ class Spool:
         envelope = json.dumps({"id": record_id, "webhook": webhook, "body": body.decode()}).encode()
         path = self.directory / f"{record_id}{SUFFIX}"
         temp = self.directory / f".{record_id}.{uuid.uuid4().hex}.tmp"
-        with open(temp, "wb") as out:
+        # readable by the gateway's user only: a record is personal data even when masked
+        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             out.write(envelope)
             out.flush()
             os.fsync(out.fileno())
