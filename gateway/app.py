@@ -26,6 +26,7 @@ from gateway.log import get_logger, register_secret
 from gateway.recording import RecordingWriter
 from gateway.tools import ToolRunner, http_tool_runner
 from gateway.voicelive.client import VoiceLiveConnector
+from gateway.webhooks import RecordDelivery
 
 log = get_logger("gateway.app")
 
@@ -76,11 +77,13 @@ def create_app(
     simulator_settings: Any = None,
     tool_runner: ToolRunner | None = None,
     carriers: Sequence[Carrier] | None = None,
+    record_outcomes: Callable[[str, str], None] | None = None,
 ) -> web.Application:
     """Build the gateway application from its carriers (by default every carrier of the registry).
 
     ``voicelive_endpoint`` overrides the configured endpoint. With neither, the built-in Voice
     Live simulator is started on a free loopback port when the application starts.
+    ``record_outcomes(record_id, outcome)`` hears how each post-call record's delivery attempts end.
     """
     carriers = list(carriers) if carriers is not None else default_carriers()
     for secret in config.secrets():
@@ -113,8 +116,15 @@ def create_app(
         key = config.gateway.signing_key
         tokens = CallTokens(key.get_secret_value().encode() if key else secrets.token_bytes(32))
         http = aiohttp.ClientSession()  # shared by the calls' tools
+        records = None
+        if config.records.spool_directory and config.records.signing_secret is not None and (
+                config.records.webhook or any(p.record.webhook for p in config.profiles.values())):
+            records = RecordDelivery(config.records, on_outcome=record_outcomes)
+            records.start()  # what an earlier run left in the spool goes out first
+            log.info("post-call records on", spool=config.records.spool_directory)
         app[CONTEXT] = GatewayContext(
-            config, connector, tokens, observer_factory, recording, tool_runner or http_tool_runner(http))
+            config, connector, tokens, observer_factory, recording, tool_runner or http_tool_runner(http),
+            records=records)
         if simulator is None:
             log.info("Voice Live backend", endpoint=endpoint, auth=connector.auth_kind)
         if not config.gateway.public_url:
@@ -125,6 +135,8 @@ def create_app(
         try:
             yield
         finally:
+            if records is not None:  # (the calls have ended: their records are spooled or on their way)
+                await records.close()
             await http.close()
             await connector.close()
             if recording is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +28,10 @@ from gateway.config import GatewayConfig
 from gateway.frames import server_text_frames
 from gateway.log import get_logger
 from gateway.recording import CallRecorder, RecordingWriter
+from gateway.records import CallEvents, RecordOptions, build_record
 from gateway.tools import ToolRunner
 from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnection, VoiceLiveConnector
+from gateway.webhooks import RecordDelivery
 from gateway.wire import PHONE, VOICELIVE, PhoneLeg, PhoneMessage, WireCall
 
 log = get_logger("gateway.bridge")
@@ -60,14 +63,16 @@ def now_ms() -> float:
 
 class CallObserver:
     """A call's observer: what it reports is counted in the metrics, then passed on (to a test, the
-    demo). It also notes the moment a barge-in flushed the phone, for the reaction-time metric."""
+    demo). It also notes the moment a barge-in flushed the phone, for the reaction-time metric, and
+    with post-call records on, keeps what the call's record needs (``events``)."""
 
-    __slots__ = ("barge_in_flushed", "carrier", "downstream")
+    __slots__ = ("barge_in_flushed", "carrier", "downstream", "events")
 
-    def __init__(self, carrier: str, downstream: Observer) -> None:
+    def __init__(self, carrier: str, downstream: Observer, events: CallEvents | None = None) -> None:
         self.carrier = carrier
         self.downstream = downstream
         self.barge_in_flushed = False
+        self.events = events
 
     def __call__(self, event: str, t: float, fields: dict[str, Any]) -> None:
         if event == "bot.first_audio" and fields.get("after_speech_stopped_ms") is not None:
@@ -79,6 +84,8 @@ class CallObserver:
             self.barge_in_flushed = self.barge_in_flushed or bool(fields.get("cleared"))
         elif event == "voicelive.error":
             metrics.VOICELIVE_ERRORS.inc(metrics.error_code_label(str(fields.get("code") or "")))
+        if self.events is not None:
+            self.events(event, t, fields)
         self.downstream(event, t, fields)
 
 
@@ -92,6 +99,7 @@ class GatewayContext:
     observer_factory: Callable[[str], Observer] | None = None
     recording: RecordingWriter | None = None
     tool_runner: ToolRunner | None = None
+    records: RecordDelivery | None = None  # post-call records are delivered (None: no webhook configured)
     calls: dict[str, CallBridge] = field(default_factory=dict)
     failed_calls: dict[str, float] = field(default_factory=dict)  # call id -> when the gateway gave up on it
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
@@ -114,7 +122,8 @@ class GatewayContext:
 
     def observer_for(self, call_id: str, carrier: str) -> CallObserver:
         """What a new call reports to: the metrics of its carrier, then the application's observer."""
-        return CallObserver(carrier, self.observer_factory(call_id) if self.observer_factory else _noop_observer)
+        return CallObserver(carrier, self.observer_factory(call_id) if self.observer_factory else _noop_observer,
+                            CallEvents() if self.records is not None else None)
 
     def add_call(self, bridge: CallBridge) -> None:
         self.calls[bridge.call.call_id] = bridge
@@ -144,6 +153,28 @@ class GatewayContext:
         for old in [k for k, t in self.failed_calls.items() if now - t > FAILED_CALL_TTL_S]:
             del self.failed_calls[old]
         self.failed_calls[call_id] = now
+
+    def call_ended(self, carrier: str, call: Call, events: CallEvents | None, clock_zero_s: float) -> None:
+        """Count what an ended call cost, and hand its record to the delivery (in the background)."""
+        direction = metrics.direction_label(call.direction)
+        if call.ended_at is not None:
+            metrics.CALL_SECONDS.inc(carrier, direction, amount=max(0.0, call.ended_at - call.started_at) / 1000.0)
+        for kind, tokens in call.usage.by_kind().items():
+            if tokens:
+                metrics.TOKENS.inc(kind, amount=tokens)
+        webhook = self.config.record_webhook(call.profile)
+        if self.records is None or events is None or webhook is None:
+            return
+        setting = call.profile.record
+        record_id = f"rec_{uuid.uuid4().hex}"
+        try:
+            record = build_record(call, events.events, record_id=record_id, carrier=carrier,
+                                  clock_zero_s=clock_zero_s, failed=call.end_reason in FAILURE_ENDS,
+                                  options=RecordOptions(setting.mask_numbers, setting.mask_digits, setting.min_digits))
+        except Exception as exc:  # a record must never break the end of a call
+            log.error("the call record could not be built", call_id=call.call_id, error=repr(exc))
+            return
+        self.records.submit(record_id, webhook, json.dumps(record, separators=(",", ":")).encode())
 
     def open_recorder(self, carrier: str, call: Call) -> CallRecorder | None:
         if self.recording is None:
@@ -445,7 +476,9 @@ class CallBridge:
                 metrics.FRAMES_DROPPED.inc("held_too_long", amount=stats.frames_lost_hold)
             if stats.deltas_dropped:
                 metrics.FRAMES_DROPPED.inc("after_barge_in", amount=stats.deltas_dropped)
-            summary = call.summary(self._now())
+            now = self._now()
+            ctx.call_ended(self.carrier, call, self.observer.events, time.time() - now / 1000.0)
+            summary = call.summary(now)
             if self.wire.bad_input:
                 summary["bad_messages"] = dict(self.wire.bad_input)
             self.log.info("call ended", carrier=self.carrier, **summary)

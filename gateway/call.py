@@ -41,8 +41,9 @@ from gateway.core.playout import PacedPlayout, Playout
 from gateway.core.sessions import MIN_SESSION_MS, Sessions
 from gateway.core.silence import SilenceWatch
 from gateway.core.state import TRANSITIONS, CallState
-from gateway.core.tools import ToolCalls, dtmf_digits, json_object, transfer_target
+from gateway.core.tools import ToolCalls, dtmf_digits, json_object, tool_failed, transfer_target
 from gateway.core.turns import CallerTurns
+from gateway.core.usage import Usage
 
 # The call's interface, as the shell, the codecs and the tests use it (the parts live in gateway.core)
 __all__ = ["CALL_OPTIONS", "CLEAR", "MIN_SESSION_MS", "TRANSFER_WORDS", "Call", "CallState", "ClearPlayback",
@@ -160,6 +161,8 @@ class Call:
     direction: str = "inbound"  # "outbound": the gateway placed the call
     caller: str | None = None  # the caller's number, as the carrier gave it (None: not given)
     called: str | None = None  # the number called, as the carrier gave it (None: not given)
+    answered_at: float | None = None  # when the call was answered (ms, this clock; None: when its media began)
+    amd_result: str | None = None  # answering-machine detection's verdict on an outbound call (None: none)
 
     state: CallState = field(default=CallState.CONNECTING, init=False)
     end_reason: str | None = field(default=None, init=False)
@@ -207,6 +210,7 @@ class Call:
         self._warned: set[str] = set()
         # conversation memory, restored into a new session after a drop or a renewal
         self.conversation = Conversation()
+        self.usage = Usage()  # tokens summed from every response.done (the call's record, the metrics)
         self._connected = False  # a Voice Live socket is open (control events can be sent)
         self._held_control: list[str] = []
         self.sessions = Sessions(self.reconnect_budget_ms, self.renew_before_ms)  # renewal, reconnect episodes
@@ -494,7 +498,7 @@ class Call:
             return
         item = self._keys.item(digits)
         self._send({"type": "conversation.item.create", "item": item}, kind="dtmf")
-        self.conversation.remember(item["id"], "user")
+        self.conversation.remember(item["id"], "user", now)
         self.conversation.set_text(item["id"], item["content"][0]["text"])
         self.observer("caller.keys", now, {"count": len(digits)})
         if self.profile.dtmf.respond:
@@ -664,6 +668,7 @@ class Call:
     def _on_session_created(self, event: dict[str, Any], now: float) -> None:
         session = _obj(event.get("session"))
         self.session_id = session.get("id")
+        self.observer("session.created", now, {"session_id": self.session_id})
         self._learn_expiry(session.get("expires_at"))
         self.log.info("Voice Live session created", session_id=self.session_id)
 
@@ -781,6 +786,7 @@ class Call:
 
     def _on_response_done(self, event: dict[str, Any], now: float) -> None:
         response = _obj(event.get("response"))
+        self.usage.add(response.get("usage"))
         rid = _text(response.get("id"))
         if rid == self.active_response:
             self.active_response = None
@@ -853,7 +859,7 @@ class Call:
     def _on_item_created(self, event: dict[str, Any], now: float) -> None:
         item = event.get("item")
         if isinstance(item, dict) and item.get("type") == "message" and item.get("role") in ("user", "assistant"):
-            self.conversation.remember(item.get("id"), item["role"])  # (restored turns are known already)
+            self.conversation.remember(item.get("id"), item["role"], now)  # (restored turns are known already)
         elif isinstance(item, dict) and item.get("type") == "function_call":
             self._tools.note_item(item)
 
@@ -862,7 +868,7 @@ class Call:
         if not isinstance(item, dict):
             return
         if item.get("type") == "message":
-            self.conversation.remember(item.get("id"), "assistant")
+            self.conversation.remember(item.get("id"), "assistant", now)
         elif item.get("type") == "function_call":
             self._tools.note_item(item)
 
@@ -948,6 +954,7 @@ class Call:
         if tool is None:
             self.log.warning("the model called a tool this profile does not have", tool=name)
             self._tools.failed(call_id, f"there is no tool named {name}")
+            self.observer("tool.refused", now, {"name": name, "call_id": call_id, "error": "unknown tool"})
             self._continue_after_tools()
             return
         if tool.builtin is not None:
@@ -981,6 +988,7 @@ class Call:
                 return
         self.log.warning("a built-in tool could not run", tool=tool.name, reason=error)
         self._tools.failed(call_id, str(error))
+        self.observer("tool.refused", now, {"name": tool.name, "call_id": call_id, "error": str(error)})
         self._continue_after_tools()
 
     def tool_result(self, call_id: str, output: str, now: float) -> None:
@@ -990,7 +998,7 @@ class Call:
         name = self._tools.finished(call_id, output)
         if name is None:
             return
-        self.observer("tool.done", now, {"name": name, "call_id": call_id})
+        self.observer("tool.done", now, {"name": name, "call_id": call_id, "ok": not tool_failed(output)})
         self._continue_after_tools()
 
     def _continue_after_tools(self) -> None:

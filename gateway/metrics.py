@@ -213,3 +213,22 @@ def error_code_label(code: str) -> str:
         _KNOWN_CODES.add(code)
         return code
     return "other"
+
+# Post-call records and what calls cost
+RECORDS = Counter(REGISTRY, "gateway_records_total",
+                  "Post-call records: delivered (the webhook answered 2xx), failed (kept in the spool after the "
+                  "last attempt), retried (an attempt that failed and will be tried again).", ("outcome",))
+RECORDS_SPOOLED = Gauge(REGISTRY, "gateway_records_spooled",
+                        "Post-call records waiting in the spool directory (not yet delivered).",
+                        multiprocess_mode="livemostrecent")
+TOKENS = Counter(REGISTRY, "gateway_voicelive_tokens_total",
+                 "Voice Live tokens of ended calls, summed from every response.done, by kind (input_text, "
+                 "input_audio, input_cached, ..., output_text, output_audio).", ("kind",))
+CALL_SECONDS = Counter(REGISTRY, "gateway_call_seconds_total", "Duration of ended calls, in seconds.",
+                       ("carrier", "direction"))
+DIRECTIONS = ("inbound", "outbound")
+
+
+def direction_label(direction: str) -> str:
+    """A call's direction as a label: inbound or outbound (anything else: other)."""
+    return direction if direction in DIRECTIONS else OTHER

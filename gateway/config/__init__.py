@@ -50,7 +50,9 @@ from gateway.config.schema import (
     InterimResponse,
     OpenAIVoice,
     Profile,
+    ProfileRecord,
     RecordingSettings,
+    RecordsSettings,
     Routes,
     SemanticVad,
     ServerVad,
@@ -62,6 +64,7 @@ from gateway.config.schema import (
     Voice,
     VoiceLiveSettings,
     default_transcription_model,
+    webhook_key,
 )
 
 __all__ = [
@@ -102,7 +105,9 @@ __all__ = [
     "InterimResponse",
     "OpenAIVoice",
     "Profile",
+    "ProfileRecord",
     "RecordingSettings",
+    "RecordsSettings",
     "Routes",
     "SemanticVad",
     "ServerVad",
@@ -119,4 +124,5 @@ __all__ = [
     "load_config",
     "normalize_number",
     "parse_config",
+    "webhook_key",
 ]

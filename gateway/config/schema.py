@@ -10,6 +10,8 @@ string ``none``) means "no turn detection".
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from collections.abc import Mapping
@@ -672,6 +674,16 @@ class InterimResponse(SettingsModel):
         return []
 
 
+class ProfileRecord(SettingsModel):
+    """A profile's post-call records: where they go and how they are masked (``record:``)."""
+
+    enabled: bool = True  # False: this profile's calls get no record
+    webhook: Annotated[str, AfterValidator(http_url)] | None = None  # None: the gateway's records.webhook
+    mask_numbers: bool = True  # phone numbers keep only their last 4 digits
+    mask_digits: bool = True  # runs of digits said aloud (card and phone numbers) are masked in the transcript
+    min_digits: Annotated[int, BeforeValidator(whole), AfterValidator(between(2, 64))] = 8  # shortest masked run
+
+
 class CallLimits(SettingsModel):
     """When the gateway ends a call by itself, with a spoken goodbye where it can."""
 
@@ -716,6 +728,7 @@ class Profile(SettingsModel):
     dtmf: Dtmf = Dtmf()
     silence: SilenceHandling = SilenceHandling()
     interim_response: InterimResponse | None = None
+    record: ProfileRecord = ProfileRecord()
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
@@ -841,6 +854,58 @@ class RecordingSettings(SettingsModel):
     redact_audio: bool = True  # audio replaced by silence of the same length (callers' voices are personal data)
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: ``whsec_`` and the key in base64."""
+    body = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+    try:
+        key = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX) or not 24 <= len(key) <= 64:
+        raise fail("expected a Standard Webhooks secret: whsec_ followed by 24 to 64 random bytes in base64 "
+                   "(for example: python -c \"import base64,os; print('whsec_'+base64.b64encode(os.urandom(32))"
+                   ".decode())\")", show_got=False)
+    return key
+
+
+def _webhook_secret(value: SecretStr) -> SecretStr:
+    webhook_key(value.get_secret_value())
+    return value
+
+
+class RecordsSettings(SettingsModel):
+    """Post-call records: written to a spool directory, then delivered to a webhook, signed the
+    Standard Webhooks way, retried with backoff until it answers 2xx."""
+
+    webhook: Annotated[str, AfterValidator(http_url)] | None = None  # None: only profiles' webhooks
+    signing_secret: Annotated[SecretStr, AfterValidator(_webhook_secret)] | None = None  # ${VAR} only
+    spool_directory: Text | None = None  # where records wait until delivered (shared by the workers)
+    timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 10.0  # one POST
+    initial_backoff_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 2.0
+    max_backoff_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 300.0
+    max_attempts: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] = 12  # then kept in the spool
+    # on shutdown: how long deliveries in progress get to finish (the rest waits in the spool)
+    drain_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(not_negative_float)] = 10.0
+
+
+def _record_webhooks(data: Mapping[str, Any]) -> list[str]:
+    """Where records go according to raw config data: the gateway's webhook, the profiles' ones."""
+    found = []
+    records = data.get("records")
+    if is_set(field_of(records, "webhook")):
+        found.append("records.webhook")
+    profiles = data.get("profiles")
+    if isinstance(profiles, Mapping):
+        for name, profile in profiles.items():
+            record = field_of(profile, "record") if isinstance(profile, Mapping) else None
+            if is_set(field_of(record, "webhook")):
+                found.append(f"profiles.{name}.record.webhook")
+    return found
+
+
 class Routes(SettingsModel):
     """Called number -> profile name. ``numbers`` keys are stored normalized (see normalize_number)."""
 
@@ -900,6 +965,7 @@ class GatewayConfig(_WithCarriers):
     after it (see :mod:`gateway.carriers.settings`)."""
 
     recording: RecordingSettings = RecordingSettings()
+    records: RecordsSettings = RecordsSettings()
     profiles: dict[str, Profile]
     routes: Routes
 
@@ -937,6 +1003,15 @@ class GatewayConfig(_WithCarriers):
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
         rules: list[Rule] = carrier_root_rules(data)
+        webhooks = _record_webhooks(data)
+        if webhooks:
+            records = data.get("records")
+            because = f"required when records are delivered ({webhooks[0]} is set)"
+            if not is_set(field_of(records, "signing_secret")):
+                rules.append((("records", "signing_secret"), f"{because}: write ${{GATEWAY_RECORDS_SECRET}}", False))
+            if not is_set(field_of(records, "spool_directory")):
+                rules.append((("records", "spool_directory"), f"{because}: a directory records wait in until "
+                              "delivered", False))
         profiles = data.get("profiles")
         if "profiles" in data and (profiles is None or (isinstance(profiles, Mapping) and not profiles)):
             rules.append((("profiles",), "expected at least one profile", False))
@@ -964,6 +1039,12 @@ class GatewayConfig(_WithCarriers):
                     rules.append((("routes", "numbers", key), expected, True))
         return rules
 
+    def record_webhook(self, profile: Profile) -> str | None:
+        """Where a profile's call records go (None: it gets no record)."""
+        if not profile.record.enabled:
+            return None
+        return profile.record.webhook or self.records.webhook
+
     def route(self, to: str | None) -> tuple[str, Profile]:
         """The profile for a called number; numbers not listed get the default profile."""
         name = self.routes.default
@@ -975,7 +1056,7 @@ class GatewayConfig(_WithCarriers):
         """Plain values of every secret that is set, for the log scrubber (each carrier's section lists
         its own, such as a key inside a connection string)."""
         values: list[str] = []
-        for secret in (self.voicelive.api_key, self.gateway.signing_key):
+        for secret in (self.voicelive.api_key, self.gateway.signing_key, self.records.signing_secret):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
         for section in carrier_sections(self):

@@ -7,9 +7,10 @@ from typing import Any
 
 from gateway.config import Dtmf
 
-__all__ = ["MAX_DTMF_DIGITS", "KeyEntry"]
+__all__ = ["KEY_ITEM_PREFIX", "MAX_DTMF_DIGITS", "KeyEntry"]
 
 MAX_DTMF_DIGITS = 32  # keys collected into one entry at most
+KEY_ITEM_PREFIX = "gw_dtmf_"  # the id of the conversation item an entry becomes (the record knows it by it)
 
 
 class KeyEntry:
@@ -42,5 +43,5 @@ class KeyEntry:
         """The user item the model hears for an entry."""
         self._items += 1
         text = f"[The caller pressed these keys on the phone keypad: {' '.join(digits)}]"
-        return {"id": f"gw_dtmf_{self._items}", "type": "message", "role": "user",
+        return {"id": f"{KEY_ITEM_PREFIX}{self._items}", "type": "message", "role": "user",
                 "content": [{"type": "input_text", "text": text}]}

@@ -1,7 +1,8 @@
 """The conversation as the caller lived it, kept to give a new Voice Live session the conversation
 so far (after a drop or a renewal: no session resume exists, so the turns are given back as
 items). Each turn keeps its text (the caller's transcript, the bot's transcript) and, for the bot,
-how much of it the caller heard before talking over it."""
+how much of it the caller heard before talking over it. Every turn of the call (up to
+``MAX_HISTORY``) is also kept in order for the call's record."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_TURNS", "Conversation", "Turn"]
+__all__ = ["MAX_HISTORY", "MAX_TURNS", "Conversation", "Turn", "heard_words"]
 
 MAX_TURNS = 60  # the last turns kept (older ones are forgotten)
+MAX_HISTORY = 2000  # the turns of a call kept for its record (a longer call's record keeps its first ones)
+
+
+def heard_words(text: str, fraction: float, at_least: int = 0) -> str:
+    """The share of a bot turn's words the caller heard before talking over it."""
+    words = text.split()
+    return " ".join(words[: max(at_least, int(len(words) * max(0.0, min(1.0, fraction))))])
 
 
 @dataclass(slots=True)
@@ -23,6 +31,7 @@ class Turn:
     role: str  # "user" | "assistant"
     text: str | None = None
     heard: float = 1.0  # fraction of an assistant turn the caller heard (barge-in)
+    at: float | None = None  # when the turn's item was created (the call's clock, ms)
 
 
 class Conversation:
@@ -32,6 +41,7 @@ class Conversation:
         self.turns: deque[Turn] = deque(maxlen=max_turns)
         self._by_item: dict[str, Turn] = {}
         self._restored = 0
+        self.history: list[Turn] = []  # every turn, oldest first (up to MAX_HISTORY), for the record
 
     def __len__(self) -> int:
         return len(self.turns)
@@ -39,10 +49,12 @@ class Conversation:
     def __iter__(self) -> Iterator[Turn]:
         return iter(self.turns)
 
-    def remember(self, item_id: Any, role: str) -> None:
+    def remember(self, item_id: Any, role: str, at: float | None = None) -> None:
         """A user or assistant item was created (items the gateway restored are known already)."""
         if isinstance(item_id, str) and item_id not in self._by_item:
-            turn = Turn(item_id, role)
+            turn = Turn(item_id, role, at=at)
+            if len(self.history) < MAX_HISTORY:
+                self.history.append(turn)
             self._by_item[item_id] = turn
             if len(self.turns) == self.turns.maxlen:
                 self._by_item.pop(self.turns[0].item_id, None)
@@ -69,8 +81,7 @@ class Conversation:
             if not text:
                 continue
             if turn.role == "assistant" and turn.heard < 1.0:
-                words = text.split()
-                text = " ".join(words[: max(1, int(len(words) * turn.heard))]) + " [interrupted by the caller]"
+                text = heard_words(text, turn.heard, at_least=1) + " [interrupted by the caller]"
             self._restored += 1
             item_id = f"gw_item_{self._restored}"
             self._by_item[item_id] = turn

@@ -9,7 +9,7 @@ from typing import Any
 from gateway.config import DTMF_KEYS, E164, Tool, normalize_number
 from gateway.core.keys import MAX_DTMF_DIGITS
 
-__all__ = ["ToolCalls", "dtmf_digits", "json_object", "transfer_target"]
+__all__ = ["ToolCalls", "dtmf_digits", "json_object", "tool_failed", "transfer_target"]
 
 MAX_NAMES = 32  # function names remembered from their items (a call's recent function calls)
 
@@ -21,6 +21,14 @@ def json_object(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def tool_failed(output: str) -> bool:
+    """A tool's output is the error the gateway gives the model (``{"error": ...}``) when it failed."""
+    if not output.startswith("{"):
+        return False
+    value = json_object(output)
+    return value is not None and set(value) == {"error"}
 
 
 def transfer_target(tool: Tool, args: dict[str, Any] | None) -> tuple[str | None, str | None]:

@@ -323,6 +323,6 @@ async def _new_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
                 observer=ctx.observer_for(call_id, "acs"), log=log.bind(call_id=call_id, stream_id=stream_id),
                 fallback_audio=state.apology, **ctx.call_options(),
                 can_transfer=state.client is not None,
-                can_send_dtmf=state.client is not None and caller is not None)
+                can_send_dtmf=state.client is not None and caller is not None, caller=caller, called=called)
     await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call), request.transport,
                     client=state.client, correlation=correlation, caller=caller, called=called).run()

@@ -151,7 +151,7 @@ async def genesys_audiohook(request: web.Request) -> web.StreamResponse:
                     profile=ctx.config.profiles[name], started_at=0.0, audio=G711_ULAW, paced=True,
                     piece_ms=codec.GENESYS_PIECE_MS, observer=ctx.observer_for(opened.conversation_id, "genesys"),
                     log=log.bind(call_id=opened.conversation_id, stream_id=opened.session_id),
-                    **ctx.call_options(), can_transfer=True)
+                    **ctx.call_options(), can_transfer=True, caller=opened.ani, called=number)
         log.info("incoming Genesys AudioHook session", call_id=call.call_id, stream_id=call.stream_id, profile=name,
                  organization_id=opened.organization_id)
         await GenesysBridge(ctx, ws, call, codec.GenesysLeg(), opened_at, ctx.open_recorder("genesys", call),

@@ -225,7 +225,7 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0],
                     observer=ctx.observer_for(start.call_id, "plivo"),
                     log=log.bind(call_id=start.call_id, stream_id=start.stream_id), **ctx.call_options(),
-                    can_transfer=settings.can_transfer)
+                    can_transfer=settings.can_transfer, called=(claims or query).get("to") or None)
         if call.call_id in ctx.calls:
             call.log.warning("a second media stream for a call in progress: refused (one session per call)")
             await ws.close(code=1008, message=b"duplicate stream")

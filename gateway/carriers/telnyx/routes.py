@@ -244,7 +244,7 @@ async def telnyx_media(request: web.Request) -> web.StreamResponse:
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0],
                     observer=ctx.observer_for(call_id, "telnyx"),
                     log=log.bind(call_id=call_id, stream_id=start.stream_id), **ctx.call_options(),
-                    can_transfer=settings.api_key is not None and bool(account))
+                    can_transfer=settings.api_key is not None and bool(account), caller=start.from_, called=start.to)
         if call.call_id in ctx.calls:
             call.log.warning("a second media stream for a call in progress: refused (one session per call)")
             await ws.close(code=1008, message=b"duplicate stream")

@@ -64,7 +64,7 @@ async def twilio_voice(request: web.Request) -> web.Response:
         metrics.CALLS.inc("twilio", f"refused ({busy})")
         return web.Response(text=twilio.say_twiml(ctx.config.gateway.apology), content_type="text/xml")
     profile_name, _ = ctx.config.route(to or None)
-    parameters = {"profile": profile_name, "to": to}
+    parameters = {"profile": profile_name, "to": to, "from": form.get("From", "")}
     if call_sid:
         parameters["token"] = ctx.tokens.issue({"call": call_sid, "profile": profile_name}, CALL_TOKEN_TTL_S,
                                                carrier="twilio")
@@ -202,7 +202,8 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0],
                     observer=ctx.observer_for(start.call_sid, "twilio"),
                     log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid), **ctx.call_options(),
-                    can_transfer=TwilioSettings.of(ctx.config).auth_token is not None and bool(start.account_sid))
+                    can_transfer=TwilioSettings.of(ctx.config).auth_token is not None and bool(start.account_sid),
+                    caller=start.params.get("from") or None, called=start.params.get("to") or None)
         if call.call_id in ctx.calls:
             call.log.warning("a second media stream for a call in progress: refused (one session per call)")
             await ws.close(code=1008, message=b"duplicate stream")

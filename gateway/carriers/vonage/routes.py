@@ -248,7 +248,8 @@ async def _run_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
     call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
                 started_at=prelude[-1][0], audio=codec.AUDIO, piece_ms=PIECE_MS,
                 observer=ctx.observer_for(call_id, "vonage"), log=log.bind(call_id=call_id, stream_id=stream_id),
-                **ctx.call_options(), can_transfer=settings.can_call_api, can_send_dtmf=settings.can_call_api)
+                **ctx.call_options(), can_transfer=settings.can_call_api, can_send_dtmf=settings.can_call_api,
+                called=to or None)
     recorder = ctx.open_recorder("vonage", call)
     if recorder is not None:
         for t, message in prelude:

@@ -1,0 +1,329 @@
+"""The post-call record, built without sockets: transcripts as heard, usage sums, tools, sessions,
+and the masking of numbers, digits said aloud and secrets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.call import Call, SendMark
+from gateway.config import ConfigError, parse_config
+from gateway.core.masking import DIGITS_MASK, mask_digit_runs, mask_number
+from gateway.core.memory import heard_words
+from gateway.core.usage import Usage
+from gateway.log import register_secret
+from gateway.records import CallEvents, RecordOptions, build_record
+
+CONFIG = """
+profiles:
+  main:
+    model: gpt-realtime
+    tools:
+      - name: lookup
+        description: Look up an order.
+        parameters: {type: object, properties: {order: {type: string}}}
+        http: {url: https://tools.example.com/lookup}
+routes:
+  default: main
+"""
+ZERO_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z: the wall-clock time of the call's clock zero
+
+
+def b64(n: int) -> str:
+    return base64.b64encode(b"\x55" * n).decode()
+
+
+def usage(inp: int, out: int, in_audio: int, in_text: int, out_audio: int, out_text: int,
+          cached: int = 0) -> dict:
+    return {"total_tokens": inp + out, "input_tokens": inp, "output_tokens": out,
+            "input_token_details": {"cached_tokens": cached, "text_tokens": in_text, "audio_tokens": in_audio,
+                                    "image_tokens": 0,
+                                    "cached_tokens_details": {"text_tokens": cached, "audio_tokens": 0}},
+            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio, "reasoning_tokens": 0}}
+
+
+def a_call(caller: str | None = "+14155550123", called: str | None = "+18005550100") -> tuple[Call, CallEvents]:
+    config = parse_config(CONFIG, env={})
+    events = CallEvents()
+    call = Call(call_id="CA1", stream_id="MZ1", profile_name="main", profile=config.profiles["main"],
+                started_at=0.0, observer=events, caller=caller, called=called)
+    call.voicelive_connected(10.0)
+    call.voicelive_event({"type": "session.created", "session": {"id": "sess_1"}}, 20.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 30.0)
+    return call, events
+
+
+def caller_says(call: Call, item: str, text: str, now: float) -> None:
+    call.voicelive_event({"type": "conversation.item.created", "item": {
+        "id": item, "type": "message", "role": "user"}}, now)
+    call.voicelive_event({"type": "conversation.item.input_audio_transcription.completed", "item_id": item,
+                          "content_index": 0, "transcript": text}, now + 5)
+
+
+def bot_says(call: Call, rid: str, item: str, text: str, nbytes: int, now: float, used: dict | None = None,
+             ack_pieces: int | None = None, interrupt_at: float | None = None) -> None:
+    call.voicelive_event({"type": "response.created", "response": {"id": rid, "status": "in_progress"}}, now)
+    call.voicelive_event({"type": "response.output_item.added", "response_id": rid, "item": {
+        "id": item, "type": "message", "role": "assistant"}}, now)
+    call.voicelive_event({"type": "response.audio.delta", "response_id": rid, "item_id": item, "output_index": 0,
+                          "content_index": 0, "delta": b64(nbytes)}, now + 1)
+    marks = [a.name for a in call.to_phone if isinstance(a, SendMark)]
+    call.to_phone.clear()
+    if ack_pieces is not None:
+        call.playback_mark(marks[ack_pieces - 1], now + 300)
+    if interrupt_at is not None:
+        call.voicelive_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
+                              "item_id": "x"}, interrupt_at)
+    call.voicelive_event({"type": "response.audio_transcript.done", "response_id": rid, "item_id": item,
+                          "output_index": 0, "content_index": 0, "transcript": text}, now + 400)
+    status = "cancelled" if interrupt_at is not None else "completed"
+    call.voicelive_event({"type": "response.done", "response": {"id": rid, "status": status, "usage": used}},
+                         now + 410)
+    for marks_left in marks:
+        call.playback_mark(marks_left, now + 2000)
+
+
+def record_of(call: Call, events: CallEvents, **options: object) -> dict:
+    record = build_record(call, events.events, record_id="rec_1", carrier="twilio", clock_zero_s=ZERO_S,
+                          options=RecordOptions(**options))  # type: ignore[arg-type]
+    json.dumps(record)  # a record is plain JSON
+    return record
+
+
+def test_the_transcript_is_what_the_caller_heard_and_the_bot_turn_is_cut_at_the_barge_in() -> None:
+    call, events = a_call()
+    caller_says(call, "item_u1", "When are you open?", 100.0)
+    ten_words = "We are open from nine to five every weekday and Saturdays"
+    # one second of audio (8000 bytes); the phone played 5 pieces of 60 ms, then the caller spoke 25 ms later
+    bot_says(call, "resp_1", "item_b1", ten_words, 8000, 1000.0, used=usage(100, 50, 80, 20, 40, 10),
+             ack_pieces=5, interrupt_at=1325.0)
+    caller_says(call, "item_u2", "And on Sundays?", 1500.0)
+    bot_says(call, "resp_2", "item_b2", "Closed on Sundays.", 1600, 3000.0, used=usage(150, 30, 120, 30, 25, 5, 60))
+    call.phone_ended("caller_hung_up", 6000.0)
+    record = record_of(call, events)
+    turns = record["transcript"]
+    assert [(t["role"], t["text"]) for t in turns] == [
+        ("caller", "When are you open?"),
+        ("bot", heard_words(ten_words, 325 / 1000)),
+        ("caller", "And on Sundays?"),
+        ("bot", "Closed on Sundays."),
+    ]
+    assert turns[1]["text"] == "We are open" and turns[1]["interrupted"] is True and turns[1]["heard_ms"] == 325
+    assert "interrupted" not in turns[3] and turns[0]["at_ms"] == 100
+    (barge,) = record["barge_ins"]
+    assert barge["item_id"] == "item_b1" and barge["heard_ms"] == 325 and barge["received_ms"] == 1000
+    # usage: the two responses added up, detail by detail
+    assert record["usage"]["input_tokens"] == 250 and record["usage"]["output_tokens"] == 80
+    assert record["usage"]["total_tokens"] == 330 and record["usage"]["responses"] == 2
+    assert record["usage"]["input_token_details"]["audio_tokens"] == 200
+    assert record["usage"]["input_token_details"]["cached_tokens"] == 60
+    assert record["usage"]["input_token_details"]["cached_tokens_details"]["text_tokens"] == 60
+    assert record["usage"]["output_token_details"] == {"text_tokens": 15, "audio_tokens": 65, "reasoning_tokens": 0}
+    assert call.usage.by_kind()["output_audio"] == 65
+    # the rest of the record
+    assert record["id"] == "rec_1" and record["call_id"] == "CA1" and record["carrier"] == "twilio"
+    assert record["direction"] == "inbound" and record["profile"] == "main" and record["answering_machine"] is None
+    assert record["outcome"] == "completed" and record["end_reason"] == "caller_hung_up"
+    assert record["started_at"] == "2026-01-01T00:00:00.000Z" and record["ended_at"] == "2026-01-01T00:00:06.000Z"
+    assert record["clock_ms"] == {"started": 0, "answered": 0, "ready": 30, "ended": 6000}
+    assert record["duration_ms"] == 6000
+    (session,) = record["voicelive"]["sessions"]
+    assert session["id"] == "sess_1" and session["connected_ms"] == 10 and session["ready_ms"] == 30
+    assert record["voicelive"]["reconnects"] == 0
+
+
+def test_tools_keys_and_transfers_are_in_the_record_with_durations_and_outcomes() -> None:
+    call, events = a_call()
+    for digit in "1234#":  # a PIN, entered with the finish key
+        call.dtmf(digit, 100.0)
+    call.voicelive_event({"type": "response.created", "response": {"id": "resp_t", "status": "in_progress"}}, 200.0)
+    for n, name in enumerate(["lookup", "nope"]):
+        call.voicelive_event({"type": "response.function_call_arguments.done", "response_id": "resp_t",
+                              "item_id": f"fc_{n}", "call_id": f"call_{n}", "name": name,
+                              "arguments": '{"order": "A1"}'}, 250.0)
+    call.tool_result("call_0", json.dumps({"error": "the lookup service did not answer"}), 1250.0)
+    call.phone_ended("caller_hung_up", 2000.0)
+    record = record_of(call, events, mask_digits=False)
+    tools = {t["name"]: t for t in record["tools"]}
+    assert tools["lookup"]["duration_ms"] == 1000 and tools["lookup"]["outcome"] == "error"
+    assert tools["nope"]["outcome"] == "refused" and tools["nope"]["duration_ms"] == 0
+    assert record["keys"]["pressed"] == 5 and record["keys"]["digits"] == "1234#"
+    assert record["keys"]["entries"] == [{"at_ms": 100, "keys": 5}]
+    (entry,) = record["transcript"]
+    assert entry["role"] == "caller" and entry["keys"] is True and "1 2 3 4" in entry["text"]
+    assert record["transfers"] == []
+    masked = record_of(call, events)
+    assert "digits" not in masked["keys"] and masked["keys"]["pressed"] == 5
+    assert masked["transcript"][0]["text"] == "[The caller pressed 5 keys on the phone keypad]"
+    assert not any(digit in masked["transcript"][0]["text"] for digit in "1234")
+
+
+def test_a_sessions_loss_and_reconnect_are_listed() -> None:
+    call, events = a_call()
+    call.reconnect_budget_ms = 5000.0
+    call.sessions.reconnect_budget_ms = 5000.0
+    call.voicelive_closed(1011, 1000.0)
+    call.voicelive_connected(1100.0)
+    call.voicelive_event({"type": "session.created", "session": {"id": "sess_2"}}, 1150.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 1200.0)
+    call.phone_ended("caller_hung_up", 3000.0)
+    record = record_of(call, events)
+    first, second = record["voicelive"]["sessions"]
+    assert first["id"] == "sess_1" and first["ended_ms"] == 1000 and first["close_code"] == 1011
+    assert second["id"] == "sess_2" and second["connected_ms"] == 1100 and second["ready_ms"] == 1200
+
+
+def test_numbers_are_masked_unless_the_profile_opts_out_and_secrets_never_appear() -> None:
+    register_secret("sk-live-records-test-secret-0001")
+    call, events = a_call()
+    caller_says(call, "item_u1", "my card is 4111 1111 1111 1111 and key sk-live-records-test-secret-0001", 100.0)
+    caller_says(call, "item_u2", "call me on 415-555-0123, I have 2 dogs", 200.0)
+    call.phone_ended("caller_hung_up", 1000.0)
+    record = record_of(call, events)
+    assert record["from"] == "+*******0123" and record["to"] == "+*******0100"
+    texts = [t["text"] for t in record["transcript"]]
+    assert texts == [f"my card is {DIGITS_MASK} and key ***", f"call me on {DIGITS_MASK}, I have 2 dogs"]
+    body = json.dumps(record)
+    assert "sk-live-records-test-secret-0001" not in body and "4111" not in body and "5550123" not in body
+    plain = record_of(call, events, mask_numbers=False, mask_digits=False)
+    assert plain["from"] == "+14155550123" and plain["to"] == "+18005550100"
+    assert plain["transcript"][0]["text"].startswith("my card is 4111 1111 1111 1111 and key ***")
+
+
+def test_a_call_without_numbers_or_a_session_still_has_a_record() -> None:
+    config = parse_config(CONFIG, env={})
+    events = CallEvents()
+    call = Call(call_id="CA2", stream_id="MZ2", profile_name="main", profile=config.profiles["main"],
+                started_at=0.0, observer=events)
+    call.voicelive_failed("voicelive_unavailable", 500.0)
+    record = build_record(call, events.events, record_id="rec_2", carrier="acs", clock_zero_s=ZERO_S, failed=True)
+    assert record["from"] is None and record["to"] is None and record["transcript"] == []
+    assert record["outcome"] == "failed" and record["end_reason"] == "voicelive_unavailable"
+    assert record["usage"]["total_tokens"] == 0 and record["voicelive"]["sessions"] == []
+
+
+def test_the_outbound_side_s_answering_machine_result_and_direction_are_read() -> None:
+    call, events = a_call()
+    call.direction, call.amd_result, call.answered_at = "outbound", "machine_end_beep", 250.0
+    call.phone_ended("caller_hung_up", 1000.0)
+    record = record_of(call, events)
+    assert record["direction"] == "outbound" and record["answering_machine"] == "machine_end_beep"
+    assert record["outcome"] == "answering_machine" and record["clock_ms"]["answered"] == 250
+
+
+# --- usage ------------------------------------------------------------------------------------
+
+
+def test_usage_ignores_what_is_not_a_count() -> None:
+    total = Usage()
+    total.add(None)
+    total.add("usage")
+    total.add({"input_tokens": "12", "output_tokens": -3, "total_tokens": True,
+               "input_token_details": {"audio_tokens": 7, "text_tokens": 1.5},
+               "output_token_details": "audio"})
+    assert total.responses == 1
+    assert total.counts["input_tokens"] == 0 and total.counts["output_tokens"] == 0
+    assert total.by_kind()["input_audio"] == 7 and total.by_kind()["input_text"] == 0
+
+
+@given(st.lists(st.tuples(*(st.integers(0, 10_000) for _ in range(6))), max_size=20))
+def test_usage_is_the_sum_of_every_response(responses: list[tuple[int, ...]]) -> None:
+    total = Usage()
+    for inp, out, ia, it, oa, ot in responses:
+        total.add(usage(inp, out, ia, it, oa, ot))
+    summed = total.as_dict()
+    assert summed["input_tokens"] == sum(r[0] for r in responses)
+    assert summed["output_token_details"]["audio_tokens"] == sum(r[4] for r in responses)
+    assert summed["total_tokens"] == sum(r[0] + r[1] for r in responses)
+
+
+# --- masking ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("1234567", "1234567"),
+    ("12345678", DIGITS_MASK),
+    ("1 2 3 4 5 6 7 8", DIGITS_MASK),
+    ("4111-1111-1111-1111 thanks", f"{DIGITS_MASK} thanks"),
+    ("(415) 555-0100", DIGITS_MASK),
+    ("+1 415 555 0100.", f"{DIGITS_MASK}."),
+    ("room 12, floor 3, 2024", "room 12, floor 3, 2024"),
+    ("1234 then 5678", "1234 then 5678"),
+    ("two runs 12345678 and 87654321", f"two runs {DIGITS_MASK} and {DIGITS_MASK}"),
+    ("", ""),
+])
+def test_digit_runs_of_eight_or_more_are_masked(text: str, masked: str) -> None:
+    assert mask_digit_runs(text) == masked
+
+
+def test_the_shortest_masked_run_is_a_setting() -> None:
+    assert mask_digit_runs("PIN 1234", min_digits=4) == f"PIN {DIGITS_MASK}"
+    assert mask_digit_runs("PIN 123", min_digits=4) == "PIN 123"
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789 -.()+abc,"), max_size=60), st.integers(2, 12))
+def test_no_run_as_long_as_the_minimum_survives_masking(text: str, min_digits: int) -> None:
+    masked = mask_digit_runs(text, min_digits)
+    runs = re.findall(r"\d(?:[\s\-.()]*\d)*", masked)
+    assert all(len(re.findall(r"\d", run)) < min_digits for run in runs)
+    assert mask_digit_runs(masked, min_digits) == masked
+    if len(re.findall(r"\d", text)) < min_digits:
+        assert masked == text
+
+
+@pytest.mark.parametrize(("number", "masked"), [
+    ("+14155550123", "+*******0123"),
+    ("tel:+14155550123", "+*******0123"),
+    ("4155550123", "******0123"),
+    ("0123", "****"),
+    ("sip:alice@example.com", "***"),
+    ("anonymous", "***"),
+    (None, None),
+])
+def test_numbers_keep_only_their_last_four_digits(number: str | None, masked: str | None) -> None:
+    assert mask_number(number) == masked
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+
+
+def test_records_need_a_secret_from_the_environment_and_a_spool() -> None:
+    text = CONFIG.replace("profiles:", "records:\n  webhook: https://hooks.example.com/calls\nprofiles:", 1)
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, env={})
+    problems = "\n".join(err.value.problems)
+    assert "records.signing_secret: required when records are delivered (records.webhook is set)" in problems
+    assert "records.spool_directory: required" in problems
+    literal = text.replace("records:\n", f"records:\n  signing_secret: {SECRET}\n  spool_directory: /tmp/s\n")
+    with pytest.raises(ConfigError, match="secrets come from the environment only"):
+        parse_config(literal, env={})
+    good = text.replace("records:\n", "records:\n  signing_secret: ${S}\n  spool_directory: /tmp/s\n")
+    config = parse_config(good, env={"S": SECRET})
+    assert config.record_webhook(config.profiles["main"]) == "https://hooks.example.com/calls"
+    assert SECRET in config.secrets()
+    with pytest.raises(ConfigError, match="expected a Standard Webhooks secret") as err:
+        parse_config(good, env={"S": "not-a-webhook-secret"})
+    assert "not-a-webhook-secret" not in str(err.value)
+
+
+def test_a_profile_names_its_own_webhook_and_masking_or_opts_out() -> None:
+    text = CONFIG.replace("    model: gpt-realtime\n", "    model: gpt-realtime\n    record: {webhook: "
+                          "https://crm.example.com/hook, mask_numbers: false, min_digits: 12}\n  off:\n"
+                          "    model: gpt-realtime\n    record: {enabled: false}\n", 1)
+    text = text.replace("profiles:", "records:\n  signing_secret: ${S}\n  spool_directory: /tmp/s\nprofiles:", 1)
+    config = parse_config(text, env={"S": SECRET})
+    main = config.profiles["main"]
+    assert config.record_webhook(main) == "https://crm.example.com/hook"
+    assert main.record.mask_numbers is False and main.record.mask_digits is True and main.record.min_digits == 12
+    assert config.record_webhook(config.profiles["off"]) is None
+    with pytest.raises(ConfigError, match=r"profiles\.main\.record\.mask_numbers: "):
+        parse_config(text.replace("mask_numbers: false", "mask_numbers: sometimes"), env={"S": SECRET})
