@@ -26,6 +26,7 @@ from gateway.call import CALL_OPTIONS, Call, CallState, Observer, RunTool, Sessi
 from gateway.config import GatewayConfig
 from gateway.frames import server_text_frames
 from gateway.log import get_logger
+from gateway.outbound import Outbound
 from gateway.recording import CallRecorder, RecordingWriter
 from gateway.tools import ToolRunner
 from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnection, VoiceLiveConnector
@@ -96,9 +97,11 @@ class GatewayContext:
     failed_calls: dict[str, float] = field(default_factory=dict)  # call id -> when the gateway gave up on it
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    outbound: Outbound = field(init=False)  # the calls this worker placed
 
     def __post_init__(self) -> None:
         self._idle.set()
+        self.outbound = Outbound(self.config.gateway.outbound)
 
     def refusal(self) -> str | None:
         """Why a new call cannot be taken now (None: it can)."""
@@ -125,6 +128,8 @@ class GatewayContext:
         if self.calls.get(bridge.call.call_id) is bridge:
             del self.calls[bridge.call.call_id]
         metrics.ACTIVE_CALLS.inc(bridge.carrier, amount=-1)
+        if bridge.call.direction == "outbound":
+            self.outbound.ended(bridge.call)
         if not self.calls:
             self._idle.set()
 
@@ -132,11 +137,25 @@ class GatewayContext:
         """Return once no call is in progress (every call's tasks and sockets are finished)."""
         await self._idle.wait()
 
-    def call_options(self) -> dict[str, Any]:
-        """What every call takes from the configuration (beyond its profile)."""
+    def call_options(self, call_id: str | None = None) -> dict[str, Any]:
+        """What every call takes from the configuration (beyond its profile); with its id, a call this
+        worker placed also learns how it opens (see :mod:`gateway.outbound`)."""
         vl = self.config.voicelive
-        return {"reconnect_budget_ms": vl.reconnect_budget_s * 1000.0,
-                "renew_before_ms": vl.renew_before_expiry_s * 1000.0}
+        options: dict[str, Any] = {"reconnect_budget_ms": vl.reconnect_budget_s * 1000.0,
+                                   "renew_before_ms": vl.renew_before_expiry_s * 1000.0}
+        if call_id is not None:
+            options.update(self.outbound.call_options(call_id))
+        return options
+
+    async def answering_machine(self, call_id: str, result: str) -> bool:
+        """A carrier's answering-machine result for a call this worker placed: the live call acts on it
+        (or, before its media started, learns it when it starts). False: not a call of this worker."""
+        if self.outbound.answered(call_id, result) is None:
+            return False
+        bridge = self.calls.get(call_id)
+        if bridge is not None:
+            await bridge.answering_machine(result)
+        return True
 
     def note_failure(self, call_id: str) -> None:
         """Remember, for a while, that a call ended because the gateway could not serve it."""
@@ -259,6 +278,13 @@ class CallBridge:
             output = await runner(tool, run) if runner is not None else '{"error": "tools are not available"}'
         self.wire.from_tools(run.call_id, output, self._now())
         await self._flush()
+
+    async def answering_machine(self, result: str) -> None:
+        """Who answered this placed call (the carrier's detection): the call greets, leaves its
+        voicemail message, or hangs up."""
+        self.call.answering_machine(result, self._now())
+        await self._flush()
+        self._clock_wake.set()  # its deadlines changed (or it ended: the clock ends the bridge)
 
     async def _send_dtmf(self, digits: str) -> str:
         """Press keys towards the caller (carriers that can do it override this)."""

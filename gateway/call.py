@@ -252,7 +252,9 @@ class Call:
 
     def _place(self, plan: OutboundPlan) -> None:
         """A call the gateway placed: its instructions get their variables, and the bot speaks only
-        when the opening says so (Voice Live's turn detection answers no turn by itself)."""
+        when the opening says so: Voice Live's turn detection neither answers a turn nor cuts a
+        response by itself (the gateway does both, so that a machine's noise cannot cut the voicemail
+        message and nobody is answered before the opening)."""
         self.direction = "outbound"
         self._opening = Opening(plan)
         profile = self.profile
@@ -264,9 +266,9 @@ class Call:
                              problem=str(exc))
         turn = profile.turn_detection
         if turn is None:
-            update["turn_detection"] = ServerVad(create_response=False)
+            update["turn_detection"] = ServerVad(create_response=False, interrupt_response=False)
         elif not isinstance(turn, TurnDetectionOff):
-            update["turn_detection"] = turn.model_copy(update={"create_response": False})
+            update["turn_detection"] = turn.model_copy(update={"create_response": False, "interrupt_response": False})
         self.profile = profile.model_copy(update=update)
 
     # --- helpers ---------------------------------------------------------------------------

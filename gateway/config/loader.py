@@ -33,6 +33,7 @@ SECRET_PATHS: tuple[tuple[str, str], ...] = (
     ("voicelive", "api_key"),
     *carrier_secret_paths(),
     ("gateway", "signing_key"),
+    ("gateway", "api_token"),
 )
 
 _SECRET_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-)?\}")

@@ -112,6 +112,7 @@ def test_outbound_session_answers_no_turn_by_itself_and_has_its_variables() -> N
     update = sent(call)[0]
     assert update["session"]["instructions"] == "Remind Ada of the appointment at 3 pm."
     assert update["session"]["turn_detection"]["create_response"] is False
+    assert update["session"]["turn_detection"]["interrupt_response"] is False
     assert call.direction == "outbound"
 
 
