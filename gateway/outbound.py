@@ -230,9 +230,9 @@ async def create_call(request: web.Request) -> web.Response:
         return _error(400, f"{unknown[0]}: unknown field (expected to, from, profile, carrier, variables, "
                            "idempotency_key)")
     to, from_ = _number(body, "to"), _number(body, "from")
-    for key, value in (("to", to), ("from", from_)):
+    for name, value in (("to", to), ("from", from_)):
         if value is None:
-            return _error(400, f"{key}: expected an E.164 number such as +14155550100")
+            return _error(400, f"{name}: expected an E.164 number such as +14155550100")
     profile_name = body.get("profile")
     if not isinstance(profile_name, str) or profile_name not in config.profiles:
         return _error(400, f"profile: expected one of {', '.join(config.profiles)}")
@@ -275,7 +275,7 @@ async def create_call(request: web.Request) -> web.Response:
         variables=tuple((str(k), str(v)) for k, v in variables.items()))
     from gateway.auth import public_base
 
-    want = OutboundRequest(to=to or "", from_=from_ or "", profile=profile_name, detect_machine=detect,
+    want = OutboundRequest(to=to or "", from_=from_ or "", profile=str(profile_name), detect_machine=detect,
                            machine_wait_s=settings.machine_wait_s,
                            public_base=public_base(request, config.gateway.public_url))
     future: asyncio.Future[PlacedState] = asyncio.get_running_loop().create_future()

@@ -256,7 +256,8 @@ async def place_call(
     speech_end, dtmf, bot_audio_start, bot_audio_end, clear, wait_timeout, hangup,
     closed_by_gateway, violation (the first few only). ``auth_token``: sign requests with
     ``X-Twilio-Signature`` like Twilio does. ``call_sid``: the call's SID (a call placed through
-    the REST API has one already); ``direction``: "outbound-api" for such a call. ``record``: write the call as a stereo WAV (see
+    the REST API has one already); ``direction``: "outbound-api" for such a call. ``record``: write
+    the call as a stereo WAV (see
     :func:`~gateway.softphone.report.write_call_wav`).
     If the steps end without :class:`Hangup`, the caller hangs up. :class:`Reconnect` is not
     a Twilio step.
