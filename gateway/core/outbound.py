@@ -17,7 +17,7 @@ from dataclasses import dataclass
 __all__ = ["ANSWERED_BY", "GREET", "HANG_UP", "MACHINE", "VOICEMAIL", "Opening", "OutboundPlan",
            "VariableError", "fill_variables", "placeholders"]
 
-# What an asynchronous answering-machine detection reports (Twilio's AnsweredBy values; other
+# What an asynchronous answering-machine detection reports (one carrier's AnsweredBy values; other
 # carriers map theirs onto these)
 ANSWERED_BY = ("human", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax",
                "unknown")
