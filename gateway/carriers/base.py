@@ -90,6 +90,7 @@ class Carrier(ABC):
     """One carrier, as the application sees it."""
 
     name: ClassVar[str]  # the label of its metrics and recordings: "twilio", "acs"
+    places_calls: ClassVar[bool] = False  # it can place outbound calls (see place_call)
 
     @abstractmethod
     def routes(self) -> list[web.RouteDef]:

@@ -24,6 +24,7 @@ _OUTBOUND_KINDS = {"media": "audio", "clear": "flush"}
 
 class TwilioCarrier(Carrier):
     name: ClassVar[str] = "twilio"
+    places_calls: ClassVar[bool] = True
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/twilio/voice", twilio_voice), web.get("/twilio/media", twilio_media),
