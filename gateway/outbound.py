@@ -268,11 +268,6 @@ async def create_call(request: web.Request) -> web.Response:
         return _error(429, f"call refused: {reason}", **{"Retry-After": str(round(retry + 0.49))})
     settings = profile.outbound
     detect = settings.answering_machine_detection
-    plan = OutboundPlan(
-        greeting_after_ms=settings.greeting_after_s * 1000.0, detect_machine=detect,
-        machine_wait_ms=settings.machine_wait_s * 1000.0,
-        voicemail_message=profile.voicemail.message if profile.voicemail.action == "message" else None,
-        variables=tuple((str(k), str(v)) for k, v in variables.items()))
     from gateway.auth import public_base
 
     want = OutboundRequest(to=to or "", from_=from_ or "", profile=str(profile_name), detect_machine=detect,
@@ -296,6 +291,11 @@ async def create_call(request: web.Request) -> web.Response:
         outbound.placing_profiles.remove(profile_name)
         if key is not None:
             outbound.placing.pop(key, None)
+    plan = OutboundPlan(  # no answering-machine result coming: the call opens as for a person
+        greeting_after_ms=settings.greeting_after_s * 1000.0, detect_machine=detect and placed_call.detects_machine,
+        machine_wait_ms=settings.machine_wait_s * 1000.0,
+        voicemail_message=profile.voicemail.message if profile.voicemail.action == "message" else None,
+        variables=tuple((str(k), str(v)) for k, v in variables.items()))
     placed = PlacedState(id=placed_call.call_id, carrier=carrier.name, profile=profile_name, to=want.to,
                          from_=want.from_, plan=plan, state=placed_call.state, idempotency_key=key)
     outbound.calls[placed.id] = placed

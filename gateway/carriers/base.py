@@ -76,6 +76,7 @@ class PlacedCall:
 
     call_id: str  # the carrier's id of the call: the one its media stream will carry
     state: str = "queued"
+    detects_machine: bool = False  # an answering-machine result will come (GatewayContext.answering_machine)
 
 
 class OutboundError(Exception):

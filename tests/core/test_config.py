@@ -201,7 +201,8 @@ def test_voice_type_error_matches_the_documented_format() -> None:
             "colour",
             "profiles.main.colour: unknown key (expected one of: model, agent, instructions, voice, "
             "turn_detection, noise_suppression, echo_cancellation, input_transcription, metadata, temperature, "
-            "max_output_tokens, greeting, barge_in, tools, limits, dtmf, silence, interim_response, outbound, voicemail)",
+            "max_output_tokens, greeting, barge_in, tools, limits, dtmf, silence, interim_response, outbound, "
+            "voicemail)",
             id="unknown-key",
         ),
         pytest.param(

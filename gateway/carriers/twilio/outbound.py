@@ -79,7 +79,7 @@ async def place_call(app: web.Application, request: OutboundRequest) -> PlacedCa
     if why is not None:
         raise OutboundError(why, status=400)
     sid = await asyncio.to_thread(_create, config, request)
-    return PlacedCall(sid, "queued")
+    return PlacedCall(sid, "queued", detects_machine=request.detect_machine)
 
 
 async def _form(request: web.Request, route: str) -> tuple[dict[str, str], web.Response | None]:
