@@ -796,11 +796,12 @@ def test_describe_with_an_endpoint_and_entra_id() -> None:
         "gateway (end of speech after 700 ms), caller transcription: azure-speech (default), greeting: no, "
         "barge-in: on (response.cancel off, output_audio_buffer.clear on), tools: none"
     ) in lines
-    assert lines[-1] == (
+    assert lines[-2] == (
         "unused profile spare: model gpt-realtime, service default voice, "
         "turn detection: service default, caller transcription: gpt-4o-mini-transcribe (default), greeting: no, "
         "barge-in: off, tools: none"
     )
+    assert lines[-1] == "Outbound calls: API off (gateway.api_token not set)"
     assert "twilio-secret-999" not in out
 
 
