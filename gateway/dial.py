@@ -79,7 +79,8 @@ def register_cli(sub: Any) -> None:
                        description="POST /v1/calls on a running gateway and print the call's id and state "
                        "(with --wait, every state until the call ends).")
     p.add_argument("--to", required=True, help="the number to call (E.164)")
-    p.add_argument("--from", dest="from_", required=True, metavar="FROM", help="the number calling (E.164, one of yours)")
+    p.add_argument("--from", dest="from_", required=True, metavar="FROM",
+                   help="the number calling (E.164, one of yours)")
     p.add_argument("--profile", required=True, help="the profile the call gets")
     p.add_argument("--carrier", default=None, help="the carrier to place it with (default: the only one able)")
     p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="an instruction variable")

@@ -43,6 +43,7 @@ STATES = ("queued", "ringing", "answered", "in-progress", "completed", "failed")
 DONE = ("completed", "failed")
 MAX_KEY_CHARS = 128
 BUSY_RETRY_S = 5  # Retry-After when the worker or the profile is full
+START_WITHIN_S = 180.0  # a placed call whose media has not started by then never will
 
 
 @dataclass
@@ -82,8 +83,11 @@ class Outbound:
 
     def _prune(self, now: float) -> None:
         keep = self.limits.keep_s
-        for call_id in [k for k, c in self.calls.items()
-                        if (c.ended_at or c.created_at) + keep < now]:
+        for placed in self.calls.values():
+            if placed.state in ("queued", "ringing", "answered") and placed.created_at + START_WITHIN_S < now:
+                # no media and no word from the carrier: it no longer holds a place in the limits
+                placed.state, placed.end_reason, placed.ended_at = "failed", "never_connected", now
+        for call_id in [k for k, c in self.calls.items() if c.ended_at is not None and c.ended_at + keep < now]:
             del self.calls[call_id]
         for key in [k for k, (_, t) in self.keys.items() if t + keep < now]:
             del self.keys[key]

@@ -180,3 +180,24 @@ def test_variables_fill_placeholders_once() -> None:
 def test_variables_that_do_not_fit_are_refused(variables: dict, problem: str) -> None:
     with pytest.raises(VariableError, match=problem):
         fill_variables("Remind {name} at {time}.", variables)
+
+
+# --- the placed calls a worker keeps ------------------------------------------------------------------
+
+def test_placed_calls_that_never_connect_stop_counting_and_ended_ones_are_forgotten() -> None:
+    import time
+
+    from gateway.config.schema import OutboundLimits
+    from gateway.outbound import Outbound, PlacedState
+
+    outbound = Outbound(OutboundLimits(calls_per_minute=60, max_per_profile=1, keep_s=60))
+    outbound.calls["CA1"] = PlacedState("CA1", "phone", "p", "+15555550123", "+15555550100", OutboundPlan())
+    refused = outbound.refusal("p", None, 0, 10)
+    assert refused is not None and refused[0] == "at the outbound cap of profile p (1)"
+    assert outbound.refusal("q", None, 0, 10) is None  # another profile
+    outbound.calls["CA1"].created_at -= 1000  # placed long ago, never heard of again
+    assert outbound.refusal("p", None, 0, 10) is None
+    assert (outbound.calls["CA1"].state, outbound.calls["CA1"].end_reason) == ("failed", "never_connected")
+    outbound.calls["CA1"].ended_at = time.time() - 61
+    outbound._prune(time.time())
+    assert "CA1" not in outbound.calls
