@@ -170,7 +170,8 @@ class GatewayContext:
         return self.recording.open_call(
             carrier=carrier, call_id=call.call_id, stream_id=call.stream_id, profile_name=call.profile_name,
             profile=call.profile.model_dump(mode="json", exclude_none=True), audio=call.audio,
-            options={name: getattr(call, name) for name in CALL_OPTIONS})
+            options={name: getattr(call, name) for name in CALL_OPTIONS}
+            | ({"outbound": call.outbound.recorded()} if call.outbound is not None else {}))
 
 
 class CallBridge:
@@ -282,7 +283,7 @@ class CallBridge:
     async def answering_machine(self, result: str) -> None:
         """Who answered this placed call (the carrier's detection): the call greets, leaves its
         voicemail message, or hangs up."""
-        self.call.answering_machine(result, self._now())
+        self.wire.answering_machine(result, self._now())
         await self._flush()
         self._clock_wake.set()  # its deadlines changed (or it ended: the clock ends the bridge)
 

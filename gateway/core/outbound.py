@@ -40,6 +40,28 @@ class OutboundPlan:
     answered_by: str | None = None  # the result, when it came before the media did
     variables: tuple[tuple[str, str], ...] = ()  # instruction variables
 
+    def recorded(self) -> dict[str, object]:
+        """The plan as a call's recording keeps it: without the variables (the recorded profile has
+        its instructions filled already)."""
+        return {"greeting_after_ms": self.greeting_after_ms, "detect_machine": self.detect_machine,
+                "machine_wait_ms": self.machine_wait_ms, "voicemail_message": self.voicemail_message,
+                "answered_by": self.answered_by}
+
+    @classmethod
+    def from_recorded(cls, fields: object) -> OutboundPlan | None:
+        """The plan of a recorded call (None: it was not placed, or the recording is not usable)."""
+        if not isinstance(fields, dict):
+            return None
+        try:
+            return cls(greeting_after_ms=float(fields["greeting_after_ms"]),
+                       detect_machine=fields["detect_machine"] is True,
+                       machine_wait_ms=float(fields["machine_wait_ms"]),
+                       voicemail_message=fields.get("voicemail_message") if isinstance(
+                           fields.get("voicemail_message"), str) else None,
+                       answered_by=fields.get("answered_by") if isinstance(fields.get("answered_by"), str) else None)
+        except (KeyError, TypeError, ValueError):
+            return None
+
 
 class Opening:
     """The opening of one outbound call: greet, leave the voicemail message, or hang up."""

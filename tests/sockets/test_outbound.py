@@ -11,6 +11,7 @@ import contextlib
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ from gateway.carriers.twilio.phone import new_sid, place_call
 from gateway.cli import build_parser
 from gateway.config import parse_config
 from gateway.dial import dial
+from gateway.replay import load_fixture, run
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.simulator.server import SimSession
 from gateway.softphone import CallReport, Hangup, Say, Silence, WaitForBot
@@ -102,7 +104,7 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def outbound_rig(per_minute: int = 60, per_profile: int = 5, max_calls: int = 10,
-                       api_token: bool = True) -> AsyncIterator[Rig]:
+                       api_token: bool = True, recording: Path | None = None) -> AsyncIterator[Rig]:
     creates: list[dict[str, Any]] = []
 
     async def create_call(request: web.Request) -> web.Response:
@@ -120,6 +122,9 @@ async def outbound_rig(per_minute: int = 60, per_profile: int = 5, max_calls: in
                          voicemail=VOICEMAIL, per_minute=per_minute, per_profile=per_profile, max_calls=max_calls)
     if not api_token:
         text = text.replace('api_token: "${API_TOKEN}", ', "")
+    if recording is not None:
+        text += f'recording: {{directory: "{recording}"}}\n'
+
     config = parse_config(text, env={"TWILIO_TOKEN": TWILIO_TOKEN, "API_TOKEN": API_TOKEN})
     rig: Rig
 
@@ -143,8 +148,8 @@ def client_events(session: SimSession, kind: str) -> list[dict[str, Any]]:
     return [e for e in session.received if e.get("type") == kind]
 
 
-async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs_up() -> None:
-    async with outbound_rig() as rig:
+async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs_up(tmp_path: Path) -> None:
+    async with outbound_rig(recording=tmp_path) as rig:
         status, placed, _ = await rig.place()
         assert status == 201, placed
         sid = placed["id"]
@@ -183,6 +188,11 @@ async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs
         assert status == 200
         assert (state["state"], state["answered_by"], state["end_reason"]) == (
             "completed", "machine_end_beep", "voicemail_left")
+    (path,) = tmp_path.glob("*.jsonl")  # the recorded call replays: the same opening, the same words
+    fixture = load_fixture(path)
+    assert [r.get("result") for r in fixture.records if r.get("event") == "answered_by"] == ["machine_end_beep"]
+    replayed = run(fixture)
+    assert replayed.ok, f"{replayed.mismatch}\n{replayed.problems}"
 
 
 async def test_a_person_gets_the_greeting_only_after_they_spoke() -> None:
