@@ -188,8 +188,9 @@ async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs
         assert status == 200
         assert (state["state"], state["answered_by"], state["end_reason"]) == (
             "completed", "machine_end_beep", "voicemail_left")
-    (path,) = tmp_path.glob("*.jsonl")  # the recorded call replays: the same opening, the same words
-    fixture = load_fixture(path)
+    # the recorded call replays: the same opening, the same words
+    (path,) = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
+    fixture = await asyncio.to_thread(load_fixture, path)
     assert [r.get("result") for r in fixture.records if r.get("event") == "answered_by"] == ["machine_end_beep"]
     replayed = run(fixture)
     assert replayed.ok, f"{replayed.mismatch}\n{replayed.problems}"
