@@ -303,3 +303,19 @@ async def test_gateway_dial_places_a_call_and_prints_its_id_and_state() -> None:
         bad = build_parser().parse_args(["dial", "--to", CALLEE, "--from", FROM, "--profile", "reminder",
                                          "--url", rig.base, "--token", "wrong"])
         assert await dial(bad, io.StringIO()) == 1
+
+
+async def test_a_call_nobody_answers_fails_with_the_carrier_s_reason_and_frees_its_place() -> None:
+    async with outbound_rig(per_profile=1) as rig:
+        status, placed, _ = await rig.place()
+        assert status == 201
+        assert (await rig.place())[0] == 429  # the profile's one place is taken
+        callback = rig.creates[-1]["form"]["StatusCallback"]
+        status, _ = await post_as_twilio(callback, {"CallSid": placed["id"], "CallStatus": "busy"}, TWILIO_TOKEN)
+        assert status == 204
+        state = (await rig.api("GET", f"/v1/calls/{placed['id']}"))[1]
+        assert (state["state"], state["end_reason"]) == ("failed", "busy") and state["ended_at"]
+        assert (await rig.place())[0] == 201
+        status, _ = await post_as_twilio(callback, {"CallSid": placed["id"], "CallStatus": "completed"},
+                                         "a-forged-signature-key")
+        assert status == 403
