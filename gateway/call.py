@@ -803,7 +803,8 @@ class Call:
         opening = self._opening
         if opening is not None and self._farewell is None:  # Voice Live answers no turn by itself here
             if opening.decided == GREET:
-                self._request_response()
+                if self._turns is None:  # (the gateway's own turn detection asked already)
+                    self._request_response()
             elif opening.decided is None:
                 self._open(opening.callee_spoke(now), now)
 

@@ -201,3 +201,21 @@ def test_placed_calls_that_never_connect_stop_counting_and_ended_ones_are_forgot
     outbound.calls["CA1"].ended_at = time.time() - 61
     outbound._prune(time.time())
     assert "CA1" not in outbound.calls
+
+
+def test_with_the_gateway_s_turn_detection_each_turn_is_answered_once() -> None:
+    config = parse_config(CONFIG.replace("greeting: Hello, this is the clinic.",
+                                         "greeting: Hello, this is the clinic.\n    turn_detection: none"), env={})
+    call = Call(call_id="CA1", stream_id="MZ1", profile_name="reminder", profile=config.profiles["reminder"],
+                started_at=0.0, outbound=OutboundPlan(detect_machine=False, variables=VARIABLES))
+    call.voicelive_connected(1.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 100.0)
+    assert sent(call)[0]["session"]["turn_detection"] is None
+    call.tick(1600.0)  # a silent callee: the greeting after the pause
+    assert spoken(sent(call)) == ["Hello, this is the clinic."]
+    call.voicelive_event({"type": "response.created", "response": {"id": "r1"}}, 1700.0)
+    call.voicelive_event({"type": "response.done", "response": {"id": "r1", "status": "completed"}}, 1800.0)
+    call._end_caller_turn()  # the gateway heard the end of the callee's turn: commit, then one answer
+    call.voicelive_event({"type": "input_audio_buffer.committed", "item_id": "u1"}, 3000.0)
+    assert [e["type"] for e in sent(call)] == ["input_audio_buffer.commit", "response.create"]
