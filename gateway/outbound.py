@@ -154,12 +154,12 @@ class Outbound:
     def ended(self, call: Call) -> None:
         """A placed call's media ended: the call is over."""
         placed = self.calls.get(call.call_id)
-        if placed is None or placed.state in DONE:
+        if placed is None:
             return
-        placed.state = "completed"
-        placed.end_reason = call.end_reason
+        placed.state = "completed"  # (the carrier may have said so already: the call's own reason wins)
+        placed.end_reason = call.end_reason or placed.end_reason
         placed.answered_by = call.answered_by or placed.answered_by
-        placed.ended_at = time.time()
+        placed.ended_at = placed.ended_at or time.time()
 
 
 def _plan_fields(plan: OutboundPlan) -> dict[str, Any]:

@@ -219,3 +219,18 @@ def test_with_the_gateway_s_turn_detection_each_turn_is_answered_once() -> None:
     call._end_caller_turn()  # the gateway heard the end of the callee's turn: commit, then one answer
     call.voicelive_event({"type": "input_audio_buffer.committed", "item_id": "u1"}, 3000.0)
     assert [e["type"] for e in sent(call)] == ["input_audio_buffer.commit", "response.create"]
+
+
+def test_the_call_s_own_end_reason_wins_over_the_carrier_s_completed() -> None:
+    from types import SimpleNamespace
+
+    from gateway.config.schema import OutboundLimits
+    from gateway.outbound import Outbound, PlacedState
+
+    outbound = Outbound(OutboundLimits())
+    outbound.calls["CA1"] = PlacedState("CA1", "phone", "p", "+15555550123", "+15555550100", OutboundPlan())
+    assert outbound.plan_for("CA1") is not None and outbound.calls["CA1"].state == "in-progress"
+    outbound.status("CA1", "completed", "hung_up")  # the carrier's word came first
+    outbound.ended(SimpleNamespace(call_id="CA1", end_reason="voicemail_left", answered_by="machine_end_beep"))  # type: ignore[arg-type]
+    placed = outbound.calls["CA1"]
+    assert (placed.state, placed.end_reason, placed.answered_by) == ("completed", "voicemail_left", "machine_end_beep")

@@ -35,7 +35,8 @@ from gateway.carriers.common import load_json
 from gateway.config import GatewayConfig
 
 # Call Automation events -> the state of a call the gateway placed
-_PLACED_STATES = {"CallConnected": "answered", "CallDisconnected": "completed", "CreateCallFailed": "failed"}
+_PLACED_STATES = {"CallConnected": ("answered", None), "CallDisconnected": ("completed", "hung_up"),
+                  "CreateCallFailed": ("failed", "create_call_failed")}
 STREAM_TOKEN_TTL_S = 24 * 3600.0  # the socket may reconnect at any time during the call
 SEEN_TTL_S = 600.0
 MAX_JSON_DEPTH = 32  # Event Grid and Call Automation events nest a few levels; deeper is an attack
@@ -237,7 +238,7 @@ async def acs_callbacks(request: web.Request) -> web.Response:
         result = _object(data.get("resultInformation"))
         fields = {"call_id": call_id, "acs_event": short, "code": result.get("code"),
                   "sub_code": result.get("subCode"), "detail": result.get("message")}
-        ctx.outbound.status(call_id or "", _PLACED_STATES.get(short, ""), end_reason=short)  # (calls it placed)
+        ctx.outbound.status(call_id or "", *_PLACED_STATES.get(short, ("", None)))  # (of the calls it placed)
         bridge = ctx.calls.get(call_id or "")
         if not isinstance(bridge, AcsBridge):  # an id of another carrier's call is not an ACS call
             bridge = None
