@@ -23,6 +23,8 @@ from gateway.carriers.registry import default_carriers
 from gateway.carriers.settings import carrier_settings
 from gateway.config import GatewayConfig, config_notes
 from gateway.log import get_logger, register_secret
+from gateway.outbound import CARRIERS as OUTBOUND_CARRIERS
+from gateway.outbound import routes as outbound_routes
 from gateway.recording import RecordingWriter
 from gateway.tools import ToolRunner, http_tool_runner
 from gateway.voicelive.client import VoiceLiveConnector
@@ -176,6 +178,8 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
+    app[OUTBOUND_CARRIERS] = {carrier.name: carrier for carrier in carriers}
+    app.add_routes(outbound_routes())
     return app
 
 

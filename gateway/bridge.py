@@ -27,6 +27,7 @@ from gateway.call import CALL_OPTIONS, Call, CallState, Observer, RunTool, Sessi
 from gateway.config import GatewayConfig
 from gateway.frames import server_text_frames
 from gateway.log import get_logger
+from gateway.outbound import Outbound
 from gateway.recording import CallRecorder, RecordingWriter
 from gateway.records import CallEvents, RecordOptions, build_record
 from gateway.tools import ToolRunner
@@ -104,9 +105,11 @@ class GatewayContext:
     failed_calls: dict[str, float] = field(default_factory=dict)  # call id -> when the gateway gave up on it
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    outbound: Outbound = field(init=False)  # the calls this worker placed
 
     def __post_init__(self) -> None:
         self._idle.set()
+        self.outbound = Outbound(self.config.gateway.outbound)
 
     def refusal(self) -> str | None:
         """Why a new call cannot be taken now (None: it can)."""
@@ -134,6 +137,8 @@ class GatewayContext:
         if self.calls.get(bridge.call.call_id) is bridge:
             del self.calls[bridge.call.call_id]
         metrics.ACTIVE_CALLS.inc(bridge.carrier, amount=-1)
+        if bridge.call.direction == "outbound":
+            self.outbound.ended(bridge.call)
         if not self.calls:
             self._idle.set()
 
@@ -141,11 +146,25 @@ class GatewayContext:
         """Return once no call is in progress (every call's tasks and sockets are finished)."""
         await self._idle.wait()
 
-    def call_options(self) -> dict[str, Any]:
-        """What every call takes from the configuration (beyond its profile)."""
+    def call_options(self, call_id: str | None = None) -> dict[str, Any]:
+        """What every call takes from the configuration (beyond its profile); with its id, a call this
+        worker placed also learns how it opens (see :mod:`gateway.outbound`)."""
         vl = self.config.voicelive
-        return {"reconnect_budget_ms": vl.reconnect_budget_s * 1000.0,
-                "renew_before_ms": vl.renew_before_expiry_s * 1000.0}
+        options: dict[str, Any] = {"reconnect_budget_ms": vl.reconnect_budget_s * 1000.0,
+                                   "renew_before_ms": vl.renew_before_expiry_s * 1000.0}
+        if call_id is not None:
+            options.update(self.outbound.call_options(call_id))
+        return options
+
+    async def answering_machine(self, call_id: str, result: str) -> bool:
+        """A carrier's answering-machine result for a call this worker placed: the live call acts on it
+        (or, before its media started, learns it when it starts). False: not a call of this worker."""
+        if self.outbound.answered(call_id, result) is None:
+            return False
+        bridge = self.calls.get(call_id)
+        if bridge is not None:
+            await bridge.answering_machine(result)
+        return True
 
     def note_failure(self, call_id: str) -> None:
         """Remember, for a while, that a call ended because the gateway could not serve it."""
@@ -182,7 +201,8 @@ class GatewayContext:
         return self.recording.open_call(
             carrier=carrier, call_id=call.call_id, stream_id=call.stream_id, profile_name=call.profile_name,
             profile=call.profile.model_dump(mode="json", exclude_none=True), audio=call.audio,
-            options={name: getattr(call, name) for name in CALL_OPTIONS})
+            options={name: getattr(call, name) for name in CALL_OPTIONS}
+            | ({"outbound": call.outbound.recorded()} if call.outbound is not None else {}))
 
 
 class CallBridge:
@@ -290,6 +310,13 @@ class CallBridge:
             output = await runner(tool, run) if runner is not None else '{"error": "tools are not available"}'
         self.wire.from_tools(run.call_id, output, self._now())
         await self._flush()
+
+    async def answering_machine(self, result: str) -> None:
+        """Who answered this placed call (the carrier's detection): the call greets, leaves its
+        voicemail message, or hangs up."""
+        self.wire.answering_machine(result, self._now())
+        await self._flush()
+        self._clock_wake.set()  # its deadlines changed (or it ended: the clock ends the bridge)
 
     async def _send_dtmf(self, digits: str) -> str:
         """Press keys towards the caller (carriers that can do it override this)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audio import G711_ULAW, AudioFormat, b64_len, is_base64, split_b64
-from gateway.config import Greeting, Profile, Tool, TurnDetectionOff
+from gateway.config import Greeting, Profile, ServerVad, Tool, TurnDetectionOff
 from gateway.core.actions import (
     CLEAR,
     RENEW_SESSION,
@@ -37,6 +37,7 @@ from gateway.core.farewell import GOODBYE_TIMEOUT_MS, TRANSFER_WORDS, Farewell
 from gateway.core.inbound import CallerAudio
 from gateway.core.keys import KeyEntry
 from gateway.core.memory import Conversation
+from gateway.core.outbound import GREET, VOICEMAIL, Opening, OutboundPlan, VariableError, fill_variables
 from gateway.core.playout import PacedPlayout, Playout
 from gateway.core.sessions import MIN_SESSION_MS, Sessions
 from gateway.core.silence import SilenceWatch
@@ -52,6 +53,8 @@ __all__ = ["CALL_OPTIONS", "CLEAR", "MIN_SESSION_MS", "TRANSFER_WORDS", "Call", 
 from gateway.voicelive.session import build_session
 
 Observer = Callable[[str, float, dict[str, Any]], None]
+
+VOICEMAIL_TIMEOUT_MS = 120_000.0  # a voicemail message not heard to its end by then: hang up anyway
 
 _APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
 _APPEND_TAIL = '"}'
@@ -162,7 +165,7 @@ class Call:
     caller: str | None = None  # the caller's number, as the carrier gave it (None: not given)
     called: str | None = None  # the number called, as the carrier gave it (None: not given)
     answered_at: float | None = None  # when the call was answered (ms, this clock; None: when its media began)
-    amd_result: str | None = None  # answering-machine detection's verdict on an outbound call (None: none)
+    outbound: OutboundPlan | None = None  # a call the gateway placed: how it opens, its variables
 
     state: CallState = field(default=CallState.CONNECTING, init=False)
     end_reason: str | None = field(default=None, init=False)
@@ -180,6 +183,9 @@ class Call:
             from gateway.log import get_logger
 
             self.log = get_logger("gateway.call", call_id=self.call_id, stream_id=self.stream_id)
+        self._opening: Opening | None = None
+        if self.outbound is not None:
+            self._place(self.outbound)
         self.playout: Playout | PacedPlayout = PacedPlayout(self.audio) if self.paced else Playout(self.audio)
         unit = self.audio.piece_unit  # whole samples and whole base64 quanta
         piece_bytes = max(unit, self.piece_ms * self.audio.bytes_per_ms // unit * unit)
@@ -246,6 +252,27 @@ class Call:
             "response.function_call_arguments.done": self._on_function_call,
             "response.output_item.done": self._on_output_item,
         }
+
+    def _place(self, plan: OutboundPlan) -> None:
+        """A call the gateway placed: its instructions get their variables, and the bot speaks only
+        when the opening says so: Voice Live's turn detection neither answers a turn nor cuts a
+        response by itself (the gateway does both, so that a machine's noise cannot cut the voicemail
+        message and nobody is answered before the opening)."""
+        self.direction = "outbound"
+        self._opening = Opening(plan)
+        profile = self.profile
+        update: dict[str, Any] = {}
+        try:
+            update["instructions"] = fill_variables(profile.instructions, dict(plan.variables))
+        except VariableError as exc:  # checked when the call was placed: the profile changed since
+            self.log.warning("instruction variables do not fit the profile; its instructions are used as written",
+                             problem=str(exc))
+        turn = profile.turn_detection
+        if turn is None:
+            update["turn_detection"] = ServerVad(create_response=False, interrupt_response=False)
+        elif not isinstance(turn, TurnDetectionOff):
+            update["turn_detection"] = turn.model_copy(update={"create_response": False, "interrupt_response": False})
+        self.profile = profile.model_copy(update=update)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -394,7 +421,10 @@ class Call:
             return
         self._send({"type": "input_audio_buffer.commit"})
         self._turns.emptied()
-        self._request_response()
+        if self._opening is None:
+            self._request_response()
+        elif self._opening.decided == GREET:
+            self._request_response()
 
     def playback_mark(self, name: str, now: float) -> None:
         playout = self.playout
@@ -419,6 +449,9 @@ class Call:
             if now >= self._farewell.deadline:
                 self._end(self._farewell.reason, now, hang_up=True)  # the goodbye never came: end anyway
             return
+        opening = self._opening
+        if opening is not None and opening.decided is None and self.state == CallState.READY:
+            self._open(opening.decide(now), now)
         if self._keys.due(now):
             self._send_digits(self._keys.take(), now)
         silent = self._silent_line_due()
@@ -454,6 +487,8 @@ class Call:
             candidates.append(self._keys.deadline)
             candidates.append(self._silence_due(None))
             candidates.append(self._silent_line_due())
+            if self._opening is not None:
+                candidates.append(self._opening.due())
             if self._idle_ms is not None:
                 candidates.append(self._last_activity + self._idle_ms)
             if self.state == CallState.READY:
@@ -531,7 +566,8 @@ class Call:
         the bot is busy, the phone is away, or the call is ending)."""
         if (self.state != CallState.READY or self._farewell is not None or self._phone_away_since is not None
                 or self.active_response is not None or self._caller_speaking or self._tools.running
-                or self._respond_pending or self._keys.digits):
+                or self._respond_pending or self._keys.digits
+                or (self._opening is not None and self._opening.decided is None)):
             return None
         return self._silence.due(self.playout)
 
@@ -715,6 +751,10 @@ class Call:
                       ready_ms=round(now - self.started_at, 1))
         for frame in self._inbound.take_held():
             self.caller_audio(frame, now)
+        if self._opening is not None:  # a call the gateway placed opens when the callee is heard
+            self._send_held_control(respond=False)
+            self._open(self._opening.ready(now), now)
+            return
         greeting = self.profile.greeting
         if greeting is not None:
             self._say(greeting, "greeting")
@@ -764,6 +804,13 @@ class Call:
     def _on_committed(self, event: dict[str, Any], now: float) -> None:
         self.stats.caller_turns += 1
         self._inbound.committed()
+        opening = self._opening
+        if opening is not None and self._farewell is None:  # Voice Live answers no turn by itself here
+            if opening.decided == GREET:
+                if self._turns is None:  # (the gateway's own turn detection asked already)
+                    self._request_response()
+            elif opening.decided is None:
+                self._open(opening.callee_spoke(now), now)
 
     def _on_speech_stopped(self, event: dict[str, Any], now: float) -> None:
         self._caller_stopped(now, event.get("audio_end_ms"))
@@ -881,6 +928,45 @@ class Call:
         self.conversation.set_text(event.get("item_id"), event.get("transcript"))
         self.observer("bot.transcript", now, {"item_id": event.get("item_id"),
                                               "text": event.get("transcript")})
+
+    # --- a call the gateway placed -------------------------------------------------------------
+
+    def answering_machine(self, result: str, now: float) -> None:
+        """The carrier's answering-machine detection reported who answered (see
+        :data:`gateway.core.outbound.ANSWERED_BY`)."""
+        opening = self._opening
+        if opening is None or self.ended:
+            return
+        self.log.info("answering-machine result", answered_by=result)
+        self.observer("call.answered_by", now, {"answered_by": result})
+        decision = opening.answered(result, now)
+        if self.state == CallState.READY:
+            self._open(decision, now)
+
+    @property
+    def answered_by(self) -> str | None:
+        return self._opening.answered_by if self._opening is not None else None
+
+    def _open(self, decision: str | None, now: float) -> None:
+        """Act on the opening's decision: greet the person, speak the voicemail message, or hang up."""
+        if decision is None or self.ended:
+            return
+        self.observer("call.opening", now, {"decision": decision})
+        if decision == GREET:
+            self.log.info("greeting the callee")
+            greeting = self.profile.greeting
+            if greeting is not None:
+                self._say(greeting, "greeting")
+            else:
+                self._request_response()
+        elif decision == VOICEMAIL:
+            message = self._opening.plan.voicemail_message if self._opening is not None else None
+            self.log.info("an answering machine answered: leaving the voicemail message")
+            self._farewell = Farewell("voicemail_left", now + VOICEMAIL_TIMEOUT_MS)
+            self._send(assistant_message(message or ""), kind="voicemail")
+        else:
+            self.log.info("an answering machine answered: hanging up")
+            self._end("answering_machine", now, hang_up=True)
 
     # --- ending the call by itself ------------------------------------------------------------
 
@@ -1025,6 +1111,9 @@ class Call:
         self._inbound.speech_started()
         self._activity(now)
         self._caller_heard_from(now)
+        if self._opening is not None and self._opening.decided is None:
+            self._open(self._opening.callee_started(now), now)
+            return
         if self._farewell is not None:
             return  # the call is ending: the goodbye is not interrupted
         self._barge_in(now, by_server_vad=by_server_vad)

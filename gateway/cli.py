@@ -1,4 +1,4 @@
-"""Command line: gateway serve | demo | call | simulator | check-config."""
+"""Command line: gateway serve | demo | call | dial | simulator | check-config."""
 
 from __future__ import annotations
 
@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.softphone import register_cli as register_call
 
     register_call(sub)
+
+    from gateway.dial import register_cli as register_dial
+
+    register_dial(sub)
 
     from gateway.simulator import register_cli as register_simulator
 

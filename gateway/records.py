@@ -82,7 +82,7 @@ def outcome_of(call: Call, failed: bool) -> str:
         return "transferred"
     if failed:
         return "failed"
-    if call.amd_result is not None and call.amd_result.startswith("machine"):
+    if call.answered_by is not None and call.answered_by.startswith("machine"):
         return "answering_machine"
     if call.ready_at is None:
         return "not_connected"
@@ -202,7 +202,7 @@ def build_record(call: Call, events: list[tuple[str, float, dict[str, Any]]], *,
         "duration_ms": _ms(ended - call.started_at) if ended is not None else None,
         "outcome": outcome_of(call, failed),
         "end_reason": call.end_reason,
-        "answering_machine": call.amd_result,
+        "answering_machine": call.answered_by,
         "transcript": _transcript(call, events, options),
         "transcript_digits_masked": options.mask_digits,
         "barge_ins": [{"at_ms": _ms(b.at), "cleared": b.cleared, "response_id": b.cancelled_response,

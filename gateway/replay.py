@@ -27,6 +27,7 @@ from gateway.call import Call, CallState
 from gateway.carriers.base import Carrier, ReplayError, ReplayStart
 from gateway.carriers.registry import carrier_named, carrier_names
 from gateway.config import Profile
+from gateway.core.outbound import OutboundPlan
 from gateway.recording import FORMAT
 from gateway.wire import PHONE, TIMER, TOOLS, VOICELIVE, WireCall
 
@@ -164,7 +165,8 @@ def run(fixture: Fixture) -> Replay:
                 reconnect_budget_ms=float(options.get("reconnect_budget_ms", 0.0)),
                 renew_before_ms=float(options.get("renew_before_ms", 120_000.0)),
                 can_transfer=options.get("can_transfer") is True,
-                can_send_dtmf=options.get("can_send_dtmf") is True)
+                can_send_dtmf=options.get("can_send_dtmf") is True,
+                outbound=OutboundPlan.from_recorded(options.get("outbound")))
     wire = WireCall(call, start.leg)
     end_index = closing_index = len(fixture.records)
     for index, rec in enumerate(fixture.records):
@@ -197,6 +199,8 @@ def run(fixture: Fixture) -> Replay:
                 wire.tick(t)
             elif leg == PHONE and event == "closed":
                 wire.phone_closed(str(rec.get("reason") or "phone_socket_closed"), t)
+            elif leg == PHONE and event == "answered_by":
+                wire.answering_machine(str(rec.get("result") or "unknown"), t)
             elif leg == PHONE and event == "cut":
                 wire.gateway_ended(str(rec.get("reason") or "gateway_cut"), t)
             elif leg == PHONE and event == "away":

@@ -109,6 +109,11 @@ class WireCall:
         self._lifecycle(now, TIMER, "tick")
         self.call.tick(now)
 
+    def answering_machine(self, result: str, now: float) -> None:
+        """The carrier's answering-machine result for a call the gateway placed."""
+        self._lifecycle(now, PHONE, "answered_by", result=result)
+        self.call.answering_machine(result, now)
+
     def session_expiry(self, seconds_left: float, now: float) -> None:
         """Voice Live's session expires in ``seconds_left`` (read from its wall-clock expires_at)."""
         self._lifecycle(now, VOICELIVE, "expires_in", seconds=round(seconds_left, 3))

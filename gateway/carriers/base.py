@@ -34,6 +34,12 @@ if TYPE_CHECKING:
     from gateway.config import GatewayConfig
 
 
+def app_config(app: web.Application) -> GatewayConfig:
+    from gateway.bridge import CONTEXT
+
+    return app[CONTEXT].config
+
+
 class ReplayError(ValueError):
     """A recording this carrier cannot replay; the text says why."""
 
@@ -52,10 +58,40 @@ class ReplayStart:
     options: dict[str, Any] = field(default_factory=dict)  # Call keyword arguments: paced, piece_ms...
 
 
+@dataclass(frozen=True)
+class OutboundRequest:
+    """A call the gateway is asked to place (checked already: numbers, profile, limits)."""
+
+    to: str
+    from_: str
+    profile: str
+    public_base: str  # the address the carrier reaches the gateway at (its callbacks, the media socket)
+    detect_machine: bool = True  # ask the carrier for asynchronous answering-machine detection
+    machine_wait_s: float = 6.0  # how long the gateway waits for that result
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    """What a carrier answered when asked to place a call."""
+
+    call_id: str  # the carrier's id of the call: the one its media stream will carry
+    state: str = "queued"
+    detects_machine: bool = False  # an answering-machine result will come (GatewayContext.answering_machine)
+
+
+class OutboundError(Exception):
+    """A call could not be placed; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Carrier(ABC):
     """One carrier, as the application sees it."""
 
     name: ClassVar[str]  # the label of its metrics and recordings: "twilio", "acs"
+    places_calls: ClassVar[bool] = False  # it can place outbound calls (see place_call)
 
     @abstractmethod
     def routes(self) -> list[web.RouteDef]:
@@ -71,6 +107,18 @@ class Carrier(ABC):
     def notes(self, config: GatewayConfig) -> list[str]:
         """Warnings for the start-up log about what its settings mean (e.g. requests refused)."""
         return []
+
+    # --- outbound calls ---------------------------------------------------------------------
+
+    def outbound_refusal(self, config: GatewayConfig) -> str | None:
+        """Why this carrier cannot place calls with this configuration (None: it can)."""
+        return f"{self.name} does not offer outbound calls through the gateway"
+
+    async def place_call(self, app: web.Application, request: OutboundRequest) -> PlacedCall:
+        """Ask the carrier to place a call whose answered media comes back to the gateway's media
+        socket (``OutboundError`` when it cannot). Never blocks the event loop."""
+        raise OutboundError(self.outbound_refusal(app_config(app)) or f"{self.name}: outbound calls not offered",
+                            status=400)
 
     # --- recordings -------------------------------------------------------------------------
 

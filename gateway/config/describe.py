@@ -107,8 +107,43 @@ def describe(config: GatewayConfig) -> str:
     for name, profile in config.profiles.items():
         if name not in used:
             out.append(f"unused profile {name}: {_profile_text(profile)}")
+    out += _outbound_lines(config)
     out += config_notes(config)
     return "\n".join(out)
+
+
+def _outbound_lines(config: GatewayConfig) -> list[str]:
+    """The outbound-call API: on or off, its limits, the carriers that can place calls, and what the
+    profiles that set it up do with a placed call."""
+    from gateway.carriers.registry import default_carriers  # (the carriers import the config)
+
+    gateway = config.gateway
+    if gateway.api_token is None:
+        names = config._env_refs.get("gateway.api_token")
+        return [f"Outbound calls: API off ({' or '.join(names) if names else 'gateway.api_token'} not set)"]
+    limits = gateway.outbound
+    cap = f", at most {limits.max_per_profile} at once per profile" if limits.max_per_profile else ""
+    able, unable = [], []
+    for carrier in default_carriers():
+        why = carrier.outbound_refusal(config)
+        if why is None:
+            able.append(carrier.name)
+        elif carrier.places_calls:
+            unable.append(why)
+    lines = [f"Outbound calls: API on (POST /v1/calls), up to {limits.calls_per_minute} a minute{cap}, counted "
+             f"in max_calls; placed through {', '.join(able) if able else 'no carrier'}"
+             + (f" ({'; '.join(unable)})" if unable else "")]
+    for name, profile in config.profiles.items():
+        if not {"outbound", "voicemail"} & profile.model_fields_set:
+            continue
+        settings, voicemail = profile.outbound, profile.voicemail
+        machine = (("answering machines get the voicemail message after the beep" if voicemail.action == "message"
+                    else "answering machines are hung up on") if settings.answering_machine_detection
+                   else "no answering-machine detection")
+        cap = f", at most {settings.max_calls} at once" if settings.max_calls else ""
+        lines.append(f"placed calls with profile {name}: greeting once the callee spoke or after "
+                     f"{settings.greeting_after_s:g} s of silence, {machine}{cap}")
+    return lines
 
 
 def _none_set(sections: list[CarrierSettings]) -> str:

@@ -34,6 +34,7 @@ SECRET_PATHS: tuple[tuple[str, str], ...] = (
     *carrier_secret_paths(),
     ("gateway", "signing_key"),
     ("records", "signing_secret"),
+    ("gateway", "api_token"),
 )
 
 _SECRET_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-)?\}")

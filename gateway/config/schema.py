@@ -692,6 +692,35 @@ class CallLimits(SettingsModel):
     goodbye: Text = "I have to end the call now. Thank you for calling, goodbye."
 
 
+class Voicemail(SettingsModel):
+    """What an answering machine gets on a call the gateway placed: ``message`` spoken verbatim once
+    its greeting has ended (the beep), then a hang-up; or ``action: hangup`` at once."""
+
+    action: Literal["message", "hangup"] = "message"
+    message: Text | None = None
+    after: Literal["beep"] = "beep"
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        if data.get("action", "message") == "message" and not is_set(data.get("message")):
+            return [(("message",), "required: the words the machine records (or write action: hangup)", False)]
+        if data.get("action") == "hangup" and is_set(data.get("message")):
+            return [(("message",), "not used with action: hangup (the call hangs up at once)", False)]
+        return []
+
+
+class OutboundSettings(SettingsModel):
+    """How a call the gateway placed with this profile opens, and how many may run at once."""
+
+    # a callee who says nothing gets the greeting after this pause (a person is heard first)
+    greeting_after_s: Annotated[float, BeforeValidator(numeric), AfterValidator(between(0, 30))] = 1.5
+    # ask the carrier whether a person or a machine answered (where it can tell)
+    answering_machine_detection: bool = True
+    # no answering-machine result by then (from when the call's session is ready): a person
+    machine_wait_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 6.0
+    max_calls: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] | None = None  # at once, per worker
+
+
 class Profile(SettingsModel):
     """What a caller gets: model or agent, voice, turn detection, greeting, barge-in behaviour.
 
@@ -729,6 +758,8 @@ class Profile(SettingsModel):
     silence: SilenceHandling = SilenceHandling()
     interim_response: InterimResponse | None = None
     record: ProfileRecord = ProfileRecord()
+    outbound: OutboundSettings = OutboundSettings()  # calls placed with this profile
+    voicemail: Voicemail = Voicemail(action="hangup")  # an answering machine on a placed call: hang up
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
@@ -832,6 +863,16 @@ class VoiceLiveSettings(SettingsModel):
     max_send_backlog_kib: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] = 1024
 
 
+class OutboundLimits(SettingsModel):
+    """Limits of the outbound-call API, per worker (beside ``max_calls``, which placed calls count in)."""
+
+    calls_per_minute: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] = 60
+    max_per_profile: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] | None = None
+    # how long a placed call's state stays readable (GET /v1/calls/{id}) after it ended, and how
+    # long an idempotency key returns the same call
+    keep_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 3600.0
+
+
 class GatewaySettings(SettingsModel):
     public_url: Url | None = None
     # HMAC key for the per-call tokens carriers hand back to the media sockets; every replica needs
@@ -845,6 +886,9 @@ class GatewaySettings(SettingsModel):
     drain_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 600.0
     # What a caller hears when the call cannot be taken or Voice Live fails for good.
     apology: Text = "Sorry, we cannot take your call right now. Please call again later."
+    # The operator token of the outbound-call API (POST /v1/calls). Unset: the API is off.
+    api_token: SecretStr | None = None
+    outbound: OutboundLimits = OutboundLimits()
 
 
 class RecordingSettings(SettingsModel):
@@ -1056,7 +1100,8 @@ class GatewayConfig(_WithCarriers):
         """Plain values of every secret that is set, for the log scrubber (each carrier's section lists
         its own, such as a key inside a connection string)."""
         values: list[str] = []
-        for secret in (self.voicelive.api_key, self.gateway.signing_key, self.records.signing_secret):
+        for secret in (self.voicelive.api_key, self.gateway.signing_key, self.records.signing_secret,
+                       self.gateway.api_token):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
         for section in carrier_sections(self):

@@ -201,7 +201,8 @@ def test_voice_type_error_matches_the_documented_format() -> None:
             "colour",
             "profiles.main.colour: unknown key (expected one of: model, agent, instructions, voice, "
             "turn_detection, noise_suppression, echo_cancellation, input_transcription, metadata, temperature, "
-            "max_output_tokens, greeting, barge_in, tools, limits, dtmf, silence, interim_response, record)",
+            "max_output_tokens, greeting, barge_in, tools, limits, dtmf, silence, interim_response, record, "
+            "outbound, voicemail)",
             id="unknown-key",
         ),
         pytest.param(
@@ -795,11 +796,12 @@ def test_describe_with_an_endpoint_and_entra_id() -> None:
         "gateway (end of speech after 700 ms), caller transcription: azure-speech (default), greeting: no, "
         "barge-in: on (response.cancel off, output_audio_buffer.clear on), tools: none"
     ) in lines
-    assert lines[-1] == (
+    assert lines[-2] == (
         "unused profile spare: model gpt-realtime, service default voice, "
         "turn detection: service default, caller transcription: gpt-4o-mini-transcribe (default), greeting: no, "
         "barge-in: off, tools: none"
     )
+    assert lines[-1] == "Outbound calls: API off (gateway.api_token not set)"
     assert "twilio-secret-999" not in out
 
 

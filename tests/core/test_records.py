@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -15,6 +16,7 @@ from gateway.call import Call, SendMark
 from gateway.config import ConfigError, parse_config
 from gateway.core.masking import DIGITS_MASK, mask_digit_runs, mask_number
 from gateway.core.memory import heard_words
+from gateway.core.outbound import OutboundPlan
 from gateway.core.usage import Usage
 from gateway.log import register_secret
 from gateway.records import CallEvents, RecordOptions, build_record
@@ -47,11 +49,12 @@ def usage(inp: int, out: int, in_audio: int, in_text: int, out_audio: int, out_t
             "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio, "reasoning_tokens": 0}}
 
 
-def a_call(caller: str | None = "+14155550123", called: str | None = "+18005550100") -> tuple[Call, CallEvents]:
+def a_call(caller: str | None = "+14155550123", called: str | None = "+18005550100",
+           **options: Any) -> tuple[Call, CallEvents]:
     config = parse_config(CONFIG, env={})
     events = CallEvents()
     call = Call(call_id="CA1", stream_id="MZ1", profile_name="main", profile=config.profiles["main"],
-                started_at=0.0, observer=events, caller=caller, called=called)
+                started_at=0.0, observer=events, caller=caller, called=called, **options)
     call.voicelive_connected(10.0)
     call.voicelive_event({"type": "session.created", "session": {"id": "sess_1"}}, 20.0)
     call.voicelive_event({"type": "session.updated", "session": {
@@ -210,8 +213,9 @@ def test_a_call_without_numbers_or_a_session_still_has_a_record() -> None:
 
 
 def test_the_outbound_side_s_answering_machine_result_and_direction_are_read() -> None:
-    call, events = a_call()
-    call.direction, call.amd_result, call.answered_at = "outbound", "machine_end_beep", 250.0
+    call, events = a_call(outbound=OutboundPlan(voicemail_message="Sorry we missed you."))
+    call.answered_at = 250.0
+    call.answering_machine("machine_end_beep", 250.0)
     call.phone_ended("caller_hung_up", 1000.0)
     record = record_of(call, events)
     assert record["direction"] == "outbound" and record["answering_machine"] == "machine_end_beep"

@@ -159,7 +159,8 @@ class CapturingTransport(AsyncHttpTransport):
         user = {"rawId": "8:acs:bot", "kind": "communicationUser", "communicationUser": {"id": "8:acs:bot"}}
         body = {"callConnectionId": f"cc-{len(self.requests)}", "serverCallId": "srv", "targets": [],
                 "callConnectionState": "connecting", "callbackUri": "x", "source": user, "answeredBy": user}
-        return _Response(request, 200, json.dumps(body).encode())
+        created = request.url.split("?")[0].endswith("/calling/callConnections")  # createCall answers 201
+        return _Response(request, 201 if created else 200, json.dumps(body).encode())
 
     def of(self, marker: str) -> list[Any]:
         return [r for r in self.requests if marker in r.url]

@@ -192,6 +192,28 @@ async def test_an_incoming_call_is_answered_once_with_media_streaming(acs: AcsRi
     assert (claims["caller"], claims["called"]) == ("+14255550123", "+15555550123")  # for keys and transfers
 
 
+async def test_a_placed_call_is_created_with_media_streaming_to_the_gateway(acs: AcsRig) -> None:
+    from gateway.carriers.base import OutboundRequest
+    from gateway.outbound import CARRIERS
+
+    carrier = acs.app[CARRIERS]["acs"]
+    assert carrier.outbound_refusal(acs.app[CONTEXT].config) is None
+    placed = await carrier.place_call(acs.app, OutboundRequest(to="+15555550177", from_="+15555550100",
+                                                               profile="sales", public_base=acs.base))
+    (create,) = [r for r in acs.transport.requests if urlsplit(r.url).path.endswith("/calling/callConnections")]
+    body = json.loads(create.content)
+    assert [t["rawId"] for t in body["targets"]] == ["4:+15555550177"]
+    assert body["sourceCallerIdNumber"]["value"] == "+15555550100"
+    assert body["callbackUri"] == acs.base + "/acs/callbacks"
+    options = body["mediaStreamingOptions"]
+    assert options["enableBidirectional"] is True and options["startMediaStreaming"] is True
+    parts = urlsplit(options["transportUrl"])
+    assert (parts.scheme, parts.path) == ("ws", "/acs/media")
+    claims = acs.app[CONTEXT].tokens.verify(parse_qs(parts.query)["ctx"][0])
+    assert claims["profile"] == "sales" and claims["correlation"].startswith("placed-")
+    assert placed.call_id == "cc-1" and placed.detects_machine is False  # Call Automation has no detection
+
+
 async def test_the_media_socket_is_refused_without_a_valid_acs_token(acs: AcsRig) -> None:
     before = metrics.AUTH_REJECTIONS.value("acs", "media", "token refused: wrong audience")
     url = acs.media_url()

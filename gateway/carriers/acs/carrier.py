@@ -10,11 +10,12 @@ from aiohttp import web
 
 from gateway.audio import ASSETS, FORMATS, PCM16_24K
 from gateway.carriers.acs import codec
+from gateway.carriers.acs import outbound as placed
 from gateway.carriers.acs.auth import AcsJwtValidator
 from gateway.carriers.acs.control import ACS_PIECE_MS, load_apology
 from gateway.carriers.acs.routes import STATE, AcsState, acs_callbacks, acs_incoming, acs_incoming_options, acs_media
 from gateway.carriers.acs.settings import AcsSettings
-from gateway.carriers.base import Carrier, ReplayError, ReplayStart
+from gateway.carriers.base import Carrier, OutboundRequest, PlacedCall, ReplayError, ReplayStart
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -27,6 +28,7 @@ class AcsCarrier(Carrier):
     """``client`` (a Call Automation client) replaces the one made from the connection string."""
 
     name: ClassVar[str] = "acs"
+    places_calls: ClassVar[bool] = True
 
     def __init__(self, client: Any = None) -> None:
         self._client = client
@@ -35,6 +37,13 @@ class AcsCarrier(Carrier):
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/acs/incoming", acs_incoming), web.route("OPTIONS", "/acs/incoming", acs_incoming_options),
                 web.post("/acs/callbacks", acs_callbacks), web.get("/acs/media", acs_media)]
+
+    def outbound_refusal(self, config: GatewayConfig) -> str | None:
+        has_client = self._client is not None or AcsSettings.of(config).connection_string is not None
+        return placed.refusal(config, object() if has_client else None)
+
+    async def place_call(self, app: web.Application, request: OutboundRequest) -> PlacedCall:
+        return await placed.place_call(app, request)
 
     def install(self, app: web.Application, config: GatewayConfig) -> None:
         self._config = config

@@ -32,7 +32,11 @@ from gateway.carriers.acs.codec import AUDIO_FORMATS, INCOMING_CALL, AcsLeg, cal
 from gateway.carriers.acs.control import ACS_PIECE_MS, AcsBridge
 from gateway.carriers.acs.settings import AcsSettings
 from gateway.carriers.common import load_json
+from gateway.config import GatewayConfig
 
+# Call Automation events -> the state of a call the gateway placed
+_PLACED_STATES = {"CallConnected": ("answered", None), "CallDisconnected": ("completed", "hung_up"),
+                  "CreateCallFailed": ("failed", "create_call_failed")}
 STREAM_TOKEN_TTL_S = 24 * 3600.0  # the socket may reconnect at any time during the call
 SEEN_TTL_S = 600.0
 MAX_JSON_DEPTH = 32  # Event Grid and Call Automation events nest a few levels; deeper is an attack
@@ -131,6 +135,29 @@ async def acs_incoming(request: web.Request) -> web.Response:
     return web.Response(status=500 if failed else 200)
 
 
+def streaming_options(config: GatewayConfig, base: str, token: str) -> Any:
+    """Bidirectional media streaming to the gateway's media socket, with the call's stream token."""
+    from azure.communication.callautomation import AudioFormat as StreamingFormat
+    from azure.communication.callautomation import (
+        MediaStreamingAudioChannelType,
+        MediaStreamingContentType,
+        MediaStreamingOptions,
+        StreamingTransportType,
+    )
+
+    return MediaStreamingOptions(
+        transport_url=public_url_for(base, "/acs/media", f"ctx={token}", websocket=True),
+        transport_type=StreamingTransportType.WEBSOCKET,
+        content_type=MediaStreamingContentType.AUDIO,
+        audio_channel_type=MediaStreamingAudioChannelType.MIXED,
+        start_media_streaming=True,
+        enable_bidirectional=True,
+        audio_format={16000: StreamingFormat.PCM16_K_MONO, 24000: StreamingFormat.PCM24_K_MONO}[
+            AcsSettings.of(config).sample_rate],
+        enable_dtmf_tones=True,
+    )
+
+
 async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, Any]) -> bool:
     """Answer one IncomingCall with media streaming. False when it should be retried."""
     data = _object(event.get("data"))
@@ -164,25 +191,7 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
     if to is not None:
         claims["called"] = to
     token = ctx.tokens.issue(claims, STREAM_TOKEN_TTL_S, carrier="acs")
-    from azure.communication.callautomation import AudioFormat as StreamingFormat
-    from azure.communication.callautomation import (
-        MediaStreamingAudioChannelType,
-        MediaStreamingContentType,
-        MediaStreamingOptions,
-        StreamingTransportType,
-    )
-
-    options = MediaStreamingOptions(
-        transport_url=public_url_for(base, "/acs/media", f"ctx={token}", websocket=True),
-        transport_type=StreamingTransportType.WEBSOCKET,
-        content_type=MediaStreamingContentType.AUDIO,
-        audio_channel_type=MediaStreamingAudioChannelType.MIXED,
-        start_media_streaming=True,
-        enable_bidirectional=True,
-        audio_format={16000: StreamingFormat.PCM16_K_MONO, 24000: StreamingFormat.PCM24_K_MONO}[
-            AcsSettings.of(ctx.config).sample_rate],
-        enable_dtmf_tones=True,
-    )
+    options = streaming_options(ctx.config, base, token)
     seen[key] = now
     try:
         result = await state.client.answer_call(
@@ -229,6 +238,7 @@ async def acs_callbacks(request: web.Request) -> web.Response:
         result = _object(data.get("resultInformation"))
         fields = {"call_id": call_id, "acs_event": short, "code": result.get("code"),
                   "sub_code": result.get("subCode"), "detail": result.get("message")}
+        ctx.outbound.status(call_id or "", *_PLACED_STATES.get(short, ("", None)))  # (of the calls it placed)
         bridge = ctx.calls.get(call_id or "")
         if not isinstance(bridge, AcsBridge):  # an id of another carrier's call is not an ACS call
             bridge = None
@@ -321,7 +331,7 @@ async def _new_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
     call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
                 started_at=0.0, audio=audio, paced=True, piece_ms=ACS_PIECE_MS,
                 observer=ctx.observer_for(call_id, "acs"), log=log.bind(call_id=call_id, stream_id=stream_id),
-                fallback_audio=state.apology, **ctx.call_options(),
+                fallback_audio=state.apology, **ctx.call_options(call_id),
                 can_transfer=state.client is not None,
                 can_send_dtmf=state.client is not None and caller is not None, caller=caller, called=called)
     await AcsBridge(ctx, ws, call, AcsLeg(), opened_at, ctx.open_recorder("acs", call), request.transport,

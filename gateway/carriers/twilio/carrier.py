@@ -10,8 +10,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway.audio import FORMATS, G711_ULAW
-from gateway.carriers.base import Carrier, ReplayError, ReplayStart
+from gateway.carriers.base import Carrier, OutboundRequest, PlacedCall, ReplayError, ReplayStart
 from gateway.carriers.twilio import codec
+from gateway.carriers.twilio import outbound as placed
 from gateway.carriers.twilio.routes import REST, twilio_media, twilio_stream_ended, twilio_voice
 from gateway.carriers.twilio.settings import TwilioSettings
 
@@ -23,10 +24,17 @@ _OUTBOUND_KINDS = {"media": "audio", "clear": "flush"}
 
 class TwilioCarrier(Carrier):
     name: ClassVar[str] = "twilio"
+    places_calls: ClassVar[bool] = True
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/twilio/voice", twilio_voice), web.get("/twilio/media", twilio_media),
-                web.post("/twilio/stream-ended", twilio_stream_ended)]
+                web.post("/twilio/stream-ended", twilio_stream_ended), *placed.routes()]
+
+    def outbound_refusal(self, config: GatewayConfig) -> str | None:
+        return placed.refusal(config)
+
+    async def place_call(self, app: web.Application, request: OutboundRequest) -> PlacedCall:
+        return await placed.place_call(app, request)
 
     async def running(self, app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as rest:  # the REST API (transfers)

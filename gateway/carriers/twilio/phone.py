@@ -243,6 +243,8 @@ async def place_call(
     on_event: EventCallback | None = None,
     connect_timeout_s: float = 10,
     auth_token: str | None = None,
+    call_sid: str | None = None,
+    direction: str = "inbound",
 ) -> TwilioCallReport:
     """Place one call through the gateway and run ``steps`` on it, like a Twilio caller.
 
@@ -253,7 +255,9 @@ async def place_call(
     moment the media socket opened). Event kinds: webhook, connected, speech_start,
     speech_end, dtmf, bot_audio_start, bot_audio_end, clear, wait_timeout, hangup,
     closed_by_gateway, violation (the first few only). ``auth_token``: sign requests with
-    ``X-Twilio-Signature`` like Twilio does. ``record``: write the call as a stereo WAV (see
+    ``X-Twilio-Signature`` like Twilio does. ``call_sid``: the call's SID (a call placed through
+    the REST API has one already); ``direction``: "outbound-api" for such a call. ``record``: write
+    the call as a stereo WAV (see
     :func:`~gateway.softphone.report.write_call_wav`).
     If the steps end without :class:`Hangup`, the caller hangs up. :class:`Reconnect` is not
     a Twilio step.
@@ -267,7 +271,7 @@ async def place_call(
         if not isinstance(step, (Say, Silence, Dtmf, WaitForBot, Hangup)):
             raise TypeError(f"not a call step: {step!r}")
     kind = _check_url(url)
-    call_sid, account_sid, stream_sid = new_sid("CA"), new_sid("AC"), new_sid("MZ")
+    call_sid, account_sid, stream_sid = call_sid or new_sid("CA"), new_sid("AC"), new_sid("MZ")
     events = _Events(on_event)
     # a new connection per request, as Twilio's webhook and media socket come: with several workers
     # sharing the port, each may land on another one
@@ -280,7 +284,7 @@ async def place_call(
                 "CallStatus": "ringing",
                 "Called": to,
                 "Caller": from_,
-                "Direction": "inbound",
+                "Direction": direction,
                 "From": from_,
                 "To": to,
             }

@@ -201,7 +201,8 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
         call = Call(call_id=start.call_sid, stream_id=start.stream_sid, profile_name=name,
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0],
                     observer=ctx.observer_for(start.call_sid, "twilio"),
-                    log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid), **ctx.call_options(),
+                    log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid),
+                    **ctx.call_options(start.call_sid),
                     can_transfer=TwilioSettings.of(ctx.config).auth_token is not None and bool(start.account_sid),
                     caller=start.params.get("from") or None, called=start.params.get("to") or None)
         if call.call_id in ctx.calls:

@@ -1,0 +1,236 @@
+"""Calls the gateway places: the opening (greeting after the callee speaks or a pause; voicemail
+after a machine's beep; hang-up), and instruction variables. Pure: explicit times, no sockets."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from gateway.call import Call, Hangup, SendMark, spoken_text
+from gateway.config import parse_config
+from gateway.core.outbound import GREET, HANG_UP, VOICEMAIL, Opening, OutboundPlan, VariableError, fill_variables
+
+CONFIG = """
+profiles:
+  reminder:
+    model: gpt-realtime
+    instructions: "Remind {name} of the appointment at {time}."
+    greeting: Hello, this is the clinic.
+routes:
+  default: reminder
+"""
+
+VARIABLES = (("name", "Ada"), ("time", "3 pm"))
+PLAN = OutboundPlan(greeting_after_ms=1500, detect_machine=True, machine_wait_ms=6000,
+                    voicemail_message="Please call the clinic back.",
+                    variables=(("name", "Ada"), ("time", "3 pm")))
+
+
+def ready_call(plan: OutboundPlan = PLAN) -> Call:
+    config = parse_config(CONFIG, env={})
+    call = Call(call_id="CA1", stream_id="MZ1", profile_name="reminder", profile=config.profiles["reminder"],
+                started_at=0.0, outbound=plan)
+    call.voicelive_connected(1.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 100.0)
+    return call
+
+
+def sent(call: Call) -> list[dict]:
+    out = [json.loads(m) for m in call.to_voicelive]
+    call.to_voicelive.clear()
+    return out
+
+
+def spoken(events: list[dict]) -> list[str | None]:
+    return [spoken_text(e) for e in events if e["type"] == "response.create"]
+
+
+# --- the pure opening ----------------------------------------------------------------------------
+
+def test_opening_waits_for_the_machine_result_then_greets_a_person_who_spoke() -> None:
+    opening = Opening(PLAN)
+    assert opening.ready(0.0) is None
+    assert opening.callee_started(200.0) is None
+    assert opening.callee_spoke(900.0) is None  # spoke, but no machine result yet
+    assert opening.due() == 6000.0
+    assert opening.answered("human", 2500.0) == GREET
+    assert opening.decide(2600.0) is None  # once
+
+
+def test_opening_greets_after_the_pause_when_the_person_says_nothing() -> None:
+    opening = Opening(OutboundPlan(greeting_after_ms=1500, detect_machine=False))
+    assert opening.ready(0.0) is None
+    assert opening.due() == 1500.0
+    assert opening.decide(1499.0) is None
+    assert opening.decide(1500.0) == GREET
+
+
+def test_opening_does_not_greet_over_a_callee_still_speaking() -> None:
+    opening = Opening(OutboundPlan(greeting_after_ms=1500, detect_machine=False))
+    opening.ready(0.0)
+    opening.callee_started(1000.0)
+    assert opening.due() is None
+    assert opening.decide(3000.0) is None
+    assert opening.callee_spoke(3200.0) == GREET
+
+
+def test_opening_machine_results() -> None:
+    for result in ("machine_end_beep", "machine_end_silence", "machine_end_other"):
+        opening = Opening(PLAN)
+        opening.ready(0.0)
+        assert opening.answered(result, 100.0) == VOICEMAIL
+    hang_up = Opening(OutboundPlan(voicemail_message=None))
+    hang_up.ready(0.0)
+    assert hang_up.answered("machine_end_beep", 100.0) == HANG_UP
+    fax = Opening(PLAN)
+    fax.ready(0.0)
+    assert fax.answered("fax", 100.0) == HANG_UP
+
+
+def test_opening_treats_no_result_in_time_as_a_person() -> None:
+    opening = Opening(PLAN)
+    opening.ready(0.0)
+    assert opening.decide(5999.0) is None
+    assert opening.decide(6000.0) == GREET
+
+
+def test_a_result_before_the_session_was_ready_is_kept() -> None:
+    opening = Opening(OutboundPlan(answered_by="machine_end_beep", voicemail_message="Hi"))
+    assert opening.ready(10.0) == VOICEMAIL
+
+
+# --- the call -------------------------------------------------------------------------------------
+
+def test_outbound_session_answers_no_turn_by_itself_and_has_its_variables() -> None:
+    config = parse_config(CONFIG, env={})
+    call = Call(call_id="CA1", stream_id="MZ1", profile_name="reminder", profile=config.profiles["reminder"],
+                started_at=0.0, outbound=PLAN)
+    call.voicelive_connected(1.0)
+    update = sent(call)[0]
+    assert update["session"]["instructions"] == "Remind Ada of the appointment at 3 pm."
+    assert update["session"]["turn_detection"]["create_response"] is False
+    assert update["session"]["turn_detection"]["interrupt_response"] is False
+    assert call.direction == "outbound"
+
+
+def test_person_gets_the_greeting_only_after_speaking() -> None:
+    call = ready_call()
+    assert spoken(sent(call)) == []  # no greeting at ready
+    call.voicelive_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0}, 300.0)
+    call.voicelive_event({"type": "input_audio_buffer.committed", "item_id": "u1"}, 900.0)
+    assert spoken(sent(call)) == []  # no machine result yet
+    call.answering_machine("human", 1200.0)
+    assert spoken(sent(call)) == ["Hello, this is the clinic."]
+    assert call.answered_by == "human"
+    # after the greeting, a turn of the callee gets an answer from the gateway's request
+    call.voicelive_event({"type": "input_audio_buffer.committed", "item_id": "u2"}, 5000.0)
+    assert [e["type"] for e in sent(call)] == ["response.create"]
+
+
+def test_person_who_stays_silent_gets_the_greeting_after_the_pause() -> None:
+    call = ready_call(OutboundPlan(greeting_after_ms=1500, detect_machine=False, variables=VARIABLES))
+    assert call.next_deadline() == 1600.0
+    call.tick(1599.0)
+    assert spoken(sent(call)) == []
+    call.tick(1600.0)
+    assert spoken(sent(call)) == ["Hello, this is the clinic."]
+
+
+def test_machine_gets_the_voicemail_message_verbatim_then_a_hang_up() -> None:
+    call = ready_call()
+    call.voicelive_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0}, 300.0)
+    call.answering_machine("machine_end_beep", 8000.0)
+    assert spoken(sent(call)) == ["Please call the clinic back."]
+    call.voicelive_event({"type": "response.created", "response": {"id": "r1"}}, 8100.0)
+    audio = base64.b64encode(b"\xff" * 800).decode()
+    call.voicelive_event({"type": "response.audio.delta", "response_id": "r1", "item_id": "i1", "delta": audio},
+                         8200.0)
+    call.voicelive_event({"type": "response.done", "response": {"id": "r1", "status": "completed"}}, 8300.0)
+    assert not call.ended  # the message is still playing
+    for action in list(call.to_phone):
+        if isinstance(action, SendMark):
+            call.playback_mark(action.name, 8400.0)
+    assert call.ended and call.end_reason == "voicemail_left"
+    assert any(isinstance(a, Hangup) for a in call.to_phone)
+
+
+def test_machine_with_hang_up_action_hangs_up_at_once() -> None:
+    call = ready_call(OutboundPlan(voicemail_message=None, variables=VARIABLES))
+    call.answering_machine("machine_end_silence", 4000.0)
+    assert call.ended and call.end_reason == "answering_machine"
+    assert spoken(sent(call)) == []
+
+
+# --- variables ------------------------------------------------------------------------------------
+
+def test_variables_fill_placeholders_once() -> None:
+    assert fill_variables("Hi {name}, {name}!", {"name": "{x}"}) == "Hi {x}, {x}!"
+    assert fill_variables("No placeholders", {}) == "No placeholders"
+
+
+@pytest.mark.parametrize(("variables", "problem"), [
+    ({"name": "Ada"}, "missing variable 'time'"),
+    ({"name": "Ada", "time": "3", "extra": "x"}, "unknown variable 'extra'"),
+    ({"name": "A" * 501, "time": "3"}, "at most 500 characters"),
+    ({"name": 3, "time": "3"}, "expected a string"),
+])
+def test_variables_that_do_not_fit_are_refused(variables: dict, problem: str) -> None:
+    with pytest.raises(VariableError, match=problem):
+        fill_variables("Remind {name} at {time}.", variables)
+
+
+# --- the placed calls a worker keeps ------------------------------------------------------------------
+
+def test_placed_calls_that_never_connect_stop_counting_and_ended_ones_are_forgotten() -> None:
+    import time
+
+    from gateway.config.schema import OutboundLimits
+    from gateway.outbound import Outbound, PlacedState
+
+    outbound = Outbound(OutboundLimits(calls_per_minute=60, max_per_profile=1, keep_s=60))
+    outbound.calls["CA1"] = PlacedState("CA1", "phone", "p", "+15555550123", "+15555550100", OutboundPlan())
+    refused = outbound.refusal("p", None, 0, 10)
+    assert refused is not None and refused[0] == "at the outbound cap of profile p (1)"
+    assert outbound.refusal("q", None, 0, 10) is None  # another profile
+    outbound.calls["CA1"].created_at -= 1000  # placed long ago, never heard of again
+    assert outbound.refusal("p", None, 0, 10) is None
+    assert (outbound.calls["CA1"].state, outbound.calls["CA1"].end_reason) == ("failed", "never_connected")
+    outbound.calls["CA1"].ended_at = time.time() - 61
+    outbound._prune(time.time())
+    assert "CA1" not in outbound.calls
+
+
+def test_with_the_gateway_s_turn_detection_each_turn_is_answered_once() -> None:
+    config = parse_config(CONFIG.replace("greeting: Hello, this is the clinic.",
+                                         "greeting: Hello, this is the clinic.\n    turn_detection: none"), env={})
+    call = Call(call_id="CA1", stream_id="MZ1", profile_name="reminder", profile=config.profiles["reminder"],
+                started_at=0.0, outbound=OutboundPlan(detect_machine=False, variables=VARIABLES))
+    call.voicelive_connected(1.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 100.0)
+    assert sent(call)[0]["session"]["turn_detection"] is None
+    call.tick(1600.0)  # a silent callee: the greeting after the pause
+    assert spoken(sent(call)) == ["Hello, this is the clinic."]
+    call.voicelive_event({"type": "response.created", "response": {"id": "r1"}}, 1700.0)
+    call.voicelive_event({"type": "response.done", "response": {"id": "r1", "status": "completed"}}, 1800.0)
+    call._end_caller_turn()  # the gateway heard the end of the callee's turn: commit, then one answer
+    call.voicelive_event({"type": "input_audio_buffer.committed", "item_id": "u1"}, 3000.0)
+    assert [e["type"] for e in sent(call)] == ["input_audio_buffer.commit", "response.create"]
+
+
+def test_the_call_s_own_end_reason_wins_over_the_carrier_s_completed() -> None:
+    from types import SimpleNamespace
+
+    from gateway.config.schema import OutboundLimits
+    from gateway.outbound import Outbound, PlacedState
+
+    outbound = Outbound(OutboundLimits())
+    outbound.calls["CA1"] = PlacedState("CA1", "phone", "p", "+15555550123", "+15555550100", OutboundPlan())
+    assert outbound.plan_for("CA1") is not None and outbound.calls["CA1"].state == "in-progress"
+    outbound.status("CA1", "completed", "hung_up")  # the carrier's word came first
+    outbound.ended(SimpleNamespace(call_id="CA1", end_reason="voicemail_left", answered_by="machine_end_beep"))  # type: ignore[arg-type]
+    placed = outbound.calls["CA1"]
+    assert (placed.state, placed.end_reason, placed.answered_by) == ("completed", "voicemail_left", "machine_end_beep")
