@@ -46,6 +46,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               "read GATEWAY_SIGNING_KEY, so each worker would sign call tokens with its own key and refuse the "
               "others' calls; write signing_key: ${GATEWAY_SIGNING_KEY:-}", file=sys.stderr)
         return 2
+    if args.workers > 1 and config.gateway.api_token is not None:
+        print(f"{config.source}: not starting {args.workers} workers: the outbound-call API is on "
+              "(gateway.api_token), and a placed call's state, its media stream and its carrier's "
+              "answering-machine callbacks must all reach the worker that placed it; run one worker "
+              "per replica for the API", file=sys.stderr)
+        return 2
     if args.workers > 1:
         from gateway.workers import supervise
 

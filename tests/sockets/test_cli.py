@@ -115,6 +115,17 @@ async def test_log_lines_go_to_standard_error() -> None:
     assert out == b"" and json.loads(err)["event"] == "where do I go"  # as docs/operations.md says
 
 
+async def test_several_workers_refuse_the_outbound_call_api(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("voicelive: {endpoint: simulator}\ngateway: {signing_key: \"${K}\", api_token: \"${T}\"}\n"
+                      "profiles: {main: {model: gpt-realtime}}\n")
+    env = {**clean_env(), "K": "k" * 48, "T": "t" * 32}
+    code, out, err = await _run("serve", "--config", str(config), "--workers", "2", "--port", str(free_port()),
+                                env=env)
+    assert (code, out) == (2, "")
+    assert "not starting 2 workers: the outbound-call API is on" in err
+
+
 async def test_several_workers_need_one_signing_key_for_all(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("voicelive: {endpoint: simulator}\nprofiles: {main: {model: gpt-realtime}}\n")
