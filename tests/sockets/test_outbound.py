@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import io
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,7 @@ CALLEE, FROM = "+15555550123", "+15555550100"
 HELLO = load_ulaw_8k(ASSETS / "caller_hours.wav")
 GREETING = "Hello, this is the clinic calling for you."
 VOICEMAIL = "This is the clinic: please call us back about your appointment."
+RECORDS_SECRET = "whsec_" + base64.b64encode(hashlib.sha256(b"outbound records").digest()).decode()
 
 CONFIG = """
 voicelive: {{endpoint: "{endpoint}"}}
@@ -104,7 +108,9 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def outbound_rig(per_minute: int = 60, per_profile: int = 5, max_calls: int = 10,
-                       api_token: bool = True, recording: Path | None = None) -> AsyncIterator[Rig]:
+                       api_token: bool = True, recording: Path | None = None,
+                       records: tuple[str, Path] | None = None) -> AsyncIterator[Rig]:
+    """``records``: (webhook URL, spool directory) to have the calls' post-call records delivered."""
     creates: list[dict[str, Any]] = []
 
     async def create_call(request: web.Request) -> web.Response:
@@ -124,8 +130,12 @@ async def outbound_rig(per_minute: int = 60, per_profile: int = 5, max_calls: in
         text = text.replace('api_token: "${API_TOKEN}", ', "")
     if recording is not None:
         text += f'recording: {{directory: "{recording}"}}\n'
+    if records is not None:
+        text += (f'records: {{webhook: "{records[0]}", signing_secret: "${{RECORDS_SECRET}}", '
+                 f'spool_directory: "{records[1]}", initial_backoff_s: 0.01, max_backoff_s: 0.02}}\n')
 
-    config = parse_config(text, env={"TWILIO_TOKEN": TWILIO_TOKEN, "API_TOKEN": API_TOKEN})
+    config = parse_config(text, env={"TWILIO_TOKEN": TWILIO_TOKEN, "API_TOKEN": API_TOKEN,
+                                     "RECORDS_SECRET": RECORDS_SECRET})
     rig: Rig
 
     def observer_for(call_id: str) -> Any:
@@ -149,7 +159,19 @@ def client_events(session: SimSession, kind: str) -> list[dict[str, Any]]:
 
 
 async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs_up(tmp_path: Path) -> None:
-    async with outbound_rig(recording=tmp_path) as rig:
+    hook_posts: list[tuple[dict[str, str], bytes]] = []
+    delivered = asyncio.Event()
+
+    async def webhook_route(request: web.Request) -> web.Response:
+        hook_posts.append((dict(request.headers), await request.read()))
+        delivered.set()
+        return web.Response(status=204)
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/records", webhook_route)
+    hook_runner, hook_base = await serve(hook_app)
+    spool = tmp_path / "spool"
+    async with outbound_rig(recording=tmp_path, records=(hook_base + "/records", spool)) as rig:
         status, placed, _ = await rig.place()
         assert status == 201, placed
         sid = placed["id"]
@@ -188,6 +210,21 @@ async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs
         assert status == 200
         assert (state["state"], state["answered_by"], state["end_reason"]) == (
             "completed", "machine_end_beep", "voicemail_left")
+        # the call's post-call record reaches the operator's webhook, signed (checked here from the
+        # Standard Webhooks spec), as an outbound call that left a voicemail
+        await asyncio.wait_for(delivered.wait(), 10)
+    await hook_runner.cleanup()
+    ((headers, body),) = hook_posts
+    key = base64.b64decode(RECORDS_SECRET.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body,
+                   hashlib.sha256).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(mac).decode()
+    record = json.loads(body)
+    assert (record["call_id"], record["direction"], record["answering_machine"]) == (sid, "outbound",
+                                                                                    "machine_end_beep")
+    assert record["outcome"] == "answering_machine" and record["end_reason"] == "voicemail_left"
+    assert [turn["text"] for turn in record["transcript"] if turn["role"] == "bot"] == [VOICEMAIL]
+    assert CALLEE not in body.decode() and TWILIO_TOKEN not in body.decode()  # masked, no secrets
     # the recorded call replays: the same opening, the same words
     (path,) = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
     fixture = await asyncio.to_thread(load_fixture, path)
