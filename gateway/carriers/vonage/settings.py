@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, SecretStr
+from pydantic import AfterValidator, BeforeValidator, SecretStr
 
 from gateway.carriers.settings import CarrierSettings
-from gateway.settings_model import Text, http_url
+from gateway.settings_model import Text, between, http_url, whole
 
 
 class VonageSettings(CarrierSettings):
@@ -23,6 +23,10 @@ class VonageSettings(CarrierSettings):
     private_key: SecretStr | None = None
     # The Voice API the gateway calls (a local stand-in in tests).
     api_base_url: Annotated[str, AfterValidator(http_url)] = "https://api.nexmo.com"
+    # Placed calls: the answering-machine detection asked for ("advanced": with beep detection, charged
+    # by Vonage; "standard": free, no beep) and how long advanced detection listens for the beep.
+    machine_detection: Literal["advanced", "standard"] = "advanced"
+    beep_timeout_s: Annotated[int, BeforeValidator(whole), AfterValidator(between(45, 120))] = 45
 
     @property
     def can_call_api(self) -> bool:
