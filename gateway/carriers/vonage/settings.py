@@ -18,7 +18,8 @@ class VonageSettings(CarrierSettings):
 
     # The account's signature secret: Vonage signs every webhook with it (HS256 JWT in Authorization).
     signature_secret: SecretStr | None = None
-    # The Vonage application and its private key (PEM): the Voice API calls of hang-up, transfer and keys.
+    # The Vonage application and its private key (PEM): the Voice API calls of hang-up, transfer, keys and
+    # placing calls.
     application_id: Text | None = None
     private_key: SecretStr | None = None
     # The Voice API the gateway calls (a local stand-in in tests).
@@ -44,11 +45,12 @@ class VonageSettings(CarrierSettings):
                          "transfer, keys) will fail")
         if (self.application_id is None) != (self.private_key is None):
             notes.append("note: vonage.application_id and vonage.private_key go together (VONAGE_APPLICATION_ID, "
-                         "VONAGE_PRIVATE_KEY); with only one of them the Voice API is not used")
+                         "VONAGE_PRIVATE_KEY); with only one of them the Voice API is not used (and no calls are "
+                         "placed)")
         if self.signature_secret is not None and not self.can_call_api:
             notes.append("note: Vonage calls cannot be transferred and keys cannot be pressed towards the caller "
-                         "(set VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY); the gateway hangs up by closing the "
-                         "media socket")
+                         "and no calls are placed through Vonage (set VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY); "
+                         "the gateway hangs up by closing the media socket")
         return notes
 
 
