@@ -23,6 +23,8 @@ Assumed where the documentation is silent:
   ``machine_end_other``. Standard detection reports no beep, so its ``machine`` is ``machine_start``
   too.
 * A result event names its call by ``uuid`` or, failing that, ``call_uuid``.
+* An answer webhook for a call this worker did not place (or has forgotten) gets the apology
+  (``gateway.apology``), after which the call ends: there is nothing to connect it to.
 * A placed call that ends with ``busy``, ``timeout``, ``unanswered``, ``rejected``, ``cancelled`` or
   ``failed`` failed, with that status as its end reason.
 """
