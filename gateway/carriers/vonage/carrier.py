@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from gateway.carriers.base import Carrier, ReplayError, ReplayStart
+from gateway.carriers.base import Carrier, OutboundRequest, PlacedCall, ReplayError, ReplayStart
 from gateway.carriers.vonage import codec
+from gateway.carriers.vonage import outbound as placed
 from gateway.carriers.vonage.routes import PIECE_MS, REST, vonage_answer, vonage_event, vonage_media
 from gateway.carriers.vonage.settings import VonageSettings
 
@@ -20,14 +21,21 @@ if TYPE_CHECKING:
 
 class VonageCarrier(Carrier):
     name: ClassVar[str] = "vonage"
+    places_calls: ClassVar[bool] = True
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/vonage/answer", vonage_answer), web.post("/vonage/answer", vonage_answer),
                 web.post("/vonage/event", vonage_event), web.get("/vonage/event", vonage_event),
-                web.get("/vonage/media", vonage_media)]
+                web.get("/vonage/media", vonage_media), *placed.routes()]
+
+    def outbound_refusal(self, config: GatewayConfig) -> str | None:
+        return placed.refusal(config)
+
+    async def place_call(self, app: web.Application, request: OutboundRequest) -> PlacedCall:
+        return await placed.place_call(app, request)
 
     async def running(self, app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as rest:  # the Voice API (hang-up, transfer, keys)
+        async with aiohttp.ClientSession() as rest:  # the Voice API (placing calls, hang-up, transfer, keys)
             app[REST] = rest
             yield
 

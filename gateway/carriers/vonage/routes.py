@@ -248,11 +248,13 @@ async def _run_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
     call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
                 started_at=prelude[-1][0], audio=codec.AUDIO, piece_ms=PIECE_MS,
                 observer=ctx.observer_for(call_id, "vonage"), log=log.bind(call_id=call_id, stream_id=stream_id),
-                **ctx.call_options(), can_transfer=settings.can_call_api, can_send_dtmf=settings.can_call_api,
-                called=to or None)
+                **ctx.call_options(call_id), can_transfer=settings.can_call_api,
+                can_send_dtmf=settings.can_call_api, called=to or None,
+                caller=(claims.get("from") or None) if token_call is not None else None)
     recorder = ctx.open_recorder("vonage", call)
     if recorder is not None:
         for t, message in prelude:
             recorder.record(t, "phone", "in", message)
     await VonageBridge(ctx, ws, call, codec.VonageLeg(), opened_at, recorder, request.transport,
-                       rest=request.app[REST] if settings.can_call_api else None, called=to).run()
+                       rest=request.app[REST] if settings.can_call_api else None,
+                       called=call.caller if call.direction == "outbound" else to).run()

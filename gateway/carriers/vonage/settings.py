@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, SecretStr
+from pydantic import AfterValidator, BeforeValidator, SecretStr
 
 from gateway.carriers.settings import CarrierSettings
-from gateway.settings_model import Text, http_url
+from gateway.settings_model import Text, between, http_url, whole
 
 
 class VonageSettings(CarrierSettings):
@@ -18,11 +18,16 @@ class VonageSettings(CarrierSettings):
 
     # The account's signature secret: Vonage signs every webhook with it (HS256 JWT in Authorization).
     signature_secret: SecretStr | None = None
-    # The Vonage application and its private key (PEM): the Voice API calls of hang-up, transfer and keys.
+    # The Vonage application and its private key (PEM): the Voice API calls of hang-up, transfer, keys and
+    # placing calls.
     application_id: Text | None = None
     private_key: SecretStr | None = None
     # The Voice API the gateway calls (a local stand-in in tests).
     api_base_url: Annotated[str, AfterValidator(http_url)] = "https://api.nexmo.com"
+    # Placed calls: the answering-machine detection asked for ("advanced": with beep detection, charged
+    # by Vonage; "standard": free, no beep) and how long advanced detection listens for the beep.
+    machine_detection: Literal["advanced", "standard"] = "advanced"
+    beep_timeout_s: Annotated[int, BeforeValidator(whole), AfterValidator(between(45, 120))] = 45
 
     @property
     def can_call_api(self) -> bool:
@@ -40,11 +45,12 @@ class VonageSettings(CarrierSettings):
                          "transfer, keys) will fail")
         if (self.application_id is None) != (self.private_key is None):
             notes.append("note: vonage.application_id and vonage.private_key go together (VONAGE_APPLICATION_ID, "
-                         "VONAGE_PRIVATE_KEY); with only one of them the Voice API is not used")
+                         "VONAGE_PRIVATE_KEY); with only one of them the Voice API is not used (and no calls are "
+                         "placed)")
         if self.signature_secret is not None and not self.can_call_api:
             notes.append("note: Vonage calls cannot be transferred and keys cannot be pressed towards the caller "
-                         "(set VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY); the gateway hangs up by closing the "
-                         "media socket")
+                         "and no calls are placed through Vonage (set VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY); "
+                         "the gateway hangs up by closing the media socket")
         return notes
 
 
