@@ -12,8 +12,9 @@ webhook does (see :mod:`gateway.carriers.telnyx.auth`).
 
 Assumed where Telnyx's documentation leaves it open: the create answer names the call in
 ``call_sid`` (at the top level, or inside ``data`` as the older path answers), which is the
-``CallSid`` of its webhooks and the ``call_control_id`` of its media stream's ``start``; an
-``AnsweredBy`` outside the values the gateway knows counts as ``unknown``.
+``CallSid`` of its webhooks and the ``call_control_id`` of its media stream's ``start``; the account in the path
+is the one its webhooks name in ``AccountSid``; an ``AnsweredBy`` outside the values the gateway
+knows counts as ``unknown``.
 """
 
 from __future__ import annotations
