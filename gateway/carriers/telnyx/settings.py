@@ -46,14 +46,15 @@ class TelnyxSettings(CarrierSettings):
     signature_tolerance_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 300.0
 
     def notes(self) -> list[str]:
+        notes = []
         if self.public_key is not None and self.api_key is None:
-            return ["note: telnyx.public_key is set but telnyx.api_key is not (TELNYX_API_KEY): Telnyx calls "
-                    "cannot be transferred"]
+            notes.append("note: telnyx.public_key is set but telnyx.api_key is not (TELNYX_API_KEY): Telnyx calls "
+                         "cannot be transferred")
         placing = (self.application_id, self.account_sid)
         if any(placing) and not all((*placing, self.api_key)):
-            return ["note: telnyx.application_id, telnyx.account_sid and telnyx.api_key (TELNYX_APPLICATION_ID, "
-                    "TELNYX_ACCOUNT_SID, TELNYX_API_KEY) are all needed to place calls on Telnyx"]
-        return []
+            notes.append("note: telnyx.application_id, telnyx.account_sid and telnyx.api_key (TELNYX_APPLICATION_ID, "
+                         "TELNYX_ACCOUNT_SID, TELNYX_API_KEY) are all needed to place calls on Telnyx")
+        return notes
 
 
 SETTINGS = TelnyxSettings
