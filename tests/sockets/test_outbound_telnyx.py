@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,6 +26,7 @@ from gateway.bridge import CONTEXT
 from gateway.call import spoken_text
 from gateway.carriers.telnyx.phone import TelnyxCallReport, new_call_control_id, place_telnyx_call, signed_headers
 from gateway.config import parse_config
+from gateway.replay import load_fixture, run
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.simulator.server import SimSession
 from gateway.softphone import Hangup, Say, Silence, WaitForBot
@@ -115,8 +117,8 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def outbound_rig(refuse: tuple[int, dict[str, Any]] | None = None,
-                       application_id: bool = True) -> AsyncIterator[Rig]:
+async def outbound_rig(refuse: tuple[int, dict[str, Any]] | None = None, application_id: bool = True,
+                       recording: Path | None = None) -> AsyncIterator[Rig]:
     """``refuse``: the stand-in answers every create request with this (status, JSON body)."""
     creates: list[dict[str, Any]] = []
 
@@ -136,6 +138,8 @@ async def outbound_rig(refuse: tuple[int, dict[str, Any]] | None = None,
     key = Ed25519PrivateKey.generate()
     text = CONFIG.format(endpoint=sim.endpoint, public_key=public_key_text(key), api=fake_base, account=ACCOUNT,
                          greeting=GREETING, voicemail=VOICEMAIL)
+    if recording is not None:
+        text += f'recording: {{directory: "{recording}"}}\n'
     env = {"TELNYX_API_KEY": API_KEY, "API_TOKEN": API_TOKEN}
     if application_id:
         env["TELNYX_APPLICATION_ID"] = APPLICATION
@@ -162,8 +166,8 @@ def client_events(session: SimSession, kind: str) -> list[dict[str, Any]]:
     return [e for e in session.received if e.get("type") == kind]
 
 
-async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs_up() -> None:
-    async with outbound_rig() as rig:
+async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs_up(tmp_path: Path) -> None:
+    async with outbound_rig(recording=tmp_path) as rig:
         status, placed = await rig.place()
         assert status == 201, placed
         sid = placed["id"]
@@ -202,6 +206,14 @@ async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs
         assert status == 200
         assert (state["state"], state["answered_by"], state["end_reason"]) == (
             "completed", "machine_end_beep", "voicemail_left")
+    # the recorded call replays: the same opening, the same words; the API key is not in it
+    (path,) = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
+    text = await asyncio.to_thread(path.read_text)
+    assert API_KEY not in text
+    fixture = await asyncio.to_thread(load_fixture, path)
+    assert [r.get("result") for r in fixture.records if r.get("event") == "answered_by"] == ["machine_end_beep"]
+    replayed = run(fixture)
+    assert replayed.ok, f"{replayed.mismatch}\n{replayed.problems}"
 
 
 async def test_a_person_gets_the_greeting_only_after_they_spoke() -> None:
