@@ -18,7 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.call import ClearPlayback, PlayAudio, SendMark
+from gateway.carriers.base import OutboundRequest
 from gateway.carriers.telnyx import codec as telnyx
+from gateway.carriers.telnyx import outbound as placed
 from gateway.carriers.telnyx.auth import check_telnyx_signature, public_key_from_base64, telnyx_signature
 from gateway.carriers.telnyx.carrier import TelnyxCarrier
 from gateway.carriers.telnyx.phone import parse_texml, signed_headers
@@ -379,3 +381,43 @@ def test_the_telnyx_fixtures_do_what_their_names_say() -> None:
     for name in ("bot_greets_first", "barge_in_mid_answer", "dtmf_digits", "bot_hangs_up"):
         records = load_fixture(CALLS / f"telnyx_{name}.jsonl").records
         assert any('"event":"mark"' in str(r.get("msg", "")) for r in records if r.get("dir") == "in")
+
+
+# --- placed calls (no sockets) --------------------------------------------------------------------
+
+
+def test_placing_calls_needs_the_api_key_the_application_and_the_account() -> None:
+    ready = _config("{public_key: '${TELNYX_PUBLIC_KEY}', api_key: '${TELNYX_API_KEY}', application_id: '177',"
+                    " account_sid: 'acct-1'}")
+    assert placed.refusal(ready) is None and TelnyxSettings.of(ready).notes() == []
+    assert TelnyxCarrier.places_calls and TelnyxCarrier().outbound_refusal(ready) is None
+    why = placed.refusal(_config("{public_key: '${TELNYX_PUBLIC_KEY}', api_key: '${TELNYX_API_KEY}'}"))
+    assert why is not None and "TELNYX_APPLICATION_ID" in why and "TELNYX_ACCOUNT_SID" in why
+    assert "TELNYX_API_KEY" not in why
+    half = TelnyxSettings.of(_config("{public_key: '${TELNYX_PUBLIC_KEY}', application_id: '177'}"))
+    assert any("needed to place calls" in note for note in half.notes())
+
+
+def test_the_create_request_names_the_application_the_answer_url_and_the_callbacks() -> None:
+    settings = TelnyxSettings.of(_config("{api_key: '${TELNYX_API_KEY}', application_id: '177', account_sid: 'a/b'}"))
+    url = placed.create_call_url("https://api.telnyx.com/", "a/b")
+    assert url == "https://api.telnyx.com/v2/texml/Accounts/a%2Fb/Calls"
+    want = OutboundRequest(to="+15555550123", from_="+15555550100", profile="main", public_base="https://gw.example")
+    body = placed.create_body(settings, want)
+    assert (body["ApplicationSid"], body["To"], body["From"]) == ("177", "+15555550123", "+15555550100")
+    assert body["Url"] == "https://gw.example/telnyx/placed-answer"
+    assert body["StatusCallback"] == "https://gw.example/telnyx/call-status"
+    assert (body["MachineDetection"], body["AsyncAmd"]) == ("DetectMessageEnd", True)
+    assert body["AsyncAmdStatusCallback"] == "https://gw.example/telnyx/amd"
+    quiet = placed.create_body(settings, OutboundRequest(to="+1", from_="+2", profile="main",
+                                                         public_base="https://gw.example", detect_machine=False))
+    assert "MachineDetection" not in quiet and "AsyncAmdStatusCallback" not in quiet
+
+
+def test_the_call_sid_and_the_error_of_a_create_reply() -> None:
+    assert placed._call_sid({"call_sid": "v3:abc", "status": "queued"}) == "v3:abc"
+    assert placed._call_sid({"data": {"call_sid": "v3:def"}}) == "v3:def"
+    assert placed._call_sid({"status": "queued"}) is None and placed._call_sid(None) is None
+    assert placed._call_sid({"call_sid": ""}) is None
+    assert placed._problem({"errors": [{"code": "10015", "title": "Bad To"}]}) == "10015: Bad To"
+    assert placed._problem("<html>") == "no error detail" and placed._problem({"errors": []}) == "no error detail"

@@ -10,8 +10,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway.audio import FORMATS, G711_ULAW
-from gateway.carriers.base import Carrier, ReplayError, ReplayStart
+from gateway.carriers.base import Carrier, OutboundRequest, PlacedCall, ReplayError, ReplayStart
 from gateway.carriers.telnyx import codec
+from gateway.carriers.telnyx import outbound as placed
 from gateway.carriers.telnyx.routes import REST, telnyx_media, telnyx_stream_ended, telnyx_voice
 from gateway.carriers.telnyx.settings import TelnyxSettings
 
@@ -23,13 +24,20 @@ _OUTBOUND_KINDS = {"media": "audio", "clear": "flush"}
 
 class TelnyxCarrier(Carrier):
     name: ClassVar[str] = "telnyx"
+    places_calls: ClassVar[bool] = True
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/telnyx/voice", telnyx_voice), web.get("/telnyx/media", telnyx_media),
-                web.post("/telnyx/stream-ended", telnyx_stream_ended)]
+                web.post("/telnyx/stream-ended", telnyx_stream_ended), *placed.routes()]
+
+    def outbound_refusal(self, config: GatewayConfig) -> str | None:
+        return placed.refusal(config)
+
+    async def place_call(self, app: web.Application, request: OutboundRequest) -> PlacedCall:
+        return await placed.place_call(app, request)
 
     async def running(self, app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as rest:  # the TeXML REST API (transfers)
+        async with aiohttp.ClientSession() as rest:  # the TeXML REST API (transfers, placed calls)
             app[REST] = rest
             yield
 

@@ -305,6 +305,9 @@ async def place_telnyx_call(
     record: str | Path | None = None,
     on_event: EventCallback | None = None,
     connect_timeout_s: float = 10,
+    call_sid: str | None = None,
+    account_sid: str | None = None,
+    direction: str = "inbound",
 ) -> TelnyxCallReport:
     """Place one call through the gateway and run ``steps`` on it, like a Telnyx TeXML call.
 
@@ -313,7 +316,9 @@ async def place_telnyx_call(
     stream's ``custom_parameters``). ``signing_key``: sign the webhooks as Telnyx does (unsigned
     without it). ``on_event(t_ms, kind, fields)`` as for the other carriers' phones; a TeXML answer
     Telnyx would not play as the gateway meant it is a violation. If the steps end without
-    :class:`Hangup`, the caller hangs up. :class:`Reconnect` is not a Telnyx step.
+    :class:`Hangup`, the caller hangs up. :class:`Reconnect` is not a Telnyx step. ``call_sid``,
+    ``account_sid`` and ``direction``: the call's as Telnyx names them (a call the gateway placed:
+    the ``call_sid`` its create request was answered with, ``direction="outbound-api"``).
 
     Raises :class:`CallError` (or :class:`CallRejected`) when the call cannot be set up.
     """
@@ -324,7 +329,8 @@ async def place_telnyx_call(
         if not isinstance(step, (Say, Silence, Dtmf, WaitForBot, Hangup)):
             raise TypeError(f"not a call step: {step!r}")
     kind = _check_url(url)
-    call_sid, account_sid, stream_id = new_call_control_id(), str(uuid.uuid4()), str(uuid.uuid4())
+    call_sid, account_sid = call_sid or new_call_control_id(), account_sid or str(uuid.uuid4())
+    stream_id = str(uuid.uuid4())
     events = _Events(on_event)
     form = {
         "AccountSid": account_sid,
@@ -333,7 +339,7 @@ async def place_telnyx_call(
         "CallSidLegacy": call_sid,
         "CallStatus": "ringing",
         "ConnectionId": "1234567890",
-        "Direction": "inbound",
+        "Direction": direction,
         "From": from_,
         "To": to,
     }

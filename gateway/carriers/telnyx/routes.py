@@ -30,7 +30,7 @@ from gateway.carriers.telnyx.auth import check_telnyx_signature, public_key_from
 from gateway.carriers.telnyx.control import TelnyxBridge
 from gateway.carriers.telnyx.settings import TelnyxSettings
 
-REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("telnyx_rest", aiohttp.ClientSession)  # transfers
+REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("telnyx_rest", aiohttp.ClientSession)  # transfers, placing
 
 START_TIMEOUT_S = 10.0
 CALL_TOKEN_TTL_S = 600.0  # from the webhook to the stream's start
@@ -243,7 +243,7 @@ async def telnyx_media(request: web.Request) -> web.StreamResponse:
         call = Call(call_id=call_id, stream_id=start.stream_id, profile_name=name,
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0],
                     observer=ctx.observer_for(call_id, "telnyx"),
-                    log=log.bind(call_id=call_id, stream_id=start.stream_id), **ctx.call_options(),
+                    log=log.bind(call_id=call_id, stream_id=start.stream_id), **ctx.call_options(call_id),
                     can_transfer=settings.api_key is not None and bool(account), caller=start.from_, called=start.to)
         if call.call_id in ctx.calls:
             call.log.warning("a second media stream for a call in progress: refused (one session per call)")

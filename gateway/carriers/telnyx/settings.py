@@ -38,14 +38,23 @@ class TelnyxSettings(CarrierSettings):
     api_key: SecretStr | None = None
     # The REST API the gateway calls to transfer a call (a local stand-in in tests).
     api_base_url: Annotated[str, AfterValidator(http_url)] = "https://api.telnyx.com"
+    # Outbound calls (POST /v1/calls): the TeXML Application they are placed for and the account it
+    # belongs to (the REST API's AccountSid). With api_key, both are needed to place calls.
+    application_id: Text | None = None
+    account_sid: Text | None = None
     # How far a webhook's telnyx-timestamp may be from the gateway's clock (replays are refused).
     signature_tolerance_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 300.0
 
     def notes(self) -> list[str]:
+        notes = []
         if self.public_key is not None and self.api_key is None:
-            return ["note: telnyx.public_key is set but telnyx.api_key is not (TELNYX_API_KEY): Telnyx calls "
-                    "cannot be transferred"]
-        return []
+            notes.append("note: telnyx.public_key is set but telnyx.api_key is not (TELNYX_API_KEY): Telnyx calls "
+                         "cannot be transferred")
+        placing = (self.application_id, self.account_sid)
+        if any(placing) and not all((*placing, self.api_key)):
+            notes.append("note: telnyx.application_id, telnyx.account_sid and telnyx.api_key (TELNYX_APPLICATION_ID, "
+                         "TELNYX_ACCOUNT_SID, TELNYX_API_KEY) are all needed to place calls on Telnyx")
+        return notes
 
 
 SETTINGS = TelnyxSettings
