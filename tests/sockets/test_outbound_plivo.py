@@ -27,6 +27,7 @@ from gateway.bridge import CONTEXT
 from gateway.call import spoken_text
 from gateway.carriers.plivo.phone import PlivoCallReport, place_plivo_call, signed_headers
 from gateway.config import parse_config
+from gateway.replay import load_fixture, run
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.simulator.server import SimSession
 from gateway.softphone import Hangup, Say, Silence, WaitForBot
@@ -116,7 +117,7 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def plivo_outbound_rig(machine_wait_s: float = 20.0, env: Mapping[str, str] | None = None,
-                             plivo_api: str | None = None,
+                             plivo_api: str | None = None, recording: Path | None = None,
                              records: tuple[str, Path] | None = None) -> AsyncIterator[Rig]:
     creates: list[dict[str, Any]] = []
     reply: list[tuple[int, str]] = []
@@ -136,6 +137,8 @@ async def plivo_outbound_rig(machine_wait_s: float = 20.0, env: Mapping[str, str
     sim = await start_simulator(SimulatorSettings(audio_speed=8.0))
     text = CONFIG.format(endpoint=sim.endpoint, plivo_api=plivo_api or fake_base, greeting=GREETING,
                          voicemail=VOICEMAIL, machine_wait=machine_wait_s)
+    if recording is not None:
+        text += f'recording: {{directory: "{recording}"}}\n'
     if records is not None:
         text += (f'records: {{webhook: "{records[0]}", signing_secret: "${{RECORDS_SECRET}}", '
                  f'spool_directory: "{records[1]}", initial_backoff_s: 0.01, max_backoff_s: 0.02}}\n')
@@ -177,7 +180,9 @@ async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs
     hook_app.router.add_post("/records", webhook)
     hook_runner, hook_base = await serve(hook_app)
     call_uuid = str(uuid.uuid4())
-    async with plivo_outbound_rig(machine_wait_s=1.0, records=(hook_base + "/records", tmp_path)) as rig:
+    recordings = tmp_path / "recordings"
+    async with plivo_outbound_rig(machine_wait_s=1.0, recording=recordings,
+                                  records=(hook_base + "/records", tmp_path / "spool")) as rig:
         status, placed = await rig.place()
         assert status == 201, placed
         request_uuid = placed["id"]
@@ -228,6 +233,12 @@ async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs
     assert (record["call_id"], record["carrier"], record["direction"]) == (request_uuid, "plivo", "outbound")
     assert (record["answering_machine"], record["end_reason"]) == ("machine_start", "voicemail_left")
     assert TOKEN not in posted[0].decode()
+    # the recorded call replays: the same opening, the same words
+    (path,) = await asyncio.to_thread(lambda: list(recordings.glob("*.jsonl")))
+    fixture = await asyncio.to_thread(load_fixture, path)
+    assert [r.get("result") for r in fixture.records if r.get("event") == "answered_by"] == ["machine_start"]
+    replayed = run(fixture)
+    assert replayed.ok, f"{replayed.mismatch}\n{replayed.problems}"
 
 
 async def test_a_person_gets_the_greeting_only_after_they_spoke() -> None:

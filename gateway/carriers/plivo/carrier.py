@@ -65,7 +65,10 @@ class PlivoCarrier(Carrier):
                 except codec.PlivoProtocolError:
                     continue
                 if isinstance(event, codec.Start):
-                    return ReplayStart(index, codec.PlivoLeg(event), event.call_id, event.stream_id, G711_ULAW,
+                    # a call the gateway placed ran under its request's id, not the stream's CallUUID
+                    recorded = header.get("call_id")
+                    call_id = recorded if isinstance(recorded, str) and recorded else event.call_id
+                    return ReplayStart(index, codec.PlivoLeg(event), call_id, event.stream_id, G711_ULAW,
                                        started_at=rec["t"])
         raise ReplayError("no Plivo start message in the recording")
 
