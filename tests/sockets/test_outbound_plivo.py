@@ -28,7 +28,7 @@ from gateway.call import spoken_text
 from gateway.carriers.plivo.phone import PlivoCallReport, place_plivo_call, signed_headers
 from gateway.config import parse_config
 from gateway.replay import load_fixture, run
-from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
+from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.simulator.server import SimSession
 from gateway.softphone import Hangup, Say, Silence, WaitForBot
 from tests.sockets.loopback import refusing_port, serve
@@ -53,6 +53,10 @@ profiles:
     turn_detection: {{type: server_vad, silence_duration_ms: 400}}
     greeting: "{greeting}"
     voicemail: {{message: "{voicemail}"}}
+    tools:
+      - name: transfer_call
+        builtin: transfer_call
+        transfer: {{targets: {{front desk: "+15555550199"}}}}
     outbound: {{greeting_after_s: 0.2, machine_wait_s: {machine_wait}}}
 routes:
   default: reminder
@@ -64,8 +68,9 @@ class Rig:
     sim: RunningSimulator
     app: web.Application
     base: str
-    creates: list[dict[str, Any]]  # what the stand-in for Plivo's REST API was asked
+    creates: list[dict[str, Any]]  # what the stand-in for Plivo's REST API was asked to create
     reply: list[tuple[int, str]]  # what it answers next: (status, body)
+    transfers: list[dict[str, Any]]  # what it was asked to do with a call in progress
     events: dict[str, list[tuple[str, float, dict[str, Any]]]] = field(default_factory=dict)
     seen: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
@@ -118,9 +123,15 @@ class Rig:
 @contextlib.asynccontextmanager
 async def plivo_outbound_rig(machine_wait_s: float = 20.0, env: Mapping[str, str] | None = None,
                              plivo_api: str | None = None, recording: Path | None = None,
-                             records: tuple[str, Path] | None = None) -> AsyncIterator[Rig]:
+                             records: tuple[str, Path] | None = None,
+                             tool_calls: Mapping[int, ToolCall] | None = None) -> AsyncIterator[Rig]:
     creates: list[dict[str, Any]] = []
     reply: list[tuple[int, str]] = []
+    transfers: list[dict[str, Any]] = []
+
+    async def transfer(request: web.Request) -> web.Response:
+        transfers.append({"path": request.path, "body": await request.json()})
+        return web.json_response({"message": "call transferred", "api_id": "x"}, status=202)
 
     async def create_call(request: web.Request) -> web.Response:
         creates.append({"path": request.path, "body": await request.json(),
@@ -133,8 +144,9 @@ async def plivo_outbound_rig(machine_wait_s: float = 20.0, env: Mapping[str, str
 
     fake = web.Application()
     fake.router.add_post("/v1/Account/{auth_id}/Call/", create_call)
+    fake.router.add_post("/v1/Account/{auth_id}/Call/{call}/", transfer)
     fake_runner, fake_base = await serve(fake)
-    sim = await start_simulator(SimulatorSettings(audio_speed=8.0))
+    sim = await start_simulator(SimulatorSettings(audio_speed=8.0, tool_calls=dict(tool_calls or {})))
     text = CONFIG.format(endpoint=sim.endpoint, plivo_api=plivo_api or fake_base, greeting=GREETING,
                          voicemail=VOICEMAIL, machine_wait=machine_wait_s)
     if recording is not None:
@@ -154,7 +166,7 @@ async def plivo_outbound_rig(machine_wait_s: float = 20.0, env: Mapping[str, str
         return observe
 
     runner, base = await serve(create_app(config, observer_factory=observer_for))
-    rig = Rig(sim, runner.app, base, creates, reply)
+    rig = Rig(sim, runner.app, base, creates, reply, transfers)
     try:
         yield rig
     finally:
@@ -268,6 +280,27 @@ async def test_a_person_gets_the_greeting_only_after_they_spoke() -> None:
         # (Plivo's stream has no stop: the caller hanging up closes the socket)
         assert (state["state"], state["answered_by"], state["end_reason"]) == (
             "completed", "human", "phone_socket_closed")
+
+
+async def test_a_transfer_of_a_placed_call_addresses_plivo_s_call_uuid() -> None:
+    call_uuid = str(uuid.uuid4())
+    async with plivo_outbound_rig(tool_calls={2: ToolCall("transfer_call", {"destination": "front desk"})}) as rig:
+        status, placed = await rig.place()
+        assert status == 201
+        request_uuid = placed["id"]
+        spoke = rig.seen_event(request_uuid, "caller.speech_stopped")
+        phone = asyncio.create_task(rig.answer(request_uuid, call_uuid, [
+            Say(HELLO, "hello?"), WaitForBot(timeout_s=20), Say(HELLO, "the front desk, please"), Silence(20_000)]))
+        await asyncio.wait_for(spoke.wait(), 20)
+        assert await rig.machine(request_uuid, call_uuid, "false") == 204
+        report = await asyncio.wait_for(phone, 30)
+        await rig.session()
+    assert report.closed_by == "gateway" and report.violations == 0
+    # the call ran under the request's id; Plivo's REST API knows it by its CallUUID
+    (transfer,) = rig.transfers
+    assert transfer["path"] == f"/v1/Account/{AUTH_ID}/Call/{call_uuid}/"
+    aleg = parse_qs(urlsplit(transfer["body"]["aleg_url"]).query)
+    assert (aleg["to"], aleg["from"]) == (["+15555550199"], [FROM])  # shown as the number the call came from
 
 
 async def test_every_callback_of_a_placed_call_needs_plivo_s_signature() -> None:
