@@ -10,9 +10,17 @@ import aiohttp
 from aiohttp import web
 
 from gateway.audio import G711_ULAW
-from gateway.carriers.base import Carrier, ReplayError, ReplayStart
+from gateway.carriers.base import Carrier, OutboundRequest, PlacedCall, ReplayError, ReplayStart
 from gateway.carriers.plivo import codec
-from gateway.carriers.plivo.routes import REST, plivo_answer, plivo_media, plivo_stream_ended, plivo_transfer
+from gateway.carriers.plivo import outbound as placed
+from gateway.carriers.plivo.routes import (
+    CALL_UUIDS,
+    REST,
+    plivo_answer,
+    plivo_media,
+    plivo_stream_ended,
+    plivo_transfer,
+)
 from gateway.carriers.plivo.settings import PlivoSettings
 
 if TYPE_CHECKING:
@@ -23,13 +31,24 @@ _OUTBOUND_KINDS = {"playAudio": "audio", "clearAudio": "flush"}
 
 class PlivoCarrier(Carrier):
     name: ClassVar[str] = "plivo"
+    places_calls: ClassVar[bool] = True
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/plivo/answer", plivo_answer), web.get("/plivo/media", plivo_media),
-                web.post("/plivo/stream-ended", plivo_stream_ended), web.post("/plivo/transfer", plivo_transfer)]
+                web.post("/plivo/stream-ended", plivo_stream_ended), web.post("/plivo/transfer", plivo_transfer),
+                *placed.routes()]
+
+    def install(self, app: web.Application, config: GatewayConfig) -> None:
+        app[CALL_UUIDS] = {}
+
+    def outbound_refusal(self, config: GatewayConfig) -> str | None:
+        return placed.refusal(config)
+
+    async def place_call(self, app: web.Application, request: OutboundRequest) -> PlacedCall:
+        return await placed.place_call(app, request)
 
     async def running(self, app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as rest:  # the REST API (transfers)
+        async with aiohttp.ClientSession() as rest:  # the REST API (transfers, placing calls)
             app[REST] = rest
             yield
 
@@ -46,7 +65,10 @@ class PlivoCarrier(Carrier):
                 except codec.PlivoProtocolError:
                     continue
                 if isinstance(event, codec.Start):
-                    return ReplayStart(index, codec.PlivoLeg(event), event.call_id, event.stream_id, G711_ULAW,
+                    # a call the gateway placed ran under its request's id, not the stream's CallUUID
+                    recorded = header.get("call_id")
+                    call_id = recorded if isinstance(recorded, str) and recorded else event.call_id
+                    return ReplayStart(index, codec.PlivoLeg(event), call_id, event.stream_id, G711_ULAW,
                                        started_at=rec["t"])
         raise ReplayError("no Plivo start message in the recording")
 

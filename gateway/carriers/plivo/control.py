@@ -34,11 +34,13 @@ class PlivoBridge(CallBridge):
     carrier = "plivo"
 
     def __init__(self, *args: Any, public: str = "", called: str = "", rest: aiohttp.ClientSession | None = None,
-                 **kwargs: Any) -> None:
+                 call_uuid: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.public = public  # the gateway's public base URL, as Plivo reaches it
-        self.called = called  # the number the caller dialled (the caller id shown on a transfer)
+        self.called = called  # the caller id shown on a transfer: the number dialled (or placed from)
         self.rest = rest  # the REST API session (transfers)
+        # Plivo's CallUUID, which its REST API knows the call by (a placed call's id is its request's)
+        self.call_uuid = call_uuid or self.call.call_id
 
     async def _end_phone_call(self) -> None:
         number = self.call.transfer_to
@@ -53,7 +55,7 @@ class PlivoBridge(CallBridge):
                 raise RuntimeError("no Plivo auth id and token")
             basic = base64.b64encode(f"{auth_id}:{token.get_secret_value()}".encode()).decode()
             async with asyncio.timeout(TRANSFER_TIMEOUT_S), self.rest.post(
-                    call_url(settings.api_base_url, auth_id, self.call.call_id), json=body,
+                    call_url(settings.api_base_url, auth_id, self.call_uuid), json=body,
                     headers={"Authorization": "Basic " + basic}) as reply:
                 if reply.status >= 300:
                     raise RuntimeError(f"HTTP {reply.status}")

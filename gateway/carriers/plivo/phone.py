@@ -238,6 +238,7 @@ async def place_plivo_call(
     from_: str = "+15555550199",
     auth_token: str | None = None,
     call_uuid: str | None = None,
+    request_uuid: str | None = None,
     record: str | Path | None = None,
     on_event: EventCallback | None = None,
     connect_timeout_s: float = 10,
@@ -247,10 +248,13 @@ async def place_plivo_call(
     ``url``: the answer URL (``http(s)://…/plivo/answer``: its ``<Stream>`` answer names the media
     socket) or the media socket itself (``ws(s)://…/plivo/media?…``). ``auth_token``: sign the
     answer with ``X-Plivo-Signature-V3`` like Plivo does. ``call_uuid``: the call's CallUUID
-    (default: a new UUID). ``on_event(t_ms, kind, fields)`` is called as things happen (``t_ms``
-    counts from the moment the media socket opened); the kinds are those of the Twilio phone
-    (``webhook`` is the answer). ``record``: write the call as a stereo WAV. If the steps end
-    without :class:`Hangup`, the caller hangs up. :class:`Reconnect` is not a Plivo step.
+    (default: a new UUID). ``request_uuid``: answer as the callee of a call placed through Plivo's
+    REST API, whose create request was answered with this ``request_uuid`` (``Direction:
+    outbound``; ``ALegRequestUUID`` and ``RequestUUID`` name the request). ``on_event(t_ms, kind,
+    fields)`` is called as things happen (``t_ms`` counts from the moment the media socket
+    opened); the kinds are those of the Twilio phone (``webhook`` is the answer). ``record``: write
+    the call as a stereo WAV. If the steps end without :class:`Hangup`, the caller hangs up.
+    :class:`Reconnect` is not a Plivo step.
 
     Raises :class:`CallError` (or :class:`CallRejected`) when the call cannot be set up.
     """
@@ -271,13 +275,13 @@ async def place_plivo_call(
                 "CallUUID": call_id,
                 "From": plivo_number(from_),  # Plivo writes numbers without the plus
                 "To": plivo_number(to),
-                "Direction": "inbound",
-                "CallStatus": "ringing",
+                "Direction": "inbound" if request_uuid is None else "outbound",
+                "CallStatus": "ringing" if request_uuid is None else "in-progress",
                 "Event": "StartApp",
                 "CallerName": "",
                 "ALegUUID": call_id,
-                "ALegRequestUUID": str(uuid.uuid4()),
-                "RequestUUID": str(uuid.uuid4()),
+                "ALegRequestUUID": request_uuid or str(uuid.uuid4()),
+                "RequestUUID": request_uuid or str(uuid.uuid4()),
                 "SessionStart": time.strftime("%Y-%m-%d %H:%M:%S"),
             }
             body = await _post_answer(session, url, form, auth_token, connect_timeout_s)

@@ -30,7 +30,9 @@ from gateway.carriers.plivo.auth import NONCE_HEADER, SIGNATURE_HEADER, check_pl
 from gateway.carriers.plivo.control import PlivoBridge
 from gateway.carriers.plivo.settings import PlivoSettings
 
-REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("plivo_rest", aiohttp.ClientSession)  # transfers
+REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("plivo_rest", aiohttp.ClientSession)  # transfers, placing
+# CallUUID -> the request_uuid of the call the gateway placed it for (see gateway.carriers.plivo.outbound)
+CALL_UUIDS: web.AppKey[dict[str, str]] = web.AppKey("plivo_placed_call_uuids", dict)
 
 START_TIMEOUT_S = 10.0
 CALL_TOKEN_TTL_S = 600.0  # from the answer to the stream's start
@@ -97,7 +99,9 @@ async def plivo_stream_ended(request: web.Request) -> web.Response:
     if refusal is not None:
         return refusal
     call_uuid = form.get("CallUUID", "")
-    if call_uuid in ctx.failed_calls:
+    # a call the gateway placed is known by its request's id (see gateway.carriers.plivo.outbound)
+    ids = (call_uuid, form.get("ALegRequestUUID", ""), request.app[CALL_UUIDS].get(call_uuid, ""))
+    if any(i and i in ctx.failed_calls for i in ids):
         log.info("apologising to the caller before hanging up", call_id=call_uuid)
         return _xml(plivo.speak_xml(ctx.config.gateway.apology))
     return _xml(plivo.hangup_xml())
@@ -209,11 +213,13 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
         start = await _await_start(ws, opened_at, prelude)
         if start is None:
             return ws
+        # a call the gateway placed is known by the id its placing gave it (the token names it)
+        call_id = (claims or {}).get("placed") or start.call_id
         busy = ctx.refusal()
         if busy is not None:  # the gateway began to drain (or filled up) while this stream was opening
             metrics.CALLS.inc("plivo", f"refused ({busy})")
-            log.warning("media stream refused at its start", reason=busy, call_id=start.call_id)
-            ctx.note_failure(start.call_id)  # the <Redirect> after the stream apologises to the caller
+            log.warning("media stream refused at its start", reason=busy, call_id=call_id)
+            ctx.note_failure(call_id)  # the <Redirect> after the stream apologises to the caller
             await ws.close(code=1013, message=busy.encode())
             return ws
         name = _bind(ctx, start, token, claims, query)
@@ -221,11 +227,13 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
             await ws.close(code=1008, message=b"call token refused")
             return ws
         settings = PlivoSettings.of(ctx.config)
-        call = Call(call_id=start.call_id, stream_id=start.stream_id, profile_name=name,
+        numbers = claims or query
+        call = Call(call_id=call_id, stream_id=start.stream_id, profile_name=name,
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0],
-                    observer=ctx.observer_for(start.call_id, "plivo"),
-                    log=log.bind(call_id=start.call_id, stream_id=start.stream_id), **ctx.call_options(),
-                    can_transfer=settings.can_transfer, called=(claims or query).get("to") or None)
+                    observer=ctx.observer_for(call_id, "plivo"),
+                    log=log.bind(call_id=call_id, stream_id=start.stream_id), **ctx.call_options(call_id),
+                    can_transfer=settings.can_transfer, called=numbers.get("to") or None,
+                    caller=numbers.get("from") or None)
         if call.call_id in ctx.calls:
             call.log.warning("a second media stream for a call in progress: refused (one session per call)")
             await ws.close(code=1008, message=b"duplicate stream")
@@ -236,10 +244,12 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
                 recorder.call_secrets.append(token)
             for t, message in prelude:
                 recorder.record(t, "phone", "in", message)
-        called = (claims or query).get("to") or ""
+        # the number shown as caller id on a transfer: the one the caller dialled, or the one the
+        # gateway placed the call from
+        shown = numbers.get("from", "") if "placed" in numbers else numbers.get("to") or ""
         await PlivoBridge(ctx, ws, call, plivo.PlivoLeg(start), opened_at, recorder, request.transport,
-                          public=public_base(request, ctx.config.gateway.public_url), called=called,
-                          rest=request.app[REST]).run()
+                          public=public_base(request, ctx.config.gateway.public_url), called=shown,
+                          rest=request.app[REST], call_uuid=start.call_id).run()
     finally:
         if not ws.closed:
             await ws.close()

@@ -18,7 +18,7 @@ class PlivoSettings(CarrierSettings):
 
     auth_id: Text | None = None  # the account (or subaccount) Auth ID: the REST API's account and user
     auth_token: SecretStr | None = None  # checks X-Plivo-Signature-V3; the REST API's password
-    # The REST API the gateway calls to transfer a call (a local stand-in in tests).
+    # The REST API the gateway calls to transfer or place a call (a local stand-in in tests).
     api_base_url: Annotated[str, AfterValidator(http_url)] = "https://api.plivo.com"
 
     @property
@@ -28,7 +28,7 @@ class PlivoSettings(CarrierSettings):
     def notes(self) -> list[str]:
         if self.auth_token is not None and self.auth_id is None:
             return ["note: plivo.auth_token is set but plivo.auth_id is not: Plivo calls are answered, but the "
-                    "bot cannot transfer them (set PLIVO_AUTH_ID)"]
+                    "bot cannot transfer them and the gateway cannot place calls on Plivo (set PLIVO_AUTH_ID)"]
         return []
 
 
