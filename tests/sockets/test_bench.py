@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_tiny_benchmark_run_measures_every_figure(tmp_path: Path) -> None:
+    # a warm-up of 3 s: on a busy machine the load generator's process may take seconds to start
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--calls", "3", "--warmup", "1", "--measure", "4",
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--calls", "3", "--warmup", "3", "--measure", "4",
          "--reply-every", "1", "--barge-in-every", "1", "--no-plot", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
