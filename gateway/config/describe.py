@@ -108,8 +108,29 @@ def describe(config: GatewayConfig) -> str:
         if name not in used:
             out.append(f"unused profile {name}: {_profile_text(profile)}")
     out += _outbound_lines(config)
+    out.append(_records_line(config))
     out += config_notes(config)
     return "\n".join(out)
+
+
+def _webhook_address(url: str) -> str:
+    """A webhook as check-config shows it: without its query string (which may carry a credential)."""
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def _records_line(config: GatewayConfig) -> str:
+    """Where post-call records go: which profiles' calls get one, to which webhook, from which spool."""
+    goes: dict[str, list[str]] = {}
+    for name, profile in config.profiles.items():
+        webhook = config.record_webhook(profile)
+        if webhook is not None:
+            goes.setdefault(_webhook_address(webhook), []).append(name)
+    if not goes:
+        return "Post-call records: off (no records.webhook, and no profile names a record.webhook)"
+    where = "; ".join(f"{address} (profiles {', '.join(names)})" for address, names in goes.items())
+    records = config.records
+    return (f"Post-call records: to {where}, signed, spooled in {records.spool_directory}, "
+            f"up to {records.max_attempts} attempts")
 
 
 def _outbound_lines(config: GatewayConfig) -> list[str]:

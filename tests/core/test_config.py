@@ -3,6 +3,7 @@ routes and the check-config description."""
 
 from __future__ import annotations
 
+import base64
 import textwrap
 from pathlib import Path
 
@@ -796,13 +797,38 @@ def test_describe_with_an_endpoint_and_entra_id() -> None:
         "gateway (end of speech after 700 ms), caller transcription: azure-speech (default), greeting: no, "
         "barge-in: on (response.cancel off, output_audio_buffer.clear on), tools: none"
     ) in lines
-    assert lines[-2] == (
+    assert lines[-3] == (
         "unused profile spare: model gpt-realtime, service default voice, "
         "turn detection: service default, caller transcription: gpt-4o-mini-transcribe (default), greeting: no, "
         "barge-in: off, tools: none"
     )
-    assert lines[-1] == "Outbound calls: API off (gateway.api_token not set)"
+    assert lines[-2] == "Outbound calls: API off (gateway.api_token not set)"
+    assert lines[-1] == "Post-call records: off (no records.webhook, and no profile names a record.webhook)"
     assert "twilio-secret-999" not in out
+
+
+def test_describe_says_where_post_call_records_go_without_a_webhook_s_query_string() -> None:
+    text = dedent(
+        """
+        records:
+          webhook: https://ops.example.com/calls?key=not-for-the-log
+          signing_secret: ${SECRET}
+          spool_directory: /var/spool/gateway
+        profiles:
+          main: {model: gpt-realtime}
+          private: {model: gpt-realtime, record: {enabled: false}}
+          sales: {model: gpt-realtime, record: {webhook: "https://crm.example.com/hook"}}
+        routes:
+          default: main
+        """
+    )
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    out = describe(parse_config(text, env={"SECRET": secret}))
+    (line,) = [line for line in out.splitlines() if line.startswith("Post-call records:")]
+    assert line == ("Post-call records: to https://ops.example.com/calls (profiles main); "
+                    "https://crm.example.com/hook (profiles sales), signed, spooled in /var/spool/gateway, "
+                    "up to 12 attempts")
+    assert "not-for-the-log" not in out and secret not in out
 
 
 def test_describe_with_an_api_key() -> None:
