@@ -210,6 +210,7 @@ async def test_the_called_number_picks_the_profile() -> None:
         assert query["profile"] == ["sales"]
         claims = rig.app[CONTEXT].tokens.verify(query["token"][0], carrier="plivo")
         assert (claims["call"], claims["profile"], claims["to"]) == ("c-1", "sales", SALES)
+        assert claims["from"] == "+14155550199" and "14155550199" not in query  # the caller: in the token only
         report = await rig.dial([Silence(300), Hangup()], to=SALES)
         session = await rig.session()
     assert report.violations == 0

@@ -321,6 +321,7 @@ async def test_the_answer_is_an_ncco_connecting_the_call_to_its_media_socket(von
     assert auth["type"] == "custom" and auth["value"].startswith("Bearer ")
     claims = vonage.app[CONTEXT].tokens.verify(auth["value"][len("Bearer "):], carrier="vonage")
     assert (claims["call"], claims["profile"]) == ("call-1", "sales")
+    assert claims["from"] == "+" + params["from"]  # the caller, for the call's record: in the token only
 
 
 async def test_a_call_routed_by_number_runs_with_that_profile(vonage: VonageRig) -> None:

@@ -83,8 +83,11 @@ async def plivo_answer(request: web.Request) -> web.Response:
     profile_name, _ = ctx.config.route(to or None)
     query = {"profile": profile_name, "to": to}
     if call_uuid:
-        query["token"] = ctx.tokens.issue({"call": call_uuid, "profile": profile_name, "to": to}, CALL_TOKEN_TTL_S,
-                                          carrier="plivo")
+        # the caller's number travels in the signed token only (for the call's record), not in the URL
+        claims = {"call": call_uuid, "profile": profile_name, "to": to}
+        if caller := plivo.e164(form.get("From", "")):
+            claims["from"] = caller
+        query["token"] = ctx.tokens.issue(claims, CALL_TOKEN_TTL_S, carrier="plivo")
     log.info("incoming Plivo call", call_id=call_uuid, profile=profile_name)
     base = public_base(request, ctx.config.gateway.public_url)
     media = public_url_for(base, "/plivo/media", urlencode(query), websocket=True)

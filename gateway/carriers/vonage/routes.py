@@ -87,6 +87,9 @@ async def vonage_answer(request: web.Request) -> web.Response:
     claims = {"call": call_uuid, "profile": profile_name}
     if to is not None:
         claims["to"] = to
+    caller = codec.e164(_text(params.get("from")))
+    if caller is not None:
+        claims["from"] = caller  # in the signed token only: the call's record shows it (masked)
     token = ctx.tokens.issue(claims, CALL_TOKEN_TTL_S, carrier="vonage")
     headers = {"call": call_uuid, "profile": profile_name}
     if to is not None:
