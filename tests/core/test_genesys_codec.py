@@ -173,6 +173,19 @@ def test_hostile_signature_headers_only_ever_give_an_auth_error(signature_input:
         _verify(headers)
 
 
+def test_header_bytes_that_are_not_utf8_only_ever_give_an_auth_error() -> None:
+    """aiohttp hands on a header's bytes that are not UTF-8 as lone surrogates."""
+    odd = "\udcff\udcfe"
+    for name in ("X-API-KEY", "Audiohook-Session-Id", "Signature-Input", "Signature"):
+        with pytest.raises(AuthError):
+            _verify(dict(DOC_HEADERS, **{name: odd}))
+    with pytest.raises(AuthError):
+        _verify(dict(DOC_HEADERS, **{"Signature-Input": DOC_HEADERS["Signature-Input"].replace(
+            'keyid="', 'keyid="' + odd)}))
+    with pytest.raises(AuthError, match="bad signature"):
+        _verify(dict(DOC_HEADERS, **{"Audiohook-Session-Id": SESSION + odd}))
+
+
 def test_structured_field_parameters_are_read_strictly() -> None:
     (sig,) = parse_signature_input('a=("@authority" "x-api-key");created=1;keyid="k"')
     assert sig.components == ("@authority", "x-api-key") and sig.param == {"created": 1, "keyid": "k"}

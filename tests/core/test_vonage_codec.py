@@ -247,6 +247,7 @@ _BAD_WEBHOOK_TOKENS = [
      None, "expired"),
     ("Bearer " + jwt.encode({"iat": int(time.time())}, None, algorithm="none"), None, "unsupported algorithm"),
     ("Bearer not.a.jwt", None, "malformed token"),
+    ("Bearer not\udcff.a.jwt", None, "malformed token"),  # bytes that are not UTF-8, as aiohttp hands them on
     ("Bearer " + webhook_token(SECRET), b"{}", "missing payload_hash"),
     ("Bearer " + webhook_token(SECRET, b'{"a":1}'), b'{"a":2}', "payload_hash does not match the body"),
 ]

@@ -309,6 +309,17 @@ async def test_unsigned_or_badly_signed_requests_are_refused() -> None:
     assert metrics.AUTH_REJECTIONS.value("plivo", "answer", "bad or missing X-Plivo-Signature-V3") == before + 4
 
 
+async def test_a_body_that_is_not_a_form_is_refused_not_an_error() -> None:
+    before = metrics.AUTH_REJECTIONS.value("plivo", "answer", "request body is not a form")
+    async with plivo_rig() as rig, aiohttp.ClientSession() as http:
+        for content_type, body in [("multipart/form-data; boundary=zz", b"garbage"),
+                                   ("application/x-www-form-urlencoded", b"CallUUID=%ff\xff")]:
+            headers = {"Content-Type": content_type, **signed_headers(TOKEN, rig.base + "/plivo/answer", {})}
+            async with http.post(rig.base + "/plivo/answer", data=body, headers=headers) as response:
+                assert response.status == 400, content_type
+    assert metrics.AUTH_REJECTIONS.value("plivo", "answer", "request body is not a form") == before + 2
+
+
 async def test_without_an_auth_token_plivo_requests_are_refused_unless_in_insecure_dev_mode() -> None:
     form = {"CallUUID": "c-3", "To": SALES}
     async with plivo_rig(env={}) as rig:

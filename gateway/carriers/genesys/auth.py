@@ -36,6 +36,11 @@ CLOCK_SKEW_S = 5.0  # how far the caller's clock may run ahead of or behind the 
 _MAX_HEADER = 4096
 
 
+def _raw(text: str) -> bytes:
+    """The bytes of a header's text as they came (aiohttp keeps bytes that are not UTF-8 as lone surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 class AuthError(Exception):
     """The request was refused; ``reason`` is short, safe to log and never contains a secret."""
 
@@ -296,7 +301,7 @@ def verify_request(*, method: str, target: str, authorities: Sequence[str], sche
     given_key = _header_value(headers, "x-api-key")
     if not given_key:
         raise AuthError("missing X-API-KEY")
-    if not api_key or not hmac.compare_digest(given_key.encode(), api_key.encode()):
+    if not api_key or not hmac.compare_digest(_raw(given_key), api_key.encode()):
         raise AuthError("bad X-API-KEY")
     raw_input, raw_signature = _header_value(headers, "signature-input"), _header_value(headers, "signature")
     if not raw_input or not raw_signature:
@@ -314,7 +319,7 @@ def verify_request(*, method: str, target: str, authorities: Sequence[str], sche
     if param.get("alg", "hmac-sha256") != "hmac-sha256":
         raise AuthError("unsupported signature algorithm")
     keyid = param.get("keyid")
-    if not isinstance(keyid, str) or not hmac.compare_digest(keyid.encode(), api_key.encode()):
+    if not isinstance(keyid, str) or not hmac.compare_digest(_raw(keyid), api_key.encode()):
         raise AuthError("signature keyid is not the API key")
     created, expires = param.get("created"), param.get("expires")
     if created is None and expires is None:
@@ -329,7 +334,7 @@ def verify_request(*, method: str, target: str, authorities: Sequence[str], sche
     for authority in authorities or [""]:
         values = _component_values(signature, method=method, target=target, authority=authority, scheme=scheme,
                                    headers=headers)
-        expected = hmac.new(client_secret, signature_base(signature, values).encode(), hashlib.sha256).digest()
+        expected = hmac.new(client_secret, _raw(signature_base(signature, values)), hashlib.sha256).digest()
         matched |= hmac.compare_digest(expected, given)
     if not matched:
         raise AuthError("bad signature")

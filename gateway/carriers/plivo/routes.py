@@ -49,13 +49,16 @@ def _signed_url(request: web.Request, ctx: GatewayContext) -> str:
 async def _signed_form(request: web.Request, ctx: GatewayContext, route: str,
                        ) -> tuple[dict[str, str], web.Response | None]:
     """The request's form fields, and None when the request may go on (else the refusal)."""
-    posted = await request.post()
-    form = {k: str(v) for k, v in posted.items()}
     token = PlivoSettings.of(ctx.config).auth_token
-    if token is None:
-        if ctx.insecure:
-            return form, None
+    if token is None and not ctx.insecure:
         return {}, rejected("plivo", route, "no Plivo auth token configured")
+    try:
+        posted = await request.post()
+    except ValueError:  # a multipart body without its boundary, bytes that are not UTF-8...
+        return {}, rejected("plivo", route, "request body is not a form", status=400)
+    form = {k: str(v) for k, v in posted.items()}
+    if token is None:
+        return form, None
     url = _signed_url(request, ctx)
     signed = {name: [str(v) for v in posted.getall(name)] for name in posted}  # every value of a repeated name
     if not check_plivo_signature(token.get_secret_value(), request.method, url, signed,

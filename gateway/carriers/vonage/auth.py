@@ -61,7 +61,8 @@ def check_signed_webhook(secret: str, authorization_header: str | None, body: by
         with warnings.catch_warnings():  # the secret is the account's, whatever its length
             warnings.simplefilter("ignore", InsecureKeyLengthWarning)
             claims: dict[str, Any] = jwt.decode(
-                token, secret, algorithms=["HS256"], leeway=LEEWAY_S,
+                # as bytes: a header that is not UTF-8 (lone surrogates from aiohttp) is malformed, not an exception
+                token.encode("utf-8", "surrogateescape"), secret, algorithms=["HS256"], leeway=LEEWAY_S,
                 options={"require": ["iat"], "verify_signature": True, "verify_exp": True, "verify_iat": True,
                          "verify_nbf": True, "verify_aud": False, "verify_iss": False})
     except jwt.MissingRequiredClaimError as exc:
