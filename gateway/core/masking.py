@@ -11,9 +11,9 @@ DIGITS_MASK = "[number]"  # what replaces a run of digits, whatever its length
 MIN_DIGITS = 8  # the shortest run masked by default
 KEEP_DIGITS = 4  # the digits of a phone number left visible
 
-# digits with spaces, dashes, dots or brackets between them, as a transcription writes numbers
-# said aloud ("4111 1111 1111 1111", "4 1 1 1-1 1 1 1", "(415) 555-0100")
-_RUN = re.compile(r"\+?\(?\d(?:[\s\-.()]*\d)*\)?")
+# digits with spaces, dashes (any), dots, commas or brackets between them, as a transcription writes
+# numbers said aloud ("4111 1111 1111 1111", "4 1 1 1-1 1 1 1", "4, 1, 1, 1", "(415) 555-0100")
+_RUN = re.compile(r"\+?\(?\d(?:[\s\-\u2010-\u2015\u2212.,()]*\d)*\)?")
 _DIGIT = re.compile(r"\d")
 _NUMBER_LIKE = re.compile(r"\+?[\d\s\-.()]*")
 

@@ -272,10 +272,10 @@ def test_the_shortest_masked_run_is_a_setting() -> None:
     assert mask_digit_runs("PIN 123", min_digits=4) == "PIN 123"
 
 
-@given(st.text(alphabet=st.sampled_from("0123456789 -.()+abc,"), max_size=60), st.integers(2, 12))
+@given(st.text(alphabet=st.sampled_from("0123456789 -\u2013.()+abc,"), max_size=60), st.integers(2, 12))
 def test_no_run_as_long_as_the_minimum_survives_masking(text: str, min_digits: int) -> None:
     masked = mask_digit_runs(text, min_digits)
-    runs = re.findall(r"\d(?:[\s\-.()]*\d)*", masked)
+    runs = re.findall(r"\d(?:[\s\-\u2013.,()]*\d)*", masked)
     assert all(len(re.findall(r"\d", run)) < min_digits for run in runs)
     assert mask_digit_runs(masked, min_digits) == masked
     if len(re.findall(r"\d", text)) < min_digits:
@@ -331,3 +331,14 @@ def test_a_profile_names_its_own_webhook_and_masking_or_opts_out() -> None:
     assert config.record_webhook(config.profiles["off"]) is None
     with pytest.raises(ConfigError, match=r"profiles\.main\.record\.mask_numbers: "):
         parse_config(text.replace("mask_numbers: false", "mask_numbers: sometimes"), env={"S": SECRET})
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("4, 1, 1, 1, 5, 5, 5, 0, 1, 0, 0", DIGITS_MASK),  # digits said one by one, as a transcription writes them
+    ("my card is 4111, 1111, 1111, 1111.", f"my card is {DIGITS_MASK}."),
+    ("4111\u20131111\u20131111\u20131111", DIGITS_MASK),  # en dashes
+    ("415\u2011555\u20110100 ok", f"{DIGITS_MASK} ok"),  # non-breaking hyphens
+])
+def test_digit_runs_are_masked_whatever_separates_their_digits(text: str, masked: str) -> None:
+    assert mask_digit_runs(text) == masked
+
