@@ -23,7 +23,13 @@ def mask_digit_runs(text: str, min_digits: int = MIN_DIGITS) -> str:
 
     def replace(match: re.Match[str]) -> str:
         run = match.group(0)
-        return DIGITS_MASK if len(_DIGIT.findall(run)) >= min_digits else run
+        if len(_DIGIT.findall(run)) < min_digits:
+            return run
+        # a bracket of the text around the number (not one of its own) stays
+        opened, closed = run.count("("), run.count(")")
+        head = "(" if run.startswith("(") and opened > closed else ""
+        tail = ")" if run.endswith(")") and closed > opened else ""
+        return head + DIGITS_MASK + tail
 
     return _RUN.sub(replace, text)
 

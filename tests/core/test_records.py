@@ -342,3 +342,13 @@ def test_a_profile_names_its_own_webhook_and_masking_or_opts_out() -> None:
 def test_digit_runs_are_masked_whatever_separates_their_digits(text: str, masked: str) -> None:
     assert mask_digit_runs(text) == masked
 
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("(call 12345678) today", f"(call {DIGITS_MASK}) today"),
+    ("the reference (12345678", f"the reference ({DIGITS_MASK}"),
+    ("(12345678)", DIGITS_MASK),
+    ("(415) 555-0100", DIGITS_MASK),
+])
+def test_masking_keeps_the_brackets_of_the_text_around_a_number(text: str, masked: str) -> None:
+    assert mask_digit_runs(text) == masked
