@@ -89,11 +89,16 @@ class Spool:
         path = self.directory / f"{record_id}{SUFFIX}"
         temp = self.directory / f".{record_id}.{uuid.uuid4().hex}.tmp"
         # readable by the gateway's user only: a record is personal data even when masked
-        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            out.write(envelope)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
+        try:
+            with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                out.write(envelope)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, path)
+        except BaseException:  # a full disk, say: no part of the record stays behind
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
         return path
 
     def claim(self, path: Path) -> Path | None:

@@ -4,14 +4,17 @@ and the masking of numbers, digits said aloud and secrets."""
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway import webhooks
 from gateway.call import Call, SendMark
 from gateway.config import ConfigError, parse_config
 from gateway.core.masking import DIGITS_MASK, mask_digit_runs, mask_number
@@ -20,6 +23,7 @@ from gateway.core.outbound import OutboundPlan
 from gateway.core.usage import Usage
 from gateway.log import register_secret
 from gateway.records import CallEvents, RecordOptions, build_record
+from gateway.webhooks import Spool
 
 CONFIG = """
 profiles:
@@ -352,3 +356,18 @@ def test_digit_runs_are_masked_whatever_separates_their_digits(text: str, masked
 ])
 def test_masking_keeps_the_brackets_of_the_text_around_a_number(text: str, masked: str) -> None:
     assert mask_digit_runs(text) == masked
+
+
+# --- the spool ----------------------------------------------------------------------------------
+
+def test_a_spool_write_that_fails_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the write fails with a clear OSError, and no part of the record stays on disk."""
+    spool = Spool(tmp_path / "spool")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(webhooks.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        spool.write("rec_a", "http://127.0.0.1:9/calls", b'{"from":"+14155550123"}')
+    assert list(spool.directory.iterdir()) == []
