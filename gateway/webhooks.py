@@ -80,7 +80,11 @@ class Spool:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # not fatal: each record is then delivered from memory (and said so)
+            log.error("the records spool directory cannot be created; records are delivered without it "
+                      "(a restart loses those not yet delivered)", directory=str(self.directory), error=str(exc))
         self._claim_tag = f"{CLAIMED}{_HOST}.{os.getpid()}.{_started(os.getpid())}"
 
     def write(self, record_id: str, webhook: str, body: bytes) -> Path:

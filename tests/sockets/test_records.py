@@ -370,3 +370,22 @@ async def test_shutdown_waits_a_bounded_time_for_a_delivery_in_flight_and_keeps_
         never.set()
         await runner.cleanup()
     assert spooled(spool) == ["rec_late.json", "rec_slow.json"]
+
+
+async def test_a_spool_directory_that_cannot_be_made_is_said_and_records_still_go_out(
+        hook: tuple[Hook, str], tmp_path: Path) -> None:
+    """Not a crash at start-up: the error names the directory, and each record is delivered from memory."""
+    webhook, url = hook
+    (tmp_path / "taken").write_text("a file where the spool's parent should be")
+    config = parse_config(CONFIG, env={"EP": "ws://127.0.0.1:9", "TWILIO_TOKEN": TWILIO_TOKEN, "HOOK": url,
+                                       "RECORDS_SECRET": SECRET, "SPOOL": str(tmp_path / "taken" / "spool")})
+    outcomes = Outcomes()
+    delivery = RecordDelivery(config.records, on_outcome=outcomes)
+    delivery.start()
+    try:
+        delivery.submit("rec_a", url, b'{"id":"rec_a"}')
+        assert await outcomes.wait("delivered") == ["rec_a"]
+        await asyncio.wait_for(delivery.idle(), WAIT_S)
+    finally:
+        await delivery.close()
+    assert webhook.delivered_ids() == ["rec_a"]
