@@ -32,7 +32,7 @@ from gateway import metrics
 from gateway.config import RecordsSettings, webhook_key
 from gateway.log import get_logger
 
-__all__ = ["RecordDelivery", "Spool", "sign", "signature_headers"]
+__all__ = ["RecordDelivery", "Spool", "backoff_s", "sign", "signature_headers"]
 
 log = get_logger("gateway.webhooks")
 
@@ -52,6 +52,16 @@ def signature_headers(key: bytes, message_id: str, body: bytes, now_s: float) ->
     timestamp = int(now_s)
     return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(key, message_id, timestamp, body), "content-type": "application/json"}
+
+
+def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
+    """The wait after failed attempt ``attempt`` (1, 2, ...): ``initial_s`` doubling, at most ``max_s``."""
+    delay = initial_s
+    for _ in range(attempt - 1):
+        if delay >= max_s:
+            break
+        delay *= 2
+    return min(max_s, delay)
 
 
 def _started(pid: int) -> str:
@@ -302,7 +312,7 @@ class RecordDelivery:
                 log.error("call record not delivered; it stays in the spool", record_id=record_id,
                           attempts=attempt, reason=why)
                 return False
-            delay = min(settings.max_backoff_s, settings.initial_backoff_s * 2 ** (attempt - 1))
+            delay = backoff_s(attempt, settings.initial_backoff_s, settings.max_backoff_s)
             log.warning("call record delivery failed; retrying", record_id=record_id, attempt=attempt,
                         reason=why, retry_in_s=delay)
             self._outcome(record_id, "retried")

@@ -23,7 +23,7 @@ from gateway.core.outbound import OutboundPlan
 from gateway.core.usage import Usage
 from gateway.log import register_secret
 from gateway.records import CallEvents, RecordOptions, build_record
-from gateway.webhooks import Spool
+from gateway.webhooks import Spool, backoff_s
 
 CONFIG = """
 profiles:
@@ -371,3 +371,8 @@ def test_a_spool_write_that_fails_leaves_no_temporary_file(tmp_path: Path, monke
     with pytest.raises(OSError, match="No space left"):
         spool.write("rec_a", "http://127.0.0.1:9/calls", b'{"from":"+14155550123"}')
     assert list(spool.directory.iterdir()) == []
+
+
+def test_the_backoff_doubles_up_to_its_cap_however_many_attempts_are_allowed() -> None:
+    assert [backoff_s(n, 2.0, 300.0) for n in (1, 2, 3, 8, 9, 12)] == [2.0, 4.0, 8.0, 256.0, 300.0, 300.0]
+    assert backoff_s(1100, 2.0, 300.0) == 300.0  # (2 ** 1099 is too large for a float)
