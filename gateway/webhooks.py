@@ -269,18 +269,26 @@ class RecordDelivery:
             self._spawn(self._deliver(path), f"record-{path.name}")
         await self._gauge()
 
+    def _unclaim(self, claiming: asyncio.Future[Path | None]) -> None:
+        if not claiming.cancelled() and claiming.exception() is None and (claimed := claiming.result()) is not None:
+            self.spool.release(claimed)
+
     async def _deliver(self, path: Path) -> None:
-        claimed = await self._io(self.spool.claim, path)
+        claiming = asyncio.ensure_future(self._io(self.spool.claim, path))
+        try:
+            claimed = await asyncio.shield(claiming)
+        except asyncio.CancelledError:  # (shutting down) the rename may still happen: then give it back
+            claiming.add_done_callback(self._unclaim)
+            raise
         if claimed is None:
             return  # another worker delivers it
-        try:
-            envelope = await self._io(self.spool.read, claimed)
-        except (OSError, ValueError) as exc:
-            log.error("a spooled record cannot be read; left in the spool", file=claimed.name, error=str(exc))
-            await self._io(self.spool.release, claimed)
-            return
         delivered = False
         try:
+            try:
+                envelope = await self._io(self.spool.read, claimed)
+            except (OSError, ValueError) as exc:
+                log.error("a spooled record cannot be read; left in the spool", file=claimed.name, error=str(exc))
+                return
             delivered = await self._attempts(envelope["id"], envelope["webhook"], envelope["body"].encode())
         finally:
             # (a file removed or renamed: quick enough to do here, and done even when cancelled)

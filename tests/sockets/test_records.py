@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -389,3 +390,29 @@ async def test_a_spool_directory_that_cannot_be_made_is_said_and_records_still_g
     finally:
         await delivery.close()
     assert webhook.delivered_ids() == ["rec_a"]
+
+
+async def test_a_shutdown_while_a_record_is_read_from_the_spool_gives_its_claim_back(
+        hook: tuple[Hook, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record waits in the spool for the next start-up, not as a claim no worker releases."""
+    _, url = hook
+    config = parse_config(CONFIG, env={"EP": "ws://127.0.0.1:9", "TWILIO_TOKEN": TWILIO_TOKEN, "HOOK": url,
+                                       "RECORDS_SECRET": SECRET, "SPOOL": str(tmp_path / "spool")})
+    delivery = RecordDelivery(config.records)
+    delivery.spool.write("rec_a", url, b'{"id":"rec_a"}')
+    reading, go_on = threading.Event(), threading.Event()
+    read = delivery.spool.read
+
+    def slow_read(claimed: Path) -> dict[str, Any]:  # a slow disk
+        reading.set()
+        go_on.wait(WAIT_S)
+        return read(claimed)
+
+    monkeypatch.setattr(delivery.spool, "read", slow_read)
+    delivery.start()
+    try:
+        assert await asyncio.get_running_loop().run_in_executor(None, reading.wait, WAIT_S)
+        await delivery.close()
+    finally:
+        go_on.set()
+    assert spooled(delivery.spool.directory) == ["rec_a.json"]
