@@ -126,6 +126,12 @@ class Spool:
             os.utime(claimed)
         return claimed
 
+    @staticmethod
+    def renew(claimed: Path) -> None:
+        """Mark a claim as still being worked on (a claim of another host is stale once old)."""
+        with contextlib.suppress(OSError):
+            os.utime(claimed)
+
     def release(self, claimed: Path) -> None:
         """Give a claimed record back to the spool (to be delivered later)."""
         with contextlib.suppress(FileNotFoundError):
@@ -289,7 +295,8 @@ class RecordDelivery:
             except (OSError, ValueError) as exc:
                 log.error("a spooled record cannot be read; left in the spool", file=claimed.name, error=str(exc))
                 return
-            delivered = await self._attempts(envelope["id"], envelope["webhook"], envelope["body"].encode())
+            delivered = await self._attempts(envelope["id"], envelope["webhook"], envelope["body"].encode(),
+                                             claimed)
         finally:
             # (a file removed or renamed: quick enough to do here, and done even when cancelled)
             if delivered:
@@ -300,14 +307,17 @@ class RecordDelivery:
             self._outcome(envelope["id"], "delivered" if delivered else "failed")
         await self._gauge()
 
-    async def _attempts(self, record_id: str, webhook: str, body: bytes) -> bool:
-        """POST until 2xx or ``max_attempts``; True once delivered (False: given up, or shutting down)."""
+    async def _attempts(self, record_id: str, webhook: str, body: bytes, claimed: Path | None = None) -> bool:
+        """POST until 2xx or ``max_attempts``; True once delivered (False: given up, or shutting down).
+        The ``claimed`` file is renewed before each attempt, so that no worker takes it for stale."""
         settings = self.settings
         current = asyncio.current_task()
         assert current is not None
         for attempt in range(1, settings.max_attempts + 1):
             if self._closing.is_set():
                 return False
+            if claimed is not None and attempt > 1:
+                await self._io(self.spool.renew, claimed)
             self._posting.add(current)
             try:
                 why = await self._post(webhook, record_id, body)

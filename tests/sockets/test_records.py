@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -416,3 +417,35 @@ async def test_a_shutdown_while_a_record_is_read_from_the_spool_gives_its_claim_
     finally:
         go_on.set()
     assert spooled(delivery.spool.directory) == ["rec_a.json"]
+
+
+async def test_a_claim_is_renewed_at_each_attempt_so_no_other_host_takes_it_for_stale(
+        tmp_path: Path) -> None:
+    """Another host's worker releases a claim older than an hour; a long delivery must not look that old."""
+    spool = tmp_path / "spool"
+    ages: list[float] = []
+
+    async def failing_once(request: web.Request) -> web.Response:
+        await request.read()
+        (claim,) = [p for p in spool.iterdir() if ".claimed." in p.name]
+        ages.append(time.time() - claim.stat().st_mtime)
+        if len(ages) == 1:  # the delivery has been going on for two hours, as it would with long backoffs
+            os.utime(claim, (time.time() - 7200, time.time() - 7200))
+            return web.Response(status=503)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/calls", failing_once)
+    runner = web.AppRunner(app)
+    url = await listen(runner) + "/calls"
+    config = parse_config(CONFIG, env={"EP": "ws://127.0.0.1:9", "TWILIO_TOKEN": TWILIO_TOKEN, "HOOK": url,
+                                       "RECORDS_SECRET": SECRET, "SPOOL": str(spool)})
+    outcomes = Outcomes()
+    delivery = RecordDelivery(config.records, on_outcome=outcomes)
+    try:
+        delivery.submit("rec_a", url, b'{"id":"rec_a"}')
+        assert await outcomes.wait("delivered") == ["rec_a"]
+    finally:
+        await delivery.close()
+        await runner.cleanup()
+    assert len(ages) == 2 and ages[1] < 60
