@@ -108,8 +108,8 @@ def _transcript(call: Call, events: list[tuple[str, float, dict[str, Any]]],
             barge = cut.get(turn.item_id)
             if barge is not None and barge.get("truncated_at_ms") is not None:
                 entry["heard_ms"] = barge["truncated_at_ms"]
-        if mask.mask_digits and "keys" not in entry:
-            text = mask_digit_runs(text, mask.min_digits)
+        if mask.mask_digits and "keys" not in entry:  # (secrets first: a secret's digits masked hide it no more)
+            text = mask_digit_runs(scrub_text(text), mask.min_digits)
         entry["text"] = text
         turns.append(entry)
     return turns

@@ -376,3 +376,13 @@ def test_a_spool_write_that_fails_leaves_no_temporary_file(tmp_path: Path, monke
 def test_the_backoff_doubles_up_to_its_cap_however_many_attempts_are_allowed() -> None:
     assert [backoff_s(n, 2.0, 300.0) for n in (1, 2, 3, 8, 9, 12)] == [2.0, 4.0, 8.0, 256.0, 300.0, 300.0]
     assert backoff_s(1100, 2.0, 300.0) == 300.0  # (2 ** 1099 is too large for a float)
+
+
+def test_a_secret_with_digits_in_it_is_scrubbed_whole_before_the_digits_are_masked() -> None:
+    register_secret("key-20250101123456-records-tail")
+    call, events = a_call()
+    caller_says(call, "item_u1", "the key is key-20250101123456-records-tail, thanks", 100.0)
+    call.phone_ended("caller_hung_up", 1000.0)
+    record = record_of(call, events)
+    assert [t["text"] for t in record["transcript"]] == ["the key is ***, thanks"]
+    assert "records-tail" not in json.dumps(record)
