@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import webhooks
+from gateway import metrics, webhooks
 from gateway.call import Call, SendMark
 from gateway.config import ConfigError, parse_config
 from gateway.core.masking import DIGITS_MASK, mask_digit_runs, mask_number
@@ -386,3 +386,15 @@ def test_a_secret_with_digits_in_it_is_scrubbed_whole_before_the_digits_are_mask
     record = record_of(call, events)
     assert [t["text"] for t in record["transcript"]] == ["the key is ***, thanks"]
     assert "records-tail" not in json.dumps(record)
+
+
+def test_a_count_too_large_to_be_tokens_counts_nothing_and_the_metrics_take_the_sums() -> None:
+    """JSON allows an integer of any size; the token metrics (floats) must still take what a call counted."""
+    total = Usage()
+    total.add({"input_tokens": 10 ** 400, "output_tokens": 5,
+               "input_token_details": {"audio_tokens": 10 ** 400, "text_tokens": 3}})
+    assert total.counts["input_tokens"] == 0 and total.counts["output_tokens"] == 5
+    assert total.by_kind()["input_audio"] == 0 and total.by_kind()["input_text"] == 3
+    for kind, tokens in total.by_kind().items():
+        metrics.TOKENS.inc(kind, amount=tokens)  # as the end of a call does
+    json.dumps(total.as_dict())
