@@ -39,7 +39,17 @@ log = get_logger("gateway.webhooks")
 SUFFIX = ".json"  # a record waiting in the spool: <record id>.json
 CLAIMED = ".claimed."  # a record being delivered: <record id>.json.claimed.<host>.<pid>.<process start>
 STALE_CLAIM_S = 3600.0  # a claim of another host (or a temporary file) older than this: its worker is gone
-_HOST = socket.gethostname().replace(".", "_") or "host"
+
+
+def _host() -> str:
+    """This host as a claim names it: its hostname and its pid namespace (containers with host
+    networking share a hostname, not their pids: a claim's pid is checked only in its own namespace)."""
+    name = socket.gethostname().replace(".", "_") or "host"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # pid:[4026531836]
+    except OSError:
+        return name
+    return name + "_" + "".join(ch for ch in namespace if ch.isdigit())
 
 
 def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
@@ -95,7 +105,8 @@ class Spool:
         except OSError as exc:  # not fatal: each record is then delivered from memory (and said so)
             log.error("the records spool directory cannot be created; records are delivered without it "
                       "(a restart loses those not yet delivered)", directory=str(self.directory), error=str(exc))
-        self._claim_tag = f"{CLAIMED}{_HOST}.{os.getpid()}.{_started(os.getpid())}"
+        self._host = _host()
+        self._claim_tag = f"{CLAIMED}{self._host}.{os.getpid()}.{_started(os.getpid())}"
 
     def write(self, record_id: str, webhook: str, body: bytes) -> Path:
         """Put a record in the spool, whole or not at all (a temporary file renamed into place)."""
@@ -162,7 +173,7 @@ class Spool:
             if CLAIMED in name:
                 host, pid, started = ([*name.rsplit(CLAIMED, 1)[1].split("."), "", ""])[:3]
                 try:
-                    stale = (not _alive(int(pid), started) if host == _HOST
+                    stale = (not _alive(int(pid), started) if host == self._host
                              else now - path.stat().st_mtime > STALE_CLAIM_S)
                 except (ValueError, OSError):
                     continue

@@ -398,3 +398,22 @@ def test_a_count_too_large_to_be_tokens_counts_nothing_and_the_metrics_take_the_
     for kind, tokens in total.by_kind().items():
         metrics.TOKENS.inc(kind, amount=tokens)  # as the end of a call does
     json.dumps(total.as_dict())
+
+
+def test_a_claim_from_another_pid_namespace_under_the_same_hostname_is_not_taken_for_a_dead_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Containers with host networking share the hostname, not their pids: a pid of theirs that does
+    not exist here is no sign that their worker is gone (releasing its claim would deliver twice)."""
+    namespace = "pid:[4026530001]"
+    monkeypatch.setattr(webhooks.os, "readlink", lambda path: namespace)
+    monkeypatch.setattr(webhooks.os, "getpid", lambda: 4_194_305)  # above any pid_max: no such process here
+    theirs = Spool(tmp_path / "spool")
+    theirs.write("rec_a", "http://127.0.0.1:9/calls", b"{}")
+    claimed = theirs.claim(theirs.directory / "rec_a.json")
+    assert claimed is not None
+    namespace = "pid:[4026530002]"
+    monkeypatch.undo()
+    monkeypatch.setattr(webhooks.os, "readlink", lambda path: namespace)
+    ours = Spool(tmp_path / "spool")
+    assert ours.waiting() == []
+    assert [p.name for p in ours.directory.iterdir()] == [claimed.name]
