@@ -32,12 +32,13 @@ from gateway import metrics
 from gateway.config import RecordsSettings, webhook_key
 from gateway.log import get_logger
 
-__all__ = ["RecordDelivery", "Spool", "backoff_s", "sign", "signature_headers"]
+__all__ = ["RESUME_DELIVERIES", "RecordDelivery", "Spool", "backoff_s", "sign", "signature_headers"]
 
 log = get_logger("gateway.webhooks")
 
 SUFFIX = ".json"  # a record waiting in the spool: <record id>.json
 CLAIMED = ".claimed."  # a record being delivered: <record id>.json.claimed.<host>.<pid>.<process start>
+RESUME_DELIVERIES = 8  # the records of the spool delivered at once at start-up (it may hold thousands)
 STALE_CLAIM_S = 3600.0  # a claim of another host (or a temporary file) older than this: its worker is gone
 
 
@@ -282,8 +283,14 @@ class RecordDelivery:
             return
         if waiting:
             log.info("delivering the records left in the spool", records=len(waiting))
-        for path in waiting:
-            self._spawn(self._deliver(path), f"record-{path.name}")
+        queue = iter(waiting)  # shared by a few tasks, each delivering the next record when it is done
+
+        async def deliver_in_turn() -> None:
+            for path in queue:
+                await self._deliver(path)
+
+        for n in range(min(RESUME_DELIVERIES, len(waiting))):
+            self._spawn(deliver_in_turn(), f"records-resume-{n}")
         await self._gauge()
 
     def _unclaim(self, claiming: asyncio.Future[Path | None]) -> None:

@@ -28,7 +28,7 @@ from gateway.carriers.twilio.phone import place_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.softphone import Hangup, Say, Silence, WaitForBot
-from gateway.webhooks import RecordDelivery
+from gateway.webhooks import RESUME_DELIVERIES, RecordDelivery
 from tests.sockets.loopback import listen, refusing_port
 
 TWILIO_TOKEN = "records-test-twilio-auth-token-77"
@@ -449,3 +449,40 @@ async def test_a_claim_is_renewed_at_each_attempt_so_no_other_host_takes_it_for_
         await delivery.close()
         await runner.cleanup()
     assert len(ages) == 2 and ages[1] < 60
+
+
+async def test_a_full_spool_is_delivered_a_few_records_at_a_time(tmp_path: Path) -> None:
+    """After an outage the spool may hold thousands: not as many POSTs at once (each waiting for a
+    connection inside its own timeout), but a bounded number."""
+    spool = tmp_path / "spool"
+    in_flight, peak, seen = 0, 0, asyncio.Event()
+
+    async def counting(request: web.Request) -> web.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        seen.set()
+        await request.read()
+        await asyncio.sleep(0.001)  # the webhook's own work: requests sent together overlap here
+        in_flight -= 1
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/calls", counting)
+    runner = web.AppRunner(app)
+    url = await listen(runner) + "/calls"
+    config = parse_config(CONFIG, env={"EP": "ws://127.0.0.1:9", "TWILIO_TOKEN": TWILIO_TOKEN, "HOOK": url,
+                                       "RECORDS_SECRET": SECRET, "SPOOL": str(spool)})
+    outcomes = Outcomes()
+    delivery = RecordDelivery(config.records, on_outcome=outcomes)
+    for n in range(60):
+        delivery.spool.write(f"rec_{n:02}", url, b"{}")
+    delivery.start()
+    try:
+        assert len(await outcomes.wait("delivered", 60)) == 60
+        await asyncio.wait_for(delivery.idle(), WAIT_S)
+    finally:
+        await delivery.close()
+        await runner.cleanup()
+    assert 1 <= peak <= RESUME_DELIVERIES
+    assert spooled(spool) == []
