@@ -298,7 +298,7 @@ class RecordDelivery:
             self.spool.release(claimed)
 
     async def _deliver(self, path: Path) -> None:
-        claiming = asyncio.ensure_future(self._io(self.spool.claim, path))
+        claiming = asyncio.get_running_loop().run_in_executor(None, self.spool.claim, path)
         try:
             claimed = await asyncio.shield(claiming)
         except asyncio.CancelledError:  # (shutting down) the rename may still happen: then give it back
