@@ -158,6 +158,10 @@ class Spool:
         value = json.loads(claimed.read_bytes())
         if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("id", "webhook", "body")):
             raise ValueError("not a spooled record")
+        try:
+            value["body"].encode()
+        except UnicodeEncodeError:
+            raise ValueError("not a spooled record (its body is not text)") from None
         return value
 
     def waiting(self) -> list[Path]:

@@ -417,3 +417,13 @@ def test_a_claim_from_another_pid_namespace_under_the_same_hostname_is_not_taken
     ours = Spool(tmp_path / "spool")
     assert ours.waiting() == []
     assert [p.name for p in ours.directory.iterdir()] == [claimed.name]
+
+
+def test_a_spooled_file_whose_body_cannot_be_posted_is_not_a_spooled_record(tmp_path: Path) -> None:
+    """A damaged file (a lone surrogate, which JSON allows and a POST's bytes cannot hold) is one the
+    spool cannot read, left in place and reported, not an exception that ends the delivering task."""
+    spool = Spool(tmp_path / "spool")
+    damaged = spool.directory / "rec_a.json"
+    damaged.write_text('{"id": "rec_a", "webhook": "http://127.0.0.1:9/calls", "body": "\\udcff"}')
+    with pytest.raises(ValueError, match="not a spooled record"):
+        spool.read(damaged)
