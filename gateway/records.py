@@ -132,9 +132,11 @@ def _tools(events: list[tuple[str, float, dict[str, Any]]], call: Call) -> list[
                 tool["outcome"], tool["error"] = "refused", f.get("error")
             else:
                 tool["outcome"] = "ok" if f.get("ok", True) else "error"
+    ender = {"bot_hung_up": "hang_up", "transferred": "transfer_call"}.get(call.end_reason or "")
+    enders = {t.name for t in call.profile.tools if ender is not None and t.builtin == ender}
     for tool in tools.values():
-        if tool["outcome"] == "unfinished" and call.end_reason in ("bot_hung_up", "transferred"):
-            # the built-in tools that end the call finish with it
+        if tool["outcome"] == "unfinished" and tool["name"] in enders:
+            # the built-in tool that ended the call finishes with it (another one still running does not)
             name = "transferred" if call.end_reason == "transferred" else "ended_call"
             tool["outcome"], tool["ended_ms"] = name, _ms(call.ended_at)
             if call.ended_at is not None:

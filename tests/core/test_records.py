@@ -34,6 +34,7 @@ profiles:
         description: Look up an order.
         parameters: {type: object, properties: {order: {type: string}}}
         http: {url: https://tools.example.com/lookup}
+      - {name: hang_up, builtin: hang_up}
 routes:
   default: main
 """
@@ -427,3 +428,17 @@ def test_a_spooled_file_whose_body_cannot_be_posted_is_not_a_spooled_record(tmp_
     damaged.write_text('{"id": "rec_a", "webhook": "http://127.0.0.1:9/calls", "body": "\\udcff"}')
     with pytest.raises(ValueError, match="not a spooled record"):
         spool.read(damaged)
+
+
+def test_only_the_tool_that_ended_the_call_finishes_with_it() -> None:
+    """A lookup still running when the bot hangs up did not end the call: it stays unfinished."""
+    call, events = a_call()
+    call.voicelive_event({"type": "response.created", "response": {"id": "resp_t", "status": "in_progress"}}, 200.0)
+    for n, name in enumerate(["lookup", "hang_up"]):
+        call.voicelive_event({"type": "response.function_call_arguments.done", "response_id": "resp_t",
+                              "item_id": f"fc_{n}", "call_id": f"call_{n}", "name": name, "arguments": "{}"},
+                             250.0 + n)
+    call.tick(30_000.0)  # no goodbye came: the call ends anyway
+    assert call.end_reason == "bot_hung_up"
+    tools = {t["name"]: t["outcome"] for t in record_of(call, events)["tools"]}
+    assert tools == {"lookup": "unfinished", "hang_up": "ended_call"}
