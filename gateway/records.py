@@ -108,8 +108,8 @@ def _transcript(call: Call, events: list[tuple[str, float, dict[str, Any]]],
             barge = cut.get(turn.item_id)
             if barge is not None and barge.get("truncated_at_ms") is not None:
                 entry["heard_ms"] = barge["truncated_at_ms"]
-        if mask.mask_digits and "keys" not in entry:
-            text = mask_digit_runs(text, mask.min_digits)
+        if mask.mask_digits and "keys" not in entry:  # (secrets first: a secret's digits masked hide it no more)
+            text = mask_digit_runs(scrub_text(text), mask.min_digits)
         entry["text"] = text
         turns.append(entry)
     return turns
@@ -132,9 +132,11 @@ def _tools(events: list[tuple[str, float, dict[str, Any]]], call: Call) -> list[
                 tool["outcome"], tool["error"] = "refused", f.get("error")
             else:
                 tool["outcome"] = "ok" if f.get("ok", True) else "error"
+    ender = {"bot_hung_up": "hang_up", "transferred": "transfer_call"}.get(call.end_reason or "")
+    enders = {t.name for t in call.profile.tools if ender is not None and t.builtin == ender}
     for tool in tools.values():
-        if tool["outcome"] == "unfinished" and call.end_reason in ("bot_hung_up", "transferred"):
-            # the built-in tools that end the call finish with it
+        if tool["outcome"] == "unfinished" and tool["name"] in enders:
+            # the built-in tool that ended the call finishes with it (another one still running does not)
             name = "transferred" if call.end_reason == "transferred" else "ended_call"
             tool["outcome"], tool["ended_ms"] = name, _ms(call.ended_at)
             if call.ended_at is not None:

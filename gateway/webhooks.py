@@ -32,14 +32,25 @@ from gateway import metrics
 from gateway.config import RecordsSettings, webhook_key
 from gateway.log import get_logger
 
-__all__ = ["RecordDelivery", "Spool", "sign", "signature_headers"]
+__all__ = ["RESUME_DELIVERIES", "RecordDelivery", "Spool", "backoff_s", "sign", "signature_headers"]
 
 log = get_logger("gateway.webhooks")
 
 SUFFIX = ".json"  # a record waiting in the spool: <record id>.json
 CLAIMED = ".claimed."  # a record being delivered: <record id>.json.claimed.<host>.<pid>.<process start>
+RESUME_DELIVERIES = 8  # the records of the spool delivered at once at start-up (it may hold thousands)
 STALE_CLAIM_S = 3600.0  # a claim of another host (or a temporary file) older than this: its worker is gone
-_HOST = socket.gethostname().replace(".", "_") or "host"
+
+
+def _host() -> str:
+    """This host as a claim names it: its hostname and its pid namespace (containers with host
+    networking share a hostname, not their pids: a claim's pid is checked only in its own namespace)."""
+    name = socket.gethostname().replace(".", "_") or "host"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # pid:[4026531836]
+    except OSError:
+        return name
+    return name + "_" + "".join(ch for ch in namespace if ch.isdigit())
 
 
 def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
@@ -52,6 +63,16 @@ def signature_headers(key: bytes, message_id: str, body: bytes, now_s: float) ->
     timestamp = int(now_s)
     return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(key, message_id, timestamp, body), "content-type": "application/json"}
+
+
+def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
+    """The wait after failed attempt ``attempt`` (1, 2, ...): ``initial_s`` doubling, at most ``max_s``."""
+    delay = initial_s
+    for _ in range(attempt - 1):
+        if delay >= max_s:
+            break
+        delay *= 2
+    return min(max_s, delay)
 
 
 def _started(pid: int) -> str:
@@ -80,8 +101,13 @@ class Spool:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._claim_tag = f"{CLAIMED}{_HOST}.{os.getpid()}.{_started(os.getpid())}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # not fatal: each record is then delivered from memory (and said so)
+            log.error("the records spool directory cannot be created; records are delivered without it "
+                      "(a restart loses those not yet delivered)", directory=str(self.directory), error=str(exc))
+        self._host = _host()
+        self._claim_tag = f"{CLAIMED}{self._host}.{os.getpid()}.{_started(os.getpid())}"
 
     def write(self, record_id: str, webhook: str, body: bytes) -> Path:
         """Put a record in the spool, whole or not at all (a temporary file renamed into place)."""
@@ -89,11 +115,16 @@ class Spool:
         path = self.directory / f"{record_id}{SUFFIX}"
         temp = self.directory / f".{record_id}.{uuid.uuid4().hex}.tmp"
         # readable by the gateway's user only: a record is personal data even when masked
-        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            out.write(envelope)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
+        try:
+            with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                out.write(envelope)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, path)
+        except BaseException:  # a full disk, say: no part of the record stays behind
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
         return path
 
     def claim(self, path: Path) -> Path | None:
@@ -106,6 +137,12 @@ class Spool:
         with contextlib.suppress(OSError):
             os.utime(claimed)
         return claimed
+
+    @staticmethod
+    def renew(claimed: Path) -> None:
+        """Mark a claim as still being worked on (a claim of another host is stale once old)."""
+        with contextlib.suppress(OSError):
+            os.utime(claimed)
 
     def release(self, claimed: Path) -> None:
         """Give a claimed record back to the spool (to be delivered later)."""
@@ -121,6 +158,10 @@ class Spool:
         value = json.loads(claimed.read_bytes())
         if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("id", "webhook", "body")):
             raise ValueError("not a spooled record")
+        try:
+            value["body"].encode()
+        except UnicodeEncodeError:
+            raise ValueError("not a spooled record (its body is not text)") from None
         return value
 
     def waiting(self) -> list[Path]:
@@ -137,7 +178,7 @@ class Spool:
             if CLAIMED in name:
                 host, pid, started = ([*name.rsplit(CLAIMED, 1)[1].split("."), "", ""])[:3]
                 try:
-                    stale = (not _alive(int(pid), started) if host == _HOST
+                    stale = (not _alive(int(pid), started) if host == self._host
                              else now - path.stat().st_mtime > STALE_CLAIM_S)
                 except (ValueError, OSError):
                     continue
@@ -246,23 +287,38 @@ class RecordDelivery:
             return
         if waiting:
             log.info("delivering the records left in the spool", records=len(waiting))
-        for path in waiting:
-            self._spawn(self._deliver(path), f"record-{path.name}")
+        queue = iter(waiting)  # shared by a few tasks, each delivering the next record when it is done
+
+        async def deliver_in_turn() -> None:
+            for path in queue:
+                await self._deliver(path)
+
+        for n in range(min(RESUME_DELIVERIES, len(waiting))):
+            self._spawn(deliver_in_turn(), f"records-resume-{n}")
         await self._gauge()
 
+    def _unclaim(self, claiming: asyncio.Future[Path | None]) -> None:
+        if not claiming.cancelled() and claiming.exception() is None and (claimed := claiming.result()) is not None:
+            self.spool.release(claimed)
+
     async def _deliver(self, path: Path) -> None:
-        claimed = await self._io(self.spool.claim, path)
+        claiming = asyncio.get_running_loop().run_in_executor(None, self.spool.claim, path)
+        try:
+            claimed = await asyncio.shield(claiming)
+        except asyncio.CancelledError:  # (shutting down) the rename may still happen: then give it back
+            claiming.add_done_callback(self._unclaim)
+            raise
         if claimed is None:
             return  # another worker delivers it
-        try:
-            envelope = await self._io(self.spool.read, claimed)
-        except (OSError, ValueError) as exc:
-            log.error("a spooled record cannot be read; left in the spool", file=claimed.name, error=str(exc))
-            await self._io(self.spool.release, claimed)
-            return
         delivered = False
         try:
-            delivered = await self._attempts(envelope["id"], envelope["webhook"], envelope["body"].encode())
+            try:
+                envelope = await self._io(self.spool.read, claimed)
+            except (OSError, ValueError) as exc:
+                log.error("a spooled record cannot be read; left in the spool", file=claimed.name, error=str(exc))
+                return
+            delivered = await self._attempts(envelope["id"], envelope["webhook"], envelope["body"].encode(),
+                                             claimed)
         finally:
             # (a file removed or renamed: quick enough to do here, and done even when cancelled)
             if delivered:
@@ -273,14 +329,17 @@ class RecordDelivery:
             self._outcome(envelope["id"], "delivered" if delivered else "failed")
         await self._gauge()
 
-    async def _attempts(self, record_id: str, webhook: str, body: bytes) -> bool:
-        """POST until 2xx or ``max_attempts``; True once delivered (False: given up, or shutting down)."""
+    async def _attempts(self, record_id: str, webhook: str, body: bytes, claimed: Path | None = None) -> bool:
+        """POST until 2xx or ``max_attempts``; True once delivered (False: given up, or shutting down).
+        The ``claimed`` file is renewed before each attempt, so that no worker takes it for stale."""
         settings = self.settings
         current = asyncio.current_task()
         assert current is not None
         for attempt in range(1, settings.max_attempts + 1):
             if self._closing.is_set():
                 return False
+            if claimed is not None and attempt > 1:
+                await self._io(self.spool.renew, claimed)
             self._posting.add(current)
             try:
                 why = await self._post(webhook, record_id, body)
@@ -293,7 +352,7 @@ class RecordDelivery:
                 log.error("call record not delivered; it stays in the spool", record_id=record_id,
                           attempts=attempt, reason=why)
                 return False
-            delay = min(settings.max_backoff_s, settings.initial_backoff_s * 2 ** (attempt - 1))
+            delay = backoff_s(attempt, settings.initial_backoff_s, settings.max_backoff_s)
             log.warning("call record delivery failed; retrying", record_id=record_id, attempt=attempt,
                         reason=why, retry_in_s=delay)
             self._outcome(record_id, "retried")

@@ -11,9 +11,9 @@ DIGITS_MASK = "[number]"  # what replaces a run of digits, whatever its length
 MIN_DIGITS = 8  # the shortest run masked by default
 KEEP_DIGITS = 4  # the digits of a phone number left visible
 
-# digits with spaces, dashes, dots or brackets between them, as a transcription writes numbers
-# said aloud ("4111 1111 1111 1111", "4 1 1 1-1 1 1 1", "(415) 555-0100")
-_RUN = re.compile(r"\+?\(?\d(?:[\s\-.()]*\d)*\)?")
+# digits with spaces, dashes (any), dots, commas or brackets between them, as a transcription writes
+# numbers said aloud ("4111 1111 1111 1111", "4 1 1 1-1 1 1 1", "4, 1, 1, 1", "(415) 555-0100")
+_RUN = re.compile(r"\+?\(?\d(?:[\s\-\u2010-\u2015\u2212.,()]*\d)*\)?")
 _DIGIT = re.compile(r"\d")
 _NUMBER_LIKE = re.compile(r"\+?[\d\s\-.()]*")
 
@@ -23,7 +23,13 @@ def mask_digit_runs(text: str, min_digits: int = MIN_DIGITS) -> str:
 
     def replace(match: re.Match[str]) -> str:
         run = match.group(0)
-        return DIGITS_MASK if len(_DIGIT.findall(run)) >= min_digits else run
+        if len(_DIGIT.findall(run)) < min_digits:
+            return run
+        # a bracket of the text around the number (not one of its own) stays
+        opened, closed = run.count("("), run.count(")")
+        head = "(" if run.startswith("(") and opened > closed else ""
+        tail = ")" if run.endswith(")") and closed > opened else ""
+        return head + DIGITS_MASK + tail
 
     return _RUN.sub(replace, text)
 

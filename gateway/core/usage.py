@@ -22,9 +22,13 @@ USAGE_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 _TOTALS = ("input_tokens", "output_tokens", "total_tokens")
 
 
+MAX_COUNT = 2 ** 40  # more tokens than any response has: not a count (a float metric could not take it)
+
+
 def _count(value: Any) -> int:
-    """A token count as Voice Live gave it; anything else (a string, a negative, a bool) counts 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A token count as Voice Live gave it; anything else (a string, a negative, a bool, a number
+    beyond :data:`MAX_COUNT`) counts 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_COUNT else 0
 
 
 def _at(usage: dict[str, Any], path: tuple[str, ...]) -> Any:

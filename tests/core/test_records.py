@@ -4,14 +4,17 @@ and the masking of numbers, digits said aloud and secrets."""
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway import metrics, webhooks
 from gateway.call import Call, SendMark
 from gateway.config import ConfigError, parse_config
 from gateway.core.masking import DIGITS_MASK, mask_digit_runs, mask_number
@@ -20,6 +23,7 @@ from gateway.core.outbound import OutboundPlan
 from gateway.core.usage import Usage
 from gateway.log import register_secret
 from gateway.records import CallEvents, RecordOptions, build_record
+from gateway.webhooks import Spool, backoff_s
 
 CONFIG = """
 profiles:
@@ -30,6 +34,7 @@ profiles:
         description: Look up an order.
         parameters: {type: object, properties: {order: {type: string}}}
         http: {url: https://tools.example.com/lookup}
+      - {name: hang_up, builtin: hang_up}
 routes:
   default: main
 """
@@ -272,10 +277,10 @@ def test_the_shortest_masked_run_is_a_setting() -> None:
     assert mask_digit_runs("PIN 123", min_digits=4) == "PIN 123"
 
 
-@given(st.text(alphabet=st.sampled_from("0123456789 -.()+abc,"), max_size=60), st.integers(2, 12))
+@given(st.text(alphabet=st.sampled_from("0123456789 -\u2013.()+abc,"), max_size=60), st.integers(2, 12))
 def test_no_run_as_long_as_the_minimum_survives_masking(text: str, min_digits: int) -> None:
     masked = mask_digit_runs(text, min_digits)
-    runs = re.findall(r"\d(?:[\s\-.()]*\d)*", masked)
+    runs = re.findall(r"\d(?:[\s\-\u2013.,()]*\d)*", masked)
     assert all(len(re.findall(r"\d", run)) < min_digits for run in runs)
     assert mask_digit_runs(masked, min_digits) == masked
     if len(re.findall(r"\d", text)) < min_digits:
@@ -331,3 +336,109 @@ def test_a_profile_names_its_own_webhook_and_masking_or_opts_out() -> None:
     assert config.record_webhook(config.profiles["off"]) is None
     with pytest.raises(ConfigError, match=r"profiles\.main\.record\.mask_numbers: "):
         parse_config(text.replace("mask_numbers: false", "mask_numbers: sometimes"), env={"S": SECRET})
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("4, 1, 1, 1, 5, 5, 5, 0, 1, 0, 0", DIGITS_MASK),  # digits said one by one, as a transcription writes them
+    ("my card is 4111, 1111, 1111, 1111.", f"my card is {DIGITS_MASK}."),
+    ("4111\u20131111\u20131111\u20131111", DIGITS_MASK),  # en dashes
+    ("415\u2011555\u20110100 ok", f"{DIGITS_MASK} ok"),  # non-breaking hyphens
+])
+def test_digit_runs_are_masked_whatever_separates_their_digits(text: str, masked: str) -> None:
+    assert mask_digit_runs(text) == masked
+
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("(call 12345678) today", f"(call {DIGITS_MASK}) today"),
+    ("the reference (12345678", f"the reference ({DIGITS_MASK}"),
+    ("(12345678)", DIGITS_MASK),
+    ("(415) 555-0100", DIGITS_MASK),
+])
+def test_masking_keeps_the_brackets_of_the_text_around_a_number(text: str, masked: str) -> None:
+    assert mask_digit_runs(text) == masked
+
+
+# --- the spool ----------------------------------------------------------------------------------
+
+def test_a_spool_write_that_fails_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the write fails with a clear OSError, and no part of the record stays on disk."""
+    spool = Spool(tmp_path / "spool")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(webhooks.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        spool.write("rec_a", "http://127.0.0.1:9/calls", b'{"from":"+14155550123"}')
+    assert list(spool.directory.iterdir()) == []
+
+
+def test_the_backoff_doubles_up_to_its_cap_however_many_attempts_are_allowed() -> None:
+    assert [backoff_s(n, 2.0, 300.0) for n in (1, 2, 3, 8, 9, 12)] == [2.0, 4.0, 8.0, 256.0, 300.0, 300.0]
+    assert backoff_s(1100, 2.0, 300.0) == 300.0  # (2 ** 1099 is too large for a float)
+
+
+def test_a_secret_with_digits_in_it_is_scrubbed_whole_before_the_digits_are_masked() -> None:
+    register_secret("key-20250101123456-records-tail")
+    call, events = a_call()
+    caller_says(call, "item_u1", "the key is key-20250101123456-records-tail, thanks", 100.0)
+    call.phone_ended("caller_hung_up", 1000.0)
+    record = record_of(call, events)
+    assert [t["text"] for t in record["transcript"]] == ["the key is ***, thanks"]
+    assert "records-tail" not in json.dumps(record)
+
+
+def test_a_count_too_large_to_be_tokens_counts_nothing_and_the_metrics_take_the_sums() -> None:
+    """JSON allows an integer of any size; the token metrics (floats) must still take what a call counted."""
+    total = Usage()
+    total.add({"input_tokens": 10 ** 400, "output_tokens": 5,
+               "input_token_details": {"audio_tokens": 10 ** 400, "text_tokens": 3}})
+    assert total.counts["input_tokens"] == 0 and total.counts["output_tokens"] == 5
+    assert total.by_kind()["input_audio"] == 0 and total.by_kind()["input_text"] == 3
+    for kind, tokens in total.by_kind().items():
+        metrics.TOKENS.inc(kind, amount=tokens)  # as the end of a call does
+    json.dumps(total.as_dict())
+
+
+def test_a_claim_from_another_pid_namespace_under_the_same_hostname_is_not_taken_for_a_dead_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Containers with host networking share the hostname, not their pids: a pid of theirs that does
+    not exist here is no sign that their worker is gone (releasing its claim would deliver twice)."""
+    namespace = "pid:[4026530001]"
+    monkeypatch.setattr(webhooks.os, "readlink", lambda path: namespace)
+    monkeypatch.setattr(webhooks.os, "getpid", lambda: 4_194_305)  # above any pid_max: no such process here
+    theirs = Spool(tmp_path / "spool")
+    theirs.write("rec_a", "http://127.0.0.1:9/calls", b"{}")
+    claimed = theirs.claim(theirs.directory / "rec_a.json")
+    assert claimed is not None
+    namespace = "pid:[4026530002]"
+    monkeypatch.undo()
+    monkeypatch.setattr(webhooks.os, "readlink", lambda path: namespace)
+    ours = Spool(tmp_path / "spool")
+    assert ours.waiting() == []
+    assert [p.name for p in ours.directory.iterdir()] == [claimed.name]
+
+
+def test_a_spooled_file_whose_body_cannot_be_posted_is_not_a_spooled_record(tmp_path: Path) -> None:
+    """A damaged file (a lone surrogate, which JSON allows and a POST's bytes cannot hold) is one the
+    spool cannot read, left in place and reported, not an exception that ends the delivering task."""
+    spool = Spool(tmp_path / "spool")
+    damaged = spool.directory / "rec_a.json"
+    damaged.write_text('{"id": "rec_a", "webhook": "http://127.0.0.1:9/calls", "body": "\\udcff"}')
+    with pytest.raises(ValueError, match="not a spooled record"):
+        spool.read(damaged)
+
+
+def test_only_the_tool_that_ended_the_call_finishes_with_it() -> None:
+    """A lookup still running when the bot hangs up did not end the call: it stays unfinished."""
+    call, events = a_call()
+    call.voicelive_event({"type": "response.created", "response": {"id": "resp_t", "status": "in_progress"}}, 200.0)
+    for n, name in enumerate(["lookup", "hang_up"]):
+        call.voicelive_event({"type": "response.function_call_arguments.done", "response_id": "resp_t",
+                              "item_id": f"fc_{n}", "call_id": f"call_{n}", "name": name, "arguments": "{}"},
+                             250.0 + n)
+    call.tick(30_000.0)  # no goodbye came: the call ends anyway
+    assert call.end_reason == "bot_hung_up"
+    tools = {t["name"]: t["outcome"] for t in record_of(call, events)["tools"]}
+    assert tools == {"lookup": "unfinished", "hang_up": "ended_call"}

@@ -9,6 +9,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from gateway.carriers.twilio.phone import place_call
 from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.softphone import Hangup, Say, Silence, WaitForBot
-from gateway.webhooks import RecordDelivery
+from gateway.webhooks import RESUME_DELIVERIES, RecordDelivery
 from tests.sockets.loopback import listen, refusing_port
 
 TWILIO_TOKEN = "records-test-twilio-auth-token-77"
@@ -370,3 +372,117 @@ async def test_shutdown_waits_a_bounded_time_for_a_delivery_in_flight_and_keeps_
         never.set()
         await runner.cleanup()
     assert spooled(spool) == ["rec_late.json", "rec_slow.json"]
+
+
+async def test_a_spool_directory_that_cannot_be_made_is_said_and_records_still_go_out(
+        hook: tuple[Hook, str], tmp_path: Path) -> None:
+    """Not a crash at start-up: the error names the directory, and each record is delivered from memory."""
+    webhook, url = hook
+    (tmp_path / "taken").write_text("a file where the spool's parent should be")
+    config = parse_config(CONFIG, env={"EP": "ws://127.0.0.1:9", "TWILIO_TOKEN": TWILIO_TOKEN, "HOOK": url,
+                                       "RECORDS_SECRET": SECRET, "SPOOL": str(tmp_path / "taken" / "spool")})
+    outcomes = Outcomes()
+    delivery = RecordDelivery(config.records, on_outcome=outcomes)
+    delivery.start()
+    try:
+        delivery.submit("rec_a", url, b'{"id":"rec_a"}')
+        assert await outcomes.wait("delivered") == ["rec_a"]
+        await asyncio.wait_for(delivery.idle(), WAIT_S)
+    finally:
+        await delivery.close()
+    assert webhook.delivered_ids() == ["rec_a"]
+
+
+async def test_a_shutdown_while_a_record_is_read_from_the_spool_gives_its_claim_back(
+        hook: tuple[Hook, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record waits in the spool for the next start-up, not as a claim no worker releases."""
+    _, url = hook
+    config = parse_config(CONFIG, env={"EP": "ws://127.0.0.1:9", "TWILIO_TOKEN": TWILIO_TOKEN, "HOOK": url,
+                                       "RECORDS_SECRET": SECRET, "SPOOL": str(tmp_path / "spool")})
+    delivery = RecordDelivery(config.records)
+    delivery.spool.write("rec_a", url, b'{"id":"rec_a"}')
+    reading, go_on = threading.Event(), threading.Event()
+    read = delivery.spool.read
+
+    def slow_read(claimed: Path) -> dict[str, Any]:  # a slow disk
+        reading.set()
+        go_on.wait(WAIT_S)
+        return read(claimed)
+
+    monkeypatch.setattr(delivery.spool, "read", slow_read)
+    delivery.start()
+    try:
+        assert await asyncio.get_running_loop().run_in_executor(None, reading.wait, WAIT_S)
+        await delivery.close()
+    finally:
+        go_on.set()
+    assert spooled(delivery.spool.directory) == ["rec_a.json"]
+
+
+async def test_a_claim_is_renewed_at_each_attempt_so_no_other_host_takes_it_for_stale(
+        tmp_path: Path) -> None:
+    """Another host's worker releases a claim older than an hour; a long delivery must not look that old."""
+    spool = tmp_path / "spool"
+    ages: list[float] = []
+
+    async def failing_once(request: web.Request) -> web.Response:
+        await request.read()
+        (claim,) = [p for p in spool.iterdir() if ".claimed." in p.name]
+        ages.append(time.time() - claim.stat().st_mtime)
+        if len(ages) == 1:  # the delivery has been going on for two hours, as it would with long backoffs
+            os.utime(claim, (time.time() - 7200, time.time() - 7200))
+            return web.Response(status=503)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/calls", failing_once)
+    runner = web.AppRunner(app)
+    url = await listen(runner) + "/calls"
+    config = parse_config(CONFIG, env={"EP": "ws://127.0.0.1:9", "TWILIO_TOKEN": TWILIO_TOKEN, "HOOK": url,
+                                       "RECORDS_SECRET": SECRET, "SPOOL": str(spool)})
+    outcomes = Outcomes()
+    delivery = RecordDelivery(config.records, on_outcome=outcomes)
+    try:
+        delivery.submit("rec_a", url, b'{"id":"rec_a"}')
+        assert await outcomes.wait("delivered") == ["rec_a"]
+    finally:
+        await delivery.close()
+        await runner.cleanup()
+    assert len(ages) == 2 and ages[1] < 60
+
+
+async def test_a_full_spool_is_delivered_a_few_records_at_a_time(tmp_path: Path) -> None:
+    """After an outage the spool may hold thousands: not as many POSTs at once (each waiting for a
+    connection inside its own timeout), but a bounded number."""
+    spool = tmp_path / "spool"
+    in_flight, peak, seen = 0, 0, asyncio.Event()
+
+    async def counting(request: web.Request) -> web.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        seen.set()
+        await request.read()
+        await asyncio.sleep(0.001)  # the webhook's own work: requests sent together overlap here
+        in_flight -= 1
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/calls", counting)
+    runner = web.AppRunner(app)
+    url = await listen(runner) + "/calls"
+    config = parse_config(CONFIG, env={"EP": "ws://127.0.0.1:9", "TWILIO_TOKEN": TWILIO_TOKEN, "HOOK": url,
+                                       "RECORDS_SECRET": SECRET, "SPOOL": str(spool)})
+    outcomes = Outcomes()
+    delivery = RecordDelivery(config.records, on_outcome=outcomes)
+    for n in range(60):
+        delivery.spool.write(f"rec_{n:02}", url, b"{}")
+    delivery.start()
+    try:
+        assert len(await outcomes.wait("delivered", 60)) == 60
+        await asyncio.wait_for(delivery.idle(), WAIT_S)
+    finally:
+        await delivery.close()
+        await runner.cleanup()
+    assert 1 <= peak <= RESUME_DELIVERIES
+    assert spooled(spool) == []
