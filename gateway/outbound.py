@@ -131,8 +131,8 @@ class Outbound:
         placed = self.calls.get(call_id)
         if placed is None or placed.state in DONE or state not in STATES:
             return
-        if state == "answered" and placed.state == "in-progress":
-            return  # the stream is already running
+        if state not in DONE and STATES.index(state) <= STATES.index(placed.state):
+            return  # a late (or repeated) callback: the call is further along already
         placed.state = state
         if state == "answered":
             placed.answered_at = placed.answered_at or time.time()

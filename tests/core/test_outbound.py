@@ -234,3 +234,22 @@ def test_the_call_s_own_end_reason_wins_over_the_carrier_s_completed() -> None:
     outbound.ended(SimpleNamespace(call_id="CA1", end_reason="voicemail_left", answered_by="machine_end_beep"))  # type: ignore[arg-type]
     placed = outbound.calls["CA1"]
     assert (placed.state, placed.end_reason, placed.answered_by) == ("completed", "voicemail_left", "machine_end_beep")
+
+
+def test_a_late_progress_callback_does_not_take_a_live_call_back_to_ringing() -> None:
+    """Carriers' callbacks are separate HTTP requests and may arrive out of order: a "ringing" that
+    comes after the media started must not make the live call count twice towards max_calls, nor
+    have it declared never connected."""
+    from gateway.config.schema import OutboundLimits
+    from gateway.outbound import Outbound, PlacedState
+
+    outbound = Outbound(OutboundLimits(calls_per_minute=60))
+    outbound.calls["CA1"] = PlacedState("CA1", "phone", "p", "+15555550123", "+15555550100", OutboundPlan())
+    outbound.plan_for("CA1")  # its media started: one of the worker's active calls
+    outbound.status("CA1", "ringing")
+    outbound.status("CA1", "queued")
+    assert outbound.calls["CA1"].state == "in-progress"
+    assert outbound.refusal("q", None, 1, 2) is None  # one live call (its bridge) of two
+    outbound.calls["CA1"].created_at -= 1000
+    outbound._prune(outbound.calls["CA1"].created_at + 2000)
+    assert outbound.calls["CA1"].state == "in-progress"
