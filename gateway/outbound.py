@@ -291,6 +291,16 @@ async def create_call(request: web.Request) -> web.Response:
         future.exception()  # retrieved: a waiter gets it, nobody else needs to
         log.warning("a call could not be placed", carrier=carrier.name, ref=ref, error=str(exc))
         return _error(exc.status, str(exc))
+    except Exception as exc:  # a failure the carrier did not foresee: its waiters must not wait forever
+        failure = OutboundError(f"the call could not be placed: {carrier.name} failed unexpectedly")
+        future.set_exception(failure)
+        future.exception()
+        log.error("a call could not be placed", carrier=carrier.name, ref=ref, error=type(exc).__name__)
+        return _error(failure.status, str(failure))
+    except asyncio.CancelledError:
+        future.set_exception(OutboundError("the call was not placed: its request was cancelled"))
+        future.exception()
+        raise
     finally:
         outbound.placing_profiles.remove(profile_name)
         if key is not None:

@@ -356,3 +356,30 @@ async def test_a_call_nobody_answers_fails_with_the_carrier_s_reason_and_frees_i
         status, _ = await post_as_twilio(callback, {"CallSid": placed["id"], "CallStatus": "completed"},
                                          "a-forged-signature-key")
         assert status == 403
+
+
+async def test_an_unexpected_failure_of_the_carrier_answers_the_waiters_of_the_same_key(monkeypatch: Any) -> None:
+    """A request that waits for a call being placed under its idempotency key gets an answer even
+    when placing it fails in a way the carrier did not foresee (it must not wait forever)."""
+    import threading
+
+    from gateway.carriers.base import OutboundError
+    from gateway.carriers.twilio import outbound as twilio_outbound
+
+    started, release = threading.Event(), threading.Event()
+
+    def broken_create(config: Any, request: Any) -> str:
+        started.set()
+        release.wait(10)
+        raise RuntimeError("the carrier's client broke")
+
+    async with outbound_rig() as rig:
+        monkeypatch.setattr(twilio_outbound, "_create", broken_create)
+        first = asyncio.create_task(rig.place(idempotency_key="reminder-7"))
+        assert await asyncio.to_thread(started.wait, 10)
+        future = rig.app[CONTEXT].outbound.placing["reminder-7"]
+        release.set()
+        status, answer, _ = await first
+        assert status == 502 and "could not be placed" in answer["error"]
+        assert future.done() and isinstance(future.exception(), OutboundError)
+        assert rig.app[CONTEXT].outbound.placing == {} and rig.app[CONTEXT].outbound.placing_profiles == []
