@@ -383,3 +383,38 @@ async def test_an_unexpected_failure_of_the_carrier_answers_the_waiters_of_the_s
         assert status == 502 and "could not be placed" in answer["error"]
         assert future.done() and isinstance(future.exception(), OutboundError)
         assert rig.app[CONTEXT].outbound.placing == {} and rig.app[CONTEXT].outbound.placing_profiles == []
+
+
+async def test_a_hanging_acs_api_is_given_up_on_and_the_call_s_place_freed(monkeypatch: Any) -> None:
+    """Call Automation's create_call that never answers: the API answers 502 in bounded time (the
+    SDK's own timeouts are minutes long, with retries), and the call holds no place in the limits."""
+    from gateway.carriers.acs import outbound as acs_outbound
+    from gateway.carriers.acs.carrier import AcsCarrier
+
+    never = asyncio.Event()
+
+    class HangingClient:
+        async def create_call(self, **kwargs: Any) -> Any:
+            await never.wait()
+
+    monkeypatch.setattr(acs_outbound, "CREATE_TIMEOUT_S", 0.05)
+    config = parse_config("""
+voicelive: {endpoint: "wss://127.0.0.1:9/voice-live"}
+gateway: {api_token: "${API_TOKEN}"}
+profiles:
+  reminder: {model: gpt-realtime}
+routes:
+  default: reminder
+""", env={"API_TOKEN": API_TOKEN})
+    runner, base = await serve(create_app(config, carriers=[AcsCarrier(HangingClient())]))
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, http.post(
+                base + "/v1/calls", json={"to": CALLEE, "from": FROM, "profile": "reminder"},
+                headers={"Authorization": f"Bearer {API_TOKEN}"}) as reply:
+            status, answer = reply.status, await reply.json()
+        assert status == 502 and "ACS" in answer["error"], answer
+        outbound = runner.app[CONTEXT].outbound
+        assert outbound.placing_profiles == [] and outbound.calls == {}
+    finally:
+        never.set()
+        await runner.cleanup()
