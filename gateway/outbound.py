@@ -225,7 +225,7 @@ async def create_call(request: web.Request) -> web.Response:
         return _error(503, "the gateway is draining: it places no new calls", **{"Retry-After": "30"})
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # (not JSON, or nested too deep to decode)
         return _error(400, "expected a JSON object")
     if not isinstance(body, dict):
         return _error(400, "expected a JSON object")

@@ -418,3 +418,13 @@ routes:
     finally:
         never.set()
         await runner.cleanup()
+
+
+async def test_json_nested_too_deep_is_a_bad_request() -> None:
+    async with outbound_rig() as rig:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}
+            async with http.post(rig.base + "/v1/calls", data="[" * 100_000, headers=headers) as reply:
+                assert reply.status == 400 and "JSON object" in (await reply.json())["error"]
+        assert rig.creates == []
+
