@@ -180,7 +180,7 @@ def _authorized(request: web.Request, config: GatewayConfig) -> web.Response | N
         return _error(404, "the outbound-call API is off: set gateway.api_token (GATEWAY_API_TOKEN) to turn it on")
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode("utf-8", "surrogateescape"),
                                                                token.get_secret_value().encode()):
         log.warning("outbound-call API request refused: bad or missing token", path=request.path)
         return _error(401, "a valid Authorization: Bearer <GATEWAY_API_TOKEN> header is required",

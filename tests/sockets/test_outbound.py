@@ -428,3 +428,14 @@ async def test_json_nested_too_deep_is_a_bad_request() -> None:
                 assert reply.status == 400 and "JSON object" in (await reply.json())["error"]
         assert rig.creates == []
 
+
+async def test_a_token_that_is_not_utf8_is_a_wrong_token() -> None:
+    async with outbound_rig() as rig:
+        host, port = rig.base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /v1/calls/CA0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+                     b"Connection: close\r\n\r\n")
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        assert status_line.split()[1] == b"401", status_line
+        assert rig.creates == []
