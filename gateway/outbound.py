@@ -126,9 +126,15 @@ class Outbound:
         plan = self.plan_for(call_id)
         return {} if plan is None else {"outbound": plan}
 
-    def status(self, call_id: str, state: str, end_reason: str | None = None) -> None:
-        """The carrier reported the call's progress (one of :data:`STATES`)."""
+    def placed(self, call_id: str, carrier: str) -> PlacedState | None:
+        """A call this worker placed through ``carrier`` (None: not one of them). A carrier's callback
+        (signed by that carrier only) never reaches a call of another."""
         placed = self.calls.get(call_id)
+        return placed if placed is not None and placed.carrier == carrier else None
+
+    def status(self, call_id: str, state: str, end_reason: str | None = None, *, carrier: str) -> None:
+        """The carrier reported the call's progress (one of :data:`STATES`)."""
+        placed = self.placed(call_id, carrier)
         if placed is None or placed.state in DONE or state not in STATES:
             return
         if state not in DONE and STATES.index(state) <= STATES.index(placed.state):
@@ -141,9 +147,9 @@ class Outbound:
             placed.end_reason = placed.end_reason or end_reason
         log.info("placed call", call_id=call_id, state=state, end_reason=end_reason)
 
-    def answered(self, call_id: str, result: str) -> PlacedState | None:
+    def answered(self, call_id: str, result: str, *, carrier: str) -> PlacedState | None:
         """The carrier's answering-machine result for a placed call (None: not one of this worker's)."""
-        placed = self.calls.get(call_id)
+        placed = self.placed(call_id, carrier)
         if placed is None:
             return None
         placed.answered_by = result
