@@ -439,3 +439,19 @@ async def test_a_token_that_is_not_utf8_is_a_wrong_token() -> None:
         writer.close()
         assert status_line.split()[1] == b"401", status_line
         assert rig.creates == []
+
+
+async def test_gateway_dial_says_so_when_the_answer_is_json_but_not_an_object() -> None:
+    """A proxy in front of the gateway may answer with any JSON: dial reports it, it does not crash."""
+    async def odd(request: web.Request) -> web.Response:
+        return web.json_response(["bad gateway"], status=502 if request.method == "POST" else 200)
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/calls", odd)
+    runner, base = await serve(app)
+    try:
+        args = build_parser().parse_args(["dial", "--to", CALLEE, "--from", FROM, "--profile", "reminder",
+                                          "--url", base, "--token", API_TOKEN])
+        assert await dial(args, io.StringIO()) == 1
+    finally:
+        await runner.cleanup()
