@@ -150,8 +150,8 @@ class Outbound:
     def answered(self, call_id: str, result: str, *, carrier: str) -> PlacedState | None:
         """The carrier's answering-machine result for a placed call (None: not one of this worker's)."""
         placed = self.placed(call_id, carrier)
-        if placed is None:
-            return None
+        if placed is None or placed.state in DONE:  # (a result after the call ended changes nothing)
+            return placed
         placed.answered_by = result
         if placed.state not in ("in-progress", *DONE):  # the result came before the media stream
             placed.plan = OutboundPlan(**{**_plan_fields(placed.plan), "answered_by": result})

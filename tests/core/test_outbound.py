@@ -269,3 +269,17 @@ def test_a_callback_of_another_carrier_does_not_touch_a_placed_call() -> None:
     placed = outbound.calls["CA1"]
     assert (placed.state, placed.answered_by, placed.plan.answered_by) == ("queued", None, None)
     assert outbound.answered("CA1", "human", carrier="phone") is placed and placed.plan.answered_by == "human"
+
+
+def test_a_late_answering_machine_result_does_not_rewrite_an_ended_call() -> None:
+    from types import SimpleNamespace
+
+    from gateway.config.schema import OutboundLimits
+    from gateway.outbound import Outbound, PlacedState
+
+    outbound = Outbound(OutboundLimits())
+    outbound.calls["CA1"] = PlacedState("CA1", "phone", "p", "+15555550123", "+15555550100", OutboundPlan())
+    outbound.plan_for("CA1")
+    outbound.ended(SimpleNamespace(call_id="CA1", end_reason="bot_hung_up", answered_by="human"))  # type: ignore[arg-type]
+    assert outbound.answered("CA1", "machine_end_beep", carrier="phone") is outbound.calls["CA1"]
+    assert outbound.calls["CA1"].answered_by == "human"
