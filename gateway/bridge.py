@@ -156,10 +156,10 @@ class GatewayContext:
             options.update(self.outbound.call_options(call_id))
         return options
 
-    async def answering_machine(self, call_id: str, result: str) -> bool:
+    async def answering_machine(self, call_id: str, result: str, *, carrier: str) -> bool:
         """A carrier's answering-machine result for a call this worker placed: the live call acts on it
         (or, before its media started, learns it when it starts). False: not a call of this worker."""
-        if self.outbound.answered(call_id, result) is None:
+        if self.outbound.answered(call_id, result, carrier=carrier) is None:
             return False
         bridge = self.calls.get(call_id)
         if bridge is not None:

@@ -47,6 +47,8 @@ async def dial(args: argparse.Namespace, out: Any = None) -> int:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             async with http.post(base + "/v1/calls", json=body, headers=headers) as reply:
                 answer = await reply.json(content_type=None)
+                if not isinstance(answer, dict):
+                    raise ValueError(f"HTTP {reply.status} with a JSON answer that is not an object")
                 if reply.status >= 300:
                     retry = reply.headers.get("Retry-After")
                     print(f"gateway dial: refused (HTTP {reply.status}): {answer.get('error')}"
@@ -62,6 +64,8 @@ async def dial(args: argparse.Namespace, out: Any = None) -> int:
                               file=sys.stderr)
                         return 1
                     answer = await reply.json()
+                if not isinstance(answer, dict):
+                    raise ValueError("the call's state is not a JSON object")
                 if answer["state"] != state:
                     state = answer["state"]
                     extra = {k: answer[k] for k in ("answered_by", "end_reason") if answer.get(k)}

@@ -126,13 +126,19 @@ class Outbound:
         plan = self.plan_for(call_id)
         return {} if plan is None else {"outbound": plan}
 
-    def status(self, call_id: str, state: str, end_reason: str | None = None) -> None:
-        """The carrier reported the call's progress (one of :data:`STATES`)."""
+    def placed(self, call_id: str, carrier: str) -> PlacedState | None:
+        """A call this worker placed through ``carrier`` (None: not one of them). A carrier's callback
+        (signed by that carrier only) never reaches a call of another."""
         placed = self.calls.get(call_id)
+        return placed if placed is not None and placed.carrier == carrier else None
+
+    def status(self, call_id: str, state: str, end_reason: str | None = None, *, carrier: str) -> None:
+        """The carrier reported the call's progress (one of :data:`STATES`)."""
+        placed = self.placed(call_id, carrier)
         if placed is None or placed.state in DONE or state not in STATES:
             return
-        if state == "answered" and placed.state == "in-progress":
-            return  # the stream is already running
+        if state not in DONE and STATES.index(state) <= STATES.index(placed.state):
+            return  # a late (or repeated) callback: the call is further along already
         placed.state = state
         if state == "answered":
             placed.answered_at = placed.answered_at or time.time()
@@ -141,11 +147,11 @@ class Outbound:
             placed.end_reason = placed.end_reason or end_reason
         log.info("placed call", call_id=call_id, state=state, end_reason=end_reason)
 
-    def answered(self, call_id: str, result: str) -> PlacedState | None:
+    def answered(self, call_id: str, result: str, *, carrier: str) -> PlacedState | None:
         """The carrier's answering-machine result for a placed call (None: not one of this worker's)."""
-        placed = self.calls.get(call_id)
-        if placed is None:
-            return None
+        placed = self.placed(call_id, carrier)
+        if placed is None or placed.state in DONE:  # (a result after the call ended changes nothing)
+            return placed
         placed.answered_by = result
         if placed.state not in ("in-progress", *DONE):  # the result came before the media stream
             placed.plan = OutboundPlan(**{**_plan_fields(placed.plan), "answered_by": result})
@@ -180,7 +186,7 @@ def _authorized(request: web.Request, config: GatewayConfig) -> web.Response | N
         return _error(404, "the outbound-call API is off: set gateway.api_token (GATEWAY_API_TOKEN) to turn it on")
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode("utf-8", "surrogateescape"),
                                                                token.get_secret_value().encode()):
         log.warning("outbound-call API request refused: bad or missing token", path=request.path)
         return _error(401, "a valid Authorization: Bearer <GATEWAY_API_TOKEN> header is required",
@@ -225,7 +231,7 @@ async def create_call(request: web.Request) -> web.Response:
         return _error(503, "the gateway is draining: it places no new calls", **{"Retry-After": "30"})
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # (not JSON, or nested too deep to decode)
         return _error(400, "expected a JSON object")
     if not isinstance(body, dict):
         return _error(400, "expected a JSON object")
@@ -291,6 +297,16 @@ async def create_call(request: web.Request) -> web.Response:
         future.exception()  # retrieved: a waiter gets it, nobody else needs to
         log.warning("a call could not be placed", carrier=carrier.name, ref=ref, error=str(exc))
         return _error(exc.status, str(exc))
+    except Exception as exc:  # a failure the carrier did not foresee: its waiters must not wait forever
+        failure = OutboundError(f"the call could not be placed: {carrier.name} failed unexpectedly")
+        future.set_exception(failure)
+        future.exception()
+        log.error("a call could not be placed", carrier=carrier.name, ref=ref, error=type(exc).__name__)
+        return _error(failure.status, str(failure))
+    except asyncio.CancelledError:
+        future.set_exception(OutboundError("the call was not placed: its request was cancelled"))
+        future.exception()
+        raise
     finally:
         outbound.placing_profiles.remove(profile_name)
         if key is not None:

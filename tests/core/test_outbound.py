@@ -230,7 +230,56 @@ def test_the_call_s_own_end_reason_wins_over_the_carrier_s_completed() -> None:
     outbound = Outbound(OutboundLimits())
     outbound.calls["CA1"] = PlacedState("CA1", "phone", "p", "+15555550123", "+15555550100", OutboundPlan())
     assert outbound.plan_for("CA1") is not None and outbound.calls["CA1"].state == "in-progress"
-    outbound.status("CA1", "completed", "hung_up")  # the carrier's word came first
+    outbound.status("CA1", "completed", "hung_up", carrier="phone")  # the carrier's word came first
     outbound.ended(SimpleNamespace(call_id="CA1", end_reason="voicemail_left", answered_by="machine_end_beep"))  # type: ignore[arg-type]
     placed = outbound.calls["CA1"]
     assert (placed.state, placed.end_reason, placed.answered_by) == ("completed", "voicemail_left", "machine_end_beep")
+
+
+def test_a_late_progress_callback_does_not_take_a_live_call_back_to_ringing() -> None:
+    """Carriers' callbacks are separate HTTP requests and may arrive out of order: a "ringing" that
+    comes after the media started must not make the live call count twice towards max_calls, nor
+    have it declared never connected."""
+    from gateway.config.schema import OutboundLimits
+    from gateway.outbound import Outbound, PlacedState
+
+    outbound = Outbound(OutboundLimits(calls_per_minute=60))
+    outbound.calls["CA1"] = PlacedState("CA1", "phone", "p", "+15555550123", "+15555550100", OutboundPlan())
+    outbound.plan_for("CA1")  # its media started: one of the worker's active calls
+    outbound.status("CA1", "ringing", carrier="phone")
+    outbound.status("CA1", "queued", carrier="phone")
+    assert outbound.calls["CA1"].state == "in-progress"
+    assert outbound.refusal("q", None, 1, 2) is None  # one live call (its bridge) of two
+    outbound.calls["CA1"].created_at -= 1000
+    outbound._prune(outbound.calls["CA1"].created_at + 2000)
+    assert outbound.calls["CA1"].state == "in-progress"
+
+
+def test_a_callback_of_another_carrier_does_not_touch_a_placed_call() -> None:
+    """Each carrier's callbacks are signed by that carrier only: one cannot change (or connect) a
+    call another carrier placed, even with its id."""
+    from gateway.config.schema import OutboundLimits
+    from gateway.outbound import Outbound, PlacedState
+
+    outbound = Outbound(OutboundLimits())
+    outbound.calls["CA1"] = PlacedState("CA1", "phone", "p", "+15555550123", "+15555550100", OutboundPlan())
+    assert outbound.placed("CA1", "other") is None and outbound.placed("CA1", "phone") is outbound.calls["CA1"]
+    outbound.status("CA1", "completed", "hung_up", carrier="other")
+    assert outbound.answered("CA1", "machine_end_beep", carrier="other") is None
+    placed = outbound.calls["CA1"]
+    assert (placed.state, placed.answered_by, placed.plan.answered_by) == ("queued", None, None)
+    assert outbound.answered("CA1", "human", carrier="phone") is placed and placed.plan.answered_by == "human"
+
+
+def test_a_late_answering_machine_result_does_not_rewrite_an_ended_call() -> None:
+    from types import SimpleNamespace
+
+    from gateway.config.schema import OutboundLimits
+    from gateway.outbound import Outbound, PlacedState
+
+    outbound = Outbound(OutboundLimits())
+    outbound.calls["CA1"] = PlacedState("CA1", "phone", "p", "+15555550123", "+15555550100", OutboundPlan())
+    outbound.plan_for("CA1")
+    outbound.ended(SimpleNamespace(call_id="CA1", end_reason="bot_hung_up", answered_by="human"))  # type: ignore[arg-type]
+    assert outbound.answered("CA1", "machine_end_beep", carrier="phone") is outbound.calls["CA1"]
+    assert outbound.calls["CA1"].answered_by == "human"

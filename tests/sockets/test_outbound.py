@@ -356,3 +356,102 @@ async def test_a_call_nobody_answers_fails_with_the_carrier_s_reason_and_frees_i
         status, _ = await post_as_twilio(callback, {"CallSid": placed["id"], "CallStatus": "completed"},
                                          "a-forged-signature-key")
         assert status == 403
+
+
+async def test_an_unexpected_failure_of_the_carrier_answers_the_waiters_of_the_same_key(monkeypatch: Any) -> None:
+    """A request that waits for a call being placed under its idempotency key gets an answer even
+    when placing it fails in a way the carrier did not foresee (it must not wait forever)."""
+    import threading
+
+    from gateway.carriers.base import OutboundError
+    from gateway.carriers.twilio import outbound as twilio_outbound
+
+    started, release = threading.Event(), threading.Event()
+
+    def broken_create(config: Any, request: Any) -> str:
+        started.set()
+        release.wait(10)
+        raise RuntimeError("the carrier's client broke")
+
+    async with outbound_rig() as rig:
+        monkeypatch.setattr(twilio_outbound, "_create", broken_create)
+        first = asyncio.create_task(rig.place(idempotency_key="reminder-7"))
+        assert await asyncio.to_thread(started.wait, 10)
+        future = rig.app[CONTEXT].outbound.placing["reminder-7"]
+        release.set()
+        status, answer, _ = await first
+        assert status == 502 and "could not be placed" in answer["error"]
+        assert future.done() and isinstance(future.exception(), OutboundError)
+        assert rig.app[CONTEXT].outbound.placing == {} and rig.app[CONTEXT].outbound.placing_profiles == []
+
+
+async def test_a_hanging_acs_api_is_given_up_on_and_the_call_s_place_freed(monkeypatch: Any) -> None:
+    """Call Automation's create_call that never answers: the API answers 502 in bounded time (the
+    SDK's own timeouts are minutes long, with retries), and the call holds no place in the limits."""
+    from gateway.carriers.acs import outbound as acs_outbound
+    from gateway.carriers.acs.carrier import AcsCarrier
+
+    never = asyncio.Event()
+
+    class HangingClient:
+        async def create_call(self, **kwargs: Any) -> Any:
+            await never.wait()
+
+    monkeypatch.setattr(acs_outbound, "CREATE_TIMEOUT_S", 0.05)
+    config = parse_config("""
+voicelive: {endpoint: "wss://127.0.0.1:9/voice-live"}
+gateway: {api_token: "${API_TOKEN}"}
+profiles:
+  reminder: {model: gpt-realtime}
+routes:
+  default: reminder
+""", env={"API_TOKEN": API_TOKEN})
+    runner, base = await serve(create_app(config, carriers=[AcsCarrier(HangingClient())]))
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, http.post(
+                base + "/v1/calls", json={"to": CALLEE, "from": FROM, "profile": "reminder"},
+                headers={"Authorization": f"Bearer {API_TOKEN}"}) as reply:
+            status, answer = reply.status, await reply.json()
+        assert status == 502 and "ACS" in answer["error"], answer
+        outbound = runner.app[CONTEXT].outbound
+        assert outbound.placing_profiles == [] and outbound.calls == {}
+    finally:
+        never.set()
+        await runner.cleanup()
+
+
+async def test_json_nested_too_deep_is_a_bad_request() -> None:
+    async with outbound_rig() as rig:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}
+            async with http.post(rig.base + "/v1/calls", data="[" * 100_000, headers=headers) as reply:
+                assert reply.status == 400 and "JSON object" in (await reply.json())["error"]
+        assert rig.creates == []
+
+
+async def test_a_token_that_is_not_utf8_is_a_wrong_token() -> None:
+    async with outbound_rig() as rig:
+        host, port = rig.base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /v1/calls/CA0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+                     b"Connection: close\r\n\r\n")
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        assert status_line.split()[1] == b"401", status_line
+        assert rig.creates == []
+
+
+async def test_gateway_dial_says_so_when_the_answer_is_json_but_not_an_object() -> None:
+    """A proxy in front of the gateway may answer with any JSON: dial reports it, it does not crash."""
+    async def odd(request: web.Request) -> web.Response:
+        return web.json_response(["bad gateway"], status=502 if request.method == "POST" else 200)
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/calls", odd)
+    runner, base = await serve(app)
+    try:
+        args = build_parser().parse_args(["dial", "--to", CALLEE, "--from", FROM, "--profile", "reminder",
+                                          "--url", base, "--token", API_TOKEN])
+        assert await dial(args, io.StringIO()) == 1
+    finally:
+        await runner.cleanup()

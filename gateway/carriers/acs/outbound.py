@@ -8,6 +8,7 @@ as Call Automation events to ``/acs/callbacks`` (CallConnected, CallDisconnected
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from aiohttp import web
@@ -17,6 +18,8 @@ from gateway.bridge import CONTEXT
 from gateway.carriers.acs.routes import STATE, STREAM_TOKEN_TTL_S, streaming_options
 from gateway.carriers.base import OutboundError, OutboundRequest, PlacedCall
 from gateway.config import GatewayConfig
+
+CREATE_TIMEOUT_S = 15.0  # the SDK's own timeouts (with its retries) run to minutes
 
 
 def refusal(config: GatewayConfig, client: object) -> str | None:
@@ -39,18 +42,21 @@ async def place_call(app: web.Application, request: OutboundRequest) -> PlacedCa
               "caller": request.from_}
     token = ctx.tokens.issue(claims, STREAM_TOKEN_TTL_S, carrier="acs")
     try:
-        result = await client.create_call(
-            target_participant=PhoneNumberIdentifier(request.to),
-            source_caller_id_number=PhoneNumberIdentifier(request.from_),
-            callback_url=public_url_for(request.public_base, "/acs/callbacks"),
-            media_streaming=streaming_options(ctx.config, request.public_base, token),
-            operation_context=request.profile)
+        async with asyncio.timeout(CREATE_TIMEOUT_S):
+            result = await client.create_call(
+                target_participant=PhoneNumberIdentifier(request.to),
+                source_caller_id_number=PhoneNumberIdentifier(request.from_),
+                callback_url=public_url_for(request.public_base, "/acs/callbacks"),
+                media_streaming=streaming_options(ctx.config, request.public_base, token),
+                operation_context=request.profile)
     except HttpResponseError as exc:
         status = 400 if 400 <= (exc.status_code or 0) < 500 else 502
         raise OutboundError(f"ACS refused the call (HTTP {exc.status_code}): {exc.message}"[:300],
                             status=status) from None
     except AzureError as exc:
         raise OutboundError(f"ACS Call Automation cannot be reached: {exc}"[:300]) from None
+    except TimeoutError:
+        raise OutboundError(f"ACS Call Automation did not answer within {CREATE_TIMEOUT_S:g} s") from None
     call_id = getattr(result, "call_connection_id", None)
     if not call_id:
         raise OutboundError("ACS answered without a call connection id")

@@ -238,7 +238,7 @@ async def acs_callbacks(request: web.Request) -> web.Response:
         result = _object(data.get("resultInformation"))
         fields = {"call_id": call_id, "acs_event": short, "code": result.get("code"),
                   "sub_code": result.get("subCode"), "detail": result.get("message")}
-        ctx.outbound.status(call_id or "", *_PLACED_STATES.get(short, ("", None)))  # (of the calls it placed)
+        ctx.outbound.status(call_id or "", *_PLACED_STATES.get(short, ("", None)), carrier="acs")  # (placed ones)
         bridge = ctx.calls.get(call_id or "")
         if not isinstance(bridge, AcsBridge):  # an id of another carrier's call is not an ACS call
             bridge = None

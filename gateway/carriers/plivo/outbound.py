@@ -149,7 +149,7 @@ def placed_id(request: web.Request, form: dict[str, str]) -> str | None:
     call_uuid = form.get("CallUUID", "")
     candidates = [form.get("ALegRequestUUID", ""), form.get("RequestUUID", ""),
                   request.app[CALL_UUIDS].get(call_uuid, "")]
-    found = next((c for c in candidates if c and c in ctx.outbound.calls), None)
+    found = next((c for c in candidates if c and ctx.outbound.placed(c, "plivo") is not None), None)
     if found is not None:
         _pair(request.app, call_uuid, found)
     return found
@@ -163,11 +163,11 @@ async def plivo_placed_answer(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     call_uuid, call_id = form.get("CallUUID", ""), placed_id(request, form)
-    placed = ctx.outbound.calls.get(call_id) if call_id is not None else None
+    placed = ctx.outbound.placed(call_id, "plivo") if call_id is not None else None
     if placed is None or not call_uuid:  # not placed by this worker (or forgotten): nothing to connect it to
         log.warning("an answer URL request for a call this worker did not place", call_id=call_uuid)
         return _xml(plivo.hangup_xml())
-    ctx.outbound.status(placed.id, "answered")
+    ctx.outbound.status(placed.id, "answered", carrier="plivo")
     claims = {"call": call_uuid, "placed": placed.id, "profile": placed.profile, "to": placed.to,
               "from": placed.from_}
     token = ctx.tokens.issue(claims, CALL_TOKEN_TTL_S, carrier="plivo")
@@ -187,7 +187,7 @@ async def plivo_machine(request: web.Request) -> web.Response:
     machine = form.get("Machine", "").strip().lower()
     result = "machine_start" if machine == "true" else "human" if machine == "false" else "unknown"
     call_id = placed_id(request, form)
-    if call_id is None or not await ctx.answering_machine(call_id, result):
+    if call_id is None or not await ctx.answering_machine(call_id, result, carrier="plivo"):
         log.warning("a machine detection result for a call this worker did not place",
                     call_id=form.get("CallUUID", ""))
     return web.Response(status=204)
@@ -201,7 +201,7 @@ async def plivo_ring(request: web.Request) -> web.Response:
         return refused
     call_id = placed_id(request, form)
     if call_id is not None:
-        ctx.outbound.status(call_id, "ringing")
+        ctx.outbound.status(call_id, "ringing", carrier="plivo")
     return web.Response(status=204)
 
 
@@ -215,7 +215,7 @@ async def plivo_hangup(request: web.Request) -> web.Response:
     call_id = placed_id(request, form)
     if call_id is not None:
         state = _ENDED.get(status, "completed")
-        ctx.outbound.status(call_id, state, end_reason=(status or "completed").replace("-", "_"))
+        ctx.outbound.status(call_id, state, end_reason=(status or "completed").replace("-", "_"), carrier="plivo")
         request.app[CALL_UUIDS].pop(form.get("CallUUID", ""), None)
     return web.Response(status=204)
 

@@ -129,11 +129,11 @@ async def telnyx_placed_answer(request: web.Request) -> web.Response:
     if isinstance(form, web.Response):
         return form
     call_sid = form.get("CallSid", "")
-    placed = ctx.outbound.calls.get(call_sid)
+    placed = ctx.outbound.placed(call_sid, "telnyx")
     if placed is None:  # not placed by this worker (or forgotten): nothing to connect it to
         log.warning("an answer webhook for a call this worker did not place", call_id=call_sid)
         return web.Response(text=telnyx.hangup_texml(), content_type="text/xml")
-    ctx.outbound.status(call_sid, "answered")
+    ctx.outbound.status(call_sid, "answered", carrier="telnyx")
     claims = {"call": call_sid, "profile": placed.profile, "account": form.get("AccountSid", "")}
     token = ctx.tokens.issue(claims, CALL_TOKEN_TTL_S, carrier="telnyx")
     base = public_base(request, ctx.config.gateway.public_url)
@@ -152,7 +152,7 @@ async def telnyx_amd(request: web.Request) -> web.Response:
     call_sid, answered_by = form.get("CallSid", ""), form.get("AnsweredBy", "unknown")
     if answered_by not in ANSWERED_BY:
         answered_by = "unknown"
-    if not await ctx.answering_machine(call_sid, answered_by):
+    if not await ctx.answering_machine(call_sid, answered_by, carrier="telnyx"):
         log.warning("an answering-machine result for a call this worker did not place", call_id=call_sid)
     return web.Response(status=204)
 
@@ -167,7 +167,8 @@ async def telnyx_call_status(request: web.Request) -> web.Response:
     state = _STATES.get(status)
     if state is not None:
         ended = state in ("completed", "failed")
-        ctx.outbound.status(form.get("CallSid", ""), state, end_reason=status.replace("-", "_") if ended else None)
+        ctx.outbound.status(form.get("CallSid", ""), state, end_reason=status.replace("-", "_") if ended else None,
+                            carrier="telnyx")
     return web.Response(status=204)
 
 

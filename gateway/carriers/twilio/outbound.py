@@ -96,11 +96,11 @@ async def twilio_placed_answer(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     call_sid = form.get("CallSid", "")
-    placed = ctx.outbound.calls.get(call_sid)
+    placed = ctx.outbound.placed(call_sid, "twilio")
     if placed is None:  # not placed by this worker (or forgotten): nothing to connect it to
         log.warning("an answer webhook for a call this worker did not place", call_id=call_sid)
         return web.Response(text=twilio.hangup_twiml(), content_type="text/xml")
-    ctx.outbound.status(call_sid, "answered")
+    ctx.outbound.status(call_sid, "answered", carrier="twilio")
     token = ctx.tokens.issue({"call": call_sid, "profile": placed.profile}, CALL_TOKEN_TTL_S, carrier="twilio")
     base = public_base(request, ctx.config.gateway.public_url)
     twiml = twilio.connect_twiml(public_url_for(base, "/twilio/media", websocket=True),
@@ -116,7 +116,7 @@ async def twilio_amd(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     call_sid, answered_by = form.get("CallSid", ""), form.get("AnsweredBy", "unknown")
-    if not await ctx.answering_machine(call_sid, answered_by):
+    if not await ctx.answering_machine(call_sid, answered_by, carrier="twilio"):
         log.warning("an answering-machine result for a call this worker did not place", call_id=call_sid)
     return web.Response(status=204)
 
@@ -131,7 +131,8 @@ async def twilio_call_status(request: web.Request) -> web.Response:
     state = _STATES.get(status)
     if state is not None:
         ended = state in ("completed", "failed")
-        ctx.outbound.status(form.get("CallSid", ""), state, end_reason=status.replace("-", "_") if ended else None)
+        ctx.outbound.status(form.get("CallSid", ""), state, end_reason=status.replace("-", "_") if ended else None,
+                            carrier="twilio")
     return web.Response(status=204)
 
 

@@ -143,11 +143,11 @@ async def vonage_placed_answer(request: web.Request) -> web.Response:
     if isinstance(params, web.Response):
         return params
     call_uuid = _text(params.get("uuid"))
-    placed = ctx.outbound.calls.get(call_uuid or "")
+    placed = ctx.outbound.placed(call_uuid or "", "vonage")
     if call_uuid is None or placed is None:  # not placed by this worker (or forgotten): nothing to connect
         log.warning("an answer webhook for a call this worker did not place", call_id=short(call_uuid or ""))
         return web.json_response(codec.talk_ncco(ctx.config.gateway.apology))  # then the call ends
-    ctx.outbound.status(call_uuid, "answered")
+    ctx.outbound.status(call_uuid, "answered", carrier="vonage")
     claims = {"call": call_uuid, "profile": placed.profile, "to": placed.to, "from": placed.from_}
     token = ctx.tokens.issue(claims, CALL_TOKEN_TTL_S, carrier="vonage")
     headers = {"call": call_uuid, "profile": placed.profile, "to": placed.to}
@@ -169,14 +169,15 @@ async def vonage_call_event(request: web.Request) -> web.Response:
     call_uuid = _text(params.get("uuid")) or _text(params.get("call_uuid")) or ""
     result = answered_by(params)
     if result is not None:
-        if not await ctx.answering_machine(call_uuid, result):
+        if not await ctx.answering_machine(call_uuid, result, carrier="vonage"):
             log.warning("an answering-machine result for a call this worker did not place",
                         call_id=short(call_uuid))
         return web.Response(status=204)
     status = _text(params.get("status")) or ""
     state = _STATES.get(status)
     if state is not None:
-        ctx.outbound.status(call_uuid, state, end_reason=status if state in ("completed", "failed") else None)
+        ctx.outbound.status(call_uuid, state, end_reason=status if state in ("completed", "failed") else None,
+                            carrier="vonage")
     return web.Response(status=204)
 
 
