@@ -247,7 +247,9 @@ class RecordDelivery:
     async def idle(self) -> None:
         """Return once no delivery is running (each delivered, or given up on)."""
         while self._tasks:
-            await asyncio.gather(*set(self._tasks), return_exceptions=True)
+            # (asyncio.wait always yields to the loop, so the done tasks' callbacks take them out of
+            # the set; a gather of tasks all done already may return without yielding, and spin)
+            await asyncio.wait(set(self._tasks))
 
     # --- inside --------------------------------------------------------------------------------
 
