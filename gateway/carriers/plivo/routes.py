@@ -14,12 +14,11 @@ letters and digits only, and the token is base64url with a dot.)
 
 from __future__ import annotations
 
-import asyncio
 import re
 from urllib.parse import urlencode
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from gateway import metrics
 from gateway.auth import TokenError, public_base, public_url_for
@@ -29,6 +28,7 @@ from gateway.carriers.plivo import codec as plivo
 from gateway.carriers.plivo.auth import NONCE_HEADER, SIGNATURE_HEADER, check_plivo_signature
 from gateway.carriers.plivo.control import PlivoBridge
 from gateway.carriers.plivo.settings import PlivoSettings
+from gateway.carriers.prelude import MEDIA_BEFORE_START, Step, await_start
 
 REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("plivo_rest", aiohttp.ClientSession)  # transfers, placing
 # CallUUID -> the request_uuid of the call the gateway placed it for (see gateway.carriers.plivo.outbound)
@@ -126,50 +126,18 @@ async def plivo_transfer(request: web.Request) -> web.Response:
     return _xml(plivo.dial_xml(number, caller_id if _NUMBER.fullmatch(caller_id) else None))
 
 
-async def _await_start(ws: web.WebSocketResponse, opened_at: float,
-                       prelude: list[tuple[float, str | bytes]]) -> plivo.Start | None:
-    """Read the socket until a valid ``start``; nothing is opened on Voice Live before it.
-
-    Every message read, the start included, is kept in ``prelude`` with its arrival time (ms since
-    the socket opened). Bad messages get one warning per kind of problem, then debug lines.
-    """
-    seen: dict[str, int] = {}
-
-    def reject(problem: str, detail: str) -> None:
-        seen[problem] = seen.get(problem, 0) + 1
-        level = log.warning if seen[problem] == 1 else log.debug
-        level("ignored a message before start", problem=problem, detail=detail, count=seen[problem])
-
+def _before_start(text: str) -> Step:
+    """What a message before ``start`` is (see :func:`gateway.carriers.prelude.await_start`)."""
     try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    prelude.append((now_ms() - opened_at, msg.data))
-                    try:
-                        event = plivo.parse_message(msg.data)
-                    except plivo.PlivoProtocolError as exc:
-                        if exc.event == "start":
-                            log.error("media stream refused: unusable start message", reason=str(exc))
-                            await ws.close(code=1003, message=b"unsupported start")
-                            return None
-                        reject("malformed", str(exc))
-                        continue
-                    if type(event) is plivo.Start:
-                        return event
-                    if type(event) is plivo.Media:
-                        reject("media-before-start", "media before start: dropped, there is no call yet")
-                    elif type(event) is plivo.Stop:
-                        log.info("stream stopped before it started")
-                        return None
-                elif msg.type is WSMsgType.BINARY:
-                    prelude.append((now_ms() - opened_at, msg.data))
-                    reject("binary-frame", f"{len(msg.data)} bytes; text frames only")
-                elif msg.type is WSMsgType.ERROR:
-                    log.warning("media socket error before start; closing", error=str(ws.exception())[:200])
-                    return None
-    except TimeoutError:
-        log.warning("no start message in time; closing the media socket", timeout_s=START_TIMEOUT_S)
-    return None
+        event = plivo.parse_message(text)
+    except plivo.PlivoProtocolError as exc:
+        return ("refuse", str(exc)) if exc.event == "start" else ("reject", ("malformed", str(exc)))
+    kind = type(event)
+    if kind is plivo.Start:
+        return "start", event
+    if kind is plivo.Media:
+        return MEDIA_BEFORE_START
+    return ("stop", None) if kind is plivo.Stop else ("ignore", None)
 
 
 def _bind(ctx: GatewayContext, start: plivo.Start, token: str, claims: dict[str, str] | None,
@@ -216,7 +184,7 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []
     try:
-        start = await _await_start(ws, opened_at, prelude)
+        start: plivo.Start | None = await await_start(ws, opened_at, prelude, _before_start, START_TIMEOUT_S)
         if start is None:
             return ws
         # a call the gateway placed is known by the id its placing gave it (the token names it)

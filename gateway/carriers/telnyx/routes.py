@@ -12,19 +12,19 @@ that saw the first one).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from urllib.parse import parse_qsl
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway import metrics
 from gateway.auth import TokenError, public_base, public_url_for
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
+from gateway.carriers.prelude import MEDIA_BEFORE_START, Step, await_start
 from gateway.carriers.telnyx import codec as telnyx
 from gateway.carriers.telnyx.auth import check_telnyx_signature, public_key_from_base64
 from gateway.carriers.telnyx.control import TelnyxBridge
@@ -104,52 +104,20 @@ async def telnyx_stream_ended(request: web.Request) -> web.Response:
     return web.Response(text=telnyx.hangup_texml(), content_type="text/xml")
 
 
-async def _await_start(ws: web.WebSocketResponse, opened_at: float,
-                       prelude: list[tuple[float, str | bytes]]) -> telnyx.Start | None:
-    """Read the socket until a valid ``start``; nothing is opened on Voice Live before it.
-
-    Every message read, the start included, is kept in ``prelude`` with its arrival time (ms since
-    the socket opened). Bad messages get one warning per kind of problem, then debug lines.
-    """
-    seen: dict[str, int] = {}
-
-    def reject(problem: str, detail: str) -> None:
-        seen[problem] = seen.get(problem, 0) + 1
-        level = log.warning if seen[problem] == 1 else log.debug
-        level("ignored a message before start", problem=problem, detail=detail, count=seen[problem])
-
+def _before_start(text: str) -> Step:
+    """What a message before ``start`` is (see :func:`gateway.carriers.prelude.await_start`)."""
     try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    prelude.append((now_ms() - opened_at, msg.data))
-                    try:
-                        event = telnyx.parse_message(msg.data)
-                    except telnyx.TelnyxProtocolError as exc:
-                        if exc.event == "start":
-                            log.error("media stream refused: unusable start message", reason=str(exc))
-                            await ws.close(code=1003, message=b"unsupported start")
-                            return None
-                        reject("malformed", str(exc))
-                        continue
-                    if type(event) is telnyx.Start:
-                        return event
-                    if type(event) is telnyx.Media:
-                        reject("media-before-start", "media before start: dropped, there is no call yet")
-                    elif type(event) is telnyx.StreamError:
-                        reject("stream-error", f"Telnyx reports error {event.code or '?'}: {event.title}")
-                    elif type(event) is telnyx.Stop:
-                        log.info("stream stopped before it started")
-                        return None
-                elif msg.type is WSMsgType.BINARY:
-                    prelude.append((now_ms() - opened_at, msg.data))
-                    reject("binary-frame", f"{len(msg.data)} bytes; text frames only")
-                elif msg.type is WSMsgType.ERROR:
-                    log.warning("media socket error before start; closing", error=str(ws.exception())[:200])
-                    return None
-    except TimeoutError:
-        log.warning("no start message in time; closing the media socket", timeout_s=START_TIMEOUT_S)
-    return None
+        event = telnyx.parse_message(text)
+    except telnyx.TelnyxProtocolError as exc:
+        return ("refuse", str(exc)) if exc.event == "start" else ("reject", ("malformed", str(exc)))
+    kind = type(event)
+    if kind is telnyx.Start:
+        return "start", event
+    if kind is telnyx.Media:
+        return MEDIA_BEFORE_START
+    if kind is telnyx.StreamError:
+        return "reject", ("stream-error", f"Telnyx reports error {event.code or '?'}: {event.title}")  # type: ignore[union-attr]
+    return ("stop", None) if kind is telnyx.Stop else ("ignore", None)
 
 
 def _stream_parameters(request: web.Request, start: telnyx.Start) -> dict[str, str]:
@@ -222,7 +190,7 @@ async def telnyx_media(request: web.Request) -> web.StreamResponse:
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []
     try:
-        start = await _await_start(ws, opened_at, prelude)
+        start: telnyx.Start | None = await await_start(ws, opened_at, prelude, _before_start, START_TIMEOUT_S)
         if start is None:
             return ws
         call_id = start.call_control_id

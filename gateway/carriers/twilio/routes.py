@@ -9,15 +9,14 @@ that stream once (a replayed ``start`` is refused by the replica that saw the fi
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from gateway import metrics
 from gateway.auth import TokenError, public_base, public_url_for
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
+from gateway.carriers.prelude import MEDIA_BEFORE_START, Step, await_start
 from gateway.carriers.twilio import codec as twilio
 from gateway.carriers.twilio.auth import check_twilio_signature
 from gateway.carriers.twilio.control import TwilioBridge
@@ -90,50 +89,18 @@ async def twilio_stream_ended(request: web.Request) -> web.Response:
     return web.Response(text=twilio.hangup_twiml(), content_type="text/xml")
 
 
-async def _await_start(ws: web.WebSocketResponse, opened_at: float,
-                       prelude: list[tuple[float, str | bytes]]) -> twilio.Start | None:
-    """Read the socket until a valid ``start``; nothing is opened on Voice Live before it.
-
-    Every message read, the start included, is kept in ``prelude`` with its arrival time (ms since
-    the socket opened). Bad messages get one warning per kind of problem, then debug lines.
-    """
-    seen: dict[str, int] = {}
-
-    def reject(problem: str, detail: str) -> None:
-        seen[problem] = seen.get(problem, 0) + 1
-        level = log.warning if seen[problem] == 1 else log.debug
-        level("ignored a message before start", problem=problem, detail=detail, count=seen[problem])
-
+def _before_start(text: str) -> Step:
+    """What a message before ``start`` is (see :func:`gateway.carriers.prelude.await_start`)."""
     try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    prelude.append((now_ms() - opened_at, msg.data))
-                    try:
-                        event = twilio.parse_message(msg.data)
-                    except twilio.TwilioProtocolError as exc:
-                        if exc.event == "start":
-                            log.error("media stream refused: unusable start message", reason=str(exc))
-                            await ws.close(code=1003, message=b"unsupported start")
-                            return None
-                        reject("malformed", str(exc))
-                        continue
-                    if type(event) is twilio.Start:
-                        return event
-                    if type(event) is twilio.Media:
-                        reject("media-before-start", "media before start: dropped, there is no call yet")
-                    elif type(event) is twilio.Stop:
-                        log.info("stream stopped before it started")
-                        return None
-                elif msg.type is WSMsgType.BINARY:
-                    prelude.append((now_ms() - opened_at, msg.data))
-                    reject("binary-frame", f"{len(msg.data)} bytes; text frames only")
-                elif msg.type is WSMsgType.ERROR:
-                    log.warning("media socket error before start; closing", error=str(ws.exception())[:200])
-                    return None
-    except TimeoutError:
-        log.warning("no start message in time; closing the media socket", timeout_s=START_TIMEOUT_S)
-    return None
+        event = twilio.parse_message(text)
+    except twilio.TwilioProtocolError as exc:
+        return ("refuse", str(exc)) if exc.event == "start" else ("reject", ("malformed", str(exc)))
+    kind = type(event)
+    if kind is twilio.Start:
+        return "start", event
+    if kind is twilio.Media:
+        return MEDIA_BEFORE_START
+    return ("stop", None) if kind is twilio.Stop else ("ignore", None)
 
 
 def _redeem_token(ctx: GatewayContext, start: twilio.Start, token: str) -> dict[str, str] | None:
@@ -184,7 +151,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []
     try:
-        start = await _await_start(ws, opened_at, prelude)
+        start: twilio.Start | None = await await_start(ws, opened_at, prelude, _before_start, START_TIMEOUT_S)
         if start is None:
             return ws
         busy = ctx.refusal()
