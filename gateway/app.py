@@ -137,6 +137,7 @@ def create_app(
         try:
             yield
         finally:
+            await app[CONTEXT].warm.close()
             if records is not None:  # (the calls have ended: their records are spooled or on their way)
                 await records.close()
             await http.close()

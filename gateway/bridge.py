@@ -22,18 +22,22 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from gateway import metrics
+from gateway.audio import AudioFormat
 from gateway.auth import CallTokens
-from gateway.call import CALL_OPTIONS, Call, CallState, Observer, RunTool, SessionExpires
+from gateway.call import APPEND_HEAD, CALL_OPTIONS, Call, CallState, Observer, RunTool, SessionExpires
 from gateway.config import GatewayConfig
+from gateway.core.outbound import OutboundPlan
 from gateway.frames import server_text_frames
 from gateway.log import get_logger
 from gateway.outbound import Outbound
+from gateway.prewarm import WarmSession, WarmSessions
 from gateway.recording import CallRecorder, RecordingWriter
 from gateway.records import CallEvents, RecordOptions, build_record
 from gateway.tools import ToolRunner
 from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnection, VoiceLiveConnector
 from gateway.webhooks import RecordDelivery
 from gateway.wire import PHONE, VOICELIVE, PhoneLeg, PhoneMessage, WireCall
+from gateway.workers import worker_count
 
 log = get_logger("gateway.bridge")
 
@@ -106,10 +110,26 @@ class GatewayContext:
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     outbound: Outbound = field(init=False)  # the calls this worker placed
+    warm: WarmSessions = field(init=False)  # sessions opened when a call was announced, before its media
+    prewarms: bool = field(init=False)  # calls announced get their session at once
 
     def __post_init__(self) -> None:
         self._idle.set()
         self.outbound = Outbound(self.config.gateway.outbound)
+        self.warm = WarmSessions(self.connector.connect)
+        prewarm = self.config.voicelive.prewarm
+        self.prewarms = prewarm is True or (prewarm == "auto" and worker_count() == 1)
+
+    def prewarm(self, carrier: str, call_id: str, profile_name: str, audio: AudioFormat, *,
+                outbound: OutboundPlan | None = None) -> None:
+        """A carrier announced a call (or this worker placed one): open its Voice Live session now,
+        for its media socket to take (see :mod:`gateway.prewarm`)."""
+        vl = self.config.voicelive
+        if not self.prewarms or self.draining:
+            return
+        timeout = vl.prewarm_outbound_timeout_s if outbound is not None else vl.prewarm_timeout_s
+        self.warm.start(carrier, call_id, profile_name, self.config.profiles[profile_name], audio,
+                        timeout_s=timeout, outbound=outbound)
 
     def refusal(self) -> str | None:
         """Why a new call cannot be taken now (None: it can)."""
@@ -363,6 +383,11 @@ class CallBridge:
         wire, call, ctx = self.wire, self.call, self.ctx
         episode: float | None = None  # the reconnect episode under way (its deadline), and its tries
         attempt = 0
+        warm = ctx.warm.claim(self.carrier, call.call_id)
+        if warm is not None:
+            ws = await self._take_warm(warm)
+            if ws is not None and not await self._pump(ws):
+                return
         while not call.ended:
             if call.state == CallState.RECONNECTING:
                 if call.sessions.reconnect_deadline != episode:
@@ -393,6 +418,55 @@ class CallBridge:
             await self._flush()
             if not await self._pump(self.voicelive):
                 return
+
+    async def _take_warm(self, warm: WarmSession) -> VoiceLiveConnection | None:
+        """Take over the session opened when this call was announced (see :mod:`gateway.prewarm`): the
+        call is fed the exchange the warm session had, at its start. None: the session is not usable,
+        and the call opens its own."""
+        wire, call, ctx = self.wire, self.call, self.ctx
+        if not warm.matches(call):
+            ctx.warm.discard(warm, "mismatch")
+            return None
+        try:
+            ws = await warm.take(ctx.config.voicelive.connect_timeout_s)
+        except asyncio.CancelledError:  # the call ended while its session was still opening
+            ctx.warm.discard(warm, "wasted")
+            raise
+        if ws is None:
+            ctx.warm.discard(warm, "failed")
+            return None
+        self.voicelive = ws
+        now = self._now()
+        wire.voicelive_opened(now)
+        # What the call sends: the warm session sent it already; except the caller's audio that came
+        # meanwhile (held until the session is ready), which goes after what is replayed.
+        pending: list[str] = []
+        audio: list[str] = []
+
+        def take() -> None:
+            for text in wire.take_voicelive():
+                (audio if text.startswith(APPEND_HEAD) else pending).append(text)
+
+        take()
+        for sent, message in warm.exchange:
+            if sent:
+                if not pending or pending.pop(0) != message:
+                    # the call is not the one the session was configured for (it cannot be, when it
+                    # matches; this keeps a wrong session from serving a call): treated as a lost session
+                    self.log.error("the pre-warmed session does not fit the call; it is closed")
+                    metrics.WARM_SESSIONS.inc("mismatch")
+                    await ws.close()
+                    wire.voicelive_closed(None, now)
+                    await self._flush()
+                    return None  # (a call that can reconnect opens a new session; else it has ended)
+            else:
+                wire.from_voicelive(message, now)
+                take()
+        metrics.WARM_SESSIONS.inc("used")
+        self.log.info("pre-warmed Voice Live session taken", opened_ms_before=round(
+            (time.monotonic() - warm.created) * 1000 - now), replayed=len(warm.exchange))
+        await self._flush(pending + audio)
+        return ws
 
     def _backoff(self, attempt: int) -> float:
         """Seconds to wait before retry ``attempt`` (1: the first retry) of a reconnect episode, never

@@ -56,7 +56,7 @@ Observer = Callable[[str, float, dict[str, Any]], None]
 
 VOICEMAIL_TIMEOUT_MS = 120_000.0  # a voicemail message not heard to its end by then: hang up anyway
 
-_APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
+APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
 _APPEND_TAIL = '"}'
 
 
@@ -377,7 +377,7 @@ class Call:
             size = b64_len(payload)
             self.stats.frames_in += 1
             self.stats.bytes_in += size
-            self.to_voicelive.append(_APPEND_HEAD + payload + _APPEND_TAIL)
+            self.to_voicelive.append(APPEND_HEAD + payload + _APPEND_TAIL)
             # what the session has not yet turned into a conversation item: sent again if it drops
             self._inbound.sent(payload, size)
         elif state == CallState.CONNECTING or state == CallState.RECONNECTING:

@@ -187,6 +187,10 @@ VOICELIVE_FAILURES = Counter(REGISTRY, "gateway_voicelive_connect_failures_total
                              "session.update was refused).", ("carrier", "status"))
 VOICELIVE_RECONNECTS = Counter(REGISTRY, "gateway_voicelive_reconnects_total",
                                "Voice Live sessions reopened mid-call (after a drop, or to renew them).", ("carrier",))
+WARM_SESSIONS = Counter(REGISTRY, "gateway_voicelive_warm_sessions_total",
+                        "Voice Live sessions opened when a call was announced, before its media: opened, used by "
+                        "their call, wasted (the media never came), failed, mismatch (the call was not the one "
+                        "announced), skipped (too many waiting).", ("result",))
 VOICELIVE_ERRORS = Counter(REGISTRY, "gateway_voicelive_errors_total", "Voice Live error events, by code.",
                            ("code",))
 FIRST_AUDIO = Histogram(REGISTRY, "gateway_first_audio_seconds",

@@ -34,6 +34,15 @@ log = get_logger("gateway.workers")
 RESTART_DELAY_S = 1.0
 POLL_S = 0.2
 SIGNING_KEY_ENV = "GATEWAY_SIGNING_KEY"
+WORKERS_ENV = "GATEWAY_WORKERS"  # how many workers share the port (set by the supervisor for each)
+
+
+def worker_count(env: Mapping[str, str] = os.environ) -> int:
+    """How many workers of this gateway share its port (1 unless run by ``gateway serve --workers N``)."""
+    try:
+        return max(1, int(env.get(WORKERS_ENV, "1")))
+    except ValueError:
+        return 1
 
 
 def worker_command(argv: list[str]) -> list[str]:
@@ -53,10 +62,12 @@ def worker_command(argv: list[str]) -> list[str]:
     return [*out, "--reuse-port"]
 
 
-def worker_environment(base: Mapping[str, str], metrics_dir: str) -> dict[str, str]:
+def worker_environment(base: Mapping[str, str], metrics_dir: str, count: int = 1) -> dict[str, str]:
     """The workers' environment: ours, with one call token key for all of them (a new one unless
-    ``GATEWAY_SIGNING_KEY`` is set) and the directory where they all write their metrics."""
+    ``GATEWAY_SIGNING_KEY`` is set), the directory where they all write their metrics, and how many
+    they are (each takes its share of the Voice Live connection budget)."""
     env = dict(base)
+    env[WORKERS_ENV] = str(count)
     if not env.get(SIGNING_KEY_ENV):
         env[SIGNING_KEY_ENV] = secrets.token_urlsafe(48)
     env[MULTIPROC_DIR_ENV] = metrics_dir
@@ -135,7 +146,7 @@ def supervise(count: int, argv: list[str]) -> int:
                  "(set it when more than one machine or container serves the same calls)")
     metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
     try:
-        workers = Workers(worker_command(argv), worker_environment(os.environ, metrics_dir), metrics_dir)
+        workers = Workers(worker_command(argv), worker_environment(os.environ, metrics_dir, count), metrics_dir)
         return _run(workers, count)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -861,6 +861,13 @@ class VoiceLiveSettings(SettingsModel):
     renew_before_expiry_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 120.0
     # A Voice Live socket that stops reading: end the call once this much is waiting to be sent.
     max_send_backlog_kib: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] = 1024
+    # Open a call's session when the carrier announces it (a voice webhook, an incoming-call event, the
+    # gateway placing the call), before its media socket comes; closed unused after this long. auto:
+    # on with one worker, off with several (the media lands on the announcing worker only 1 in N times,
+    # and every miss spends one of the resource's connections per minute).
+    prewarm: bool | Literal["auto"] = "auto"
+    prewarm_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 10.0
+    prewarm_outbound_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 60.0
 
 
 class OutboundLimits(SettingsModel):

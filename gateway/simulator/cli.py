@@ -51,6 +51,13 @@ def register_cli(subparsers: Any) -> None:
         help="delay between the end of a caller turn and the response (default: 300)",
     )
     p.add_argument(
+        "--setup-delay-ms",
+        type=int,
+        default=0,
+        help="answer each session's WebSocket upgrade this long after it is asked for, like a service "
+        "far away (default: 0)",
+    )
+    p.add_argument(
         "--tool-call",
         dest="tool_calls",
         action="append",
@@ -126,6 +133,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         output_buffer_clear=args.output_buffer_clear,
         audio_speed=args.audio_speed,
         response_delay_ms=args.response_delay_ms,
+        setup_delay_ms=args.setup_delay_ms,
         tool_calls=tool_calls,
         record=False,
     )

@@ -437,6 +437,8 @@ async def _realtime(request: web.Request) -> web.StreamResponse:
         auth = "api-key" if ok_key else "bearer"
     query = dict(request.query)
     _check_query(query)
+    if settings.setup_delay_ms:
+        await asyncio.sleep(settings.setup_delay_ms / 1000)  # the set-up time of a service far away
     ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_CLIENT_MESSAGE, timeout=CLOSE_TIMEOUT_S)
     if not ws.can_prepare(request).ok:
         raise _json_error(

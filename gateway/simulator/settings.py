@@ -57,6 +57,9 @@ class SimulatorSettings:
     so by default it is left out."""
     response_delay_ms: int = 300
     """From commit (or ``response.create``) to ``response.created``: the model "thinking"."""
+    setup_delay_ms: int = 0
+    """The WebSocket upgrade of a session is answered this long after it was asked for: the set-up
+    time of a service far away (the real one takes hundreds of milliseconds to seconds)."""
     audio_speed: float = 4.0
     """Reply audio is streamed this many times faster than real time (``math.inf``: at once)."""
     chunk_pattern_ms: tuple[int, ...] = (120, 240, 80, 400, 200)
@@ -98,8 +101,8 @@ class SimulatorSettings:
             raise ValueError("chunk_pattern_ms needs at least one positive duration")
         if self.output_buffer_clear not in ("auto", "ack", "error", "ignore"):
             raise ValueError("output_buffer_clear must be auto, ack, error or ignore")
-        if self.response_delay_ms < 0 or self.vad_min_speech_ms < 0 or self.function_call_ms < 0:
-            raise ValueError("response_delay_ms, vad_min_speech_ms and function_call_ms must be >= 0")
+        if min(self.response_delay_ms, self.vad_min_speech_ms, self.function_call_ms, self.setup_delay_ms) < 0:
+            raise ValueError("response_delay_ms, vad_min_speech_ms, function_call_ms and setup_delay_ms must be >= 0")
         for turn, call in self.tool_calls.items():
             if isinstance(turn, bool) or not isinstance(turn, int) or turn < 1:
                 raise ValueError(f"tool_calls keys are caller turns counted from 1, not {turn!r}")

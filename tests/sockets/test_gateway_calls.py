@@ -28,6 +28,7 @@ CONFIG = """
 voicelive:
   endpoint: ${EP}
   api_key: ${KEY:-}
+  reconnect_budget_s: ${RECONNECT:-15}
 twilio:
   auth_token: ${TWILIO_TOKEN}
 profiles:
@@ -64,7 +65,7 @@ class Rig:
     seen: dict[tuple[str, str], asyncio.Event]
 
     def moment(self, call_id: str, event: str) -> asyncio.Event:
-        """An event set when the gateway's call ``call_id`` reports ``event`` (e.g. session.ready)."""
+        """An event set when the gateway's call ``call_id`` (``*``: any call) reports ``event`` (e.g. session.ready)."""
         return self.seen.setdefault((call_id, event), asyncio.Event())
 
     @property
@@ -88,6 +89,7 @@ async def _start_rig(sim_settings: SimulatorSettings | None = None, env: dict[st
     def observer_for(call_id: str):
         def observe(event: str, _t: float, _fields: dict) -> None:
             seen.setdefault((call_id, event), asyncio.Event()).set()
+            seen.setdefault(("*", event), asyncio.Event()).set()  # any call
         return observe
 
     app = create_app(config, observer_factory=observer_for)
@@ -156,17 +158,23 @@ async def test_audio_passes_through_byte_for_byte_both_ways(rig: Rig) -> None:
     assert report.clears == 0 and session.truncations == []
 
 
-async def test_voicelive_closing_mid_call_closes_the_phone_socket(rig: Rig) -> None:
-    async def drop_session() -> None:
-        session = await rig.sim.state.wait_for_session(0)
-        await session.close(1011, "simulated failure")
+async def test_voicelive_closing_mid_call_closes_the_phone_socket() -> None:
+    rig, runner = await _start_rig(env={"RECONNECT": "0"})  # a lost session is not reopened
+    try:
+        async def drop_session() -> None:
+            await rig.moment("*", "session.ready").wait()  # the call's session (opened when it was announced)
+            await rig.sim.state.sessions[0].close(1011, "simulated failure")
 
-    dropper = asyncio.create_task(drop_session())
-    report = await dial(rig.base + "/twilio/voice", [Silence(10_000), Hangup()])
-    await dropper
-    assert report.closed_by == "gateway"
-    assert report.duration_ms < 9_000
-    await rig.all_calls_finished()
+        dropper = asyncio.create_task(drop_session())
+        report = await dial(rig.base + "/twilio/voice", [Silence(10_000), Hangup()])
+        await dropper
+        assert report.closed_by == "gateway"
+        assert report.duration_ms < 9_000
+        assert len(rig.sim.state.sessions) == 1
+        await rig.all_calls_finished()
+    finally:
+        await runner.cleanup()
+        await rig.sim.close()
 
 
 async def test_caller_hanging_up_closes_the_voicelive_session(rig: Rig) -> None:

@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway import metrics
+from gateway.audio import G711_ULAW
 from gateway.auth import TokenError, public_base, public_url_for
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
@@ -68,6 +69,7 @@ async def twilio_voice(request: web.Request) -> web.Response:
         parameters["token"] = ctx.tokens.issue({"call": call_sid, "profile": profile_name}, CALL_TOKEN_TTL_S,
                                                carrier="twilio")
     log.info("incoming Twilio call", call_id=call_sid, profile=profile_name)
+    ctx.prewarm("twilio", call_sid, profile_name, G711_ULAW)
     base = public_base(request, ctx.config.gateway.public_url)
     twiml = twilio.connect_twiml(public_url_for(base, "/twilio/media", websocket=True), parameters,
                                  action=public_url_for(base, "/twilio/stream-ended"))
