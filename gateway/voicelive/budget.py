@@ -66,7 +66,8 @@ class Grant:
     ``granted``: the connect may go ahead (and has been counted). ``remaining``: connects left in the
     window after this take (0 while on back-off). ``retry_after_s``: 0.0 when granted; otherwise the
     seconds until a take like this one could be granted (``math.inf`` when the reserve leaves no slot
-    at all). ``shared``: decided by the shared budget in Redis (False: by this worker's own share).
+    at all). ``shared``: the budget in use is the one shared through Redis (False: this worker's own
+    share, a :class:`LocalBudget` or Redis being unreachable).
     ``backed_off``: refused because the resource is on back-off after a 429.
     """
 

@@ -40,7 +40,8 @@ def _free_port() -> int:
 class RedisServer:
     """A ``redis-server`` on 127.0.0.1 without persistence, started and stopped by the test."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
+        self.options = options
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             pytest.fail("redis-server is not installed; these tests need it (Debian/Ubuntu: "
@@ -57,7 +58,8 @@ class RedisServer:
         assert self.binary is not None and self.process is None
         self.output = b""
         process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             *self.options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         ready = threading.Event()
@@ -90,8 +92,8 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def running_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
+def running_redis(*options: str) -> Iterator[RedisServer]:
+    server = RedisServer(*options)
     server.start()
     try:
         yield server
@@ -275,6 +277,17 @@ async def test_redis_stopped_then_back(log_capture: LogCapture) -> None:
     assert lines.count(WARNING) == 1
     assert lines.count(BACK) == 1
     assert lines.index(WARNING) < lines.index(BACK)
+
+
+async def test_a_redis_that_answers_with_errors_falls_back(log_capture: LogCapture) -> None:
+    # a server where the scripts cannot run (as if it were not Redis, or refused them): every reply an error
+    with running_redis("--rename-command", "EVALSHA", "", "--rename-command", "EVAL", "") as server, \
+            log_capture("info") as buf:
+        async with budgets(server.url, 1, {"r": 30}, {"r": 1}) as (a,):
+            grants = [await a.take("r") for _ in range(2)]
+    assert [(g.granted, g.shared) for g in grants] == [(True, False), (False, False)]
+    assert events(buf).count(WARNING) == 1
+    assert json.loads(buf.getvalue().splitlines()[0])["error"] == "ResponseError"
 
 
 def test_a_missing_redis_server_is_a_failure_not_a_skip(monkeypatch: pytest.MonkeyPatch) -> None:
