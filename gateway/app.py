@@ -21,14 +21,18 @@ from gateway.call import Observer
 from gateway.carriers.base import Carrier
 from gateway.carriers.registry import default_carriers
 from gateway.carriers.settings import carrier_settings
+from gateway.config import SIMULATOR as SIMULATOR_ENDPOINT
 from gateway.config import GatewayConfig, config_notes
 from gateway.log import get_logger, register_secret
 from gateway.outbound import CARRIERS as OUTBOUND_CARRIERS
 from gateway.outbound import routes as outbound_routes
 from gateway.recording import RecordingWriter
 from gateway.tools import ToolRunner, http_tool_runner
-from gateway.voicelive.client import VoiceLiveConnector
+from gateway.voicelive.pool import ResourcePool, build_budget
 from gateway.webhooks import RecordDelivery
+from gateway.workers import worker_count
+
+REDIS_URL_ENV = "GATEWAY_REDIS_URL"  # shared Voice Live connection budgets (unset: each worker its share)
 
 log = get_logger("gateway.app")
 
@@ -91,25 +95,29 @@ def create_app(
     for secret in config.secrets():
         register_secret(secret)
     app = web.Application()
-    endpoint = voicelive_endpoint or config.voicelive_url
     for carrier in carriers:
         carrier.install(app, config)
         metrics.ACTIVE_CALLS.declare(carrier.name)  # 0 calls in progress from the first scrape on
 
     async def start_backend(app: web.Application) -> Any:
-        nonlocal endpoint
         simulator = None
-        if not endpoint:
+        resources = config.voicelive.resource_list()
+        simulated = None
+        if not voicelive_endpoint and any(r.endpoint == SIMULATOR_ENDPOINT for r in resources):
             from gateway.simulator import SimulatorSettings, start_simulator
 
             # a long-running gateway must not keep every simulated event in memory
             simulator = await start_simulator(simulator_settings or SimulatorSettings(record=False))
-            endpoint = simulator.endpoint
+            simulated = simulator.endpoint
             app[SIMULATOR] = simulator
             log.warning("using the built-in Voice Live simulator: AZURE_VOICELIVE_ENDPOINT is not set"
-                        if config.voicelive.endpoint is None else "using the built-in Voice Live simulator",
-                        simulator=endpoint)
-        connector = VoiceLiveConnector(config.voicelive, endpoint=endpoint)
+                        if config.voicelive.endpoint is None and config.voicelive.resources is None
+                        else "using the built-in Voice Live simulator", simulator=simulated)
+        endpoints = {r.name: voicelive_endpoint or (simulated if r.endpoint == SIMULATOR_ENDPOINT else r.endpoint)
+                     for r in resources}
+        workers = worker_count()
+        pool = ResourcePool.build(config.voicelive, endpoints=endpoints, workers=workers,  # type: ignore[arg-type]
+                                  budget=build_budget(config.voicelive, workers, os.environ.get(REDIS_URL_ENV)))
         recording = None
         if config.recording.directory:
             recording = RecordingWriter(config.recording.directory, config.recording.redact_audio)
@@ -125,10 +133,15 @@ def create_app(
             records.start()  # what an earlier run left in the spool goes out first
             log.info("post-call records on", spool=config.records.spool_directory)
         app[CONTEXT] = GatewayContext(
-            config, connector, tokens, observer_factory, recording, tool_runner or http_tool_runner(http),
+            config, pool, tokens, observer_factory, recording, tool_runner or http_tool_runner(http),
             records=records)
-        if simulator is None:
-            log.info("Voice Live backend", endpoint=endpoint, auth=connector.auth_kind)
+        for resource in pool.resources:
+            if resource.connector.endpoint != simulated:
+                log.info("Voice Live backend", resource=resource.name, endpoint=resource.connector.endpoint,
+                         auth=resource.connector.auth_kind, connections_per_minute=resource.limit,
+                         worker_share=resource.share)
+        if os.environ.get(REDIS_URL_ENV):
+            log.info("Voice Live connection budgets are shared through Redis")
         if not config.gateway.public_url:
             log.warning("GATEWAY_PUBLIC_URL is not set: carrier URLs are built from each request's Host header")
         _announce_security(config, carriers)
@@ -141,7 +154,7 @@ def create_app(
             if records is not None:  # (the calls have ended: their records are spooled or on their way)
                 await records.close()
             await http.close()
-            await connector.close()
+            await pool.close()
             if recording is not None:
                 await asyncio.get_running_loop().run_in_executor(None, recording.close)
             if simulator is not None:

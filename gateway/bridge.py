@@ -25,7 +25,7 @@ from gateway import metrics
 from gateway.audio import AudioFormat
 from gateway.auth import CallTokens
 from gateway.call import APPEND_HEAD, CALL_OPTIONS, Call, CallState, Observer, RunTool, SessionExpires
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, Profile
 from gateway.core.outbound import OutboundPlan
 from gateway.frames import server_text_frames
 from gateway.log import get_logger
@@ -34,7 +34,8 @@ from gateway.prewarm import WarmSession, WarmSessions
 from gateway.recording import CallRecorder, RecordingWriter
 from gateway.records import CallEvents, RecordOptions, build_record
 from gateway.tools import ToolRunner
-from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnection, VoiceLiveConnector
+from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnection
+from gateway.voicelive.pool import NoBudget, ResourcePool
 from gateway.webhooks import RecordDelivery
 from gateway.wire import PHONE, VOICELIVE, PhoneLeg, PhoneMessage, WireCall
 from gateway.workers import worker_count
@@ -47,15 +48,10 @@ PHONE_WRITE_LIMIT = 1 << 16  # bytes waiting in the phone socket before writes g
 # Ends that came from the caller's side: nothing to hang up, the socket closes normally.
 CALLER_ENDS = ("caller_hung_up", "phone_socket_closed")
 # Ends where the gateway failed the caller (they hear an apology where the carrier allows it).
-FAILURE_ENDS = ("voicelive_unavailable", "voicelive_lost", "voicelive_not_ready", "voicelive_closed",
+FAILURE_ENDS = ("voicelive_unavailable", "voicelive_busy", "voicelive_lost", "voicelive_not_ready", "voicelive_closed",
                 "voicelive_stalled", "voicelive_session_rejected", "audio_format_rejected", "gateway_error",
                 "drain_timeout")
 FAILED_CALL_TTL_S = 600.0
-
-
-def _status_label(status: int | None) -> str:
-    return str(status) if status in (400, 401, 403, 404, 408, 429, 500, 502, 503, 504) else (
-        "other" if status else "unreachable")
 
 
 def _noop_observer(_e: str, _t: float, _f: dict[str, Any]) -> None:
@@ -99,7 +95,7 @@ class GatewayContext:
     """What every call needs from the running gateway."""
 
     config: GatewayConfig
-    connector: VoiceLiveConnector
+    pool: ResourcePool  # the Voice Live resources and their connection budgets
     tokens: CallTokens
     observer_factory: Callable[[str], Observer] | None = None
     recording: RecordingWriter | None = None
@@ -107,6 +103,7 @@ class GatewayContext:
     records: RecordDelivery | None = None  # post-call records are delivered (None: no webhook configured)
     calls: dict[str, CallBridge] = field(default_factory=dict)
     failed_calls: dict[str, float] = field(default_factory=dict)  # call id -> when the gateway gave up on it
+    busy_calls: dict[str, str] = field(default_factory=dict)  # call id -> its busy message (no connection)
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     outbound: Outbound = field(init=False)  # the calls this worker placed
@@ -116,7 +113,7 @@ class GatewayContext:
     def __post_init__(self) -> None:
         self._idle.set()
         self.outbound = Outbound(self.config.gateway.outbound)
-        self.warm = WarmSessions(self.connector.connect)
+        self.warm = WarmSessions(lambda profile: self.pool.connect(profile, "warm"))
         prewarm = self.config.voicelive.prewarm
         self.prewarms = prewarm is True or (prewarm == "auto" and worker_count() == 1)
 
@@ -186,6 +183,17 @@ class GatewayContext:
             await bridge.answering_machine(result)
         return True
 
+    def note_busy(self, call_id: str, profile: Profile) -> None:
+        """A call that found no Voice Live connection: its carrier says the profile's busy message."""
+        self.busy_calls[call_id] = profile.busy.message or self.config.gateway.apology
+        while len(self.busy_calls) > 1000:
+            self.busy_calls.pop(next(iter(self.busy_calls)))
+
+    def apology_for(self, call_id: str) -> str:
+        """What a caller the gateway failed hears from the carrier: the busy message of a call that found
+        no Voice Live connection, else the apology."""
+        return self.busy_calls.get(call_id) or self.config.gateway.apology
+
     def note_failure(self, call_id: str) -> None:
         """Remember, for a while, that a call ended because the gateway could not serve it."""
         now = time.monotonic()
@@ -247,6 +255,8 @@ class CallBridge:
         self.recorder = recorder
         self.wire = WireCall(call, leg, recorder)
         self.voicelive: VoiceLiveConnection | None = None
+        self._renewing: asyncio.Task[None] | None = None  # opening the session that replaces this one
+        self._renewed: VoiceLiveConnection | None = None  # opened by a renewal, for the pump to take
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._clock_wake = asyncio.Event()
         self._clock_due: float | None = None
@@ -263,8 +273,9 @@ class CallBridge:
         for action in wire.take_shell():
             if isinstance(action, SessionExpires):
                 wire.session_expiry(action.at - time.time(), self._now())
-            elif ws is not None and ws.state is State.OPEN:  # RenewSession
-                await ws.close()  # a quiet moment before the session expires: the pump opens a new one
+            elif ws is not None and ws.state is State.OPEN and self._renewing is None:  # RenewSession
+                # a quiet moment before the session expires: the fresh session is opened first
+                self._renewing = asyncio.create_task(self._renew(ws), name=f"renew-{self.call.call_id}")
         if ws is not None:
             messages = (taken or []) + wire.take_voicelive()
             if messages:
@@ -395,11 +406,34 @@ class CallBridge:
                 if attempt:  # every retry of an episode backs off, even after sessions that opened
                     await asyncio.sleep(self._backoff(attempt))
                 attempt += 1
-            started = time.perf_counter()
+            renewed, self._renewed = self._renewed, None
+            if renewed is not None:  # a renewal opened the fresh session before closing the old one
+                self.voicelive = renewed
+                metrics.VOICELIVE_RENEWALS.inc("renewed")
+                wire.voicelive_opened(self._now())
+                await self._flush()
+                if not await self._pump(renewed):
+                    return
+                continue
+            reconnecting = call.state == CallState.RECONNECTING
+            deadline = call.sessions.reconnect_deadline
+            # a new call may wait for budget as its profile says; a reconnect within its own budget
+            wait_s = (max(0.0, (deadline - self._now()) / 1000) if reconnecting and deadline is not None
+                      else call.profile.busy.wait_s)
             try:
-                self.voicelive = await ctx.connector.connect(call.profile)
+                self.voicelive = await ctx.pool.connect(call.profile, "reconnect" if reconnecting else "call",
+                                                        wait_s=wait_s, carrier=self.carrier)
+            except NoBudget as exc:
+                self.log.error("no Voice Live connection left in the budget", reconnecting=reconnecting,
+                               retry_after_s=round(exc.retry_after_s or 0.0, 1))
+                metrics.VOICELIVE_FAILURES.inc(self.carrier, "no_budget")
+                if not reconnecting:
+                    ctx.note_busy(call.call_id, call.profile)
+                wire.voicelive_failed("voicelive_lost" if reconnecting else "voicelive_busy", self._now())
+                await self._flush()
+                return
             except VoiceLiveConnectError as exc:
-                metrics.VOICELIVE_FAILURES.inc(self.carrier, _status_label(exc.status))
+                metrics.VOICELIVE_FAILURES.inc(self.carrier, metrics.status_label(exc.status))
                 deadline = call.sessions.reconnect_deadline
                 if call.state == CallState.RECONNECTING and deadline is not None and self._now() < deadline:
                     log_retry = self.log.warning if attempt == 1 else self.log.debug  # one warning per episode
@@ -411,13 +445,34 @@ class CallBridge:
                 wire.voicelive_failed(reason, self._now(), status=exc.status)
                 await self._flush()
                 return
-            metrics.VOICELIVE_CONNECT.observe(time.perf_counter() - started, self.carrier)
             if call.state == CallState.RECONNECTING:
                 metrics.VOICELIVE_RECONNECTS.inc(self.carrier)
             wire.voicelive_opened(self._now())
             await self._flush()
             if not await self._pump(self.voicelive):
                 return
+
+    async def _renew(self, old: VoiceLiveConnection) -> None:
+        """Open the session that replaces ``old`` (within the budget, leaving its reserve for new calls),
+        then close ``old``: the pump goes on with the fresh one. No budget to spare: the call keeps
+        ``old`` and tries again later."""
+        try:
+            try:
+                fresh = await self.ctx.pool.connect(self.call.profile, "renewal", carrier=self.carrier)
+            except VoiceLiveConnectError as exc:
+                metrics.VOICELIVE_RENEWALS.inc("deferred")
+                self.log.info("session renewal deferred", reason=str(exc))
+                if not self.call.ended:
+                    self.wire.renewal_deferred(self._now())
+                    await self._flush()
+                return
+            if self.call.ended or old.state is not State.OPEN:  # the call, or the old session, ended meanwhile
+                await fresh.close()
+                return
+            self._renewed = fresh
+            await old.close()
+        finally:
+            self._renewing = None
 
     async def _take_warm(self, warm: WarmSession) -> VoiceLiveConnection | None:
         """Take over the session opened when this call was announced (see :mod:`gateway.prewarm`): the
@@ -553,6 +608,8 @@ class CallBridge:
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         finally:
             tasks += self._tool_tasks
+            if self._renewing is not None:
+                tasks.append(self._renewing)
             for task in tasks:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -607,6 +664,8 @@ class CallBridge:
         return None
 
     async def _close_legs(self) -> None:
+        if self._renewed is not None and self._renewed is not self.voicelive:
+            await self._renewed.close()
         if self.voicelive is not None:
             try:
                 await self.voicelive.close()

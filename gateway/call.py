@@ -15,6 +15,7 @@ playback acknowledgements (marks the phone echoes), never by bytes sent.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +62,7 @@ _APPEND_TAIL = '"}'
 
 
 # The options a shell gives a call beyond its profile (recorded with the call, so a replay uses them)
-CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "can_transfer", "can_send_dtmf")
+CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "renew_spread_ms", "can_transfer", "can_send_dtmf")
 
 
 
@@ -158,6 +159,7 @@ class Call:
     paced: bool = False  # no playback acknowledgements on this leg: pace the bot's audio in real time
     reconnect_budget_ms: float = 0.0  # a dropped session is reopened for at most this long (0: never)
     renew_before_ms: float = 120_000.0  # renew the session this long before it expires
+    renew_spread_ms: float = 0.0  # and up to this much earlier, by call (renewals of calls begun together spread)
     fallback_audio: str | None = None  # an apology in the leg's format, played (paced legs) when all fails
     can_transfer: bool = False  # the phone leg can hand the caller over to another number
     can_send_dtmf: bool = False  # the phone leg can press keys towards the caller
@@ -683,9 +685,18 @@ class Call:
         """Voice Live said the session expires in ``seconds_left``: renew it before then, between turns.
         A session is never renewed within a minute of being opened (a wrong clock must not make
         the gateway renew sessions in a loop)."""
-        if self.sessions.schedule_renewal(seconds_left, now):
+        spread = zlib.crc32(self.call_id.encode()) % (int(self.renew_spread_ms) + 1)
+        if self.sessions.schedule_renewal(seconds_left, now, spread):
             self._warn_once("short-session", "Voice Live session expires sooner than the renewal margin",
                             seconds_left=round(seconds_left, 1))
+
+    def renewal_deferred(self, now: float) -> None:
+        """The shell could not open the fresh session (no budget beyond the reserve): keep this one and
+        try again later (a session that reaches Voice Live's limit is reopened as a reconnect)."""
+        if self.ended or not self.sessions.renewing:
+            return
+        self.sessions.defer(now)
+        self.log.info("session renewal deferred: no Voice Live connection to spare now")
 
     def _maybe_renew(self, now: float) -> None:
         """At a quiet moment past the renewal time, ask the shell for a fresh session."""

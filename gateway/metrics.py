@@ -191,6 +191,24 @@ WARM_SESSIONS = Counter(REGISTRY, "gateway_voicelive_warm_sessions_total",
                         "Voice Live sessions opened when a call was announced, before its media: opened, used by "
                         "their call, wasted (the media never came), failed, mismatch (the call was not the one "
                         "announced), skipped (too many waiting).", ("result",))
+VOICELIVE_CONNECTS = Counter(REGISTRY, "gateway_voicelive_resource_connects_total",
+                             "New Voice Live connections per resource, by purpose (call, warm, reconnect, renewal) "
+                             "and result (ok, or the HTTP status that refused it).", ("resource", "purpose", "result"))
+VOICELIVE_REFUSALS = Counter(REGISTRY, "gateway_voicelive_budget_refusals_total",
+                             "Connects a resource's budget refused: budget (none left this minute), reserve (a "
+                             "renewal may not take the last ones), backoff (the service answered 429).",
+                             ("resource", "reason"))
+VOICELIVE_BUSY = Counter(REGISTRY, "gateway_voicelive_out_of_budget_total",
+                         "Connects that found no resource with budget within their wait, by purpose.", ("purpose",))
+VOICELIVE_BUDGET = Gauge(REGISTRY, "gateway_voicelive_budget_remaining",
+                         "Connects left in a resource's budget for the current minute, as this worker last saw it "
+                         "(with GATEWAY_REDIS_URL the resource's whole budget; without, this worker's share).",
+                         ("resource",), multiprocess_mode="liveall")
+VOICELIVE_ACTIVE = Gauge(REGISTRY, "gateway_voicelive_sessions", "Voice Live sessions open, per resource.",
+                         ("resource",))
+VOICELIVE_RENEWALS = Counter(REGISTRY, "gateway_voicelive_renewals_total",
+                             "Session renewals before Voice Live's session limit: renewed, or deferred (no budget "
+                             "beyond the reserve: tried again later).", ("result",))
 VOICELIVE_ERRORS = Counter(REGISTRY, "gateway_voicelive_errors_total", "Voice Live error events, by code.",
                            ("code",))
 FIRST_AUDIO = Histogram(REGISTRY, "gateway_first_audio_seconds",
@@ -205,6 +223,14 @@ FRAMES_DROPPED = Counter(REGISTRY, "gateway_frames_dropped_total",
                          "Audio not forwarded, by reason.", ("reason",))
 
 _KNOWN_CODES: set[str] = set()
+HTTP_STATUSES = (400, 401, 403, 404, 408, 429, 500, 502, 503, 504)
+
+
+def status_label(status: int | None) -> str:
+    """A bounded label for the HTTP status a connect failed with."""
+    return str(status) if status in HTTP_STATUSES else ("other" if status else "unreachable")
+
+
 MAX_CODE_LABELS = 30
 
 

@@ -38,6 +38,7 @@ from gateway.config import Profile
 from gateway.core.outbound import OutboundPlan
 from gateway.log import get_logger
 from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnection
+from gateway.voicelive.pool import NoBudget
 
 log = get_logger("gateway.prewarm")
 
@@ -104,6 +105,8 @@ class WarmSession:
             self.connection = await connect(self.profile)
         except VoiceLiveConnectError as exc:
             self.failed = f"connect failed: {exc}"
+            metrics.VOICELIVE_FAILURES.inc(self.carrier, "no_budget" if isinstance(exc, NoBudget)
+                                           else metrics.status_label(exc.status))
             return
         metrics.VOICELIVE_CONNECT.observe(time.perf_counter() - started, self.carrier)
         self._reading = asyncio.create_task(self._read(), name=f"warm-{self.call_id}")

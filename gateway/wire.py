@@ -119,6 +119,11 @@ class WireCall:
         self._lifecycle(now, VOICELIVE, "expires_in", seconds=round(seconds_left, 3))
         self.call.schedule_renewal(seconds_left, now)
 
+    def renewal_deferred(self, now: float) -> None:
+        """The fresh session a renewal asked for could not be opened now (no budget to spare)."""
+        self._lifecycle(now, VOICELIVE, "renewal_deferred")
+        self.call.renewal_deferred(now)
+
     def voicelive_opened(self, now: float) -> None:
         self._lifecycle(now, VOICELIVE, "open")
         self.call.voicelive_connected(now)

@@ -468,6 +468,18 @@ def parse_config(
         )
         tree[section] = {**part, key: None}
         skip.add(path)
+    voicelive = tree.get("voicelive")
+    resources = voicelive.get("resources") if isinstance(voicelive, dict) else None
+    for index, resource in enumerate(resources if isinstance(resources, list) else []):
+        raw = resource.get("api_key") if isinstance(resource, dict) else None
+        if raw is None or raw == "" or (isinstance(raw, str) and _SECRET_REF.fullmatch(raw)):
+            continue
+        key_path: KeyPath = ("voicelive", "resources", index, "api_key")
+        problems.append(
+            _Problem(_line_of(lines, key_path), key_path, "secrets come from the environment only: write ${VAR_NAME}")
+        )
+        resource["api_key"] = None
+        skip.add(key_path)
 
     expander = _Expander(env, lines)
     data = expander.walk(tree, ())
@@ -490,6 +502,10 @@ def parse_config(
         for section, key in SECRET_PATHS
         if isinstance(data.get(section), dict) and isinstance(value := data[section].get(key), str)
     ]
+    expanded = data.get("voicelive")
+    listed = expanded.get("resources") if isinstance(expanded, dict) else None
+    secrets += [value for item in (listed if isinstance(listed, list) else [])
+                if isinstance(item, dict) and isinstance(value := item.get("api_key"), str) and value]
     config: GatewayConfig | None = None
     try:
         config = GatewayConfig.model_validate({**data, "source": source})

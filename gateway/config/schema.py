@@ -721,6 +721,15 @@ class OutboundSettings(SettingsModel):
     max_calls: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] | None = None  # at once, per worker
 
 
+class Busy(SettingsModel):
+    """What a caller gets when no Voice Live resource has a connection left in its budget."""
+
+    # spoken by the carrier where it can speak text (None: gateway.apology); elsewhere the apology clip
+    message: Text | None = None
+    # wait this long for a connection to free up (the caller hears a soft hold tone) before the message
+    wait_s: Annotated[float, BeforeValidator(numeric), AfterValidator(between(0, 30))] = 0.0
+
+
 class Profile(SettingsModel):
     """What a caller gets: model or agent, voice, turn detection, greeting, barge-in behaviour.
 
@@ -760,6 +769,9 @@ class Profile(SettingsModel):
     record: ProfileRecord = ProfileRecord()
     outbound: OutboundSettings = OutboundSettings()  # calls placed with this profile
     voicemail: Voicemail = Voicemail(action="hangup")  # an answering machine on a placed call: hang up
+    # the Voice Live resources this profile's calls use, by name (None: every resource)
+    resources: list[Annotated[str, AfterValidator(_resource_name)]] | None = None
+    busy: Busy = Busy()
 
     @classmethod
     def _rules(cls, data: dict[str, Any]) -> list[Rule]:
@@ -847,6 +859,28 @@ def _endpoint(value: str) -> str:
     return value if value == SIMULATOR else socket_or_web_url(value)
 
 
+RESOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+DEFAULT_RESOURCE = "default"  # the one resource of a voicelive section with an endpoint (no list)
+CONNECTIONS_PER_MINUTE = 30  # Voice Live's new connections per minute on an S0 resource
+
+
+def _resource_name(value: str) -> str:
+    if not RESOURCE_NAME.fullmatch(value):
+        raise fail("expected a resource name of letters, digits, '.', '-' and '_' (at most 40)")
+    return value
+
+
+class VoiceLiveResource(SettingsModel):
+    """One Voice Live resource calls may use: its endpoint, credentials and connection budget."""
+
+    name: Annotated[str, AfterValidator(_resource_name)]
+    endpoint: Annotated[str, AfterValidator(_endpoint)]
+    api_key: SecretStr | None = None
+    # new connections per minute the resource allows (Voice Live S0: 30), shared by every worker
+    connections_per_minute: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] = CONNECTIONS_PER_MINUTE
+    region: Text | None = None  # a label for dashboards and check-config
+
+
 class VoiceLiveSettings(SettingsModel):
     # a Voice Live URL, or "simulator": the built-in simulator asked for by name (left empty, a
     # gateway that has carrier credentials refuses to start: real callers must not reach it)
@@ -868,6 +902,47 @@ class VoiceLiveSettings(SettingsModel):
     prewarm: bool | Literal["auto"] = "auto"
     prewarm_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 10.0
     prewarm_outbound_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 60.0
+    # The connection budget of the endpoint above (or give a list of resources instead).
+    connections_per_minute: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] = CONNECTIONS_PER_MINUTE
+    # Several Voice Live resources: tried in order (ordered) or the least loaded first (spread).
+    resources: list[VoiceLiveResource] | None = None
+    strategy: Literal["ordered", "spread"] = "ordered"
+    # Without GATEWAY_REDIS_URL every worker keeps its share of each resource's budget: the budget
+    # divided by the workers of this replica and by this many replicas.
+    replicas: Annotated[int, BeforeValidator(whole), AfterValidator(positive)] = 1
+    # Connections a session renewal must leave in a resource's budget (for new calls and reconnects).
+    renewal_reserve: Annotated[int, BeforeValidator(whole), AfterValidator(not_negative)] = 5
+    # Renewals are spread over this long before renew_before_expiry_s (by call), not all at once.
+    renew_spread_s: Annotated[float, BeforeValidator(numeric), AfterValidator(not_negative_float)] = 300.0
+
+    @classmethod
+    def _rules(cls, data: dict[str, Any]) -> list[Rule]:
+        rules: list[Rule] = []
+        resources = data.get("resources")
+        if resources is None:
+            return rules
+        for key in ("endpoint", "api_key", "connections_per_minute"):
+            if is_set(data.get(key)):
+                rules.append(((key,), "not with voicelive.resources: give each resource its own", False))
+        if isinstance(resources, list):
+            if not resources:
+                rules.append((("resources",), "expected at least one resource (or leave the list out)", False))
+            seen: set[str] = set()
+            for index, item in enumerate(resources):
+                name = field_of(item, "name")
+                if isinstance(name, str) and name in seen:
+                    rules.append((("resources", index, "name"), "a second resource of this name", True))
+                if isinstance(name, str):
+                    seen.add(name)
+        return rules
+
+    def resource_list(self) -> list[VoiceLiveResource]:
+        """The resources calls may use: the list, or the one endpoint as the resource "default"."""
+        if self.resources is not None:
+            return list(self.resources)
+        return [VoiceLiveResource.model_construct(
+            name=DEFAULT_RESOURCE, endpoint=self.endpoint or SIMULATOR, api_key=self.api_key,
+            connections_per_minute=self.connections_per_minute, region=None)]
 
 
 class OutboundLimits(SettingsModel):
@@ -1077,6 +1152,20 @@ class GatewayConfig(_WithCarriers):
                         False,
                     )
                 )
+        vl = data.get("voicelive")
+        listed = field_of(vl, "resources")
+        known = (list(dict.fromkeys(field_of(r, "name") for r in listed)) if isinstance(listed, list)
+                 else [DEFAULT_RESOURCE])
+        for name, profile in profiles.items():
+            wanted = field_of(profile, "resources")
+            if isinstance(wanted, list):
+                if not wanted:
+                    rules.append((("profiles", name, "resources"), "expected at least one resource (or leave "
+                                  "the list out: every resource)", False))
+                for index, resource in enumerate(wanted):
+                    if isinstance(resource, str) and resource not in known:
+                        rules.append((("profiles", name, "resources", index), "expected the name of a Voice Live "
+                                      f"resource: one of {', '.join(str(k) for k in known)}", True))
         names = [n for n in profiles if isinstance(n, str)]
         expected = f"expected the name of a profile: one of {', '.join(names)}" if names else ""
         routes = data.get("routes")
@@ -1107,8 +1196,9 @@ class GatewayConfig(_WithCarriers):
         """Plain values of every secret that is set, for the log scrubber (each carrier's section lists
         its own, such as a key inside a connection string)."""
         values: list[str] = []
+        keys = [resource.api_key for resource in self.voicelive.resources or []]
         for secret in (self.voicelive.api_key, self.gateway.signing_key, self.records.signing_secret,
-                       self.gateway.api_token):
+                       self.gateway.api_token, *keys):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
         for section in carrier_sections(self):
@@ -1125,7 +1215,10 @@ class GatewayConfig(_WithCarriers):
     @property
     def uses_simulator(self) -> bool:
         """True when calls go to the built-in simulator: no Voice Live endpoint, or "simulator"."""
-        return self.voicelive.endpoint in (None, SIMULATOR)
+        vl = self.voicelive
+        if vl.resources is not None:
+            return all(resource.endpoint == SIMULATOR for resource in vl.resources)
+        return vl.endpoint in (None, SIMULATOR)
 
     @property
     def voicelive_url(self) -> str | None:
@@ -1135,7 +1228,7 @@ class GatewayConfig(_WithCarriers):
     def simulator_refusal(self) -> str | None:
         """Why ``gateway serve`` must not start (None: it may): carrier credentials say real callers
         will ring, and no Voice Live endpoint is set, so they would reach the simulator by accident."""
-        if self.voicelive.endpoint is not None or self.gateway.insecure_dev_mode:
+        if self.voicelive.endpoint is not None or self.voicelive.resources or self.gateway.insecure_dev_mode:
             return None
         carriers = [f"{section.section}.{section.credential_key}" for section in carrier_sections(self)
                     if section.has_credential]

@@ -10,6 +10,7 @@ __all__ = ["MIN_SESSION_MS", "STABLE_SESSION_MS", "Sessions"]
 
 MIN_SESSION_MS = 60_000.0  # a Voice Live session is kept at least this long before a renewal
 STABLE_SESSION_MS = 5_000.0  # a restored session that drops sooner does not end the reconnect episode
+RENEWAL_RETRY_MS = 20_000.0  # a renewal that found no budget is tried again this much later
 RENEWAL_BUDGET_MS = 10_000.0  # a renewal may take this long to open its session, even without a reconnect budget
 
 
@@ -54,11 +55,19 @@ class Sessions:
             return True
         return False
 
-    def schedule_renewal(self, seconds_left: float, now: float) -> bool:
-        """Renew before the session expires, never within :data:`MIN_SESSION_MS` of now (a wrong
-        clock must not renew sessions in a loop). True: the session is shorter than the margin."""
-        self.renew_at = now + max(MIN_SESSION_MS, seconds_left * 1000 - self.renew_before_ms)
+    def schedule_renewal(self, seconds_left: float, now: float, spread_ms: float = 0.0) -> bool:
+        """Renew before the session expires, ``spread_ms`` earlier still (calls that began together
+        do not all renew at once), never within :data:`MIN_SESSION_MS` of now (a wrong clock must
+        not renew sessions in a loop). True: the session is shorter than the margin."""
+        self.renew_at = now + max(MIN_SESSION_MS, seconds_left * 1000 - self.renew_before_ms - spread_ms)
         return seconds_left * 1000 < self.renew_before_ms
+
+    def defer(self, now: float) -> None:
+        """The renewal could not get a connection (the budget keeps its reserve for new calls): the
+        current session goes on, and the renewal is tried again later."""
+        self.renewing = False
+        self._overdue = False
+        self.renew_at = now + RENEWAL_RETRY_MS
 
     def tick(self, now: float) -> None:
         if self.renew_at is not None and now >= self.renew_at:

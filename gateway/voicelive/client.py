@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.protocol import State
@@ -121,6 +122,14 @@ class VoiceLiveConnection(ClientConnection):
     send, framed by :func:`gateway.frames.client_text_frame` and written at once (see there why).
     Anything else (binary data, a connection that is not open) takes websockets' own path."""
 
+    on_closed: Callable[[], None] | None = None  # told once the connection is lost (a resource's load)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        hook, self.on_closed = self.on_closed, None
+        if hook is not None:
+            hook()
+
     async def send(self, message: Any, text: bool | None = None) -> None:
         if type(message) is not str or text is not None or not self.send_nowait(message):
             await super().send(message, text=text)
@@ -138,11 +147,22 @@ class VoiceLiveConnection(ClientConnection):
 
 
 class VoiceLiveConnectError(Exception):
-    """The realtime session could not be opened. ``status`` is the HTTP status when there was one."""
+    """The realtime session could not be opened. ``status`` is the HTTP status when there was one, and
+    ``retry_after_s`` what the service's Retry-After said (None: it said nothing usable)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds (an HTTP date is not worth parsing here)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds <= 3600 else None
 
 
 class VoiceLiveConnector:
@@ -154,12 +174,14 @@ class VoiceLiveConnector:
         *,
         endpoint: str | None = None,
         credential: AsyncTokenCredential | None = None,
+        api_key: SecretStr | None = None,
     ) -> None:
         self.settings = settings
         self.endpoint = endpoint or settings.endpoint
         if not self.endpoint:
             raise ValueError("no Voice Live endpoint")
-        self._api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        key = api_key or settings.api_key
+        self._api_key = key.get_secret_value() if key else None
         self._credential = credential
         self._owns_credential = False
         self._tokens: TokenProvider | None = None
@@ -226,7 +248,8 @@ class VoiceLiveConnector:
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
-            raise VoiceLiveConnectError(f"Voice Live refused the session (HTTP {status})", status) from None
+            raise VoiceLiveConnectError(f"Voice Live refused the session (HTTP {status})", status,
+                                        _retry_after(exc.response.headers.get("Retry-After"))) from None
         except InvalidHandshake as exc:
             raise VoiceLiveConnectError(f"Voice Live handshake failed: {exc}") from None
         except TimeoutError:

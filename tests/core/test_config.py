@@ -203,7 +203,7 @@ def test_voice_type_error_matches_the_documented_format() -> None:
             "profiles.main.colour: unknown key (expected one of: model, agent, instructions, voice, "
             "turn_detection, noise_suppression, echo_cancellation, input_transcription, metadata, temperature, "
             "max_output_tokens, greeting, barge_in, tools, limits, dtmf, silence, interim_response, record, "
-            "outbound, voicemail)",
+            "outbound, voicemail, resources, busy)",
             id="unknown-key",
         ),
         pytest.param(

@@ -107,9 +107,10 @@ async def plivo_stream_ended(request: web.Request) -> web.Response:
     call_uuid = form.get("CallUUID", "")
     # a call the gateway placed is known by its request's id (see gateway.carriers.plivo.outbound)
     ids = (call_uuid, form.get("ALegRequestUUID", ""), request.app[CALL_UUIDS].get(call_uuid, ""))
-    if any(i and i in ctx.failed_calls for i in ids):
+    failed = next((i for i in ids if i and i in ctx.failed_calls), None)
+    if failed is not None:
         log.info("apologising to the caller before hanging up", call_id=call_uuid)
-        return _xml(plivo.speak_xml(ctx.config.gateway.apology))
+        return _xml(plivo.speak_xml(ctx.apology_for(failed)))
     return _xml(plivo.hangup_xml())
 
 

@@ -100,7 +100,7 @@ async def telnyx_stream_ended(request: web.Request) -> web.Response:
     call_sid = form.get("CallSid", "")
     if call_sid in ctx.failed_calls:
         log.info("apologising to the caller before hanging up", call_id=call_sid)
-        return web.Response(text=telnyx.say_texml(ctx.config.gateway.apology), content_type="text/xml")
+        return web.Response(text=telnyx.say_texml(ctx.apology_for(call_sid)), content_type="text/xml")
     return web.Response(text=telnyx.hangup_texml(), content_type="text/xml")
 
 

@@ -87,7 +87,7 @@ async def twilio_stream_ended(request: web.Request) -> web.Response:
     call_sid = form.get("CallSid", "")
     if call_sid in ctx.failed_calls:
         log.info("apologising to the caller before hanging up", call_id=call_sid)
-        return web.Response(text=twilio.say_twiml(ctx.config.gateway.apology), content_type="text/xml")
+        return web.Response(text=twilio.say_twiml(ctx.apology_for(call_sid)), content_type="text/xml")
     return web.Response(text=twilio.hangup_twiml(), content_type="text/xml")
 
 

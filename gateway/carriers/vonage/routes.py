@@ -121,7 +121,7 @@ async def vonage_event(request: web.Request) -> web.Response:
         return web.json_response(codec.talk_ncco(ctx.config.gateway.apology))
     if status == "disconnected" and call_id in ctx.failed_calls:
         log.info("media socket closed after a failure; the caller hears the apology", call_id=call_id)
-        return web.json_response(codec.talk_ncco(ctx.config.gateway.apology))
+        return web.json_response(codec.talk_ncco(ctx.apology_for(call_id)))
     log.debug("Vonage call event", call_id=call_id, status=short(status))
     return web.Response(status=204)
 
