@@ -175,7 +175,8 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
             claims = ctx.tokens.verify(token, carrier="plivo")
         except TokenError as exc:
             return rejected("plivo", "media", f"call token {exc.reason}")
-    busy = ctx.refusal()
+    # (a call this worker placed takes the place it holds: its token names it)
+    busy = ctx.media_refusal("plivo", (claims or {}).get("placed") or (claims or {}).get("call"))
     if busy is not None:
         metrics.CALLS.inc("plivo", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
@@ -189,7 +190,7 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
             return ws
         # a call the gateway placed is known by the id its placing gave it (the token names it)
         call_id = (claims or {}).get("placed") or start.call_id
-        busy = ctx.refusal()
+        busy = ctx.media_refusal("plivo", call_id)
         if busy is not None:  # the gateway began to drain (or filled up) while this stream was opening
             metrics.CALLS.inc("plivo", f"refused ({busy})")
             log.warning("media stream refused at its start", reason=busy, call_id=call_id)
