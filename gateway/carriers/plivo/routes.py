@@ -208,7 +208,7 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
                     observer=ctx.observer_for(call_id, "plivo"),
                     log=log.bind(call_id=call_id, stream_id=start.stream_id), **ctx.call_options(call_id),
                     can_transfer=settings.can_transfer, called=numbers.get("to") or None,
-                    caller=numbers.get("from") or None)
+                    caller=numbers.get("from") or None, late_acks=True)  # (a clearAudio drops its checkpoints)
         if call.call_id in ctx.calls:
             call.log.warning("a second media stream for a call in progress: refused (one session per call)")
             await ws.close(code=1008, message=b"duplicate stream")
