@@ -26,7 +26,7 @@ from gateway.audio import AudioFormat
 from gateway.auth import CallTokens
 from gateway.call import APPEND_HEAD, CALL_OPTIONS, Call, CallState, Observer, RunTool, SessionExpires
 from gateway.config import GatewayConfig, Profile
-from gateway.core.outbound import OutboundPlan
+from gateway.core.outbound import UNKNOWN, OutboundPlan, answering_machine_result
 from gateway.frames import server_text_frames
 from gateway.log import get_logger
 from gateway.outbound import Outbound
@@ -129,10 +129,23 @@ class GatewayContext:
                         timeout_s=timeout, outbound=outbound)
 
     def refusal(self) -> str | None:
-        """Why a new call cannot be taken now (None: it can)."""
+        """Why a new call cannot be taken now (None: it can). A call this worker placed holds its
+        place in ``max_calls`` from the moment it is placed: until its media starts (it is then one
+        of ``calls``) or it ends without media (see :meth:`Outbound.places_held`)."""
+        return self._refusal(None, None)
+
+    def media_refusal(self, carrier: str, call_id: str | None) -> str | None:
+        """Why the media stream of a call of ``carrier`` cannot be taken now (``call_id``: None while
+        the stream has not yet said which call it is). A call this worker placed takes the place it
+        holds: its stream is never refused for its own place."""
+        return self._refusal(carrier, call_id)
+
+    def _refusal(self, carrier: str | None, call_id: str | None) -> str | None:
         if self.draining:
             return "draining"
-        if len(self.calls) >= self.config.gateway.max_calls:
+        outbound = self.outbound
+        outbound._prune(time.time())
+        if len(self.calls) + outbound.places_held(self.calls, carrier, call_id) >= self.config.gateway.max_calls:
             return "at max_calls"
         return None
 
@@ -175,7 +188,13 @@ class GatewayContext:
 
     async def answering_machine(self, call_id: str, result: str, *, carrier: str) -> bool:
         """A carrier's answering-machine result for a call this worker placed: the live call acts on it
-        (or, before its media started, learns it when it starts). False: not a call of this worker."""
+        (or, before its media started, learns it when it starts). False: not a call of this worker.
+        A result that is not one of the gateway's (a carrier's word its package did not map) counts as
+        "unknown": it never reaches the call, its state or its record as it came."""
+        if answering_machine_result(result) is None:
+            log.warning("an answering-machine result the gateway does not know: taken as unknown", carrier=carrier,
+                        result=result[:40])
+            result = UNKNOWN
         if self.outbound.answered(call_id, result, carrier=carrier) is None:
             return False
         bridge = self.calls.get(call_id)

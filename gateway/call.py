@@ -157,6 +157,9 @@ class Call:
     hold_ms: int = 15_000  # caller audio held while the Voice Live session is not ready
     piece_ms: int = 60  # bot audio goes to the phone in pieces of at most this (each followed by a mark)
     paced: bool = False  # no playback acknowledgements on this leg: pace the bot's audio in real time
+    # the phone drops the acknowledgements of the audio a flush discards (it never echoes them): one that
+    # comes after a flush was sent before it, and tells more exactly what the caller heard
+    late_acks: bool = False
     reconnect_budget_ms: float = 0.0  # a dropped session is reopened for at most this long (0: never)
     renew_before_ms: float = 120_000.0  # renew the session this long before it expires
     renew_spread_ms: float = 0.0  # and up to this much earlier, by call (renewals of calls begun together spread)
@@ -188,7 +191,8 @@ class Call:
         self._opening: Opening | None = None
         if self.outbound is not None:
             self._place(self.outbound)
-        self.playout: Playout | PacedPlayout = PacedPlayout(self.audio) if self.paced else Playout(self.audio)
+        self.playout: Playout | PacedPlayout = (PacedPlayout(self.audio) if self.paced
+                                                else Playout(self.audio, self.late_acks))
         unit = self.audio.piece_unit  # whole samples and whole base64 quanta
         piece_bytes = max(unit, self.piece_ms * self.audio.bytes_per_ms // unit * unit)
         self._piece_chars = piece_bytes // 3 * 4
@@ -196,6 +200,7 @@ class Call:
         self._event_seq = 0
         self._sent_kinds: dict[str, str] = {}
         self.active_response: str | None = None
+        self._active_items: list[str] = []  # the message items of the active response
         self._dropped_responses: set[str] = set()
         self._deferred_truncates: dict[str, dict[str, Any]] = {}  # response id -> truncate event
         self._tools = ToolCalls(self.profile.tools)
@@ -430,13 +435,20 @@ class Call:
 
     def playback_mark(self, name: str, now: float) -> None:
         playout = self.playout
-        if isinstance(playout, Playout) and playout.ack(name, now):
+        if not isinstance(playout, Playout):
+            return
+        if playout.ack(name, now):
             self.stats.marks_acked += 1
             if self.state == CallState.CLOSING:
                 self._finish_closing(now)
             elif not playout.pending:
                 self._silence.quiet_from(now)  # silence counts from the bot's last word
                 self._maybe_renew(now)
+        elif playout.flushed:
+            heard = playout.late_ack(name)
+            for item_id, offset in (heard or {}).items():  # played before the flush took effect
+                if item_id is not None:
+                    self.conversation.heard_more(item_id, offset)
 
     def tick(self, now: float) -> None:
         """Time passes: release paced bot audio now due, and act on deadlines (limits, renewal)."""
@@ -837,6 +849,7 @@ class Call:
         rid = _text(response.get("id"))
         if isinstance(rid, str):
             self.active_response = rid
+            self._active_items = []
             if self._farewell is not None and self._farewell.response is None:
                 self._farewell.response = rid
         self.stats.responses += 1
@@ -877,6 +890,9 @@ class Call:
         rid = _text(event.get("response_id"))
         if rid in self._dropped_responses or self.state == CallState.CLOSING:
             self.stats.deltas_dropped += 1  # (closing: the last words were said; nothing more is played)
+            dropped, item_id = event.get("delta"), event.get("item_id")
+            if type(dropped) is str and len(dropped) >= 4 and type(item_id) is str:
+                self.conversation.more_audio(item_id, b64_len(dropped))  # (its transcript covers it)
             return
         delta = event.get("delta")
         if not delta or not is_base64(delta):
@@ -926,7 +942,12 @@ class Call:
         if not isinstance(item, dict):
             return
         if item.get("type") == "message":
-            self.conversation.remember(item.get("id"), "assistant", now)
+            item_id = item.get("id")
+            self.conversation.remember(item_id, "assistant", now)
+            active = self.active_response
+            if active is not None and event.get("response_id") == active and isinstance(item_id, str) \
+                    and item_id not in self._active_items and len(self._active_items) < 8:
+                self._active_items.append(item_id)
         elif item.get("type") == "function_call":
             self._tools.note_item(item)
 
@@ -1168,8 +1189,7 @@ class Call:
             received = self._item_bytes.get(item_id, 0)
             received_ms = received // self.audio.bytes_per_ms
             ms = min(heard, received) // self.audio.bytes_per_ms
-            if received:
-                self.conversation.heard(item_id, min(heard, received) / received)
+            self.conversation.heard(item_id, heard, received)
             if ms > 0 and by_server_vad and self._server_truncates:
                 self.log.debug("Voice Live truncates the item itself (auto_truncate)", heard_ms=ms)
             elif ms > 0:
@@ -1183,6 +1203,12 @@ class Call:
                     self._deferred_truncates[owner] = truncate
                 else:
                     self._send(truncate)
+        # the caller heard none of the items queued behind it, nor those of the cut response with no audio yet
+        unheard = self.playout.unheard if playing else []
+        if active is not None:
+            unheard = unheard + [i for i in self._active_items if i != item_id and not self._item_bytes.get(i)]
+        for other in unheard:
+            self.conversation.heard(other, 0, self._item_bytes.get(other, 0))
         self.stats.barge_ins += 1
         record = BargeIn(now, playing, active, item_id, heard_ms, received_ms)
         self.barge_ins.append(record)

@@ -20,6 +20,7 @@ import hmac
 import secrets
 import time
 from collections import deque
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ log = get_logger("gateway.outbound")
 CARRIERS: web.AppKey[dict[str, Carrier]] = web.AppKey("outbound_carriers", dict)
 STATES = ("queued", "ringing", "answered", "in-progress", "completed", "failed")
 DONE = ("completed", "failed")
+WAITING = ("queued", "ringing", "answered")  # placed, its media not started yet: it holds a place in max_calls
 MAX_KEY_CHARS = 128
 BUSY_RETRY_S = 5  # Retry-After when the worker or the profile is full
 START_WITHIN_S = 180.0  # a placed call whose media has not started by then never will
@@ -84,7 +86,7 @@ class Outbound:
     def _prune(self, now: float) -> None:
         keep = self.limits.keep_s
         for placed in self.calls.values():
-            if placed.state in ("queued", "ringing", "answered") and placed.created_at + START_WITHIN_S < now:
+            if placed.state in WAITING and placed.created_at + START_WITHIN_S < now:
                 # no media and no word from the carrier: it no longer holds a place in the limits
                 placed.state, placed.end_reason, placed.ended_at = "failed", "never_connected", now
         for call_id in [k for k, c in self.calls.items() if c.ended_at is not None and c.ended_at + keep < now]:
@@ -102,8 +104,7 @@ class Outbound:
         if len(self.recent) >= self.limits.calls_per_minute:
             return (f"at outbound.calls_per_minute ({self.limits.calls_per_minute})",
                     max(1.0, self.recent[0] + 60.0 - now))
-        waiting = [c for c in self.calls.values() if c.state in ("queued", "ringing", "answered")]
-        if active_calls + len(waiting) + len(self.placing_profiles) >= max_calls:
+        if active_calls + self.places_held() >= max_calls:
             return f"at max_calls ({max_calls})", BUSY_RETRY_S
         caps = [cap for cap in (profile_cap, self.limits.max_per_profile) if cap is not None]
         if caps:
@@ -112,6 +113,20 @@ class Outbound:
             if live >= min(caps):
                 return f"at the outbound cap of profile {profile_name} ({min(caps)})", BUSY_RETRY_S
         return None
+
+    def places_held(self, running: Container[str] = (), carrier: str | None = None,
+                    call_id: str | None = None) -> int:
+        """The places in ``max_calls`` that calls of this worker hold before their media runs: calls
+        being placed now, and placed calls that have neither started their media nor ended (those
+        with ids in ``running``, the worker's calls in progress, are counted there instead). With
+        ``carrier``, for the media stream of a call of that carrier: its own call's place is not
+        counted against it (``call_id``: None while the stream has not said which call it is; then one
+        place of that carrier's placed calls is its own). Call :meth:`_prune` first."""
+        waiting = [c for c in self.calls.values() if c.state in WAITING and c.id not in running]
+        held = len(waiting) + len(self.placing_profiles)
+        if carrier is not None and any(c.carrier == carrier and call_id in (None, c.id) for c in waiting):
+            held -= 1
+        return held
 
     def plan_for(self, call_id: str) -> OutboundPlan | None:
         """The plan of a call this worker placed (None: not one of them); its stream has started."""

@@ -89,9 +89,7 @@ def outcome_of(call: Call, failed: bool) -> str:
     return "completed"
 
 
-def _transcript(call: Call, events: list[tuple[str, float, dict[str, Any]]],
-                mask: RecordOptions) -> list[dict[str, Any]]:
-    cut = {f.get("item_id"): f for e, _t, f in events if e == "barge_in" and f.get("item_id")}
+def _transcript(call: Call, mask: RecordOptions) -> list[dict[str, Any]]:
     turns = []
     for turn in call.conversation.history:
         if turn.text is None:
@@ -103,11 +101,12 @@ def _transcript(call: Call, events: list[tuple[str, float, dict[str, Any]]],
             if mask.mask_digits:  # keys are a PIN as often as not: their count only
                 text = f"[The caller pressed {sum(ch in KEYS for ch in text)} keys on the phone keypad]"
         elif turn.role == "assistant" and turn.heard < 1.0:
+            # the share of its words the caller heard: the share of its audio the phone played (the
+            # final position, also when the phone told it after the barge-in) of all the audio the
+            # transcript covers (also what came after the barge-in and was never played)
             text = heard_words(text, turn.heard)
             entry["interrupted"] = True
-            barge = cut.get(turn.item_id)
-            if barge is not None and barge.get("truncated_at_ms") is not None:
-                entry["heard_ms"] = barge["truncated_at_ms"]
+            entry["heard_ms"] = (turn.heard_bytes or 0) // call.audio.bytes_per_ms
         if mask.mask_digits and "keys" not in entry:  # (secrets first: a secret's digits masked hide it no more)
             text = mask_digit_runs(scrub_text(text), mask.min_digits)
         entry["text"] = text
@@ -205,7 +204,7 @@ def build_record(call: Call, events: list[tuple[str, float, dict[str, Any]]], *,
         "outcome": outcome_of(call, failed),
         "end_reason": call.end_reason,
         "answering_machine": call.answered_by,
-        "transcript": _transcript(call, events, options),
+        "transcript": _transcript(call, options),
         "transcript_digits_masked": options.mask_digits,
         "barge_ins": [{"at_ms": _ms(b.at), "cleared": b.cleared, "response_id": b.cancelled_response,
                        "item_id": b.item_id, "heard_ms": b.heard_ms, "received_ms": b.received_ms}

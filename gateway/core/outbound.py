@@ -14,13 +14,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["ANSWERED_BY", "GREET", "HANG_UP", "MACHINE", "VOICEMAIL", "Opening", "OutboundPlan",
-           "VariableError", "fill_variables", "placeholders"]
+__all__ = ["ANSWERED_BY", "GREET", "HANG_UP", "MACHINE", "UNKNOWN", "VOICEMAIL", "Opening", "OutboundPlan",
+           "VariableError", "answering_machine_result", "fill_variables", "placeholders"]
 
-# What an asynchronous answering-machine detection reports (one carrier's AnsweredBy values; other
-# carriers map theirs onto these)
+# What an asynchronous answering-machine detection reports, in the gateway's own words: every carrier
+# maps its values onto these, and anything else becomes "unknown" (never a carrier's raw word)
 ANSWERED_BY = ("human", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax",
                "unknown")
+UNKNOWN = "unknown"
 MACHINE = frozenset({"machine_end_beep", "machine_end_silence", "machine_end_other"})  # its greeting ended
 GREET, VOICEMAIL, HANG_UP = "greet", "voicemail", "hang_up"
 
@@ -130,6 +131,11 @@ class Opening:
     def _take(self, decision: str) -> str:
         self.decided = decision
         return decision
+
+
+def answering_machine_result(value: object) -> str | None:
+    """``value`` when it is one of the gateway's results (:data:`ANSWERED_BY`), else None."""
+    return value if isinstance(value, str) and value in ANSWERED_BY else None
 
 
 class VariableError(ValueError):

@@ -6,6 +6,7 @@ Pure: time is passed in."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.audio import AudioFormat
@@ -30,15 +31,23 @@ class Playout:
     Every piece of bot audio is sent to the phone at once, followed by a mark. The phone echoes a
     mark once the audio queued before it has played; between two echoes, playback advances in
     real time, but never past the end of the piece the next mark closes.
+
+    At a flush, what was heard is taken from the last echo and the time since. Some phones echo
+    every pending mark when they flush (the echoes then say nothing); others (``late_acks``) drop
+    the marks they flush, so that an echo that comes after the flush, of a mark pending at it, was
+    sent before the phone flushed: that audio was played, a more exact position (:meth:`late_ack`).
     """
 
-    def __init__(self, fmt: AudioFormat) -> None:
+    def __init__(self, fmt: AudioFormat, late_acks: bool = False) -> None:
         self.bytes_per_ms = fmt.bytes_per_ms
         self.pending: deque[_Piece] = deque()
         self._next_seq = 1
         self.heard_item: str | None = None  # item and offset of the last acknowledged audio
         self.heard_offset = 0
         self._acked_at = float("-inf")
+        self.late_acks = late_acks
+        self.flushed: deque[_Piece] = deque()  # pieces pending at the last flush (late_acks only)
+        self.unheard: list[str] = []  # items the last flush dropped before any of their audio played
 
     def add(self, item_id: str | None, end: int, size: int, now: float) -> str:
         seq = self._next_seq
@@ -88,11 +97,31 @@ class Playout:
         return head.item_id, head.end - head.size + played
 
     def flush(self, now: float) -> tuple[str | None, int]:
-        """The phone's buffer was cleared: what was heard is final; pending marks become stale."""
+        """The phone's buffer was cleared: pending marks become stale, and what was heard is final
+        (unless a late acknowledgement says more, see :meth:`late_ack`)."""
         self.heard_item, self.heard_offset = self.position(now)
-        self.pending.clear()
+        self.unheard = _unheard(self.pending, self.heard_item)
+        if self.late_acks:
+            self.flushed, self.pending = self.pending, deque()
+        else:
+            self.pending.clear()
         self._acked_at = now
         return self.heard_item, self.heard_offset
+
+    def late_ack(self, name: str) -> dict[str | None, int] | None:
+        """A mark pending at the last flush came back after it, on a phone that acknowledges only
+        audio it played: how far each item was heard (bytes), up to that mark. None: not such a mark."""
+        flushed = self.flushed
+        if not flushed or len(name) > 18 or not (name.isascii() and name.isdigit()):
+            return None
+        seq = int(name)
+        if not flushed[0].seq <= seq <= flushed[-1].seq:
+            return None
+        heard: dict[str | None, int] = {}
+        for _ in range(seq - flushed[0].seq + 1):
+            piece = flushed.popleft()
+            heard[piece.item_id] = piece.end
+        return heard
 
 
 class PacedPlayout:
@@ -109,6 +138,7 @@ class PacedPlayout:
         self._clock_end = float("-inf")  # when everything released will have played
         self.heard_item: str | None = None
         self.heard_offset = 0
+        self.unheard: list[str] = []  # items the last flush dropped before any of their audio played
 
     def queue(self, payload: str, item_id: str | None, end: int, size: int, now: float,
               out: list[PhoneAction]) -> None:
@@ -155,7 +185,13 @@ class PacedPlayout:
     def flush(self, now: float) -> tuple[str | None, int]:
         """Drop what the phone has not played: the caller heard up to the clock, no more."""
         self.heard_item, self.heard_offset = self.position(now)
+        self.unheard = _unheard([*self.released, *self.waiting], self.heard_item)
         self.waiting.clear()
         self.released.clear()
         self._clock_end = now
         return self.heard_item, self.heard_offset
+
+
+def _unheard(pieces: Iterable[_Piece], heard_item: str | None) -> list[str]:
+    """The items of ``pieces`` (not played yet, in order) other than the one heard up to now."""
+    return list(dict.fromkeys(p.item_id for p in pieces if p.item_id is not None and p.item_id != heard_item))

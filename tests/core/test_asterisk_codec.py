@@ -400,7 +400,7 @@ def test_a_recording_is_rebuilt_with_marks_or_paced_as_it_was_made() -> None:
     mark_out = {"t": 50.0, "leg": "phone", "dir": "out", "msg": "MARK_MEDIA 1"}
     header = {"call_id": "1761245643.1", "audio_format": "g711_ulaw"}
     marked = carrier.replay_start(header, [start, audio_out, mark_out])
-    assert marked.options == {} and marked.index == 0 and marked.started_at == 1.0
+    assert marked.options == {"late_acks": True} and marked.index == 0 and marked.started_at == 1.0
     assert (marked.call_id, marked.stream_id) == ("1761245643.1", "media_connection1")
     paced = carrier.replay_start(header, [{"t": 0.5, "leg": "phone", "dir": "in", "binary": _b64(b"\xff")},
                                           start, audio_out])

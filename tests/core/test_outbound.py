@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 
@@ -283,3 +284,140 @@ def test_a_late_answering_machine_result_does_not_rewrite_an_ended_call() -> Non
     outbound.ended(SimpleNamespace(call_id="CA1", end_reason="bot_hung_up", answered_by="human"))  # type: ignore[arg-type]
     assert outbound.answered("CA1", "machine_end_beep", carrier="phone") is outbound.calls["CA1"]
     assert outbound.calls["CA1"].answered_by == "human"
+
+
+# --- places in max_calls ---------------------------------------------------------------------------
+
+def gateway_with(max_calls: int) -> tuple[Any, Any]:
+    """A gateway's context with ``max_calls`` (no sockets: only its counting is used) and a way to
+    place calls in it as the API does."""
+    from gateway.bridge import GatewayContext
+    from gateway.outbound import PlacedState
+
+    config = parse_config(CONFIG + f"gateway: {{max_calls: {max_calls}}}\n", env={})
+    ctx = GatewayContext(config, pool=None, tokens=None)  # type: ignore[arg-type]
+
+    def place(call_id: str, carrier: str = "phone") -> PlacedState:
+        placed = PlacedState(call_id, carrier, "reminder", "+15555550123", "+15555550100", OutboundPlan())
+        ctx.outbound.calls[call_id] = placed
+        return placed
+
+    return ctx, place
+
+
+def start_media(ctx: Any, call_id: str) -> None:
+    """A call's media started: it learns its plan and is one of the worker's calls."""
+    ctx.call_options(call_id)
+    ctx.calls[call_id] = object()
+
+
+def test_a_ringing_placed_call_holds_its_place_against_incoming_calls() -> None:
+    ctx, place = gateway_with(max_calls=1)
+    assert ctx.refusal() is None
+    place("CA1")
+    for state in ("queued", "ringing", "answered"):
+        ctx.outbound.status("CA1", state, carrier="phone")
+        assert ctx.refusal() == "at max_calls"  # an incoming call (its webhook) is refused
+        assert ctx.media_refusal("phone", "CA9") == "at max_calls"  # the stream of another call too
+        assert ctx.media_refusal("other", None) == "at max_calls"  # (another carrier's stream is never its)
+        # the placed call's own stream takes the place it holds, also before it says which call it is
+        assert ctx.media_refusal("phone", "CA1") is None and ctx.media_refusal("phone", None) is None
+    assert ctx.outbound.refusal("reminder", None, len(ctx.calls), 1) is not None  # and another placed call
+
+
+def test_a_placed_call_whose_media_runs_counts_once() -> None:
+    ctx, place = gateway_with(max_calls=2)
+    place("CA1")
+    place("CA2")
+    assert ctx.refusal() == "at max_calls"
+    start_media(ctx, "CA1")
+    assert ctx.outbound.calls["CA1"].state == "in-progress"
+    assert ctx.refusal() == "at max_calls"  # CA1 runs, CA2 rings: two places, not three
+    assert ctx.media_refusal("phone", "CA2") is None
+    ctx.outbound.status("CA2", "failed", "no_answer", carrier="phone")
+    assert ctx.refusal() is None  # one call running of two
+    # a call among the running ones is counted there, whatever its placed state says
+    ctx.outbound.calls["CA1"].state = "answered"
+    assert ctx.refusal() is None
+
+
+@pytest.mark.parametrize("end", ["no_answer", "busy", "failed", "canceled", "completed_before_media",
+                                 "never_connected", "forgotten", "media_ended"])
+def test_every_end_of_a_placed_call_frees_its_place(end: str) -> None:
+    import time
+
+    ctx, place = gateway_with(max_calls=1)
+    placed = place("CA1")
+    ctx.outbound.status("CA1", "ringing", carrier="phone")
+    assert ctx.refusal() == "at max_calls"
+    if end in ("no_answer", "busy", "failed", "canceled"):  # the carrier's status callback
+        ctx.outbound.status("CA1", "failed", end, carrier="phone")
+    elif end == "completed_before_media":  # a machine answered, then the carrier hung up before any media
+        ctx.outbound.status("CA1", "answered", carrier="phone")
+        ctx.outbound.answered("CA1", "machine_end_beep", carrier="phone")
+        assert ctx.refusal() == "at max_calls"
+        ctx.outbound.status("CA1", "completed", "completed", carrier="phone")
+    elif end == "never_connected":  # no media and no word from the carrier for too long
+        placed.created_at -= 1000
+    elif end == "forgotten":
+        placed.state, placed.ended_at = "completed", time.time() - 10_000
+        assert ctx.refusal() is None
+        assert "CA1" not in ctx.outbound.calls
+    else:  # its media ran and ended
+        from types import SimpleNamespace
+
+        start_media(ctx, "CA1")
+        assert ctx.refusal() == "at max_calls"
+        del ctx.calls["CA1"]
+        ctx.outbound.ended(SimpleNamespace(call_id="CA1", end_reason="caller_hung_up", answered_by=None))
+    assert ctx.refusal() is None
+
+
+def test_a_call_being_placed_holds_a_place_too() -> None:
+    ctx, _place = gateway_with(max_calls=1)
+    ctx.outbound.placing_profiles.append("reminder")  # the carrier's API has not answered yet
+    assert ctx.refusal() == "at max_calls"
+    ctx.outbound.placing_profiles.remove("reminder")
+    assert ctx.refusal() is None
+
+
+# --- answering-machine results in the gateway's words ------------------------------------------------
+
+DOCUMENTED = ("human", "machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax",
+              "unknown")
+
+
+def test_twilio_s_answered_by_values_map_to_the_gateway_s_results() -> None:
+    from structlog.testing import capture_logs
+
+    from gateway.carriers.twilio.outbound import answered_by
+    from gateway.core.outbound import ANSWERED_BY
+
+    with capture_logs() as logs:
+        for value in DOCUMENTED:
+            assert answered_by({"AnsweredBy": value}, "CA1") == value and value in ANSWERED_BY
+    assert logs == []  # documented values are no surprise
+    long = "machine_end_whistle" + "x" * 5000
+    for form in ({"AnsweredBy": "Machine_End_Beep"}, {"AnsweredBy": long}, {"AnsweredBy": ""}, {}):
+        with capture_logs() as logs:
+            assert answered_by(form, "CA1") == "unknown"
+        (line,) = logs
+        assert line["log_level"] == "warning" and line["call_id"] == "CA1"
+        shown = line["answered_by"]
+        assert shown is None if "AnsweredBy" not in form else len(shown) <= 43 and long not in shown
+
+
+def test_a_result_the_gateway_does_not_know_never_reaches_the_call_as_it_came() -> None:
+    import asyncio
+
+    from structlog.testing import capture_logs
+
+    ctx, place = gateway_with(max_calls=1)
+    placed = place("CA1")
+    with capture_logs() as logs:
+        assert asyncio.run(ctx.answering_machine("CA1", "machine_" + "y" * 3000, carrier="phone")) is True
+    assert placed.answered_by == "unknown" and placed.plan.answered_by == "unknown"
+    assert all(len(str(v)) <= 100 for line in logs for v in line.values())
+    for value in DOCUMENTED:
+        assert asyncio.run(ctx.answering_machine("CA1", value, carrier="phone")) is True
+        assert placed.answered_by == value

@@ -442,3 +442,134 @@ def test_only_the_tool_that_ended_the_call_finishes_with_it() -> None:
     assert call.end_reason == "bot_hung_up"
     tools = {t["name"]: t["outcome"] for t in record_of(call, events)["tools"]}
     assert tools == {"lookup": "unfinished", "hang_up": "ended_call"}
+
+
+# --- a bot turn cut where the caller stopped hearing it ---------------------------------------------------
+
+TEN = "one two three four five six seven eight nine ten"
+TWENTY = TEN + " eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty"
+
+
+def start_response(call: Call, rid: str, item: str, now: float) -> None:
+    call.voicelive_event({"type": "response.created", "response": {"id": rid, "status": "in_progress"}}, now)
+    call.voicelive_event({"type": "response.output_item.added", "response_id": rid, "item": {
+        "id": item, "type": "message", "role": "assistant"}}, now)
+
+
+def audio(call: Call, rid: str, item: str, nbytes: int, now: float) -> list[str]:
+    """Bot audio for the phone; the names of the marks that follow its pieces."""
+    call.voicelive_event({"type": "response.audio.delta", "response_id": rid, "item_id": item, "output_index": 0,
+                          "content_index": 0, "delta": b64(nbytes)}, now)
+    marks = [a.name for a in call.to_phone if isinstance(a, SendMark)]
+    call.to_phone.clear()
+    return marks
+
+
+def finish(call: Call, rid: str, item: str, text: str, now: float, status: str = "cancelled") -> None:
+    call.voicelive_event({"type": "response.audio_transcript.done", "response_id": rid, "item_id": item,
+                          "output_index": 0, "content_index": 0, "transcript": text}, now)
+    call.voicelive_event({"type": "response.done", "response": {"id": rid, "status": status}}, now + 1)
+
+
+def speaks(call: Call, now: float) -> None:
+    call.voicelive_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u"}, now)
+
+
+def bot_turns(call: Call, events: CallEvents) -> list[tuple[str, bool, int | None]]:
+    return [(t["text"], t.get("interrupted", False), t.get("heard_ms"))
+            for t in record_of(call, events)["transcript"] if t["role"] == "bot"]
+
+
+def test_audio_that_came_after_the_barge_in_counts_in_the_share_of_words_heard() -> None:
+    """Voice Live's transcript of a cancelled response covers all the audio it made, also the audio
+    that reached the gateway after the barge-in (dropped, never played): the caller heard 325 ms of
+    2 s, not 325 ms of the 1 s the gateway had at the barge-in."""
+    call, events = a_call()
+    start_response(call, "r1", "b1", 1000.0)
+    marks = audio(call, "r1", "b1", 8000, 1001.0)  # 1 s of µ-law
+    call.playback_mark(marks[4], 1300.0)  # 5 pieces of 60 ms played
+    speaks(call, 1325.0)  # 25 ms later: 2600 bytes heard
+    audio(call, "r1", "b1", 8000, 1330.0)  # in flight: dropped
+    finish(call, "r1", "b1", TWENTY, 1400.0)
+    assert bot_turns(call, events) == [(heard_words(TWENTY, 2600 / 16000), True, 325)]
+    assert bot_turns(call, events)[0][0] == "one two three"
+
+
+def test_the_cut_applies_to_a_transcript_that_comes_after_the_cancel() -> None:
+    call, events = a_call()
+    start_response(call, "r1", "b1", 1000.0)
+    marks = audio(call, "r1", "b1", 8000, 1001.0)
+    call.playback_mark(marks[4], 1300.0)
+    speaks(call, 1325.0)
+    call.voicelive_event({"type": "response.done", "response": {"id": "r1", "status": "cancelled"}}, 1350.0)
+    assert call.conversation.history[0].text is None  # no transcript yet when the barge-in came
+    call.voicelive_event({"type": "response.audio_transcript.done", "response_id": "r1", "item_id": "b1",
+                          "output_index": 0, "content_index": 0, "transcript": TEN}, 1400.0)
+    assert bot_turns(call, events) == [("one two three", True, 325)]
+
+
+def test_a_turn_the_caller_heard_nothing_of_is_cut_to_nothing() -> None:
+    """Items queued behind the one playing at the barge-in, and the items of the cut response that
+    had no audio yet, were not heard at all."""
+    call, events = a_call()
+    start_response(call, "r1", "b1", 1000.0)
+    marks = audio(call, "r1", "b1", 8000, 1001.0)
+    finish(call, "r1", "b1", TEN, 1010.0, status="completed")
+    start_response(call, "r2", "b2", 1020.0)  # (e.g. after a tool: the next answer, queued behind b1)
+    audio(call, "r2", "b2", 4000, 1021.0)
+    finish(call, "r2", "b2", "and this came next", 1030.0, status="completed")
+    start_response(call, "r3", "b3", 1040.0)  # the answer after that, no audio yet
+    call.playback_mark(marks[4], 1300.0)
+    speaks(call, 1325.0)
+    finish(call, "r3", "b3", "never said", 1400.0)
+    assert bot_turns(call, events) == [("one two three", True, 325), ("", True, 0), ("", True, 0)]
+
+
+def test_on_a_paced_leg_the_turns_queued_behind_are_not_heard_either() -> None:
+    call, events = a_call(paced=True)
+    start_response(call, "r1", "b1", 1000.0)
+    audio(call, "r1", "b1", 8000, 1000.0)
+    finish(call, "r1", "b1", TEN, 1010.0, status="completed")
+    start_response(call, "r2", "b2", 1020.0)
+    audio(call, "r2", "b2", 4000, 1020.0)
+    finish(call, "r2", "b2", "and this came next", 1030.0, status="completed")
+    for now in range(1020, 1330, 20):
+        call.tick(float(now))
+    speaks(call, 1325.0)  # 325 ms into b1
+    assert bot_turns(call, events) == [("one two three", True, 325), ("", True, 0)]
+
+
+@pytest.mark.parametrize("late_acks", [False, True])
+def test_a_later_acknowledgement_moves_the_cut_on_a_leg_that_drops_flushed_marks(late_acks: bool) -> None:
+    """At the barge-in the heard position is estimated (the last mark and the time since). On a leg
+    whose phone drops the marks a flush discards, a mark pending at the flush that still comes was
+    played before the flush took effect: the record takes that more exact position. On a leg that
+    echoes every pending mark at a flush (Twilio's clear), those echoes say nothing."""
+    call, events = a_call(late_acks=late_acks)
+    start_response(call, "r1", "b1", 1000.0)
+    marks = audio(call, "r1", "b1", 8000, 1001.0)  # pieces of 480 bytes
+    call.playback_mark(marks[4], 1300.0)
+    speaks(call, 1325.0)  # estimated: 2600 bytes
+    call.playback_mark(marks[7], 1340.0)  # 8 pieces played: 3840 bytes
+    finish(call, "r1", "b1", TEN, 1400.0)
+    if not late_acks:
+        for name in marks[8:]:  # a Twilio-like phone echoes the rest at its clear
+            call.playback_mark(name, 1410.0)
+    turns = bot_turns(call, events)
+    assert turns == ([(heard_words(TEN, 3840 / 8000), True, 480)] if late_acks else [("one two three", True, 325)])
+    (barge,) = record_of(call, events)["barge_ins"]
+    assert barge["heard_ms"] == 325  # the truncation sent at the barge-in (Voice Live's memory) stays
+
+
+def test_a_later_acknowledgement_in_the_next_turn_means_the_first_was_heard_whole() -> None:
+    call, events = a_call(late_acks=True)
+    start_response(call, "r1", "b1", 1000.0)
+    first = audio(call, "r1", "b1", 1920, 1001.0)  # 4 pieces
+    finish(call, "r1", "b1", TEN, 1010.0, status="completed")
+    start_response(call, "r2", "b2", 1020.0)
+    second = audio(call, "r2", "b2", 1920, 1021.0)
+    finish(call, "r2", "b2", "and this came next", 1030.0, status="completed")
+    call.playback_mark(first[1], 1200.0)
+    speaks(call, 1210.0)  # estimated: in b1
+    call.playback_mark(second[1], 1260.0)  # late: b1 whole and half of b2 played
+    assert bot_turns(call, events) == [(TEN, False, None), ("and this", True, 120)]

@@ -455,3 +455,93 @@ async def test_gateway_dial_says_so_when_the_answer_is_json_but_not_an_object() 
         assert await dial(args, io.StringIO()) == 1
     finally:
         await runner.cleanup()
+
+
+async def test_a_ringing_placed_call_holds_its_place_in_max_calls() -> None:
+    """With max_calls 1: an incoming call is refused (the at-max_calls apology) while a call the
+    worker placed rings, and taken once that call ended without an answer; the media of a placed
+    call that is answered takes the place its call held."""
+    async with outbound_rig(max_calls=1) as rig:
+        ctx = rig.app[CONTEXT]
+
+        async def incoming_call() -> str:
+            form = {"CallSid": new_sid("CA"), "AccountSid": ACCOUNT, "To": FROM, "From": "+15555550177"}
+            status, twiml = await post_as_twilio(rig.base + "/twilio/voice", form, TWILIO_TOKEN)
+            assert status == 200
+            return "refused" if "<Say>" in twiml and "<Connect" not in twiml else "connected"
+
+        async def ready() -> int:
+            async with aiohttp.ClientSession() as http, http.get(rig.base + "/readyz") as reply:
+                return reply.status
+
+        assert await incoming_call() == "connected"  # (its media never comes: the webhook holds no place)
+        status, placed, _ = await rig.place()
+        assert status == 201
+        sid, callback = placed["id"], rig.creates[-1]["form"]["StatusCallback"]
+        assert await incoming_call() == "refused"  # placed, not yet ringing
+        assert (await post_as_twilio(callback, {"CallSid": sid, "CallStatus": "ringing"}, TWILIO_TOKEN))[0] == 204
+        assert await incoming_call() == "refused" and await ready() == 503
+        assert (await post_as_twilio(callback, {"CallSid": sid, "CallStatus": "no-answer"}, TWILIO_TOKEN))[0] == 204
+        assert await incoming_call() == "connected" and await ready() == 200
+
+        # a second placed call is answered: its media is taken, in the place it held
+        status, placed, _ = await rig.place()
+        assert status == 201
+        sid = placed["id"]
+        assert await incoming_call() == "refused"
+        started = rig.seen_event(sid, "session.ready")
+        phone = asyncio.create_task(rig.answer(sid, [Silence(30_000)], {}))
+        await asyncio.wait_for(started.wait(), 10)
+        assert list(ctx.calls) == [sid] and ctx.outbound.calls[sid].state == "in-progress"
+        assert await incoming_call() == "refused"  # the running call holds the one place (counted once)
+        assert await rig.amd(sid, "fax") == 204  # a fax: the call hangs up at once
+        report = await asyncio.wait_for(phone, 20)
+        assert report.closed_by == "gateway"
+        await asyncio.wait_for(ctx.wait_idle(), 10)
+        assert await incoming_call() == "connected"
+
+
+async def test_an_answering_machine_result_twilio_does_not_document_is_unknown(tmp_path: Path) -> None:
+    """An AnsweredBy value outside Twilio's documented ones reaches neither the call's state nor its
+    record as it came: it is "unknown" (the callee is treated as a person), with a warning that shows
+    only the start of it."""
+    from structlog.testing import capture_logs
+
+    hook_posts: list[bytes] = []
+    delivered = asyncio.Event()
+
+    async def webhook_route(request: web.Request) -> web.Response:
+        hook_posts.append(await request.read())
+        delivered.set()
+        return web.Response(status=204)
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/records", webhook_route)
+    hook_runner, hook_base = await serve(hook_app)
+    odd = "machine_end_whistle_" + "w" * 4000
+    try:
+        async with outbound_rig(records=(hook_base + "/records", tmp_path / "spool")) as rig:
+            status, placed, _ = await rig.place()
+            assert status == 201
+            sid = placed["id"]
+            with capture_logs() as logs:
+                assert await rig.amd(sid, odd) == 204  # (before the callee's media: the call learns it at its start)
+            (warning,) = [line for line in logs if "AnsweredBy" in line["event"]]
+            assert warning["log_level"] == "warning" and len(warning["answered_by"]) <= 43
+            assert all(odd not in str(value) for line in logs for value in line.values())
+            assert (await rig.api("GET", f"/v1/calls/{sid}"))[1]["answered_by"] == "unknown"
+            phone = asyncio.create_task(rig.answer(sid, [Say(HELLO, "hello?"), WaitForBot(timeout_s=20), Hangup()],
+                                                   {}))
+            report = await asyncio.wait_for(phone, 30)
+            session = await rig.session()
+            assert report.played_bytes > 0  # greeted, as a person
+            assert [spoken_text(e) for e in client_events(session, "response.create")] == [GREETING]
+            state = (await rig.api("GET", f"/v1/calls/{sid}"))[1]
+            assert (state["state"], state["answered_by"]) == ("completed", "unknown")
+            await asyncio.wait_for(delivered.wait(), 10)
+    finally:
+        await hook_runner.cleanup()
+    (body,) = hook_posts
+    record = json.loads(body)
+    assert (record["answering_machine"], record["outcome"]) == ("unknown", "completed")
+    assert "whistle" not in body.decode()

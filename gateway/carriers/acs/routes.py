@@ -297,7 +297,7 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
     existing, problem = _continued_call(ctx, call_id, correlation)
     if problem is not None:
         return rejected("acs", "media", problem, status=403, call_id=call_id)
-    busy = ctx.refusal()
+    busy = ctx.media_refusal("acs", call_id)  # (a call this worker placed takes the place it holds)
     if existing is None and busy is not None:
         metrics.CALLS.inc("acs", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")

@@ -47,7 +47,8 @@ class AsteriskCarrier(Carrier):
                     audio_out = any(r["leg"] == "phone" and r.get("dir") == "out" and "binary" in r
                                     for r in records)
                     paced = audio_out and not any(isinstance(m, str) and _is_mark(m) for m in sent)
-                    options = {"paced": True, "piece_ms": PACED_PIECE_MS} if paced else {}
+                    options: dict[str, Any] = ({"paced": True, "piece_ms": PACED_PIECE_MS} if paced
+                                               else {"late_acks": True})
                     call_id = str(header.get("call_id") or event.channel_id or event.connection_id)
                     return ReplayStart(index, codec.AsteriskLeg(event), call_id, event.connection_id, audio,
                                        started_at=rec["t"], options=options)

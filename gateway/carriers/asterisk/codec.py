@@ -34,10 +34,12 @@ What the gateway assumes where Asterisk's documentation leaves it open (read aga
   acknowledgement the call truncates at (with buffering on, a partial frame at the end of a piece
   may still be waiting, so a mark can come back up to one frame early). ``FLUSH_MEDIA`` discards
   queued marks with the audio: they never come back, and the call does not wait for them (a flush
-  makes them stale). Where Asterisk refuses ``MARK_MEDIA`` with an ``ERROR`` (passthrough mode, or
-  media direction ``in``), the leg counts the mark as played at once, so that the call never waits
-  for an acknowledgement that cannot come. Releases before 20.18 / 22.8 / 23.2 have no marks at
-  all: set ``asterisk.playback_marks: false`` and the call paces the audio itself.
+  makes them stale); one that still comes was processed before the flush, so its audio played, and
+  the call counts it as heard (its record's transcript). Where Asterisk refuses ``MARK_MEDIA`` with
+  an ``ERROR`` (passthrough mode, or media direction ``in``), the leg counts the mark as played at
+  once, so that the call never waits for an acknowledgement that cannot come. Releases before
+  20.18 / 22.8 / 23.2 have no marks at all: set ``asterisk.playback_marks: false`` and the call
+  paces the audio itself.
 * Flow control. Asterisk queues about 1000 frames, says ``MEDIA_XOFF`` at 900 and ``MEDIA_XON``
   below 800, and drops whole messages that arrive while 1000 are queued. From ``MEDIA_XOFF`` on,
   the leg holds every outbound message (audio and marks, in order) instead of sending it, and asks

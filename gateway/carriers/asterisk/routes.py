@@ -143,7 +143,8 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
         call = Call(call_id=call_id, stream_id=start.connection_id, profile_name=name,
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0], audio=audio,
                     observer=ctx.observer_for(call_id, "asterisk"), log=call_log, paced=paced,
-                    piece_ms=PACED_PIECE_MS if paced else PIECE_MS, **ctx.call_options(),
+                    piece_ms=PACED_PIECE_MS if paced else PIECE_MS, late_acks=not paced,  # (a flush drops its marks)
+                    **ctx.call_options(),
                     called=request.query.get("to") or None)
         recorder = ctx.open_recorder("asterisk", call)
         if recorder is not None:

@@ -69,7 +69,7 @@ class PlivoCarrier(Carrier):
                     recorded = header.get("call_id")
                     call_id = recorded if isinstance(recorded, str) and recorded else event.call_id
                     return ReplayStart(index, codec.PlivoLeg(event), call_id, event.stream_id, G711_ULAW,
-                                       started_at=rec["t"])
+                                       started_at=rec["t"], options={"late_acks": True})
         raise ReplayError("no Plivo start message in the recording")
 
     def replay_socket(self, header: dict[str, Any]) -> tuple[str, dict[str, str]]:

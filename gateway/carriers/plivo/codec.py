@@ -13,7 +13,8 @@ What the documentation leaves open, and what is assumed here:
 * Plivo emits ``playedStream`` "only if the preceding events were played successfully": the
   checkpoints pending at a ``clearAudio`` are never acknowledged. The call treats every mark
   pending at a flush as stale (its truncation is taken at the flush), so it never waits for them;
-  a late ``playedStream`` for one of them is ignored.
+  a ``playedStream`` for one of them that still comes was sent before Plivo carried out the
+  ``clearAudio``: that audio played, and the call counts it as heard (its record's transcript).
 * The protocol reference lists no inbound ``stop``; some of Plivo's examples show one. It is taken
   as the caller hanging up when it comes; the socket closing means the same either way.
 * Plivo writes phone numbers in E.164 without the plus (``14155550100``), in its webhooks and its

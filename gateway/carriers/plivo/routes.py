@@ -176,7 +176,8 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
             claims = ctx.tokens.verify(token, carrier="plivo")
         except TokenError as exc:
             return rejected("plivo", "media", f"call token {exc.reason}")
-    busy = ctx.refusal()
+    # (a call this worker placed takes the place it holds: its token names it)
+    busy = ctx.media_refusal("plivo", (claims or {}).get("placed") or (claims or {}).get("call"))
     if busy is not None:
         metrics.CALLS.inc("plivo", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
@@ -190,7 +191,7 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
             return ws
         # a call the gateway placed is known by the id its placing gave it (the token names it)
         call_id = (claims or {}).get("placed") or start.call_id
-        busy = ctx.refusal()
+        busy = ctx.media_refusal("plivo", call_id)
         if busy is not None:  # the gateway began to drain (or filled up) while this stream was opening
             metrics.CALLS.inc("plivo", f"refused ({busy})")
             log.warning("media stream refused at its start", reason=busy, call_id=call_id)
@@ -208,7 +209,7 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
                     observer=ctx.observer_for(call_id, "plivo"),
                     log=log.bind(call_id=call_id, stream_id=start.stream_id), **ctx.call_options(call_id),
                     can_transfer=settings.can_transfer, called=numbers.get("to") or None,
-                    caller=numbers.get("from") or None)
+                    caller=numbers.get("from") or None, late_acks=True)  # (a clearAudio drops its checkpoints)
         if call.call_id in ctx.calls:
             call.log.warning("a second media stream for a call in progress: refused (one session per call)")
             await ws.close(code=1008, message=b"duplicate stream")

@@ -180,7 +180,7 @@ def _note_refused_call(ctx: GatewayContext, token: str | None) -> None:
 async def telnyx_media(request: web.Request) -> web.StreamResponse:
     """``GET /telnyx/media``: the Telnyx media streaming WebSocket."""
     ctx: GatewayContext = request.app[CONTEXT]
-    busy = ctx.refusal()
+    busy = ctx.media_refusal("telnyx", None)  # (a call this worker placed takes the place it holds)
     if busy is not None:
         metrics.CALLS.inc("telnyx", f"refused ({busy})")
         _note_refused_call(ctx, request.query.get("token"))
@@ -194,7 +194,7 @@ async def telnyx_media(request: web.Request) -> web.StreamResponse:
         if start is None:
             return ws
         call_id = start.call_control_id
-        busy = ctx.refusal()
+        busy = ctx.media_refusal("telnyx", call_id)
         if busy is not None:  # the gateway began to drain (or filled up) while this stream was opening
             metrics.CALLS.inc("telnyx", f"refused ({busy})")
             log.warning("media stream refused at its start", reason=busy, call_id=call_id)

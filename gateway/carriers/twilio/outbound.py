@@ -18,10 +18,12 @@ from aiohttp import web
 from gateway.auth import public_base, public_url_for
 from gateway.bridge import CONTEXT, log
 from gateway.carriers.base import OutboundError, OutboundRequest, PlacedCall
+from gateway.carriers.common import short
 from gateway.carriers.twilio import codec as twilio
 from gateway.carriers.twilio.routes import CALL_TOKEN_TTL_S, _check_signature, _signed_url
 from gateway.carriers.twilio.settings import TwilioSettings
 from gateway.config import GatewayConfig
+from gateway.core.outbound import UNKNOWN
 
 CREATE_TIMEOUT_S = 15.0
 RING_TIMEOUT_S = 30  # how long Twilio lets the callee's phone ring
@@ -29,6 +31,10 @@ RING_TIMEOUT_S = 30  # how long Twilio lets the callee's phone ring
 _STATES = {"queued": "queued", "initiated": "queued", "ringing": "ringing", "in-progress": "answered",
            "completed": "completed", "busy": "failed", "no-answer": "failed", "failed": "failed",
            "canceled": "failed"}
+# Twilio's documented AnsweredBy values (asynchronous detection) -> the gateway's results
+_ANSWERED_BY = {"human": "human", "machine_start": "machine_start", "machine_end_beep": "machine_end_beep",
+                "machine_end_silence": "machine_end_silence", "machine_end_other": "machine_end_other",
+                "fax": "fax", "unknown": UNKNOWN}
 
 
 def refusal(config: GatewayConfig) -> str | None:
@@ -115,10 +121,22 @@ async def twilio_amd(request: web.Request) -> web.Response:
     form, refused = await _form(request, "amd")
     if refused is not None:
         return refused
-    call_sid, answered_by = form.get("CallSid", ""), form.get("AnsweredBy", "unknown")
-    if not await ctx.answering_machine(call_sid, answered_by, carrier="twilio"):
-        log.warning("an answering-machine result for a call this worker did not place", call_id=call_sid)
+    call_sid = form.get("CallSid", "")
+    if not await ctx.answering_machine(call_sid, answered_by(form, call_sid), carrier="twilio"):
+        log.warning("an answering-machine result for a call this worker did not place", call_id=short(call_sid, 64))
     return web.Response(status=204)
+
+
+def answered_by(form: dict[str, str], call_sid: str) -> str:
+    """The gateway's result for the ``AnsweredBy`` of an answering-machine callback: an unexpected
+    value (or none) counts as ``unknown``, with a warning that shows the start of what came."""
+    value = form.get("AnsweredBy")
+    result = _ANSWERED_BY.get(value) if value is not None else None
+    if result is None:
+        log.warning("an AnsweredBy value Twilio does not document: taken as unknown", call_id=short(call_sid, 64),
+                    answered_by=short(value) if value is not None else None)
+        return UNKNOWN
+    return result
 
 
 async def twilio_call_status(request: web.Request) -> web.Response:

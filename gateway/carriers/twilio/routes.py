@@ -144,7 +144,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
     refusal = _check_signature(request, ctx, "media", _signed_url(request, ctx, websocket=True), None)
     if refusal is not None:
         return refusal
-    busy = ctx.refusal()
+    busy = ctx.media_refusal("twilio", None)  # (a call this worker placed takes the place it holds)
     if busy is not None:
         metrics.CALLS.inc("twilio", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
@@ -156,7 +156,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
         start: twilio.Start | None = await await_start(ws, opened_at, prelude, _before_start, START_TIMEOUT_S)
         if start is None:
             return ws
-        busy = ctx.refusal()
+        busy = ctx.media_refusal("twilio", start.call_sid)
         if busy is not None:  # the gateway began to drain (or filled up) while this stream was opening
             metrics.CALLS.inc("twilio", f"refused ({busy})")
             log.warning("media stream refused at its start", reason=busy, call_id=start.call_sid)

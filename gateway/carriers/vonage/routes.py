@@ -189,7 +189,7 @@ async def vonage_media(request: web.Request) -> web.StreamResponse:
     claims = _socket_claims(request, ctx)
     if isinstance(claims, web.Response):
         return claims
-    busy = ctx.refusal()
+    busy = ctx.media_refusal("vonage", _text(claims.get("call")))  # (a placed call takes the place it holds)
     if busy is not None:
         metrics.CALLS.inc("vonage", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
@@ -229,7 +229,7 @@ async def _run_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
             rejected("vonage", "media", f"call token {exc.reason}", call_id=call_id)
             await ws.close(code=1008, message=b"call token refused")
             return
-    busy = ctx.refusal()
+    busy = ctx.media_refusal("vonage", call_id)
     if busy is not None:  # the gateway began to drain (or filled up) while the socket was opening
         metrics.CALLS.inc("vonage", f"refused ({busy})")
         log.warning("media socket refused at websocket:connected", reason=busy, call_id=call_id)
