@@ -117,6 +117,16 @@ class GatewayContext:
         prewarm = self.config.voicelive.prewarm
         self.prewarms = prewarm is True or (prewarm == "auto" and worker_count() == 1)
 
+    def busy_message(self, profile_name: str) -> str | None:
+        """What a call announced now should hear instead of the bot, when no Voice Live resource of its
+        profile has a connection left in its budget and the profile does not wait for one (None: the
+        call goes ahead). Counted as a refused call by the carrier that asks."""
+        profile = self.config.profiles[profile_name]
+        if profile.busy.wait_s > 0 or self.pool.has_budget(profile):
+            return None
+        metrics.VOICELIVE_BUSY.inc("call")
+        return profile.busy.message or self.config.gateway.apology
+
     def prewarm(self, carrier: str, call_id: str, profile_name: str, audio: AudioFormat, *,
                 outbound: OutboundPlan | None = None) -> None:
         """A carrier announced a call (or this worker placed one): open its Voice Live session now,
