@@ -261,3 +261,26 @@ def load_ulaw_8k(path: str | Path) -> bytes:
 
 
 ASSETS = Path(__file__).with_name("assets")
+
+
+HOLD_BEEP_MS = 150  # the hold tone: a soft beep of this long ...
+HOLD_PERIOD_MS = 2000  # ... at the start of every period
+HOLD_LEVEL = 0.06  # about -24 dBFS: heard, never startling
+
+
+def encode_pcm16(fmt: AudioFormat, pcm: bytes) -> bytes:
+    """16-bit PCM at ``fmt``'s rate, in ``fmt``'s encoding."""
+    if fmt.name == "g711_ulaw":
+        return audioop.lin2ulaw(pcm, 2)
+    if fmt.name == "g711_alaw":
+        return audioop.lin2alaw(pcm, 2)
+    return pcm
+
+
+def hold_tone(fmt: AudioFormat, ms: int) -> bytes:
+    """``ms`` of hold audio in ``fmt``: a soft 440 Hz beep every two seconds, silence between."""
+    rate = fmt.sample_rate
+    t = np.arange(rate * ms // 1000) / rate
+    beep = (t % (HOLD_PERIOD_MS / 1000)) < HOLD_BEEP_MS / 1000
+    wave = np.where(beep, HOLD_LEVEL * np.sin(2 * np.pi * 440.0 * t), 0.0)
+    return encode_pcm16(fmt, (wave * 32767).astype("<i2").tobytes())

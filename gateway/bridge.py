@@ -191,7 +191,8 @@ class GatewayContext:
         worker placed also learns how it opens (see :mod:`gateway.outbound`)."""
         vl = self.config.voicelive
         options: dict[str, Any] = {"reconnect_budget_ms": vl.reconnect_budget_s * 1000.0,
-                                   "renew_before_ms": vl.renew_before_expiry_s * 1000.0}
+                                   "renew_before_ms": vl.renew_before_expiry_s * 1000.0,
+                                   "renew_spread_ms": vl.renew_spread_s * 1000.0}
         if call_id is not None:
             options.update(self.outbound.call_options(call_id))
         return options
@@ -451,7 +452,8 @@ class CallBridge:
                       else call.profile.busy.wait_s)
             try:
                 self.voicelive = await ctx.pool.connect(call.profile, "reconnect" if reconnecting else "call",
-                                                        wait_s=wait_s, carrier=self.carrier)
+                                                        wait_s=wait_s, carrier=self.carrier,
+                                                        waiting=None if reconnecting else self._hold)
             except NoBudget as exc:
                 self.log.error("no Voice Live connection left in the budget", reconnecting=reconnecting,
                                retry_after_s=round(exc.retry_after_s or 0.0, 1))
@@ -480,6 +482,12 @@ class CallBridge:
             await self._flush()
             if not await self._pump(self.voicelive):
                 return
+
+    async def _hold(self) -> None:
+        """A new call waits for a Voice Live connection (its profile's busy.wait_s): hold audio meanwhile."""
+        self.log.info("waiting for a Voice Live connection to free up", wait_s=self.call.profile.busy.wait_s)
+        self.wire.hold(int(self.call.profile.busy.wait_s * 1000), self._now())
+        await self._flush()
 
     async def _renew(self, old: VoiceLiveConnection) -> None:
         """Open the session that replaces ``old`` (within the budget, leaving its reserve for new calls),

@@ -14,13 +14,14 @@ playback acknowledgements (marks the phone echoes), never by bytes sent.
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.audio import G711_ULAW, AudioFormat, b64_len, is_base64, split_b64
+from gateway.audio import G711_ULAW, AudioFormat, b64_len, hold_tone, is_base64, split_b64
 from gateway.config import Greeting, Profile, ServerVad, Tool, TurnDetectionOff
 from gateway.core.actions import (
     CLEAR,
@@ -239,6 +240,7 @@ class Call:
         # caller keys
         self._keys = KeyEntry(self.profile.dtmf)
         self._silence = SilenceWatch(self.profile.silence, self.started_at)
+        self._holding = False  # the caller hears the hold tone (waiting for a Voice Live connection)
         self._phone_away_since: float | None = None  # the phone's media socket is gone (it may come back)
         self.ended_at: float | None = None
         self._handlers: dict[str, Callable[[dict[str, Any], float], None]] = {
@@ -629,6 +631,15 @@ class Call:
             for item in self.conversation.restore_items():
                 self._send({"type": "conversation.item.create", "item": item}, kind="restore")
 
+    def hold(self, ms: int, now: float) -> None:
+        """No Voice Live connection is free yet and the profile waits for one: the caller hears a soft
+        hold tone (``ms`` of it at most) until the session is ready, or the wait ends."""
+        if self.state is not CallState.CONNECTING or self._holding:
+            return
+        self._holding = True
+        self.observer("hold", now, {"ms": ms})
+        self._queue_audio(base64.b64encode(hold_tone(self.audio, ms)).decode(), None, None, now)
+
     def voicelive_failed(self, reason: str, now: float) -> None:
         """The session could not be opened, or could not be reopened in time: the call cannot go on.
         On a paced leg with an apology clip, the caller hears it before the call hangs up."""
@@ -767,6 +778,10 @@ class Call:
             self._send_held_control()
             return
         self.ready_at = now
+        if self._holding:  # the hold tone stops when the bot can speak
+            self._holding = False
+            self.to_phone.append(CLEAR)
+            self.playout.flush(now)
         held = self._inbound.held
         self.observer("session.ready", now, {"format": audio.key, "held_frames": held,
                                               "ready_ms": round(now - self.started_at, 1)})

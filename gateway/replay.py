@@ -193,6 +193,8 @@ def run(fixture: Fixture) -> Replay:
                 wire.voicelive_closed(rec.get("code"), t)
             elif leg == VOICELIVE and event == "failed":
                 wire.voicelive_failed(str(rec.get("reason") or "voicelive_failed"), t)
+            elif leg == VOICELIVE and event == "hold":
+                wire.hold(int(rec.get("ms") or 0), t)
             elif leg == VOICELIVE and event == "renewal_deferred":
                 wire.renewal_deferred(t)
             elif leg == VOICELIVE and event == "expires_in":

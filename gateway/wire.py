@@ -119,6 +119,11 @@ class WireCall:
         self._lifecycle(now, VOICELIVE, "expires_in", seconds=round(seconds_left, 3))
         self.call.schedule_renewal(seconds_left, now)
 
+    def hold(self, ms: int, now: float) -> None:
+        """The call waits for a Voice Live connection: the caller hears hold audio."""
+        self._lifecycle(now, VOICELIVE, "hold", ms=ms)
+        self.call.hold(ms, now)
+
     def renewal_deferred(self, now: float) -> None:
         """The fresh session a renewal asked for could not be opened now (no budget to spare)."""
         self._lifecycle(now, VOICELIVE, "renewal_deferred")

@@ -37,7 +37,39 @@ def _turn_text(turn: Any) -> str:
     return f"turn detection: {turn.type}"
 
 
-def _profile_text(profile: Profile) -> str:
+def _profile_text(profile: Profile, config: GatewayConfig | None = None) -> str:
+    text = _profile_core(profile)
+    if config is not None and config.voicelive.resources is not None:
+        names = profile.resources or [r.name for r in config.voicelive.resources]
+        text += ", Voice Live resources: " + ", ".join(names)
+    if config is not None and profile.busy.wait_s:
+        text += f", waits up to {profile.busy.wait_s:g} s for a Voice Live connection"
+    return text
+
+
+def _budget_lines(config: GatewayConfig) -> list[str]:
+    """The Voice Live resources and their connection budgets."""
+    vl = config.voicelive
+    lines = []
+    if vl.resources is not None:
+        lines.append(f"Voice Live resources ({vl.strategy}):")
+        for r in vl.resources:
+            where = "built-in simulator" if r.endpoint == SIMULATOR else r.endpoint
+            auth = "api-key" if r.api_key is not None else "Microsoft Entra ID"
+            region = f", region {r.region}" if r.region else ""
+            lines.append(f"  {r.name}: {where}{region}, {r.connections_per_minute} new connections per minute, "
+                         f"auth: {auth}")
+    else:
+        lines.append(f"Voice Live budget: {vl.connections_per_minute} new connections per minute")
+    divided = f"the workers times {vl.replicas} replicas" if vl.replicas > 1 else "the workers"
+    prewarm = {True: "on", False: "off", "auto": "on with one worker"}[vl.prewarm]
+    lines.append(f"  each worker takes its share of each budget (divided by {divided}; one budget shared by all "
+                 f"through Redis when GATEWAY_REDIS_URL is set); renewals leave {vl.renewal_reserve} for new calls; "
+                 f"sessions opened when a call is announced: {prewarm}")
+    return lines
+
+
+def _profile_core(profile: Profile) -> str:
     who = (
         f"agent {profile.agent.name} (project {profile.agent.project})"
         if profile.agent is not None
@@ -92,6 +124,7 @@ def describe(config: GatewayConfig) -> str:
         else:
             auth = f"Microsoft Entra ID (token scope {vl.token_scope})"
         out.append(f"Voice Live: {vl.endpoint} (api-version {vl.api_version}), auth: {auth}")
+    out += _budget_lines(config)
     public_url = config.gateway.public_url or "not set"
     out.append(f"Public URL: {public_url}")
     out.append("; ".join(f"{section.credential_label}: {'set' if section.has_credential else 'not set'}"
@@ -99,14 +132,14 @@ def describe(config: GatewayConfig) -> str:
     used: set[str] = set()
     for number, name in numbers.items():
         used.add(name)
-        out.append(f"{number} -> {name}: {_profile_text(config.profiles[name])}")
+        out.append(f"{number} -> {name}: {_profile_text(config.profiles[name], config)}")
     default = config.routes.default
     used.add(default)
     label = "any other number" if numbers else "any number"
-    out.append(f"{label} -> {default}: {_profile_text(config.profiles[default])}")
+    out.append(f"{label} -> {default}: {_profile_text(config.profiles[default], config)}")
     for name, profile in config.profiles.items():
         if name not in used:
-            out.append(f"unused profile {name}: {_profile_text(profile)}")
+            out.append(f"unused profile {name}: {_profile_text(profile, config)}")
     out += _outbound_lines(config)
     out.append(_records_line(config))
     out += config_notes(config)

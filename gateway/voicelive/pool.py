@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -128,9 +128,11 @@ class ResourcePool:
         return any(self.budget.remaining(r.name) > 0 for r in self.candidates(profile))
 
     async def connect(self, profile: Profile, purpose: Purpose = "call", *, wait_s: float = 0.0,
-                      carrier: str = "phone") -> VoiceLiveConnection:
+                      carrier: str = "phone", waiting: Callable[[], Awaitable[None]] | None = None,
+                      ) -> VoiceLiveConnection:
         """Open a session for ``profile`` within the budget, waiting at most ``wait_s`` for budget to free
-        up. Raises :class:`NoBudget` when none did, or the last :class:`VoiceLiveConnectError`."""
+        up (``waiting`` is awaited once when the wait begins). Raises :class:`NoBudget` when none did, or
+        the last :class:`VoiceLiveConnectError`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         shared = isinstance(self.budget, RedisBudget) and self.budget.shared
@@ -170,6 +172,9 @@ class ResourcePool:
             if retry > left:
                 metrics.VOICELIVE_BUSY.inc(purpose)
                 raise NoBudget(retry if math.isfinite(retry) else 60.0)
+            if waiting is not None:
+                await waiting()
+                waiting = None
             await asyncio.sleep(retry)  # the moment a connect leaves the window (or a back-off ends)
 
     async def close(self) -> None:

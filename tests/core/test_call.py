@@ -448,3 +448,54 @@ def test_the_summary_counts_what_happened_on_the_call() -> None:
     assert summary["caller_bytes"] == 480 and summary["caller_audio_ms"] == 60
     assert summary["bot_bytes"] == 4800 and summary["bot_audio_ms"] == 600
     assert summary["duration_ms"] == 61_000 - int(call.started_at)
+
+
+def test_hold_audio_plays_until_the_session_is_ready_then_stops() -> None:
+    call = make_call("greets")
+    call.hold(3_000, 5.0)
+    held = phone(call)
+    audio = b"".join(base64.b64decode(a.payload) for a in held if isinstance(a, PlayAudio))
+    assert len(audio) == 3_000 * 8  # µ-law 8 kHz: the whole hold clip, in pieces
+    assert len(set(audio)) > 2  # a tone, not only silence
+    call.hold(3_000, 6.0)  # once only
+    assert phone(call) == []
+    call.voicelive_connected(100.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 200.0)
+    assert phone(call)[0] == CLEAR  # the tone stops for the bot
+    assert [m["type"] for m in vl(call)][-1] == "response.create"  # the greeting
+
+
+def test_hold_is_only_for_a_call_waiting_for_its_first_session() -> None:
+    call = ready_call()
+    call.hold(1_000, 10.0)
+    assert phone(call) == []
+
+
+def test_renewals_of_calls_begun_together_are_spread_by_call() -> None:
+    config = parse_config(CONFIG, env={})
+    times = set()
+    for n in range(20):
+        call = Call(call_id=f"CA{n}", stream_id="MZ", profile_name="main", profile=config.profiles["main"],
+                    started_at=0.0, renew_spread_ms=300_000.0)
+        call.schedule_renewal(3_600, 0.0)
+        assert call.sessions.renew_at is not None
+        assert 3_600_000 - 120_000 - 300_000 <= call.sessions.renew_at <= 3_600_000 - 120_000
+        times.add(call.sessions.renew_at)
+    assert len(times) > 15
+    again = Call(call_id="CA3", stream_id="MZ", profile_name="main", profile=config.profiles["main"],
+                 started_at=0.0, renew_spread_ms=300_000.0)
+    again.schedule_renewal(3_600, 0.0)
+    assert again.sessions.renew_at in times  # the same call, the same time (a replay computes it again)
+
+
+def test_a_deferred_renewal_keeps_the_session() -> None:
+    call = ready_call()
+    call.schedule_renewal(190, 10.0)  # due in 70 s, before the idle timeout
+    due = call.sessions.renew_at or 0
+    call.tick(due)
+    assert call.sessions.renewing and call.to_shell
+    call.to_shell.clear()
+    call.renewal_deferred(due + 50)
+    assert call.state == CallState.READY and not call.sessions.renewing
+    assert call.next_deadline() is not None and call.next_deadline() > due + 50  # type: ignore[operator]

@@ -52,3 +52,22 @@ def test_expiry_is_news_once() -> None:
     assert not sessions.learn_expiry(True) and not sessions.learn_expiry("soon")
     sessions.opened()
     assert sessions.learn_expiry(1_900_000_000)
+
+
+def test_renewals_are_spread_earlier_by_up_to_the_spread() -> None:
+    sessions = Sessions(reconnect_budget_ms=0, renew_before_ms=120_000)
+    sessions.schedule_renewal(3_600, 0, spread_ms=250_000)
+    assert sessions.renew_at == 3_600_000 - 120_000 - 250_000
+    sessions.schedule_renewal(90, 0, spread_ms=250_000)  # never within a minute of now
+    assert sessions.renew_at == MIN_SESSION_MS
+
+
+def test_a_deferred_renewal_keeps_the_session_and_is_tried_again_later() -> None:
+    sessions = Sessions(reconnect_budget_ms=0, renew_before_ms=120_000)
+    sessions.schedule_renewal(3_600, 0)
+    due = sessions.renew_at or 0
+    sessions.renew()
+    sessions.defer(due + 5)
+    assert not sessions.renewing and not sessions.renewal_due(due + 6)
+    assert sessions.next_renewal() == sessions.renew_at and sessions.renew_at is not None
+    assert sessions.renew_at > due + 5 and sessions.renewal_due(sessions.renew_at)
