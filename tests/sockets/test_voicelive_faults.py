@@ -23,6 +23,7 @@ from gateway.config import parse_config
 from gateway.core import sessions as sessions_module
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.softphone import Hangup, Say, Silence, WaitForBot
+from gateway.voicelive.budget import LocalBudget
 from tests.sockets.loopback import post_as_twilio, serve, twilio_signed
 
 TOKEN = "faults-test-twilio-token"
@@ -210,6 +211,26 @@ async def test_a_session_is_renewed_before_it_expires_without_losing_audio(monke
     first_turn = next(e for e in sessions[0].sent if e["type"] == transcribed)
     assert restored and restored[0]["role"] == "user"
     assert restored[0]["content"] == [{"type": "input_text", "text": first_turn["transcript"]}]
+    assert report.closed_by == "caller" and report.violations == 0
+
+
+async def test_a_renewal_without_budget_to_spare_keeps_the_session(monkeypatch) -> None:
+    monkeypatch.setattr(sessions_module, "MIN_SESSION_MS", 1500.0)
+    sim = await start_simulator(SimulatorSettings(audio_speed=8.0, session_lifetime_s=1800))
+    runner, base = await _gateway(sim.endpoint, ", renew_before_expiry_s: 1799.9", profile="{model: gpt-realtime}")
+    runner.app[CONTEXT].pool.budget = LocalBudget({"default": 1})  # the call's own connect spends it
+    deferred = metrics.VOICELIVE_RENEWALS.value("deferred")
+    try:
+        report = await place_call(base + "/twilio/voice", [
+            Say(HOURS, "question"), WaitForBot(), Silence(500), Say(DELIVERY, "again"), WaitForBot(heard_ms=500),
+            Hangup()], auth_token=TOKEN)
+        await asyncio.wait_for(runner.app[CONTEXT].wait_idle(), 10)
+    finally:
+        await runner.cleanup()
+        await sim.close()
+    assert len(sim.state.sessions) == 1  # the renewal found no connection: the session went on
+    assert metrics.VOICELIVE_RENEWALS.value("deferred") == deferred + 1  # (tried again 20 s later: the call ended)
+    assert sim.state.sessions[0].appended == report.sent_payloads
     assert report.closed_by == "caller" and report.violations == 0
 
 
