@@ -56,6 +56,7 @@ log = get_logger("gateway.voicelive.budget")
 
 WINDOW_S = 60.0
 KEY_PREFIX = "gateway:voicelive:"
+_RECHECK_S = 1.0  # an empty shared budget seen by a grant is asked again after this long
 _MIN_WAIT_S = 1e-6  # a refusal always says to wait a little, even when rounding says 0
 
 
@@ -319,6 +320,7 @@ class RedisBudget:
             name: (f"{key_prefix}{{{name}}}:connects", f"{key_prefix}{{{name}}}:backoff") for name in limits
         }
         self._remaining = dict(limits)
+        self._until: dict[str, float] = {name: math.inf for name in limits}  # (see remaining())
         self._clock = clock
         self._deadline_s = connect_timeout_s + timeout_s
         self._retry_s = retry_s
@@ -381,7 +383,7 @@ class RedisBudget:
         now = self._clock()
         hold = self._local._hold_left(resource, now)  # this worker's own back-offs, even while Redis is down
         if hold > 0:
-            self._remaining[resource] = 0
+            self._saw(resource, 0, now + hold)
             return Grant(False, 0, hold, shared=self.shared, backed_off=True)
         if self._use_redis(now):
             args = [self._limits[resource], self._window_us, keep, next(self._members), self._idle_ms]
@@ -391,11 +393,12 @@ class RedisBudget:
                 self._failed(exc)
             else:
                 self._worked()
-                self._remaining[resource] = int(remaining)
                 if granted:
+                    self._saw(resource, int(remaining), now + _RECHECK_S)
                     self._local._window(resource).record(self._clock())
                     return Grant(True, int(remaining), 0.0, shared=True)
                 retry = math.inf if int(wait_ms) < 0 else int(wait_ms) / 1000
+                self._saw(resource, int(remaining), now + (retry if math.isfinite(retry) else _RECHECK_S))
                 return Grant(False, int(remaining), retry, shared=True, backed_off=bool(held))
         grant = self._local.take_now(resource, keep)
         self._remaining[resource] = grant.remaining
@@ -416,12 +419,21 @@ class RedisBudget:
         else:
             self._worked()
 
+    def _saw(self, resource: str, remaining: int, until: float) -> None:
+        """What a take learnt: ``remaining`` connects, true at least until ``until`` (this clock)."""
+        self._remaining[resource] = remaining
+        self._until[resource] = until
+
     def remaining(self, resource: str) -> int:
+        """The last known remaining budget. Other workers take from it and time frees it, so an empty
+        budget seen by this worker is reported empty only until a connect may have left the window
+        (then 1: the next take asks Redis)."""
         if resource not in self._keys:
             raise ValueError(_unknown(resource, self._keys))
         if self._down:
             return self._local.remaining(resource)
-        return self._remaining[resource]
+        known = self._remaining[resource]
+        return 1 if known == 0 and self._clock() >= self._until[resource] else known
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -221,3 +221,16 @@ def test_a_missing_redis_server_is_a_failure_not_a_skip(monkeypatch: pytest.Monk
     monkeypatch.setenv("PATH", os.devnull)
     with pytest.raises(pytest.fail.Exception, match="apt-get install redis-server"):
         RedisServer()
+
+
+async def test_an_empty_budget_seen_once_is_not_believed_for_ever(redis_server: RedisServer, prefix: str) -> None:
+    clock = FakeClock()
+    async with budgets(redis_server.url, 2, {"r": 2}, {"r": 1}, key_prefix=prefix, clock=clock) as (a, b):
+        assert (await a.take("r")).granted and (await b.take("r")).granted
+        assert b.remaining("r") == 0  # b's grant saw none left ...
+        clock.now += 1.0
+        assert b.remaining("r") == 1  # ... and asks Redis again a moment later
+        refused = await a.take("r")
+        assert not refused.granted and a.remaining("r") == 0
+        clock.now += refused.retry_after_s  # a connect may have left the window: ask Redis again
+        assert a.remaining("r") == 1
