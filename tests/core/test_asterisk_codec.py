@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import given, settings
@@ -407,3 +408,71 @@ def test_a_recording_is_rebuilt_with_marks_or_paced_as_it_was_made() -> None:
     assert paced.options == {"paced": True, "piece_ms": 20} and paced.index == 1
     with pytest.raises(ReplayError):
         carrier.replay_start(header, [{"t": 0.5, "leg": "phone", "dir": "in", "msg": "MEDIA_XON"}])
+
+
+# --- the numbers the dialplan puts in the media socket's URI -----------------------------------------
+
+
+@pytest.mark.parametrize(("value", "number"), [
+    ("+14155550199", "+14155550199"),
+    ("+1 (415) 555-0199", "+14155550199"),
+    ("tel:+14155550199", "+14155550199"),
+    ("4155550199", "4155550199"),
+    ("1001", "1001"),  # an extension
+    (" 14155550199", "14155550199"),  # an unencoded "+" that the query string turned into a space
+    ("anonymous", None),  # a withheld caller id
+    ("alice", None),
+    ("+1415555O199", None),  # a letter O among the digits
+    ("+1415\u0665550199", None),  # a digit that is not ASCII
+    ("+" + "1" * 33, None),  # longer than any number
+    (" " * 60 + "1", "1"),
+    ("1" * 65, None),
+    ("41555501 99\n<script>", None),
+    ("", None),
+    (None, None),
+])
+def test_a_number_from_the_uri_is_kept_only_when_it_is_one(value: str | None, number: str | None) -> None:
+    assert codec.uri_number(value) == number
+
+
+@given(st.text(max_size=80))
+def test_whatever_the_dialplan_sends_only_a_plus_and_digits_come_out(value: str) -> None:
+    number = codec.uri_number(value)
+    assert number is None or (len(number) <= 33 and number.lstrip("+").isdigit() and number.isascii()
+                              and "+" not in number[1:])
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, object]]] = []
+
+    def info(self, event: str, **fields: object) -> None:
+        self.lines.append((event, fields))
+
+    warning = info
+
+
+def test_the_route_takes_the_callers_and_the_called_numbers_from_the_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from gateway.carriers.asterisk import routes
+
+    config = parse_config("profiles:\n  main: {model: gpt-realtime}\n  sales: {model: gpt-realtime}\n"
+                          "routes:\n  default: main\n  numbers: {\"+15555550123\": sales}\n", env={})
+    ctx = type("Ctx", (), {"config": config})()
+    lines = _Log()
+    monkeypatch.setattr(routes, "log", lines)
+    good = make_mocked_request("GET", "/asterisk/media?to=%2B1%20555%20555%200123&from=%2B1%20(415)%20555-0199")
+    caller, called = routes._numbers(good, "c1")
+    assert (caller, called) == ("+14155550199", "+15555550123") and lines.lines == []
+    assert routes._profile_for(good, ctx, "c1", called) == "sales"  # type: ignore[arg-type]
+    secret_ish = "4111111111111111; DROP TABLE calls"
+    bad = make_mocked_request("GET", "/asterisk/media?" + urlencode({"from": secret_ish, "to": "sales-line"}))
+    assert routes._numbers(bad, "c2") == (None, None)
+    assert [(event, fields["key"], fields["length"]) for event, fields in lines.lines] == [
+        ("a number in the media socket's URI is not a phone number; left out", "from", len(secret_ish)),
+        ("a number in the media socket's URI is not a phone number; left out", "to", len("sales-line"))]
+    assert "4111" not in repr(lines.lines)  # never the value itself
+    assert routes._profile_for(bad, ctx, "c2", None) == "main"  # type: ignore[arg-type]
+    assert routes._numbers(make_mocked_request("GET", "/asterisk/media"), "c3") == (None, None)
+    assert lines.lines[2:] == []  # nothing given: nothing to say

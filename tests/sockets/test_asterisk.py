@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,8 @@ from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, ToolCall, start_simulator
 from gateway.softphone import CallRejected, Dtmf, Hangup, Say, Silence, WaitForBot
 from tests.sockets.loopback import LogCapture, serve
+from tests.sockets.test_records import SECRET as RECORDS_SECRET
+from tests.sockets.test_records import Hook, Outcomes, verify
 
 USER, PASSWORD, TOKEN = "asterisk", "media-password-42", "bearer-token-17"
 BPM = 8  # µ-law bytes per ms
@@ -207,6 +210,49 @@ async def test_the_called_number_in_the_uri_chooses_the_profile(rig: Rig, query:
     session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
     assert report.violations == 0
     assert session.session["voice"] == voice
+
+
+async def test_the_callers_number_from_the_dial_string_reaches_the_record_masked(
+        tmp_path: Path, log_capture: LogCapture) -> None:
+    """``v(to=...,from=${CALLERID(num)})``: both numbers reach the call, and its record masks them; a
+    caller id that is not a number is left out, and neither is ever logged."""
+    hook = Hook()
+    hook_runner, hook_url = await hook.serve()
+    records = (f"records: {{webhook: {hook_url}, signing_secret: \"${{RS}}\", "
+               f"spool_directory: \"{tmp_path / 'spool'}\", initial_backoff_s: 0.01, max_backoff_s: 0.02}}")
+    sim = await start_simulator(SimulatorSettings(audio_speed=4.0))
+    config = parse_config(CONFIG.format(endpoint=sim.endpoint, insecure="false", section=CREDENTIALS + "\n" + records),
+                          env={"PW": PASSWORD, "TOKEN": TOKEN, "RS": RECORDS_SECRET})
+    outcomes = Outcomes()
+    runner, base = await serve(create_app(config, record_outcomes=outcomes))
+    url = base.replace("http://", "ws://") + "/asterisk/media"
+    junk = "4111111111111111<script>"
+    try:
+        with log_capture("debug") as logs:
+            for channel, caller in (("1761245643.7", "+1 (415) 555-0199"), ("1761245643.8", junk)):
+                report = await place_asterisk_call(url, [Silence(200), Hangup()], to="+15555550123", from_=caller,
+                                                   username=USER, password=PASSWORD, channel_id=channel)
+                assert report.violations == 0
+            await outcomes.wait("delivered", 2)
+    finally:
+        await runner.cleanup()
+        await sim.close()
+        await hook_runner.cleanup()
+    records_by_call = {}
+    for headers, body, _status in hook.posts:
+        verify(headers, body)
+        record = json.loads(body)
+        records_by_call[record["call_id"]] = record
+        assert record["carrier"] == "asterisk" and record["to"] == "+*******0123"
+        assert "4155550199" not in body.decode() and "5555550123" not in body.decode() and "4111" not in body.decode()
+    assert records_by_call["1761245643.7"]["from"] == "+*******0199" and records_by_call["1761245643.7"]["profile"] == (
+        "sales")
+    assert records_by_call["1761245643.8"]["from"] is None  # not a number: left out
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    (refused,) = [line for line in lines if line.get("event", "").startswith("a number in the media socket's URI")]
+    assert refused["key"] == "from" and refused["length"] == len(junk) and refused["call_id"] == "1761245643.8"
+    text = logs.getvalue()
+    assert "4155550199" not in text and "5555550123" not in text and "4111" not in text
 
 
 @pytest.mark.parametrize("json_control", [False, True], ids=["plain-text", "json"])
@@ -412,13 +458,13 @@ def test_cli_places_an_asterisk_call(capsys: pytest.CaptureFixture[str], monkeyp
     with serve_in_thread(app, shutdown_timeout=1.0) as base:
         url = base.replace("http://", "ws://") + "/asterisk/media"
         args = _cli("--carrier", "asterisk", url, "--asterisk-user", "pbx", "--to", "+15555550123",
-                    "--timeout", "3")
+                    "--from", "+14155550199", "--timeout", "3")
         code = args.func(args)
     printed = capsys.readouterr()
     assert code == 0, printed
     (seen,) = app[SEEN]
     assert seen["authorization"] == basic_header("pbx", "from-env-secret")  # the password from the environment
-    assert seen["query"] == {"to": "+15555550123"}
+    assert seen["query"] == {"to": "+15555550123", "from": "+14155550199"}
     assert "format:ulaw optimal_frame_size:160" in seen["start"]
     assert seen["texts"] == ["MEDIA_MARK_PROCESSED 1"]  # once the 0.2 s had played
     assert "bot audio: 0.2 s received, 0.2 s played" in printed.out

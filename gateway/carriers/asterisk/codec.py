@@ -61,6 +61,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,27 @@ MAX_MESSAGE = 65_500  # Asterisk closes the socket (and hangs up) on a larger me
 QUEUE_MAX, XOFF_LEVEL, XON_LEVEL = 1000, 900, 800  # frames, as chan_websocket defines them
 HOLD_LIMIT_MS = 60_000  # audio held while Asterisk says MEDIA_XOFF, at most
 MAX_CONTROL = 128  # Asterisk ignores longer text messages (a mark name must keep MARK_MEDIA under it)
+
+
+# A number the dialplan adds to the media socket's URI (``v(to=...,from=...)``): an optional plus and
+# digits, with the spaces, dashes, dots and brackets people write between them (dropped here)
+MAX_URI_NUMBER = 64  # characters: anything longer is not a phone number
+_URI_NUMBER = re.compile(r"\+?\d{1,32}")
+_NUMBER_PUNCTUATION = re.compile(r"[\s\-.()]")
+
+
+def uri_number(value: str | None) -> str | None:
+    """A phone number from the media socket's URI (``to``, ``from``), or None when there is none.
+
+    The dialplan writes these, from what the trunk said (the caller id is the caller's to choose):
+    they are untrusted text. A value longer than :data:`MAX_URI_NUMBER`, or anything but an
+    optional ``+`` and up to 32 digits once spaces, dashes, dots and brackets are dropped (a
+    withheld caller id, ``anonymous``, a SIP user name), gives None; a number comes back with
+    only its ``+`` and digits (``+1 (415) 555-0100`` gives ``+14155550100``)."""
+    if not value or len(value) > MAX_URI_NUMBER:
+        return None
+    number = _NUMBER_PUNCTUATION.sub("", value.removeprefix("tel:"))
+    return number if _URI_NUMBER.fullmatch(number) and number.isascii() else None
 
 
 class AsteriskProtocolError(ValueError):

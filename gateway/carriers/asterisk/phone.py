@@ -281,6 +281,7 @@ async def place_asterisk_call(
     steps: Sequence[Step],
     *,
     to: str | None = None,
+    from_: str | None = None,
     params: dict[str, str] | None = None,
     username: str | None = None,
     password: str | None = None,
@@ -297,10 +298,11 @@ async def place_asterisk_call(
 ) -> AsteriskCallReport:
     """Place one call through the gateway and run ``steps`` on it, like Asterisk's chan_websocket.
 
-    ``url``: the media socket (``ws(s)://…/asterisk/media``); ``to`` (the called number) and
-    ``params`` are added to its query string. ``username``/``password``: HTTP basic credentials, as
-    websocket_client.conf sends them; ``token``: a bearer token instead. ``json_control``: control
-    messages in JSON (``f(json)``) instead of plain text. ``connection_id`` and ``channel_id`` are
+    ``url``: the media socket (``ws(s)://…/asterisk/media``); ``to`` (the called number), ``from_``
+    (the caller's, as ``from``) and ``params`` are added to its query string.
+    ``username``/``password``: HTTP basic credentials, as websocket_client.conf sends them;
+    ``token``: a bearer token instead. ``json_control``: control messages in JSON (``f(json)``)
+    instead of plain text. ``connection_id`` and ``channel_id`` are
     those of ``MEDIA_START`` (random by default). ``xoff_frames``, ``xon_frames``, ``max_frames``:
     the queue limits (Asterisk's by default). Events as for the other phones, plus
     ``hangup_command`` when the gateway sends ``HANGUP``.
@@ -319,6 +321,8 @@ async def place_asterisk_call(
     query = dict(params or {})
     if to:
         query["to"] = to
+    if from_:
+        query["from"] = from_
     stream_url = with_query(url, query)
     headers: dict[str, str] = {}
     if token:
@@ -406,6 +410,7 @@ def place_from_args(
             url,
             steps,
             to=args.to,  # added to the URL as to=NUMBER, as the dial string's v() does
+            from_=args.from_,  # and from=NUMBER
             username=args.asterisk_user,
             password=args.asterisk_password,
             token=args.asterisk_token,

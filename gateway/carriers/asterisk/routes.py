@@ -5,9 +5,11 @@ There is no webhook: Asterisk opens ``GET /asterisk/media`` itself when the dial
 ``externalMedia`` channel with ``transport=websocket``. The upgrade must carry the configured
 credentials (:mod:`gateway.carriers.asterisk.auth`); without any configured, every upgrade is refused
 unless ``gateway.insecure_dev_mode`` is on. The query string (the dial string's ``v()`` option)
-chooses the profile: ``to`` is the called number, routed like every carrier's (``routes`` in
-config.yaml), and ``profile`` names a profile outright. The call starts at Asterisk's
-``MEDIA_START``.
+gives the numbers and chooses the profile: ``to`` is the called number, routed like every carrier's (``routes`` in
+config.yaml), ``from`` is the caller's number (``${CALLERID(num)}``), and ``profile`` names a
+profile outright. Both numbers are untrusted text (a caller chooses their caller id): only a value
+that is a phone number is kept (:func:`~gateway.carriers.asterisk.codec.uri_number`), for the
+call's record, which masks them. The call starts at Asterisk's ``MEDIA_START``.
 """
 
 from __future__ import annotations
@@ -87,16 +89,30 @@ async def _await_start(ws: web.WebSocketResponse, opened_at: float,
     return None
 
 
-def _profile_for(request: web.Request, ctx: GatewayContext, call_id: str) -> str:
-    """The profile the dial string asked for (``profile``), else the one routed for ``to``."""
-    query = request.query
-    name = query.get("profile", "")
+def _numbers(request: web.Request, call_id: str) -> tuple[str | None, str | None]:
+    """The caller's and the called numbers the dial string gave (``from`` and ``to``), each None
+    when absent or not a phone number. Never logged: a value that is not a number is reported by
+    its length only."""
+    numbers = []
+    for key in ("from", "to"):
+        value = request.query.get(key)
+        number = codec.uri_number(value)
+        if value and number is None:
+            log.info("a number in the media socket's URI is not a phone number; left out", call_id=call_id,
+                     key=key, length=len(value))
+        numbers.append(number)
+    return numbers[0], numbers[1]
+
+
+def _profile_for(request: web.Request, ctx: GatewayContext, call_id: str, called: str | None) -> str:
+    """The profile the dial string asked for (``profile``), else the one routed for the called number."""
+    name = request.query.get("profile", "")
     if name in ctx.config.profiles:
         return name
     if name:
         log.warning("unknown profile in the media socket's URI; routing by number instead", call_id=call_id,
                     profile=short(name))
-    name, _ = ctx.config.route(query.get("to") or None)
+    name, _ = ctx.config.route(called)
     return name
 
 
@@ -136,7 +152,8 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
                         call_id=call_id)
             await ws.close(code=1008, message=b"duplicate call")
             return ws
-        name = _profile_for(request, ctx, call_id)
+        caller, called = _numbers(request, call_id)
+        name = _profile_for(request, ctx, call_id, called)
         settings = AsteriskSettings.of(ctx.config)
         paced = not settings.playback_marks
         call_log = log.bind(call_id=call_id, stream_id=start.connection_id)
@@ -144,8 +161,7 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0], audio=audio,
                     observer=ctx.observer_for(call_id, "asterisk"), log=call_log, paced=paced,
                     piece_ms=PACED_PIECE_MS if paced else PIECE_MS, late_acks=not paced,  # (a flush drops its marks)
-                    **ctx.call_options(),
-                    called=request.query.get("to") or None)
+                    **ctx.call_options(), caller=caller, called=called)
         recorder = ctx.open_recorder("asterisk", call)
         if recorder is not None:
             for t, message in prelude:
