@@ -113,7 +113,7 @@ class GatewayContext:
     def __post_init__(self) -> None:
         self._idle.set()
         self.outbound = Outbound(self.config.gateway.outbound)
-        self.warm = WarmSessions(lambda profile: self.pool.connect(profile, "warm"))
+        self.warm = WarmSessions(lambda profile, carrier: self.pool.connect(profile, "warm", carrier=carrier))
         prewarm = self.config.voicelive.prewarm
         self.prewarms = prewarm is True or (prewarm == "auto" and worker_count() == 1)
 

@@ -47,7 +47,7 @@ __all__ = ["WarmSession", "WarmSessions"]
 MAX_WARM_BYTES = 1 << 20  # what a warm session keeps of Voice Live's answers before it stops reading
 MAX_WARM_SESSIONS = 500  # per worker: a flood of announced calls cannot open sessions without bound
 
-Connect = Callable[[Profile], Awaitable[VoiceLiveConnection]]
+Connect = Callable[[Profile, str], Awaitable[VoiceLiveConnection]]  # (profile, carrier)
 
 
 class _Quiet:
@@ -100,15 +100,13 @@ class WarmSession:
                 and (call.profile == self.profile if self.outbound is None else True))
 
     async def _open(self, connect: Connect) -> None:
-        started = time.perf_counter()
         try:
-            self.connection = await connect(self.profile)
+            self.connection = await connect(self.profile, self.carrier)  # (timed and counted by the pool)
         except VoiceLiveConnectError as exc:
             self.failed = f"connect failed: {exc}"
             metrics.VOICELIVE_FAILURES.inc(self.carrier, "no_budget" if isinstance(exc, NoBudget)
                                            else metrics.status_label(exc.status))
             return
-        metrics.VOICELIVE_CONNECT.observe(time.perf_counter() - started, self.carrier)
         self._reading = asyncio.create_task(self._read(), name=f"warm-{self.call_id}")
 
     async def _read(self) -> None:
