@@ -101,6 +101,7 @@ class CallResult:
     bot_ms: float = 0.0  # bot audio played at the phone
     first_bot_audio_ms: float | None = None  # from the media socket's opening (start) to the first bot audio played
     events: list[str] = field(default_factory=list)
+    asked_again: list[str] = field(default_factory=list)  # diagnosis: the <Connect action> asked again
 
 
 def classify_say(result: CallResult, answer: Answer, where: str) -> None:
@@ -139,6 +140,12 @@ async def one_call(index: int, at: float, t0: float, gateway: Gateway, steps: li
         result.first_bot_audio_ms = next((round(t, 1) for t, kind in moments if kind == "bot_audio_start"), None)
         try:
             after = await stream_ended(http, gateway, call_sid, account_sid)
+            if report.played_bytes == 0 and after.say is None:
+                # a diagnosis only (Twilio asks once, and the outcome stays what this answer says): would
+                # another request, which may land on another worker, have been answered otherwise?
+                for _ in range(4):
+                    again = await stream_ended(http, gateway, call_sid, account_sid)
+                    result.asked_again.append(again.say or " ".join(again.verbs))
         except (RuntimeError, ValueError, aiohttp.ClientError) as exc:
             result.detail = f"<Connect action>: {exc}"
             return result
@@ -160,6 +167,8 @@ async def one_call(index: int, at: float, t0: float, gateway: Gateway, steps: li
         classify_say(result, after, "media")
         return result
     result.detail = f"media: no bot audio, closed by the {report.closed_by}; the <Connect action> answered {after.verbs}"
+    if result.asked_again:
+        result.detail += f" (asked again 4 times: {result.asked_again})"
     return result
 
 
