@@ -44,7 +44,7 @@ import aiohttp
 if __package__ in (None, ""):  # run as a script: the project's root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     Answer,
     Gateway,
     free_port,
@@ -59,9 +59,9 @@ from bench.harness import (  # noqa: E402
     voice_webhook,
     wait_http,
 )
-from gateway.audio import ASSETS, load_ulaw_8k  # noqa: E402
-from gateway.carriers.twilio.phone import place_call  # noqa: E402
-from gateway.softphone import CallError, Hangup, Say, WaitForBot  # noqa: E402
+from gateway.audio import ASSETS, load_ulaw_8k
+from gateway.carriers.twilio.phone import place_call
+from gateway.softphone import CallError, Hangup, Say, WaitForBot
 
 BUSY_MESSAGE = "All our lines are busy right now. Please call again in a minute."
 GREETING = "Hello, thanks for calling. How can I help you today?"
@@ -166,7 +166,8 @@ async def one_call(index: int, at: float, t0: float, gateway: Gateway, steps: li
     if after.say is not None:
         classify_say(result, after, "media")
         return result
-    result.detail = f"media: no bot audio, closed by the {report.closed_by}; the <Connect action> answered {after.verbs}"
+    result.detail = (f"media: no bot audio, closed by the {report.closed_by}; "
+                     f"the <Connect action> answered {after.verbs}")
     if result.asked_again:
         result.detail += f" (asked again 4 times: {result.asked_again})"
     return result
@@ -221,7 +222,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "heard": {h: sum(1 for r in results if r.heard == h) for h in sorted({r.heard for r in results})},
         "failures": [f"call {r.index} at {r.arrival_s:.2f} s: heard {r.heard}; {r.detail}" for r in failed],
         "standin": {"accepted": stats["accepted"], "refused_429": stats["refused"],
-                    "most_accepted_in_any_60s": stats["most_in_any_minute"], "limit_per_minute": stats["limit_per_minute"]},
+                    "most_accepted_in_any_60s": stats["most_in_any_minute"],
+                    "limit_per_minute": stats["limit_per_minute"]},
         "gateway_metrics": gateway_metrics,
         "seconds": round(elapsed, 1),
         "exited_early": dead,
@@ -229,8 +231,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     limit = summary["standin"]["limit_per_minute"]
     summary["passed"] = (not failed and stats["refused"] == 0 and stats["most_in_any_minute"] <= limit and not dead)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -238,9 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--within", type=float, default=10.0, metavar="S", help="the calls arrive within S seconds")
-    p.add_argument("--spread", choices=("even", "random"), default="even", help="arrivals evenly spaced or uniform at random")
+    p.add_argument("--spread", choices=("even", "random"), default="even",
+                   help="arrivals evenly spaced or uniform at random")
     p.add_argument("--seed", type=int, default=1, help="the random arrivals' seed")
-    p.add_argument("--budget", type=int, default=30, help="the gateway's connections_per_minute (and the stand-in's limit)")
+    p.add_argument("--budget", type=int, default=30,
+                   help="the gateway's connections_per_minute (and the stand-in's limit)")
     p.add_argument("--standin-limit", type=int, default=None, help="the stand-in's own limit (default: the budget)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--redis", action="store_true", help="GATEWAY_REDIS_URL at a redis-server this run starts")
@@ -252,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
     summary = asyncio.run(run(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     s = summary["standin"]
     print(f"{summary['name']}: {summary['calls']} calls in {args.within:g} s, budget {args.budget}/min, "
           f"{args.workers} worker(s){' + Redis' if args.redis else ''}: {summary['talked']} talked, "

@@ -41,9 +41,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_http(url: str, timeout: float = 30.0) -> None:
+async def wait_http(url: str, within_s: float = 30.0) -> None:
     """Return once ``url`` answers 200 (a process that is starting up)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     async with aiohttp.ClientSession() as http:
         while True:
             try:
@@ -53,7 +53,7 @@ async def wait_http(url: str, timeout: float = 30.0) -> None:
             except aiohttp.ClientError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not come up within {timeout:g} s")
+                raise TimeoutError(f"{url} did not come up within {within_s:g} s")
             await asyncio.sleep(0.1)  # polling a process that is starting up
 
 
@@ -87,7 +87,7 @@ class Processes:
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
-        out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop())
+        out = open(self.logs / f"{name}.log", "wb")
         self._files.append(out)
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.started.append((name, proc))

@@ -37,7 +37,7 @@ import aiohttp
 if __package__ in (None, ""):  # run as a script: the project's root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     Gateway,
     free_port,
     get_text,
@@ -50,7 +50,7 @@ from bench.harness import (  # noqa: E402
     voice_webhook,
     wait_http,
 )
-from gateway.carriers.twilio.phone import new_sid, twilio_signature  # noqa: E402
+from gateway.carriers.twilio.phone import new_sid, twilio_signature
 
 TARGET_MS = 50.0
 SILENCE = base64.b64encode(b"\xff" * 160).decode("ascii")  # 20 ms of µ-law silence
@@ -180,8 +180,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "response_delay_ms": args.response_delay_ms, "lead_ms": args.lead_ms,
                         "target_ms": TARGET_MS},
               "ways": ways}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -199,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
     result = asyncio.run(run(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     failed = False
     for way in result["ways"]:
         print(f"{way['way']:>10} (pre-warm {'on' if way['prewarm'] else 'off'}, media {way['lead_ms']} ms after the "
