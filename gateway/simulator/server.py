@@ -336,7 +336,7 @@ class SimulatorState:
 
     def __init__(self, max_connections_per_minute: int | None = None) -> None:
         self.sessions: list[SimSession] = []
-        self.connections = ConnectionLimit(max_connections_per_minute)  # every upgrade asked for, decided
+        self.connections = ConnectionLimit(max_connections_per_minute)  # upgrades past auth and query checks
         self._opened = 0
         self._changed = asyncio.Event()
 
