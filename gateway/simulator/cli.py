@@ -58,6 +58,15 @@ def register_cli(subparsers: Any) -> None:
         "far away (default: 0)",
     )
     p.add_argument(
+        "--max-connections-per-minute",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse a session's upgrade with HTTP 429 and Retry-After once N were accepted in the last 60 "
+        "seconds, as Voice Live does beyond a resource's connections per minute; GET /stats counts the "
+        "upgrades accepted and refused (default: no limit)",
+    )
+    p.add_argument(
         "--tool-call",
         dest="tool_calls",
         action="append",
@@ -134,6 +143,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         audio_speed=args.audio_speed,
         response_delay_ms=args.response_delay_ms,
         setup_delay_ms=args.setup_delay_ms,
+        max_connections_per_minute=getattr(args, "max_connections_per_minute", None),
         tool_calls=tool_calls,
         record=False,
     )
@@ -174,6 +184,7 @@ async def _serve(settings: SimulatorSettings, host: str, port: int) -> int:
             url=sim.ws_url,
             auth="api-key" if settings.api_key else "none",
             audio_speed=settings.audio_speed,
+            max_connections_per_minute=settings.max_connections_per_minute,
             tool_calls={turn: call.name for turn, call in sorted(settings.tool_calls.items())} or None,
         )
         await stop.wait()

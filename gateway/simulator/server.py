@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import math
 import secrets
 import time
 from collections.abc import Mapping
@@ -46,6 +47,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.log import get_logger, register_secret
 from gateway.simulator.cli import parse_tool_call, register_cli, settings_from_args
+from gateway.simulator.limits import ConnectionLimit
 from gateway.simulator.protocol import Event, Response, SimProtocol, SpeechRequest
 from gateway.simulator.settings import SimulatorSettings, ToolCall
 from gateway.simulator.validation import Invalid as _Invalid
@@ -332,8 +334,9 @@ class SimSession:
 class SimulatorState:
     """Every session the server has had (or only the open ones when ``record`` is off)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_connections_per_minute: int | None = None) -> None:
         self.sessions: list[SimSession] = []
+        self.connections = ConnectionLimit(max_connections_per_minute)  # upgrades past auth and query checks
         self._opened = 0
         self._changed = asyncio.Event()
 
@@ -437,6 +440,14 @@ async def _realtime(request: web.Request) -> web.StreamResponse:
         auth = "api-key" if ok_key else "bearer"
     query = dict(request.query)
     _check_query(query)
+    wait_s = state.connections.attempt(asyncio.get_running_loop().time())
+    if wait_s > 0:
+        seconds = math.ceil(wait_s)
+        _log().info("simulator rejected a connection", reason="rate limit", retry_after_s=seconds)
+        raise web.HTTPTooManyRequests(
+            headers={"Retry-After": str(seconds)}, content_type="application/json",
+            text=json.dumps({"error": {"code": "429", "message": "Rate limit is exceeded: too many new "
+                                       f"connections per minute. Try again in {seconds} seconds."}}))
     if settings.setup_delay_ms:
         await asyncio.sleep(settings.setup_delay_ms / 1000)  # the set-up time of a service far away
     ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_CLIENT_MESSAGE, timeout=CLOSE_TIMEOUT_S)
@@ -469,6 +480,18 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "sessions": len(request.app[STATE_KEY].active)})
 
 
+async def _stats(request: web.Request) -> web.Response:
+    """``GET /stats``: the sessions' upgrades so far: accepted, refused (429), the most accepted in any
+    60-second window, and the limit (None: none)."""
+    state = request.app[STATE_KEY]
+    counts = state.connections.counts
+    return web.json_response({
+        "connections": {"limit_per_minute": counts.limit, "accepted": counts.accepted, "refused": counts.refused,
+                        "most_in_any_minute": counts.most_in_window,
+                        "in_last_minute": state.connections.in_window(asyncio.get_running_loop().time())},
+        "sessions": len(state.active)})
+
+
 async def _on_shutdown(app: web.Application) -> None:
     await app[STATE_KEY].close_all()
 
@@ -480,10 +503,11 @@ def create_app(settings: SimulatorSettings | None = None) -> web.Application:
     register_secret(settings.bearer_token)
     app = web.Application()
     app[SETTINGS_KEY] = settings
-    app[STATE_KEY] = SimulatorState()
+    app[STATE_KEY] = SimulatorState(settings.max_connections_per_minute)
     app.router.add_get("/voice-live/realtime", _realtime)
     app.router.add_get(r"/{prefix:.+}/voice-live/realtime", _realtime)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/stats", _stats)
     app.on_shutdown.append(_on_shutdown)
     return app
 

@@ -60,6 +60,10 @@ class SimulatorSettings:
     setup_delay_ms: int = 0
     """The WebSocket upgrade of a session is answered this long after it was asked for: the set-up
     time of a service far away (the real one takes hundreds of milliseconds to seconds)."""
+    max_connections_per_minute: int | None = None
+    """Refuse a session's WebSocket upgrade with HTTP 429 (and a ``Retry-After``) once this many have been
+    accepted in the last 60 seconds, as Voice Live does beyond a resource's new connections per minute
+    (None: no limit). Accepted and refused upgrades are counted either way (``GET /stats``)."""
     audio_speed: float = 4.0
     """Reply audio is streamed this many times faster than real time (``math.inf``: at once)."""
     chunk_pattern_ms: tuple[int, ...] = (120, 240, 80, 400, 200)
@@ -103,6 +107,9 @@ class SimulatorSettings:
             raise ValueError("output_buffer_clear must be auto, ack, error or ignore")
         if min(self.response_delay_ms, self.vad_min_speech_ms, self.function_call_ms, self.setup_delay_ms) < 0:
             raise ValueError("response_delay_ms, vad_min_speech_ms, function_call_ms and setup_delay_ms must be >= 0")
+        limit = self.max_connections_per_minute
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError("max_connections_per_minute must be a whole number >= 1 (or None: no limit)")
         for turn, call in self.tool_calls.items():
             if isinstance(turn, bool) or not isinstance(turn, int) or turn < 1:
                 raise ValueError(f"tool_calls keys are caller turns counted from 1, not {turn!r}")
