@@ -23,6 +23,7 @@ from gateway.carriers.registry import default_carriers
 from gateway.carriers.settings import carrier_settings
 from gateway.config import SIMULATOR as SIMULATOR_ENDPOINT
 from gateway.config import GatewayConfig, config_notes
+from gateway.failures import FailedCalls
 from gateway.log import get_logger, register_secret
 from gateway.outbound import CARRIERS as OUTBOUND_CARRIERS
 from gateway.outbound import routes as outbound_routes
@@ -132,9 +133,10 @@ def create_app(
             records = RecordDelivery(config.records, on_outcome=record_outcomes)
             records.start()  # what an earlier run left in the spool goes out first
             log.info("post-call records on", spool=config.records.spool_directory)
+        failed_calls = FailedCalls.from_environment(os.environ.get(REDIS_URL_ENV) or None)
         app[CONTEXT] = GatewayContext(
             config, pool, tokens, observer_factory, recording, tool_runner or http_tool_runner(http),
-            records=records)
+            records=records, failed_calls=failed_calls)
         for resource in pool.resources:
             if resource.connector.endpoint != simulated:
                 log.info("Voice Live backend", resource=resource.name, endpoint=resource.connector.endpoint,
@@ -151,6 +153,7 @@ def create_app(
             yield
         finally:
             await app[CONTEXT].warm.close()
+            await failed_calls.close()
             if records is not None:  # (the calls have ended: their records are spooled or on their way)
                 await records.close()
             await http.close()

@@ -27,6 +27,7 @@ from gateway.auth import CallTokens
 from gateway.call import APPEND_HEAD, CALL_OPTIONS, Call, CallState, Observer, RunTool, SessionExpires
 from gateway.config import GatewayConfig, Profile
 from gateway.core.outbound import UNKNOWN, OutboundPlan, answering_machine_result
+from gateway.failures import FailedCalls
 from gateway.frames import server_text_frames
 from gateway.log import get_logger
 from gateway.outbound import Outbound
@@ -51,7 +52,6 @@ CALLER_ENDS = ("caller_hung_up", "phone_socket_closed")
 FAILURE_ENDS = ("voicelive_unavailable", "voicelive_busy", "voicelive_lost", "voicelive_not_ready", "voicelive_closed",
                 "voicelive_stalled", "voicelive_session_rejected", "audio_format_rejected", "gateway_error",
                 "drain_timeout")
-FAILED_CALL_TTL_S = 600.0
 
 
 def _noop_observer(_e: str, _t: float, _f: dict[str, Any]) -> None:
@@ -102,8 +102,7 @@ class GatewayContext:
     tool_runner: ToolRunner | None = None
     records: RecordDelivery | None = None  # post-call records are delivered (None: no webhook configured)
     calls: dict[str, CallBridge] = field(default_factory=dict)
-    failed_calls: dict[str, float] = field(default_factory=dict)  # call id -> when the gateway gave up on it
-    busy_calls: dict[str, str] = field(default_factory=dict)  # call id -> its busy message (no connection)
+    failed_calls: FailedCalls = field(default_factory=FailedCalls)  # calls the gateway gave up on
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     outbound: Outbound = field(init=False)  # the calls this worker placed
@@ -215,21 +214,18 @@ class GatewayContext:
 
     def note_busy(self, call_id: str, profile: Profile) -> None:
         """A call that found no Voice Live connection: its carrier says the profile's busy message."""
-        self.busy_calls[call_id] = profile.busy.message or self.config.gateway.apology
-        while len(self.busy_calls) > 1000:
-            self.busy_calls.pop(next(iter(self.busy_calls)))
-
-    def apology_for(self, call_id: str) -> str:
-        """What a caller the gateway failed hears from the carrier: the busy message of a call that found
-        no Voice Live connection, else the apology."""
-        return self.busy_calls.get(call_id) or self.config.gateway.apology
+        self.failed_calls.note(call_id, profile.busy.message or self.config.gateway.apology)
 
     def note_failure(self, call_id: str) -> None:
-        """Remember, for a while, that a call ended because the gateway could not serve it."""
-        now = time.monotonic()
-        for old in [k for k, t in self.failed_calls.items() if now - t > FAILED_CALL_TTL_S]:
-            del self.failed_calls[old]
-        self.failed_calls[call_id] = now
+        """Remember, for a while, that a call ended because the gateway could not serve it: the
+        carrier's follow-up request gets the apology (a busy message noted before is kept)."""
+        if call_id not in self.failed_calls:
+            self.failed_calls.note(call_id, self.config.gateway.apology)
+
+    async def failure_message(self, call_id: str) -> str | None:
+        """What the caller of a call the gateway failed hears from the carrier's follow-up request (None:
+        the gateway did not fail it), whichever worker or replica failed it (see :mod:`gateway.failures`)."""
+        return await self.failed_calls.message(call_id)
 
     def call_ended(self, carrier: str, call: Call, events: CallEvents | None, clock_zero_s: float) -> None:
         """Count what an ended call cost, and hand its record to the delivery (in the background)."""

@@ -26,6 +26,7 @@ from types import FrameType
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from gateway.failures import STATE_DIR_ENV
 from gateway.log import get_logger
 from gateway.metrics import MULTIPROC_DIR_ENV
 
@@ -71,6 +72,7 @@ def worker_environment(base: Mapping[str, str], metrics_dir: str, count: int = 1
     if not env.get(SIGNING_KEY_ENV):
         env[SIGNING_KEY_ENV] = secrets.token_urlsafe(48)
     env[MULTIPROC_DIR_ENV] = metrics_dir
+    env[STATE_DIR_ENV] = os.path.join(metrics_dir, "failed-calls")  # what any worker tells a carrier's follow-up
     return env
 
 

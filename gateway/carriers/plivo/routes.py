@@ -107,10 +107,11 @@ async def plivo_stream_ended(request: web.Request) -> web.Response:
     call_uuid = form.get("CallUUID", "")
     # a call the gateway placed is known by its request's id (see gateway.carriers.plivo.outbound)
     ids = (call_uuid, form.get("ALegRequestUUID", ""), request.app[CALL_UUIDS].get(call_uuid, ""))
-    failed = next((i for i in ids if i and i in ctx.failed_calls), None)
-    if failed is not None:
-        log.info("apologising to the caller before hanging up", call_id=call_uuid)
-        return _xml(plivo.speak_xml(ctx.apology_for(failed)))
+    for call_id in dict.fromkeys(i for i in ids if i):
+        message = await ctx.failure_message(call_id)
+        if message is not None:
+            log.info("apologising to the caller before hanging up", call_id=call_uuid)
+            return _xml(plivo.speak_xml(message))
     return _xml(plivo.hangup_xml())
 
 

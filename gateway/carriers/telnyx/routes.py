@@ -98,9 +98,10 @@ async def telnyx_stream_ended(request: web.Request) -> web.Response:
     if isinstance(form, web.Response):
         return form
     call_sid = form.get("CallSid", "")
-    if call_sid in ctx.failed_calls:
+    message = await ctx.failure_message(call_sid)
+    if message is not None:
         log.info("apologising to the caller before hanging up", call_id=call_sid)
-        return web.Response(text=telnyx.say_texml(ctx.apology_for(call_sid)), content_type="text/xml")
+        return web.Response(text=telnyx.say_texml(message), content_type="text/xml")
     return web.Response(text=telnyx.hangup_texml(), content_type="text/xml")
 
 

@@ -91,9 +91,10 @@ async def twilio_stream_ended(request: web.Request) -> web.Response:
     if refusal is not None:
         return refusal
     call_sid = form.get("CallSid", "")
-    if call_sid in ctx.failed_calls:
+    message = await ctx.failure_message(call_sid)
+    if message is not None:
         log.info("apologising to the caller before hanging up", call_id=call_sid)
-        return web.Response(text=twilio.say_twiml(ctx.apology_for(call_sid)), content_type="text/xml")
+        return web.Response(text=twilio.say_twiml(message), content_type="text/xml")
     return web.Response(text=twilio.hangup_twiml(), content_type="text/xml")
 
 

@@ -119,9 +119,10 @@ async def vonage_event(request: web.Request) -> web.Response:
         log.warning("Vonage could not open the media socket; the caller hears the apology", call_id=call_id,
                     status=status)
         return web.json_response(codec.talk_ncco(ctx.config.gateway.apology))
-    if status == "disconnected" and call_id in ctx.failed_calls:
+    message = await ctx.failure_message(call_id) if status == "disconnected" else None
+    if message is not None:
         log.info("media socket closed after a failure; the caller hears the apology", call_id=call_id)
-        return web.json_response(codec.talk_ncco(ctx.apology_for(call_id)))
+        return web.json_response(codec.talk_ncco(message))
     log.debug("Vonage call event", call_id=call_id, status=short(status))
     return web.Response(status=204)
 
