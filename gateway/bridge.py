@@ -707,6 +707,9 @@ class CallBridge:
             self.wire.gateway_closed(VOICELIVE, self.voicelive.close_code, self._now())
         if self.call.end_reason not in CALLER_ENDS:
             await self._end_phone_call()
+        if self.call.end_reason in FAILURE_ENDS:  # noted before the carrier can ask what next
+            self.ctx.note_failure(self.call.call_id)
+            await self.ctx.failed_calls.settle()
         if not self.phone.closed:
             code = 1011 if self.call.end_reason in FAILURE_ENDS else 1000
             await self.phone.close(code=code)

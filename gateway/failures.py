@@ -142,7 +142,12 @@ class FailedCalls:
                 return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         return None
 
+    async def settle(self) -> None:
+        """Wait until the notes taken so far are shared (before the carrier is let ask for them)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def close(self) -> None:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.settle()
         if self._redis is not None:
             await self._redis.aclose()
