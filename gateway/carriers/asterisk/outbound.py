@@ -28,6 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.bridge import CONTEXT
+from gateway.carriers.asterisk.auth import basic_header
 from gateway.carriers.asterisk.settings import AsteriskSettings
 from gateway.carriers.base import OutboundError, OutboundRequest, PlacedCall
 from gateway.config import GatewayConfig
@@ -123,11 +124,12 @@ async def place_call(app: web.Application, request: OutboundRequest) -> PlacedCa
     settings = AsteriskSettings.of(config)
     assert settings.ari_url is not None and settings.ari_username is not None and settings.ari_password is not None
     call_id = str(uuid.uuid4())
-    auth = aiohttp.BasicAuth(settings.ari_username, settings.ari_password.get_secret_value())
+    headers = {"Accept": "application/json",
+               "Authorization": basic_header(settings.ari_username, settings.ari_password.get_secret_value())}
     try:
         async with asyncio.timeout(settings.ari_timeout_s), app[ARI].post(
-                originate_url(settings.ari_url), json=originate_body(settings, request, call_id), auth=auth,
-                headers={"Accept": "application/json"}) as reply:
+                originate_url(settings.ari_url), json=originate_body(settings, request, call_id),
+                headers=headers) as reply:
             status = reply.status
             text = await reply.text()
     except (aiohttp.ClientError, TimeoutError) as exc:
