@@ -8,6 +8,7 @@ import pytest
 from gateway.carriers.asterisk.carrier import AsteriskCarrier
 from gateway.carriers.asterisk.outbound import (
     answering_machine,
+    channel_url,
     endpoint_for,
     originate_body,
     originate_url,
@@ -35,6 +36,7 @@ def test_the_originate_request_dials_the_endpoint_into_the_dialplan_with_the_cho
     config = parse_config(PLACING + PROFILES, env=ENV)
     settings = AsteriskSettings.of(config)
     assert originate_url(settings.ari_url or "") == "http://pbx.example.com:8088/ari/channels"
+    assert channel_url(settings.ari_url or "", "a/b c") == "http://pbx.example.com:8088/ari/channels/a%2Fb%20c"
     body = originate_body(settings, request(), "0b0e5f3c-call")
     assert body == {
         "endpoint": "PJSIP/+14155550123@trunk", "context": "gateway-outbound", "extension": "s", "priority": 1,

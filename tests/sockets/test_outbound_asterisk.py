@@ -24,6 +24,7 @@ from gateway.audio import ASSETS, load_ulaw_8k
 from gateway.bridge import CONTEXT
 from gateway.call import spoken_text
 from gateway.carriers.asterisk.auth import basic_header
+from gateway.carriers.asterisk.outbound import WATCHES
 from gateway.carriers.asterisk.phone import AsteriskCallReport, place_asterisk_call
 from gateway.cli import build_parser
 from gateway.config import parse_config
@@ -48,7 +49,7 @@ voicelive: {{endpoint: "{endpoint}"}}
 gateway: {{api_token: "${{API_TOKEN}}"}}
 asterisk: {{username: {ws_user}, password: "${{WS_PASSWORD}}", ari_url: "{ari}", ari_username: {ari_user},
             ari_password: "${{ARI_PASSWORD}}", outbound_endpoint: "PJSIP/{{digits}}@trunk",
-            outbound_context: voicebot-out, ring_timeout_s: 25, ari_timeout_s: 5}}
+            outbound_context: voicebot-out, ring_timeout_s: 25, ari_timeout_s: 5, ari_poll_s: 0.05}}
 records: {{webhook: "{hook}", signing_secret: "${{RS}}", spool_directory: "{spool}", initial_backoff_s: 0.01,
           max_backoff_s: 0.02}}
 profiles:
@@ -73,6 +74,8 @@ class Rig:
     outcomes: Outcomes
     originates: list[dict[str, Any]]  # what the ARI stand-in was asked (body and credentials)
     answers: list[asyncio.Task[AsteriskCallReport]]  # the answered channels' media sockets
+    channels: dict[str, str]  # the stand-in's channels: id -> ARI state (absent: gone)
+    reads: asyncio.Queue[tuple[str, int]]  # every GET /ari/channels/{id} the stand-in answered: (id, status)
     events: dict[str, list[tuple[str, float, dict[str, Any]]]] = field(default_factory=dict)
     seen: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
@@ -97,13 +100,29 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def asterisk_outbound_rig(tmp_path: Path, amd: str, steps: list[Step],
-                                ari_password: str = ARI_PASSWORD) -> AsyncIterator[Rig]:
+async def asterisk_outbound_rig(tmp_path: Path, amd: str, steps: list[Step], ari_password: str = ARI_PASSWORD,
+                                answer: bool = True) -> AsyncIterator[Rig]:
     """The ARI stand-in answers an originate with the channel and, as the dialplan would once the
-    callee picks up and ``AMD()`` said ``amd``, dials the gateway's media socket, running ``steps``."""
+    callee picks up and ``AMD()`` said ``amd``, dials the gateway's media socket, running ``steps``
+    (``answer``: False, the callee does not pick up: the channel stays ``Down`` until the test says)."""
     originates: list[dict[str, Any]] = []
     answers: list[asyncio.Task[AsteriskCallReport]] = []
+    channels: dict[str, str] = {}
+    reads: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
     gateway: dict[str, str] = {}
+
+    def channel_of(channel_id: str) -> dict[str, Any]:
+        return {"id": channel_id, "name": "PJSIP/trunk-00000001", "state": channels[channel_id]}
+
+    async def read_channel(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != basic_header(ARI_USER, ARI_PASSWORD):
+            return web.json_response({"message": "Authentication required"}, status=401)
+        channel_id = request.match_info["id"]
+        if channel_id not in channels:
+            reads.put_nowait((channel_id, 404))
+            return web.json_response({"message": "Channel not found"}, status=404)
+        reads.put_nowait((channel_id, 200))
+        return web.json_response(channel_of(channel_id))
 
     async def originate(request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != basic_header(ARI_USER, ARI_PASSWORD):
@@ -111,8 +130,11 @@ async def asterisk_outbound_rig(tmp_path: Path, amd: str, steps: list[Step],
         body = await request.json()
         originates.append({"body": body, "query": dict(request.query)})
         variables = body["variables"]
-        channel = {"id": body["channelId"], "name": "PJSIP/trunk-00000001", "state": "Down",
-                   "caller": {"number": body["callerId"]}}
+        channels[body["channelId"]] = "Down"
+        channel = channel_of(body["channelId"])
+        if not answer:
+            return web.json_response(channel)
+        channels[body["channelId"]] = "Up"
         # the dialplan: Dial(WebSocket/voicebot/c(ulaw)v(call=${GATEWAY_CALL},to=...,from=...,amd=${AMDSTATUS}))
         # (the WebSocket channel is a channel of its own: its MEDIA_START names another channel id)
         answers.append(asyncio.create_task(place_asterisk_call(
@@ -123,6 +145,7 @@ async def asterisk_outbound_rig(tmp_path: Path, amd: str, steps: list[Step],
 
     fake = web.Application()
     fake.router.add_post("/ari/channels", originate)
+    fake.router.add_get("/ari/channels/{id}", read_channel)
     fake_runner, fake_base = await serve(fake)
     hook = Hook()
     hook_runner, hook_url = await hook.serve()
@@ -142,7 +165,7 @@ async def asterisk_outbound_rig(tmp_path: Path, amd: str, steps: list[Step],
 
     runner, base = await serve(create_app(config, observer_factory=observer_for, record_outcomes=outcomes))
     gateway["media"] = base.replace("http://", "ws://") + "/asterisk/media"
-    rig = Rig(sim, runner.app, base, hook, outcomes, originates, answers)
+    rig = Rig(sim, runner.app, base, hook, outcomes, originates, answers, channels, reads)
     try:
         yield rig
     finally:
@@ -197,7 +220,8 @@ async def test_a_person_gets_the_greeting_only_after_they_spoke(tmp_path: Path) 
             "completed", "human", "phone_socket_closed")
         await rig.outcomes.wait("delivered")
         record = the_record(rig, call_id)
-        assert (record["carrier"], record["direction"], record["answering_machine"]) == ("asterisk", "outbound", "human")
+        assert (record["carrier"], record["direction"], record["answering_machine"]) == (
+            "asterisk", "outbound", "human")
         assert (record["to"], record["from"]) == ("+*******0123", "+*******0100")
 
 
@@ -217,7 +241,7 @@ async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs
         assert [spoken_text(e) for e in client_events(session, "response.create")] == [VOICEMAIL]
         assert ("call.opening", {"decision": "voicemail"}) in [(e, f) for e, _, f in rig.events[call_id]]
         status, state = await rig.api("GET", f"/v1/calls/{call_id}")
-        assert (state["state"], state["answered_by"], state["end_reason"]) == (
+        assert status == 200 and (state["state"], state["answered_by"], state["end_reason"]) == (
             "completed", "machine_end_silence", "voicemail_left")
         await rig.outcomes.wait("delivered")
         record = the_record(rig, call_id)
@@ -232,3 +256,37 @@ async def test_ari_refusing_the_credentials_is_a_clear_error_and_no_call(tmp_pat
         assert "not-the-password" not in json.dumps(answer)
         assert rig.originates == [] and rig.answers == []
         assert rig.app[CONTEXT].outbound.calls == {}
+
+
+async def test_a_call_nobody_answers_is_followed_through_ari_and_fails_once_its_channel_is_gone(
+        tmp_path: Path) -> None:
+    async with asterisk_outbound_rig(tmp_path, "HUMAN", [], answer=False) as rig:
+        status, placed = await rig.place()
+        assert status == 201 and placed["state"] == "queued"
+        call_id = placed["id"]
+
+        async def read_after(channel_state: str | None) -> None:
+            """Change the channel, then wait until the gateway has read it and taken in what it read
+            (it reads again only once it has)."""
+            if channel_state is None:
+                del rig.channels[call_id]
+            else:
+                rig.channels[call_id] = channel_state
+            while not rig.reads.empty():  # (reads before the change)
+                rig.reads.get_nowait()
+            assert (await asyncio.wait_for(rig.reads.get(), 10))[0] == call_id  # the first to see the change
+            if channel_state is not None:  # the gateway reads again once it took in what it read
+                await asyncio.wait_for(rig.reads.get(), 10)
+
+        await read_after("Ringing")
+        assert (await rig.api("GET", f"/v1/calls/{call_id}"))[1]["state"] == "ringing"
+        assert rig.app[CONTEXT].outbound.places_held() == 1  # it holds its place while it rings
+        await read_after("Up")
+        assert (await rig.api("GET", f"/v1/calls/{call_id}"))[1]["state"] == "answered"
+        watch = rig.app[WATCHES][call_id]
+        await read_after(None)  # hung up before its media (or busy, no answer): ARI no longer knows it
+        await asyncio.wait_for(watch, 10)
+        status, state = await rig.api("GET", f"/v1/calls/{call_id}")
+        assert status == 200 and (state["state"], state["end_reason"]) == ("failed", "ended_before_media")
+        assert rig.app[CONTEXT].outbound.places_held() == 0 and rig.answers == []
+        assert call_id not in rig.app[WATCHES]

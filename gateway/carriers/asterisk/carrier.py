@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -38,9 +39,16 @@ class AsteriskCarrier(Carrier):
         return await placed.place_call(app, request)
 
     async def running(self, app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as ari:  # ARI: originating placed calls
+        async with aiohttp.ClientSession() as ari:  # ARI: originating placed calls, following their channels
             app[placed.ARI] = ari
-            yield
+            app[placed.WATCHES] = {}
+            try:
+                yield
+            finally:
+                watches = list(app[placed.WATCHES].values())
+                for task in watches:
+                    task.cancel()
+                await asyncio.gather(*watches, return_exceptions=True)
 
     def notes(self, config: GatewayConfig) -> list[str]:
         if not AsteriskSettings.of(config).has_credential and not config.gateway.insecure_dev_mode:

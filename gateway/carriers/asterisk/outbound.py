@@ -11,9 +11,12 @@ gateway's media socket with ``v(call=${GATEWAY_CALL},to=...,from=...,amd=${AMDST
 route (:mod:`gateway.carriers.asterisk.routes`) takes a socket whose ``call`` is a call this worker
 placed as that call, its answering-machine result read from ``amd``.
 
-Asterisk sends no progress callbacks here: a placed call is ``queued`` until its media socket opens
-and ends when that socket closes; one that is never answered is given up by the outbound API's
-"never connected" timeout. Assumed: ARI takes every originate parameter in the JSON body (Asterisk
+Asterisk sends no progress callbacks to a dialplan-driven call, and following them would take an
+ARI application's event WebSocket; the gateway asks instead: until the call's media starts it reads
+the channel every ``asterisk.ari_poll_s`` (``GET /ari/channels/{id}``): ``Ringing`` is ringing,
+``Up`` answered, and a channel that is gone (404: busy, no answer, hung up before the media socket
+opened, or the socket refused) ends the call as ``failed``, ``ended_before_media``. Once the media
+runs, the socket's closing ends the call. Assumed: ARI takes every originate parameter in the JSON body (Asterisk
 13 and later do) and answers with the channel (its ``id`` and ``state``).
 """
 
@@ -23,6 +26,7 @@ import asyncio
 import json
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -33,8 +37,14 @@ from gateway.carriers.asterisk.settings import AsteriskSettings
 from gateway.carriers.base import OutboundError, OutboundRequest, PlacedCall
 from gateway.config import GatewayConfig
 from gateway.core.outbound import UNKNOWN
+from gateway.log import get_logger
+from gateway.outbound import WAITING
+
+log = get_logger("gateway.asterisk")
 
 ARI: web.AppKey[aiohttp.ClientSession] = web.AppKey("asterisk_ari", aiohttp.ClientSession)
+WATCHES: web.AppKey[dict[str, asyncio.Task[None]]] = web.AppKey("asterisk_watches", dict)  # call id -> watch
+ENDED_BEFORE_MEDIA = "ended_before_media"
 
 # ARI channel states (of the originated channel, as the originate answer gives it) -> placed-call states
 _STATES = {"Down": "queued", "Rsrvd": "queued", "OffHook": "queued", "Dialing": "queued", "Pre-ring": "queued",
@@ -116,16 +126,69 @@ def refused(status: int, answer: Any, text: str) -> OutboundError:
     return OutboundError(f"Asterisk's ARI failed to place the call (HTTP {status}): {detail}")
 
 
+def channel_url(ari_url: str, call_id: str) -> str:
+    return originate_url(ari_url) + "/" + quote(call_id, safe="")
+
+
+def _authorization(settings: AsteriskSettings) -> dict[str, str]:
+    assert settings.ari_username is not None and settings.ari_password is not None
+    return {"Accept": "application/json",
+            "Authorization": basic_header(settings.ari_username, settings.ari_password.get_secret_value())}
+
+
+async def watch(app: web.Application, call_id: str) -> None:
+    """Follow a placed call's channel through ARI until its media starts or the channel is gone."""
+    ctx = app[CONTEXT]
+    settings = AsteriskSettings.of(ctx.config)
+    assert settings.ari_url is not None
+    url, headers = channel_url(settings.ari_url, call_id), _authorization(settings)
+    failures = 0
+    while True:
+        await asyncio.sleep(settings.ari_poll_s)  # (an HTTP API: it is asked again)
+        placed = ctx.outbound.placed(call_id, "asterisk")
+        if placed is None or placed.state not in WAITING:
+            return  # its media runs (the socket says when it ends), or it ended
+        try:
+            async with asyncio.timeout(settings.ari_timeout_s), app[ARI].get(url, headers=headers) as reply:
+                status = reply.status
+                answer = await reply.json(content_type=None) if status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            failures += 1
+            (log.warning if failures == 1 else log.debug)(
+                "ARI did not say how a placed call's channel is; asked again", call_id=call_id,
+                error=str(exc)[:200] or type(exc).__name__, failures=failures)
+            continue
+        if status == 404:
+            if call_id not in ctx.calls:  # (its media may have started meanwhile: the socket ends it)
+                ctx.outbound.status(call_id, "failed", end_reason=ENDED_BEFORE_MEDIA, carrier="asterisk")
+            return
+        if status == 200:
+            state = placed_state(answer)
+            if state != "queued":
+                ctx.outbound.status(call_id, state, carrier="asterisk")
+        else:
+            failures += 1
+            (log.warning if failures == 1 else log.debug)(
+                "ARI did not say how a placed call's channel is; asked again", call_id=call_id, status=status,
+                failures=failures)
+
+
+def _start_watch(app: web.Application, call_id: str) -> None:
+    watches = app[WATCHES]
+    task = asyncio.create_task(watch(app, call_id), name=f"asterisk-watch-{call_id}")
+    watches[call_id] = task
+    task.add_done_callback(lambda done: watches.pop(call_id, None) if watches.get(call_id) is done else None)
+
+
 async def place_call(app: web.Application, request: OutboundRequest) -> PlacedCall:
     config = app[CONTEXT].config
     why = refusal(config)
     if why is not None:
         raise OutboundError(why, status=400)
     settings = AsteriskSettings.of(config)
-    assert settings.ari_url is not None and settings.ari_username is not None and settings.ari_password is not None
+    assert settings.ari_url is not None
     call_id = str(uuid.uuid4())
-    headers = {"Accept": "application/json",
-               "Authorization": basic_header(settings.ari_username, settings.ari_password.get_secret_value())}
+    headers = _authorization(settings)
     try:
         async with asyncio.timeout(settings.ari_timeout_s), app[ARI].post(
                 originate_url(settings.ari_url), json=originate_body(settings, request, call_id),
@@ -143,4 +206,5 @@ async def place_call(app: web.Application, request: OutboundRequest) -> PlacedCa
     if isinstance(answer, dict) and answer.get("id") not in (None, call_id):
         raise OutboundError("Asterisk's ARI created a channel with another id than the one asked for "
                             "(channelId): its media socket could not be matched to the call")
+    _start_watch(app, call_id)
     return PlacedCall(call_id, placed_state(answer), detects_machine=request.detect_machine)

@@ -56,6 +56,9 @@ class AsteriskSettings(CarrierSettings):
     outbound_priority: Annotated[int, BeforeValidator(whole), AfterValidator(between(1, 10_000))] = 1
     ring_timeout_s: Annotated[int, BeforeValidator(whole), AfterValidator(between(1, 600))] = 30
     ari_timeout_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 10.0
+    # how often the gateway asks ARI about a placed call's channel until its media starts (ringing,
+    # answered, or gone: then the call failed)
+    ari_poll_s: Annotated[float, BeforeValidator(numeric), AfterValidator(positive)] = 2.0
 
     @property
     def has_credential(self) -> bool:
