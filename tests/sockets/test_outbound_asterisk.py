@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from gateway.app import create_app
@@ -29,9 +30,10 @@ from gateway.carriers.asterisk.phone import AsteriskCallReport, place_asterisk_c
 from gateway.cli import build_parser
 from gateway.config import parse_config
 from gateway.dial import dial
+from gateway.replay import load_fixture, run
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.simulator.server import SimSession
-from gateway.softphone import Hangup, Say, Silence, Step, WaitForBot
+from gateway.softphone import CallRejected, Hangup, Say, Silence, Step, WaitForBot
 from tests.sockets.loopback import serve
 from tests.sockets.test_records import SECRET as RECORDS_SECRET
 from tests.sockets.test_records import Hook, Outcomes, verify
@@ -46,7 +48,7 @@ VOICEMAIL = "This is the clinic: please call us back about your appointment."
 
 CONFIG = """
 voicelive: {{endpoint: "{endpoint}"}}
-gateway: {{api_token: "${{API_TOKEN}}"}}
+gateway: {{api_token: "${{API_TOKEN}}", max_calls: {max_calls}}}
 asterisk: {{username: {ws_user}, password: "${{WS_PASSWORD}}", ari_url: "{ari}", ari_username: {ari_user},
             ari_password: "${{ARI_PASSWORD}}", outbound_endpoint: "PJSIP/{{digits}}@trunk",
             outbound_context: voicebot-out, ring_timeout_s: 25, ari_timeout_s: 5, ari_poll_s: 0.05}}
@@ -101,7 +103,8 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def asterisk_outbound_rig(tmp_path: Path, amd: str, steps: list[Step], ari_password: str = ARI_PASSWORD,
-                                answer: bool = True) -> AsyncIterator[Rig]:
+                                answer: bool = True, recording: bool = False, max_calls: int = 10,
+                                ) -> AsyncIterator[Rig]:
     """The ARI stand-in answers an originate with the channel and, as the dialplan would once the
     callee picks up and ``AMD()`` said ``amd``, dials the gateway's media socket, running ``steps``
     (``answer``: False, the callee does not pick up: the channel stays ``Down`` until the test says)."""
@@ -151,7 +154,10 @@ async def asterisk_outbound_rig(tmp_path: Path, amd: str, steps: list[Step], ari
     hook_runner, hook_url = await hook.serve()
     sim = await start_simulator(SimulatorSettings(audio_speed=8.0))
     text = CONFIG.format(endpoint=sim.endpoint, ws_user=WS_USER, ari=fake_base + "/", ari_user=ARI_USER,
-                         hook=hook_url, spool=tmp_path / "spool", greeting=GREETING, voicemail=VOICEMAIL)
+                         hook=hook_url, spool=tmp_path / "spool", greeting=GREETING, voicemail=VOICEMAIL,
+                         max_calls=max_calls)
+    if recording:
+        text += f'recording: {{directory: "{tmp_path / "recordings"}"}}\n'
     config = parse_config(text, env={"API_TOKEN": API_TOKEN, "WS_PASSWORD": WS_PASSWORD,
                                      "ARI_PASSWORD": ari_password, "RS": RECORDS_SECRET})
     outcomes = Outcomes()
@@ -226,7 +232,7 @@ async def test_a_person_gets_the_greeting_only_after_they_spoke(tmp_path: Path) 
 
 
 async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs_up(tmp_path: Path) -> None:
-    async with asterisk_outbound_rig(tmp_path, "MACHINE", [Silence(30_000)]) as rig:
+    async with asterisk_outbound_rig(tmp_path, "MACHINE", [Silence(30_000)], recording=True) as rig:
         out = io.StringIO()
         args = build_parser().parse_args(["dial", "--to", CALLEE, "--from", FROM, "--profile", "reminder",
                                           "--carrier", "asterisk", "--var", "name=Ada", "--url", rig.base,
@@ -247,6 +253,14 @@ async def test_a_machine_gets_the_voicemail_message_verbatim_then_the_call_hangs
         record = the_record(rig, call_id)
         assert (record["direction"], record["answering_machine"], record["end_reason"]) == (
             "outbound", "machine_end_silence", "voicemail_left")
+    # the recorded call replays: the same opening, the same words; no password is in it
+    (path,) = await asyncio.to_thread(lambda: list((tmp_path / "recordings").glob("*.jsonl")))
+    text = await asyncio.to_thread(path.read_text)
+    assert ARI_PASSWORD not in text and WS_PASSWORD not in text and API_TOKEN not in text
+    fixture = await asyncio.to_thread(load_fixture, path)
+    assert fixture.header["call_id"] == call_id
+    replayed = run(fixture)
+    assert replayed.ok, f"{replayed.mismatch}\n{replayed.problems}"
 
 
 async def test_ari_refusing_the_credentials_is_a_clear_error_and_no_call(tmp_path: Path) -> None:
@@ -290,3 +304,27 @@ async def test_a_call_nobody_answers_is_followed_through_ari_and_fails_once_its_
         assert status == 200 and (state["state"], state["end_reason"]) == ("failed", "ended_before_media")
         assert rig.app[CONTEXT].outbound.places_held() == 0 and rig.answers == []
         assert call_id not in rig.app[WATCHES]
+
+
+async def test_the_placed_call_s_media_takes_the_place_it_holds_when_the_gateway_is_full(tmp_path: Path) -> None:
+    async with asterisk_outbound_rig(tmp_path, "HUMAN", [], answer=False, max_calls=1) as rig:
+        status, placed = await rig.place()
+        assert status == 201
+        call_id = placed["id"]
+        media = rig.base.replace("http://", "ws://") + "/asterisk/media"
+        # an incoming call would take the placed call's place: refused
+        with pytest.raises(CallRejected):
+            await place_asterisk_call(media, [Hangup()], to=CALLEE, username=WS_USER, password=WS_PASSWORD)
+        # the placed call's own socket, as the dialplan dials it once the callee picked up, is taken
+        report = await place_asterisk_call(media, [Say(HELLO, "hello?"), WaitForBot(timeout_s=20), Hangup()],
+                                           to=CALLEE, from_=FROM, params={"call": call_id, "amd": "HUMAN"},
+                                           username=WS_USER, password=WS_PASSWORD, channel_id="1761245700.43")
+        assert report.closed_by == "caller" and report.played_bytes > 0
+        await rig.session()
+        state = (await rig.api("GET", f"/v1/calls/{call_id}"))[1]
+        assert (state["state"], state["answered_by"]) == ("completed", "human")
+        # the call is over: a socket naming it again is refused, not a second call
+        await rig.outcomes.wait("delivered")
+        with pytest.raises(CallRejected):
+            await place_asterisk_call(media, [Hangup()], params={"call": call_id, "amd": "HUMAN"},
+                                      username=WS_USER, password=WS_PASSWORD)

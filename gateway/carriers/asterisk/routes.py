@@ -155,6 +155,9 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
     if refusal is not None:
         return refusal
     placed = _placed_call(request, ctx)
+    if placed is not None and placed.state in DONE:  # (a replayed dial string: the call is over)
+        log.warning("a media socket for a placed call that has ended: refused", call_id=placed.id)
+        return web.Response(status=409, text="the call has ended\n")
     busy = _refusal(ctx, placed)
     if busy is not None:
         metrics.CALLS.inc("asterisk", f"refused ({busy})")
@@ -188,10 +191,6 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
         caller: str | None
         called: str | None
         if placed is not None:
-            if placed.state in DONE:
-                log.warning("a media socket for a placed call that has ended: refused", call_id=call_id)
-                await ws.close(code=1008, message=b"call ended")
-                return ws
             caller, called, name = placed.from_, placed.to, placed.profile
             await _take_answering_machine(request, ctx, placed)
         else:
