@@ -59,15 +59,18 @@ def test_the_endpoint_template_takes_the_number_with_or_without_its_plus() -> No
         "Local/14155550123@dial-out", "calls", "bot", 3, 45)
 
 
-@pytest.mark.parametrize(("endpoint", "message"), [
-    ("PJSIP/trunk", "expected an ARI endpoint with {number}"),
-    ("PJSIP/{number}@{trunk}", "only {number} and {digits} may stand in the endpoint"),
+@pytest.mark.parametrize(("old", "new", "key", "message"), [
+    ("PJSIP/{number}@trunk", "PJSIP/trunk", "outbound_endpoint", "expected an ARI endpoint with {number}"),
+    ("PJSIP/{number}@trunk", "PJSIP/{number}@{trunk}", "outbound_endpoint",
+     "only {number} and {digits} may stand in the endpoint"),
+    ("http://pbx.example.com:8088/", "pbx.example.com:8088", "ari_url", "expected a URL starting with https://"),
+    ("ari_username: gateway,", "ari_username: gateway, ari_poll_s: 0,", "ari_poll_s", "greater than 0"),
 ])
-def test_a_bad_endpoint_template_is_a_clear_config_error(endpoint: str, message: str) -> None:
+def test_bad_outbound_settings_are_clear_config_errors(old: str, new: str, key: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(PLACING.replace("PJSIP/{number}@trunk", endpoint) + PROFILES, env=ENV)
+        parse_config(PLACING.replace(old, new) + PROFILES, env=ENV)
     (problem,) = info.value.problems
-    assert "asterisk.outbound_endpoint" in problem and message in problem
+    assert f"asterisk.{key}" in problem and message in problem
 
 
 def test_the_ari_password_comes_from_the_environment_only() -> None:

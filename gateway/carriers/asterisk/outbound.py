@@ -16,8 +16,11 @@ ARI application's event WebSocket; the gateway asks instead: until the call's me
 the channel every ``asterisk.ari_poll_s`` (``GET /ari/channels/{id}``): ``Ringing`` is ringing,
 ``Up`` answered, and a channel that is gone (404: busy, no answer, hung up before the media socket
 opened, or the socket refused) ends the call as ``failed``, ``ended_before_media``. Once the media
-runs, the socket's closing ends the call. Assumed: ARI takes every originate parameter in the JSON body (Asterisk
-13 and later do) and answers with the channel (its ``id`` and ``state``).
+runs, the socket's closing ends the call.
+
+Assumed: ARI takes every originate parameter in the JSON body (Asterisk 13 and later do), answers
+with the channel (its ``id``, the ``channelId`` asked for, and its ``state``), and answers 404 for
+a channel that no longer exists.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class AsteriskSettings(CarrierSettings):
     # without its +
     outbound_endpoint: Annotated[Text | None, BeforeValidator(_endpoint)] = None
     # where the answered channel goes in the dialplan: the context that runs AMD() when asked, then
-    # dials the gateway's media socket (README: outbound calls on Asterisk)
+    # dials the gateway's media socket (README: "Outbound calls through ARI")
     outbound_context: Text = "gateway-outbound"
     outbound_extension: Text = "s"
     outbound_priority: Annotated[int, BeforeValidator(whole), AfterValidator(between(1, 10_000))] = 1
