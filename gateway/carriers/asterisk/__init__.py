@@ -3,6 +3,7 @@
 
 ``codec``: the sans-I/O codec of the media socket (binary µ-law frames, plain-text or JSON control
 messages); ``auth``: the credentials on the WebSocket upgrade; ``routes``: the media socket Asterisk
-dials; ``control``: hang-up over the socket; ``phone``: the softphone's Asterisk side; ``carrier``:
-the :class:`~gateway.carriers.base.Carrier` the application is built from.
+dials; ``control``: hang-up over the socket; ``outbound``: calls placed through ARI; ``phone``: the
+softphone's Asterisk side; ``carrier``: the :class:`~gateway.carriers.base.Carrier` the application
+is built from.
 """

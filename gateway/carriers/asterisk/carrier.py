@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import binascii
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import aiohttp
 from aiohttp import web
 
 from gateway.audio import FORMATS, G711_ULAW
 from gateway.carriers.asterisk import codec
+from gateway.carriers.asterisk import outbound as placed
 from gateway.carriers.asterisk.routes import PACED_PIECE_MS, asterisk_media
 from gateway.carriers.asterisk.settings import AsteriskSettings
-from gateway.carriers.base import Carrier, ReplayError, ReplayStart
+from gateway.carriers.base import Carrier, OutboundRequest, PlacedCall, ReplayError, ReplayStart
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -23,9 +27,28 @@ def _is_mark(message: str) -> bool:
 
 class AsteriskCarrier(Carrier):
     name: ClassVar[str] = "asterisk"
+    places_calls: ClassVar[bool] = True  # through ARI (see gateway.carriers.asterisk.outbound)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/asterisk/media", asterisk_media)]
+
+    def outbound_refusal(self, config: GatewayConfig) -> str | None:
+        return placed.refusal(config)
+
+    async def place_call(self, app: web.Application, request: OutboundRequest) -> PlacedCall:
+        return await placed.place_call(app, request)
+
+    async def running(self, app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as ari:  # ARI: originating placed calls, following their channels
+            app[placed.ARI] = ari
+            app[placed.WATCHES] = {}
+            try:
+                yield
+            finally:
+                watches = list(app[placed.WATCHES].values())
+                for task in watches:
+                    task.cancel()
+                await asyncio.gather(*watches, return_exceptions=True)
 
     def notes(self, config: GatewayConfig) -> list[str]:
         if not AsteriskSettings.of(config).has_credential and not config.gateway.insecure_dev_mode:

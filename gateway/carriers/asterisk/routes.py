@@ -10,6 +10,11 @@ config.yaml), ``from`` is the caller's number (``${CALLERID(num)}``), and ``prof
 profile outright. Both numbers are untrusted text (a caller chooses their caller id): only a value
 that is a phone number is kept (:func:`~gateway.carriers.asterisk.codec.uri_number`), for the
 call's record, which masks them. The call starts at Asterisk's ``MEDIA_START``.
+
+A call the gateway placed through ARI (:mod:`gateway.carriers.asterisk.outbound`) comes back here
+too, its dial string adding ``call`` (the id the gateway gave the originated channel) and ``amd``
+(``${AMDSTATUS}``): a socket whose ``call`` names a call this worker placed on Asterisk is that call
+(its profile, its numbers, how it opens), and its answering-machine result is read from ``amd``.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from gateway.call import Call
 from gateway.carriers.asterisk import codec
 from gateway.carriers.asterisk.auth import check_authorization
 from gateway.carriers.asterisk.control import AsteriskBridge
+from gateway.carriers.asterisk.outbound import answering_machine
 from gateway.carriers.asterisk.settings import AsteriskSettings
 from gateway.carriers.common import short
+from gateway.outbound import DONE, PlacedState
 
 START_TIMEOUT_S = 10.0
 PACED_PIECE_MS = 20  # without playback marks, bot audio goes out in 20 ms frames on the call's clock
@@ -116,13 +123,42 @@ def _profile_for(request: web.Request, ctx: GatewayContext, call_id: str, called
     return name
 
 
+def _placed_call(request: web.Request, ctx: GatewayContext) -> PlacedState | None:
+    """The call this worker placed that the dial string names (``call``), else None."""
+    call = request.query.get("call")
+    return ctx.outbound.placed(call, "asterisk") if call else None
+
+
+async def _take_answering_machine(request: web.Request, ctx: GatewayContext, placed: PlacedState) -> None:
+    """A placed call's answering-machine result, as the dialplan's ``AMD()`` gave it (``amd``): known
+    before the media starts, the call opens with it. Without a result (detection not run, or NOTSURE)
+    the call opens as for a person."""
+    if not placed.plan.detect_machine:
+        return
+    given = request.query.get("amd", "")
+    result = answering_machine(given)
+    if given and given.strip().upper() not in ("HUMAN", "MACHINE", "NOTSURE", "HANGUP"):
+        log.warning("an answering-machine result in the media socket's URI the gateway does not know: taken as "
+                    "unknown", call_id=placed.id, amd=short(given))
+    await ctx.answering_machine(placed.id, result, carrier="asterisk")
+
+
+def _refusal(ctx: GatewayContext, placed: PlacedState | None) -> str | None:
+    """Why this socket cannot be taken now: a call this worker placed takes the place it holds."""
+    return ctx.refusal() if placed is None else ctx.media_refusal("asterisk", placed.id)
+
+
 async def asterisk_media(request: web.Request) -> web.StreamResponse:
     """``GET /asterisk/media``: the chan_websocket media socket."""
     ctx: GatewayContext = request.app[CONTEXT]
     refusal = _check_credentials(request, ctx)
     if refusal is not None:
         return refusal
-    busy = ctx.refusal()
+    placed = _placed_call(request, ctx)
+    if placed is not None and placed.state in DONE:  # (a replayed dial string: the call is over)
+        log.warning("a media socket for a placed call that has ended: refused", call_id=placed.id)
+        return web.Response(status=409, text="the call has ended\n")
+    busy = _refusal(ctx, placed)
     if busy is not None:
         metrics.CALLS.inc("asterisk", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
@@ -134,14 +170,14 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
         start = await _await_start(ws, opened_at, prelude)
         if start is None:
             return ws
-        call_id = start.channel_id or start.channel or str(uuid.uuid4())
+        call_id = placed.id if placed is not None else start.channel_id or start.channel or str(uuid.uuid4())
         audio = codec.AUDIO_FORMATS.get(start.format)
         if audio is None:
             log.error("media socket refused: a codec that does not pass through to Voice Live", call_id=call_id,
                       format=short(start.format), supported=sorted(codec.AUDIO_FORMATS))
             await ws.close(code=1003, message=b"unsupported format")
             return ws
-        busy = ctx.refusal()
+        busy = _refusal(ctx, placed)
         if busy is not None:  # the gateway began to drain (or filled up) while this socket was opening
             metrics.CALLS.inc("asterisk", f"refused ({busy})")
             log.warning("media socket refused at MEDIA_START", reason=busy, call_id=call_id)
@@ -152,8 +188,14 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
                         call_id=call_id)
             await ws.close(code=1008, message=b"duplicate call")
             return ws
-        caller, called = _numbers(request, call_id)
-        name = _profile_for(request, ctx, call_id, called)
+        caller: str | None
+        called: str | None
+        if placed is not None:
+            caller, called, name = placed.from_, placed.to, placed.profile
+            await _take_answering_machine(request, ctx, placed)
+        else:
+            caller, called = _numbers(request, call_id)
+            name = _profile_for(request, ctx, call_id, called)
         settings = AsteriskSettings.of(ctx.config)
         paced = not settings.playback_marks
         call_log = log.bind(call_id=call_id, stream_id=start.connection_id)
@@ -161,7 +203,7 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0], audio=audio,
                     observer=ctx.observer_for(call_id, "asterisk"), log=call_log, paced=paced,
                     piece_ms=PACED_PIECE_MS if paced else PIECE_MS, late_acks=not paced,  # (a flush drops its marks)
-                    **ctx.call_options(), caller=caller, called=called)
+                    **ctx.call_options(call_id if placed is not None else None), caller=caller, called=called)
         recorder = ctx.open_recorder("asterisk", call)
         if recorder is not None:
             for t, message in prelude:
