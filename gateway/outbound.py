@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway import metrics
 from gateway.carriers.base import Carrier, OutboundError, OutboundRequest
 from gateway.config.numbers import E164, normalize_number
 from gateway.core.outbound import OutboundPlan, VariableError, fill_variables
@@ -45,6 +46,7 @@ DONE = ("completed", "failed")
 WAITING = ("queued", "ringing", "answered")  # placed, its media not started yet: it holds a place in max_calls
 MAX_KEY_CHARS = 128
 BUSY_RETRY_S = 5  # Retry-After when the worker or the profile is full
+BUDGET_RETRY_S = 60  # Retry-After when no Voice Live connection is left: a budget frees up within its minute
 START_WITHIN_S = 180.0  # a placed call whose media has not started by then never will
 
 
@@ -291,6 +293,12 @@ async def create_call(request: web.Request) -> web.Response:
     if busy is not None:
         reason, retry = busy
         return _error(429, f"call refused: {reason}", **{"Retry-After": str(round(retry + 0.49))})
+    if ctx.busy_message(profile_name) is not None:  # no Voice Live resource of the profile has a connection left
+        metrics.CALLS.inc(carrier.name, "refused (no budget)")
+        log.warning("a call was not placed: no Voice Live connection left in the budget", profile=profile_name)
+        return _error(429, f"call refused: no Voice Live connection left in the budget of profile {profile_name} "
+                           "(every resource it may use has spent its connections of this minute)",
+                      **{"Retry-After": str(BUDGET_RETRY_S)})
     settings = profile.outbound
     detect = settings.answering_machine_detection
     from gateway.auth import public_base
@@ -338,6 +346,10 @@ async def create_call(request: web.Request) -> web.Response:
         outbound.keys[key] = (placed.id, time.time())
     future.set_result(placed)
     log.info("call placed", carrier=carrier.name, call_id=placed.id, ref=ref)
+    if placed_call.audio is not None and placed.id not in ctx.calls:
+        # its Voice Live session opens now, while the callee's phone rings: the media socket takes it
+        # (the call's id, profile, audio and plan are those the socket builds the call with)
+        ctx.prewarm(carrier.name, placed.id, profile_name, placed_call.audio, outbound=plan)
     return web.json_response(placed.view(), status=201)
 
 
