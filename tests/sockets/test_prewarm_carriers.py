@@ -43,7 +43,7 @@ from gateway.config import parse_config
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.softphone import Hangup, Step, WaitForBot
 from gateway.voicelive.budget import LocalBudget
-from tests.sockets.loopback import AcsKeys, CapturingTransport, serve
+from tests.sockets.loopback import AcsKeys, CapturingTransport, post_as_twilio, serve
 from tests.sockets.test_telnyx import public_key_text
 
 SETUP_MS = 800
@@ -330,6 +330,24 @@ async def test_a_placed_call_opens_its_session_while_it_rings(rig: Rig, carrier:
     report = await _answer_placed(rig, carrier, placed["id"])
     await _finish(rig, report, counts)
     assert (await _state(rig, placed["id"]))["state"] == "completed"
+
+
+async def test_a_result_before_the_media_replaces_the_session_opened_when_the_call_was_placed(rig: Rig) -> None:
+    counts, mismatch = Counts(), _warm("mismatch")
+    status, placed, _ = await rig.place("twilio")
+    assert status == 201, placed
+    await rig.warm_ready()
+    amd = {"CallSid": placed["id"], "AccountSid": TWILIO_ACCOUNT, "AnsweredBy": "human"}
+    assert (await post_as_twilio(rig.base + "/twilio/amd", amd, TWILIO_TOKEN))[0] == 204
+    # the session set up for a call without the result is closed; one for the call as it starts opens
+    assert _warm("mismatch") - mismatch == 1 and len(rig.ctx.warm) == 1
+    await rig.sim.state.wait_for_session(1)
+    report = await _answer_placed(rig, "twilio", placed["id"])
+    assert report.played_bytes > 0 and counts.since() == (2, 1)
+    first, taken = rig.sim.state.sessions
+    assert first.closed.is_set() and not any(e["type"] == "response.create" for e in first.received)
+    assert [e["type"] for e in taken.received].count("response.create") >= 1  # the call's greeting went there
+    await rig.ctx.wait_idle()
 
 
 async def _state(rig: Rig, call_id: str) -> Any:
