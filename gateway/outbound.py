@@ -8,9 +8,12 @@ that answered the ``POST`` (or read the call's post-call record instead); the li
 
 The carrier places the call (:meth:`gateway.carriers.base.Carrier.place_call`); its media stream
 then comes to the carrier's media socket like any other call, where :meth:`Outbound.plan_for`
-tells the call it was placed (how it opens, its instruction variables). The carrier's callbacks
-report the call's progress (:meth:`Outbound.status`) and the answering-machine result
-(:meth:`Outbound.answered`), which reaches the live call at once.
+tells the call it was placed (how it opens, its instruction variables). Its Voice Live session is
+opened as soon as the carrier returned the call's id (see :mod:`gateway.prewarm`), for the media
+socket to take; a call is not placed when no Voice Live resource of its profile has a connection
+left in its budget (429). The carrier's callbacks report the call's progress
+(:meth:`Outbound.status`) and the answering-machine result (:meth:`Outbound.answered`), which
+reaches the live call at once.
 """
 
 from __future__ import annotations
