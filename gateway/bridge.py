@@ -123,6 +123,7 @@ class GatewayContext:
         self._idle.set()
         self.outbound = Outbound(self.config.gateway.outbound)
         self.warm = WarmSessions(lambda profile: self.pool.connect(profile, "warm"))
+        self.outbound.ended_without_media = self._unanswered
         prewarm = self.config.voicelive.prewarm
         self.prewarms = prewarm is True or (prewarm == "auto" and worker_count() == 1)
 
@@ -230,6 +231,13 @@ class GatewayContext:
                 self.warm.discard(warm, "mismatch")
                 self.prewarm(carrier, call_id, warm.profile_name, warm.audio, outbound=placed.plan)
         return True
+
+    def _unanswered(self, carrier: str, call_id: str) -> None:
+        """A placed call ended before its media (busy, no answer, failed): its pre-warmed session, if
+        it still waits, is closed now rather than at its timeout."""
+        warm = self.warm.claim(carrier, call_id)
+        if warm is not None:
+            self.warm.discard(warm, "wasted")
 
     def note_busy(self, call_id: str, profile: Profile) -> None:
         """A call that found no Voice Live connection: its carrier says the profile's busy message."""

@@ -23,7 +23,7 @@ import hmac
 import secrets
 import time
 from collections import deque
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +87,8 @@ class Outbound:
         self.placing: dict[str, asyncio.Future[PlacedState]] = {}  # keys whose call is being placed now
         self.placing_profiles: list[str] = []  # profiles of the calls being placed now
         self.recent: deque[float] = deque()  # when calls were placed (the per-minute cap)
+        # told (carrier, call id) when a placed call ended before its media started
+        self.ended_without_media: Callable[[str, str], None] | None = None
 
     def _prune(self, now: float) -> None:
         keep = self.limits.keep_s
@@ -159,6 +161,7 @@ class Outbound:
             return
         if state not in DONE and STATES.index(state) <= STATES.index(placed.state):
             return  # a late (or repeated) callback: the call is further along already
+        waiting = placed.state in WAITING
         placed.state = state
         if state == "answered":
             placed.answered_at = placed.answered_at or time.time()
@@ -166,6 +169,8 @@ class Outbound:
             placed.ended_at = time.time()
             placed.end_reason = placed.end_reason or end_reason
         log.info("placed call", call_id=call_id, state=state, end_reason=end_reason)
+        if state in DONE and waiting and self.ended_without_media is not None:
+            self.ended_without_media(carrier, call_id)
 
     def answered(self, call_id: str, result: str, *, carrier: str) -> PlacedState | None:
         """The carrier's answering-machine result for a placed call (None: not one of this worker's)."""

@@ -9,6 +9,7 @@ Nothing leaves the machine."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -348,6 +349,18 @@ async def test_a_result_before_the_media_replaces_the_session_opened_when_the_ca
     assert first.closed.is_set() and not any(e["type"] == "response.create" for e in first.received)
     assert [e["type"] for e in taken.received].count("response.create") >= 1  # the call's greeting went there
     await rig.ctx.wait_idle()
+
+
+async def test_a_placed_call_that_is_not_answered_closes_its_session_at_once(rig: Rig) -> None:
+    wasted = _warm("wasted")
+    status, placed, _ = await rig.place("twilio")
+    assert status == 201, placed
+    session = await rig.sim.state.wait_for_session(0)
+    form = {"CallSid": placed["id"], "AccountSid": TWILIO_ACCOUNT, "CallStatus": "no-answer"}
+    assert (await post_as_twilio(rig.base + "/twilio/call-status", form, TWILIO_TOKEN))[0] == 204
+    assert _warm("wasted") - wasted == 1 and len(rig.ctx.warm) == 0  # not kept until its timeout (60 s)
+    await asyncio.wait_for(session.closed.wait(), 10)
+    assert (await _state(rig, placed["id"]))["state"] == "failed"
 
 
 async def _state(rig: Rig, call_id: str) -> Any:
