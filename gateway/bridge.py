@@ -55,16 +55,16 @@ FAILURE_ENDS = ("voicelive_unavailable", "voicelive_busy", "voicelive_lost", "vo
 FAILED_CALL_TTL_S = 600.0
 
 
+def _noop_observer(_e: str, _t: float, _f: dict[str, Any]) -> None:
+    return None
+
+
 _EVENT_ID = re.compile(r',"event_id":"gw_[0-9]+"\}$')  # the last field of what a call sends (Call._send)
 
 
 def _unnumbered(text: str | bytes) -> str | bytes:
     """A message the call sends, without its event id."""
     return _EVENT_ID.sub("}", text) if isinstance(text, str) else text
-
-
-def _noop_observer(_e: str, _t: float, _f: dict[str, Any]) -> None:
-    return None
 
 
 def now_ms() -> float:
@@ -123,9 +123,9 @@ class GatewayContext:
         self._idle.set()
         self.outbound = Outbound(self.config.gateway.outbound)
         self.warm = WarmSessions(lambda profile: self.pool.connect(profile, "warm"))
-        self.outbound.ended_without_media = self._unanswered
         prewarm = self.config.voicelive.prewarm
         self.prewarms = prewarm is True or (prewarm == "auto" and worker_count() == 1)
+        self.outbound.ended_without_media = self._unanswered
 
     def busy_message(self, profile_name: str) -> str | None:
         """What a call announced now should hear instead of the bot, when no Voice Live resource of its
@@ -147,6 +147,13 @@ class GatewayContext:
         timeout = vl.prewarm_outbound_timeout_s if outbound is not None else vl.prewarm_timeout_s
         self.warm.start(carrier, call_id, profile_name, self.config.profiles[profile_name], audio,
                         timeout_s=timeout, outbound=outbound)
+
+    def _unanswered(self, carrier: str, call_id: str) -> None:
+        """A placed call ended before its media (busy, no answer, failed): its pre-warmed session, if
+        it still waits, is closed now rather than at its timeout."""
+        warm = self.warm.claim(carrier, call_id)
+        if warm is not None:
+            self.warm.discard(warm, "wasted")
 
     def refusal(self) -> str | None:
         """Why a new call cannot be taken now (None: it can). A call this worker placed holds its
@@ -231,13 +238,6 @@ class GatewayContext:
                 self.warm.discard(warm, "mismatch")
                 self.prewarm(carrier, call_id, warm.profile_name, warm.audio, outbound=placed.plan)
         return True
-
-    def _unanswered(self, carrier: str, call_id: str) -> None:
-        """A placed call ended before its media (busy, no answer, failed): its pre-warmed session, if
-        it still waits, is closed now rather than at its timeout."""
-        warm = self.warm.claim(carrier, call_id)
-        if warm is not None:
-            self.warm.discard(warm, "wasted")
 
     def note_busy(self, call_id: str, profile: Profile) -> None:
         """A call that found no Voice Live connection: its carrier says the profile's busy message."""
