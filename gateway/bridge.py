@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -56,6 +57,14 @@ FAILURE_ENDS = ("voicelive_unavailable", "voicelive_busy", "voicelive_lost", "vo
 
 def _noop_observer(_e: str, _t: float, _f: dict[str, Any]) -> None:
     return None
+
+
+_EVENT_ID = re.compile(r',"event_id":"gw_[0-9]+"\}$')  # the last field of what a call sends (Call._send)
+
+
+def _unnumbered(text: str | bytes) -> str | bytes:
+    """A message the call sends, without its event id."""
+    return _EVENT_ID.sub("}", text) if isinstance(text, str) else text
 
 
 def now_ms() -> float:
@@ -115,6 +124,7 @@ class GatewayContext:
         self.warm = WarmSessions(lambda profile, carrier: self.pool.connect(profile, "warm", carrier=carrier))
         prewarm = self.config.voicelive.prewarm
         self.prewarms = prewarm is True or (prewarm == "auto" and worker_count() == 1)
+        self.outbound.ended_without_media = self._unanswered
 
     def busy_message(self, profile_name: str) -> str | None:
         """What a call announced now should hear instead of the bot, when no Voice Live resource of its
@@ -136,6 +146,13 @@ class GatewayContext:
         timeout = vl.prewarm_outbound_timeout_s if outbound is not None else vl.prewarm_timeout_s
         self.warm.start(carrier, call_id, profile_name, self.config.profiles[profile_name], audio,
                         timeout_s=timeout, outbound=outbound)
+
+    def _unanswered(self, carrier: str, call_id: str) -> None:
+        """A placed call ended before its media (busy, no answer, failed): its pre-warmed session, if
+        it still waits, is closed now rather than at its timeout."""
+        warm = self.warm.claim(carrier, call_id)
+        if warm is not None:
+            self.warm.discard(warm, "wasted")
 
     def refusal(self) -> str | None:
         """Why a new call cannot be taken now (None: it can). A call this worker placed holds its
@@ -205,11 +222,21 @@ class GatewayContext:
             log.warning("an answering-machine result the gateway does not know: taken as unknown", carrier=carrier,
                         result=result[:40])
             result = UNKNOWN
-        if self.outbound.answered(call_id, result, carrier=carrier) is None:
+        known = self.outbound.placed(call_id, carrier)
+        plan = known.plan if known is not None else None
+        placed = self.outbound.answered(call_id, result, carrier=carrier)
+        if placed is None:
             return False
         bridge = self.calls.get(call_id)
         if bridge is not None:
             await bridge.answering_machine(result)
+        elif placed.plan is not plan:
+            # the call will start knowing the result: the session opened when it was placed was set up
+            # for a call without it, so it is replaced by one for the call as it will start
+            warm = self.warm.claim(carrier, call_id)
+            if warm is not None:
+                self.warm.discard(warm, "mismatch")
+                self.prewarm(carrier, call_id, warm.profile_name, warm.audio, outbound=placed.plan)
         return True
 
     def note_busy(self, call_id: str, profile: Profile) -> None:
@@ -527,9 +554,11 @@ class CallBridge:
         now = self._now()
         wire.voicelive_opened(now)
         # What the call sends: the warm session sent it already; except the caller's audio that came
-        # meanwhile (held until the session is ready), which goes after what is replayed.
+        # meanwhile (held until the session is ready), and what the caller's keys pressed meanwhile
+        # made the call send, which go after what is replayed.
         pending: list[str] = []
         audio: list[str] = []
+        extra: list[str] = []
 
         def take() -> None:
             for text in wire.take_voicelive():
@@ -538,7 +567,11 @@ class CallBridge:
         take()
         for sent, message in warm.exchange:
             if sent:
-                if not pending or pending.pop(0) != message:
+                # (a key pressed before the session opened took an event id: the numbering may differ)
+                message = _unnumbered(message)
+                while pending and _unnumbered(pending[0]) != message:  # (not sent by the warm session: after)
+                    extra.append(pending.pop(0))
+                if not pending or _unnumbered(pending.pop(0)) != message:
                     # the call is not the one the session was configured for (it cannot be, when it
                     # matches; this keeps a wrong session from serving a call): treated as a lost session
                     self.log.error("the pre-warmed session does not fit the call; it is closed")
@@ -553,7 +586,7 @@ class CallBridge:
         metrics.WARM_SESSIONS.inc("used")
         self.log.info("pre-warmed Voice Live session taken", opened_ms_before=round(
             (time.monotonic() - warm.created) * 1000 - now), replayed=len(warm.exchange))
-        await self._flush(pending + audio)
+        await self._flush(extra + pending + audio)
         return ws
 
     def _backoff(self, attempt: int) -> float:

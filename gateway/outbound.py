@@ -8,9 +8,12 @@ that answered the ``POST`` (or read the call's post-call record instead); the li
 
 The carrier places the call (:meth:`gateway.carriers.base.Carrier.place_call`); its media stream
 then comes to the carrier's media socket like any other call, where :meth:`Outbound.plan_for`
-tells the call it was placed (how it opens, its instruction variables). The carrier's callbacks
-report the call's progress (:meth:`Outbound.status`) and the answering-machine result
-(:meth:`Outbound.answered`), which reaches the live call at once.
+tells the call it was placed (how it opens, its instruction variables). Its Voice Live session is
+opened as soon as the carrier returned the call's id (see :mod:`gateway.prewarm`), for the media
+socket to take; a call is not placed when no Voice Live resource of its profile has a connection
+left in its budget (429). The carrier's callbacks report the call's progress
+(:meth:`Outbound.status`) and the answering-machine result (:meth:`Outbound.answered`), which
+reaches the live call at once.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import hmac
 import secrets
 import time
 from collections import deque
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway import metrics
 from gateway.carriers.base import Carrier, OutboundError, OutboundRequest
 from gateway.config.numbers import E164, normalize_number
 from gateway.core.outbound import OutboundPlan, VariableError, fill_variables
@@ -45,6 +49,7 @@ DONE = ("completed", "failed")
 WAITING = ("queued", "ringing", "answered")  # placed, its media not started yet: it holds a place in max_calls
 MAX_KEY_CHARS = 128
 BUSY_RETRY_S = 5  # Retry-After when the worker or the profile is full
+BUDGET_RETRY_S = 60  # Retry-After when no Voice Live connection is left: a budget frees up within its minute
 START_WITHIN_S = 180.0  # a placed call whose media has not started by then never will
 
 
@@ -82,6 +87,8 @@ class Outbound:
         self.placing: dict[str, asyncio.Future[PlacedState]] = {}  # keys whose call is being placed now
         self.placing_profiles: list[str] = []  # profiles of the calls being placed now
         self.recent: deque[float] = deque()  # when calls were placed (the per-minute cap)
+        # told (carrier, call id) when a placed call ended before its media started
+        self.ended_without_media: Callable[[str, str], None] | None = None
 
     def _prune(self, now: float) -> None:
         keep = self.limits.keep_s
@@ -154,6 +161,7 @@ class Outbound:
             return
         if state not in DONE and STATES.index(state) <= STATES.index(placed.state):
             return  # a late (or repeated) callback: the call is further along already
+        waiting = placed.state in WAITING
         placed.state = state
         if state == "answered":
             placed.answered_at = placed.answered_at or time.time()
@@ -161,6 +169,8 @@ class Outbound:
             placed.ended_at = time.time()
             placed.end_reason = placed.end_reason or end_reason
         log.info("placed call", call_id=call_id, state=state, end_reason=end_reason)
+        if state in DONE and waiting and self.ended_without_media is not None:
+            self.ended_without_media(carrier, call_id)
 
     def answered(self, call_id: str, result: str, *, carrier: str) -> PlacedState | None:
         """The carrier's answering-machine result for a placed call (None: not one of this worker's)."""
@@ -291,6 +301,12 @@ async def create_call(request: web.Request) -> web.Response:
     if busy is not None:
         reason, retry = busy
         return _error(429, f"call refused: {reason}", **{"Retry-After": str(round(retry + 0.49))})
+    if ctx.busy_message(profile_name) is not None:  # no Voice Live resource of the profile has a connection left
+        metrics.CALLS.inc(carrier.name, "refused (no budget)")
+        log.warning("a call was not placed: no Voice Live connection left in the budget", profile=profile_name)
+        return _error(429, f"call refused: no Voice Live connection left in the budget of profile {profile_name} "
+                           "(every resource it may use has spent its connections of this minute)",
+                      **{"Retry-After": str(BUDGET_RETRY_S)})
     settings = profile.outbound
     detect = settings.answering_machine_detection
     from gateway.auth import public_base
@@ -338,6 +354,10 @@ async def create_call(request: web.Request) -> web.Response:
         outbound.keys[key] = (placed.id, time.time())
     future.set_result(placed)
     log.info("call placed", carrier=carrier.name, call_id=placed.id, ref=ref)
+    if placed_call.audio is not None and placed.id not in ctx.calls:
+        # its Voice Live session opens now, while the callee's phone rings: the media socket takes it
+        # (the call's id, profile, audio and plan are those the socket builds the call with)
+        ctx.prewarm(carrier.name, placed.id, profile_name, placed_call.audio, outbound=plan)
     return web.json_response(placed.view(), status=201)
 
 

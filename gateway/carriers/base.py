@@ -77,6 +77,9 @@ class PlacedCall:
     call_id: str  # the carrier's id of the call: the one its media stream will carry
     state: str = "queued"
     detects_machine: bool = False  # an answering-machine result will come (GatewayContext.answering_machine)
+    # the audio format its media socket builds the call with: the call's Voice Live session is opened
+    # as soon as it is placed (see gateway.prewarm); None: it opens when the media comes
+    audio: AudioFormat | None = None
 
 
 class OutboundError(Exception):

@@ -246,13 +246,18 @@ async def test_a_whole_acs_call_with_barge_in(keys: AcsKeys, configured: int | N
     bpm = rate * 2 // 1000  # PCM16 bytes per ms: 48 at 24 kHz, 32 at 16 kHz
     async with _acs_rig(keys, sample_rate=configured) as acs:
         assert (await acs.post(f"/acs/incoming?secret={SECRET}", incoming_call())).status == 200
+        (answer,) = acs.transport.of("callConnections:answer")
         apology = acs.app[STATE].apology
-        report = await place_acs_call(acs.media_url(), [
+        # the call the answer named (the stand-in's id), on the socket it asked for: its media takes the
+        # session opened at the answer
+        call_id = f"cc-{acs.transport.requests.index(answer) + 1}"
+        media_url = json.loads(answer.content)["mediaStreamingOptions"]["transportUrl"]
+        report = await place_acs_call(media_url, [
             Say(HOURS, "question"), WaitForBot(heard_ms=1200), Say(INTERRUPT, "interruption"), Hangup(),
-        ], token=acs.keys.mint(), call_connection_id="cc-barge", sample_rate=rate)
+        ], token=acs.keys.mint(), call_connection_id=call_id, sample_rate=rate)
         session = await asyncio.wait_for(acs.sim.state.wait_closed(0), 10)
         await asyncio.wait_for(acs.app[CONTEXT].wait_idle(), 10)
-        (answer,) = acs.transport.of("callConnections:answer")
+        assert len(acs.sim.state.sessions) == 1
         hangups = acs.transport.of(":terminate")
     # answered asking ACS for PCM mono at the configured rate; the fallback clip is made at that rate
     assert json.loads(answer.content)["mediaStreamingOptions"]["audioFormat"] == streaming

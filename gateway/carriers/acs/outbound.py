@@ -15,7 +15,9 @@ from aiohttp import web
 
 from gateway.auth import public_url_for
 from gateway.bridge import CONTEXT
+from gateway.carriers.acs.codec import AUDIO_FORMATS
 from gateway.carriers.acs.routes import STATE, STREAM_TOKEN_TTL_S, streaming_options
+from gateway.carriers.acs.settings import AcsSettings
 from gateway.carriers.base import OutboundError, OutboundRequest, PlacedCall
 from gateway.config import GatewayConfig
 
@@ -60,4 +62,6 @@ async def place_call(app: web.Application, request: OutboundRequest) -> PlacedCa
     call_id = getattr(result, "call_connection_id", None)
     if not call_id:
         raise OutboundError("ACS answered without a call connection id")
-    return PlacedCall(call_id, "queued", detects_machine=False)
+    # its media socket builds the call at the rate the call was created with (see routes._new_call)
+    return PlacedCall(call_id, "queued", detects_machine=False,
+                      audio=AUDIO_FORMATS[AcsSettings.of(ctx.config).sample_rate])

@@ -181,6 +181,8 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
     if busy is not None:  # Event Grid delivers it again, possibly to another replica
         log.warning("IncomingCall not answered", correlation_id=key, reason=busy)
         return False
+    # (No busy message here when Voice Live has no connection left: answering a call cannot speak
+    # before its media streams, so the call is answered and its media socket finds the budget spent.)
     to = called_number(data)
     profile_name, _ = ctx.config.route(to)
     base = public_base(request, ctx.config.gateway.public_url)
@@ -202,8 +204,13 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
         log.error("answering the ACS call failed", correlation_id=key, error=type(exc).__name__,
                   detail=str(exc)[:300])
         return False
-    log.info("incoming ACS call answered", call_id=getattr(result, "call_connection_id", None),
-             correlation_id=key, profile=profile_name)
+    call_id = getattr(result, "call_connection_id", None)
+    log.info("incoming ACS call answered", call_id=call_id, correlation_id=key, profile=profile_name)
+    if isinstance(call_id, str) and call_id not in ctx.calls:
+        # the call's session opens now (the media socket may already be on its way): the socket names
+        # the call by this id (x-ms-call-connection-id), its token the same profile, and it streams at
+        # the rate the call was answered with (see _new_call)
+        ctx.prewarm("acs", call_id, profile_name, AUDIO_FORMATS[AcsSettings.of(ctx.config).sample_rate])
     return True
 
 

@@ -46,6 +46,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from aiohttp import web
 
+from gateway.audio import G711_ULAW
 from gateway.auth import public_base, public_url_for
 from gateway.bridge import CONTEXT, GatewayContext, log
 from gateway.carriers.base import OutboundError, OutboundRequest, PlacedCall
@@ -126,7 +127,7 @@ async def place_call(app: web.Application, request: OutboundRequest) -> PlacedCa
         uuid = uuid[0]
     if not isinstance(uuid, str) or not uuid:
         raise OutboundError("Plivo's REST API answered without a request_uuid")
-    return PlacedCall(uuid, "queued", detects_machine=request.detect_machine)
+    return PlacedCall(uuid, "queued", detects_machine=request.detect_machine, audio=G711_ULAW)  # (the stream's)
 
 
 # --- the callbacks of a placed call -----------------------------------------------------------------

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway import metrics
+from gateway.audio import G711_ULAW
 from gateway.auth import TokenError, public_base, public_url_for
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
@@ -84,6 +85,12 @@ async def plivo_answer(request: web.Request) -> web.Response:
         metrics.CALLS.inc("plivo", f"refused ({busy})")
         return _xml(plivo.speak_xml(ctx.config.gateway.apology))
     profile_name, _ = ctx.config.route(to or None)
+    busy_message = ctx.busy_message(profile_name)
+    if busy_message is not None:
+        log.warning("call refused: no Voice Live connection left in the budget", call_id=call_uuid,
+                    profile=profile_name)
+        metrics.CALLS.inc("plivo", "refused (no budget)")
+        return _xml(plivo.speak_xml(busy_message))
     query = {"profile": profile_name, "to": to}
     if call_uuid:
         # the caller's number travels in the signed token only (for the call's record), not in the URL
@@ -92,6 +99,9 @@ async def plivo_answer(request: web.Request) -> web.Response:
             claims["from"] = caller
         query["token"] = ctx.tokens.issue(claims, CALL_TOKEN_TTL_S, carrier="plivo")
     log.info("incoming Plivo call", call_id=call_uuid, profile=profile_name)
+    # the call's session opens now: its stream's start names the same call (callId, the CallUUID), the
+    # token the same profile, and the stream carries µ-law at 8 kHz (the call's default audio)
+    ctx.prewarm("plivo", call_uuid, profile_name, G711_ULAW)
     base = public_base(request, ctx.config.gateway.public_url)
     media = public_url_for(base, "/plivo/media", urlencode(query), websocket=True)
     return _xml(plivo.stream_xml(media, after_url=public_url_for(base, "/plivo/stream-ended")))

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from gateway.audio import G711_ULAW
 from gateway.auth import public_base, public_url_for
 from gateway.bridge import CONTEXT, log
 from gateway.carriers.base import OutboundError, OutboundRequest, PlacedCall
@@ -118,7 +119,7 @@ async def place_call(app: web.Application, request: OutboundRequest) -> PlacedCa
     sid = _call_sid(answer)
     if sid is None:
         raise OutboundError("Telnyx's TeXML REST API answered without a call_sid")
-    return PlacedCall(sid, "queued", detects_machine=request.detect_machine)
+    return PlacedCall(sid, "queued", detects_machine=request.detect_machine, audio=G711_ULAW)  # (the stream's)
 
 
 async def telnyx_placed_answer(request: web.Request) -> web.Response:

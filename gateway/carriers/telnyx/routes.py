@@ -21,6 +21,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway import metrics
+from gateway.audio import G711_ULAW
 from gateway.auth import TokenError, public_base, public_url_for
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
@@ -78,11 +79,20 @@ async def telnyx_voice(request: web.Request) -> web.Response:
         metrics.CALLS.inc("telnyx", f"refused ({busy})")
         return web.Response(text=telnyx.say_texml(ctx.config.gateway.apology), content_type="text/xml")
     profile_name, _ = ctx.config.route(to or None)
+    busy_message = ctx.busy_message(profile_name)
+    if busy_message is not None:
+        log.warning("call refused: no Voice Live connection left in the budget", call_id=call_sid,
+                    profile=profile_name)
+        metrics.CALLS.inc("telnyx", "refused (no budget)")
+        return web.Response(text=telnyx.say_texml(busy_message), content_type="text/xml")
     parameters = {"profile": profile_name, "to": to}
     if call_sid:
         claims = {"call": call_sid, "profile": profile_name, "account": form.get("AccountSid", "")}
         parameters["token"] = ctx.tokens.issue(claims, CALL_TOKEN_TTL_S, carrier="telnyx")
     log.info("incoming Telnyx call", call_id=call_sid, profile=profile_name)
+    # the call's session opens now: its stream's start names the same call (call_control_id, the
+    # CallSid), the token the same profile, and the stream carries PCMU (the call's default audio)
+    ctx.prewarm("telnyx", call_sid, profile_name, G711_ULAW)
     base = public_base(request, ctx.config.gateway.public_url)
     stream = telnyx.media_url(public_url_for(base, "/telnyx/media", websocket=True), parameters)
     texml = telnyx.connect_texml(stream, public_url_for(base, "/telnyx/stream-ended"))

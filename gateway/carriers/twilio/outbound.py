@@ -15,6 +15,7 @@ import asyncio
 
 from aiohttp import web
 
+from gateway.audio import G711_ULAW
 from gateway.auth import public_base, public_url_for
 from gateway.bridge import CONTEXT, log
 from gateway.carriers.base import OutboundError, OutboundRequest, PlacedCall
@@ -85,7 +86,7 @@ async def place_call(app: web.Application, request: OutboundRequest) -> PlacedCa
     if why is not None:
         raise OutboundError(why, status=400)
     sid = await asyncio.to_thread(_create, config, request)
-    return PlacedCall(sid, "queued", detects_machine=request.detect_machine)
+    return PlacedCall(sid, "queued", detects_machine=request.detect_machine, audio=G711_ULAW)  # (the stream's)
 
 
 async def _form(request: web.Request, route: str) -> tuple[dict[str, str], web.Response | None]:

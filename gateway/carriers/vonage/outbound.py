@@ -132,7 +132,7 @@ async def place_call(app: web.Application, request: OutboundRequest) -> PlacedCa
     call_uuid = _text(value.get("uuid")) if isinstance(value, dict) else None
     if call_uuid is None:
         raise OutboundError("Vonage's Voice API answered without a call uuid")
-    return PlacedCall(call_uuid, "queued", detects_machine=request.detect_machine)
+    return PlacedCall(call_uuid, "queued", detects_machine=request.detect_machine, audio=codec.AUDIO)
 
 
 async def vonage_placed_answer(request: web.Request) -> web.Response:

@@ -84,6 +84,12 @@ async def vonage_answer(request: web.Request) -> web.Response:
         metrics.CALLS.inc("vonage", f"refused ({busy})")
         return web.json_response(codec.talk_ncco(ctx.config.gateway.apology))
     profile_name, _ = ctx.config.route(to)
+    busy_message = ctx.busy_message(profile_name)
+    if busy_message is not None:
+        log.warning("call refused: no Voice Live connection left in the budget", call_id=call_uuid,
+                    profile=profile_name)
+        metrics.CALLS.inc("vonage", "refused (no budget)")
+        return web.json_response(codec.talk_ncco(busy_message))
     claims = {"call": call_uuid, "profile": profile_name}
     if to is not None:
         claims["to"] = to
@@ -101,6 +107,9 @@ async def vonage_answer(request: web.Request) -> web.Response:
     ncco = codec.connect_ncco(public_url_for(base, "/vonage/media", websocket=True), headers, f"Bearer {token}",
                               public_url_for(base, "/vonage/event"))
     log.info("incoming Vonage call", call_id=call_uuid, profile=profile_name)
+    # the call's session opens now: the media socket's token names the same call (its uuid) and profile,
+    # and the socket carries L16 at 16 kHz (codec.AUDIO, what its call is built with)
+    ctx.prewarm("vonage", call_uuid, profile_name, codec.AUDIO)
     return web.json_response(ncco)
 
 
