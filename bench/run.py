@@ -189,7 +189,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
             talk = (["--turns", "--speech-ms", str(args.speech_ms), "--gap-ms", str(args.gap_ms)]
                     if latency else [])
             # with turns, hang up later: a turn that ended in the window gets its answer
-            linger = 3.0 if latency else 1.0
+            linger = 2.0 if latency else 1.0
             loadgens.append(subprocess.Popen(
                 [PY, "-m", "bench.loadgen", "--url", f"ws://127.0.0.1:{gw_port}{MEDIA_PATHS[args.carrier]}",
                  "--calls", str(share), "--first", str(i * 100_000), "--ramp", str(args.ramp / processes),
@@ -247,7 +247,9 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
         from bench.latency import summarize
 
         extra = {"latency": summarize(generated), "silence_duration_ms": vl_stats.get("silence_duration_ms", []),
-                 "stand_in_turns": vl_stats.get("turns"), "stand_in_answers": vl_stats.get("answers")}
+                 "stand_in_turns": vl_stats.get("turns"), "stand_in_answers": vl_stats.get("answers"),
+                 # the machine's 1-minute load average after the window: others' work on the same cores
+                 "load_average_1m": round(os.getloadavg()[0], 2)}
     return {
         "scenario": args.scenario,
         "carrier": args.carrier,
