@@ -181,8 +181,8 @@ def table(steps: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| calls | turns measured (unanswered) | end to end p50 / p95 / p99 ms | stand-in's share "
         "p50 / p95 / p99 ms | **gateway's share p50 / p95 / p99 ms** | of which caller → Voice Live / "
-        "Voice Live → phone, p99 ms | playout alignment p99 ms | gateway % core | harness % core |",
-        "|---:|---|---|---|---|---|---:|---:|---:|",
+        "Voice Live → phone, p99 ms | playout alignment p99 ms | gateway / harness / other work, % of a core |",
+        "|---:|---|---|---|---|---|---:|---|",
     ]
     for s in steps:
         lat = s["latency"]
@@ -190,8 +190,8 @@ def table(steps: list[dict[str, Any]]) -> list[str]:
             f"| {s['calls']} | {lat['turns_measured']} ({lat['turns_unanswered']}) | {_trio(lat['end_to_end_ms'])} | "
             f"{_trio(lat['stand_in_ms'])} | **{_trio(lat['gateway_ms'])}** | "
             f"{_fmt(lat['gateway_in_ms']['p99'])} / {_fmt(lat['gateway_out_ms']['p99'])} | "
-            f"{_fmt(lat['alignment_ms']['p99'])} | {_fmt(s['core_percent_total'])} | "
-            f"{_fmt(s['harness_core_percent'])} |")
+            f"{_fmt(lat['alignment_ms']['p99'])} | {_fmt(s['core_percent_total'])} / "
+            f"{_fmt(s['harness_core_percent'])} / {_fmt(s.get('others_core_percent'))} |")
     return lines
 
 
