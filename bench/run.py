@@ -296,9 +296,11 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
 
 
 def machine_bound(step: dict[str, Any]) -> bool:
-    """The machine, not the gateway, ran out: every core busy with the gateway and the harness."""
+    """The machine, not the gateway, ran out: every core busy with the gateway, the harness and
+    whatever else the machine ran."""
     cores = os.cpu_count() or 1
-    return step["core_percent_total"] + step["harness_core_percent"] >= 90 * cores
+    return (step["core_percent_total"] + step["harness_core_percent"] + step.get("others_core_percent", 0.0)
+            >= 90 * cores)
 
 
 def passes(step: dict[str, Any]) -> bool:
