@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck serve bench clean
+.PHONY: demo test lint typecheck serve bench bench-latency clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py --calls 50,100,200,300,400 --name workers-1
 	$(BIN)/python bench/run.py --calls 100,200,300,400,500 --workers 2 --name workers-2
+
+# End-to-end turn latency (about two minutes): the gateway's share of the wait after each caller turn.
+bench-latency: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run.py --scenario latency --calls 1,100,300 --warmup 3 --measure 20
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,11 +7,16 @@ acknowledges each mark when its audio has played; a flush drops playback and ack
 pending marks at once. One timer drives every call, so
 the generator stays cheap: it is not what limits the figures.
 
+With ``--turns`` each call talks in turns instead of streaming silence: a tone for ``--speech-ms``,
+then silence until the bot's reply has played and a pause has passed (``bench/latency.py``); each
+reply's first block carries the stand-in's turn marker, and every measured turn's figures (end to
+end, the stand-in's share, the gateway's share) go into the result.
+
 Every caller frame carries a marker (call, frame number, send time) that the benchmark Voice Live
 reads; every block of bot audio carries one that this process reads, to measure the forwarding
 delay of both directions on one clock.
 
-    python bench/loadgen.py --url ws://127.0.0.1:8080/twilio/media --calls 100 --first 0 \\
+    python -m bench.loadgen --url ws://127.0.0.1:8080/twilio/media --calls 100 --first 0 \\
         --duration 40 --window START END --twilio-token T --signing-key K --out result.json
 """
 
@@ -31,21 +36,35 @@ import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from bench.latency import TONE_FRAME, Talker
 from gateway.audio import b64_len
 from gateway.auth import CallTokens
 from gateway.carriers.twilio.auth import twilio_signature
 from gateway.cli import run_fast
-from gateway.simulator.bench import BOT_MAGIC, CALLER_MAGIC, MARKER, read_marker
+from gateway.simulator.bench import (
+    BOT_MAGIC,
+    CALLER_MAGIC,
+    MARKER,
+    TURN_MAGIC,
+    parse_turn_marker,
+    read_marker,
+    read_turn_marker,
+)
 from gateway.voicelive.client import VoiceLiveConnection
 
 # A caller frame's base64 text: the marker's 21 bytes (7 base64 quanta) change every frame; the
-# rest of the 160 bytes is µ-law silence, encoded once.
+# rest of the 160 bytes is µ-law silence (or, for speech, a tone), encoded once.
 _HEAD = 21
 _TAIL = base64.b64encode(b"\xff" * (160 - _HEAD)).decode()
+_PAD, _TONE_PAD = b"\xff", TONE_FRAME[MARKER.size:_HEAD]
+_TONE_TAIL = base64.b64encode(TONE_FRAME[_HEAD:]).decode()
 
 
-def frame_payload(call: int, seq: int, now: float) -> str:
-    return base64.b64encode(MARKER.pack(CALLER_MAGIC, call, seq, now) + b"\xff").decode() + _TAIL
+def frame_payload(call: int, seq: int, now: float, loud: bool = False) -> str:
+    marker = MARKER.pack(CALLER_MAGIC, call, seq, now)
+    if loud:
+        return base64.b64encode(marker + _TONE_PAD).decode() + _TONE_TAIL
+    return base64.b64encode(marker + _PAD).decode() + _TAIL
 
 FRAME_S = 0.02
 
@@ -60,6 +79,7 @@ class SimCall:
     marks: deque[tuple[str, float]] = field(default_factory=deque)  # (name, played by)
     clears: list[float] = field(default_factory=list)
     closed: bool = False
+    talker: Talker | None = None  # --turns: the caller's side of the conversation
 
 
 AUDIO, MARK, FLUSH = "audio", "mark", "flush"
@@ -86,19 +106,21 @@ class TwilioDialect:
                     "tracks": ["inbound"], "customParameters": {"profile": "bench", "token": token},
                     "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})]
 
-    def frame(self, call: SimCall, now: float) -> str | bytes:
-        payload = frame_payload(call.number, call.seq, now)
+    def frame(self, call: SimCall, now: float, loud: bool = False) -> str | bytes:
+        payload = frame_payload(call.number, call.seq, now, loud)
         chunk = call.seq + 1
         return (f'{{"event":"media","streamSid":"{call.sid}","media":{{"track":"inbound",'
                 f'"chunk":"{chunk}","timestamp":"{chunk * 20}","payload":"{payload}"}}}}')
 
     def read(self, data: str | bytes) -> tuple[str, Any] | None:
-        """(AUDIO, (bytes of audio, marker or None)), (MARK, name), (FLUSH, None), or None."""
+        """(AUDIO, (bytes of audio, bot marker or None, turn marker or None)), (MARK, name),
+        (FLUSH, None), or None."""
         if type(data) is not str:
             return None
         if data.startswith('{"event":"media"'):
             payload = data[data.index('"payload":"') + 11: -3]
-            return AUDIO, (b64_len(payload), read_marker(payload, BOT_MAGIC))
+            marker = read_marker(payload, BOT_MAGIC)
+            return AUDIO, (b64_len(payload), marker, None if marker else read_turn_marker(payload))
         if data.startswith('{"event":"mark"'):
             return MARK, json.loads(data)["mark"]["name"]
         if data.startswith('{"event":"clear"'):
@@ -131,15 +153,17 @@ class AsteriskDialect:
         return [f"MEDIA_START connection_id:{call.sid} channel:WebSocket/bench/{call.number} "
                 f"channel_id:{call.sid} format:ulaw optimal_frame_size:160 ptime:20"]
 
-    def frame(self, call: SimCall, now: float) -> str | bytes:
-        return MARKER.pack(CALLER_MAGIC, call.number, call.seq, now) + _SILENCE_TAIL
+    def frame(self, call: SimCall, now: float, loud: bool = False) -> str | bytes:
+        return MARKER.pack(CALLER_MAGIC, call.number, call.seq, now) + (_TONE_BYTES if loud else _SILENCE_TAIL)
 
     def read(self, data: str | bytes) -> tuple[str, Any] | None:
         if type(data) is bytes:
-            marker = None
+            marker = turn = None
             if len(data) >= MARKER.size and data[:4] == BOT_MAGIC:
                 marker = MARKER.unpack_from(data)[1:]
-            return AUDIO, (len(data), marker)
+            elif data[:4] == TURN_MAGIC:
+                turn = parse_turn_marker(data)
+            return AUDIO, (len(data), marker, turn)
         if data.startswith("MARK_MEDIA "):
             return MARK, data[11:]
         if data.startswith("FLUSH_MEDIA"):
@@ -157,13 +181,16 @@ class AsteriskDialect:
 
 
 _SILENCE_TAIL = b"\xff" * (160 - MARKER.size)
+_TONE_BYTES = TONE_FRAME[MARKER.size:]
 
 DIALECTS: dict[str, Any] = {"twilio": TwilioDialect, "asterisk": AsteriskDialect}
 
 
 class LoadGenerator:
-    def __init__(self, url: str, dialect: Any, window: tuple[float, float]) -> None:
+    def __init__(self, url: str, dialect: Any, window: tuple[float, float],
+                 turns: dict[str, Any] | None = None) -> None:
         self.url = url
+        self.turns = turns  # Talker settings: the calls talk in turns
         self.dialect = dialect
         self.window = window
         self.calls: list[SimCall] = []
@@ -184,6 +211,8 @@ class LoadGenerator:
             self.errors.append(f"call {number}: {type(exc).__name__}: {exc}")
             return
         call = SimCall(number, ws, call_sid)
+        if self.turns is not None:
+            call.talker = Talker(number, self.window, time.monotonic(), **self.turns)
         for message in dialect.opening(call):
             await ws.send(message)
         self.calls.append(call)
@@ -201,10 +230,12 @@ class LoadGenerator:
                 kind, value = got
                 now = time.monotonic()
                 if kind is AUDIO:
-                    size, marker = value
+                    size, marker, turn = value
                     if marker is not None and start <= now <= end:
                         self.bot_delays.append((now - marker[2]) * 1000.0)
                         self.bot_blocks += 1
+                    elif turn is not None and call.talker is not None:
+                        call.talker.replied(turn, now, call.play_end)
                     call.play_end = max(call.play_end, now) + size / rate
                 elif kind is MARK:
                     if call.play_end <= now:
@@ -248,7 +279,8 @@ class LoadGenerator:
                 if call.closed or call.number % phases != phase:
                     continue
                 now = clock()  # each frame's own send time: a burst of sends takes a while
-                message = frame(call, now)
+                talker = call.talker
+                message = frame(call, now, talker is not None and talker.tick(call.seq, now, call.play_end))
                 call.seq += 1
                 try:
                     if type(message) is not str or not call.ws.send_nowait(message):
@@ -285,6 +317,9 @@ class LoadGenerator:
             "bot_delays_ms": [round(d, 3) for d in delays.tolist()],
             "clears": [[c.number, t] for c in self.calls for t in c.clears],
             "late_ticks": self.late_ticks,
+            "turns": [list(row) for c in self.calls if c.talker for row in c.talker.samples],
+            "turns_unanswered": sum(c.talker.unanswered + c.talker.pending() for c in self.calls if c.talker),
+            "turns_unmatched": sum(c.talker.unmatched for c in self.calls if c.talker),
             "errors": self.errors[:20],
             "error_count": len(self.errors),
         }
@@ -304,9 +339,16 @@ def main() -> None:
     parser.add_argument("--asterisk-user", help="Asterisk: the basic-auth user of the media socket")
     parser.add_argument("--asterisk-password", help="Asterisk: its password")
     parser.add_argument("--signing-key", required=True)
+    parser.add_argument("--turns", action="store_true",
+                        help="talk in turns (speech, then silence until the reply has played) and measure "
+                        "each turn's latency")
+    parser.add_argument("--speech-ms", type=int, default=600, help="--turns: how long each turn's speech lasts")
+    parser.add_argument("--gap-ms", type=int, default=400,
+                        help="--turns: pause after the reply has played, at random between this and twice this")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    generator = LoadGenerator(args.url, DIALECTS[args.carrier](args), tuple(args.window))
+    turns = {"speech_ms": args.speech_ms, "gap_ms": args.gap_ms} if args.turns else None
+    generator = LoadGenerator(args.url, DIALECTS[args.carrier](args), tuple(args.window), turns)
     result = run_fast(generator.run(args.calls, args.first, args.duration, args.ramp))
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f)

@@ -13,8 +13,13 @@ the calls have ramped up and warmed up, it measures for a fixed window:
 
 It writes the results as JSON and a Markdown report with a plot, and prints a one-line summary.
 
+With ``--scenario latency`` the calls talk in turns instead (``bench/latency.py``) and each step
+measures the end-to-end turn latency: the caller's end of speech to the bot's first audio played
+at the phone, split into the Voice Live stand-in's share and the gateway's share (p50/p95/p99).
+
     python bench/run.py --calls 50,100,200,400 --measure 30            # the full sweep (minutes)
     python bench/run.py --calls 4 --warmup 2 --measure 3 --no-plot     # a smoke run (seconds)
+    python bench/run.py --scenario latency --calls 1,100,300 --warmup 3 --measure 20
 """
 
 from __future__ import annotations
@@ -79,6 +84,16 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
         user += int(fields[11])
         system += int(fields[12])
     return user / CLK_TCK, system / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -148,12 +163,17 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
     asterisk_password = secrets.token_hex(16)
     logs = workdir / f"step-{calls}"
     logs.mkdir(parents=True, exist_ok=True)
-    vl = subprocess.Popen(
-        [PY, "-m", "gateway", "simulator", "--bench", "--host", "127.0.0.1", "--port", str(vl_port),
-         "--reply-every", str(args.reply_every), "--reply-ms", str(args.reply_ms),
-         "--barge-in-every", str(args.barge_in_every)],
-        cwd=ROOT, stdout=open(logs / "voicelive.log", "wb"), stderr=subprocess.STDOUT)
-    env = {**os.environ, "AZURE_VOICELIVE_ENDPOINT": f"http://127.0.0.1:{vl_port}",
+    latency = args.scenario == "latency"
+    # this checkout's modules in every process, whichever checkout the interpreter has installed
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    stand_in = [PY, "-m", "gateway", "simulator", "--bench", "--host", "127.0.0.1", "--port", str(vl_port),
+                "--reply-every", str(args.reply_every), "--reply-ms", str(args.reply_ms),
+                "--barge-in-every", str(args.barge_in_every)]
+    if latency:
+        stand_in += ["--turns", "--response-delay-ms", str(args.response_delay_ms)]
+    vl = subprocess.Popen(stand_in, cwd=ROOT, env={**os.environ, "PYTHONPATH": pythonpath},
+                          stdout=open(logs / "voicelive.log", "wb"), stderr=subprocess.STDOUT)
+    env = {**os.environ, "PYTHONPATH": pythonpath, "AZURE_VOICELIVE_ENDPOINT": f"http://127.0.0.1:{vl_port}",
            "TWILIO_AUTH_TOKEN": twilio_token, "GATEWAY_SIGNING_KEY": signing_key,
            "ASTERISK_WS_USERNAME": "bench", "ASTERISK_WS_PASSWORD": asterisk_password,
            "GATEWAY_LOG_FORMAT": "json", "GATEWAY_LOG_LEVEL": "info"}
@@ -176,22 +196,27 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
         for i in range(processes):
             share = calls // processes + (1 if i < calls % processes else 0)
             out = logs / f"loadgen-{i}.json"
+            talk = (["--turns", "--speech-ms", str(args.speech_ms), "--gap-ms", str(args.gap_ms)]
+                    if latency else [])
+            # with turns, hang up later: a turn that ended in the window gets its answer
+            linger = 2.0 if latency else 1.0
             loadgens.append(subprocess.Popen(
-                [PY, str(ROOT / "bench" / "loadgen.py"), "--url", f"ws://127.0.0.1:{gw_port}{MEDIA_PATHS[args.carrier]}",
+                [PY, "-m", "bench.loadgen", "--url", f"ws://127.0.0.1:{gw_port}{MEDIA_PATHS[args.carrier]}",
                  "--calls", str(share), "--first", str(i * 100_000), "--ramp", str(args.ramp / processes),
-                 "--duration", str(window[1] - start + 1.0), "--window", str(window[0]), str(window[1]),
+                 "--duration", str(window[1] - start + linger), "--window", str(window[0]), str(window[1]),
                  "--carrier", args.carrier, "--twilio-token", twilio_token, "--signing-key", signing_key,
-                 "--asterisk-user", "bench", "--asterisk-password", asterisk_password, "--out", str(out)],
-                cwd=ROOT, stdout=open(logs / f"loadgen-{i}.log", "wb"), stderr=subprocess.STDOUT))
+                 "--asterisk-user", "bench", "--asterisk-password", asterisk_password, "--out", str(out), *talk],
+                cwd=ROOT, env={**os.environ, "PYTHONPATH": pythonpath},
+                stdout=open(logs / f"loadgen-{i}.log", "wb"), stderr=subprocess.STDOUT))
         await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
         await fetch(f"http://127.0.0.1:{vl_port}/bench/reset", "POST")
         metrics0 = await fetch(f"http://127.0.0.1:{gw_port}/metrics")
         harness = [vl.pid, *(p.pid for p in loadgens)]
         cpu0, t0 = cpu_seconds(process_tree(gw.pid)), time.monotonic()
-        harness0 = sum(cpu_seconds(harness))
+        harness0, busy0 = sum(cpu_seconds(harness)), machine_busy_seconds()
         await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
         cpu1, t1 = cpu_seconds(process_tree(gw.pid)), time.monotonic()
-        harness1 = sum(cpu_seconds(harness))
+        harness1, busy1 = sum(cpu_seconds(harness)), machine_busy_seconds()
         rss = rss_kib(process_tree(gw.pid))
         metrics1 = await fetch(f"http://127.0.0.1:{gw_port}/metrics")
         vl_stats = json.loads(await fetch(f"http://127.0.0.1:{vl_port}/bench/stats"))
@@ -227,7 +252,16 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
     lag99 = quantile_from(histogram(metrics0, "gateway_event_loop_lag_seconds"),
                           histogram(metrics1, "gateway_event_loop_lag_seconds"), 0.99)
     caller = vl_stats["caller_delay_ms"]
+    extra: dict[str, Any] = {}
+    if latency:
+        from bench.latency import summarize
+
+        extra = {"latency": summarize(generated), "silence_duration_ms": vl_stats.get("silence_duration_ms", []),
+                 "stand_in_turns": vl_stats.get("turns"), "stand_in_answers": vl_stats.get("answers"),
+                 # the machine's 1-minute load average after the window: others' work on the same cores
+                 "load_average_1m": round(os.getloadavg()[0], 2)}
     return {
+        "scenario": args.scenario,
         "carrier": args.carrier,
         "calls": calls,
         "connected": connected,
@@ -249,22 +283,32 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
         "core_percent_total": round(cpu / window_s * 100, 1),
         # the load generators and the benchmark Voice Live on the same machine
         "harness_core_percent": round((harness1 - harness0) / window_s * 100, 1),
+        # everything else the machine ran meanwhile (other work sharing the cores), by /proc/stat
+        "others_core_percent": round(max(0.0, busy1 - busy0 - cpu - (harness1 - harness0)) / window_s * 100, 1),
         "rss_kib_per_call": round((rss - base_rss) / connected, 1) if connected else None,
         "rss_kib": rss,
         "loop_lag_p99_ms": None if lag99 is None else lag99 * 1000,
         "loadgen_late_ticks": sum(g["late_ticks"] for g in generated),
         "errors": sum(g["error_count"] for g in generated),
         "error_samples": [e for g in generated for e in g["errors"]][:5],
+        **extra,
     }
 
 
 def machine_bound(step: dict[str, Any]) -> bool:
-    """The machine, not the gateway, ran out: every core busy with the gateway and the harness."""
+    """The machine, not the gateway, ran out: every core busy with the gateway, the harness and
+    whatever else the machine ran."""
     cores = os.cpu_count() or 1
-    return step["core_percent_total"] + step["harness_core_percent"] >= 90 * cores
+    return (step["core_percent_total"] + step["harness_core_percent"] + step.get("others_core_percent", 0.0)
+            >= 90 * cores)
 
 
 def passes(step: dict[str, Any]) -> bool:
+    if step.get("scenario") == "latency":
+        # every call up and every measured turn answered by its own reply (no figure is a target)
+        lat = step["latency"]
+        return (step["connected"] == step["calls"] and not step["errors"] and lat["turns_measured"] > 0
+                and not lat["turns_unanswered"] and not lat["turns_unmatched"])
     p99 = step["caller_delay_ms"]["p99"]
     return (step["connected"] == step["calls"] and not step["caller_frames_lost"]
             and not step["caller_frames_reordered"] and p99 is not None and p99 <= TARGET_P99_MS
@@ -285,11 +329,24 @@ async def main_async(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     steps = []
+    if args.reply_ms is None:
+        args.reply_ms = 800 if args.scenario == "latency" else 2000
     for calls in [int(c) for c in args.calls.split(",")]:
         step = await run_step(calls, args, out / "logs")
         step["passes"] = passes(step)
         step["machine_bound"] = machine_bound(step)
         steps.append(step)
+        if args.scenario == "latency":
+            lat = step["latency"]
+            print(f"{calls:5d} calls: {lat['turns_measured']} turns ({lat['turns_unanswered']} unanswered), "
+                  + ", ".join(f"{label} p50/p95/p99 {lat[key]['p50']}/{lat[key]['p95']}/{lat[key]['p99']} ms"
+                              for label, key in (("end to end", "end_to_end_ms"), ("stand-in", "stand_in_ms"),
+                                                 ("gateway", "gateway_ms")))
+                  + f", gateway {step['core_percent_total']} % + harness {step['harness_core_percent']} % + other "
+                  f"work {step['others_core_percent']} % of a core"
+                  f"{'' if step['passes'] else ', NOT every turn answered'}"
+                  f"{' (machine saturated)' if step['machine_bound'] else ''}", flush=True)
+            continue
         print(f"{calls:5d} calls: caller p99 {step['caller_delay_ms']['p99']} ms, bot p99 "
               f"{step['bot_delay_ms']['p99']} ms, lost {step['caller_frames_lost']}, "
               f"{step['core_percent_per_call']} % core/call, {step['rss_kib_per_call']} KiB/call, "
@@ -299,6 +356,8 @@ async def main_async(args: argparse.Namespace) -> int:
               f"{' (machine saturated)' if step['machine_bound'] else ''}", flush=True)
         if not step["passes"] and args.stop_at_failure:
             break
+    if args.scenario == "latency":
+        return write_latency(steps, args, out)
     held = max((s["calls"] for s in steps if s["passes"]), default=0)
     result = {"machine": machine(), "workers": args.workers, "target_p99_ms": TARGET_P99_MS,
               "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
@@ -317,6 +376,22 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_latency(steps: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> int:
+    from bench.latency import markdown
+
+    result = {"scenario": "latency", "machine": machine(), "workers": args.workers,
+              "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "steps": steps}
+    name = args.name or f"latency-workers-{args.workers}"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    if not args.no_plot:
+        (out / f"{name}.md").write_text(markdown(result), encoding="utf-8")
+    answered = all(s["passes"] for s in steps)
+    print(f"{name}: gateway's share p99 "
+          + ", ".join(f"{s['latency']['gateway_ms']['p99']} ms at {s['calls']} calls" for s in steps)
+          + ("" if answered else " (some turns unanswered: see the steps)"))
+    return 0 if answered else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", default="50,100,200,400", help="comma-separated numbers of concurrent calls")
@@ -329,7 +404,16 @@ def main() -> int:
     parser.add_argument("--ramp", type=float, default=50.0, help="calls opened per second")
     parser.add_argument("--per-loadgen", type=int, default=200, help="calls per load generator process")
     parser.add_argument("--reply-every", type=float, default=4.0)
-    parser.add_argument("--reply-ms", type=int, default=2000)
+    parser.add_argument("--scenario", choices=("capacity", "latency"), default="capacity",
+                        help="capacity: every call streams and gets scripted replies (default); latency: the "
+                        "calls talk in turns and each turn's end-to-end latency is measured")
+    parser.add_argument("--reply-ms", type=int, default=None,
+                        help="length of each reply (default: 2000, with --scenario latency 800)")
+    parser.add_argument("--speech-ms", type=int, default=600, help="latency: each turn's speech")
+    parser.add_argument("--gap-ms", type=int, default=400,
+                        help="latency: pause after the reply has played (at random, up to twice this)")
+    parser.add_argument("--response-delay-ms", type=int, default=200,
+                        help="latency: the stand-in answers this long after the caller's turn ended")
     parser.add_argument("--barge-in-every", type=int, default=3)
     parser.add_argument("--stop-at-failure", action="store_true", help="stop the sweep at the first step over target")
     parser.add_argument("--name", default=None, help="result file name (default: workers-N)")

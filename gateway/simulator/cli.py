@@ -82,6 +82,10 @@ def register_cli(subparsers: Any) -> None:
     bench.add_argument("--reply-ms", type=int, default=2000, help="length of each reply")
     bench.add_argument("--barge-in-every", type=int, default=3, metavar="N",
                        help="interrupt every Nth reply (0: never)")
+    bench.add_argument("--turns", action="store_true",
+                       help="answer the caller's turns instead of replying every S seconds: a lean energy "
+                       "VAD ends a turn after the session's silence_duration_ms, and the reply follows "
+                       "--response-delay-ms later (the end-to-end latency run)")
     p.set_defaults(func=_run_cli)
 
 
@@ -90,8 +94,13 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     from gateway.simulator.bench import BenchSettings, create_bench_app
 
-    settings = BenchSettings(reply_every_s=args.reply_every, reply_ms=args.reply_ms,
-                             barge_in_every=args.barge_in_every, speed=args.audio_speed)
+    try:
+        settings = BenchSettings(reply_every_s=args.reply_every, reply_ms=args.reply_ms,
+                                 barge_in_every=args.barge_in_every, speed=args.audio_speed,
+                                 turns=args.turns, response_delay_ms=args.response_delay_ms)
+    except ValueError as exc:
+        _log().error("benchmark settings are invalid", error=str(exc))
+        return 2
     _log().info("benchmark Voice Live listening", host=args.host, port=args.port)
     try:
         import uvloop

@@ -1,14 +1,22 @@
-"""A smoke run of the capacity benchmark: the harness keeps working (its figures are not asserted;
-timings belong to the benchmark, not to pass/fail tests)."""
+"""Smoke runs of the benchmark: the harness keeps working (its timings are not asserted: they belong
+to the benchmark, not to pass/fail tests; how the latency run splits a turn is)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bench.latency import FIELDS, TONE_FRAME
 from bench.report import markdown
+from gateway.simulator.bench import CALLER_MAGIC, MARKER, BenchSettings, create_bench_app, read_turn_marker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,3 +39,79 @@ def test_a_tiny_benchmark_run_measures_every_figure(tmp_path: Path) -> None:
     assert "3 calls held within" in done.stdout or "0 calls held within" in done.stdout
     report = markdown(result, None)
     assert "| 3" in report and "Most calls held" in report
+
+
+async def test_the_turns_stand_in_answers_a_turn_and_stamps_what_it_held() -> None:
+    """``gateway simulator --bench --turns`` over a real socket: loud frames, then the session's
+    silence_duration_ms of quiet ones, get speech_started, speech_stopped, committed and a reply
+    whose first block names the caller's last loud frame and the frame that ended the turn."""
+    bench = BenchSettings(turns=True, response_delay_ms=40, reply_ms=480, delta_ms=240, speed=100)
+    runner = web.AppRunner(create_bench_app(bench))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                f"http://127.0.0.1:{port}/voice-live/realtime") as ws:
+            assert json.loads(await ws.receive_str())["type"] == "session.created"
+            turn_detection = {"type": "server_vad", "silence_duration_ms": 100}
+            await ws.send_str(json.dumps({"type": "session.update", "session": {
+                "input_audio_format": "g711_ulaw", "turn_detection": turn_detection}}))
+            assert json.loads(await ws.receive_str())["type"] == "session.updated"
+            sent = {}
+            for seq in range(13):  # 8 loud frames (160 ms), then 5 quiet ones (100 ms)
+                sent[seq] = 1000.0 + seq
+                frame = MARKER.pack(CALLER_MAGIC, 42, seq, sent[seq]) + (
+                    TONE_FRAME[MARKER.size:] if seq < 8 else b"\xff" * (160 - MARKER.size))
+                # compact, as the gateway writes it (what the lean stand-in reads)
+                await ws.send_str(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(
+                    frame).decode()}, separators=(",", ":")))
+            events: list[dict[str, Any]] = []
+            while not events or events[-1]["type"] != "response.done":
+                events.append(json.loads(await ws.receive_str(timeout=10)))
+    finally:
+        await runner.cleanup()
+    kinds = [e["type"] for e in events]
+    assert kinds == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                     "input_audio_buffer.committed", "response.created", "response.audio.delta",
+                     "response.audio.delta", "response.done"]
+    assert events[-1]["response"]["status"] == "completed"
+    first = read_turn_marker(events[4]["delta"])
+    assert first is not None
+    call, last_loud, ending_sent, arrived, answered = first
+    assert (call, last_loud, ending_sent) == (42, 7, sent[12])  # the 5th quiet frame ended the turn
+    assert answered - arrived >= 0.04  # it held the turn for its response delay, at least
+    assert read_turn_marker(events[5]["delta"]) is None  # only a reply's first block carries it
+    assert len(base64.b64decode(events[4]["delta"])) == 1920
+
+
+def test_a_tiny_latency_run_splits_each_turn(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--scenario", "latency", "--calls", "2",
+         "--warmup", "2", "--measure", "3", "--speech-ms", "200", "--gap-ms", "100", "--reply-ms", "240",
+         "--response-delay-ms", "50", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "latency-workers-1.json").read_text())
+    (step,) = result["steps"]
+    assert step["connected"] == 2 and step["errors"] == 0 and step["passes"]
+    lat = step["latency"]
+    assert lat["turns_measured"] >= 2 and lat["turns_unanswered"] == 0 and lat["turns_unmatched"] == 0
+    assert step["silence_duration_ms"] == [500]  # the bench profile's, read by the stand-in
+    rows = [row for g in (tmp_path / "logs" / "step-2").glob("loadgen-*.json")
+            for row in json.loads(g.read_text())["turns"]]
+    assert len(rows) == lat["turns_measured"]
+    for row in rows:
+        f = dict(zip(FIELDS, row, strict=True))
+        assert 0 <= f["gateway"] <= f["end_to_end"]
+        assert f["gateway"] == pytest.approx(f["gateway_in"] + f["gateway_out"], abs=0.01)
+        assert f["held"] >= 49  # its response delay (uvloop's timers are 1 ms grained)
+        # the 500 ms of silence less the frame that completes it (the phone's clock may jitter)
+        assert 470 < f["vad_wait"] < 600
+        assert f["stand_in"] == pytest.approx(f["vad_wait"] + f["held"], abs=0.01)
+        assert f["stand_in"] < f["end_to_end"]
+    assert 0 <= lat["gateway_ms"]["p99"] <= lat["end_to_end_ms"]["p99"]
+    report = (tmp_path / "latency-workers-1.md").read_text()
+    assert "| 2 |" in report and "gateway's share" in report
+    assert "gateway's share p99" in done.stdout
