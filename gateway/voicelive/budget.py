@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -267,14 +267,16 @@ _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
 
 def _masked(url: str) -> str:
-    """``url`` without its password (for log lines and errors)."""
+    """``url`` without its password, in the user part or the query (for log lines and errors)."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rpartition("@")[2]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+        if parts.password is not None:
+            netloc = parts.netloc.rpartition("@")[2]
+            parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+        if parts.query:
+            query = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, True)]
+            parts = parts._replace(query=urlencode(query, safe="*"))
+        return urlunsplit(parts)
     except ValueError:
         return "<unparsable Redis URL>"
 
@@ -328,7 +330,8 @@ class RedisBudget:
         self._retry_at = 0.0
         self._members = (f"{os.getpid()}:{os.urandom(6).hex()}:{n}" for n in itertools.count())
         self._address = _masked(url)
-        register_secret(_password(url))
+        for password in _passwords(url):
+            register_secret(password)
         try:
             pool = BlockingConnectionPool.from_url(
                 url,
@@ -439,11 +442,14 @@ class RedisBudget:
         await self._redis.aclose()
 
 
-def _password(url: str) -> str | None:
+def _passwords(url: str) -> list[str]:
+    """The passwords ``url`` gives Redis, as redis-py reads them (percent-decoded; user part or query)."""
     try:
-        return urlsplit(url).password
+        parts = urlsplit(url)
+        found = [unquote(parts.password)] if parts.password else []
+        return found + [v for k, v in parse_qsl(parts.query) if k.lower() == "password" and v]
     except ValueError:
-        return None
+        return []
 
 
 def _check_limit(what: str, limit: object) -> None:

@@ -242,6 +242,18 @@ def test_a_bad_redis_url_is_refused_without_its_password() -> None:
     assert "user:***@redis.example:6379" in str(info.value)
 
 
+def test_a_redis_password_in_the_query_string_is_masked_and_registered() -> None:
+    # redis-py takes the password from the query string too: the address logged must not carry it,
+    # and the scrubber must know it (and the password of the user part, decoded as redis-py uses it)
+    from gateway.log import scrub_text
+
+    budget = RedisBudget("redis://redis.example:6379/0?password=query-secret-1&db=0", {"r": 30}, {"r": 15})
+    assert "query-secret-1" not in budget._address and "redis.example:6379" in budget._address
+    assert "query-secret-1" not in scrub_text("url: redis://h/?password=query-secret-1")
+    budget = RedisBudget("redis://user:p%40ss-secret-2@redis.example:6379/0", {"r": 30}, {"r": 15})
+    assert "p@ss-secret-2" not in scrub_text("AUTH failed for p@ss-secret-2")
+
+
 @pytest.mark.parametrize("option", ["connect_timeout_s", "timeout_s", "retry_s"])
 def test_redis_budget_timeouts_must_be_positive(option: str) -> None:
     with pytest.raises(ValueError, match=option):
