@@ -152,13 +152,15 @@ class ResourcePool:
                 try:
                     connection = await resource.connector.connect(profile)
                 except VoiceLiveConnectError as exc:
-                    failure = exc
                     metrics.VOICELIVE_CONNECTS.inc(resource.name, purpose, metrics.status_label(exc.status))
-                    if exc.status == 429:
+                    if exc.status == 429:  # out of budget at the service: passed over like an empty budget
                         seconds = min(MAX_BACKOFF_S, exc.retry_after_s or DEFAULT_BACKOFF_S)
                         await self.budget.backoff(resource.name, seconds)
                         log.warning("Voice Live resource is throttling new sessions: backing off",
                                     resource=resource.name, seconds=seconds)
+                        retry = min(retry, seconds)
+                    else:
+                        failure = exc
                     continue  # the next resource, if any
                 metrics.VOICELIVE_CONNECT.observe(time.perf_counter() - started, carrier)
                 metrics.VOICELIVE_CONNECTS.inc(resource.name, purpose, "ok")

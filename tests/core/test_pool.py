@@ -110,6 +110,27 @@ async def test_a_429_backs_the_resource_off_and_the_next_one_is_used() -> None:
     assert pool.budget.remaining("east") == 0  # (on back-off: nothing to take)
 
 
+async def test_a_429_on_the_last_resource_is_no_budget_and_the_call_may_wait_it_out() -> None:
+    # a resource throttling new sessions has no budget: the call gets the busy path (or waits for the
+    # back-off within its wait), not a failed connect
+    pool, connectors, config = make_pool()
+    profile = config.profiles["west_only"]
+    connectors["west"].status, connectors["west"].retry_after = 429, 30.0
+    with pytest.raises(NoBudget) as refused:
+        await pool.connect(profile)
+    assert 29 < refused.value.retry_after_s <= 30
+    pool, connectors, config = make_pool()
+    connectors["west"].status, connectors["west"].retry_after = 429, 0.05
+    waits: list[str] = []
+
+    async def waiting() -> None:
+        waits.append("hold")
+        connectors["west"].status = None  # the service takes sessions again once the back-off ends
+
+    assert (await pool.connect(profile, wait_s=2.0, waiting=waiting)).resource == "west"  # type: ignore[attr-defined]
+    assert waits == ["hold"] and connectors["west"].opened == 1
+
+
 async def test_a_refusal_other_than_429_is_the_callers_to_retry() -> None:
     pool, connectors, config = make_pool()
     connectors["east"].status = connectors["west"].status = 503
