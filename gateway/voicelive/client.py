@@ -146,6 +146,15 @@ class VoiceLiveConnection(ClientConnection):
         return True
 
 
+class _Connect(connect):
+    """websockets' ``connect`` without following redirects: a redirect would open a socket the
+    connection budget never counted, and websockets keeps the ``api-key`` header across origins.
+    A 3xx is a refusal like any other status."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
 class VoiceLiveConnectError(Exception):
     """The realtime session could not be opened. ``status`` is the HTTP status when there was one, and
     ``retry_after_s`` what the service's Retry-After said (None: it said nothing usable)."""
@@ -234,7 +243,7 @@ class VoiceLiveConnector:
         except Exception as exc:
             raise VoiceLiveConnectError(f"could not get an Entra ID token: {type(exc).__name__}") from None
         try:
-            connection = await connect(
+            connection = await _Connect(
                 url,
                 create_connection=VoiceLiveConnection,
                 additional_headers=headers,

@@ -85,3 +85,24 @@ async def test_loopback_endpoint_without_key_sends_no_credentials(handshake_serv
     await ws.close()
     headers = {k.lower() for k in seen[0]["headers"]}
     assert "authorization" not in headers and "api-key" not in headers
+
+
+async def test_a_redirect_is_not_followed(handshake_server) -> None:
+    # a redirect would open a second socket the connection budget never counted, and take the
+    # api-key header (which websockets keeps across origins) to whatever host it names
+    other, seen, _ = handshake_server
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(other.replace("http://", "ws://", 1) + request.path_qs)
+
+    app = web.Application()
+    app.router.add_get("/voice-live/realtime", redirect)
+    runner, endpoint = await serve(app)
+    try:
+        config = parse_config(CONFIG, env={"EP": endpoint, "KEY": "secret-key-123"})
+        with pytest.raises(VoiceLiveConnectError) as err:
+            await VoiceLiveConnector(config.voicelive).connect(config.profiles["p"])
+    finally:
+        await runner.cleanup()
+    assert err.value.status == 302
+    assert seen == []  # the other host was never asked, and never saw the key
