@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import time
 from pathlib import Path
 
@@ -37,6 +38,9 @@ STATE_DIR_ENV = "GATEWAY_STATE_DIR"
 KEY_PREFIX = "gateway:failed:"
 MAX_LOCAL = 10_000  # notes kept in the process (the oldest go first)
 REDIS_TIMEOUT_S = 0.5
+
+
+_NOTE_FILE = re.compile(r"[0-9a-f]{32}(\.[0-9]+\.tmp)?")
 
 
 def _file_name(call_id: str) -> str:
@@ -104,6 +108,8 @@ class FailedCalls:
         temporary.replace(path)
         now = time.time()  # prune what has expired (a few files at most per minute of failures)
         for old in self._dir.iterdir():
+            if not _NOTE_FILE.fullmatch(old.name):  # only the notes (and their temporary files) are ours
+                continue
             try:
                 if now - old.stat().st_mtime > FAILED_CALL_TTL_S:
                     old.unlink()
