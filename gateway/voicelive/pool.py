@@ -77,6 +77,12 @@ def build_budget(settings: VoiceLiveSettings, workers: int, redis_url: str | Non
     static = shares(resources, workers, settings.replicas)
     if redis_url:
         return RedisBudget(redis_url, {r.name: r.connections_per_minute for r in resources}, static)
+    processes = workers * settings.replicas
+    for r in resources:
+        if r.connections_per_minute < processes:  # each still opens one a minute: more than the resource allows
+            log.warning("a Voice Live resource's budget is smaller than the processes sharing it: together they "
+                        "may open more connections per minute than it allows (set GATEWAY_REDIS_URL to share it)",
+                        resource=r.name, connections_per_minute=r.connections_per_minute, processes=processes)
     return LocalBudget(static)
 
 

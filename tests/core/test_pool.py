@@ -178,6 +178,23 @@ def test_each_worker_takes_its_share_of_each_budget() -> None:
     assert isinstance(budget, LocalBudget) and budget.remaining("east") == 15
 
 
+async def test_shares_rounded_up_to_one_connect_say_they_overspend_the_budget() -> None:
+    from structlog.testing import capture_logs
+
+    config = parse_config(CONFIG.format(strategy="ordered", east=30, west=7))
+    with capture_logs() as logs:
+        build_budget(config.voicelive, 2, None)  # 15 and 3 each: within both budgets
+    assert not [line for line in logs if line["log_level"] == "warning"]
+    with capture_logs() as logs:
+        build_budget(config.voicelive, 8, None)  # west: 8 workers at 1 a minute each, for a budget of 7
+    (line,) = [line for line in logs if line["log_level"] == "warning"]
+    assert line["resource"] == "west" and line["connections_per_minute"] == 7 and line["processes"] == 8
+    with capture_logs() as logs:
+        shared = build_budget(config.voicelive, 8, "redis://127.0.0.1:1")  # shared through Redis: no static shares
+    await shared.close()
+    assert not [line for line in logs if line["log_level"] == "warning"]
+
+
 def test_one_endpoint_is_one_resource_with_its_budget() -> None:
     config = parse_config("""
 voicelive: {endpoint: "https://one.example.com", connections_per_minute: 12}
