@@ -526,7 +526,9 @@ class CallBridge:
                     self.wire.renewal_deferred(self._now())
                     await self._flush()
                 return
-            if self.call.ended or old.state is not State.OPEN:  # the call, or the old session, ended meanwhile
+            if self.call.ended or self.call.state == CallState.CLOSING or old.state is not State.OPEN:
+                # the call, or the old session, ended meanwhile; or the call is closing on what the old
+                # session says (a goodbye, which closing it would cut short)
                 await fresh.close()
                 return
             self._renewed = fresh
