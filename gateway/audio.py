@@ -6,6 +6,8 @@ Nothing here runs per forwarded frame except :func:`is_base64`, :func:`b64_len` 
 
 from __future__ import annotations
 
+import base64
+import functools
 import re
 import struct
 import warnings
@@ -266,6 +268,22 @@ ASSETS = Path(__file__).with_name("assets")
 HOLD_BEEP_MS = 150  # the hold tone: a soft beep of this long ...
 HOLD_PERIOD_MS = 2000  # ... at the start of every period
 HOLD_LEVEL = 0.06  # about -24 dBFS: heard, never startling
+
+
+APOLOGY_FRAME_MS = 20
+
+
+@functools.lru_cache(maxsize=8)
+def apology_clip(fmt: AudioFormat, path: str | None = None) -> str:
+    """The shipped apology ("Sorry, we cannot take your call right now...") in ``fmt``, base64, padded
+    to whole 20 ms frames: what a leg that cannot speak text plays when the gateway fails the call."""
+    wav = read_wav(path or ASSETS / "apology.wav")
+    pcm = resample(wav.mono, wav.rate, fmt.sample_rate).astype("<i2").tobytes()
+    encoded = encode_pcm16(fmt, pcm)
+    frame = fmt.bytes_per_ms * APOLOGY_FRAME_MS
+    silence = encode_pcm16(fmt, bytes(2 * (fmt.sample_rate // 1000) * APOLOGY_FRAME_MS))[:1]
+    encoded += silence * (-len(encoded) % frame)
+    return base64.b64encode(encoded).decode()
 
 
 def encode_pcm16(fmt: AudioFormat, pcm: bytes) -> bytes:

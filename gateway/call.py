@@ -164,7 +164,7 @@ class Call:
     reconnect_budget_ms: float = 0.0  # a dropped session is reopened for at most this long (0: never)
     renew_before_ms: float = 120_000.0  # renew the session this long before it expires
     renew_spread_ms: float = 0.0  # and up to this much earlier, by call (renewals of calls begun together spread)
-    fallback_audio: str | None = None  # an apology in the leg's format, played (paced legs) when all fails
+    fallback_audio: str | None = None  # an apology in the leg's format, played when all fails (no text to speech)
     can_transfer: bool = False  # the phone leg can hand the caller over to another number
     can_send_dtmf: bool = False  # the phone leg can press keys towards the caller
     direction: str = "inbound"  # "outbound": the gateway placed the call
@@ -647,7 +647,7 @@ class Call:
             return
         self._connected = False
         self.log.error("ending the call: Voice Live is not available", reason=reason)
-        if self.paced and self.fallback_audio and self.state != CallState.CLOSING:
+        if self.fallback_audio and self.state != CallState.CLOSING:
             self.playout.flush(now)
             self._queue_audio(self.fallback_audio, None, None, now)
             self._close_after_playout(reason, now)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audio import G711_ULAW, PCM16_16K
+from gateway.audio import G711_ULAW, PCM16_16K, apology_clip
 from gateway.call import CLEAR, Call, Hangup, PlayAudio, SendMark
 from gateway.carriers.asterisk import codec
 from gateway.carriers.asterisk.auth import basic_header, check_authorization
@@ -401,11 +401,13 @@ def test_a_recording_is_rebuilt_with_marks_or_paced_as_it_was_made() -> None:
     mark_out = {"t": 50.0, "leg": "phone", "dir": "out", "msg": "MARK_MEDIA 1"}
     header = {"call_id": "1761245643.1", "audio_format": "g711_ulaw"}
     marked = carrier.replay_start(header, [start, audio_out, mark_out])
-    assert marked.options == {"late_acks": True} and marked.index == 0 and marked.started_at == 1.0
+    apology = apology_clip(G711_ULAW)  # what the live call played if the gateway failed it
+    assert marked.options == {"late_acks": True, "fallback_audio": apology}
+    assert marked.index == 0 and marked.started_at == 1.0
     assert (marked.call_id, marked.stream_id) == ("1761245643.1", "media_connection1")
     paced = carrier.replay_start(header, [{"t": 0.5, "leg": "phone", "dir": "in", "binary": _b64(b"\xff")},
                                           start, audio_out])
-    assert paced.options == {"paced": True, "piece_ms": 20} and paced.index == 1
+    assert paced.options == {"paced": True, "piece_ms": 20, "fallback_audio": apology} and paced.index == 1
     with pytest.raises(ReplayError):
         carrier.replay_start(header, [{"t": 0.5, "leg": "phone", "dir": "in", "msg": "MEDIA_XON"}])
 

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.app import create_app
-from gateway.audio import ASSETS, load_ulaw_8k
+from gateway.audio import ASSETS, G711_ULAW, load_ulaw_8k
 from gateway.bridge import CONTEXT
 from gateway.carriers.asterisk.auth import basic_header
 from gateway.carriers.asterisk.phone import AsteriskCallReport, place_asterisk_call
@@ -491,3 +491,16 @@ def test_cli_asterisk_errors_are_one_line(argv: tuple[str, ...], message: str, c
     err = capsys.readouterr().err
     assert err.startswith("gateway call: ") and message in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+async def test_a_call_that_finds_no_voice_live_connection_hears_the_apology_then_a_hang_up(rig: Rig) -> None:
+    from gateway.audio import apology_clip
+    from gateway.voicelive.budget import LocalBudget
+
+    rig.app[CONTEXT].pool.budget = LocalBudget({"default": 1})
+    await rig.call([Silence(500), Hangup()])  # spends this minute's one connect
+    report = await rig.call([Silence(8_000), Hangup()])
+    await rig.all_calls_finished()
+    assert report.closed_by == "gateway" and report.duration_ms < 7_000
+    assert _heard(report) == base64.b64decode(apology_clip(G711_ULAW))  # (no text to speech here: the clip)
+    assert len(rig.sim.state.sessions) == 1

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from gateway.audio import FORMATS, G711_ULAW
+from gateway.audio import FORMATS, G711_ULAW, apology_clip
 from gateway.carriers.asterisk import codec
 from gateway.carriers.asterisk import outbound as placed
 from gateway.carriers.asterisk.routes import PACED_PIECE_MS, asterisk_media
@@ -72,6 +72,7 @@ class AsteriskCarrier(Carrier):
                     paced = audio_out and not any(isinstance(m, str) and _is_mark(m) for m in sent)
                     options: dict[str, Any] = ({"paced": True, "piece_ms": PACED_PIECE_MS} if paced
                                                else {"late_acks": True})
+                    options["fallback_audio"] = apology_clip(audio)
                     call_id = str(header.get("call_id") or event.channel_id or event.connection_id)
                     return ReplayStart(index, codec.AsteriskLeg(event), call_id, event.connection_id, audio,
                                        started_at=rec["t"], options=options)

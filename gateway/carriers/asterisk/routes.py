@@ -25,6 +25,7 @@ import uuid
 from aiohttp import WSMsgType, web
 
 from gateway import metrics
+from gateway.audio import apology_clip
 from gateway.bridge import CONTEXT, MAX_PHONE_MESSAGE, GatewayContext, log, now_ms, rejected
 from gateway.call import Call
 from gateway.carriers.asterisk import codec
@@ -203,6 +204,7 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0], audio=audio,
                     observer=ctx.observer_for(call_id, "asterisk"), log=call_log, paced=paced,
                     piece_ms=PACED_PIECE_MS if paced else PIECE_MS, late_acks=not paced,  # (a flush drops its marks)
+                    fallback_audio=apology_clip(audio),  # heard when the gateway fails the call (no budget...)
                     **ctx.call_options(call_id if placed is not None else None), caller=caller, called=called)
         recorder = ctx.open_recorder("asterisk", call)
         if recorder is not None:
