@@ -10,6 +10,7 @@ side ends, the others are cancelled and both sockets are closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -46,6 +47,7 @@ log = get_logger("gateway.bridge")
 
 MAX_PHONE_MESSAGE = 1 << 20
 RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+RENEWAL_QUIET_WAIT_S = 30.0  # a renewal's fresh session waits this long at most for a quiet moment
 PHONE_WRITE_LIMIT = 1 << 16  # bytes waiting in the phone socket before writes go through aiohttp
 # Ends that came from the caller's side: nothing to hang up, the socket closes normally.
 CALLER_ENDS = ("caller_hung_up", "phone_socket_closed")
@@ -310,6 +312,7 @@ class CallBridge:
         self.voicelive: VoiceLiveConnection | None = None
         self._renewing: asyncio.Task[None] | None = None  # opening the session that replaces this one
         self._renewed: VoiceLiveConnection | None = None  # opened by a renewal, for the pump to take
+        self._quiet = asyncio.Event()  # a renewal waiting to switch sessions: set at a quiet moment
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._clock_wake = asyncio.Event()
         self._clock_due: float | None = None
@@ -354,6 +357,8 @@ class CallBridge:
                 self._phone_lost()
         self._wake_clock()
         self._check_backlog()
+        if self._renewed is not None and self.call.quiet(self._now()):
+            self._quiet.set()
         for run in wire.take_tools():
             task = asyncio.create_task(self._run_tool(run), name=f"tool-{self.call.call_id}-{run.name}")
             self._tool_tasks.add(task)
@@ -532,6 +537,21 @@ class CallBridge:
                 await fresh.close()
                 return
             self._renewed = fresh
+            # the switch waits for a quiet moment (the fresh session may have taken seconds to open),
+            # and happens anyway after RENEWAL_QUIET_WAIT_S: the old session nears its end
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + RENEWAL_QUIET_WAIT_S
+            while not self.call.quiet(self._now()) and loop.time() < give_up:
+                self._quiet.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._quiet.wait(), give_up - loop.time())
+                if self.call.ended or self.call.state == CallState.CLOSING:
+                    if self._renewed is fresh:
+                        self._renewed = None
+                        await fresh.close()
+                    return
+                if self._renewed is not fresh:  # the old session dropped meanwhile: the fresh one took over
+                    return
             await old.close()
         finally:
             self._renewing = None

@@ -721,11 +721,15 @@ class Call:
         self.sessions.defer(now)
         self.log.info("session renewal deferred: no Voice Live connection to spare now")
 
+    def quiet(self, now: float) -> bool:
+        """A quiet moment: nothing under way that a change of Voice Live session would cut (no response,
+        no caller speech, no tool running, nothing playing)."""
+        return (self.state == CallState.READY and self.active_response is None and not self._caller_speaking
+                and not self._tools.running and not self.playout.playing(now))
+
     def _maybe_renew(self, now: float) -> None:
         """At a quiet moment past the renewal time, ask the shell for a fresh session."""
-        if (not self.sessions.renewal_due(now) or self.state != CallState.READY
-                or self.active_response is not None or self._caller_speaking
-                or self._tools.running or self.playout.playing(now)):
+        if not self.sessions.renewal_due(now) or not self.quiet(now):
             return
         self.sessions.renew()
         self.to_shell.append(RENEW_SESSION)

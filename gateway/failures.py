@@ -57,6 +57,7 @@ class FailedCalls:
         self._redis = Redis.from_url(redis_url, socket_connect_timeout=REDIS_TIMEOUT_S,
                                      socket_timeout=REDIS_TIMEOUT_S) if redis_url else None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._redis_down = False  # (one warning per outage, not one per call)
 
     @classmethod
     def from_environment(cls, redis_url: str | None) -> FailedCalls:
@@ -97,7 +98,9 @@ class FailedCalls:
             try:
                 await self._redis.set(KEY_PREFIX + call_id, message.encode(), ex=int(FAILED_CALL_TTL_S))
             except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("could not share a failed call's note through Redis", error=type(exc).__name__)
+                self._redis_failed("could not share a failed call's note through Redis", exc)
+            else:
+                self._redis_down = False
 
     def _write_file(self, call_id: str, message: str) -> None:
         assert self._dir is not None
@@ -142,11 +145,16 @@ class FailedCalls:
             try:
                 value = await self._redis.get(KEY_PREFIX + call_id)
             except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("could not read failed calls' notes from Redis", error=type(exc).__name__)
+                self._redis_failed("could not read failed calls' notes from Redis", exc)
                 return None
+            self._redis_down = False
             if value is not None:
                 return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         return None
+
+    def _redis_failed(self, event: str, exc: BaseException) -> None:
+        (log.debug if self._redis_down else log.warning)(event, error=type(exc).__name__)
+        self._redis_down = True
 
     async def settle(self) -> None:
         """Wait until the notes taken so far are shared (before the carrier is let ask for them)."""
