@@ -4,6 +4,7 @@ settings that are valid but will not do what they say with the rest of the confi
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.carriers.settings import CarrierSettings, carrier_sections
 from gateway.config.schema import (
@@ -55,7 +56,9 @@ def _budget_lines(config: GatewayConfig) -> list[str]:
         lines.append(f"Voice Live resources ({vl.strategy}):")
         for r in vl.resources:
             where = "built-in simulator" if r.endpoint == SIMULATOR else r.endpoint
-            auth = "api-key" if r.api_key is not None else "Microsoft Entra ID"
+            loopback = (urlsplit(r.endpoint).hostname or "").lower() in ("127.0.0.1", "localhost", "::1")
+            auth = "api-key" if r.api_key is not None else ("none (loopback)" if loopback or r.endpoint == SIMULATOR
+                                                            else "Microsoft Entra ID")
             region = f", region {r.region}" if r.region else ""
             lines.append(f"  {r.name}: {where}{region}, {r.connections_per_minute} new connections per minute, "
                          f"auth: {auth}")
@@ -64,7 +67,8 @@ def _budget_lines(config: GatewayConfig) -> list[str]:
     divided = f"the workers times {vl.replicas} replicas" if vl.replicas > 1 else "the workers"
     prewarm = {True: "on", False: "off", "auto": "on with one worker"}[vl.prewarm]
     lines.append(f"  each worker takes its share of each budget (divided by {divided}; one budget shared by all "
-                 f"through Redis when GATEWAY_REDIS_URL is set); renewals leave {vl.renewal_reserve} for new calls; "
+                 f"through Redis when GATEWAY_REDIS_URL is set); renewals leave {vl.renewal_reserve} "
+                 "(at most a third of a budget) for new calls; "
                  f"sessions opened when a call is announced: {prewarm}")
     return lines
 
