@@ -54,6 +54,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_route(request: web.Request) -> web.Response:
     """Prometheus exposition of the whole gateway (every worker's samples, with several)."""
+    ctx = request.app.get(CONTEXT)
+    if ctx is not None:
+        ctx.pool.refresh_gauges()  # (budgets free up with time, not only when a connect is taken)
     body, content_type = await asyncio.get_running_loop().run_in_executor(
         None, metrics.REGISTRY.exposition, request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})

@@ -185,6 +185,11 @@ class ResourcePool:
                 waiting = None
             await asyncio.sleep(retry)  # the moment a connect leaves the window (or a back-off ends)
 
+    def refresh_gauges(self) -> None:
+        """Each resource's remaining budget as this worker knows it now (for a scrape)."""
+        for resource in self.resources:
+            metrics.VOICELIVE_BUDGET.set(self.budget.remaining(resource.name), resource.name)
+
     async def close(self) -> None:
         for resource in self.resources:
             await resource.connector.close()
