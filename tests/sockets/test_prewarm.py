@@ -4,6 +4,8 @@ media socket, or closed unused; against a simulator that takes 800 ms to set a s
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -179,3 +181,25 @@ async def test_a_caller_who_hangs_up_while_the_session_opens_leaves_nothing_open
     assert _warm("wasted") - wasted == 1 and len(rig.ctx.warm) == 0
     await rig.ctx.warm.close()  # (waits for the sessions being closed)
     assert rig.sim.state.active == []
+
+
+async def test_a_call_that_took_its_session_does_not_keep_what_was_replayed(rig: Rig) -> None:
+    call_sid = new_sid("CA")
+    params = await rig.webhook(call_sid)
+    await asyncio.wait_for(rig.greeted.wait(), 10)  # the greeting's audio waits in the warm session
+    kept = weakref.ref(rig.ctx.warm._sessions[("twilio", call_sid)])
+    heard = asyncio.Event()
+
+    def seen(_t: float, kind: str, _fields: Any) -> None:
+        if kind == "bot_audio_start":
+            heard.set()
+
+    ws_url = rig.base.replace("http://", "ws://") + "/twilio/media"
+    call = asyncio.create_task(place_call(ws_url, [WaitForBot(heard_ms=300), Silence(1000), Hangup()], params=params,
+                                          call_sid=call_sid, auth_token=TWILIO_TOKEN, on_event=seen))
+    await asyncio.wait_for(heard.wait(), 10)  # the session was handed over
+    gc.collect()
+    assert list(rig.ctx.calls) == [call_sid]  # the call goes on, and no longer holds what it replayed
+    assert kept() is None
+    report = await call
+    assert report.played_bytes > 0
