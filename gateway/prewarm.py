@@ -219,6 +219,8 @@ class WarmSessions:
         """A claimed session that the call does not use: closed in the background, counted."""
         log.info("pre-warmed session not used", call_id=warm.call_id, reason=warm.failed or reason)
         metrics.WARM_SESSIONS.inc("failed" if warm.failed else reason)
+        if warm._expiry is not None:  # (its timer would hold it, and what it received, until it fires)
+            warm._expiry.cancel()
         self._close_later(warm)
 
     def _expire(self, key: tuple[str, str], warm: WarmSession) -> None:
