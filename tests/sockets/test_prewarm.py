@@ -8,6 +8,7 @@ import gc
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,8 +20,9 @@ from gateway.app import create_app
 from gateway.bridge import CONTEXT, GatewayContext
 from gateway.carriers.twilio.phone import new_sid, parse_twiml, place_call, twilio_signature
 from gateway.config import parse_config
+from gateway.replay import load_fixture, run
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
-from gateway.softphone import Hangup, Silence, WaitForBot
+from gateway.softphone import Dtmf, Hangup, Silence, WaitForBot
 from tests.sockets.loopback import serve
 
 SETUP_MS = 800
@@ -203,3 +205,37 @@ async def test_a_call_that_took_its_session_does_not_keep_what_was_replayed(rig:
     assert kept() is None
     report = await call
     assert report.played_bytes > 0
+
+
+@pytest.mark.parametrize("ready", [True, False], ids=["greeting-waiting", "still-opening"])
+async def test_a_call_that_took_its_session_records_a_fixture_that_replays(tmp_path: Path, ready: bool) -> None:
+    """What the warm session exchanged is in the call's recording as if it happened at the call's
+    start: the replay computes exactly what the live call sent (keys pressed and caller audio while
+    the session was handed over included)."""
+    greeted = asyncio.Event()
+
+    def observe(event: str, _fields: dict[str, Any]) -> None:
+        if event == "response.done":
+            greeted.set()
+
+    sim = await start_simulator(SimulatorSettings(setup_delay_ms=SETUP_MS, audio_speed=8.0, observer=observe))
+    config = parse_config(CONFIG + f"recording: {{directory: \"{tmp_path}\"}}\n",
+                          env={"EP": sim.endpoint, "TWILIO_TOKEN": TWILIO_TOKEN, "PREWARM": "true"})
+    app = create_app(config)
+    runner, base = await serve(app)
+    try:
+        rig = Rig(sim, app, base, greeted)
+        used = _warm("used")
+        call_sid = new_sid("CA")
+        params = await rig.webhook(call_sid)
+        if ready:
+            await asyncio.wait_for(greeted.wait(), 10)
+        report, _ = await rig.call(call_sid, params, [Dtmf("1"), Silence(1000 if ready else 1500), Hangup()])
+        await asyncio.wait_for(rig.ctx.wait_idle(), 10)
+    finally:
+        await runner.cleanup()
+        await sim.close()
+    assert report.played_bytes > 0 and _warm("used") - used == 1
+    (path,) = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
+    result = run(load_fixture(path))
+    assert result.ok, f"{result.mismatch}\n{result.problems}"
