@@ -104,8 +104,8 @@ class WarmSession:
             self.connection = await connect(self.profile, self.carrier)  # (timed and counted by the pool)
         except VoiceLiveConnectError as exc:
             self.failed = f"connect failed: {exc}"
-            metrics.VOICELIVE_FAILURES.inc(self.carrier, "no_budget" if isinstance(exc, NoBudget)
-                                           else metrics.status_label(exc.status))
+            if not isinstance(exc, NoBudget):  # (no budget: the call's own connect counts it, if it finds none)
+                metrics.VOICELIVE_FAILURES.inc(self.carrier, metrics.status_label(exc.status))
             return
         self._reading = asyncio.create_task(self._read(), name=f"warm-{self.call_id}")
 

@@ -8,9 +8,12 @@ import gc
 import weakref
 from typing import Any
 
+from gateway import metrics
 from gateway.audio import G711_ULAW
 from gateway.config import Profile, parse_config
 from gateway.prewarm import WarmSessions
+from gateway.voicelive.client import VoiceLiveConnectError
+from gateway.voicelive.pool import NoBudget
 
 PROFILE: Profile = parse_config("""
 voicelive: {endpoint: "wss://voicelive.invalid"}
@@ -56,3 +59,23 @@ async def test_a_discarded_session_is_not_kept_until_its_timeout() -> None:
     gc.collect()
     assert connections[0].closed
     assert kept() is None  # not held (with what it received) for the hour its timer had left
+
+
+async def test_a_session_that_found_no_budget_is_not_counted_as_a_failed_connect() -> None:
+    """The call's own connect counts it when it too finds none (once per call); a call whose profile
+    waits for budget may still get one. A connect Voice Live refused is a failed connect either way."""
+    refusals: list[VoiceLiveConnectError] = [NoBudget(12.0), VoiceLiveConnectError("refused (HTTP 503)", 503)]
+
+    async def connect(_profile: Profile, _carrier: str) -> Any:
+        raise refusals.pop(0)
+
+    sessions = WarmSessions(connect)
+    before = (metrics.VOICELIVE_FAILURES.value("acs", "no_budget"), metrics.VOICELIVE_FAILURES.value("acs", "503"))
+    for call_id in ("cc-1", "cc-2"):
+        assert sessions.start("acs", call_id, "main", PROFILE, G711_ULAW, timeout_s=3600.0)
+        warm = sessions.claim("acs", call_id)
+        assert warm is not None and await warm.take(1.0) is None and warm.failed
+        sessions.discard(warm, "failed")
+    await asyncio.gather(*sessions._closing)
+    after = (metrics.VOICELIVE_FAILURES.value("acs", "no_budget"), metrics.VOICELIVE_FAILURES.value("acs", "503"))
+    assert (after[0] - before[0], after[1] - before[1]) == (0, 1)
