@@ -23,7 +23,6 @@ socket for the real call.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway import metrics
 from gateway.audio import AudioFormat
 from gateway.call import Call
+from gateway.carriers.common import load_json
 from gateway.config import Profile
 from gateway.core.outbound import OutboundPlan
 from gateway.log import get_logger
@@ -123,12 +123,12 @@ class WarmSession:
                 raw = await ws.recv()  # (cancelling recv loses nothing: the next recv returns this message)
                 self.exchange.append((False, raw))
                 self._bytes += len(raw)
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    event = None
-                if isinstance(event, dict):
-                    shadow.voicelive_event(event, 0.0)
+                event, _ = load_json(raw)  # (as the call takes it: gateway.wire.WireCall.from_voicelive)
+                if type(event) is dict:
+                    try:
+                        shadow.voicelive_event(event, 0.0)
+                    except Exception:  # the live call rejects it and goes on: so does its shadow
+                        pass
                 self._send(ws, shadow)
                 if isinstance(event, dict) and event.get("type") == "response.done":
                     return  # the greeting is ready (or there is none): the rest waits for the call

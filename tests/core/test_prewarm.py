@@ -79,3 +79,37 @@ async def test_a_session_that_found_no_budget_is_not_counted_as_a_failed_connect
     await asyncio.gather(*sessions._closing)
     after = (metrics.VOICELIVE_FAILURES.value("acs", "no_budget"), metrics.VOICELIVE_FAILURES.value("acs", "503"))
     assert (after[0] - before[0], after[1] - before[1]) == (0, 1)
+
+
+class Scripted(Silent):
+    """A Voice Live connection that answers with what it is given, then nothing more."""
+
+    def __init__(self, answers: list[str]) -> None:
+        super().__init__()
+        self.answers = answers
+
+    async def recv(self) -> str:
+        return self.answers.pop(0) if self.answers else await super().recv()
+
+
+async def test_a_message_the_call_would_refuse_does_not_spoil_the_session() -> None:
+    """What the live call rejects and goes on from (JSON nested too deeply, an event its core cannot
+    take) the shadow rejects the same way: the session is still handed over (its reading stopped)."""
+    connection = Scripted(["[" * 100_000 + "]" * 100_000, '{"type": "session.created", "session": 7}'])
+
+    async def connect(_profile: Profile, _carrier: str) -> Any:
+        return connection
+
+    sessions = WarmSessions(connect)
+    assert sessions.start("twilio", "CA2", "main", PROFILE, G711_ULAW, timeout_s=3600.0)
+    warm = sessions.claim("twilio", "CA2")
+    assert warm is not None and warm._opening is not None
+    await warm._opening
+    reading = warm._reading
+    assert reading is not None
+    for _ in range(100):  # (each recv returns at once: the shadow reads both, or fails, within a few turns)
+        if not connection.answers or reading.done():
+            break
+        await asyncio.sleep(0)
+    assert await warm.take(1.0) is connection and warm.failed is None
+    assert [sent for sent, _ in warm.exchange].count(False) == 2
