@@ -46,6 +46,7 @@ __all__ = ["WarmSession", "WarmSessions"]
 
 MAX_WARM_BYTES = 1 << 20  # what a warm session keeps of Voice Live's answers before it stops reading
 MAX_WARM_SESSIONS = 500  # per worker: a flood of announced calls cannot open sessions without bound
+KEPT_OVERHEAD = 128  # what keeping one message costs besides its text (its object, its tuple, its slot)
 
 Connect = Callable[[Profile, str], Awaitable[VoiceLiveConnection]]  # (profile, carrier)
 
@@ -122,7 +123,7 @@ class WarmSession:
             while not shadow.ended and self._bytes < MAX_WARM_BYTES:
                 raw = await ws.recv()  # (cancelling recv loses nothing: the next recv returns this message)
                 self.exchange.append((False, raw))
-                self._bytes += len(raw)
+                self._bytes += len(raw) + KEPT_OVERHEAD  # (a stream of tiny messages is bounded too)
                 event, _ = load_json(raw)  # (as the call takes it: gateway.wire.WireCall.from_voicelive)
                 if type(event) is dict:
                     try:

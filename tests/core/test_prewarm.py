@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import weakref
 from typing import Any
 
-from gateway import metrics
+import pytest
+
+from gateway import metrics, prewarm
 from gateway.audio import G711_ULAW
 from gateway.config import Profile, parse_config
 from gateway.prewarm import WarmSessions
@@ -113,3 +116,31 @@ async def test_a_message_the_call_would_refuse_does_not_spoil_the_session() -> N
         await asyncio.sleep(0)
     assert await warm.take(1.0) is connection and warm.failed is None
     assert [sent for sent, _ in warm.exchange].count(False) == 2
+
+
+class Chatty(Silent):
+    """A Voice Live connection that never stops sending tiny messages."""
+
+    async def recv(self) -> str:
+        return "{}"
+
+
+async def test_what_a_session_keeps_is_bounded_in_memory_not_in_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message kept costs its object, its tuple and its slot besides its text: a stream of tiny
+    messages must stop at about the same memory as a few big ones."""
+    monkeypatch.setattr(prewarm, "MAX_WARM_BYTES", 64 * 1024)
+    connection = Chatty()
+
+    async def connect(_profile: Profile, _carrier: str) -> Any:
+        return connection
+
+    sessions = WarmSessions(connect)
+    assert sessions.start("twilio", "CA3", "main", PROFILE, G711_ULAW, timeout_s=3600.0)
+    warm = sessions.claim("twilio", "CA3")
+    assert warm is not None and warm._opening is not None
+    await warm._opening
+    assert warm._reading is not None
+    await warm._reading  # it stops reading at its bound
+    kept = sum(sys.getsizeof(message) + sys.getsizeof((sent, message)) + 8 for sent, message in warm.exchange)
+    assert kept <= 2 * 64 * 1024, kept
+    await warm.close()
