@@ -455,6 +455,7 @@ class CallBridge:
         warm = ctx.warm.claim(self.carrier, call.call_id)
         if warm is not None:
             ws = await self._take_warm(warm)
+            del warm  # (what it replayed, up to MAX_WARM_BYTES, is not kept for the rest of the call)
             if ws is not None and not await self._pump(ws):
                 return
         while not call.ended:

@@ -23,7 +23,6 @@ socket for the real call.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway import metrics
 from gateway.audio import AudioFormat
 from gateway.call import Call
+from gateway.carriers.common import load_json
 from gateway.config import Profile
 from gateway.core.outbound import OutboundPlan
 from gateway.log import get_logger
@@ -46,6 +46,7 @@ __all__ = ["WarmSession", "WarmSessions"]
 
 MAX_WARM_BYTES = 1 << 20  # what a warm session keeps of Voice Live's answers before it stops reading
 MAX_WARM_SESSIONS = 500  # per worker: a flood of announced calls cannot open sessions without bound
+KEPT_OVERHEAD = 128  # what keeping one message costs besides its text (its object, its tuple, its slot)
 
 Connect = Callable[[Profile, str], Awaitable[VoiceLiveConnection]]  # (profile, carrier)
 
@@ -104,8 +105,8 @@ class WarmSession:
             self.connection = await connect(self.profile, self.carrier)  # (timed and counted by the pool)
         except VoiceLiveConnectError as exc:
             self.failed = f"connect failed: {exc}"
-            metrics.VOICELIVE_FAILURES.inc(self.carrier, "no_budget" if isinstance(exc, NoBudget)
-                                           else metrics.status_label(exc.status))
+            if not isinstance(exc, NoBudget):  # (no budget: the call's own connect counts it, if it finds none)
+                metrics.VOICELIVE_FAILURES.inc(self.carrier, metrics.status_label(exc.status))
             return
         self._reading = asyncio.create_task(self._read(), name=f"warm-{self.call_id}")
 
@@ -122,13 +123,13 @@ class WarmSession:
             while not shadow.ended and self._bytes < MAX_WARM_BYTES:
                 raw = await ws.recv()  # (cancelling recv loses nothing: the next recv returns this message)
                 self.exchange.append((False, raw))
-                self._bytes += len(raw)
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    event = None
-                if isinstance(event, dict):
-                    shadow.voicelive_event(event, 0.0)
+                self._bytes += len(raw) + KEPT_OVERHEAD  # (a stream of tiny messages is bounded too)
+                event, _ = load_json(raw)  # (as the call takes it: gateway.wire.WireCall.from_voicelive)
+                if type(event) is dict:
+                    try:
+                        shadow.voicelive_event(event, 0.0)
+                    except Exception:  # the live call rejects it and goes on: so does its shadow
+                        pass
                 self._send(ws, shadow)
                 if isinstance(event, dict) and event.get("type") == "response.done":
                     return  # the greeting is ready (or there is none): the rest waits for the call
@@ -219,6 +220,8 @@ class WarmSessions:
         """A claimed session that the call does not use: closed in the background, counted."""
         log.info("pre-warmed session not used", call_id=warm.call_id, reason=warm.failed or reason)
         metrics.WARM_SESSIONS.inc("failed" if warm.failed else reason)
+        if warm._expiry is not None:  # (its timer would hold it, and what it received, until it fires)
+            warm._expiry.cancel()
         self._close_later(warm)
 
     def _expire(self, key: tuple[str, str], warm: WarmSession) -> None:

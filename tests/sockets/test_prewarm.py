@@ -4,8 +4,11 @@ media socket, or closed unused; against a simulator that takes 800 ms to set a s
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,8 +20,9 @@ from gateway.app import create_app
 from gateway.bridge import CONTEXT, GatewayContext
 from gateway.carriers.twilio.phone import new_sid, parse_twiml, place_call, twilio_signature
 from gateway.config import parse_config
+from gateway.replay import load_fixture, run
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
-from gateway.softphone import Hangup, Silence, WaitForBot
+from gateway.softphone import Dtmf, Hangup, Silence, WaitForBot
 from tests.sockets.loopback import serve
 
 SETUP_MS = 800
@@ -179,3 +183,59 @@ async def test_a_caller_who_hangs_up_while_the_session_opens_leaves_nothing_open
     assert _warm("wasted") - wasted == 1 and len(rig.ctx.warm) == 0
     await rig.ctx.warm.close()  # (waits for the sessions being closed)
     assert rig.sim.state.active == []
+
+
+async def test_a_call_that_took_its_session_does_not_keep_what_was_replayed(rig: Rig) -> None:
+    call_sid = new_sid("CA")
+    params = await rig.webhook(call_sid)
+    await asyncio.wait_for(rig.greeted.wait(), 10)  # the greeting's audio waits in the warm session
+    kept = weakref.ref(rig.ctx.warm._sessions[("twilio", call_sid)])
+    heard = asyncio.Event()
+
+    def seen(_t: float, kind: str, _fields: Any) -> None:
+        if kind == "bot_audio_start":
+            heard.set()
+
+    ws_url = rig.base.replace("http://", "ws://") + "/twilio/media"
+    call = asyncio.create_task(place_call(ws_url, [WaitForBot(heard_ms=300), Silence(1000), Hangup()], params=params,
+                                          call_sid=call_sid, auth_token=TWILIO_TOKEN, on_event=seen))
+    await asyncio.wait_for(heard.wait(), 10)  # the session was handed over
+    gc.collect()
+    assert list(rig.ctx.calls) == [call_sid]  # the call goes on, and no longer holds what it replayed
+    assert kept() is None
+    report = await call
+    assert report.played_bytes > 0
+
+
+@pytest.mark.parametrize("ready", [True, False], ids=["greeting-waiting", "still-opening"])
+async def test_a_call_that_took_its_session_records_a_fixture_that_replays(tmp_path: Path, ready: bool) -> None:
+    """What the warm session exchanged is in the call's recording as if it happened at the call's
+    start: the replay computes exactly what the live call sent (keys pressed and caller audio while
+    the session was handed over included)."""
+    greeted = asyncio.Event()
+
+    def observe(event: str, _fields: dict[str, Any]) -> None:
+        if event == "response.done":
+            greeted.set()
+
+    sim = await start_simulator(SimulatorSettings(setup_delay_ms=SETUP_MS, audio_speed=8.0, observer=observe))
+    config = parse_config(CONFIG + f"recording: {{directory: \"{tmp_path}\"}}\n",
+                          env={"EP": sim.endpoint, "TWILIO_TOKEN": TWILIO_TOKEN, "PREWARM": "true"})
+    app = create_app(config)
+    runner, base = await serve(app)
+    try:
+        rig = Rig(sim, app, base, greeted)
+        used = _warm("used")
+        call_sid = new_sid("CA")
+        params = await rig.webhook(call_sid)
+        if ready:
+            await asyncio.wait_for(greeted.wait(), 10)
+        report, _ = await rig.call(call_sid, params, [Dtmf("1"), Silence(1000 if ready else 1500), Hangup()])
+        await asyncio.wait_for(rig.ctx.wait_idle(), 10)
+    finally:
+        await runner.cleanup()
+        await sim.close()
+    assert report.played_bytes > 0 and _warm("used") - used == 1
+    (path,) = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
+    result = run(load_fixture(path))
+    assert result.ok, f"{result.mismatch}\n{result.problems}"
