@@ -143,7 +143,7 @@ class GatewayContext:
         """A carrier announced a call (or this worker placed one): open its Voice Live session now,
         for its media socket to take (see :mod:`gateway.prewarm`)."""
         vl = self.config.voicelive
-        if not self.prewarms or self.draining:
+        if not self.prewarms or self.draining or call_id in self.calls:  # (a repeated announcement)
             return
         timeout = vl.prewarm_outbound_timeout_s if outbound is not None else vl.prewarm_timeout_s
         self.warm.start(carrier, call_id, profile_name, self.config.profiles[profile_name], audio,
