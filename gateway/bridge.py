@@ -139,7 +139,7 @@ class GatewayContext:
         return profile.busy.message or self.config.gateway.apology
 
     def prewarm(self, carrier: str, call_id: str, profile_name: str, audio: AudioFormat, *,
-                outbound: OutboundPlan | None = None) -> None:
+                outbound: OutboundPlan | None = None, binding: str | None = None) -> None:
         """A carrier announced a call (or this worker placed one): open its Voice Live session now,
         for its media socket to take (see :mod:`gateway.prewarm`)."""
         vl = self.config.voicelive
@@ -147,7 +147,7 @@ class GatewayContext:
             return
         timeout = vl.prewarm_outbound_timeout_s if outbound is not None else vl.prewarm_timeout_s
         self.warm.start(carrier, call_id, profile_name, self.config.profiles[profile_name], audio,
-                        timeout_s=timeout, outbound=outbound)
+                        timeout_s=timeout, outbound=outbound, binding=binding)
 
     def _unanswered(self, carrier: str, call_id: str) -> None:
         """A placed call ended before its media (busy, no answer, failed): its pre-warmed session, if
@@ -296,6 +296,7 @@ class CallBridge:
     """
 
     carrier = "phone"
+    binding: str | None = None  # what a pre-warmed session bound to more than the call id must name (see prewarm)
 
     def __init__(self, ctx: GatewayContext, phone: web.WebSocketResponse, call: Call, leg: PhoneLeg,
                  opened_at: float, recorder: CallRecorder | None, transport: Any = None) -> None:
@@ -562,7 +563,7 @@ class CallBridge:
         call is fed the exchange the warm session had, at its start. None: the session is not usable,
         and the call opens its own."""
         wire, call, ctx = self.wire, self.call, self.ctx
-        if not warm.matches(call):
+        if not warm.matches(call) or (warm.binding is not None and warm.binding != self.binding):
             ctx.warm.discard(warm, "mismatch")
             return None
         try:

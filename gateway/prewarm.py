@@ -84,6 +84,7 @@ class WarmSession:
     profile: Profile
     audio: AudioFormat
     outbound: OutboundPlan | None
+    binding: str | None = None  # what else the media socket must name to take it (ACS: the call's correlation id)
     created: float = field(default_factory=time.monotonic)
     connection: VoiceLiveConnection | None = None
     exchange: list[tuple[bool, str | bytes]] = field(default_factory=list)
@@ -194,7 +195,7 @@ class WarmSessions:
         return len(self._sessions)
 
     def start(self, carrier: str, call_id: str, profile_name: str, profile: Profile, audio: AudioFormat, *,
-              timeout_s: float, outbound: OutboundPlan | None = None) -> bool:
+              timeout_s: float, outbound: OutboundPlan | None = None, binding: str | None = None) -> bool:
         """Open the session of a call just announced. False: none is opened (no call id, one is open
         for this call already, or too many are waiting)."""
         key = (carrier, call_id)
@@ -205,7 +206,7 @@ class WarmSessions:
                         call_id=call_id, waiting=len(self._sessions))
             metrics.WARM_SESSIONS.inc("skipped")
             return False
-        warm = WarmSession(carrier, call_id, profile_name, profile, audio, outbound)
+        warm = WarmSession(carrier, call_id, profile_name, profile, audio, outbound, binding)
         self._sessions[key] = warm
         warm._opening = asyncio.create_task(warm._open(self._connect), name=f"warm-open-{call_id}")
         warm._expiry = asyncio.get_running_loop().call_later(timeout_s, self._expire, key, warm)

@@ -250,6 +250,28 @@ async def test_acs_incoming_call_opens_the_session_its_media_socket_takes(rig: R
     await _finish(rig, report, counts)
 
 
+async def test_an_acs_socket_whose_stream_token_names_another_call_cannot_take_the_session(rig: Rig) -> None:
+    mismatch = _warm("mismatch")
+    event = [{"id": str(uuid.uuid4()), "eventType": "Microsoft.Communication.IncomingCall",
+              "data": {"to": {"kind": "phoneNumber", "rawId": f"4:{CALLEE}", "phoneNumber": {"value": CALLEE}},
+                       "from": {"kind": "phoneNumber", "rawId": f"4:{FROM}"}, "serverCallId": "srv",
+                       "incomingCallContext": "opaque-context", "correlationId": "corr-a"}}]
+    async with aiohttp.ClientSession() as http, http.post(
+            rig.base + f"/acs/incoming?secret={ACS_SECRET}", json=event) as reply:
+        assert reply.status == 200
+    (answer,) = rig.acs.of("callConnections:answer")
+    call_id = f"cc-{rig.acs.requests.index(answer) + 1}"
+    await rig.warm_ready()
+    # a socket that names call A by its connection id, with a stream token issued for another call
+    token = rig.ctx.tokens.issue({"profile": "main", "correlation": "corr-b"}, 60, carrier="acs")
+    media_url = rig.base.replace("http://", "ws://") + f"/acs/media?ctx={token}"
+    report = await place_acs_call(media_url, STEPS, token=rig.keys.mint(), call_connection_id=call_id,
+                                  correlation_id="corr-b")
+    assert _warm("mismatch") - mismatch == 1  # call A's session was not given to it
+    assert report.played_bytes > 0 and len(rig.sim.state.sessions) == 2  # it opened its own
+    await rig.ctx.wait_idle()
+
+
 async def test_telnyx_voice_webhook_opens_the_session_its_stream_takes(rig: Rig) -> None:
     counts = Counts()
     call_sid = "v3:" + uuid.uuid4().hex

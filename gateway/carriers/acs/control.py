@@ -70,6 +70,7 @@ class AcsBridge(CallBridge):
         self._replaced = asyncio.Event()
         self._done_with: dict[int, asyncio.Event] = {}
         self.correlation = correlation  # the call its stream token names: a new socket must name it too
+        self.binding = correlation or None  # and so must a socket that takes the call's pre-warmed session
         self.caller = caller  # the caller's phone number, when ACS gave it
         self.called = called  # the number the caller dialled (the caller id shown on a transfer)
 

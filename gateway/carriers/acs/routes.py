@@ -210,7 +210,8 @@ async def _answer(request: web.Request, ctx: GatewayContext, event: dict[str, An
         # the call's session opens now (the media socket may already be on its way): the socket names
         # the call by this id (x-ms-call-connection-id), its token the same profile, and it streams at
         # the rate the call was answered with (see _new_call)
-        ctx.prewarm("acs", call_id, profile_name, AUDIO_FORMATS[AcsSettings.of(ctx.config).sample_rate])
+        ctx.prewarm("acs", call_id, profile_name, AUDIO_FORMATS[AcsSettings.of(ctx.config).sample_rate],
+                    binding=key)  # (taken only by the socket whose stream token names this call)
     return True
 
 
