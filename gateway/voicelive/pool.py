@@ -160,6 +160,7 @@ class ResourcePool:
                 except VoiceLiveConnectError as exc:
                     metrics.VOICELIVE_CONNECTS.inc(resource.name, purpose, metrics.status_label(exc.status))
                     if exc.status == 429:  # out of budget at the service: passed over like an empty budget
+                        metrics.VOICELIVE_FAILURES.inc(carrier, "429")  # (the caller sees no budget, not this)
                         seconds = min(MAX_BACKOFF_S, exc.retry_after_s or DEFAULT_BACKOFF_S)
                         await self.budget.backoff(resource.name, seconds)
                         log.warning("Voice Live resource is throttling new sessions: backing off",
