@@ -84,7 +84,7 @@ class WarmSession:
     profile: Profile
     audio: AudioFormat
     outbound: OutboundPlan | None
-    binding: str | None = None  # what else the media socket must name to take it (ACS: the call's correlation id)
+    binding: str | None = None  # what else the media socket must name to take it (e.g. the call's correlation id)
     created: float = field(default_factory=time.monotonic)
     connection: VoiceLiveConnection | None = None
     exchange: list[tuple[bool, str | bytes]] = field(default_factory=list)
