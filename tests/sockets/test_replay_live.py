@@ -7,21 +7,31 @@ import pytest
 
 from gateway.call import Playout
 from gateway.replay import load_fixture
-from gateway.replay_live import replay_live
+from gateway.replay_live import LiveReplay, replay_live
 from tests.core.test_replay import CALLS, _bytes_sent
+
+# A truncation point over sockets depends on when the phone's acknowledgements arrive, in real time:
+# the suite runs 8 workers on 2 cores, whose event loops may be tens of ms late, and a replay at 3x
+# speed triples that in call time. The in-process replays check truncations exactly; a barge-in that
+# cuts at the bytes sent instead of the audio played is seconds off (the last test below).
+TOLERANCE_MS = {1.0: 80.0, 3.0: 150.0}
+
+
+async def _replay(name: str, speed: float) -> LiveReplay:
+    return await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=speed, tolerance_ms=TOLERANCE_MS[speed])
 
 
 @pytest.mark.parametrize("name", ["barge_in_mid_answer", "voicelive_closes_mid_call", "function_call_round_trip",
                                   "voicelive_reconnects_mid_call"])
 async def test_replay_over_real_sockets(name: str) -> None:
-    result = await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=3.0)
+    result = await _replay(name, 3.0)
     assert result.ok, f"{result.mismatch}\n{result.problems}"
 
 
 @pytest.mark.parametrize("name", ["acs_barge_in_mid_answer", "acs_dtmf_digits"])
 async def test_acs_replay_over_real_sockets(name: str) -> None:
     # ACS paces the bot's audio by the wall clock: its calls replay at their own speed
-    result = await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=1.0)
+    result = await _replay(name, 1.0)
     assert result.ok, f"{result.mismatch}\n{result.problems}"
 
 
@@ -30,19 +40,19 @@ async def test_acs_replay_over_real_sockets(name: str) -> None:
                                   "vonage_barge_in_mid_answer", "vonage_bot_hangs_up", "telnyx_barge_in_mid_answer",
                                   "asterisk_barge_in_mid_answer", "asterisk_bot_hangs_up"])
 async def test_other_carriers_replay_over_real_sockets(name: str) -> None:
-    result = await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=3.0)
+    result = await _replay(name, 3.0)
     assert result.ok, f"{result.mismatch}\n{result.problems}"
 
 
 @pytest.mark.parametrize("name", ["genesys_barge_in_mid_answer", "genesys_bot_hangs_up"])
 async def test_genesys_replay_over_real_sockets(name: str) -> None:
     # Genesys acknowledges no audio: the call paces it by the wall clock, so the calls replay at their own speed
-    result = await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=1.0)
+    result = await _replay(name, 1.0)
     assert result.ok, f"{result.mismatch}\n{result.problems}"
 
 
 async def test_socket_replay_catches_a_broken_barge_in(monkeypatch) -> None:
     monkeypatch.setattr(Playout, "position", _bytes_sent)
-    result = await replay_live(load_fixture(CALLS / "barge_in_mid_answer.jsonl"), speed=3.0)
+    result = await _replay("barge_in_mid_answer", 3.0)
     assert not result.ok
     assert result.mismatch is not None and "conversation.item.truncate" in result.mismatch
