@@ -48,6 +48,7 @@ from bench.harness import (
     Answer,
     Gateway,
     free_port,
+    gateway_config,
     get_text,
     metric_values,
     new_call,
@@ -64,30 +65,7 @@ from gateway.carriers.twilio.phone import place_call
 from gateway.softphone import CallError, Hangup, Say, WaitForBot
 
 BUSY_MESSAGE = "All our lines are busy right now. Please call again in a minute."
-GREETING = "Hello, thanks for calling. How can I help you today?"
 
-CONFIG = """\
-# The gateway of bench/burst.py: one Voice Live resource allowing {budget} new connections per minute,
-# one profile that greets and has a busy message.
-voicelive:
-  endpoint: ${{AZURE_VOICELIVE_ENDPOINT}}
-  connections_per_minute: {budget}
-  prewarm: {prewarm}
-gateway:
-  signing_key: ${{GATEWAY_SIGNING_KEY}}
-twilio:
-  auth_token: ${{TWILIO_AUTH_TOKEN}}
-profiles:
-  desk:
-    model: gpt-realtime
-    instructions: You answer the phone. Be brief.
-    voice: alloy
-    turn_detection: {{type: server_vad, silence_duration_ms: 500}}
-    greeting: {{text: "{greeting}"}}
-    busy: {{message: "{busy}"}}
-routes:
-  default: desk
-"""
 
 
 @dataclass
@@ -188,7 +166,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     steps: list[Any] = ([WaitForBot(timeout_s=15), Say(caller, "caller_hours"), WaitForBot(timeout_s=20), Hangup()]
                         if full else [WaitForBot(heard_ms=200, timeout_s=15), Hangup()])
     prewarm = {"auto": "auto", "on": "true", "off": "false"}[args.prewarm]
-    config = CONFIG.format(budget=args.budget, prewarm=prewarm, greeting=GREETING, busy=BUSY_MESSAGE)
+    config = gateway_config(budget=args.budget, prewarm=prewarm, busy=BUSY_MESSAGE)
     with processes(logs) as procs:
         standin = start_standin(procs, free_port(), setup_delay_ms=args.setup_delay_ms,
                                 max_connections_per_minute=args.standin_limit or args.budget)

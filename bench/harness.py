@@ -33,6 +33,34 @@ from gateway.carriers.twilio.phone import new_sid, parse_twiml, twilio_signature
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 REDIS_SERVER = "/usr/bin/redis-server"
+GREETING = "Hello, thanks for calling. How can I help you today?"
+_CONFIG = """\
+# The gateway of a benchmark: one Voice Live resource allowing {budget} new connections per minute,
+# one profile that greets (and says a busy message when no connection is left).
+voicelive:
+  endpoint: ${{AZURE_VOICELIVE_ENDPOINT}}
+  connections_per_minute: {budget}
+  prewarm: {prewarm}
+gateway:
+  signing_key: ${{GATEWAY_SIGNING_KEY}}
+twilio:
+  auth_token: ${{TWILIO_AUTH_TOKEN}}
+profiles:
+  desk:
+    model: gpt-realtime
+    instructions: You answer the phone. Be brief.
+    voice: alloy
+    turn_detection: {{type: server_vad, silence_duration_ms: 500}}
+    greeting: {{text: "{greeting}"}}
+{busy}routes:
+  default: desk
+"""
+
+
+def gateway_config(*, budget: int, prewarm: str, busy: str | None = None) -> str:
+    """The config.yaml of a benchmark's gateway (``prewarm``: auto, true or false)."""
+    line = f'    busy: {{message: "{busy}"}}\n' if busy else ""
+    return _CONFIG.format(budget=budget, prewarm=prewarm, greeting=GREETING, busy=line)
 
 
 def free_port() -> int:

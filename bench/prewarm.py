@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: the project's root on the path
 from bench.harness import (
     Gateway,
     free_port,
+    gateway_config,
     get_text,
     metric_values,
     new_call,
@@ -54,28 +55,6 @@ from gateway.carriers.twilio.phone import new_sid, twilio_signature
 
 TARGET_MS = 50.0
 SILENCE = base64.b64encode(b"\xff" * 160).decode("ascii")  # 20 ms of µ-law silence
-GREETING = "Hello, thanks for calling. How can I help you today?"
-CONFIG = """\
-# The gateway of bench/prewarm.py: one profile that greets, pre-warm {prewarm}; a budget large enough
-# never to be the question here.
-voicelive:
-  endpoint: ${{AZURE_VOICELIVE_ENDPOINT}}
-  connections_per_minute: 1000
-  prewarm: {prewarm}
-gateway:
-  signing_key: ${{GATEWAY_SIGNING_KEY}}
-twilio:
-  auth_token: ${{TWILIO_AUTH_TOKEN}}
-profiles:
-  desk:
-    model: gpt-realtime
-    instructions: You answer the phone. Be brief.
-    voice: alloy
-    turn_detection: {{type: server_vad, silence_duration_ms: 500}}
-    greeting: {{text: "{greeting}"}}
-routes:
-  default: desk
-"""
 WAYS = {  # name: (pre-warm, lead from the webhook's answer to the media socket, in ms; None: --lead-ms)
     "ahead": (True, None),
     "at-once": (True, 0),
@@ -134,7 +113,7 @@ async def first_audio_ms(gateway: Gateway, stream_url: str, parameters: dict[str
 async def one_way(way: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     prewarm, lead_ms = WAYS[way]
     lead_s = (args.lead_ms if lead_ms is None else lead_ms) / 1000.0
-    config = CONFIG.format(prewarm="true" if prewarm else "false", greeting=GREETING)
+    config = gateway_config(budget=1000, prewarm="true" if prewarm else "false")
     with processes(out / "logs" / f"{args.name}-{way}") as procs:
         standin = start_standin(procs, free_port(), setup_delay_ms=args.setup_delay_ms,
                                 response_delay_ms=args.response_delay_ms)

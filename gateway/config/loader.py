@@ -38,6 +38,11 @@ SECRET_PATHS: tuple[tuple[str, str], ...] = (
 )
 
 _SECRET_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-)?\}")
+
+
+def _literal_secret(raw: object) -> bool:
+    """A secret written into the file (not unset, empty, or only an environment reference)."""
+    return not (raw is None or raw == "" or (isinstance(raw, str) and _SECRET_REF.fullmatch(raw)))
 _ENV_REF = re.compile(
     r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<default>:-[^}]*)?\}|(?P<bad>\{))"
 )
@@ -460,7 +465,7 @@ def parse_config(
         if not isinstance(part, dict):
             continue
         raw = part.get(key)
-        if raw is None or raw == "" or (isinstance(raw, str) and _SECRET_REF.fullmatch(raw)):
+        if not _literal_secret(raw):
             continue
         path = (section, key)
         problems.append(
@@ -471,8 +476,7 @@ def parse_config(
     voicelive = tree.get("voicelive")
     resources = voicelive.get("resources") if isinstance(voicelive, dict) else None
     for index, resource in enumerate(resources if isinstance(resources, list) else []):
-        raw = resource.get("api_key") if isinstance(resource, dict) else None
-        if raw is None or raw == "" or (isinstance(raw, str) and _SECRET_REF.fullmatch(raw)):
+        if not isinstance(resource, dict) or not _literal_secret(resource.get("api_key")):
             continue
         key_path: KeyPath = ("voicelive", "resources", index, "api_key")
         problems.append(

@@ -4,13 +4,12 @@ that ACS reconnects mid-call continues the same call; the apology clip for a fai
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from typing import Any
 
 from aiohttp import web
 
-from gateway.audio import read_wav, resample
+from gateway.audio import apology_clip
 from gateway.bridge import CallBridge
 from gateway.carriers.acs.codec import AUDIO_FORMATS
 from gateway.carriers.acs.settings import AcsSettings
@@ -122,13 +121,6 @@ class AcsBridge(CallBridge):
 
 
 def load_apology(path: str | None, sample_rate: int) -> str | None:
-    """The apology clip as base64 PCM16 at ``sample_rate`` (``acs.sample_rate``): what the ACS leg
-    plays when Voice Live fails."""
-    if not path:
-        return None
-    fmt = AUDIO_FORMATS[sample_rate]
-    wav = read_wav(path)
-    pcm = resample(wav.mono, wav.rate, fmt.sample_rate).astype("<i2").tobytes()
-    frame = fmt.bytes_per_ms * ACS_PIECE_MS  # phones play whole 20 ms frames, so the last is padded
-    pcm += bytes(-len(pcm) % frame)
-    return base64.b64encode(pcm).decode()
+    """The apology clip as base64 PCM16 at ``sample_rate`` (``acs.sample_rate``), in whole 20 ms frames:
+    what the ACS leg plays when Voice Live fails."""
+    return apology_clip(AUDIO_FORMATS[sample_rate], path) if path else None
