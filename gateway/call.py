@@ -78,6 +78,9 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+PREROLL_MARGIN_MS = 700  # beyond the prefix padding: turn detection's delay and the events' way back
+
+
 def _no_observer(_event: str, _t: float, _fields: dict[str, Any]) -> None:
     return None
 
@@ -156,6 +159,8 @@ class Call:
     observer: Observer = _no_observer
     log: Any = None
     hold_ms: int = 15_000  # caller audio held while the Voice Live session is not ready
+    # caller speech not yet committed, sent again to a new session if one drops: the newest this much
+    resend_ms: int = 5_000
     piece_ms: int = 60  # bot audio goes to the phone in pieces of at most this (each followed by a mark)
     paced: bool = False  # no playback acknowledgements on this leg: pace the bot's audio in real time
     # the phone drops the acknowledgements of the audio a flush discards (it never echoes them): one that
@@ -197,7 +202,12 @@ class Call:
         unit = self.audio.piece_unit  # whole samples and whole base64 quanta
         piece_bytes = max(unit, self.piece_ms * self.audio.bytes_per_ms // unit * unit)
         self._piece_chars = piece_bytes // 3 * 4
-        self._inbound = CallerAudio(self.hold_ms * self.audio.bytes_per_ms)
+        bpm = self.audio.bytes_per_ms
+        # while the caller is silent, only what Voice Live may still count into a turn it has not
+        # reported yet: its prefix padding and the time its turn detection takes to hear speech
+        padding = getattr(self.profile.turn_detection, "prefix_padding_ms", None) or 300
+        self._inbound = CallerAudio(self.hold_ms * bpm, preroll=(padding + PREROLL_MARGIN_MS) * bpm,
+                                    resend_limit=self.resend_ms * bpm)
         self._event_seq = 0
         self._sent_kinds: dict[str, str] = {}
         self.active_response: str | None = None
@@ -243,24 +253,6 @@ class Call:
         self._holding = False  # the caller hears the hold tone (waiting for a Voice Live connection)
         self._phone_away_since: float | None = None  # the phone's media socket is gone (it may come back)
         self.ended_at: float | None = None
-        self._handlers: dict[str, Callable[[dict[str, Any], float], None]] = {
-            "conversation.item.created": self._on_item_created,
-            "response.output_item.added": self._on_output_item,
-            "session.created": self._on_session_created,
-            "session.updated": self._on_session_updated,
-            "error": self._on_error,
-            "input_audio_buffer.speech_started": self._on_speech_started,
-            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
-            "input_audio_buffer.committed": self._on_committed,
-            "response.created": self._on_response_created,
-            "response.audio.delta": self._on_audio_delta,
-            "response.done": self._on_response_done,
-            "conversation.item.truncated": self._on_truncated,
-            "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
-            "response.audio_transcript.done": self._on_bot_transcript,
-            "response.function_call_arguments.done": self._on_function_call,
-            "response.output_item.done": self._on_output_item,
-        }
 
     def _place(self, plan: OutboundPlan) -> None:
         """A call the gateway placed: its instructions get their variables, and the bot speaks only
@@ -735,9 +727,9 @@ class Call:
         self.to_shell.append(RENEW_SESSION)
 
     def voicelive_event(self, event: dict[str, Any], now: float) -> None:
-        handler = self._handlers.get(event.get("type"))  # type: ignore[arg-type]
+        handler = _HANDLERS.get(event.get("type"))  # type: ignore[arg-type]
         if handler is not None and not self.ended:
-            handler(event, now)
+            getattr(self, handler)(event, now)
 
     def _on_session_created(self, event: dict[str, Any], now: float) -> None:
         session = _obj(event.get("session"))
@@ -1235,3 +1227,25 @@ class Call:
                       heard_ms=heard_ms, received_ms=received_ms)
         self.observer("barge_in", now, {"cleared": playing, "response_id": active, "item_id": item_id,
                                         "truncated_at_ms": heard_ms, "received_ms": received_ms})
+
+
+# Voice Live events the call handles, by type, and the method that handles each: one table for every
+# call (not a table of bound methods per call)
+_HANDLERS: dict[str, str] = {
+    "conversation.item.created": "_on_item_created",
+    "response.output_item.added": "_on_output_item",
+    "session.created": "_on_session_created",
+    "session.updated": "_on_session_updated",
+    "error": "_on_error",
+    "input_audio_buffer.speech_started": "_on_speech_started",
+    "input_audio_buffer.speech_stopped": "_on_speech_stopped",
+    "input_audio_buffer.committed": "_on_committed",
+    "response.created": "_on_response_created",
+    "response.audio.delta": "_on_audio_delta",
+    "response.done": "_on_response_done",
+    "conversation.item.truncated": "_on_truncated",
+    "conversation.item.input_audio_transcription.completed": "_on_caller_transcript",
+    "response.audio_transcript.done": "_on_bot_transcript",
+    "response.function_call_arguments.done": "_on_function_call",
+    "response.output_item.done": "_on_output_item",
+}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.core.inbound import CallerAudio
 
 
@@ -47,3 +50,102 @@ def test_the_uncommitted_tail_is_bounded_too() -> None:
         audio.sent(frame(n), 160)
     assert audio.session_lost() == 2
     assert audio.take_held() == [frame(3), frame(4)]
+
+
+def test_while_the_caller_is_silent_only_the_pre_roll_is_kept() -> None:
+    audio = CallerAudio(limit=10_000, preroll=480, resend_limit=4_000)
+    for n in range(20):
+        audio.sent(frame(n), 160)
+        # trimmed back to the pre-roll (three frames) once it is passed by a quarter
+        assert audio.uncommitted_bytes <= 600
+    assert audio.uncommitted_bytes == 480
+    audio.speech_started()  # Voice Live heard speech that began in the pre-roll: it is kept
+    for n in range(20, 25):
+        audio.sent(frame(n), 160)
+    assert audio.session_lost() == 8
+    assert audio.take_held() == [frame(n) for n in range(17, 25)]
+
+
+def test_a_commit_returns_the_tail_to_the_pre_roll() -> None:
+    audio = CallerAudio(limit=10_000, preroll=320, resend_limit=4_000)
+    audio.speech_started()
+    for n in range(10):
+        audio.sent(frame(n), 160)
+    assert audio.uncommitted_bytes == 1600
+    audio.committed()
+    assert audio.uncommitted_bytes == 0
+    for n in range(10, 20):
+        audio.sent(frame(n), 160)
+    assert audio.uncommitted_bytes <= 400
+    assert audio.session_lost() == 0  # silence since the commit: nothing is sent again
+
+
+def test_a_long_turn_keeps_its_newest_audio_within_the_resend_limit() -> None:
+    audio = CallerAudio(limit=100_000, preroll=320, resend_limit=1_600)
+    audio.speech_started()
+    for n in range(50):
+        audio.sent(frame(n % 250), 160)
+        assert audio.uncommitted_bytes <= 2000
+    kept = audio.uncommitted_bytes // 160
+    assert 10 <= kept <= 12
+    assert audio.session_lost() == kept
+    assert audio.take_held() == [frame(n) for n in range(50 - kept, 50)]
+
+
+def test_frames_of_different_sizes_come_back_as_they_went() -> None:
+    audio = CallerAudio(limit=100_000)
+    audio.speech_started()
+    sizes = [160, 160, 80, 960, 960, 160, 2, 160]
+    frames = [frame(i, size) for i, size in enumerate(sizes)]
+    for f, size in zip(frames, sizes, strict=True):
+        audio.sent(f, size)
+    audio.hold(frame(99, 320), 320)
+    assert audio.session_lost() == len(frames)
+    assert audio.take_held() == [*frames, frame(99, 320)]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["sent", "hold", "speech", "commit", "lost", "take"]),
+                          st.integers(1, 5)), max_size=80))
+def test_the_rings_agree_with_a_list_of_frames(ops: list[tuple[str, int]]) -> None:
+    """Against an oracle that keeps each frame as its own string."""
+    limit, preroll, resend = 1_000, 300, 700
+    audio = CallerAudio(limit=limit, preroll=preroll, resend_limit=resend)
+    held: list[str] = []
+    tail: list[str] = []
+    speaking = False
+
+    def size(frames: list[str]) -> int:
+        return sum(len(base64.b64decode(f)) for f in frames)
+
+    for n, (op, units) in enumerate(ops):
+        f = frame(n % 256, units * 40)
+        if op == "sent":
+            audio.sent(f, units * 40)
+            tail.append(f)
+            cap = resend if speaking else preroll
+            if size(tail) > cap + cap // 4:
+                while size(tail) > cap:
+                    tail.pop(0)
+        elif op == "hold":
+            audio.hold(f, units * 40)
+            held.append(f)
+            while size(held) > limit:
+                held.pop(0)
+        elif op == "speech":
+            audio.speech_started()
+            speaking = True
+        elif op == "commit":
+            audio.committed()
+            tail, speaking = [], False
+        elif op == "lost":
+            assert audio.session_lost() == (len(tail) if speaking else 0)
+            if speaking:
+                held = tail + held
+                while size(held) > limit:
+                    held.pop(0)
+            tail = []
+        else:
+            assert audio.take_held() == held
+            held = []
+        assert audio.held == len(held)
+        assert audio.uncommitted_bytes == size(tail)
