@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -74,13 +73,18 @@ def decode_samples(fmt: AudioFormat, data: bytes) -> np.ndarray:
 
 ULAW_SILENCE_BYTE = 0xFF
 
-_B64_CHARS = re.compile(r"[A-Za-z0-9+/]*={0,2}").fullmatch
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def is_base64(text: object) -> bool:
     """True if ``text`` is a well-formed, padded standard base64 string (checked without decoding:
     whole 4-character groups of the base64 alphabet, with at most two ``=`` at the end)."""
-    return isinstance(text, str) and not len(text) % 4 and _B64_CHARS(text) is not None
+    if not isinstance(text, str) or len(text) % 4 or not text.isascii():
+        return False
+    data = text.encode("ascii")
+    body = data.rstrip(b"=")
+    # (deleting the alphabet leaves nothing: a bytes translation, several times faster than a regex)
+    return len(data) - len(body) <= 2 and not body.translate(None, _B64_ALPHABET)
 
 
 def b64_len(text: str) -> int:
