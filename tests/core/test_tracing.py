@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from gateway.bridge import CallObserver
+from gateway.call import Call
+from gateway.config import parse_config
 from gateway.tracing import DEFAULT_SERVICE_NAME, CallTrace, Tracing, requested_exporters
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
@@ -245,3 +249,34 @@ def test_a_refused_tool_and_a_turn_cut_by_the_end(traced) -> None:
     assert reconnect.attributes == {"gateway.voicelive.renewal": True, "gateway.voicelive.close_code": 1006}
     assert [e.name for e in reconnect.events] == ["lost again"]
     assert reconnect.status.status_code is StatusCode.ERROR
+
+
+def test_the_trace_hears_a_few_events_per_turn_never_one_per_frame(traced) -> None:
+    """A call's trace hangs off its observer: thousands of audio frames both ways, a handful of events."""
+    tracing, exporter = traced
+    profile = parse_config("profiles: {main: {model: gpt-realtime}}\n", env={}).profiles["main"]
+    heard: list[str] = []
+    observer = CallObserver("phone", lambda event, _t, _f: heard.append(event))
+    call = Call(call_id="CA7", stream_id="MZ7", profile_name="main", profile=profile, started_at=0.0,
+                observer=observer)
+    observer.trace = tracing.call("CA7", "phone", "main", "inbound", 0.0, ZERO_NS)
+    call.voicelive_connected(1.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 2.0)
+    frame = base64.b64encode(b"\x55" * 160).decode()
+    t = 2.0
+    for _ in range(1000):  # 20 s of caller audio
+        t += 20.0
+        call.caller_audio(frame, t)
+    call.voicelive_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 19_000}, t)
+    call.voicelive_event({"type": "response.created", "response": {"id": "resp_1"}}, t + 300)
+    for i in range(500):  # 10 s of bot audio
+        call.voicelive_event({"type": "response.audio.delta", "response_id": "resp_1", "item_id": "item_1",
+                              "output_index": 0, "content_index": 0, "delta": frame}, t + 400 + i)
+    call.voicelive_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}}, t + 900)
+    call.phone_ended("caller_hung_up", t + 1000)
+    observer.trace.finish(t + 1000, failed=False)
+    assert call.stats.frames_in == 1000 and call.stats.deltas_out == 500
+    assert len(heard) < 10, heard
+    (turn,) = _spans(tracing, exporter)["turn"]
+    assert turn.attributes is not None and turn.attributes["gateway.turn.latency_ms"] == 400.0  # from the end of speech
