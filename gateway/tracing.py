@@ -215,7 +215,10 @@ class CallTrace:
             return
         handler = _HANDLERS.get(event)
         if handler is not None:
-            handler(self, t, fields)
+            try:
+                handler(self, t, fields)
+            except Exception as exc:  # a trace must never break a call
+                log.warning("a call's trace could not take an event", trace_event=event, error=repr(exc))
 
     # --- Voice Live sessions ------------------------------------------------------------------
 
@@ -373,7 +376,12 @@ class CallTrace:
         if self._ended:
             return
         self._ended = True
-        end = self._ns(t)
+        try:
+            self._finish(self._ns(t), failed)
+        except Exception as exc:  # a trace must never break the end of a call
+            log.warning("a call's trace could not be ended", error=repr(exc))
+
+    def _finish(self, end: int, failed: bool) -> None:
         for span, _ in self._turns.values():
             span.set_attribute("gateway.response.status", "unfinished")
             span.end(end_time=end)

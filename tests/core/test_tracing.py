@@ -280,3 +280,13 @@ def test_the_trace_hears_a_few_events_per_turn_never_one_per_frame(traced) -> No
     assert len(heard) < 10, heard
     (turn,) = _spans(tracing, exporter)["turn"]
     assert turn.attributes is not None and turn.attributes["gateway.turn.latency_ms"] == 400.0  # from the end of speech
+
+
+def test_an_event_the_trace_cannot_take_never_breaks_the_call(traced) -> None:
+    tracing, exporter = traced
+    trace = _trace(tracing)
+    trace("voicelive.connected", 10.0, {"connect_ms": "not a number"})  # (logged, not raised)
+    trace("session.ready", 20.0, {"ready_ms": 20.0})
+    trace.finish(30.0, failed=False)
+    (connect,) = _spans(tracing, exporter)["voicelive.connect"]
+    assert _times(connect) == (0.0, 20.0)
