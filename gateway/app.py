@@ -29,6 +29,7 @@ from gateway.outbound import CARRIERS as OUTBOUND_CARRIERS
 from gateway.outbound import routes as outbound_routes
 from gateway.recording import RecordingWriter
 from gateway.tools import ToolRunner, http_tool_runner
+from gateway.tracing import Tracing
 from gateway.voicelive.pool import ResourcePool, build_budget
 from gateway.webhooks import RecordDelivery
 from gateway.workers import worker_count
@@ -88,12 +89,15 @@ def create_app(
     tool_runner: ToolRunner | None = None,
     carriers: Sequence[Carrier] | None = None,
     record_outcomes: Callable[[str, str], None] | None = None,
+    tracing: Tracing | None = None,
 ) -> web.Application:
     """Build the gateway application from its carriers (by default every carrier of the registry).
 
     ``voicelive_endpoint`` overrides the configured endpoint. With neither, the built-in Voice
     Live simulator is started on a free loopback port when the application starts.
     ``record_outcomes(record_id, outcome)`` hears how each post-call record's delivery attempts end.
+    ``tracing``: where the calls' traces go (by default, what the ``OTEL_*`` environment asks for, if
+    anything); the application flushes and shuts it down when it stops.
     """
     carriers = list(carriers) if carriers is not None else default_carriers()
     for secret in config.secrets():
@@ -137,9 +141,10 @@ def create_app(
             records.start()  # what an earlier run left in the spool goes out first
             log.info("post-call records on", spool=config.records.spool_directory)
         failed_calls = FailedCalls.from_environment(os.environ.get(REDIS_URL_ENV) or None)
+        traces = tracing if tracing is not None else Tracing.from_environment()
         app[CONTEXT] = GatewayContext(
             config, pool, tokens, observer_factory, recording, tool_runner or http_tool_runner(http),
-            records=records, failed_calls=failed_calls)
+            records=records, failed_calls=failed_calls, tracing=traces)
         for resource in pool.resources:
             if resource.connector.endpoint != simulated:
                 log.info("Voice Live backend", resource=resource.name, endpoint=resource.connector.endpoint,
@@ -165,6 +170,8 @@ def create_app(
                 await asyncio.get_running_loop().run_in_executor(None, recording.close)
             if simulator is not None:
                 await simulator.close()
+            if traces is not None:  # (the calls have ended: their spans are all finished)
+                await asyncio.get_running_loop().run_in_executor(None, traces.shutdown)
 
     async def watch_loop_lag(app: web.Application) -> Any:
         async def watch() -> None:

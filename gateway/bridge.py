@@ -37,6 +37,7 @@ from gateway.prewarm import WarmSession, WarmSessions
 from gateway.recording import CallRecorder, RecordingWriter
 from gateway.records import CallEvents, RecordOptions, build_record
 from gateway.tools import ToolRunner
+from gateway.tracing import CallTrace, Tracing, clock_zero_ns, use_tool_headers
 from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnection
 from gateway.voicelive.pool import NoBudget, ResourcePool
 from gateway.webhooks import RecordDelivery
@@ -76,15 +77,17 @@ def now_ms() -> float:
 class CallObserver:
     """A call's observer: what it reports is counted in the metrics, then passed on (to a test, the
     demo). It also notes the moment a barge-in flushed the phone, for the reaction-time metric, and
-    with post-call records on, keeps what the call's record needs (``events``)."""
+    with post-call records on, keeps what the call's record needs (``events``), and with tracing on,
+    makes the call's trace of it (``trace``)."""
 
-    __slots__ = ("barge_in_flushed", "carrier", "downstream", "events")
+    __slots__ = ("barge_in_flushed", "carrier", "downstream", "events", "trace")
 
     def __init__(self, carrier: str, downstream: Observer, events: CallEvents | None = None) -> None:
         self.carrier = carrier
         self.downstream = downstream
         self.barge_in_flushed = False
         self.events = events
+        self.trace: CallTrace | None = None
 
     def __call__(self, event: str, t: float, fields: dict[str, Any]) -> None:
         if event == "bot.first_audio" and fields.get("after_speech_stopped_ms") is not None:
@@ -98,6 +101,8 @@ class CallObserver:
             metrics.VOICELIVE_ERRORS.inc(metrics.error_code_label(str(fields.get("code") or "")))
         if self.events is not None:
             self.events(event, t, fields)
+        if self.trace is not None:
+            self.trace(event, t, fields)
         self.downstream(event, t, fields)
 
 
@@ -112,6 +117,7 @@ class GatewayContext:
     recording: RecordingWriter | None = None
     tool_runner: ToolRunner | None = None
     records: RecordDelivery | None = None  # post-call records are delivered (None: no webhook configured)
+    tracing: Tracing | None = None  # each call is a trace (None: tracing is off)
     calls: dict[str, CallBridge] = field(default_factory=dict)
     failed_calls: FailedCalls = field(default_factory=FailedCalls)  # calls the gateway gave up on
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
@@ -397,6 +403,9 @@ class CallBridge:
         else:
             tool = next(t for t in self.call.profile.tools if t.name == run.name)
             runner = self.ctx.tool_runner
+            trace = self.observer.trace
+            if trace is not None:  # (this task's own context: the tool's request continues the call's trace)
+                use_tool_headers(trace.tool_headers(run.call_id))
             output = await runner(tool, run) if runner is not None else '{"error": "tools are not available"}'
         self.wire.from_tools(run.call_id, output, self._now())
         await self._flush()
@@ -686,6 +695,9 @@ class CallBridge:
         call, ctx = self.call, self.ctx
         ctx.add_call(self)
         self.log.info("call started", carrier=self.carrier, profile=call.profile_name)
+        if ctx.tracing is not None:
+            self.observer.trace = ctx.tracing.call(call.call_id, self.carrier, call.profile_name, call.direction,
+                                                   call.started_at, clock_zero_ns(self._now()))
         voicelive = asyncio.create_task(self._voicelive_side(), name=f"voicelive-{call.call_id}")
         tasks = [asyncio.create_task(self._phone_side(), name=f"phone-{call.call_id}"), voicelive,
                  asyncio.create_task(self._clock(), name=f"clock-{call.call_id}")]
@@ -730,6 +742,8 @@ class CallBridge:
             if self.wire.bad_input:
                 summary["bad_messages"] = dict(self.wire.bad_input)
             self.log.info("call ended", carrier=self.carrier, **summary)
+            if self.observer.trace is not None:
+                self.observer.trace.finish(now, failed=call.end_reason in FAILURE_ENDS)
 
     def cut(self, reason: str) -> None:
         """End the call now, from the gateway's side (a drain out of time): the legs are closed and

@@ -23,11 +23,12 @@ import os
 import re
 import time
 from pathlib import Path
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING
 
 from gateway.log import get_logger
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = get_logger("gateway.failures")
 
@@ -54,8 +55,15 @@ class FailedCalls:
     def __init__(self, directory: str | None = None, redis_url: str | None = None) -> None:
         self._local: dict[str, tuple[float, str]] = {}
         self._dir = Path(directory) if directory else None
-        self._redis = Redis.from_url(redis_url, socket_connect_timeout=REDIS_TIMEOUT_S,
-                                     socket_timeout=REDIS_TIMEOUT_S) if redis_url else None
+        self._redis: Redis | None = None
+        self._failures: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+        if redis_url:  # (redis-py is imported only then: it loads more than the gateway uses)
+            from redis.asyncio import Redis
+            from redis.exceptions import RedisError
+
+            self._redis = Redis.from_url(redis_url, socket_connect_timeout=REDIS_TIMEOUT_S,
+                                         socket_timeout=REDIS_TIMEOUT_S)
+            self._failures = (RedisError, OSError, TimeoutError)
         self._tasks: set[asyncio.Task[None]] = set()
         self._redis_down = False  # (one warning per outage, not one per call)
 
@@ -97,7 +105,7 @@ class FailedCalls:
         if self._redis is not None:
             try:
                 await self._redis.set(KEY_PREFIX + call_id, message.encode(), ex=int(FAILED_CALL_TTL_S))
-            except (RedisError, OSError, TimeoutError) as exc:
+            except self._failures as exc:
                 self._redis_failed("could not share a failed call's note through Redis", exc)
             else:
                 self._redis_down = False
@@ -144,7 +152,7 @@ class FailedCalls:
         if self._redis is not None:
             try:
                 value = await self._redis.get(KEY_PREFIX + call_id)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except self._failures as exc:
                 self._redis_failed("could not read failed calls' notes from Redis", exc)
                 return None
             self._redis_down = False

@@ -18,6 +18,7 @@ import aiohttp
 from gateway.call import RunTool
 from gateway.config import HttpTool, Tool
 from gateway.log import get_logger
+from gateway.tracing import tool_headers
 
 log = get_logger("gateway.tools")
 
@@ -105,8 +106,12 @@ async def _output(tool: Tool, reply: aiohttp.ClientResponse) -> str:
 async def _call_service(http: aiohttp.ClientSession, tool: Tool, spec: HttpTool, arguments: dict[str, Any]) -> str:
     """POST the arguments, following same-origin 307/308 redirects (at most MAX_REDIRECTS)."""
     url = spec.url
+    headers: dict[str, str] = spec.headers
+    traced = tool_headers()  # the call's trace goes on in the tool's service (W3C traceparent)
+    if traced:
+        headers = {**headers, **traced}
     for _ in range(MAX_REDIRECTS + 1):
-        async with http.post(url, json=arguments, headers=spec.headers, allow_redirects=False) as reply:
+        async with http.post(url, json=arguments, headers=headers, allow_redirects=False) as reply:
             if reply.status not in FOLLOWED_REDIRECTS:
                 return await _output(tool, reply)
             url = _redirect_target(tool, url, reply)

@@ -42,15 +42,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from gateway.log import get_logger, register_secret
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = get_logger("gateway.voicelive.budget")
 
@@ -262,8 +260,6 @@ end
 return 1
 """
 
-# What a dead, unreachable or misbehaving Redis raises (redis-py wraps most in RedisError).
-_REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
 
 def _masked(url: str) -> str:
@@ -332,6 +328,15 @@ class RedisBudget:
         self._address = _masked(url)
         for password in _passwords(url):
             register_secret(password)
+        # redis-py is imported only when a budget is shared (it loads more than the gateway uses, e.g.
+        # OpenTelemetry's metrics SDK when that is installed)
+        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+
+        # what a dead, unreachable or misbehaving Redis raises (redis-py wraps most in RedisError)
+        self._failures: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
         try:
             pool = BlockingConnectionPool.from_url(
                 url,
@@ -392,7 +397,7 @@ class RedisBudget:
             args = [self._limits[resource], self._window_us, keep, next(self._members), self._idle_ms]
             try:
                 granted, remaining, wait_ms, held = await self._run(self._take_script, list(keys), args)
-            except _REDIS_FAILURES as exc:
+            except self._failures as exc:
                 self._failed(exc)
             else:
                 self._worked()
@@ -417,7 +422,7 @@ class RedisBudget:
             return
         try:
             await self._run(self._backoff_script, [keys[1]], [math.ceil(seconds * 1000)])
-        except _REDIS_FAILURES as exc:
+        except self._failures as exc:
             self._failed(exc)
         else:
             self._worked()
