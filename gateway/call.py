@@ -49,9 +49,9 @@ from gateway.core.turns import CallerTurns
 from gateway.core.usage import Usage
 
 # The call's interface, as the shell, the codecs and the tests use it (the parts live in gateway.core)
-__all__ = ["CALL_OPTIONS", "CLEAR", "MIN_SESSION_MS", "TRANSFER_WORDS", "Call", "CallState", "ClearPlayback",
-           "Hangup", "Observer", "PhoneAction", "PlayAudio", "Playout", "RunTool", "SendMark", "SessionExpires",
-           "ShellAction", "assistant_message", "spoken_text"]
+__all__ = ["CALL_OPTIONS", "CLEAR", "MIN_SESSION_MS", "RECORDED_PIECE_MS", "TRANSFER_WORDS", "Call", "CallState",
+           "ClearPlayback", "Hangup", "Observer", "PhoneAction", "PlayAudio", "Playout", "RunTool", "SendMark",
+           "SessionExpires", "ShellAction", "assistant_message", "spoken_text"]
 from gateway.voicelive.session import build_session
 
 Observer = Callable[[str, float, dict[str, Any]], None]
@@ -63,7 +63,9 @@ _APPEND_TAIL = '"}'
 
 
 # The options a shell gives a call beyond its profile (recorded with the call, so a replay uses them)
-CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "renew_spread_ms", "can_transfer", "can_send_dtmf")
+CALL_OPTIONS = ("reconnect_budget_ms", "renew_before_ms", "renew_spread_ms", "can_transfer", "can_send_dtmf",
+                "piece_ms")
+RECORDED_PIECE_MS = 60  # the piece size of recordings that do not say theirs (made before it was recorded)
 
 
 

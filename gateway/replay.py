@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audio import AudioFormat, b64_len
-from gateway.call import Call, CallState
+from gateway.call import RECORDED_PIECE_MS, Call, CallState
 from gateway.carriers.base import Carrier, ReplayError, ReplayStart
 from gateway.carriers.registry import carrier_named, carrier_names
 from gateway.config import Profile
@@ -159,9 +159,13 @@ def run(fixture: Fixture) -> Replay:
     options = header.get("call_options")
     if not isinstance(options, dict):
         options = {}
+    leg_options = dict(start.options)
+    if "piece_ms" not in leg_options:  # the leg's own size, else the recorded one
+        piece_ms = options.get("piece_ms")
+        leg_options["piece_ms"] = piece_ms if type(piece_ms) is int and piece_ms > 0 else RECORDED_PIECE_MS
     call = Call(call_id=start.call_id, stream_id=start.stream_id,
                 profile_name=str(header.get("profile_name") or "recorded"), profile=profile,
-                started_at=start.started_at, audio=audio, log=_QuietLog(), **start.options,
+                started_at=start.started_at, audio=audio, log=_QuietLog(), **leg_options,
                 reconnect_budget_ms=float(options.get("reconnect_budget_ms", 0.0)),
                 renew_before_ms=float(options.get("renew_before_ms", 120_000.0)),
                 can_transfer=options.get("can_transfer") is True,
