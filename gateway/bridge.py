@@ -734,8 +734,9 @@ class CallBridge:
                 continue
             delay = (due - self._now()) / 1000.0
             if delay > 0:
-                try:  # the timer itself; an earlier deadline wakes it sooner
-                    await asyncio.wait_for(self._clock_wake.wait(), delay)
+                try:  # the timer itself; an earlier deadline wakes it sooner (a timeout, not a task per wait)
+                    async with asyncio.timeout(delay):
+                        await self._clock_wake.wait()
                     continue
                 except TimeoutError:
                     pass

@@ -80,7 +80,8 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-PREROLL_MARGIN_MS = 700  # beyond the prefix padding: turn detection's delay and the events' way back
+PREROLL_MARGIN_MS = 500  # beyond the prefix padding: turn detection's delay and the events' way back
+RESPONSES_KEPT = 16  # responses (and items) a call remembers, the newest
 
 
 def _no_observer(_event: str, _t: float, _fields: dict[str, Any]) -> None:
@@ -214,12 +215,12 @@ class Call:
         self._sent_kinds: dict[str, str] = {}
         self.active_response: str | None = None
         self._active_items: list[str] = []  # the message items of the active response
-        self._dropped_responses: set[str] = set()
+        self._dropped_responses: dict[str, None] = {}  # (ordered: the oldest are forgotten first)
         self._deferred_truncates: dict[str, dict[str, Any]] = {}  # response id -> truncate event
         self._tools = ToolCalls(self.profile.tools)
         self._item_bytes: dict[str, int] = {}
         self._item_response: dict[str, str | None] = {}
-        self._first_audio_seen: set[str] = set()
+        self._first_audio_seen: dict[str, None] = {}
         self._speech_stopped_at: float | None = None
         self._obuf_clear_off = not self.profile.barge_in.output_audio_buffer_clear
         turn = self.profile.turn_detection
@@ -691,7 +692,7 @@ class Call:
     def _abandon_response(self, now: float) -> None:
         """The session is gone: its response will never finish. What already reached the phone plays."""
         if self.active_response is not None:
-            self._dropped_responses.add(self.active_response)
+            self._dropped_responses[self.active_response] = None
             self.active_response = None
         self._deferred_truncates.clear()
         farewell = self._farewell
@@ -866,7 +867,15 @@ class Call:
             if self._farewell is not None and self._farewell.response is None:
                 self._farewell.response = rid
         self.stats.responses += 1
+        self._forget_old_responses()
         self.observer("response.created", now, {"response_id": rid})
+
+    def _forget_old_responses(self) -> None:
+        """What the call keeps per response and per item is for the few still playing or being cut:
+        a long call does not keep every one it had."""
+        for kept in (self._item_bytes, self._item_response, self._first_audio_seen, self._dropped_responses):
+            while len(kept) > RESPONSES_KEPT:
+                del kept[next(iter(kept))]
 
     def _on_response_done(self, event: dict[str, Any], now: float) -> None:
         response = _obj(event.get("response"))
@@ -874,7 +883,8 @@ class Call:
         rid = _text(response.get("id"))
         if rid == self.active_response:
             self.active_response = None
-        self._dropped_responses.discard(rid)
+        if rid is not None:
+            self._dropped_responses.pop(rid, None)
         deferred = self._deferred_truncates.pop(rid, None) if rid is not None else None
         if deferred is not None:
             self._send(deferred)
@@ -913,7 +923,7 @@ class Call:
             return
         item_id = _text(event.get("item_id"))
         if rid is not None and rid not in self._first_audio_seen:
-            self._first_audio_seen.add(rid)
+            self._first_audio_seen[rid] = None
             fields: dict[str, Any] = {"response_id": rid, "item_id": item_id}
             if self._speech_stopped_at is not None:
                 fields["after_speech_stopped_ms"] = round(now - self._speech_stopped_at, 1)
@@ -1027,7 +1037,7 @@ class Call:
         self._farewell = Farewell(reason, now + GOODBYE_TIMEOUT_MS)
         self._keys.take()  # an entry being typed is dropped: the call is ending
         if self.active_response is not None:  # whatever the bot was saying gives way to the goodbye
-            self._dropped_responses.add(self.active_response)
+            self._dropped_responses[self.active_response] = None
             self._send({"type": "response.cancel"})
             self.active_response = None
         self._send(assistant_message(TRANSFER_WORDS if transfer_to else self.profile.limits.goodbye), kind="goodbye")
@@ -1189,7 +1199,7 @@ class Call:
         # 2. stop the response and drop whatever of it still arrives
         cancelled = by_server_vad and self._server_interrupts  # Voice Live cancelled it when it heard speech
         if active is not None:
-            self._dropped_responses.add(active)
+            self._dropped_responses[active] = None
             if switches.response_cancel and not cancelled:
                 self._send({"type": "response.cancel"})
                 cancelled = True

@@ -12,7 +12,6 @@ to ``resend_limit`` bytes, the newest (each bound is trimmed to when it is passe
 from __future__ import annotations
 
 from binascii import a2b_base64, b2a_base64
-from collections import deque
 
 __all__ = ["CallerAudio", "FrameRing"]
 
@@ -24,7 +23,7 @@ class FrameRing:
 
     def __init__(self) -> None:
         self._data = bytearray()
-        self._runs: deque[list[int]] = deque()  # [frame size, frames of that size], oldest first
+        self._runs: list[list[int]] = []  # [frame size, frames of that size], oldest first (a few)
         self.size = 0  # bytes
         self.frames = 0
 
@@ -53,7 +52,7 @@ class FrameRing:
             dropped += 1
             run[1] -= 1
             if not run[1]:
-                runs.popleft()
+                del runs[0]
         del self._data[:cut]
         self.size -= cut
         self.frames -= dropped
@@ -82,7 +81,7 @@ class FrameRing:
         self._data, self._runs = older._data, older._runs
         self.size += older.size
         self.frames += older.frames
-        older._data, older._runs = bytearray(), deque()
+        older._data, older._runs = bytearray(), []
         older.size = older.frames = 0
 
 

@@ -25,6 +25,9 @@ class _Piece:
     payload: str = ""
 
 
+_NONE: deque[_Piece] = deque(maxlen=0)
+
+
 class Playout:
     """Where the phone's playback stands, from playback acknowledgements (marks).
 
@@ -46,7 +49,8 @@ class Playout:
         self.heard_offset = 0
         self._acked_at = float("-inf")
         self.late_acks = late_acks
-        self.flushed: deque[_Piece] = deque()  # pieces pending at the last flush (late_acks only)
+        # pieces pending at the last flush (late_acks only; other legs share one that stays empty)
+        self.flushed: deque[_Piece] = deque() if late_acks else _NONE
         self.unheard: list[str] = []  # items the last flush dropped before any of their audio played
 
     def add(self, item_id: str | None, end: int, size: int, now: float) -> str:

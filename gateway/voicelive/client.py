@@ -266,6 +266,8 @@ class VoiceLiveConnector:
         except OSError as exc:
             raise VoiceLiveConnectError(f"Voice Live unreachable: {exc.strerror or exc}") from None
         assert isinstance(connection, VoiceLiveConnection)  # create_connection made it
+        connection.request = None  # the handshake's request and its headers, kept for nothing (websockets
+        # reads only ``response``, whose presence tells it the handshake is over)
         return connection
 
     async def close(self) -> None:

@@ -106,7 +106,7 @@ def test_audio_after_a_barge_in_flush_breaks_an_invariant(monkeypatch) -> None:
     original = Call._on_audio_delta
 
     def plays_everything(self: Call, event: dict[str, Any], now: float) -> None:
-        dropped, self._dropped_responses = self._dropped_responses, set()
+        dropped, self._dropped_responses = self._dropped_responses, {}
         try:
             original(self, event, now)
         finally:
