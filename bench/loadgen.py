@@ -342,9 +342,14 @@ class LoadGenerator:
     async def run(self, calls: int, first: int, duration: float, ramp_per_s: float) -> dict[str, Any]:
         until = time.monotonic() + duration
         ticker = asyncio.create_task(self.tick_all(until))
+        # the calls start on the ramp's schedule, however long each upgrade takes (a slow upgrade
+        # must not slow the ramp down: at a thousand calls it would not be done within the warm-up)
+        t0 = time.monotonic()
+        opening = []
         for i in range(calls):
-            await self.open_call(first + i)
-            await asyncio.sleep(1.0 / ramp_per_s)  # spread the calls' start like real traffic
+            await asyncio.sleep(max(0.0, t0 + i / ramp_per_s - time.monotonic()))
+            opening.append(asyncio.create_task(self.open_call(first + i)))
+        await asyncio.gather(*opening)
         await ticker
         for call in self.calls:
             try:
@@ -374,6 +379,18 @@ class LoadGenerator:
         }
 
 
+def raise_nofile() -> None:
+    """The soft limit of open files up to the hard one: one socket per call."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
@@ -396,6 +413,7 @@ def main() -> None:
                         help="--turns: pause after the reply has played, at random between this and twice this")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    raise_nofile()
     turns = {"speech_ms": args.speech_ms, "gap_ms": args.gap_ms} if args.turns else None
     generator = LoadGenerator(args.url, DIALECTS[args.carrier](args), tuple(args.window), turns)
     result = run_fast(generator.run(args.calls, args.first, args.duration, args.ramp))

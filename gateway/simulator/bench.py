@@ -177,9 +177,9 @@ class BenchSettings:
         if self.turns or self.scenario == "talk":
             return
         lead = (self.speech_ms + self.response_delay_ms) / 1000
-        if self.speech_ms <= 0 or lead >= self.reply_every_s:
-            raise ValueError("speech_ms must be > 0, and speech_ms + response_delay_ms shorter than "
-                             "the reply period")
+        if self.speech_ms <= 0 or self.reply_ms / 1000 + lead >= self.reply_every_s:
+            raise ValueError("speech_ms must be > 0, and reply_ms + speech_ms + response_delay_ms shorter than "
+                             "the reply period (else every caller turn would talk over the reply before)")
         if self.barge_in_every and not (
                 0 < self.barge_in_after_ms / 1000 < self.reply_every_s - self.response_delay_ms / 1000):
             raise ValueError("barge_in_after_ms must be > 0 and leave response_delay_ms before the next reply")
