@@ -171,7 +171,7 @@ async def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen[b
                 pass
             if process is not None and process.poll() is not None:
                 tail = log.read_text(errors="replace")[-600:] if log is not None and log.exists() else ""
-                raise RuntimeError(f"{' '.join(map(str, process.args[:4]))} exited with {process.returncode}: {tail}")
+                raise RuntimeError(f"{process.args!r:.80} exited with {process.returncode}: {tail}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not come up")
             await asyncio.sleep(0.1)  # polling a process that is starting up
@@ -509,7 +509,8 @@ def main() -> int:
                         help="latency: pause after the reply has played (at random, up to twice this)")
     parser.add_argument("--response-delay-ms", type=int, default=200,
                         help="latency: the stand-in answers this long after the caller's turn ended")
-    parser.add_argument("--barge-in-every", type=int, default=3)
+    parser.add_argument("--barge-in-every", type=int, default=None,
+                        help="barge into every Nth reply, 0: never (default: 1 for barge-storm, else 3)")
     parser.add_argument("--stop-at-failure", action="store_true", help="stop the sweep at the first step over target")
     parser.add_argument("--name", default=None, help="result file name (default: workers-N)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -517,6 +518,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.scenario == "capacity":
         args.scenario = "steady"
+    if args.barge_in_every is None:
+        args.barge_in_every = 1 if args.scenario == "barge-storm" else 3
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in args.systems if s not in SYSTEMS]
     if unknown or not args.systems:
