@@ -300,7 +300,8 @@ class LoadGenerator:
         await call.ws.send(self.dialect.echo(call, name))
 
     async def tick_all(self, until: float, phases: int = 5) -> None:
-        """The one timer: every 20 ms each call sends its next frame and echoes the marks now due.
+        """The one timer: every 20 ms each call sends its next frame; every tick (a fifth of that)
+        each call echoes the marks whose audio has played by then.
 
         Calls are spread over ``phases`` evenly spaced instants of the 20 ms period, as independent
         phones would be; one burst of every call's frame at once is not what a gateway sees.
@@ -317,6 +318,7 @@ class LoadGenerator:
             if loop.time() - (t0 + k * step) > FRAME_S:
                 self.late_ticks += 1
             phase = k % phases
+            tick = clock()
             for call in self.calls:
                 if call.closed:
                     continue
@@ -331,10 +333,8 @@ class LoadGenerator:
                         if type(message) is not str or not call.ws.send_nowait(message):
                             await call.ws.send(message)  # binary frames take websockets' own path
                     # marks on every tick (a fifth of a frame), as a phone echoes them once played
-                    if marks and marks[0][1] <= clock():
-                        now = clock()
-                        while marks and marks[0][1] <= now:
-                            await self.echo(call, marks.popleft()[0])
+                    while marks and marks[0][1] <= tick:
+                        await self.echo(call, marks.popleft()[0])
                 except (ConnectionClosed, OSError) as exc:
                     self.errors.append(f"call {call.number}: {type(exc).__name__}")
                     call.closed = True
