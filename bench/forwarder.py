@@ -89,7 +89,8 @@ def make_app(voicelive: str, codec: type[Passthrough] = Passthrough) -> web.Appl
         return web.Response(text="ok")
 
     async def session(app: web.Application) -> Any:
-        app["http"] = aiohttp.ClientSession()
+        # no pool limit: aiohttp's default of 100 connections would cap a step at 100 calls
+        app["http"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         yield
         await app["http"].close()
 
