@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 COMPACT = (",", ":")
+HTTP = web.AppKey("http", aiohttp.ClientSession)
 SESSION: dict[str, Any] = {"input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw",
                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}
 
@@ -58,7 +59,7 @@ def make_app(voicelive: str, codec: type[Passthrough] = Passthrough) -> web.Appl
     async def media(request: web.Request) -> web.WebSocketResponse:
         phone = web.WebSocketResponse(compress=False)
         await phone.prepare(request)
-        http: aiohttp.ClientSession = request.app["http"]
+        http: aiohttp.ClientSession = request.app[HTTP]
         vl: aiohttp.ClientWebSocketResponse | None = None
         pump: asyncio.Task[None] | None = None
         call = codec()
@@ -90,9 +91,9 @@ def make_app(voicelive: str, codec: type[Passthrough] = Passthrough) -> web.Appl
 
     async def session(app: web.Application) -> Any:
         # no pool limit: aiohttp's default of 100 connections would cap a step at 100 calls
-        app["http"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        app[HTTP] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         yield
-        await app["http"].close()
+        await app[HTTP].close()
 
     app = web.Application()
     app.router.add_get("/twilio/media", media)

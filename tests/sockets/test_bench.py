@@ -152,11 +152,11 @@ def test_a_tiny_latency_run_splits_each_turn(tmp_path: Path) -> None:
 
 async def test_the_forwarders_voice_live_connections_have_no_pool_limit() -> None:
     """aiohttp's default pool of 100 connections would hold the 101st call's session back."""
-    from bench.forwarder import make_app
+    from bench.forwarder import HTTP, make_app
 
     runner = web.AppRunner(make_app("http://127.0.0.1:9"))
     await runner.setup()  # (starts its client session)
     try:
-        assert runner.app["http"].connector.limit == 0
+        assert runner.app[HTTP].connector.limit == 0
     finally:
         await runner.cleanup()
