@@ -1,15 +1,21 @@
-"""Capacity benchmark: sweep the number of concurrent calls through one gateway and measure.
+"""Capacity benchmark: sweep the number of concurrent calls through the gateway (and, to compare,
+a naive forwarder and a transcoding bridge) and measure.
 
-For each step it starts, as separate processes, the simulator in its lean benchmark mode (the
-Voice Live stand-in), the gateway (``gateway serve``, production settings: authentication, JSON
-logs, metrics) and load generators (``bench/loadgen.py``, at most --per-loadgen calls each). After
-the calls have ramped up and warmed up, it measures for a fixed window:
+For each step and system it starts, as separate processes, the simulator in its lean benchmark
+mode (the Voice Live stand-in), the system (``gateway serve`` with production settings:
+authentication, JSON logs, metrics; or ``bench/forwarder.py``, ``bench/transcoder.py``) and load
+generators (``bench/loadgen.py``, at most --per-loadgen calls each). After the calls have ramped up
+and warmed up, it measures for a fixed window:
 
 - forwarding delay of caller frames (load generator → benchmark Voice Live) and of bot audio
   (benchmark Voice Live → load generator), p50 / p99 / max; caller frames lost or reordered;
-- barge-in reaction: inside the gateway (speech_started received → clear sent, from the gateway's
-  histogram) and at the phone (speech_started sent → clear received);
-- gateway CPU seconds per call-minute and % of one core per call, RSS per call, event-loop lag.
+- barge-in reaction at the phone, the primary figure: the stand-in's write of speech_started (on
+  loopback the bytes are at the system the moment they are written) → clear received by the
+  phone; and, secondary, the gateway's own histogram (speech_started parsed → clear written);
+- truncation error: |audio_end_ms the gateway truncated a response to - what the phone had played
+  of it when the clear arrived|, per (call, response), p50 / p99 / max;
+- CPU seconds per call-minute and % of one core per call of the system's process tree; RSS per
+  call (idle to loaded, per step, and the slope over the steps); the gateway's event-loop lag.
 
 It writes the results as JSON and a Markdown report with a plot, and prints a one-line summary.
 
