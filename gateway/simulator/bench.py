@@ -119,14 +119,19 @@ def split_bot_seq(seq: int) -> tuple[int, int]:
 
 
 def bot_audio(call: int, first_block: int, blocks: int, now: float, turn: bytes = b"", *,
-              response: int = 0, block: int = BLOCK, fill: bytes = b"\x7f") -> str:
-    """``blocks`` blocks of ``block`` bytes of bot audio, each with a bot marker (sequence
-    ``bot_seq(response, first_block + i)``); with ``turn`` (a packed ``TURN_MARKER``), the first
-    block carries that instead."""
+              response: int = 0, block: int = BLOCK, fill: bytes = b"\x7f", size: int | None = None) -> str:
+    """``blocks`` blocks of ``block`` bytes of bot audio (with ``size``: ``size`` bytes, cut in blocks
+    of ``block`` bytes from the start, the last one shorter), each starting with a bot marker (sequence
+    ``bot_seq(response, first_block + i)``; a last block too short for one has none); with ``turn``
+    (a packed ``TURN_MARKER``), the first block carries that instead."""
+    total = blocks * block if size is None else size
     out = bytearray()
-    for i in range(blocks):
+    for i, start in enumerate(range(0, total, block)):
+        length = min(block, total - start)
         head = turn if i == 0 and turn else MARKER.pack(BOT_MAGIC, call, bot_seq(response, first_block + i), now)
-        out += head + fill * (block - len(head))
+        if length < len(head):
+            head = b""
+        out += head + fill * (length - len(head))
     return base64.b64encode(bytes(out)).decode()
 
 
@@ -155,7 +160,7 @@ def read_turn_marker(payload_b64: str) -> TurnStamp | None:
 class BenchSettings:
     reply_every_s: float = 4.0  # a reply this often per session (the conversation's period)
     reply_ms: int = 2000  # how long each reply is
-    delta_ms: int = 240  # audio per response.audio.delta (rounded down to whole 60 ms blocks)
+    delta_ms: int = 240  # audio per response.audio.delta (a marker at the start of each 60 ms of it)
     speed: float = 4.0  # replies are sent this many times faster than real time
     barge_in_every: int = 3  # every Nth reply is interrupted (0: never)
     barge_in_after_ms: int = 300  # ... this long after its first audio (still being generated at 4x)
@@ -346,12 +351,12 @@ class BenchVoiceLive:
         await ws.send_str(json.dumps({"type": "conversation.item.truncated", "event_id": f"t{item_id}",
                                       "item_id": item_id, "content_index": 0, "audio_end_ms": end_ms}))
 
-    def _shape(self, block: int = BLOCK) -> tuple[int, int, float]:
-        """Blocks per delta, deltas per reply, seconds between deltas (``block``: bytes per 60 ms)."""
+    def _shape(self, bytes_per_ms: int = 8) -> tuple[int, int, int, float]:
+        """Bytes per delta, 60 ms blocks per delta (the last one maybe shorter), deltas per reply,
+        seconds between deltas (``bytes_per_ms``: of the session's output format)."""
         s = self.settings
-        blocks_per_delta = max(1, s.delta_ms // BLOCK_MS)
-        deltas = max(1, s.reply_ms // (blocks_per_delta * BLOCK_MS))
-        return blocks_per_delta, deltas, blocks_per_delta * BLOCK_MS / 1000 / s.speed
+        size = s.delta_ms * bytes_per_ms
+        return size, -(-s.delta_ms // BLOCK_MS), max(1, s.reply_ms // s.delta_ms), s.delta_ms / 1000 / s.speed
 
     async def _turn_frame(self, ws: web.WebSocketResponse, listener: _Listener, payload: str,
                           call: list[int]) -> None:
@@ -418,7 +423,7 @@ class BenchVoiceLive:
         """The reply to one caller turn, ``response_delay_ms`` after the frame that ended it
         ``arrived``; ``stamp``: (call, its last loud frame, when the ending frame was sent)."""
         call = stamp[0] if stamp is not None else 0
-        blocks_per_delta, deltas, pause = self._shape()
+        size, blocks_per_delta, deltas, pause = self._shape()
         await asyncio.sleep(max(0.0, arrived + self.settings.response_delay_ms / 1000 - time.monotonic()))
         rid, item = f"resp_{turn}", f"item_{turn}"
         await ws.send_str(json.dumps({"type": "response.created", "event_id": f"c{turn}",
@@ -430,7 +435,7 @@ class BenchVoiceLive:
                 head = b""
                 if i == 0 and stamp is not None:
                     head = TURN_MARKER.pack(TURN_MAGIC, call, stamp[1], stamp[2], arrived, now)
-                audio = bot_audio(call, i * blocks_per_delta, blocks_per_delta, now, head)
+                audio = bot_audio(call, i * blocks_per_delta, 0, now, head, size=size)
                 await ws.send_str(f'{{"type":"response.audio.delta","response_id":"{rid}","item_id":"{item}",'
                                   f'"output_index":0,"content_index":0,"delta":"{audio}"}}')
                 if i == 0:
@@ -502,7 +507,7 @@ class BenchVoiceLive:
         s = self.settings
         pcm = session.out_format == "pcm16"
         block, fill = (PCM16_BLOCK, b"\x00") if pcm else (BLOCK, b"\x7f")
-        blocks_per_delta, deltas, pause = self._shape(block)
+        size, blocks_per_delta, deltas, pause = self._shape(BYTES_PER_MS[session.out_format] if pcm else 8)
         session.responses += 1
         n = session.responses
         rid, item = f"resp_{n}", f"item_a{n}"
@@ -525,8 +530,8 @@ class BenchVoiceLive:
             if barge and time.monotonic() >= barge_at:
                 status = "cancelled"  # the caller spoke while it was being generated
                 break
-            audio = bot_audio(session.call, i * blocks_per_delta, blocks_per_delta, time.monotonic(),
-                              response=n, block=block, fill=fill)
+            audio = bot_audio(session.call, i * blocks_per_delta, 0, time.monotonic(), response=n, block=block,
+                              fill=fill, size=size)
             await ws.send_str(f'{{"type":"response.audio.delta","event_id":"d{n}_{i}",{common},"delta":"{audio}"}}')
             if i + 1 < deltas:
                 await _sleep_until(first_audio + (i + 1) * pause)  # faster than real time, on its own clock

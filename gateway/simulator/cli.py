@@ -89,8 +89,8 @@ def register_cli(subparsers: Any) -> None:
     bench.add_argument("--reply-every", type=float, default=4.0, metavar="S", help="a reply every S seconds")
     bench.add_argument("--reply-ms", type=int, default=2000, help="length of each reply")
     bench.add_argument("--delta-ms", type=int, default=None,
-                       help="audio per response.audio.delta, in whole 60 ms blocks (default: 400 with "
-                       "--scenario burst or barge-storm, else 240)")
+                       help="audio per response.audio.delta (default: 400 with --scenario burst or barge-storm, "
+                       "else 240)")
     bench.add_argument("--speech-ms", type=int, default=1200,
                        help="each caller turn: speech_started to speech_stopped and committed (default: 1200)")
     bench.add_argument("--barge-in-every", type=int, default=3, metavar="N",

@@ -100,6 +100,20 @@ def test_the_transcoder_converts_every_frame_and_puts_the_markers_back() -> None
     assert down[100:400] == b"\xff" * 300  # pcm16 silence became µ-law silence
 
 
+def test_a_400_ms_delta_has_a_marker_every_60_ms_and_a_shorter_last_block() -> None:
+    for block, size in ((480, 3200), (PCM16_BLOCK, 19_200)):
+        audio = base64.b64decode(bot_audio(8, 14, 0, 3.0, response=2, block=block, size=size))
+        assert len(audio) == size
+        starts = list(range(0, size, block))
+        assert len(starts) == 7  # six whole blocks and 40 ms
+        assert [split_bot_seq(MARKER.unpack_from(audio, at)[2]) for at in starts] == [(2, 14 + i) for i in range(7)]
+    # and through the transcoder, each block's marker at its converted start
+    down = base64.b64decode(Transcoder().to_phone(bot_audio(8, 0, 0, 3.0, response=2, block=PCM16_BLOCK,
+                                                            fill=b"\0", size=19_200)))
+    assert len(down) == 3200
+    assert [split_bot_seq(MARKER.unpack_from(down, at)[2]) for at in range(0, 3200, 480)] == [(2, i) for i in range(7)]
+
+
 @pytest.mark.parametrize("kwargs", [
     {"scenario": "storm"},
     {"reply_every_s": 2.0},  # a 2 s reply and a 1.5 s caller turn do not fit in 2 s
