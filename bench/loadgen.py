@@ -14,7 +14,10 @@ end, the stand-in's share, the gateway's share) go into the result.
 
 Every caller frame carries a marker (call, frame number, send time) that the benchmark Voice Live
 reads; every block of bot audio carries one that this process reads, to measure the forwarding
-delay of both directions on one clock.
+delay of both directions on one clock. The bot marker also names the block's response, so when a
+``clear`` (the carrier's flush) arrives, the phone knows how much of which response it had played:
+``truncation_played`` in the result, joined by ``bench/run.py`` with the ``audio_end_ms`` the gateway
+truncated that response to.
 
     python -m bench.loadgen --url ws://127.0.0.1:8080/twilio/media --calls 100 --first 0 \\
         --duration 40 --window START END --twilio-token T --signing-key K --out result.json
@@ -37,7 +40,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from bench.latency import TONE_FRAME, Talker
-from gateway.audio import b64_len
 from gateway.auth import CallTokens
 from gateway.carriers.twilio.auth import twilio_signature
 from gateway.cli import run_fast
@@ -47,8 +49,6 @@ from gateway.simulator.bench import (
     MARKER,
     TURN_MAGIC,
     parse_turn_marker,
-    read_marker,
-    read_turn_marker,
 )
 from gateway.voicelive.client import VoiceLiveConnection
 
@@ -80,6 +80,22 @@ class SimCall:
     clears: list[float] = field(default_factory=list)
     closed: bool = False
     talker: Talker | None = None  # --turns: the caller's side of the conversation
+    response: int = 0  # the response of the last bot audio received (from its blocks' markers)
+    segments: list[list[Any]] = field(default_factory=list)  # [response, plays from, plays until]
+    played: list[tuple[int, int, float, float]] = field(default_factory=list)  # (call, response, ms, flush at)
+
+
+def played_at(segments: list[list[Any]], t: float) -> tuple[int, float] | None:
+    """(response, ms of it played) at ``t``: the response whose audio last began playing by ``t``,
+    from the playback ``segments`` ([response, from, until], in the order they play)."""
+    current = None
+    for response, start, _ in segments:
+        if start <= t:
+            current = response
+    if current is None:
+        return None
+    return current, 1000.0 * sum(min(max(t - start, 0.0), end - start)
+                                 for response, start, end in segments if response == current)
 
 
 AUDIO, MARK, FLUSH = "audio", "mark", "flush"
@@ -113,14 +129,11 @@ class TwilioDialect:
                 f'"chunk":"{chunk}","timestamp":"{chunk * 20}","payload":"{payload}"}}}}')
 
     def read(self, data: str | bytes) -> tuple[str, Any] | None:
-        """(AUDIO, (bytes of audio, bot marker or None, turn marker or None)), (MARK, name),
-        (FLUSH, None), or None."""
+        """(AUDIO, the audio's bytes), (MARK, name), (FLUSH, None), or None."""
         if type(data) is not str:
             return None
         if data.startswith('{"event":"media"'):
-            payload = data[data.index('"payload":"') + 11: -3]
-            marker = read_marker(payload, BOT_MAGIC)
-            return AUDIO, (b64_len(payload), marker, None if marker else read_turn_marker(payload))
+            return AUDIO, base64.b64decode(data[data.index('"payload":"') + 11: -3])
         if data.startswith('{"event":"mark"'):
             return MARK, json.loads(data)["mark"]["name"]
         if data.startswith('{"event":"clear"'):
@@ -158,12 +171,7 @@ class AsteriskDialect:
 
     def read(self, data: str | bytes) -> tuple[str, Any] | None:
         if type(data) is bytes:
-            marker = turn = None
-            if len(data) >= MARKER.size and data[:4] == BOT_MAGIC:
-                marker = MARKER.unpack_from(data)[1:]
-            elif data[:4] == TURN_MAGIC:
-                turn = parse_turn_marker(data)
-            return AUDIO, (len(data), marker, turn)
+            return AUDIO, data
         if data.startswith("MARK_MEDIA "):
             return MARK, data[11:]
         if data.startswith("FLUSH_MEDIA"):
@@ -230,13 +238,7 @@ class LoadGenerator:
                 kind, value = got
                 now = time.monotonic()
                 if kind is AUDIO:
-                    size, marker, turn = value
-                    if marker is not None and start <= now <= end:
-                        self.bot_delays.append((now - marker[2]) * 1000.0)
-                        self.bot_blocks += 1
-                    elif turn is not None and call.talker is not None:
-                        call.talker.replied(turn, now, call.play_end)
-                    call.play_end = max(call.play_end, now) + size / rate
+                    self.audio(call, value, now, start <= now <= end, rate)
                 elif kind is MARK:
                     if call.play_end <= now:
                         await self.echo(call, value)
@@ -244,6 +246,10 @@ class LoadGenerator:
                         call.marks.append((value, call.play_end))
                 elif kind is FLUSH:
                     call.clears.append(now)
+                    heard = played_at(call.segments, now)
+                    if heard is not None:
+                        call.played.append((call.number, heard[0], round(heard[1], 3), now))
+                    call.segments.clear()
                     call.play_end = now
                     if drops_marks:
                         call.marks.clear()
@@ -254,11 +260,48 @@ class LoadGenerator:
         finally:
             call.closed = True
 
+    def audio(self, call: SimCall, data: bytes, now: float, measured: bool, rate: int) -> None:
+        """Bot audio reached the phone: each block's delay (its marker's send time), and where it
+        plays: after the audio before it, in segments of one response each."""
+        if data[:4] == TURN_MAGIC and call.talker is not None:
+            turn = parse_turn_marker(data)
+            if turn is not None:
+                call.talker.replied(turn, now, call.play_end)
+        begin = max(call.play_end, now)
+        size = len(data)
+        pos = 0
+        found = data.find(BOT_MAGIC)
+        while True:
+            cut = size if found < 0 or found + MARKER.size > size else found
+            if cut > pos:
+                self._play(call, begin + pos / rate, begin + cut / rate)
+            if cut == size:
+                break
+            _, _, seq, sent = MARKER.unpack_from(data, found)
+            if measured:
+                self.bot_delays.append((now - sent) * 1000.0)
+                self.bot_blocks += 1
+            call.response = seq >> 16
+            pos = found
+            found = data.find(BOT_MAGIC, found + MARKER.size)
+        call.play_end = begin + size / rate
+
+    @staticmethod
+    def _play(call: SimCall, start: float, end: float) -> None:
+        segments = call.segments
+        if segments and segments[-1][0] == call.response and abs(segments[-1][2] - start) < 1e-6:
+            segments[-1][2] = end
+            return
+        if len(segments) >= 32:  # keep what a flush may still need: the latest responses
+            del segments[:16]
+        segments.append([call.response, start, end])
+
     async def echo(self, call: SimCall, name: str) -> None:
         await call.ws.send(self.dialect.echo(call, name))
 
     async def tick_all(self, until: float, phases: int = 5) -> None:
-        """The one timer: every 20 ms each call sends its next frame and echoes the marks now due.
+        """The one timer: every 20 ms each call sends its next frame; every tick (a fifth of that)
+        each call echoes the marks whose audio has played by then.
 
         Calls are spread over ``phases`` evenly spaced instants of the 20 ms period, as independent
         phones would be; one burst of every call's frame at once is not what a gateway sees.
@@ -275,29 +318,38 @@ class LoadGenerator:
             if loop.time() - (t0 + k * step) > FRAME_S:
                 self.late_ticks += 1
             phase = k % phases
+            tick = clock()
             for call in self.calls:
-                if call.closed or call.number % phases != phase:
+                if call.closed:
                     continue
-                now = clock()  # each frame's own send time: a burst of sends takes a while
-                talker = call.talker
-                message = frame(call, now, talker is not None and talker.tick(call.seq, now, call.play_end))
-                call.seq += 1
+                marks = call.marks
                 try:
-                    if type(message) is not str or not call.ws.send_nowait(message):
-                        await call.ws.send(message)  # binary frames take websockets' own path
-                    while call.marks and call.marks[0][1] <= now:
-                        await self.echo(call, call.marks.popleft()[0])
+                    if call.number % phases == phase:
+                        now = clock()  # each frame's own send time: a burst of sends takes a while
+                        talker = call.talker
+                        message = frame(call, now, talker is not None and talker.tick(call.seq, now, call.play_end))
+                        call.seq += 1
+                        self.frames_sent += 1
+                        if type(message) is not str or not call.ws.send_nowait(message):
+                            await call.ws.send(message)  # binary frames take websockets' own path
+                    # marks on every tick (a fifth of a frame), as a phone echoes them once played
+                    while marks and marks[0][1] <= tick:
+                        await self.echo(call, marks.popleft()[0])
                 except (ConnectionClosed, OSError) as exc:
                     self.errors.append(f"call {call.number}: {type(exc).__name__}")
                     call.closed = True
-                self.frames_sent += 1
 
     async def run(self, calls: int, first: int, duration: float, ramp_per_s: float) -> dict[str, Any]:
         until = time.monotonic() + duration
         ticker = asyncio.create_task(self.tick_all(until))
+        # the calls start on the ramp's schedule, however long each upgrade takes (a slow upgrade
+        # must not slow the ramp down: at a thousand calls it would not be done within the warm-up)
+        t0 = time.monotonic()
+        opening = []
         for i in range(calls):
-            await self.open_call(first + i)
-            await asyncio.sleep(1.0 / ramp_per_s)  # spread the calls' start like real traffic
+            await asyncio.sleep(max(0.0, t0 + i / ramp_per_s - time.monotonic()))
+            opening.append(asyncio.create_task(self.open_call(first + i)))
+        await asyncio.gather(*opening)
         await ticker
         for call in self.calls:
             try:
@@ -316,6 +368,8 @@ class LoadGenerator:
             "bot_blocks": self.bot_blocks,
             "bot_delays_ms": [round(d, 3) for d in delays.tolist()],
             "clears": [[c.number, t] for c in self.calls for t in c.clears],
+            # (call, response, ms of it played, when the flush arrived)
+            "truncation_played": [list(row) for c in self.calls for row in c.played],
             "late_ticks": self.late_ticks,
             "turns": [list(row) for c in self.calls if c.talker for row in c.talker.samples],
             "turns_unanswered": sum(c.talker.unanswered + c.talker.pending() for c in self.calls if c.talker),
@@ -323,6 +377,18 @@ class LoadGenerator:
             "errors": self.errors[:20],
             "error_count": len(self.errors),
         }
+
+
+def raise_nofile() -> None:
+    """The soft limit of open files up to the hard one: one socket per call."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def main() -> None:
@@ -347,6 +413,7 @@ def main() -> None:
                         help="--turns: pause after the reply has played, at random between this and twice this")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    raise_nofile()
     turns = {"speech_ms": args.speech_ms, "gap_ms": args.gap_ms} if args.turns else None
     generator = LoadGenerator(args.url, DIALECTS[args.carrier](args), tuple(args.window), turns)
     result = run_fast(generator.run(args.calls, args.first, args.duration, args.ramp))

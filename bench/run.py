@@ -1,17 +1,32 @@
-"""Capacity benchmark: sweep the number of concurrent calls through one gateway and measure.
+"""Capacity benchmark: sweep the number of concurrent calls through the gateway (and, to compare,
+a naive forwarder and a transcoding bridge) and measure.
 
-For each step it starts, as separate processes, the simulator in its lean benchmark mode (the
-Voice Live stand-in), the gateway (``gateway serve``, production settings: authentication, JSON
-logs, metrics) and load generators (``bench/loadgen.py``, at most --per-loadgen calls each). After
-the calls have ramped up and warmed up, it measures for a fixed window:
+For each step and system it starts, as separate processes, the simulator in its lean benchmark
+mode (the Voice Live stand-in), the system (``gateway serve`` with production settings:
+authentication, JSON logs, metrics; or ``bench/forwarder.py``, ``bench/transcoder.py``) and load
+generators (``bench/loadgen.py``, at most --per-loadgen calls each). After the calls have ramped up
+and warmed up, it measures for a fixed window:
 
 - forwarding delay of caller frames (load generator → benchmark Voice Live) and of bot audio
   (benchmark Voice Live → load generator), p50 / p99 / max; caller frames lost or reordered;
-- barge-in reaction: inside the gateway (speech_started received → clear sent, from the gateway's
-  histogram) and at the phone (speech_started sent → clear received);
-- gateway CPU seconds per call-minute and % of one core per call, RSS per call, event-loop lag.
+- barge-in reaction at the phone, the primary figure: the stand-in's write of speech_started (on
+  loopback the bytes are at the system the moment they are written) → clear received by the
+  phone; and, secondary, the gateway's own histogram (speech_started parsed → clear written);
+- truncation error: |audio_end_ms the gateway truncated a response to - what the phone had played
+  of it when the clear arrived|, per (call, response), p50 / p99 / max;
+- CPU seconds per call-minute and % of one core per call of the system's process tree; RSS per
+  call (idle to loaded, per step, and the slope over the steps); the gateway's event-loop lag.
 
 It writes the results as JSON and a Markdown report with a plot, and prints a one-line summary.
+
+Scenarios (``--scenario``, the stand-in's conversation, ``gateway/simulator/bench.py``): ``steady``
+(caller turns committed and replies, each call on its own phase), ``burst`` (every call's replies
+start at the same instant, 400 ms deltas), ``barge-storm`` (every call barged into at once),
+``talk`` (callers talk without pause: never committed, no reply) and ``latency`` (below).
+
+Systems (``--systems``): each step runs each in turn, with fresh processes: ``gateway``, the naive
+``forwarder`` (``bench/forwarder.py``) and the ``transcoder`` (``bench/transcoder.py``, pcm16 24 kHz
+to Voice Live); the report gives each one's figures and their ratios to the gateway's.
 
 With ``--scenario latency`` the calls talk in turns instead (``bench/latency.py``) and each step
 measures the end-to-end turn latency: the caller's end of speech to the bot's first audio played
@@ -20,6 +35,7 @@ at the phone, split into the Voice Live stand-in's share and the gateway's share
     python bench/run.py --calls 50,100,200,400 --measure 30            # the full sweep (minutes)
     python bench/run.py --calls 4 --warmup 2 --measure 3 --no-plot     # a smoke run (seconds)
     python bench/run.py --scenario latency --calls 1,100,300 --warmup 3 --measure 20
+    python bench/run.py --scenario burst --systems gateway,forwarder,transcoder --calls 100,200
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ import json
 import math
 import os
 import platform
+import resource
 import secrets
 import socket
 import subprocess
@@ -39,7 +56,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.figures import barge_in_reactions, join_truncations, pct, ratios, rss_slope
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -129,11 +149,23 @@ def quantile_from(before: dict[float, int], after: dict[float, int], q: float) -
     return math.inf
 
 
-def pct(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 3) if values else None
+def raise_nofile() -> int:
+    """Raise the soft limit of open files to the hard one (inherited by every process started):
+    thousands of calls are thousands of sockets in the gateway and the stand-in. The new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
-async def wait_http(url: str, timeout: float = 30.0) -> None:
+async def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None,
+                    log: Path | None = None) -> None:
+    """Return once ``url`` answers 200; RuntimeError at once if ``process`` exits first (its log's end)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while True:
@@ -143,6 +175,9 @@ async def wait_http(url: str, timeout: float = 30.0) -> None:
                         return
             except aiohttp.ClientError:
                 pass
+            if process is not None and process.poll() is not None:
+                tail = log.read_text(errors="replace")[-600:] if log is not None and log.exists() else ""
+                raise RuntimeError(f"{process.args!r:.80} exited with {process.returncode}: {tail}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not come up")
             await asyncio.sleep(0.1)  # polling a process that is starting up
@@ -157,11 +192,14 @@ async def fetch(url: str, method: str = "GET") -> str:
 MEDIA_PATHS = {"twilio": "/twilio/media", "asterisk": "/asterisk/media?profile=bench"}
 
 
-async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+SYSTEMS = ("gateway", "forwarder", "transcoder")
+
+
+async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: str = "gateway") -> dict[str, Any]:
     vl_port, gw_port = free_port(), free_port()
     twilio_token, signing_key = secrets.token_hex(16), secrets.token_hex(32)
     asterisk_password = secrets.token_hex(16)
-    logs = workdir / f"step-{calls}"
+    logs = workdir / (f"step-{calls}" if system == "gateway" else f"step-{calls}-{system}")
     logs.mkdir(parents=True, exist_ok=True)
     latency = args.scenario == "latency"
     # this checkout's modules in every process, whichever checkout the interpreter has installed
@@ -171,22 +209,32 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
                 "--barge-in-every", str(args.barge_in_every)]
     if latency:
         stand_in += ["--turns", "--response-delay-ms", str(args.response_delay_ms)]
+    else:
+        stand_in += ["--scenario", args.scenario, "--speech-ms", str(args.speech_ms),
+                     "--barge-in-after-ms", str(args.barge_in_after_ms)]
+        if args.delta_ms:
+            stand_in += ["--delta-ms", str(args.delta_ms)]
     vl = subprocess.Popen(stand_in, cwd=ROOT, env={**os.environ, "PYTHONPATH": pythonpath},
                           stdout=open(logs / "voicelive.log", "wb"), stderr=subprocess.STDOUT)
     env = {**os.environ, "PYTHONPATH": pythonpath, "AZURE_VOICELIVE_ENDPOINT": f"http://127.0.0.1:{vl_port}",
            "TWILIO_AUTH_TOKEN": twilio_token, "GATEWAY_SIGNING_KEY": signing_key,
            "ASTERISK_WS_USERNAME": "bench", "ASTERISK_WS_PASSWORD": asterisk_password,
            "GATEWAY_LOG_FORMAT": "json", "GATEWAY_LOG_LEVEL": "info"}
-    serve = [PY, "-m", "gateway", "serve", "--config", str(ROOT / "bench" / "bench-config.yaml"),
-             "--host", "127.0.0.1", "--port", str(gw_port)]
-    if args.workers > 1:
-        serve += ["--workers", str(args.workers)]
-    gw = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=open(logs / "gateway.log", "wb"),
+    if system == "gateway":
+        serve = [PY, "-m", "gateway", "serve", "--config", str(ROOT / "bench" / "bench-config.yaml"),
+                 "--host", "127.0.0.1", "--port", str(gw_port)]
+        if args.workers > 1:
+            serve += ["--workers", str(args.workers)]
+    else:  # the comparisons: one process each, no authentication, no metrics
+        serve = [PY, "-m", f"bench.{system}", "--host", "127.0.0.1", "--port", str(gw_port),
+                 "--voicelive", f"http://127.0.0.1:{vl_port}"]
+    gw = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=open(logs / f"{system}.log", "wb"),
                           stderr=subprocess.STDOUT)
+    metrics_url = f"http://127.0.0.1:{gw_port}/metrics" if system == "gateway" else None
     loadgens: list[subprocess.Popen[bytes]] = []
     try:
-        await wait_http(f"http://127.0.0.1:{vl_port}/bench/stats")
-        await wait_http(f"http://127.0.0.1:{gw_port}/healthz")
+        await wait_http(f"http://127.0.0.1:{vl_port}/bench/stats", process=vl, log=logs / "voicelive.log")
+        await wait_http(f"http://127.0.0.1:{gw_port}/healthz", process=gw, log=logs / f"{system}.log")
         await asyncio.sleep(0.5)  # let the gateway's workers settle before the baseline
         base_rss = rss_kib(process_tree(gw.pid))
         ramp_s = calls / args.ramp
@@ -210,7 +258,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
                 stdout=open(logs / f"loadgen-{i}.log", "wb"), stderr=subprocess.STDOUT))
         await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
         await fetch(f"http://127.0.0.1:{vl_port}/bench/reset", "POST")
-        metrics0 = await fetch(f"http://127.0.0.1:{gw_port}/metrics")
+        metrics0 = await fetch(metrics_url) if metrics_url else ""
         harness = [vl.pid, *(p.pid for p in loadgens)]
         cpu0, t0 = cpu_seconds(process_tree(gw.pid)), time.monotonic()
         harness0, busy0 = sum(cpu_seconds(harness)), machine_busy_seconds()
@@ -218,7 +266,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
         cpu1, t1 = cpu_seconds(process_tree(gw.pid)), time.monotonic()
         harness1, busy1 = sum(cpu_seconds(harness)), machine_busy_seconds()
         rss = rss_kib(process_tree(gw.pid))
-        metrics1 = await fetch(f"http://127.0.0.1:{gw_port}/metrics")
+        metrics1 = await fetch(metrics_url) if metrics_url else ""
         vl_stats = json.loads(await fetch(f"http://127.0.0.1:{vl_port}/bench/stats"))
         for p in loadgens:
             await asyncio.to_thread(p.wait, 60)
@@ -234,18 +282,12 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
                 p.kill()
 
     bot_delays = [d for g in generated for d in g["bot_delays_ms"]]
-    clears: dict[int, list[float]] = {}
-    for g in generated:
-        for number, t in g["clears"]:
-            clears.setdefault(number, []).append(t)
-    reactions = []
-    for barge in vl_stats["barge_ins"]:
-        later = [t for t in clears.get(barge["call"], []) if barge["sent"] <= t <= barge["sent"] + 1.0]
-        if later:
-            reactions.append((min(later) - barge["sent"]) * 1000.0)
+    reactions = barge_in_reactions(vl_stats["barge_ins"], [c for g in generated for c in g["clears"]])
+    truncation = join_truncations(vl_stats.get("truncations", []),
+                                  [row for g in generated for row in g.get("truncation_played", [])], window)
     window_s = t1 - t0
-    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
-    cpu = user + system
+    user, kernel = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    cpu = user + kernel
     connected = sum(g["connected"] for g in generated)
     inside = quantile_from(histogram(metrics0, "gateway_barge_in_reaction_seconds"),
                            histogram(metrics1, "gateway_barge_in_reaction_seconds"), 0.99)
@@ -262,6 +304,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
                  "load_average_1m": round(os.getloadavg()[0], 2)}
     return {
         "scenario": args.scenario,
+        "system": system,
         "carrier": args.carrier,
         "calls": calls,
         "connected": connected,
@@ -274,10 +317,20 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
         "bot_delay_ms": {"p50": pct(bot_delays, 50), "p99": pct(bot_delays, 99),
                          "max": round(max(bot_delays), 3) if bot_delays else None, "blocks": len(bot_delays)},
         "barge_ins": len(reactions),
-        "barge_in_at_phone_ms": {"p50": pct(reactions, 50), "p99": pct(reactions, 99)},
+        "barge_ins_sent": len(vl_stats["barge_ins"]),
+        # the primary figure: speech_started written by the stand-in (the bytes are at the gateway on
+        # loopback) to clear received by the phone
+        "barge_in_at_phone_ms": {"p50": pct(reactions, 50), "p99": pct(reactions, 99),
+                                 "max": round(max(reactions), 3) if reactions else None},
+        # secondary: the gateway's own histogram (speech_started parsed → clear written), bucket bound
         "barge_in_in_gateway_p99_ms": None if inside is None else inside * 1000,
+        # |audio_end_ms the client truncated to - ms the phone had played|, per (call, response)
+        "truncation_error_ms": truncation,
+        "stand_in_replies": vl_stats.get("replies"),
+        "stand_in_replies_cancelled": vl_stats.get("replies_cancelled"),
+        "stand_in_commits": vl_stats.get("commits"),
         "gateway_cpu_s": round(cpu, 3),
-        "gateway_cpu_system_share": round(system / cpu, 3) if cpu else None,
+        "gateway_cpu_system_share": round(kernel / cpu, 3) if cpu else None,
         "cpu_s_per_call_minute": round(cpu / connected / (window_s / 60), 4) if connected else None,
         "core_percent_per_call": round(cpu / window_s / connected * 100, 4) if connected else None,
         "core_percent_total": round(cpu / window_s * 100, 1),
@@ -287,6 +340,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path) -> dict[
         "others_core_percent": round(max(0.0, busy1 - busy0 - cpu - (harness1 - harness0)) / window_s * 100, 1),
         "rss_kib_per_call": round((rss - base_rss) / connected, 1) if connected else None,
         "rss_kib": rss,
+        "rss_idle_kib": base_rss,
         "loop_lag_p99_ms": None if lag99 is None else lag99 * 1000,
         "loadgen_late_ticks": sum(g["late_ticks"] for g in generated),
         "errors": sum(g["error_count"] for g in generated),
@@ -325,54 +379,89 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
+def step_line(step: dict[str, Any]) -> str:
+    """The one line a capacity step prints."""
+    trunc = step["truncation_error_ms"]
+    ratio = step.get("vs_gateway")
+    return (f"{step['calls']:5d} calls, {step['system']}: caller p99 {step['caller_delay_ms']['p99']} ms, bot p99 "
+            f"{step['bot_delay_ms']['p99']} ms, lost {step['caller_frames_lost']}, "
+            f"{step['core_percent_per_call']} % core/call, {step['rss_kib_per_call']} KiB/call, "
+            f"barge-in at phone p50/p99 {step['barge_in_at_phone_ms']['p50']}/{step['barge_in_at_phone_ms']['p99']} "
+            f"ms ({step['barge_ins']} of {step['barge_ins_sent']}), in gateway p99 "
+            f"{step['barge_in_in_gateway_p99_ms']} ms, truncation error p50/p99/max {trunc['p50']}/{trunc['p99']}/"
+            f"{trunc['max']} ms (n={trunc['n']}), {step['system']} {step['core_percent_total']} % + harness "
+            f"{step['harness_core_percent']} % of a core, {'ok' if step['passes'] else 'over target'}"
+            f"{' (machine saturated)' if step['machine_bound'] else ''}"
+            + (f", vs gateway: CPU/call x{ratio['core_percent_per_call']}, RSS/call x{ratio['rss_kib_per_call']}, "
+               f"caller p99 x{ratio['caller_p99_ms']}" if ratio else ""))
+
+
 async def main_async(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = []
+    steps: list[dict[str, Any]] = []
     if args.reply_ms is None:
         args.reply_ms = 800 if args.scenario == "latency" else 2000
+    if args.speech_ms is None:
+        args.speech_ms = 600 if args.scenario == "latency" else 1200
+    systems = args.systems
+    stopped = False
     for calls in [int(c) for c in args.calls.split(",")]:
-        step = await run_step(calls, args, out / "logs")
-        step["passes"] = passes(step)
-        step["machine_bound"] = machine_bound(step)
-        steps.append(step)
-        if args.scenario == "latency":
-            lat = step["latency"]
-            print(f"{calls:5d} calls: {lat['turns_measured']} turns ({lat['turns_unanswered']} unanswered), "
-                  + ", ".join(f"{label} p50/p95/p99 {lat[key]['p50']}/{lat[key]['p95']}/{lat[key]['p99']} ms"
-                              for label, key in (("end to end", "end_to_end_ms"), ("stand-in", "stand_in_ms"),
-                                                 ("gateway", "gateway_ms")))
-                  + f", gateway {step['core_percent_total']} % + harness {step['harness_core_percent']} % + other "
-                  f"work {step['others_core_percent']} % of a core"
-                  f"{'' if step['passes'] else ', NOT every turn answered'}"
-                  f"{' (machine saturated)' if step['machine_bound'] else ''}", flush=True)
-            continue
-        print(f"{calls:5d} calls: caller p99 {step['caller_delay_ms']['p99']} ms, bot p99 "
-              f"{step['bot_delay_ms']['p99']} ms, lost {step['caller_frames_lost']}, "
-              f"{step['core_percent_per_call']} % core/call, {step['rss_kib_per_call']} KiB/call, "
-              f"barge-in in gateway p99 {step['barge_in_in_gateway_p99_ms']} ms, gateway "
-              f"{step['core_percent_total']} % + harness {step['harness_core_percent']} % of a core, "
-              f"{'ok' if step['passes'] else 'over target'}"
-              f"{' (machine saturated)' if step['machine_bound'] else ''}", flush=True)
-        if not step["passes"] and args.stop_at_failure:
+        at_step: dict[str, dict[str, Any]] = {}
+        for system in systems:
+            step = await run_step(calls, args, out / "logs", system)
+            step["passes"] = passes(step)
+            step["machine_bound"] = machine_bound(step)
+            if system != "gateway" and "gateway" in at_step:
+                step["vs_gateway"] = ratios(step, at_step["gateway"])
+            at_step[system] = step
+            steps.append(step)
+            if args.scenario == "latency":
+                lat = step["latency"]
+                print(f"{calls:5d} calls: {lat['turns_measured']} turns ({lat['turns_unanswered']} unanswered), "
+                      + ", ".join(f"{label} p50/p95/p99 {lat[key]['p50']}/{lat[key]['p95']}/{lat[key]['p99']} ms"
+                                  for label, key in (("end to end", "end_to_end_ms"), ("stand-in", "stand_in_ms"),
+                                                     ("gateway", "gateway_ms")))
+                      + f", gateway {step['core_percent_total']} % + harness {step['harness_core_percent']} % + "
+                      f"other work {step['others_core_percent']} % of a core"
+                      f"{'' if step['passes'] else ', NOT every turn answered'}"
+                      f"{' (machine saturated)' if step['machine_bound'] else ''}", flush=True)
+                continue
+            print(step_line(step), flush=True)
+            stopped = stopped or (not step["passes"] and args.stop_at_failure)
+        if stopped:
             break
     if args.scenario == "latency":
         return write_latency(steps, args, out)
-    held = max((s["calls"] for s in steps if s["passes"]), default=0)
-    result = {"machine": machine(), "workers": args.workers, "target_p99_ms": TARGET_P99_MS,
+    per_system: dict[str, dict[str, Any]] = {}
+    for system in systems:
+        mine = [s for s in steps if s["system"] == system]
+        held_by = max((s["calls"] for s in mine if s["passes"]), default=0)
+        per_system[system] = {
+            "max_calls_within_target": held_by,
+            # the other way to read memory: the slope of loaded RSS against calls over the steps
+            "rss_slope_kib_per_call": rss_slope([(s["connected"], s["rss_kib"]) for s in mine if s["connected"]]),
+        }
+    held = per_system.get(systems[0], {}).get("max_calls_within_target", 0)
+    result = {"machine": machine(), "scenario": args.scenario, "systems": per_system, "workers": args.workers,
+              "target_p99_ms": TARGET_P99_MS,
               "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
               "max_calls_within_target": held, "steps": steps}
-    name = args.name or f"workers-{args.workers}"
+    name = args.name or (f"workers-{args.workers}" if args.scenario == "steady" else
+                         f"{args.scenario}-workers-{args.workers}")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2))
     if not args.no_plot:
         from bench.report import write_report
 
         write_report(result, out / f"{name}.md", out / f"{name}.png")
-    best = next((s for s in steps if s["calls"] == held), None)
-    summary = (f"{name}: {held} calls held within p99 <= {TARGET_P99_MS:g} ms with zero loss"
-               + (f" ({best['core_percent_per_call']} % of a core and {best['rss_kib_per_call']} KiB per call)"
-                  if best else ""))
-    print(summary)
+    for system in systems:
+        best = next((s for s in steps if s["system"] == system
+                     and s["calls"] == per_system[system]["max_calls_within_target"]), None)
+        print(f"{name}, {system}: {per_system[system]['max_calls_within_target']} calls held within p99 <= "
+              f"{TARGET_P99_MS:g} ms with zero loss"
+              + (f" ({best['core_percent_per_call']} % of a core and {best['rss_kib_per_call']} KiB per call)"
+                 if best else "")
+              + f"; RSS slope {per_system[system]['rss_slope_kib_per_call']} KiB per call")
     return 0
 
 
@@ -404,24 +493,50 @@ def main() -> int:
     parser.add_argument("--ramp", type=float, default=50.0, help="calls opened per second")
     parser.add_argument("--per-loadgen", type=int, default=200, help="calls per load generator process")
     parser.add_argument("--reply-every", type=float, default=4.0)
-    parser.add_argument("--scenario", choices=("capacity", "latency"), default="capacity",
-                        help="capacity: every call streams and gets scripted replies (default); latency: the "
-                        "calls talk in turns and each turn's end-to-end latency is measured")
+    parser.add_argument("--scenario", choices=("steady", "burst", "barge-storm", "talk", "latency", "capacity"),
+                        default="steady",
+                        help="steady: a conversation per call (caller turns committed, replies, barge-ins), each "
+                        "on its own phase (default; capacity is its former name); burst: every call's replies "
+                        "start at the same instant; barge-storm: every call barged into at once; talk: callers "
+                        "talk without pause (never committed, no reply); latency: the calls talk in turns and "
+                        "each turn's end-to-end latency is measured")
+    parser.add_argument("--systems", default="gateway",
+                        help="comma-separated, run in turn at each step with fresh processes: gateway, forwarder "
+                        "(a naive 80-line bridge), transcoder (pcm16 24 kHz to Voice Live) (default %(default)s)")
     parser.add_argument("--reply-ms", type=int, default=None,
                         help="length of each reply (default: 2000, with --scenario latency 800)")
-    parser.add_argument("--speech-ms", type=int, default=600, help="latency: each turn's speech")
+    parser.add_argument("--speech-ms", type=int, default=None,
+                        help="each caller turn's speech (default: 1200; latency: the caller's tone, 600)")
+    parser.add_argument("--delta-ms", type=int, default=None,
+                        help="audio per response.audio.delta (default: 400 for burst and barge-storm, else 240)")
+    parser.add_argument("--barge-in-after-ms", type=int, default=300,
+                        help="a barge-in comes this long after its reply's first audio (default %(default)s)")
     parser.add_argument("--gap-ms", type=int, default=400,
                         help="latency: pause after the reply has played (at random, up to twice this)")
     parser.add_argument("--response-delay-ms", type=int, default=200,
                         help="latency: the stand-in answers this long after the caller's turn ended")
-    parser.add_argument("--barge-in-every", type=int, default=3)
+    parser.add_argument("--barge-in-every", type=int, default=None,
+                        help="barge into every Nth reply, 0: never (default: 1 for barge-storm, else 3)")
     parser.add_argument("--stop-at-failure", action="store_true", help="stop the sweep at the first step over target")
     parser.add_argument("--name", default=None, help="result file name (default: workers-N)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--no-plot", action="store_true", help="JSON only (no Markdown report, no plot)")
-    return asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    if args.scenario == "capacity":
+        args.scenario = "steady"
+    if args.barge_in_every is None:
+        args.barge_in_every = 1 if args.scenario == "barge-storm" else 3
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in args.systems if s not in SYSTEMS]
+    if unknown or not args.systems:
+        parser.error(f"--systems: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SYSTEMS)}")
+    if args.scenario == "latency" and args.systems != ["gateway"]:
+        parser.error("--scenario latency measures the gateway only (--systems gateway)")
+    if args.carrier != "twilio" and args.systems != ["gateway"]:
+        parser.error("the forwarder and the transcoder speak Twilio's media stream only (--carrier twilio)")
+    raise_nofile()
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     raise SystemExit(main())

@@ -1,15 +1,39 @@
 """The simulator's lean benchmark mode: a Voice Live stand-in that costs almost nothing.
 
-No VAD, no audio decoding beyond a 20-byte marker: every session gets scripted spoken replies at
-set intervals (g711_ulaw deltas sent faster than real time), and now and then a caller barge-in
-(``input_audio_buffer.speech_started`` while the reply still plays on the phone). It measures what
-only Voice Live's side can see: how long caller frames took from the load generator to here, and
-whether any was lost or reordered. ``GET /bench/stats`` returns the figures, ``POST /bench/reset``
+No VAD and no audio decoding beyond a 20-byte marker, but each session is a conversation with
+the events the real service sends with server VAD (the order of its protocol reference): a caller
+turn (``input_audio_buffer.speech_started``; ``speech_ms`` later ``speech_stopped``,
+``input_audio_buffer.committed`` with ``item_id`` and ``previous_item_id`` and the user item's
+``conversation.item.created``), then, ``response_delay_ms`` later, the bot's reply
+(``response.created``, ``response.output_item.added``, the assistant item's
+``conversation.item.created``, ``response.audio.delta`` of ``delta_ms`` each sent ``speed`` times
+faster than real time as the service bursts them, ``response.audio.done``,
+``response.output_item.done``, ``response.done``), then the pause until the next turn. Every
+``barge_in_every``-th reply is barged into: ``barge_in_after_ms`` after its first audio (while it
+still plays on the phone) comes the next turn's ``speech_started``; a reply still being generated
+then ends ``cancelled`` (``turn_detected``), and that barge-in turn is committed like any other.
+A ``conversation.item.truncate`` from the client is answered with ``conversation.item.truncated``
+and its ``audio_end_ms`` recorded per (call, response), to compare with what the phone played.
+
+Scenarios (``BenchSettings.scenario``), the reply of turn *k* of a session due at
+``offset + k * reply_every_s`` on the machine's monotonic clock:
+
+- ``steady``: each session has its own ``offset`` (at random in the period), so replies spread;
+- ``burst``: ``offset`` is 0 for every session: every session's replies start at the same instant
+  (a multiple of the period); barge-ins stay spread over the sessions;
+- ``barge-storm``: as ``burst``, and every session is barged into on the same replies, at once;
+- ``talk``: the caller talks without pause: one ``speech_started``, never a commit, no reply.
+
+It measures what only Voice Live's side can see: how long caller frames took from the load
+generator to here, whether any was lost or reordered, when each barge-in's ``speech_started`` was
+written, and the truncations. ``GET /bench/stats`` returns the figures, ``POST /bench/reset``
 starts a new measuring window.
 
 Markers (shared with the load generator, ``bench/loadgen.py``): every caller frame starts with
-``CALLER_MAGIC``, the call number, the frame number and the monotonic send time; every 480-byte
-block of bot audio starts with ``BOT_MAGIC``, the call number, a block number and the send time.
+``CALLER_MAGIC``, the call number, the frame number and the monotonic send time; every block of
+bot audio (60 ms: 480 bytes of g711, 2880 of pcm16 at 24 kHz) starts with ``BOT_MAGIC``, the call
+number, ``bot_seq(response, block)`` (the response's number in the session and the block's number
+in the response, so the phone knows how much of which response it played) and the send time.
 ``time.monotonic`` is one clock for every process on a machine.
 
 With ``turns`` (``gateway simulator --bench --turns``) it answers the caller's turns instead of
@@ -31,9 +55,12 @@ import asyncio
 import base64
 import binascii
 import json
+import math
+import random
 import struct
 import time
 import warnings
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +78,11 @@ log = get_logger("simulator.bench")
 CALLER_MAGIC = b"GWC1"
 BOT_MAGIC = b"GWB1"
 MARKER = struct.Struct("<4sIId")  # magic, call number, sequence, monotonic send time (s)
-BLOCK = 480  # bytes of bot audio per marker: the gateway's 60 ms pieces on the phone leg
+BLOCK = 480  # bytes of g711 bot audio per marker (60 ms): the gateway's 60 ms pieces on the phone leg
+BLOCK_MS = 60
+PCM16_BLOCK = BLOCK_MS * 48  # the same 60 ms in pcm16 at 24 kHz: 2880 bytes
+BYTES_PER_MS = {"g711_ulaw": 8, "g711_alaw": 8, "pcm16": 48}
+SCENARIOS = ("steady", "burst", "barge-storm", "talk")
 TURN_MAGIC = b"GWT1"
 # magic, call number, frame number of the caller's last loud frame, send time of the frame that
 # completed the silence, its arrival at the stand-in, the first audio delta's send time
@@ -77,13 +108,30 @@ def read_marker(payload_b64: str, magic: bytes) -> tuple[int, int, float] | None
     return call, seq, sent
 
 
-def bot_audio(call: int, first_block: int, blocks: int, now: float, turn: bytes = b"") -> str:
-    """``blocks`` blocks of bot audio, each with a bot marker; with ``turn`` (a packed
-    ``TURN_MARKER``), the first block carries that instead."""
+def bot_seq(response: int, block: int) -> int:
+    """A bot block's sequence number: its response's number in the session and its own in the response."""
+    return (response << 16) | (block & 0xFFFF)
+
+
+def split_bot_seq(seq: int) -> tuple[int, int]:
+    """(response, block) of a bot block's sequence number."""
+    return seq >> 16, seq & 0xFFFF
+
+
+def bot_audio(call: int, first_block: int, blocks: int, now: float, turn: bytes = b"", *,
+              response: int = 0, block: int = BLOCK, fill: bytes = b"\x7f", size: int | None = None) -> str:
+    """``blocks`` blocks of ``block`` bytes of bot audio (with ``size``: ``size`` bytes, cut in blocks
+    of ``block`` bytes from the start, the last one shorter), each starting with a bot marker (sequence
+    ``bot_seq(response, first_block + i)``; a last block too short for one has none); with ``turn``
+    (a packed ``TURN_MARKER``), the first block carries that instead."""
+    total = blocks * block if size is None else size
     out = bytearray()
-    for i in range(blocks):
-        head = turn if i == 0 and turn else MARKER.pack(BOT_MAGIC, call, first_block + i, now)
-        out += head + b"\x7f" * (BLOCK - len(head))
+    for i, start in enumerate(range(0, total, block)):
+        length = min(block, total - start)
+        head = turn if i == 0 and turn else MARKER.pack(BOT_MAGIC, call, bot_seq(response, first_block + i), now)
+        if length < len(head):
+            head = b""
+        out += head + fill * (length - len(head))
     return base64.b64encode(bytes(out)).decode()
 
 
@@ -110,31 +158,51 @@ def read_turn_marker(payload_b64: str) -> TurnStamp | None:
 
 @dataclass
 class BenchSettings:
-    reply_every_s: float = 4.0  # a spoken reply this often per session
+    reply_every_s: float = 4.0  # a reply this often per session (the conversation's period)
     reply_ms: int = 2000  # how long each reply is
-    delta_ms: int = 240  # audio per response.audio.delta
+    delta_ms: int = 240  # audio per response.audio.delta (a marker at the start of each 60 ms of it)
     speed: float = 4.0  # replies are sent this many times faster than real time
     barge_in_every: int = 3  # every Nth reply is interrupted (0: never)
-    barge_in_after_ms: int = 800  # ... this long after its first audio
+    barge_in_after_ms: int = 300  # ... this long after its first audio (still being generated at 4x)
+    scenario: str = "steady"  # steady, burst, barge-storm or talk (see the module's docstring)
+    speech_ms: int = 1200  # the caller's turn: speech_started to speech_stopped
     turns: bool = False  # answer the caller's turns (a lean VAD) instead of replying on a timer
-    response_delay_ms: int = 300  # turns: from the frame that ends the caller's turn to the reply
+    response_delay_ms: int = 300  # from the end of the caller's turn to the reply
     vad_threshold_dbfs: float = -40.0  # turns: a frame louder than this (RMS) is speech
     vad_min_speech_ms: int = 100  # turns: this much loud audio starts a turn
+    seed: int = 0  # steady: where in the period each session's replies fall
 
     def __post_init__(self) -> None:
         if self.response_delay_ms < 0 or self.vad_min_speech_ms < 0:
             raise ValueError("response_delay_ms and vad_min_speech_ms must be >= 0")
-        if not self.speed > 0 or self.reply_ms <= 0:
-            raise ValueError("speed and reply_ms must be > 0")
+        if not self.speed > 0 or self.reply_ms <= 0 or self.delta_ms <= 0:
+            raise ValueError("speed, reply_ms and delta_ms must be > 0")
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, not {self.scenario!r}")
+        if self.turns or self.scenario == "talk":
+            return
+        lead = (self.speech_ms + self.response_delay_ms) / 1000
+        if self.speech_ms <= 0 or self.reply_ms / 1000 + lead >= self.reply_every_s:
+            raise ValueError("speech_ms must be > 0, and reply_ms + speech_ms + response_delay_ms shorter than "
+                             "the reply period (else every caller turn would talk over the reply before)")
+        if self.barge_in_every and not (
+                0 < self.barge_in_after_ms / 1000 < self.reply_every_s - self.response_delay_ms / 1000):
+            raise ValueError("barge_in_after_ms must be > 0 and leave response_delay_ms before the next reply")
 
 
 @dataclass
 class BenchStats:
-    caller_delays_ms: list[float] = field(default_factory=list)
+    caller_delays_ms: array[float] = field(default_factory=lambda: array("d"))
     frames: int = 0
     lost: int = 0
     reordered: int = 0
-    barge_ins: list[tuple[int, float]] = field(default_factory=list)  # (call, speech_started sent at)
+    # (call, response barged into, speech_started written at)
+    barge_ins: list[tuple[int, int, float]] = field(default_factory=list)
+    # (call, response, audio_end_ms, received at): the client's conversation.item.truncate
+    truncations: list[tuple[int, int, int, float]] = field(default_factory=list)
+    replies: int = 0  # replies begun (response.created)
+    cancelled: int = 0  # ... that a barge-in cut while they were generated
+    commits: int = 0  # caller turns committed
     sessions: int = 0
     turns: int = 0  # turns mode: caller turns the VAD ended
     answers: int = 0  # ... and replies sent to them
@@ -142,7 +210,7 @@ class BenchStats:
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> dict[str, Any]:
-        delays = np.asarray(self.caller_delays_ms, dtype=np.float64)
+        delays = np.frombuffer(self.caller_delays_ms, dtype=np.float64) if self.caller_delays_ms else np.zeros(0)
         pct = (lambda q: round(float(np.percentile(delays, q)), 3)) if delays.size else (lambda q: None)
         return {
             "window_s": round(time.monotonic() - self.started, 3),
@@ -152,11 +220,33 @@ class BenchStats:
             "caller_frames_reordered": self.reordered,
             "caller_delay_ms": {"p50": pct(50), "p99": pct(99), "max": round(float(delays.max()), 3)
                                 if delays.size else None},
-            "barge_ins": [{"call": c, "sent": t} for c, t in self.barge_ins],
+            "barge_ins": [{"call": c, "response": r, "sent": t} for c, r, t in self.barge_ins],
+            "truncations": [{"call": c, "response": r, "audio_end_ms": ms, "at": t}
+                            for c, r, ms, t in self.truncations],
+            "replies": self.replies,
+            "replies_cancelled": self.cancelled,
+            "commits": self.commits,
             "turns": self.turns,
             "answers": self.answers,
             "silence_duration_ms": sorted(self.silence_ms),
         }
+
+
+@dataclass
+class _Session:
+    """One session of the conversation scenarios."""
+
+    index: int  # the stand-in's own number for it (0, 1, ...)
+    call: int = -1  # the load generator's number for the call, learnt from its frames
+    in_format: str = "pcm16"
+    out_format: str = "pcm16"
+    appended_chars: int = 0  # base64 characters of caller audio appended (the service's audio clock)
+    last_item: str | None = None  # the conversation's last item (previous_item_id of the next)
+    users: int = 0  # user items so far
+    responses: int = 0  # responses so far
+
+    def audio_ms(self) -> int:
+        return int(self.appended_chars * 3 // 4 / BYTES_PER_MS.get(self.in_format, 48))
 
 
 @dataclass
@@ -180,16 +270,19 @@ class BenchVoiceLive:
         self.stats = BenchStats()
         self._next_seq: dict[int, int] = {}
         self._threshold = 10.0 ** (settings.vad_threshold_dbfs / 20.0) * 32768.0  # turns: RMS of speech
+        self._sessions = 0
 
     async def realtime(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
         self.stats.sessions += 1
+        self._sessions += 1
         await ws.send_str(json.dumps({"type": "session.created", "event_id": "e0", "session": {
             "id": "sess_bench", "input_audio_format": "pcm16", "output_audio_format": "pcm16"}}))
         script: asyncio.Task[None] | None = None
-        call = [-1]  # the load generator's number for this call, learnt from its frames
+        call = [-1]  # turns: the load generator's number for this call, learnt from its frames
         listener = _Listener() if self.settings.turns else None
+        session = _Session(self._sessions - 1)
         try:
             async for msg in ws:
                 if msg.type is not WSMsgType.TEXT:
@@ -197,22 +290,28 @@ class BenchVoiceLive:
                 data = msg.data
                 if data.startswith(_APPEND_HEAD):
                     if listener is None:
-                        call[0] = self._caller_frame(data[len(_APPEND_HEAD):-2], call[0])
+                        payload = data[len(_APPEND_HEAD):-2]
+                        session.appended_chars += len(payload)
+                        session.call = self._caller_frame(payload, session.call)
                     else:
                         await self._turn_frame(ws, listener, data[len(_APPEND_HEAD):-2], call)
+                elif '"conversation.item.truncate"' in data:
+                    await self._truncate(ws, session, data)
                 elif '"session.update"' in data:
                     event = json.loads(data)
-                    session = event.get("session") or {}
+                    update = event.get("session") or {}
                     await ws.send_str(json.dumps({"type": "session.updated", "event_id": "e1", "session": {
-                        **session, "id": "sess_bench"}}))
+                        **update, "id": "sess_bench"}}))
+                    session.in_format = update.get("input_audio_format") or session.in_format
+                    session.out_format = update.get("output_audio_format") or session.out_format
                     if listener is not None:
-                        listener.format = session.get("input_audio_format") or listener.format
-                        listener.rate = int(session.get("input_audio_sampling_rate") or listener.rate)
-                        td = session.get("turn_detection") or {}
+                        listener.format = update.get("input_audio_format") or listener.format
+                        listener.rate = int(update.get("input_audio_sampling_rate") or listener.rate)
+                        td = update.get("turn_detection") or {}
                         listener.silence_ms = int(td.get("silence_duration_ms") or 500)
                         self.stats.silence_ms.add(listener.silence_ms)
                     elif script is None:
-                        script = asyncio.create_task(self._replies(ws, call))
+                        script = asyncio.create_task(self._conversation(ws, session))
         finally:
             for task in (script, listener.reply if listener is not None else None):
                 if task is not None:
@@ -240,12 +339,24 @@ class BenchVoiceLive:
                 stats.reordered += 1
         self._next_seq[number] = max(seq + 1, expected or 0)
 
-    def _shape(self) -> tuple[int, int, float]:
-        """Blocks per delta, deltas per reply, seconds between deltas."""
+    async def _truncate(self, ws: web.WebSocketResponse, session: _Session, data: str) -> None:
+        """The client cut an assistant item to what the caller heard: recorded, and answered."""
+        try:
+            event = json.loads(data)
+            item_id, end_ms = event["item_id"], int(event["audio_end_ms"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if isinstance(item_id, str) and item_id.startswith("item_a") and item_id[6:].isdigit():
+            self.stats.truncations.append((session.call, int(item_id[6:]), end_ms, time.monotonic()))
+        await ws.send_str(json.dumps({"type": "conversation.item.truncated", "event_id": f"t{item_id}",
+                                      "item_id": item_id, "content_index": 0, "audio_end_ms": end_ms}))
+
+    def _shape(self, bytes_per_ms: int = 8) -> tuple[int, int, int, float]:
+        """Bytes per delta, 60 ms blocks per delta (the last one maybe shorter), deltas per reply,
+        seconds between deltas (``bytes_per_ms``: of the session's output format)."""
         s = self.settings
-        blocks_per_delta = max(1, s.delta_ms * 8 // BLOCK)
-        deltas = max(1, s.reply_ms // (blocks_per_delta * BLOCK // 8))
-        return blocks_per_delta, deltas, blocks_per_delta * BLOCK / 8 / 1000 / s.speed
+        size = s.delta_ms * bytes_per_ms
+        return size, -(-s.delta_ms // BLOCK_MS), max(1, s.reply_ms // s.delta_ms), s.delta_ms / 1000 / s.speed
 
     async def _turn_frame(self, ws: web.WebSocketResponse, listener: _Listener, payload: str,
                           call: list[int]) -> None:
@@ -312,7 +423,7 @@ class BenchVoiceLive:
         """The reply to one caller turn, ``response_delay_ms`` after the frame that ended it
         ``arrived``; ``stamp``: (call, its last loud frame, when the ending frame was sent)."""
         call = stamp[0] if stamp is not None else 0
-        blocks_per_delta, deltas, pause = self._shape()
+        size, blocks_per_delta, deltas, pause = self._shape()
         await asyncio.sleep(max(0.0, arrived + self.settings.response_delay_ms / 1000 - time.monotonic()))
         rid, item = f"resp_{turn}", f"item_{turn}"
         await ws.send_str(json.dumps({"type": "response.created", "event_id": f"c{turn}",
@@ -324,7 +435,7 @@ class BenchVoiceLive:
                 head = b""
                 if i == 0 and stamp is not None:
                     head = TURN_MARKER.pack(TURN_MAGIC, call, stamp[1], stamp[2], arrived, now)
-                audio = bot_audio(call, i * blocks_per_delta, blocks_per_delta, now, head)
+                audio = bot_audio(call, i * blocks_per_delta, 0, now, head, size=size)
                 await ws.send_str(f'{{"type":"response.audio.delta","response_id":"{rid}","item_id":"{item}",'
                                   f'"output_index":0,"content_index":0,"delta":"{audio}"}}')
                 if i == 0:
@@ -336,38 +447,114 @@ class BenchVoiceLive:
                 await ws.send_str(json.dumps({"type": "response.done", "event_id": f"d{turn}",
                                               "response": {"id": rid, "status": status}}))
 
-    async def _replies(self, ws: web.WebSocketResponse, call: list[int]) -> None:
+    async def _speech_started(self, ws: web.WebSocketResponse, session: _Session) -> str:
+        """A caller turn begins: the user item's id, which speech_stopped and committed will name."""
+        session.users += 1
+        item = f"item_u{session.users}"
+        await ws.send_str(f'{{"type":"input_audio_buffer.speech_started","event_id":"s{session.users}",'
+                          f'"audio_start_ms":{session.audio_ms()},"item_id":"{item}"}}')
+        return item
+
+    async def _commit(self, ws: web.WebSocketResponse, session: _Session, item: str) -> None:
+        """The caller's turn ends: speech_stopped, committed and the user item created."""
+        n = session.users
+        previous = json.dumps(session.last_item)
+        await ws.send_str(f'{{"type":"input_audio_buffer.speech_stopped","event_id":"p{n}",'
+                          f'"audio_end_ms":{session.audio_ms()},"item_id":"{item}"}}')
+        await ws.send_str(f'{{"type":"input_audio_buffer.committed","event_id":"m{n}",'
+                          f'"previous_item_id":{previous},"item_id":"{item}"}}')
+        await ws.send_str(f'{{"type":"conversation.item.created","event_id":"i{n}","previous_item_id":{previous},'
+                          f'"item":{{"id":"{item}","object":"realtime.item","type":"message","role":"user",'
+                          f'"status":"completed","content":[{{"type":"input_audio","transcript":null}}]}}}}')
+        session.last_item = item
+        self.stats.commits += 1
+
+    def _barged(self, session: _Session, k: int) -> bool:
+        """Whether reply slot ``k`` of the session is barged into."""
+        every = self.settings.barge_in_every
+        if not every:
+            return False
+        if self.settings.scenario == "barge-storm":
+            return k % every == 0  # the same slots for every session: all at once
+        return (k + session.index) % every == 0  # spread over the sessions
+
+    async def _conversation(self, ws: web.WebSocketResponse, session: _Session) -> None:
+        """The session's scripted conversation (not in turns mode): caller turns committed, replies
+        on the slots ``offset + k * reply_every_s`` of the monotonic clock, barge-ins."""
         s = self.settings
-        blocks_per_delta, deltas, pause = self._shape()
-        block = 0
-        for turn in range(1, 1_000_000):
-            await asyncio.sleep(s.reply_every_s)  # the scripted conversation's own timing
-            rid, item = f"resp_{turn}", f"item_{turn}"
-            await ws.send_str(json.dumps({"type": "response.created", "event_id": f"c{turn}",
-                                          "response": {"id": rid, "status": "in_progress"}}))
-            barge = s.barge_in_every and turn % s.barge_in_every == 0
-            first_audio = time.monotonic()
-            status = "completed"
-            for _ in range(deltas):
-                now = time.monotonic()
-                if barge and (now - first_audio) * 1000 >= s.barge_in_after_ms:
-                    self.stats.barge_ins.append((call[0], now))
-                    await ws.send_str('{"type":"input_audio_buffer.speech_started","audio_start_ms":0,'
-                                      f'"item_id":"user_{turn}","event_id":"b{turn}"}}')
-                    status = "cancelled"
-                    break
-                audio = bot_audio(call[0], block, blocks_per_delta, now)
-                block += blocks_per_delta
-                await ws.send_str(f'{{"type":"response.audio.delta","response_id":"{rid}","item_id":"{item}",'
-                                  f'"output_index":0,"content_index":0,"delta":"{audio}"}}')
-                await asyncio.sleep(pause)
-            if barge and status == "completed":  # the reply was shorter than the barge-in delay
-                await asyncio.sleep(max(0.0, s.barge_in_after_ms / 1000 - (time.monotonic() - first_audio)))
-                self.stats.barge_ins.append((call[0], time.monotonic()))
-                await ws.send_str('{"type":"input_audio_buffer.speech_started","audio_start_ms":0,'
-                                  f'"item_id":"user_{turn}","event_id":"b{turn}"}}')
-            await ws.send_str(json.dumps({"type": "response.done", "event_id": f"d{turn}",
-                                          "response": {"id": rid, "status": status}}))
+        if s.scenario == "talk":
+            await self._speech_started(ws, session)
+            return  # the caller never stops: nothing is committed and nothing answered
+        period, delay = s.reply_every_s, s.response_delay_ms / 1000
+        lead = s.speech_ms / 1000 + delay
+        offset = 0.0 if s.scenario in ("burst", "barge-storm") else \
+            random.Random(s.seed * 1_000_003 + session.index).uniform(0.0, period)
+        k = math.floor((time.monotonic() + lead - offset) / period) + 1  # the first slot with time for a turn
+        item: str | None = None  # the caller's turn under way (begun by a barge-in)
+        while True:
+            due = offset + k * period
+            if item is None:
+                await _sleep_until(due - lead)
+                item = await self._speech_started(ws, session)
+            await _sleep_until(due - delay)
+            await self._commit(ws, session, item)
+            await _sleep_until(due)
+            item = await self._reply(ws, session, self._barged(session, k))
+            k += 1
+
+    async def _reply(self, ws: web.WebSocketResponse, session: _Session, barge: bool) -> str | None:
+        """One reply; with ``barge``, the caller's next turn begins while it plays (its item id)."""
+        s = self.settings
+        pcm = session.out_format == "pcm16"
+        block, fill = (PCM16_BLOCK, b"\x00") if pcm else (BLOCK, b"\x7f")
+        size, blocks_per_delta, deltas, pause = self._shape(BYTES_PER_MS[session.out_format] if pcm else 8)
+        session.responses += 1
+        n = session.responses
+        rid, item = f"resp_{n}", f"item_a{n}"
+        previous = json.dumps(session.last_item)
+        self.stats.replies += 1
+        await ws.send_str(f'{{"type":"response.created","event_id":"c{n}","response":{{"id":"{rid}",'
+                          f'"object":"realtime.response","status":"in_progress","output":[]}}}}')
+        await ws.send_str(f'{{"type":"response.output_item.added","event_id":"o{n}","response_id":"{rid}",'
+                          f'"output_index":0,"item":{{"id":"{item}","object":"realtime.item","type":"message",'
+                          f'"role":"assistant","status":"in_progress","content":[]}}}}')
+        await ws.send_str(f'{{"type":"conversation.item.created","event_id":"a{n}","previous_item_id":{previous},'
+                          f'"item":{{"id":"{item}","object":"realtime.item","type":"message","role":"assistant",'
+                          f'"status":"in_progress","content":[]}}}}')
+        session.last_item = item
+        common = f'"response_id":"{rid}","item_id":"{item}","output_index":0,"content_index":0'
+        first_audio = time.monotonic()
+        barge_at = first_audio + s.barge_in_after_ms / 1000
+        status = "completed"
+        for i in range(deltas):
+            if barge and time.monotonic() >= barge_at:
+                status = "cancelled"  # the caller spoke while it was being generated
+                break
+            audio = bot_audio(session.call, i * blocks_per_delta, 0, time.monotonic(), response=n, block=block,
+                              fill=fill, size=size)
+            await ws.send_str(f'{{"type":"response.audio.delta","event_id":"d{n}_{i}",{common},"delta":"{audio}"}}')
+            if i + 1 < deltas:
+                await _sleep_until(first_audio + (i + 1) * pause)  # faster than real time, on its own clock
+        user: str | None = None
+        if status == "cancelled":
+            self.stats.cancelled += 1
+            user = await self._barge_in(ws, session, n)
+        await ws.send_str(f'{{"type":"response.audio.done","event_id":"ad{n}",{common}}}')
+        await ws.send_str(f'{{"type":"response.output_item.done","event_id":"od{n}","response_id":"{rid}",'
+                          f'"output_index":0,"item":{{"id":"{item}","object":"realtime.item","type":"message",'
+                          f'"role":"assistant","status":"{"incomplete" if user else "completed"}",'
+                          f'"content":[{{"type":"audio","transcript":""}}]}}}}')
+        details = ',"status_details":{"type":"cancelled","reason":"turn_detected"}' if user else ""
+        await ws.send_str(f'{{"type":"response.done","event_id":"rd{n}","response":{{"id":"{rid}",'
+                          f'"object":"realtime.response","status":"{status}"{details},"output":[]}}}}')
+        if barge and user is None:  # generated before the barge-in: the caller cuts it while it plays
+            await _sleep_until(barge_at)
+            user = await self._barge_in(ws, session, n)
+        return user
+
+    async def _barge_in(self, ws: web.WebSocketResponse, session: _Session, response: int) -> str:
+        self.stats.barge_ins.append((session.call, response, time.monotonic()))  # the write's time
+        return await self._speech_started(ws, session)
 
     async def stats_route(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.summary())
@@ -375,6 +562,11 @@ class BenchVoiceLive:
     async def reset_route(self, request: web.Request) -> web.Response:
         self.stats = BenchStats(sessions=self.stats.sessions, silence_ms=self.stats.silence_ms)
         return web.json_response({"ok": True})
+
+
+async def _sleep_until(when: float) -> None:
+    """Sleep until ``when`` on the monotonic clock (at once if it has passed)."""
+    await asyncio.sleep(max(0.0, when - time.monotonic()))
 
 
 def create_bench_app(settings: BenchSettings | None = None) -> web.Application:

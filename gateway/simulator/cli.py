@@ -13,6 +13,8 @@ from typing import Any
 from gateway.log import get_logger
 from gateway.simulator.settings import SimulatorSettings, ToolCall
 
+SCENARIOS = ("steady", "burst", "barge-storm", "talk")  # the benchmark's (gateway.simulator.bench)
+
 
 def _log(**fields: Any) -> Any:
     # Resolved at each use, never at import (see gateway.simulator.server).
@@ -76,12 +78,26 @@ def register_cli(subparsers: Any) -> None:
         "object JSON_ARGS as arguments (default: {}); the session must declare the function. "
         "Repeatable, e.g. --tool-call '1:lookup_order:{\"order\": \"42\"}'",
     )
-    bench = p.add_argument_group("benchmark mode (a lean Voice Live for load tests: no VAD, scripted replies)")
+    bench = p.add_argument_group("benchmark mode (a lean Voice Live for load tests: no VAD, a scripted "
+                                 "conversation)")
     bench.add_argument("--bench", action="store_true", help="run the lean benchmark mode")
+    bench.add_argument("--scenario", choices=SCENARIOS, default="steady",
+                       help="steady: each session's caller turns and replies on its own phase; burst: every "
+                       "session's replies start at the same instant; barge-storm: as burst, and every session "
+                       "is barged into at once; talk: the caller talks without pause (never committed, no "
+                       "reply) (default: %(default)s)")
     bench.add_argument("--reply-every", type=float, default=4.0, metavar="S", help="a reply every S seconds")
     bench.add_argument("--reply-ms", type=int, default=2000, help="length of each reply")
+    bench.add_argument("--delta-ms", type=int, default=None,
+                       help="audio per response.audio.delta (default: 400 with --scenario burst or barge-storm, "
+                       "else 240)")
+    bench.add_argument("--speech-ms", type=int, default=1200,
+                       help="each caller turn: speech_started to speech_stopped and committed (default: 1200)")
     bench.add_argument("--barge-in-every", type=int, default=3, metavar="N",
                        help="interrupt every Nth reply (0: never)")
+    bench.add_argument("--barge-in-after-ms", type=int, default=300,
+                       help="the barge-in's speech_started comes this long after the reply's first audio "
+                       "(default: 300)")
     bench.add_argument("--turns", action="store_true",
                        help="answer the caller's turns instead of replying every S seconds: a lean energy "
                        "VAD ends a turn after the session's silence_duration_ms, and the reply follows "
@@ -95,9 +111,12 @@ def _run_bench(args: argparse.Namespace) -> int:
     from gateway.simulator.bench import BenchSettings, create_bench_app
 
     try:
+        delta_ms = args.delta_ms or (400 if args.scenario in ("burst", "barge-storm") else 240)
         settings = BenchSettings(reply_every_s=args.reply_every, reply_ms=args.reply_ms,
                                  barge_in_every=args.barge_in_every, speed=args.audio_speed,
-                                 turns=args.turns, response_delay_ms=args.response_delay_ms)
+                                 turns=args.turns, response_delay_ms=args.response_delay_ms,
+                                 scenario=args.scenario, delta_ms=delta_ms, speech_ms=args.speech_ms,
+                                 barge_in_after_ms=args.barge_in_after_ms)
     except ValueError as exc:
         _log().error("benchmark settings are invalid", error=str(exc))
         return 2
@@ -108,7 +127,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         loop_factory = uvloop.new_event_loop
     except ImportError:
         loop_factory = None
-    web.run_app(create_bench_app(settings), host=args.host, port=args.port, print=None, access_log=None,
+    # a deep listen backlog: a step of thousands of calls opens its sessions within seconds
+    web.run_app(create_bench_app(settings), host=args.host, port=args.port, print=None, access_log=None, backlog=4096,
                 loop=loop_factory() if loop_factory else None)
     return 0
 

@@ -25,7 +25,8 @@ def test_a_tiny_benchmark_run_measures_every_figure(tmp_path: Path) -> None:
     # a warm-up of 3 s: on a busy machine the load generator's process may take seconds to start
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--calls", "3", "--warmup", "3", "--measure", "4",
-         "--reply-every", "1", "--barge-in-every", "1", "--no-plot", "--out", str(tmp_path)],
+         "--reply-every", "1.5", "--reply-ms", "600", "--speech-ms", "300", "--barge-in-every", "1", "--no-plot",
+         "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "workers-1.json").read_text())
@@ -35,10 +36,42 @@ def test_a_tiny_benchmark_run_measures_every_figure(tmp_path: Path) -> None:
     assert step["caller_frames_lost"] == 0 and step["caller_frames_reordered"] == 0
     assert step["caller_delay_ms"]["p99"] is not None and step["bot_delay_ms"]["blocks"] > 0
     assert step["barge_ins"] > 0 and step["barge_in_at_phone_ms"]["p50"] is not None
+    assert step["stand_in_commits"] > 0 and step["stand_in_replies"] > 0  # a conversation, committed
+    # every barge-in interrupted audio the phone was playing: the gateway truncated it, the phone knows
+    # what it had played of that response
+    assert step["truncation_error_ms"]["n"] > 0 and step["truncation_error_ms"]["max"] is not None
     assert step["gateway_cpu_s"] > 0 and step["rss_kib"] > 0
     assert "3 calls held within" in done.stdout or "0 calls held within" in done.stdout
     report = markdown(result, None)
     assert "| 3" in report and "Most calls held" in report
+
+
+def test_one_run_measures_the_gateway_the_forwarder_and_the_transcoder_side_by_side(tmp_path: Path) -> None:
+    # a barge-in storm every 1.5 s: a 2.5 s window holds at least one for every call
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--scenario", "barge-storm", "--calls", "2",
+         "--systems", "gateway,forwarder,transcoder", "--warmup", "1.5", "--measure", "2.5",
+         "--reply-every", "1.5", "--reply-ms", "600", "--speech-ms", "300", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "barge-storm-workers-1.json").read_text())
+    steps = {s["system"]: s for s in result["steps"]}
+    assert sorted(steps) == ["forwarder", "gateway", "transcoder"] and sorted(result["systems"]) == sorted(steps)
+    for system, s in steps.items():
+        assert s["connected"] == 2 and s["errors"] == 0, system
+        assert s["caller_frames"] > 2 * 50 and s["caller_frames_lost"] == 0, system  # audio through each bridge
+        assert s["bot_delay_ms"]["blocks"] > 0, system  # and the bot's back, markers intact
+        assert s["barge_ins"] >= 2 and s["barge_in_at_phone_ms"]["p99"] is not None, system
+        assert s["core_percent_per_call"] > 0 and s["rss_kib"] > 0, system  # its process tree measured
+    assert steps["gateway"]["truncation_error_ms"]["n"] >= 2
+    assert steps["forwarder"]["truncation_error_ms"]["n"] == 0  # it does not truncate
+    assert steps["gateway"]["barge_in_in_gateway_p99_ms"] is not None  # the secondary figure, gateway only
+    assert steps["forwarder"]["barge_in_in_gateway_p99_ms"] is None
+    for system in ("forwarder", "transcoder"):
+        assert steps[system]["vs_gateway"]["core_percent_per_call"] is not None
+    report = (tmp_path / "barge-storm-workers-1.md").read_text()
+    assert "system ÷ gateway" in report and "| 2 | transcoder |" in report and "RSS slope" in report
+    assert "barge-storm-workers-1, transcoder:" in done.stdout
 
 
 async def test_the_turns_stand_in_answers_a_turn_and_stamps_what_it_held() -> None:
@@ -115,3 +148,15 @@ def test_a_tiny_latency_run_splits_each_turn(tmp_path: Path) -> None:
     report = (tmp_path / "latency-workers-1.md").read_text()
     assert "| 2 |" in report and "gateway's share" in report
     assert "gateway's share p99" in done.stdout
+
+
+async def test_the_forwarders_voice_live_connections_have_no_pool_limit() -> None:
+    """aiohttp's default pool of 100 connections would hold the 101st call's session back."""
+    from bench.forwarder import HTTP, make_app
+
+    runner = web.AppRunner(make_app("http://127.0.0.1:9"))
+    await runner.setup()  # (starts its client session)
+    try:
+        assert runner.app[HTTP].connector.limit == 0
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,104 @@
+"""The benchmark's joins and fits, without processes or sockets (``bench/run.py`` uses them).
+
+- truncation: the stand-in records each ``conversation.item.truncate`` as (call, response,
+  ``audio_end_ms``); the load generator records, when a ``clear`` (the carrier's flush) arrives, how
+  much of the response then playing the phone had played. Joined per (call, response), the error is
+  ``|truncated - played|`` in ms;
+- barge-in at the phone: the stand-in's write of ``speech_started`` (its time, per call) to the
+  first ``clear`` the phone received after it;
+- memory: the slope of the loaded RSS against the calls, over the steps of a run (a least-squares
+  line), beside each step's idle-to-loaded difference per call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def join_truncations(truncations: list[dict[str, Any]], played: list[list[Any]],
+                     window: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The truncation error per (call, response): what the client truncated the response's item to
+    against what the phone had played of it when the flush arrived.
+
+    ``truncations``: the stand-in's ``{"call", "response", "audio_end_ms", "at"}``; ``played``: the
+    load generators' ``[call, response, played_ms, flush_at]``; ``window``: (start, end) of the
+    measurement, to count the flushes in it that had no truncation (None: all of them)."""
+    heard: dict[tuple[int, int], float] = {}
+    for call, response, ms, _at in played:
+        heard.setdefault((int(call), int(response)), float(ms))  # the first flush of a response counts
+    errors, signed, unmatched = [], [], 0
+    truncated: set[tuple[int, int]] = set()
+    for t in truncations:
+        key = (int(t["call"]), int(t["response"]))
+        if key in truncated:
+            continue  # truncated again: the first one is what the flush decided
+        truncated.add(key)
+        if key not in heard:
+            unmatched += 1
+            continue
+        diff = float(t["audio_end_ms"]) - heard[key]
+        signed.append(diff)
+        errors.append(abs(diff))
+    in_window = {(int(c), int(r)) for c, r, _, at in played
+                 if window is None or window[0] <= at <= window[1]}
+    return {
+        "n": len(errors),
+        "p50": pct(errors, 50),
+        "p99": pct(errors, 99),
+        "max": round(max(errors), 3) if errors else None,
+        # > 0: the client truncated to more than the phone had played
+        "mean_signed": round(float(np.mean(signed)), 3) if signed else None,
+        "truncations_without_flush": unmatched,
+        "flushes_without_truncation": len(in_window - truncated),
+    }
+
+
+def barge_in_reactions(barge_ins: list[dict[str, Any]], clears: list[list[Any]],
+                       within_s: float = 1.0) -> list[float]:
+    """For each barge-in (the stand-in's ``{"call", "sent"}``, ``sent`` the time it wrote
+    ``speech_started``), ms to the first ``clear`` that call's phone received within ``within_s``."""
+    by_call: dict[int, list[float]] = {}
+    for call, at in clears:
+        by_call.setdefault(int(call), []).append(float(at))
+    reactions = []
+    for barge in barge_ins:
+        sent = float(barge["sent"])
+        later = [t for t in by_call.get(int(barge["call"]), []) if sent <= t <= sent + within_s]
+        if later:
+            reactions.append((min(later) - sent) * 1000.0)
+    return reactions
+
+
+def rss_slope(points: list[tuple[int, float]]) -> float | None:
+    """KiB per call: the least-squares slope of loaded RSS (KiB) against calls, over a run's steps;
+    None with fewer than two different numbers of calls."""
+    if len({calls for calls, _ in points}) < 2:
+        return None
+    x = np.asarray([calls for calls, _ in points], dtype=np.float64)
+    y = np.asarray([rss for _, rss in points], dtype=np.float64)
+    slope, _ = np.polyfit(x, y, 1)
+    return round(float(slope), 2)
+
+
+RATIO_FIGURES = {
+    "core_percent_per_call": lambda s: s.get("core_percent_per_call"),
+    "rss_kib_per_call": lambda s: s.get("rss_kib_per_call"),
+    "caller_p99_ms": lambda s: s["caller_delay_ms"]["p99"],
+    "bot_p99_ms": lambda s: s["bot_delay_ms"]["p99"],
+    "barge_in_p99_ms": lambda s: s["barge_in_at_phone_ms"]["p99"],
+}
+
+
+def ratios(step: dict[str, Any], gateway: dict[str, Any]) -> dict[str, float | None]:
+    """A system's figures over the gateway's in the same step (system ÷ gateway)."""
+    out: dict[str, float | None] = {}
+    for name, get in RATIO_FIGURES.items():
+        mine, theirs = get(step), get(gateway)
+        out[name] = round(mine / theirs, 3) if mine is not None and theirs else None
+    return out

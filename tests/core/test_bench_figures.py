@@ -1,0 +1,130 @@
+"""The benchmark's joins and fits (bench/figures.py), the phone's account of what it played
+(bench/loadgen.py), the transcoder's conversions and the stand-in's settings, without sockets."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from bench.figures import barge_in_reactions, join_truncations, ratios, rss_slope
+from bench.loadgen import LoadGenerator, SimCall, played_at
+from bench.transcoder import Transcoder
+from gateway.simulator import cli
+from gateway.simulator.bench import (
+    CALLER_MAGIC,
+    MARKER,
+    PCM16_BLOCK,
+    SCENARIOS,
+    BenchSettings,
+    bot_audio,
+    caller_frame,
+    read_marker,
+    split_bot_seq,
+)
+
+
+def test_truncations_join_what_the_phone_played_per_call_and_response() -> None:
+    truncations = [{"call": 1, "response": 3, "audio_end_ms": 840, "at": 10.0},
+                   {"call": 2, "response": 3, "audio_end_ms": 300, "at": 10.1},
+                   {"call": 1, "response": 3, "audio_end_ms": 900, "at": 10.2},  # again: the first counts
+                   {"call": 3, "response": 1, "audio_end_ms": 60, "at": 10.3}]  # no flush seen
+    played = [[1, 3, 852.5, 10.0], [2, 3, 290.0, 10.1], [1, 3, 999.0, 10.4],  # a later flush: the first counts
+              [2, 4, 100.0, 10.5],  # a flush nobody truncated, in the window
+              [4, 1, 100.0, 99.0]]  # ... and one outside it
+    figures = join_truncations(truncations, played, window=(9.0, 11.0))
+    assert figures["n"] == 2 and figures["max"] == pytest.approx(12.5)
+    assert figures["p50"] == pytest.approx(11.25)
+    assert figures["mean_signed"] == pytest.approx((-12.5 + 10.0) / 2)
+    assert figures["truncations_without_flush"] == 1 and figures["flushes_without_truncation"] == 1
+    assert join_truncations([], [])["p99"] is None
+
+
+def test_barge_in_at_the_phone_is_speech_started_written_to_the_first_clear_after_it() -> None:
+    barge_ins = [{"call": 1, "sent": 5.0}, {"call": 2, "sent": 5.0}, {"call": 3, "sent": 5.0}]
+    clears = [[1, 4.9], [1, 5.0021], [1, 5.5], [2, 6.5], [3, 5.0005]]
+    assert barge_in_reactions(barge_ins, clears) == [pytest.approx(2.1), pytest.approx(0.5)]  # call 2: too late
+
+
+def test_rss_slope_is_the_least_squares_line_over_the_steps() -> None:
+    assert rss_slope([(100, 50_000 + 100 * 64), (200, 50_000 + 200 * 64), (400, 50_000 + 400 * 64 + 30)]) \
+        == pytest.approx(64 + 30 * (400 - 700 / 3) / 46_666.67, abs=0.01)  # the outlier moves it a little
+    assert rss_slope([(100, 1.0), (100, 2.0)]) is None
+
+
+def step(cpu: float, rss: float | None, p99: float) -> dict[str, Any]:
+    return {"core_percent_per_call": cpu, "rss_kib_per_call": rss, "caller_delay_ms": {"p99": p99},
+            "bot_delay_ms": {"p99": p99}, "barge_in_at_phone_ms": {"p99": None}}
+
+
+def test_ratios_are_the_system_over_the_gateway() -> None:
+    r = ratios(step(0.2, 40.0, 3.0), step(0.1, None, 1.5))
+    assert r["core_percent_per_call"] == 2.0 and r["caller_p99_ms"] == 2.0
+    assert r["rss_kib_per_call"] is None and r["barge_in_p99_ms"] is None
+
+
+def test_the_phone_knows_how_much_of_which_response_played_when_the_flush_came() -> None:
+    segments = [[1, 0.0, 0.5], [2, 0.5, 0.8], [2, 1.0, 1.2]]  # response 2 with a gap in its audio
+    assert played_at(segments, 0.25) == (1, pytest.approx(250.0))
+    assert played_at(segments, 0.9) == (2, pytest.approx(300.0))
+    assert played_at(segments, 1.1) == (2, pytest.approx(400.0))
+    assert played_at(segments, 5.0) == (2, pytest.approx(500.0))  # played out
+    assert played_at(segments, -1.0) is None
+
+
+def test_bot_audio_is_placed_per_response_from_the_markers_inside_any_chunking() -> None:
+    generator = LoadGenerator("ws://unused", None, (0.0, 1e12))
+    call = SimCall(4, None, "MZ")  # type: ignore[arg-type]
+    one = base64.b64decode(bot_audio(4, 0, 2, 1.0, response=1))  # 2 blocks of response 1 (120 ms)
+    two = base64.b64decode(bot_audio(4, 0, 2, 1.0, response=2))
+    stream = one + two
+    # chunks cut across the blocks: the tail of response 1 and the start of response 2 in one message
+    for start, end in ((0, 700), (700, 1200), (1200, len(stream))):
+        generator.audio(call, stream[start:end], 100.0, True, 8000)
+    assert generator.bot_blocks == 4 and call.response == 2
+    assert [(r, round(a - 100.0, 4), round(b - 100.0, 4)) for r, a, b in call.segments] == [
+        (1, 0.0, 0.12), (2, 0.12, 0.24)]
+    assert played_at(call.segments, 100.15) == (2, pytest.approx(30.0))
+
+
+def test_the_transcoder_converts_every_frame_and_puts_the_markers_back() -> None:
+    call = Transcoder()
+    up = base64.b64decode(call.to_voicelive(base64.b64encode(caller_frame(3, 9, 1.5)).decode()))
+    assert 950 <= len(up) <= 960  # 20 ms of pcm16 at 24 kHz (the resampler's first frame may be short)
+    assert read_marker(base64.b64encode(up).decode(), CALLER_MAGIC) == (3, 9, 1.5)
+    assert up[200:400] != caller_frame(3, 9, 1.5)[200 // 6:400 // 6]  # converted, not copied
+    down = base64.b64decode(call.to_phone(bot_audio(3, 0, 3, 2.0, response=5, block=PCM16_BLOCK, fill=b"\0")))
+    assert len(down) == 3 * 480
+    assert [split_bot_seq(MARKER.unpack_from(down, at)[2]) for at in (0, 480, 960)] == [(5, 0), (5, 1), (5, 2)]
+    assert down[100:400] == b"\xff" * 300  # pcm16 silence became µ-law silence
+
+
+def test_a_400_ms_delta_has_a_marker_every_60_ms_and_a_shorter_last_block() -> None:
+    for block, size in ((480, 3200), (PCM16_BLOCK, 19_200)):
+        audio = base64.b64decode(bot_audio(8, 14, 0, 3.0, response=2, block=block, size=size))
+        assert len(audio) == size
+        starts = list(range(0, size, block))
+        assert len(starts) == 7  # six whole blocks and 40 ms
+        assert [split_bot_seq(MARKER.unpack_from(audio, at)[2]) for at in starts] == [(2, 14 + i) for i in range(7)]
+    # and through the transcoder, each block's marker at its converted start
+    down = base64.b64decode(Transcoder().to_phone(bot_audio(8, 0, 0, 3.0, response=2, block=PCM16_BLOCK,
+                                                            fill=b"\0", size=19_200)))
+    assert len(down) == 3200
+    assert [split_bot_seq(MARKER.unpack_from(down, at)[2]) for at in range(0, 3200, 480)] == [(2, i) for i in range(7)]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"scenario": "storm"},
+    {"reply_every_s": 2.0},  # a 2 s reply and a 1.5 s caller turn do not fit in 2 s
+    {"barge_in_after_ms": 0},
+    {"delta_ms": 0},
+])
+def test_bench_settings_refuse_a_conversation_that_does_not_fit(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        BenchSettings(**kwargs)
+
+
+def test_the_command_line_offers_the_stand_ins_scenarios() -> None:
+    assert cli.SCENARIOS == SCENARIOS
+    assert BenchSettings(scenario="talk", reply_every_s=0.1).scenario == "talk"  # talk has no replies to fit
