@@ -164,7 +164,10 @@ class Call:
     hold_ms: int = 15_000  # caller audio held while the Voice Live session is not ready
     # caller speech not yet committed, sent again to a new session if one drops: the newest this much
     resend_ms: int = 5_000
-    piece_ms: int = 60  # bot audio goes to the phone in pieces of at most this (each followed by a mark)
+    # bot audio goes to the phone in pieces of at most this, each followed by a mark: the phone's echo of
+    # a mark anchors the playback clock, which runs in real time in between (a larger piece means fewer
+    # messages for the phone and the gateway; a stall of the phone's playback is bounded by one piece)
+    piece_ms: int = 400
     paced: bool = False  # no playback acknowledgements on this leg: pace the bot's audio in real time
     # the phone drops the acknowledgements of the audio a flush discards (it never echoes them): one that
     # comes after a flush was sent before it, and tells more exactly what the caller heard

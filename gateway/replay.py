@@ -38,6 +38,8 @@ class FixtureError(ValueError):
     """A file that is not a usable call recording; the text says why."""
 
 
+SCRUBBED_TOOL_URL = "http://scrubbed.invalid/"  # a tool URL the recorder scrubbed (see Fixture.profile)
+
 @dataclass
 class Fixture:
     path: Path
@@ -47,6 +49,26 @@ class Fixture:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        """The recorded profile, as a replay can load it: a tool URL the recorder scrubbed whole (it
+        came from the environment, so it counts as a secret) becomes a placeholder. A replay never
+        calls a tool (the recording holds the outputs); the URL only has to be a URL."""
+        profile = self.header.get("profile")
+        if not isinstance(profile, dict):
+            return {}
+        tools = profile.get("tools")
+        if not isinstance(tools, list):
+            return profile
+        kept = []
+        for tool in tools:
+            http = tool.get("http") if isinstance(tool, dict) else None
+            url = http.get("url") if isinstance(http, dict) else None
+            if isinstance(url, str) and "***" in url and not url.startswith(("http://", "https://")):
+                tool = {**tool, "http": {**http, "url": SCRUBBED_TOOL_URL}}  # type: ignore[dict-item]
+            kept.append(tool)
+        return {**profile, "tools": kept}
 
 
 def load_fixture(path: str | Path) -> Fixture:
@@ -152,7 +174,7 @@ def run(fixture: Fixture) -> Replay:
     start = _find_start(fixture)
     start_index = start.index
     try:
-        profile = Profile.model_validate(header.get("profile") or {})
+        profile = Profile.model_validate(fixture.profile)
     except ValueError as exc:
         raise FixtureError(f"{fixture.path}:1: the recorded profile is not valid now: {exc}") from None
     audio = start.audio

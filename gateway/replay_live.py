@@ -175,7 +175,7 @@ def _config_for(fixture: Fixture, endpoint: str) -> Any:
                       "renew_before_expiry_s": float(options.get("renew_before_ms", 120_000.0)) / 1000.0},
         # a loopback harness: the recorded streams carry no valid call tokens or signatures
         "gateway": {"public_url": "http://127.0.0.1", "insecure_dev_mode": True},
-        "profiles": {name: fixture.header.get("profile") or {}},
+        "profiles": {name: fixture.profile},
         "routes": {"default": name},
         **_carrier(fixture).replay_settings(fixture.header),
     }, sort_keys=False)

@@ -41,7 +41,7 @@ def _start(text: str = PLAIN_START) -> codec.MediaStart:
 
 def _ready_call() -> Call:
     config = parse_config("profiles: {p: {model: m}}", env={})
-    call = Call(call_id="c", stream_id="s", profile_name="p", profile=config.profiles["p"], started_at=0.0)
+    call = Call(call_id="c", stream_id="s", piece_ms=60, profile_name="p", profile=config.profiles["p"], started_at=0.0)
     call.voicelive_connected(0.0)
     call.voicelive_event({"type": "session.updated", "session": {
         "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 0.0)

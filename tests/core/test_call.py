@@ -36,7 +36,9 @@ routes:
 
 def make_call(profile: str = "main", now: float = 0.0) -> Call:
     config = parse_config(CONFIG, env={})
-    return Call(call_id="CA1", stream_id="MZ1", profile_name=profile, profile=config.profiles[profile], started_at=now)
+    # 60 ms pieces (not the default 400): a delta of these tests makes several marked pieces
+    return Call(call_id="CA1", stream_id="MZ1", profile_name=profile, profile=config.profiles[profile], started_at=now,
+                piece_ms=60)
 
 
 def b64(n: int, fill: int = 0x55) -> str:
@@ -499,3 +501,20 @@ def test_a_deferred_renewal_keeps_the_session() -> None:
     call.renewal_deferred(due + 50)
     assert call.state == CallState.READY and not call.sessions.renewing
     assert call.next_deadline() is not None and call.next_deadline() > due + 50  # type: ignore[operator]
+
+
+def test_bot_audio_goes_to_the_phone_in_pieces_of_400_ms_by_default() -> None:
+    config = parse_config(CONFIG, env={})
+    call = Call(call_id="CA1", stream_id="MZ1", profile_name="main", profile=config.profiles["main"], started_at=0.0)
+    call.voicelive_connected(1.0)
+    call.voicelive_event({"type": "session.updated", "session": {
+        "input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}}, 2.0)
+    call.voicelive_event({"type": "response.created", "response": {"id": "r1"}}, 3.0)
+    call.to_phone.clear()
+    call.voicelive_event({"type": "response.audio.delta", "response_id": "r1", "item_id": "i1",
+                          "delta": b64(8 * 1000)}, 4.0)  # one second of µ-law
+    audio = [a for a in call.to_phone if isinstance(a, PlayAudio)]
+    marks = [a for a in call.to_phone if isinstance(a, SendMark)]
+    sizes = [len(base64.b64decode(a.payload)) for a in audio]
+    assert sizes == [3198, 3198, 1604]  # 400 ms at most, in whole base64 quanta
+    assert len(marks) == 3

@@ -24,7 +24,7 @@ G711 = {"input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}
 
 def make(budget_ms: float = 10_000.0, profile: str = "main", **kwargs) -> Call:
     config = parse_config(CONFIG, env={})
-    call = Call(call_id="CA1", stream_id="MZ1", profile_name=profile, profile=config.profiles[profile],
+    call = Call(call_id="CA1", stream_id="MZ1", piece_ms=60, profile_name=profile, profile=config.profiles[profile],
                 started_at=0.0, reconnect_budget_ms=budget_ms, **kwargs)
     call.voicelive_connected(1.0)
     call.voicelive_event({"type": "session.updated", "session": kwargs.get("session", G711)}, 2.0)
@@ -119,7 +119,7 @@ def test_without_budget_or_before_the_first_session_a_drop_ends_the_call() -> No
     call.voicelive_closed(1006, 50.0)
     assert call.ended and call.to_phone[-1] == Hangup("voicelive_closed")
     config = parse_config(CONFIG, env={})
-    early = Call(call_id="CA2", stream_id="MZ2", profile_name="main", profile=config.profiles["main"],
+    early = Call(call_id="CA2", stream_id="MZ2", piece_ms=60, profile_name="main", profile=config.profiles["main"],
                  started_at=0.0, reconnect_budget_ms=10_000)
     early.voicelive_connected(1.0)
     early.voicelive_closed(1006, 2.0)

@@ -13,11 +13,11 @@ exact input; the general properties leave those inputs out so that they keep gua
 from __future__ import annotations
 
 import base64
-import re
 import binascii
 import contextlib
 import copy
 import json
+import re
 import string
 from typing import Any
 

@@ -58,7 +58,7 @@ def a_call(caller: str | None = "+14155550123", called: str | None = "+180055501
            **options: Any) -> tuple[Call, CallEvents]:
     config = parse_config(CONFIG, env={})
     events = CallEvents()
-    call = Call(call_id="CA1", stream_id="MZ1", profile_name="main", profile=config.profiles["main"],
+    call = Call(call_id="CA1", stream_id="MZ1", piece_ms=60, profile_name="main", profile=config.profiles["main"],
                 started_at=0.0, observer=events, caller=caller, called=called, **options)
     call.voicelive_connected(10.0)
     call.voicelive_event({"type": "session.created", "session": {"id": "sess_1"}}, 20.0)
@@ -208,7 +208,7 @@ def test_numbers_are_masked_unless_the_profile_opts_out_and_secrets_never_appear
 def test_a_call_without_numbers_or_a_session_still_has_a_record() -> None:
     config = parse_config(CONFIG, env={})
     events = CallEvents()
-    call = Call(call_id="CA2", stream_id="MZ2", profile_name="main", profile=config.profiles["main"],
+    call = Call(call_id="CA2", stream_id="MZ2", piece_ms=60, profile_name="main", profile=config.profiles["main"],
                 started_at=0.0, observer=events)
     call.voicelive_failed("voicelive_unavailable", 500.0)
     record = build_record(call, events.events, record_id="rec_2", carrier="acs", clock_zero_s=ZERO_S, failed=True)

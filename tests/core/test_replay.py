@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.call import Call, Playout
-from gateway.replay import FixtureError, load_fixture, replay_files, run
+from gateway.replay import SCRUBBED_TOOL_URL, FixtureError, load_fixture, replay_files, run
 
 CALLS = Path(__file__).resolve().parent.parent / "fixtures" / "calls"
 FIXTURES = sorted(CALLS.glob("*.jsonl"))
@@ -188,3 +188,19 @@ def test_a_repeated_tail_counts_once_but_other_repeats_and_gaps_show() -> None:
     # a frame missing from both sessions, or sent twice out of place, is not hidden
     assert _without_resends([["q", "q", "a"], ["q", "q", "c"]], frames) != frames
     assert _without_resends([["q", "q", "a", "b"], ["a", "q", "q", "c"]], frames) != frames
+
+
+def test_a_tool_url_the_recorder_scrubbed_whole_replays_as_a_placeholder(tmp_path) -> None:
+    """A tool URL written as ${TOOL_URL} is a secret to the recorder: the recording says ``***``,
+    which is no URL; the replay, which never calls the tool, still loads the profile."""
+    source = (CALLS / "function_call_round_trip.jsonl").read_text().splitlines()
+    header = json.loads(source[0])
+    assert header["profile"]["tools"][0]["http"]["url"] == "***"
+    fixture = load_fixture(CALLS / "function_call_round_trip.jsonl")
+    assert fixture.profile["tools"][0]["http"]["url"] == SCRUBBED_TOOL_URL
+    assert fixture.profile["tools"][0]["name"] == "opening_hours"
+    header["profile"]["tools"][0]["http"]["url"] = "https://tools.example/hours?code=***"  # scrubbed in part
+    (tmp_path / "partly.jsonl").write_text("\n".join([json.dumps(header), *source[1:]]))
+    kept = load_fixture(tmp_path / "partly.jsonl").profile
+    assert kept["tools"][0]["http"]["url"] == "https://tools.example/hours?code=***"
+    assert not run(fixture).problems

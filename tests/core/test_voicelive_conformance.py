@@ -50,6 +50,7 @@ FRAME = 160  # 20 ms of µ-law
 
 
 def make_call(profile: str = "main", **options: Any) -> Call:
+    options.setdefault("piece_ms", 60)  # several marked pieces per delta
     return Call(call_id="CA1", stream_id="MZ1", profile_name=profile, profile=PROFILES[profile], started_at=0.0,
                 **options)
 

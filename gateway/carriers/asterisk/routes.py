@@ -38,7 +38,6 @@ from gateway.outbound import DONE, PlacedState
 
 START_TIMEOUT_S = 10.0
 PACED_PIECE_MS = 20  # without playback marks, bot audio goes out in 20 ms frames on the call's clock
-PIECE_MS = 60  # with marks: a mark after every 60 ms of bot audio (the call's default)
 SUBPROTOCOLS = ("media",)  # what websocket_client.conf's ``protocols`` names for chan_websocket
 
 
@@ -203,7 +202,8 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
         call = Call(call_id=call_id, stream_id=start.connection_id, profile_name=name,
                     profile=ctx.config.profiles[name], started_at=prelude[-1][0], audio=audio,
                     observer=ctx.observer_for(call_id, "asterisk"), log=call_log, paced=paced,
-                    piece_ms=PACED_PIECE_MS if paced else PIECE_MS, late_acks=not paced,  # (a flush drops its marks)
+                    # (a flush drops its marks)
+                    piece_ms=PACED_PIECE_MS if paced else Call.piece_ms, late_acks=not paced,
                     fallback_audio=apology_clip(audio),  # heard when the gateway fails the call (no budget...)
                     **ctx.call_options(call_id if placed is not None else None), caller=caller, called=called)
         recorder = ctx.open_recorder("asterisk", call)
