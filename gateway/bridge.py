@@ -51,50 +51,6 @@ RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 RENEWAL_QUIET_WAIT_S = 30.0  # a renewal's fresh session waits this long at most for a quiet moment
 PHONE_WRITE_LIMIT = 1 << 16  # bytes waiting in the phone socket before writes go through aiohttp
 
-
-class BotAudioShare:
-    """How much of one turn of the event loop bot audio may take (one per process).
-
-    Voice Live sends a reply's audio faster than real time, so the phone always has some queued;
-    the caller's frames come every 20 ms and are late as soon as the loop is busy. When many calls'
-    replies arrive in the same instant (a burst), each call's Voice Live reader takes its audio
-    deltas in turn until together they have spent ``budget_s`` in this turn of the loop; the others
-    wait for the next turn, after the loop has read its sockets again (caller frames first). A call's
-    own events keep their order; only calls' turns interleave."""
-
-    __slots__ = ("_loop", "budget_s", "spent")
-
-    def __init__(self, budget_s: float = 0.002) -> None:
-        self.budget_s = budget_s
-        self.spent = 0.0
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that gives the share back
-
-    def exhausted(self) -> bool:
-        if self.spent < self.budget_s:
-            return False
-        if self._loop is not asyncio.get_running_loop():  # spent in a loop that is gone (tests run many)
-            self._renew()
-            return False
-        return True
-
-    async def next_turn(self) -> None:
-        """Wait until the loop has turned (read its sockets) and bot audio has a share again."""
-        while self.exhausted():  # noqa: ASYNC110 (no event to wait for: sleep(0) gives the loop its turn)
-            await asyncio.sleep(0)
-
-    def take(self, seconds: float) -> None:
-        self.spent += seconds
-        if self._loop is None:  # the share is given back at the next turn of the loop
-            self._loop = asyncio.get_running_loop()
-            self._loop.call_soon(self._renew)
-
-    def _renew(self) -> None:
-        self.spent = 0.0
-        self._loop = None
-
-
-BOT_AUDIO_SHARE = BotAudioShare()
-_DELTA_TYPE = '"response.audio.delta"'
 # Ends that came from the caller's side: nothing to hang up, the socket closes normally.
 CALLER_ENDS = ("caller_hung_up", "phone_socket_closed")
 # Ends where the gateway failed the caller (they hear an apology where the carrier allows it).
@@ -683,7 +639,6 @@ class CallBridge:
         ready_by = loop.time() + timeout
         perf = time.perf_counter
         observer = self.observer
-        share = BOT_AUDIO_SHARE
         try:
             while True:
                 if call.state == CallState.CONNECTING or call.state == CallState.RECONNECTING:
@@ -693,15 +648,10 @@ class CallBridge:
                     raw = await asyncio.wait_for(ws.recv(), remaining)
                 else:
                     raw = await ws.recv()
-                audio = type(raw) is str and _DELTA_TYPE in raw[:48]
-                if audio and share.exhausted():  # a burst of replies: the caller's frames go first
-                    await share.next_turn()
                 received = perf()
                 observer.barge_in_flushed = False
                 wire.from_voicelive(raw, self._now())
                 await self._flush()
-                if audio:
-                    share.take(perf() - received)
                 if observer.barge_in_flushed:  # this event made the call flush the phone: how fast
                     reaction = perf() - received
                     metrics.BARGE_IN_REACTION.observe(reaction, self.carrier)
