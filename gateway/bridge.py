@@ -320,7 +320,8 @@ class CallBridge:
         self.voicelive: VoiceLiveConnection | None = None
         self._renewing: asyncio.Task[None] | None = None  # opening the session that replaces this one
         self._renewed: VoiceLiveConnection | None = None  # opened by a renewal, for the pump to take
-        self._quiet = asyncio.Event()  # a renewal waiting to switch sessions: set at a quiet moment
+        # a renewal waiting to switch sessions: set at a quiet moment (made by the renewal: few calls renew)
+        self._quiet: asyncio.Event | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._clock_wake = asyncio.Event()
         self._clock_due: float | None = None
@@ -365,7 +366,7 @@ class CallBridge:
                 self._phone_lost()
         self._wake_clock()
         self._check_backlog()
-        if self._renewed is not None and self.call.quiet(self._now()):
+        if self._renewed is not None and self._quiet is not None and self.call.quiet(self._now()):
             self._quiet.set()
         for run in wire.take_tools():
             task = asyncio.create_task(self._run_tool(run), name=f"tool-{self.call.call_id}-{run.name}")
@@ -549,14 +550,15 @@ class CallBridge:
                 await fresh.close()
                 return
             self._renewed = fresh
+            quiet = self._quiet = asyncio.Event()
             # the switch waits for a quiet moment (the fresh session may have taken seconds to open),
             # and happens anyway after RENEWAL_QUIET_WAIT_S: the old session nears its end
             loop = asyncio.get_running_loop()
             give_up = loop.time() + RENEWAL_QUIET_WAIT_S
             while not self.call.quiet(self._now()) and loop.time() < give_up:
-                self._quiet.clear()
+                quiet.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._quiet.wait(), give_up - loop.time())
+                    await asyncio.wait_for(quiet.wait(), give_up - loop.time())
                 if self.call.ended or self.call.state == CallState.CLOSING:
                     if self._renewed is fresh:
                         self._renewed = None

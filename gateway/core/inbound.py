@@ -7,7 +7,7 @@ Both are kept as raw audio in one growing buffer each, with the frames' sizes ru
 not as one base64 string per frame: a caller frame costs its audio bytes and nothing else. While
 the caller is silent (no speech since the last commit) the tail keeps only a short pre-roll, the
 audio Voice Live may count into a turn it has not yet reported; once the caller speaks it keeps up
-to ``resend_limit`` bytes, the newest (each bound is trimmed to when it is passed by a quarter)."""
+to ``resend_limit`` bytes, the newest (each bound is trimmed to when it is passed by an eighth)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class CallerAudio:
         """A frame (base64) of ``size`` bytes went to Voice Live."""
         tail = self._uncommitted
         tail.push(a2b_base64(payload))
-        if tail.size > self._trim_at:  # trimmed a quarter past the cap at a time: not on every frame
+        if tail.size > self._trim_at:  # trimmed an eighth past the cap at a time: not on every frame
             tail.trim(self._cap)
 
     def hold(self, payload: str, size: int) -> int:
@@ -122,7 +122,7 @@ class CallerAudio:
         return self._held.take()
 
     def _keep(self, cap: int) -> None:
-        self._cap, self._trim_at = cap, cap + cap // 4
+        self._cap, self._trim_at = cap, cap + cap // 8
 
     def speech_started(self) -> None:
         self.speech_since_commit = True
