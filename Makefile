@@ -30,11 +30,14 @@ typecheck: $(BIN)/.installed
 serve: $(BIN)/.installed
 	$(BIN)/gateway serve
 
-# The capacity benchmark (several minutes): results and report in bench/results/.
+# The capacity benchmark (about 25 minutes): results and report in bench/results/, read in bench/REPORT.md.
 bench: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/run.py --calls 50,100,200,300,400 --name workers-1
-	$(BIN)/python bench/run.py --calls 100,200,300,400,500 --workers 2 --name workers-2
+	$(BIN)/python bench/run.py --scenario steady --systems gateway,forwarder,transcoder --calls 100,200,300,400,500,600 --warmup 5 --measure 15 --name steady
+	$(BIN)/python bench/run.py --scenario burst --systems gateway,forwarder,transcoder --calls 200 --warmup 5 --measure 16 --name burst-200-run1
+	$(BIN)/python bench/run.py --scenario barge-storm --systems gateway,forwarder,transcoder --calls 200 --warmup 5 --measure 16 --name barge-storm-200
+	$(BIN)/python bench/run.py --scenario talk --calls 100,200,300 --warmup 5 --measure 10 --name talk
+	$(BIN)/python bench/run.py --scenario steady --workers 2 --calls 400,600,800 --warmup 5 --measure 15 --name steady-workers-2
 
 # End-to-end turn latency (about two minutes): the gateway's share of the wait after each caller turn.
 bench-latency: $(BIN)/.installed

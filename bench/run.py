@@ -502,7 +502,7 @@ def main() -> int:
                         "each turn's end-to-end latency is measured")
     parser.add_argument("--systems", default="gateway",
                         help="comma-separated, run in turn at each step with fresh processes: gateway, forwarder "
-                        "(a naive 80-line bridge), transcoder (pcm16 24 kHz to Voice Live) (default %(default)s)")
+                        "(a naive bridge), transcoder (pcm16 24 kHz to Voice Live) (default %(default)s)")
     parser.add_argument("--reply-ms", type=int, default=None,
                         help="length of each reply (default: 2000, with --scenario latency 800)")
     parser.add_argument("--speech-ms", type=int, default=None,
