@@ -210,6 +210,7 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
         if recorder is not None:
             for t, message in prelude:
                 recorder.record(t, "phone", "in", message)
+        prelude.clear()  # (recorded if recording): the call does not keep what came before it
         leg = codec.AsteriskLeg(start, log=call_log)
         await AsteriskBridge(ctx, ws, call, leg, opened_at, recorder, request.transport).run()
     finally:

@@ -231,6 +231,7 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
                 recorder.call_secrets.append(token)
             for t, message in prelude:
                 recorder.record(t, "phone", "in", message)
+        prelude.clear()  # (recorded if recording): the call does not keep what came before it
         # the number shown as caller id on a transfer: the one the caller dialled, or the one the
         # gateway placed the call from
         shown = numbers.get("from", "") if "placed" in numbers else numbers.get("to") or ""

@@ -234,6 +234,7 @@ async def telnyx_media(request: web.Request) -> web.StreamResponse:
                 recorder.call_secrets.append(params["token"])
             for t, message in prelude:
                 recorder.record(t, "phone", "in", message)
+        prelude.clear()  # (recorded if recording): the call does not keep what came before it
         await TelnyxBridge(ctx, ws, call, telnyx.TelnyxLeg(start), opened_at, recorder, request.transport,
                            account_sid=account, rest=request.app[REST]).run()
     finally:

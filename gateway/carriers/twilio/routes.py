@@ -191,6 +191,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
                 recorder.call_secrets.append(start.params["token"])
             for t, message in prelude:
                 recorder.record(t, "phone", "in", message)
+        prelude.clear()  # (recorded if recording): the call does not keep what came before it
         await TwilioBridge(ctx, ws, call, twilio.TwilioLeg(start), opened_at, recorder, request.transport,
                            account_sid=start.account_sid, rest=request.app[REST]).run()
     finally:

@@ -268,6 +268,7 @@ async def _run_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
     if recorder is not None:
         for t, message in prelude:
             recorder.record(t, "phone", "in", message)
+    prelude.clear()  # (recorded if recording): the call does not keep what came before it
     await VonageBridge(ctx, ws, call, codec.VonageLeg(), opened_at, recorder, request.transport,
                        rest=request.app[REST] if settings.can_call_api else None,
                        called=call.caller if call.direction == "outbound" else to).run()
