@@ -206,7 +206,10 @@ async def test_transfers_are_not_offered_the_model_is_told_and_the_call_goes_on(
 @pytest.mark.parametrize(("query", "voice"), [({"to": "+1 555 555 0123"}, "marin"), ({"to": "+15550000000"}, "alloy"),
                                               ({"profile": "sales"}, "marin"), ({}, "alloy")])
 async def test_the_called_number_in_the_uri_chooses_the_profile(rig: Rig, query: dict[str, str], voice: str) -> None:
-    report = await rig.call([Silence(200), Hangup()], params=query)
+    # the caller stays on the line until the session is configured (a loaded machine may take a while)
+    call = asyncio.create_task(rig.call([Silence(3000), Hangup()], params=query, channel_id="1761245643.1"))
+    await asyncio.wait_for(rig.moment("1761245643.1", "session.ready").wait(), 10)
+    report = await call
     session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
     assert report.violations == 0
     assert session.session["voice"] == voice
