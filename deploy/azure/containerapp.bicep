@@ -233,7 +233,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             '--port'
             '8080'
           ]
-          // Benchmark: 0.25 % of a core and ~50 KiB per call; 200 calls ~0.5 core, ~85 MiB. 1 CPU
+          // Benchmark: 0.18-0.25 % of a core and ~60 KiB per call; 200 calls ~0.4 core, ~94 MiB. 1 CPU
           // leaves room for TLS to Voice Live and bursts; 2 GiB is what 1 CPU comes with.
           resources: {
             cpu: json('1.0')
