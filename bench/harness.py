@@ -69,8 +69,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_http(url: str, within_s: float = 30.0) -> None:
-    """Return once ``url`` answers 200 (a process that is starting up)."""
+def _tail(log: Path | None) -> str:
+    return log.read_text(errors="replace")[-600:] if log is not None and log.exists() else ""
+
+
+async def wait_http(url: str, within_s: float = 30.0, process: subprocess.Popen[bytes] | None = None,
+                    log: Path | None = None) -> None:
+    """Return once ``url`` answers 200 (a process that is starting up); RuntimeError at once if
+    ``process`` exits first (with the end of its ``log``)."""
     deadline = time.monotonic() + within_s
     async with aiohttp.ClientSession() as http:
         while True:
@@ -80,6 +86,8 @@ async def wait_http(url: str, within_s: float = 30.0) -> None:
                         return
             except aiohttp.ClientError:
                 pass
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{process.args!r:.80} exited with {process.returncode}: {_tail(log)}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not come up within {within_s:g} s")
             await asyncio.sleep(0.1)  # polling a process that is starting up

@@ -48,7 +48,6 @@ import os
 import platform
 import resource
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -60,18 +59,13 @@ import aiohttp
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.figures import barge_in_reactions, join_truncations, pct, ratios, rss_slope
+from bench.harness import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 TARGET_P99_MS = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def process_tree(pid: int) -> list[int]:
@@ -161,26 +155,6 @@ def raise_nofile() -> int:
         except (ValueError, OSError):
             pass
     return soft
-
-
-async def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None,
-                    log: Path | None = None) -> None:
-    """Return once ``url`` answers 200; RuntimeError at once if ``process`` exits first (its log's end)."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while True:
-            try:
-                async with http.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if process is not None and process.poll() is not None:
-                tail = log.read_text(errors="replace")[-600:] if log is not None and log.exists() else ""
-                raise RuntimeError(f"{process.args!r:.80} exited with {process.returncode}: {tail}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not come up")
-            await asyncio.sleep(0.1)  # polling a process that is starting up
 
 
 async def fetch(url: str, method: str = "GET") -> str:

@@ -145,6 +145,15 @@ class GatewayContext:
         metrics.VOICELIVE_BUSY.inc("call")
         return profile.busy.message or self.config.gateway.apology
 
+    def refuse_busy(self, carrier: str, call_id: str, profile_name: str) -> str | None:
+        """:meth:`busy_message` for a call a carrier announces: a refusal is logged and counted."""
+        message = self.busy_message(profile_name)
+        if message is not None:
+            log.warning("call refused: no Voice Live connection left in the budget", carrier=carrier,
+                        call_id=call_id, profile=profile_name)
+            metrics.CALLS.inc(carrier, "refused (no budget)")
+        return message
+
     def prewarm(self, carrier: str, call_id: str, profile_name: str, audio: AudioFormat, *,
                 outbound: OutboundPlan | None = None, binding: str | None = None) -> None:
         """A carrier announced a call (or this worker placed one): open its Voice Live session now,

@@ -230,19 +230,24 @@ STEPS: list[Step] = [WaitForBot(heard_ms=200, timeout_s=10), Hangup()]
 # --- incoming calls ------------------------------------------------------------------------------------
 
 
-async def test_acs_incoming_call_opens_the_session_its_media_socket_takes(rig: Rig) -> None:
-    counts = Counts()
+async def _acs_incoming_call(rig: Rig, correlation_id: str) -> tuple[str, str]:
+    """Event Grid posts an IncomingCall; the gateway answers it. Returns the call's id (the one Call
+    Automation answered with: the stand-in's cc-<request number>) and the media socket's URL."""
     event = [{"id": str(uuid.uuid4()), "eventType": "Microsoft.Communication.IncomingCall",
               "data": {"to": {"kind": "phoneNumber", "rawId": f"4:{CALLEE}", "phoneNumber": {"value": CALLEE}},
                        "from": {"kind": "phoneNumber", "rawId": f"4:{FROM}"}, "serverCallId": "srv",
-                       "incomingCallContext": "opaque-context", "correlationId": "corr-warm"}}]
+                       "incomingCallContext": "opaque-context", "correlationId": correlation_id}}]
     async with aiohttp.ClientSession() as http, http.post(
             rig.base + f"/acs/incoming?secret={ACS_SECRET}", json=event) as reply:
         assert reply.status == 200
     (answer,) = rig.acs.of("callConnections:answer")
-    # the call's id is the one Call Automation answered with (the stand-in's: cc-<request number>)
-    call_id = f"cc-{rig.acs.requests.index(answer) + 1}"
     media_url = json.loads(answer.content)["mediaStreamingOptions"]["transportUrl"]
+    return f"cc-{rig.acs.requests.index(answer) + 1}", media_url
+
+
+async def test_acs_incoming_call_opens_the_session_its_media_socket_takes(rig: Rig) -> None:
+    counts = Counts()
+    call_id, media_url = await _acs_incoming_call(rig, "corr-warm")
     assert len(rig.ctx.warm) == 1
     await rig.warm_ready()
     report = await place_acs_call(media_url, STEPS, token=rig.keys.mint(), call_connection_id=call_id,
@@ -252,15 +257,7 @@ async def test_acs_incoming_call_opens_the_session_its_media_socket_takes(rig: R
 
 async def test_an_acs_socket_whose_stream_token_names_another_call_cannot_take_the_session(rig: Rig) -> None:
     mismatch = _warm("mismatch")
-    event = [{"id": str(uuid.uuid4()), "eventType": "Microsoft.Communication.IncomingCall",
-              "data": {"to": {"kind": "phoneNumber", "rawId": f"4:{CALLEE}", "phoneNumber": {"value": CALLEE}},
-                       "from": {"kind": "phoneNumber", "rawId": f"4:{FROM}"}, "serverCallId": "srv",
-                       "incomingCallContext": "opaque-context", "correlationId": "corr-a"}}]
-    async with aiohttp.ClientSession() as http, http.post(
-            rig.base + f"/acs/incoming?secret={ACS_SECRET}", json=event) as reply:
-        assert reply.status == 200
-    (answer,) = rig.acs.of("callConnections:answer")
-    call_id = f"cc-{rig.acs.requests.index(answer) + 1}"
+    call_id, _ = await _acs_incoming_call(rig, "corr-a")
     await rig.warm_ready()
     # a socket that names call A by its connection id, with a stream token issued for another call
     token = rig.ctx.tokens.issue({"profile": "main", "correlation": "corr-b"}, 60, carrier="acs")

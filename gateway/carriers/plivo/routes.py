@@ -85,11 +85,8 @@ async def plivo_answer(request: web.Request) -> web.Response:
         metrics.CALLS.inc("plivo", f"refused ({busy})")
         return _xml(plivo.speak_xml(ctx.config.gateway.apology))
     profile_name, _ = ctx.config.route(to or None)
-    busy_message = ctx.busy_message(profile_name)
+    busy_message = ctx.refuse_busy("plivo", call_uuid, profile_name)
     if busy_message is not None:
-        log.warning("call refused: no Voice Live connection left in the budget", call_id=call_uuid,
-                    profile=profile_name)
-        metrics.CALLS.inc("plivo", "refused (no budget)")
         return _xml(plivo.speak_xml(busy_message))
     query = {"profile": profile_name, "to": to}
     if call_uuid:

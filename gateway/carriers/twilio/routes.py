@@ -64,11 +64,8 @@ async def twilio_voice(request: web.Request) -> web.Response:
         metrics.CALLS.inc("twilio", f"refused ({busy})")
         return web.Response(text=twilio.say_twiml(ctx.config.gateway.apology), content_type="text/xml")
     profile_name, _ = ctx.config.route(to or None)
-    busy_message = ctx.busy_message(profile_name)
+    busy_message = ctx.refuse_busy("twilio", call_sid, profile_name)
     if busy_message is not None:
-        log.warning("call refused: no Voice Live connection left in the budget", call_id=call_sid,
-                    profile=profile_name)
-        metrics.CALLS.inc("twilio", "refused (no budget)")
         return web.Response(text=twilio.say_twiml(busy_message), content_type="text/xml")
     parameters = {"profile": profile_name, "to": to, "from": form.get("From", "")}
     if call_sid:

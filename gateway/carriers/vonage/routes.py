@@ -84,11 +84,8 @@ async def vonage_answer(request: web.Request) -> web.Response:
         metrics.CALLS.inc("vonage", f"refused ({busy})")
         return web.json_response(codec.talk_ncco(ctx.config.gateway.apology))
     profile_name, _ = ctx.config.route(to)
-    busy_message = ctx.busy_message(profile_name)
+    busy_message = ctx.refuse_busy("vonage", call_uuid, profile_name)
     if busy_message is not None:
-        log.warning("call refused: no Voice Live connection left in the budget", call_id=call_uuid,
-                    profile=profile_name)
-        metrics.CALLS.inc("vonage", "refused (no budget)")
         return web.json_response(codec.talk_ncco(busy_message))
     claims = {"call": call_uuid, "profile": profile_name}
     if to is not None:
