@@ -17,6 +17,13 @@ from tests.core.test_replay import CALLS, _bytes_sent
 TOLERANCE_MS = {1.0: 80.0, 3.0: 150.0}
 
 
+def _speed(name: str) -> float:
+    """3x, except for a barge-in on a leg with playback marks: between two marks the gateway's playback
+    clock runs in real time, so a replay at 3x, whose marks come three times sooner, finds the cut up to
+    two thirds of a piece (400 ms) short of the recorded one."""
+    return 1.0 if name.endswith("barge_in_mid_answer") else 3.0
+
+
 async def _replay(name: str, speed: float) -> LiveReplay:
     return await replay_live(load_fixture(CALLS / f"{name}.jsonl"), speed=speed, tolerance_ms=TOLERANCE_MS[speed])
 
@@ -24,7 +31,7 @@ async def _replay(name: str, speed: float) -> LiveReplay:
 @pytest.mark.parametrize("name", ["barge_in_mid_answer", "voicelive_closes_mid_call", "function_call_round_trip",
                                   "voicelive_reconnects_mid_call"])
 async def test_replay_over_real_sockets(name: str) -> None:
-    result = await _replay(name, 3.0)
+    result = await _replay(name, _speed(name))
     assert result.ok, f"{result.mismatch}\n{result.problems}"
 
 
@@ -40,7 +47,7 @@ async def test_acs_replay_over_real_sockets(name: str) -> None:
                                   "vonage_barge_in_mid_answer", "vonage_bot_hangs_up", "telnyx_barge_in_mid_answer",
                                   "asterisk_barge_in_mid_answer", "asterisk_bot_hangs_up"])
 async def test_other_carriers_replay_over_real_sockets(name: str) -> None:
-    result = await _replay(name, 3.0)
+    result = await _replay(name, _speed(name))
     assert result.ok, f"{result.mismatch}\n{result.problems}"
 
 
