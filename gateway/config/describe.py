@@ -131,6 +131,7 @@ def describe(config: GatewayConfig) -> str:
     out += _budget_lines(config)
     public_url = config.gateway.public_url or "not set"
     out.append(f"Public URL: {public_url}")
+    out.append(_console_line(config))
     out.append("; ".join(f"{section.credential_label}: {'set' if section.has_credential else 'not set'}"
                          for section in carrier_sections(config)))
     used: set[str] = set()
@@ -148,6 +149,17 @@ def describe(config: GatewayConfig) -> str:
     out.append(_records_line(config))
     out += config_notes(config)
     return "\n".join(out)
+
+
+def _console_line(config: GatewayConfig) -> str:
+    """Whether the operator console (GET /console) is on, and who may use it."""
+    token = config.gateway.console_token
+    if token is not None and token.get_secret_value():
+        return "Console: on at /console (operators log in with gateway.console_token)"
+    if config.gateway.insecure_dev_mode:
+        return "Console: OPEN at /console to anyone who reaches the gateway (insecure_dev_mode, no console token)"
+    names = config._env_refs.get("gateway.console_token")
+    return f"Console: off ({' or '.join(names) if names else 'gateway.console_token'} not set)"
 
 
 def _webhook_address(url: str) -> str:

@@ -35,6 +35,7 @@ SECRET_PATHS: tuple[tuple[str, str], ...] = (
     ("gateway", "signing_key"),
     ("records", "signing_secret"),
     ("gateway", "api_token"),
+    ("gateway", "console_token"),
 )
 
 _SECRET_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-)?\}")

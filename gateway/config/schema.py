@@ -970,6 +970,9 @@ class GatewaySettings(SettingsModel):
     apology: Text = "Sorry, we cannot take your call right now. Please call again later."
     # The operator token of the outbound-call API (POST /v1/calls). Unset: the API is off.
     api_token: SecretStr | None = None
+    # The operator token of the console (GET /console: try profiles by microphone, watch and end calls).
+    # Unset: the console is off, unless insecure_dev_mode is on (then it is open to anyone who reaches it).
+    console_token: SecretStr | None = None
     outbound: OutboundLimits = OutboundLimits()
 
 
@@ -1198,7 +1201,7 @@ class GatewayConfig(_WithCarriers):
         values: list[str] = []
         keys = [resource.api_key for resource in self.voicelive.resources or []]
         for secret in (self.voicelive.api_key, self.gateway.signing_key, self.records.signing_secret,
-                       self.gateway.api_token, *keys):
+                       self.gateway.api_token, self.gateway.console_token, *keys):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
         for section in carrier_sections(self):

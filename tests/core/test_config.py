@@ -1540,3 +1540,19 @@ def test_acs_sample_rate() -> None:
     assert problems_of("acs:\n  sample_rate: 8000\n" + MINIMAL) == [
         "config.yaml:2: acs.sample_rate: expected 16000 or 24000 (the PCM16 rates ACS media streaming offers) "
         "(got 8000)"]
+
+
+@pytest.mark.parametrize(("gateway", "env", "expected"), [
+    ("{}", {}, "Console: off (gateway.console_token not set)"),
+    ('{console_token: "${GATEWAY_CONSOLE_TOKEN:-}"}', {}, "Console: off (GATEWAY_CONSOLE_TOKEN not set)"),
+    ('{console_token: "${GATEWAY_CONSOLE_TOKEN:-}"}', {"GATEWAY_CONSOLE_TOKEN": "s3cret-console"},
+     "Console: on at /console (operators log in with gateway.console_token)"),
+    ("{insecure_dev_mode: true}", {},
+     "Console: OPEN at /console to anyone who reaches the gateway (insecure_dev_mode, no console token)"),
+])
+def test_describe_says_whether_the_console_is_on(gateway: str, env: dict[str, str], expected: str) -> None:
+    text = f"voicelive: {{endpoint: simulator}}\ngateway: {gateway}\nprofiles: {{main: {{model: gpt-realtime}}}}\n" \
+           "routes: {default: main}\n"
+    out = describe(parse_config(text, env=env))
+    assert expected in out.splitlines()
+    assert "s3cret-console" not in out
