@@ -23,6 +23,8 @@ from gateway.carriers.registry import default_carriers
 from gateway.carriers.settings import carrier_settings
 from gateway.config import SIMULATOR as SIMULATOR_ENDPOINT
 from gateway.config import GatewayConfig, config_notes
+from gateway.console.auth import console_mode
+from gateway.console.routes import console_routes
 from gateway.failures import FailedCalls
 from gateway.log import get_logger, register_secret
 from gateway.outbound import CARRIERS as OUTBOUND_CARRIERS
@@ -75,6 +77,12 @@ def _announce_security(config: GatewayConfig, carriers: Sequence[Carrier]) -> No
         say = log.info if section is not None and not section.has_credential else log.warning
         for note in carrier.notes(config):
             say(note)
+    console = console_mode(config)
+    if console == "open":
+        log.warning("the console (/console) is open to anyone who reaches the gateway, without a login "
+                    "(insecure development mode); set GATEWAY_CONSOLE_TOKEN to require one")
+    elif console == "token":
+        log.info("the console is on: /console (operators log in with GATEWAY_CONSOLE_TOKEN)")
     if config.gateway.signing_key is None:
         log.warning("GATEWAY_SIGNING_KEY is not set: call tokens use a random key of this process, "
                     "so every replica must share one; set it when running more than one")
@@ -207,6 +215,7 @@ def create_app(
     app.router.add_get("/metrics", metrics_route)
     app[OUTBOUND_CARRIERS] = {carrier.name: carrier for carrier in carriers}
     app.add_routes(outbound_routes())
+    app.add_routes(console_routes())  # (off, they answer 404: see gateway.console.auth)
     return app
 
 

@@ -15,6 +15,7 @@ import json
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ MAX_PHONE_MESSAGE = 1 << 20
 RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 RENEWAL_QUIET_WAIT_S = 30.0  # a renewal's fresh session waits this long at most for a quiet moment
 PHONE_WRITE_LIMIT = 1 << 16  # bytes waiting in the phone socket before writes go through aiohttp
+RECENT_RECORDS = 20  # post-call records the console shows (the newest; each worker its own)
 
 # Ends that came from the caller's side: nothing to hang up, the socket closes normally.
 CALLER_ENDS = ("caller_hung_up", "phone_socket_closed")
@@ -121,6 +123,8 @@ class GatewayContext:
     tracing: Tracing | None = None  # each call is a trace (None: tracing is off)
     calls: dict[str, CallBridge] = field(default_factory=dict)
     failed_calls: FailedCalls = field(default_factory=FailedCalls)  # calls the gateway gave up on
+    # the last calls' post-call records, as delivered (masked), for the console; the newest last
+    recent_records: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_RECORDS))
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     outbound: Outbound = field(init=False)  # the calls this worker placed
@@ -292,6 +296,7 @@ class GatewayContext:
         except Exception as exc:  # a record must never break the end of a call
             log.error("the call record could not be built", call_id=call.call_id, error=repr(exc))
             return
+        self.recent_records.append(record | {"caller_turns": call.stats.caller_turns})  # (for the console)
         self.records.submit(record_id, webhook, json.dumps(record, separators=(",", ":")).encode())
 
     def open_recorder(self, carrier: str, call: Call) -> CallRecorder | None:

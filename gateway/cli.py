@@ -68,6 +68,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.console:
+        from gateway.demo import run_console_demo
+
+        return asyncio.run(run_console_demo(config_path=args.config, port=args.port))
     from gateway.demo import run_demo
 
     return asyncio.run(run_demo(record=args.record, config_path=args.config))
@@ -108,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", default="demo-call.wav", help="WAV file to write (default: demo-call.wav)")
     p.add_argument("--config", default=None,
                    help="config file for the gateway (default: the shipped config.yaml if present)")
+    from gateway.console.routes import phone_carrier
+
+    # the console's phone is a carrier of its own: the option also goes by that carrier's name
+    phone = phone_carrier()
+    p.add_argument("--console", *([f"--{phone}"] if phone else []), dest="console", action="store_true",
+                   help="instead of the scripted call: run the gateway on the built-in simulator with its console "
+                   "on 127.0.0.1, print the console's address and login token, and run until Ctrl-C: call a "
+                   "profile from the microphone of a web page, and watch the calls")
+    p.add_argument("--port", type=int, default=0,
+                   help="with --console: the port to listen on, on 127.0.0.1 (default: a free one)")
     p.set_defaults(func=_cmd_demo, default_log_level="warning")
 
     from gateway.softphone import register_cli as register_call

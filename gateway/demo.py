@@ -1,4 +1,6 @@
-"""``gateway demo``: one simulated phone call through the real gateway, end to end.
+"""``gateway demo``: one simulated phone call through the real gateway, end to end; or, with
+``--console``, the gateway on the simulator with its console open on loopback, for an operator to
+call a profile from a web page's microphone (:func:`run_console_demo`).
 
 The built-in Voice Live simulator and the gateway start on free loopback ports; a softphone that
 behaves like a carrier (the first of the registry whose phone places the demo's call, see
@@ -13,8 +15,11 @@ energy (10 ms windows louder than -40 dBFS, in runs of at least 30 ms so a click
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import secrets
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +28,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from aiohttp import web
+from pydantic import SecretStr
 
-from gateway.app import create_app
+from gateway.app import create_app, drain
 from gateway.audio import ASSETS, G711_ULAW, load_ulaw_8k, ulaw_to_array
 from gateway.config import GatewayConfig, Profile, load_config, parse_config
 from gateway.simulator import SimulatorSettings, start_simulator
@@ -516,3 +522,59 @@ async def run_demo(record: str | Path = "demo-call.wav", config_path: str | None
               f"{AUDIBLE_DBFS:g} dBFS, in runs of at least {MIN_AUDIBLE_MS} ms)")
         print(f"  recording: {record} (left: caller, right: bot as heard on the phone; 8 kHz)")
     return 0 if ok else 1
+
+
+# --- the console on the simulator ----------------------------------------------------------------
+
+CONSOLE_DEMO_CONFIG = DEMO_CONFIG.replace("routes:", """  brief:
+    model: gpt-realtime
+    instructions: You are a terse assistant. Answer in one short sentence.
+    voice: {type: azure-standard, name: en-US-Andrew:DragonHDLatestNeural}
+    turn_detection: {type: server_vad, silence_duration_ms: 400}
+    input_transcription: {model: mai-transcribe, language: en-US}
+routes:""")
+CONSOLE_DRAIN_S = 5.0  # at Ctrl-C: how long the calls in progress get to end
+
+
+def _console_config(config_path: str | None, token: str) -> GatewayConfig:
+    """The demo's profiles (or those of ``config_path``), with the console's token set."""
+    config = load_config(config_path, env={}) if config_path else parse_config(CONSOLE_DEMO_CONFIG, source="<demo>",
+                                                                                env={})
+    gateway = config.gateway.model_copy(update={"console_token": SecretStr(token)})
+    return config.model_copy(update={"gateway": gateway})
+
+
+async def run_console_demo(config_path: str | None = None, port: int = 0, host: str = "127.0.0.1") -> int:
+    """Run the gateway on the built-in Voice Live simulator with its console on, on loopback only, until
+    SIGINT or SIGTERM. The console asks for a token made for this run, printed apart from the address
+    (so that it lands in no address history or proxy log): anyone else on the machine who finds the
+    port still has to log in."""
+    token = secrets.token_urlsafe(18)
+    config = _console_config(config_path, token)
+    async with await start_simulator(SimulatorSettings(record=False)) as simulator:
+        app = create_app(config, voicelive_endpoint=simulator.endpoint)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        try:
+            for sig in signals:
+                loop.add_signal_handler(sig, stop.set)
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            profiles = ", ".join(config.profiles)
+            print(f"Console: http://{host}:{bound}/console", flush=True)
+            print(f"Console token: {token}", flush=True)
+            print(f"Open the address, paste the token into the login form, pick a profile ({profiles}) and press "
+                  "Call. Voice Live is the built-in simulator: it answers any speech with recorded replies. "
+                  "Ctrl-C stops the gateway.", flush=True)
+            await stop.wait()
+            await drain(app, CONSOLE_DRAIN_S)
+        finally:
+            for sig in signals:
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            await runner.cleanup()
+    return 0

@@ -30,6 +30,7 @@ from gateway.audio import ASSETS, load_ulaw_8k
 from gateway.bridge import CONTEXT
 from gateway.carriers.acs.phone import place_acs_call
 from gateway.carriers.asterisk.phone import place_asterisk_call
+from gateway.carriers.browser.phone import place_browser_call
 from gateway.carriers.genesys.phone import place_genesys_call
 from gateway.carriers.plivo.phone import place_plivo_call
 from gateway.carriers.telnyx.phone import place_telnyx_call
@@ -302,6 +303,25 @@ SCENARIOS: dict[str, Scenario] = {
         "disconnect (reason completed, outputVariables action hangup).",
         [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="genesys",
         sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
+    "browser_bot_greets_first": Scenario(
+        "Console: the bot speaks first (a greeting), sent to the page as binary PCM16 at 24 kHz in 100 ms pieces, "
+        "each followed by a mark the page acknowledges once played; then a question is answered; the page sees "
+        "the call's events.",
+        [WaitForBot(), Say(HOURS, "hours"), WaitForBot(), Hangup()], profile="greeter", carrier="browser"),
+    "browser_barge_in_mid_answer": Scenario(
+        "Console: the operator talks over the answer: clear (the page acknowledges the dropped marks at once), "
+        "and the item is truncated at the page's playout clock.",
+        [Say(DELIVERY, "delivery"), WaitForBot(heard_ms=1500), Say(INTERRUPT, "interrupt"),
+         WaitForBot(heard_ms=1000), Silence(2000), Hangup()], carrier="browser"),
+    "browser_dtmf_digits": Scenario(
+        "Console: the operator types 1 2 # on the page's keypad: the model hears the entry and answers it.",
+        [Silence(400), Dtmf("1"), Silence(200), Dtmf("2"), Silence(200), Dtmf("#"), WaitForBot(), Hangup()],
+        carrier="browser"),
+    "browser_bot_hangs_up": Scenario(
+        "Console: the model ends the call with hang_up; the goodbye plays out (every mark acknowledged), then "
+        "the gateway tells the page ended and closes the socket.",
+        [Say(HOURS, "hours"), Silence(15_000)], profile="closer", carrier="browser",
+        sim={"tool_calls": {1: ToolCall("hang_up", {"reason": "the caller has what they need"})}}),
 }
 
 
@@ -411,6 +431,11 @@ async def _genesys(app: web.Application, port: int, name: str, scenario: Scenari
 
 
 Placer = Callable[[web.Application, int, str, Scenario, Any], Awaitable[None]]
+async def _browser(app: web.Application, port: int, name: str, scenario: Scenario, on_event: Any) -> None:
+    await place_browser_call(f"ws://127.0.0.1:{port}/console/media", scenario.steps, profile=scenario.profile,
+                             on_event=on_event)
+
+
 PLACERS: dict[str, Placer] = {
     "twilio": _twilio,
     "acs": _acs,
@@ -419,6 +444,7 @@ PLACERS: dict[str, Placer] = {
     "telnyx": _telnyx,
     "asterisk": _asterisk,
     "genesys": _genesys,
+    "browser": _browser,
 }
 
 

@@ -24,6 +24,7 @@ CARRIERS: tuple[str, ...] = (
     "telnyx",
     "asterisk",
     "genesys",
+    "browser",
 )
 
 

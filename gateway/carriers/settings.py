@@ -27,8 +27,10 @@ class CarrierSettings(SettingsModel):
 
     section: ClassVar[str]  # its key in config.yaml: the carrier's name
     secret_keys: ClassVar[tuple[str, ...]] = ()  # keys that may only name an environment variable
-    credential_key: ClassVar[str]  # set: real calls reach the gateway and it can control them
-    credential_label: ClassVar[str]  # how check-config names that key ("Twilio auth token")
+    # set: real calls reach the gateway and it can control them (None: the section has no credential)
+    credential_key: ClassVar[str | None]
+    # how check-config names that key ("Twilio auth token"); None: the section has no credential of its own
+    credential_label: ClassVar[str | None]
     transfers: ClassVar[bool] = True  # with its credential set, the gateway can transfer this carrier's calls
 
     @classmethod
@@ -41,7 +43,7 @@ class CarrierSettings(SettingsModel):
 
     @property
     def has_credential(self) -> bool:
-        return getattr(self, self.credential_key) is not None
+        return self.credential_key is not None and getattr(self, self.credential_key) is not None
 
     @property
     def sends_keys(self) -> bool:

@@ -133,7 +133,7 @@ def describe(config: GatewayConfig) -> str:
     out.append(f"Public URL: {public_url}")
     out.append(_console_line(config))
     out.append("; ".join(f"{section.credential_label}: {'set' if section.has_credential else 'not set'}"
-                         for section in carrier_sections(config)))
+                         for section in carrier_sections(config) if section.credential_label is not None))
     used: set[str] = set()
     for number, name in numbers.items():
         used.add(name)

@@ -75,11 +75,19 @@ def token_matches(config: GatewayConfig, given: str) -> bool:
 
 
 def same_origin(request: web.Request) -> bool:
-    """A browser request that says where it comes from must come from the gateway's own pages (a
-    request without ``Origin`` is not a cross-site one a browser would make)."""
+    """A request that says where it comes from must come from the gateway's own pages (a
+    request without ``Origin`` is not a cross-site one a web page would make). The console's pages
+    send no referrer, so their form posts and their own ``fetch`` posts carry ``Origin: null``: such
+    a request passes only when the web page's user agent says it came from the same origin
+    (``Sec-Fetch-Site``, a header no page can set). One it says came from another site never passes."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site in ("cross-site", "same-site"):
+        return False
     origin = request.headers.get("Origin")
     if origin is None:
         return True
+    if origin == "null":
+        return site == "same-origin"
     host = request.headers.get("Host", "")
     return origin.split("://", 1)[-1].rstrip("/") == host
 
