@@ -23,7 +23,7 @@ from gateway.carriers.registry import default_carriers
 from gateway.carriers.settings import carrier_settings
 from gateway.config import SIMULATOR as SIMULATOR_ENDPOINT
 from gateway.config import GatewayConfig, config_notes
-from gateway.console.auth import console_mode
+from gateway.console.auth import LOGIN_THROTTLE, LoginThrottle, console_mode
 from gateway.console.routes import console_routes
 from gateway.failures import FailedCalls
 from gateway.log import get_logger, register_secret
@@ -215,6 +215,7 @@ def create_app(
     app.router.add_get("/metrics", metrics_route)
     app[OUTBOUND_CARRIERS] = {carrier.name: carrier for carrier in carriers}
     app.add_routes(outbound_routes())
+    app[LOGIN_THROTTLE] = LoginThrottle()
     app.add_routes(console_routes())  # (off, they answer 404: see gateway.console.auth)
     return app
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from gateway.config import GatewayConfig
 from gateway.log import get_logger
 
-__all__ = ["COOKIE", "SESSION_S", "console_mode", "issue_cookie", "refusal", "valid_cookie"]
+__all__ = ["COOKIE", "SESSION_S", "LoginThrottle", "console_mode", "issue_cookie", "refusal", "valid_cookie"]
 
 log = get_logger("gateway.console")
 
@@ -116,3 +116,42 @@ def set_session(response: web.StreamResponse, config: GatewayConfig, secure: boo
 
 def end_session(response: web.StreamResponse) -> None:
     response.del_cookie(COOKIE, path=PATH)
+
+
+class LoginThrottle:
+    """Wrong tokens, counted per address: after ``limit`` of them within ``window_s`` an address
+    gets no more tries until the oldest of them is ``window_s`` old (the token is long and random;
+    this keeps a guesser from trying it at the speed of the network). A right token clears the count."""
+
+    MAX_ADDRESSES = 10_000  # addresses remembered at most (the oldest are forgotten first)
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, address: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(address, ()) if now - t < self.window_s]
+        if times:
+            self._failures[address] = times
+        else:
+            self._failures.pop(address, None)
+        return times
+
+    def retry_after(self, address: str, now: float) -> float | None:
+        """Seconds until ``address`` may try again (None: it may now)."""
+        times = self._recent(address, now)
+        if len(times) < self.limit:
+            return None
+        return max(0.0, times[0] + self.window_s - now)
+
+    def failed(self, address: str, now: float) -> None:
+        if address not in self._failures and len(self._failures) >= self.MAX_ADDRESSES:
+            self._failures.pop(next(iter(self._failures)))
+        self._failures.setdefault(address, []).append(now)
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+
+LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("console_login_throttle", LoginThrottle)

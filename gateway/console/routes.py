@@ -11,6 +11,7 @@ worker answered (``worker``), and the page says whose calls it lists. Nothing is
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -23,6 +24,7 @@ from gateway.bridge import CONTEXT, CallBridge, GatewayContext
 from gateway.config import GatewayConfig
 from gateway.console.auth import (
     COOKIE,
+    LOGIN_THROTTLE,
     console_mode,
     end_session,
     refusal,
@@ -176,12 +178,22 @@ async def login(request: web.Request) -> web.Response:
         return _json(request, {"error": "log in from the console's own page"}, status=403)
     if mode == "open":  # (no token to give: the console is open)
         return _secured(request, web.Response(status=303, headers={"Location": "/console"}))
+    throttle, address, now = request.app[LOGIN_THROTTLE], request.remote or "?", time.monotonic()
+    wait = throttle.retry_after(address, now)
+    if wait is not None:
+        log.warning("console login refused: too many wrong tokens from this address", remote=address)
+        response = _page(request, "login.html", status=429,
+                         error=f"Too many wrong tokens: try again in {math.ceil(wait)} s.")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
     form = await request.post()
     given = form.get("token")
     if not isinstance(given, str) or not given or not token_matches(config, given):
-        log.warning("console login refused: wrong token", remote=request.remote)
+        throttle.failed(address, now)
+        log.warning("console login refused: wrong token", remote=address)
         return _page(request, "login.html", status=401, error="That token is not the console's token.")
-    log.info("console login", remote=request.remote)
+    throttle.succeeded(address)
+    log.info("console login", remote=address)
     response = web.Response(status=303, headers={"Location": "/console"})
     set_session(response, config, secure=_secure_cookie(request, config))
     return _secured(request, response)

@@ -13,6 +13,7 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.console.auth import (
     COOKIE,
     SESSION_S,
+    LoginThrottle,
     console_mode,
     issue_cookie,
     refusal,
@@ -154,3 +155,25 @@ def test_a_request_the_user_agent_says_came_from_another_site_is_refused_whateve
             answer = refusal(request(cookie=cookie, origin=origin, site=site), cfg)
             assert answer is not None and answer.status == 403, (site, origin)
     assert refusal(request(cookie=cookie, site="none"), cfg) is None  # (typed into the address bar)
+
+
+def test_the_login_throttle_stops_an_address_after_its_wrong_tokens_until_the_oldest_is_a_window_old() -> None:
+    throttle = LoginThrottle(limit=3, window_s=60.0)
+    for t in (0.0, 10.0, 20.0):
+        assert throttle.retry_after("10.0.0.1", t) is None
+        throttle.failed("10.0.0.1", t)
+    assert throttle.retry_after("10.0.0.1", 25.0) == 35.0  # the first of the three is 60 s old at 60
+    assert throttle.retry_after("10.0.0.2", 25.0) is None  # (another address is not held back)
+    assert throttle.retry_after("10.0.0.1", 60.0) is None  # one of the three has aged out
+    throttle.failed("10.0.0.1", 61.0)
+    assert throttle.retry_after("10.0.0.1", 61.5) == 8.5
+    throttle.succeeded("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1", 61.5) is None
+
+
+def test_the_login_throttle_remembers_a_bounded_number_of_addresses() -> None:
+    throttle = LoginThrottle(limit=1, window_s=60.0)
+    throttle.MAX_ADDRESSES = 3
+    for n in range(5):
+        throttle.failed(f"10.0.0.{n}", 0.0)
+    assert [throttle.retry_after(f"10.0.0.{n}", 1.0) is not None for n in range(5)] == [False, False, True, True, True]

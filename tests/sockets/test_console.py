@@ -182,6 +182,18 @@ async def test_a_wrong_token_gets_the_form_again_and_the_right_one_a_session(
             assert reply.cookies[COOKIE].value == "" and "Path=/console" in reply.headers["Set-Cookie"]
 
 
+async def test_an_address_that_gave_ten_wrong_tokens_waits_even_with_the_right_one(gateway: Console) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(10):
+            async with http.post(gateway.base + "/console/login", data={"token": "guess"}) as reply:
+                assert reply.status == 401
+        async with http.post(gateway.base + "/console/login", data={"token": TOKEN}, allow_redirects=False) as reply:
+            assert reply.status == 429
+            assert 0 < int(reply.headers["Retry-After"]) <= 60
+            assert COOKIE not in reply.cookies
+            assert re.search(r'id="login-error"[^>]*>[^<]*Too many wrong tokens', await reply.text())
+
+
 async def test_a_login_from_another_site_is_refused_even_with_the_right_token(gateway: Console) -> None:
     async with aiohttp.ClientSession() as http, http.post(
             gateway.base + "/console/login", data={"token": TOKEN}, headers={"Origin": "http://evil.example"},
