@@ -30,6 +30,7 @@ from gateway.log import get_logger, register_secret
 from gateway.outbound import CARRIERS as OUTBOUND_CARRIERS
 from gateway.outbound import routes as outbound_routes
 from gateway.recording import RecordingWriter
+from gateway.reload import WATCH_INTERVAL_S, ConfigReloader
 from gateway.tools import ToolRunner, http_tool_runner
 from gateway.tracing import Tracing
 from gateway.voicelive.pool import ResourcePool, build_budget
@@ -41,6 +42,7 @@ REDIS_URL_ENV = "GATEWAY_REDIS_URL"  # shared Voice Live connection budgets (uns
 log = get_logger("gateway.app")
 
 SIMULATOR: web.AppKey[Any] = web.AppKey("embedded_simulator", object)
+RELOADER: web.AppKey[ConfigReloader] = web.AppKey("config_reloader", ConfigReloader)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -98,6 +100,8 @@ def create_app(
     carriers: Sequence[Carrier] | None = None,
     record_outcomes: Callable[[str, str], None] | None = None,
     tracing: Tracing | None = None,
+    reload_from: str | None = None,
+    reload_interval_s: float = WATCH_INTERVAL_S,
 ) -> web.Application:
     """Build the gateway application from its carriers (by default every carrier of the registry).
 
@@ -106,6 +110,9 @@ def create_app(
     ``record_outcomes(record_id, outcome)`` hears how each post-call record's delivery attempts end.
     ``tracing``: where the calls' traces go (by default, what the ``OTEL_*`` environment asks for, if
     anything); the application flushes and shuts it down when it stops.
+    ``reload_from``: the configuration file to reload from when it changes or when asked
+    (``app[RELOADER].request()``, which ``serve`` calls on SIGHUP), looking at the file every
+    ``reload_interval_s``; see :mod:`gateway.reload`.
     """
     carriers = list(carriers) if carriers is not None else default_carriers()
     for secret in config.secrets():
@@ -209,6 +216,19 @@ def create_app(
         app.cleanup_ctx.append(carrier.running)
         app.add_routes(carrier.routes())
     app.cleanup_ctx.append(watch_loop_lag)
+    if reload_from is not None:
+        async def watch_config(app: web.Application) -> Any:
+            ctx = app[CONTEXT]
+            reloader = ConfigReloader(reload_from, lambda: ctx.config, ctx.reconfigure, interval_s=reload_interval_s)
+            app[RELOADER] = reloader
+            task = asyncio.create_task(reloader.run(), name="config-reload")
+            try:
+                yield
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+        app.cleanup_ctx.append(watch_config)
     app.on_shutdown.append(end_calls)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -242,18 +262,29 @@ async def drain(app: web.Application, timeout_s: float) -> bool:
     return True
 
 
-async def serve(config: GatewayConfig, host: str, port: int, reuse_port: bool = False) -> None:
+def _reload_requested(app: web.Application) -> None:
+    reloader = app.get(RELOADER)
+    if reloader is None:
+        log.warning("SIGHUP: no configuration file to reload from (the configuration did not come from a file)")
+        return
+    reloader.request("SIGHUP")
+
+
+async def serve(config: GatewayConfig, host: str, port: int, reuse_port: bool = False,
+                reload_from: str | None = None) -> None:
     """Run the gateway until SIGINT or SIGTERM, then drain: calls in progress run to their end (up
-    to ``gateway.drain_timeout_s``). With ``reuse_port``, several processes share the port."""
+    to ``gateway.drain_timeout_s``). With ``reuse_port``, several processes share the port. With
+    ``reload_from`` (the configuration's file), SIGHUP and changes of the file reload it."""
     from gateway.server_limits import GuardedAppRunner  # slow clients get deadlines, not connections
 
-    app = create_app(config)
+    app = create_app(config, reload_from=reload_from)
     runner = GuardedAppRunner(app, access_log=None)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before listening: a SIGTERM at start-up drains too
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload_requested, app)
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
@@ -265,6 +296,6 @@ async def serve(config: GatewayConfig, host: str, port: int, reuse_port: bool = 
                  pid=os.getpid())
         await stop.wait()
         log.info("shutting down")
-        await drain(app, config.gateway.drain_timeout_s)
+        await drain(app, app[CONTEXT].config.gateway.drain_timeout_s)  # (as reloaded, if it was)
     finally:
         await runner.cleanup()

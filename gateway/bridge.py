@@ -127,6 +127,7 @@ class GatewayContext:
     recent_records: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_RECORDS))
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _retired_profiles: dict[str, Profile] = field(default_factory=dict)  # removed by a reload (see profile)
     outbound: Outbound = field(init=False)  # the calls this worker placed
     warm: WarmSessions = field(init=False)  # sessions opened when a call was announced, before its media
     prewarms: bool = field(init=False)  # calls announced get their session at once
@@ -139,11 +140,28 @@ class GatewayContext:
         self.prewarms = prewarm is True or (prewarm == "auto" and worker_count() == 1)
         self.outbound.ended_without_media = self._unanswered
 
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """A reloaded configuration: calls that start from now on use it. A profile it no longer has
+        stays known to the calls already announced with it (a webhook answered, the media not yet
+        open), which start with it as they were told (:meth:`profile`)."""
+        for name, profile in self.config.profiles.items():
+            if name not in config.profiles:
+                self._retired_profiles[name] = profile
+        for name in config.profiles:
+            self._retired_profiles.pop(name, None)
+        self.config = config
+
+    def profile(self, name: str) -> Profile:
+        """The profile a call starting now gets by its name: the configuration's, or, for a call
+        announced before a reload removed its profile, the one it was announced with."""
+        profile = self.config.profiles.get(name)
+        return profile if profile is not None else self._retired_profiles[name]
+
     def busy_message(self, profile_name: str) -> str | None:
         """What a call announced now should hear instead of the bot, when no Voice Live resource of its
         profile has a connection left in its budget and the profile does not wait for one (None: the
         call goes ahead). Counted as a refused call by the carrier that asks."""
-        profile = self.config.profiles[profile_name]
+        profile = self.profile(profile_name)
         if profile.busy.wait_s > 0 or self.pool.has_budget(profile):
             return None
         metrics.VOICELIVE_BUSY.inc("call")
@@ -166,7 +184,7 @@ class GatewayContext:
         if not self.prewarms or self.draining or call_id in self.calls:  # (a repeated announcement)
             return
         timeout = vl.prewarm_outbound_timeout_s if outbound is not None else vl.prewarm_timeout_s
-        self.warm.start(carrier, call_id, profile_name, self.config.profiles[profile_name], audio,
+        self.warm.start(carrier, call_id, profile_name, self.profile(profile_name), audio,
                         timeout_s=timeout, outbound=outbound, binding=binding)
 
     def _unanswered(self, carrier: str, call_id: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -35,6 +36,10 @@ def run_fast(coro: Coroutine[Any, Any, T]) -> T:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import serve
 
+    # until the gateway listens for it, a SIGHUP (reload the configuration) must not end the process:
+    # the configuration is read below, as it is now
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
     config = _load(args.config)
     refusal = config.simulator_refusal()
     if refusal is not None:
@@ -56,14 +61,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from gateway.workers import supervise
 
         return supervise(args.workers, [sys.executable, "-m", "gateway", *sys.argv[1:]])
-    run_fast(serve(config, args.host, args.port, reuse_port=args.reuse_port))
+    run_fast(serve(config, args.host, args.port, reuse_port=args.reuse_port, reload_from=config.source))
     return 0
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.config import describe
 
-    print(describe(_load(args.path)))
+    if args.diff is not None:
+        if args.path is not None:
+            print("gateway check-config: give one config file, or --diff OLD NEW, not both", file=sys.stderr)
+            return 2
+        return _check_config_diff(*args.diff)
+    print(describe(_load(args.path or "config.yaml")))
+    return 0
+
+
+def _check_config_diff(old_path: str, new_path: str) -> int:
+    """``check-config --diff OLD NEW``: both files validated as check-config validates one, then what
+    the new one changes. Exit code 1 when either file is not valid (its problems on standard error)."""
+    from gateway.config import ConfigError, GatewayConfig, load_config
+    from gateway.config.diff import config_diff, format_diff
+
+    configs: list[GatewayConfig] = []
+    for which, path in (("old", old_path), ("new", new_path)):
+        try:
+            configs.append(load_config(path))
+        except ConfigError as exc:
+            print(f"{path}: the {which} configuration is not valid:", file=sys.stderr)
+            print(exc, file=sys.stderr)
+    if len(configs) < 2:
+        return 1
+    print(format_diff(config_diff(*configs)))
     return 0
 
 
@@ -151,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_replay, default_log_level="error")
 
     p = sub.add_parser("check-config", help="validate a config file and show what each phone number gets")
-    p.add_argument("path", nargs="?", default="config.yaml", help="config file (default: ./config.yaml)")
+    p.add_argument("path", nargs="?", default=None, help="config file (default: ./config.yaml)")
+    p.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"), default=None,
+                   help="instead: validate both files and print what changing OLD for NEW does (profiles, routes "
+                   "and settings added, removed or changed; secrets only as set, unset or changed)")
     p.set_defaults(func=_cmd_check_config)
     return parser
 

@@ -256,6 +256,13 @@ TOKENS = Counter(REGISTRY, "gateway_voicelive_tokens_total",
                  "input_audio, input_cached, ..., output_text, output_audio).", ("kind",))
 CALL_SECONDS = Counter(REGISTRY, "gateway_call_seconds_total", "Duration of ended calls, in seconds.",
                        ("carrier", "direction"))
+CONFIG_RELOADS = Counter(REGISTRY, "gateway_config_reloads_total",
+                         "Configuration reloads (SIGHUP, or the file changed), by result: ok, invalid, unchanged.",
+                         ("result",))
+# 1 for the hash of the configuration file a worker runs with (0 for the one it ran with before); with
+# several workers, 1 where any worker runs with it: two hashes at 1 mean the workers do not agree yet
+CONFIG_INFO = Gauge(REGISTRY, "gateway_config_info", "The configuration file loaded, by its hash (sha256, 16 hex).",
+                    ("hash",), multiprocess_mode="livemax")
 DIRECTIONS = ("inbound", "outbound")
 
 

@@ -9,7 +9,8 @@ fresh metrics directory (``PROMETHEUS_MULTIPROC_DIR``), so that any worker's ``/
 them all, and removes it when they have stopped.
 
 The supervisor restarts a worker that dies (its live gauges, such as calls in progress, stop
-counting), passes SIGTERM and SIGINT on to every worker, and exits once they have all stopped.
+counting), passes SIGTERM and SIGINT on to every worker, and exits once they have all stopped. It
+passes SIGHUP on too: every worker reloads its configuration (see :mod:`gateway.reload`).
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ class Workers:
             if process.poll() is None:
                 process.send_signal(signum)
 
+    def reload(self) -> None:
+        """Every worker reloads its configuration (a worker still starting reads the file anyway)."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGHUP)
+        log.info("SIGHUP passed on to the workers: they reload the configuration", pids=self.pids)
+
     def restart_exited(self) -> None:
         for i, process in enumerate(self.processes):
             code = process.poll()
@@ -132,6 +140,7 @@ def _run(workers: Workers, count: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: workers.reload())
     workers.start(count)
     while not workers.stopping:
         workers.restart_exited()

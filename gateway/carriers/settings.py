@@ -32,6 +32,9 @@ class CarrierSettings(SettingsModel):
     # how check-config names that key ("Twilio auth token"); None: the section has no credential of its own
     credential_label: ClassVar[str | None]
     transfers: ClassVar[bool] = True  # with its credential set, the gateway can transfer this carrier's calls
+    # keys a running gateway reads only when it starts (its clients are built from them): a change of
+    # one is reported as needing a restart by a reload, and the running value stays until then
+    restart_keys: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def of(cls, config: Any) -> Self:

@@ -132,3 +132,36 @@ async def test_several_workers_need_one_signing_key_for_all(tmp_path: Path) -> N
     code, out, err = await _run("serve", "--config", str(config), "--workers", "2", "--port", str(free_port()))
     assert (code, out) == (2, "")
     assert "gateway.signing_key is not set and does not read GATEWAY_SIGNING_KEY" in err
+
+
+async def test_check_config_diff_prints_the_changes_and_refuses_an_invalid_file(tmp_path: Path) -> None:
+    old, new, bad = tmp_path / "old.yaml", tmp_path / "new.yaml", tmp_path / "bad.yaml"
+    old.write_text("gateway: {signing_key: \"${KEY}\"}\nprofiles:\n  main: {model: gpt-realtime, voice: marin}\n"
+                   "  legacy: {model: gpt-realtime}\nroutes: {default: main}\n")
+    new.write_text(old.read_text().replace("legacy", "sales").replace("voice: marin", "voice: cedar")
+                   .replace("default: main", "default: sales").replace("gateway: {", "gateway: {max_calls: 300, "))
+    bad.write_text(new.read_text().replace("voice: cedar", "voice: robot"))
+    env = clean_env(KEY="the-signing-key-of-this-test")
+    code, out, err = await _run("check-config", "--diff", str(old), str(new), env=env)
+    assert (code, err) == (0, ""), err
+    assert out.splitlines() == [
+        "profiles: added sales; removed legacy",
+        'profiles.main.voice: "marin" -> "cedar"',
+        'routes.default: "main" -> "sales"',
+        "gateway.max_calls: 200 -> 300",
+    ]
+    code, out, _ = await _run("check-config", "--diff", str(old), str(old), env=env)
+    assert (code, out) == (0, "no change\n")
+    code, out, err = await _run("check-config", "--diff", str(old), str(bad), env=env)
+    assert (code, out) == (1, "")
+    line_no = next(i for i, line in enumerate(bad.read_text().splitlines(), 1) if "voice: robot" in line)
+    assert err.splitlines()[:2] == [f"{bad}: the new configuration is not valid:",
+                                    f"{bad}:{line_no}: profiles.main.voice: expected an OpenAI realtime voice: one "
+                                    "of alloy, ash, ballad, coral, echo, sage, shimmer, verse, marin, cedar; Azure "
+                                    "voices are written as a mapping such as {type: azure-standard, name: "
+                                    "en-US-AvaNeural} (got 'robot')"]
+    assert "Traceback" not in err and "the-signing-key" not in err
+    code, out, err = await _run("check-config", "--diff", str(old), str(new), env=clean_env())
+    assert (code, out) == (1, "")  # KEY unset: both files name it
+    assert err.count("environment variable KEY is not set") == 2
+    assert f"{old}: the old configuration is not valid:" in err and f"{new}: the new configuration is not valid:" in err

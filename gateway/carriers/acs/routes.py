@@ -336,7 +336,7 @@ async def _new_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
     audio = AUDIO_FORMATS[AcsSettings.of(ctx.config).sample_rate]  # what the call was answered with: no resampling
     caller, called = _text(claims.get("caller")), _text(claims.get("called"))
     state = request.app[STATE]
-    call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
+    call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.profile(name),
                 started_at=0.0, audio=audio, paced=True, piece_ms=ACS_PIECE_MS,
                 observer=ctx.observer_for(call_id, "acs"), log=log.bind(call_id=call_id, stream_id=stream_id),
                 fallback_audio=state.apology, **ctx.call_options(call_id),

@@ -22,6 +22,9 @@ class AcsSettings(CarrierSettings):
     secret_keys: ClassVar[tuple[str, ...]] = ("connection_string", "eventgrid_secret")
     credential_key: ClassVar[str] = "connection_string"
     credential_label: ClassVar[str] = "ACS connection string"
+    # the Call Automation client, the token validator and the fallback clip are built at start-up
+    restart_keys: ClassVar[tuple[str, ...]] = ("connection_string", "resource_id", "jwks_url", "issuer",
+                                               "fallback_clip", "sample_rate")
 
     connection_string: SecretStr | None = None
     resource_id: Text | None = None  # the ACS resource's immutable id: the audience of its tokens

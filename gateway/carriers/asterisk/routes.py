@@ -200,7 +200,7 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
         paced = not settings.playback_marks
         call_log = log.bind(call_id=call_id, stream_id=start.connection_id)
         call = Call(call_id=call_id, stream_id=start.connection_id, profile_name=name,
-                    profile=ctx.config.profiles[name], started_at=prelude[-1][0], audio=audio,
+                    profile=ctx.profile(name), started_at=prelude[-1][0], audio=audio,
                     observer=ctx.observer_for(call_id, "asterisk"), log=call_log, paced=paced,
                     # (a flush drops its marks)
                     piece_ms=PACED_PIECE_MS if paced else Call.piece_ms, late_acks=not paced,

@@ -138,7 +138,7 @@ async def _run_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
     observer = ctx.observer_for(ident, "browser")
     observer.downstream = _chained(leg.observe, observer.downstream)  # the page sees the call's events too
     call_log = log.bind(call_id=ident, stream_id=ident)
-    call = Call(call_id=ident, stream_id=ident, profile_name=name, profile=ctx.config.profiles[name],
+    call = Call(call_id=ident, stream_id=ident, profile_name=name, profile=ctx.profile(name),
                 started_at=started_at, audio=codec.AUDIO, observer=observer, log=call_log,
                 piece_ms=BrowserSettings.of(ctx.config).piece_ms,
                 fallback_audio=apology_clip(codec.AUDIO),  # heard when the gateway fails the call

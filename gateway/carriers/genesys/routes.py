@@ -148,7 +148,7 @@ async def genesys_audiohook(request: web.Request) -> web.StreamResponse:
         number = codec.called_number(opened)
         name, _ = ctx.config.route(number)
         call = Call(call_id=opened.conversation_id, stream_id=opened.session_id, profile_name=name,
-                    profile=ctx.config.profiles[name], started_at=0.0, audio=G711_ULAW, paced=True,
+                    profile=ctx.profile(name), started_at=0.0, audio=G711_ULAW, paced=True,
                     piece_ms=codec.GENESYS_PIECE_MS, observer=ctx.observer_for(opened.conversation_id, "genesys"),
                     log=log.bind(call_id=opened.conversation_id, stream_id=opened.session_id),
                     **ctx.call_options(), can_transfer=True, caller=opened.ani, called=number)

@@ -213,7 +213,7 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
         settings = PlivoSettings.of(ctx.config)
         numbers = claims or query
         call = Call(call_id=call_id, stream_id=start.stream_id, profile_name=name,
-                    profile=ctx.config.profiles[name], started_at=prelude[-1][0],
+                    profile=ctx.profile(name), started_at=prelude[-1][0],
                     observer=ctx.observer_for(call_id, "plivo"),
                     log=log.bind(call_id=call_id, stream_id=start.stream_id), **ctx.call_options(call_id),
                     can_transfer=settings.can_transfer, called=numbers.get("to") or None,

@@ -217,7 +217,7 @@ async def telnyx_media(request: web.Request) -> web.StreamResponse:
         name, account = chosen
         settings = TelnyxSettings.of(ctx.config)
         call = Call(call_id=call_id, stream_id=start.stream_id, profile_name=name,
-                    profile=ctx.config.profiles[name], started_at=prelude[-1][0],
+                    profile=ctx.profile(name), started_at=prelude[-1][0],
                     observer=ctx.observer_for(call_id, "telnyx"),
                     log=log.bind(call_id=call_id, stream_id=start.stream_id), **ctx.call_options(call_id),
                     can_transfer=settings.api_key is not None and bool(account), caller=start.from_, called=start.to)

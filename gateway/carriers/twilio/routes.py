@@ -172,7 +172,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
             await ws.close(code=1008, message=b"call token refused")
             return ws
         call = Call(call_id=start.call_sid, stream_id=start.stream_sid, profile_name=name,
-                    profile=ctx.config.profiles[name], started_at=prelude[-1][0],
+                    profile=ctx.profile(name), started_at=prelude[-1][0],
                     observer=ctx.observer_for(start.call_sid, "twilio"),
                     log=log.bind(call_id=start.call_sid, stream_id=start.stream_sid),
                     **ctx.call_options(start.call_sid),

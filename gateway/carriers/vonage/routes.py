@@ -255,7 +255,7 @@ async def _run_call(request: web.Request, ctx: GatewayContext, ws: web.WebSocket
         name, _ = ctx.config.route(to)
     settings = VonageSettings.of(ctx.config)
     stream_id = headers.get("conversation") or call_id
-    call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.config.profiles[name],
+    call = Call(call_id=call_id, stream_id=stream_id, profile_name=name, profile=ctx.profile(name),
                 started_at=prelude[-1][0], audio=codec.AUDIO, piece_ms=PIECE_MS,
                 observer=ctx.observer_for(call_id, "vonage"), log=log.bind(call_id=call_id, stream_id=stream_id),
                 **ctx.call_options(call_id), can_transfer=settings.can_call_api,
