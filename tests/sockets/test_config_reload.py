@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from gateway import metrics
@@ -220,3 +221,19 @@ async def test_two_workers_both_reload_on_a_change_and_on_sighup(tmp_path: Path)
         served.proc.send_signal(signal.SIGHUP)  # to the supervisor: it passes it on to each worker
         await served.wait_for(lambda: reloaded("configuration reloaded: nothing changed"), 20)
         assert served.proc.returncode is None and len(served.listening_pids()) == 2
+
+
+async def test_a_reload_reads_the_environment_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${VAR}`` is read at each reload: a token the process's environment holds now is the one taken
+    (a signal after the environment changed, as a process manager that sets it anew would send)."""
+    monkeypatch.setenv("RELOAD_TEST_TWILIO_TOKEN", "first-token-0001")
+    async with reload_rig(tmp_path / "config.yaml") as rig:
+        rig.write(rig.text() + 'twilio: {auth_token: "${RELOAD_TEST_TWILIO_TOKEN}"}\n')
+        assert await asyncio.wait_for(rig.reloader.finished(1), 10) == "ok"
+        ctx = rig.app[CONTEXT]
+        assert ctx.config.twilio.auth_token is not None
+        assert ctx.config.twilio.auth_token.get_secret_value() == "first-token-0001"
+        monkeypatch.setenv("RELOAD_TEST_TWILIO_TOKEN", "second-token-0002")
+        rig.reloader.request("SIGHUP")
+        assert await asyncio.wait_for(rig.reloader.finished(2), 10) == "ok"
+        assert ctx.config.twilio.auth_token.get_secret_value() == "second-token-0002"
