@@ -349,7 +349,7 @@ profiles:
 
 def _samples(text: str) -> dict[tuple[str, frozenset], float]:
     """Prometheus text exposition, strictly parsed: {(name, labels): value}."""
-    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (-?[0-9.e+]+|NaN|\+Inf|-Inf)$')
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (-?[0-9.]+(?:e[+-]?[0-9]+)?|NaN|\+Inf|-Inf)$')
     label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
     out: dict[tuple[str, frozenset], float] = {}
     for line in text.splitlines():
