@@ -24,7 +24,7 @@ from gateway.carriers.settings import carrier_settings
 from gateway.config import SIMULATOR as SIMULATOR_ENDPOINT
 from gateway.config import GatewayConfig, config_notes
 from gateway.console.auth import LOGIN_THROTTLE, LoginThrottle, console_mode
-from gateway.console.routes import console_routes
+from gateway.console.routes import console_routes, share_calls
 from gateway.failures import FailedCalls
 from gateway.log import get_logger, register_secret
 from gateway.outbound import CARRIERS as OUTBOUND_CARRIERS
@@ -237,6 +237,7 @@ def create_app(
     app.add_routes(outbound_routes())
     app[LOGIN_THROTTLE] = LoginThrottle()
     app.add_routes(console_routes())  # (off, they answer 404: see gateway.console.auth)
+    app.cleanup_ctx.append(share_calls)  # (several workers: each shares its calls with the console of all)
     return app
 
 

@@ -6,7 +6,11 @@ socket carries everything it needs, signed with the call token key. The supervis
 workers one such key (``GATEWAY_SIGNING_KEY``, made for this run when it is not set), so that a
 webhook answered by one worker and a media socket accepted by another agree. It also gives them one
 fresh metrics directory (``PROMETHEUS_MULTIPROC_DIR``), so that any worker's ``/metrics`` reports
-them all, and removes it when they have stopped.
+them all, and removes it when they have stopped. Inside it, ``workers/`` (``GATEWAY_WORKERS_DIR``) is
+where the workers share their calls in progress with the console, so that whichever worker a console
+request reaches lists, and can end, the calls of all of them (see :mod:`gateway.console.shared`); and
+``failed-calls/`` (``GATEWAY_STATE_DIR``) what any worker tells a carrier's follow-up about a failed
+call. One process (no ``--workers``) has neither: it keeps all of that to itself.
 
 The supervisor restarts a worker that dies (its live gauges, such as calls in progress, stop
 counting), passes SIGTERM and SIGINT on to every worker, and exits once they have all stopped. It
@@ -37,6 +41,7 @@ RESTART_DELAY_S = 1.0
 POLL_S = 0.2
 SIGNING_KEY_ENV = "GATEWAY_SIGNING_KEY"
 WORKERS_ENV = "GATEWAY_WORKERS"  # how many workers share the port (set by the supervisor for each)
+WORKERS_DIR_ENV = "GATEWAY_WORKERS_DIR"  # the directory where the workers share their calls with the console
 
 
 def worker_count(env: Mapping[str, str] = os.environ) -> int:
@@ -45,6 +50,12 @@ def worker_count(env: Mapping[str, str] = os.environ) -> int:
         return max(1, int(env.get(WORKERS_ENV, "1")))
     except ValueError:
         return 1
+
+
+def workers_dir(metrics_dir: str) -> str:
+    """Where the workers of one supervisor share their calls with the console (inside their metrics
+    directory: made with it, removed with it)."""
+    return os.path.join(metrics_dir, "workers")
 
 
 def worker_command(argv: list[str]) -> list[str]:
@@ -66,14 +77,16 @@ def worker_command(argv: list[str]) -> list[str]:
 
 def worker_environment(base: Mapping[str, str], metrics_dir: str, count: int = 1) -> dict[str, str]:
     """The workers' environment: ours, with one call token key for all of them (a new one unless
-    ``GATEWAY_SIGNING_KEY`` is set), the directory where they all write their metrics, and how many
-    they are (each takes its share of the Voice Live connection budget)."""
+    ``GATEWAY_SIGNING_KEY`` is set), the directory where they all write their metrics (and, inside
+    it, where they share their calls with the console), and how many they are (each takes its share
+    of the Voice Live connection budget)."""
     env = dict(base)
     env[WORKERS_ENV] = str(count)
     if not env.get(SIGNING_KEY_ENV):
         env[SIGNING_KEY_ENV] = secrets.token_urlsafe(48)
     env[MULTIPROC_DIR_ENV] = metrics_dir
     env[STATE_DIR_ENV] = os.path.join(metrics_dir, "failed-calls")  # what any worker tells a carrier's follow-up
+    env[WORKERS_DIR_ENV] = workers_dir(metrics_dir)
     return env
 
 
@@ -155,8 +168,9 @@ def supervise(count: int, argv: list[str]) -> int:
     if not os.environ.get(SIGNING_KEY_ENV):
         log.info("GATEWAY_SIGNING_KEY is not set: the workers share a key made for this run "
                  "(set it when more than one machine or container serves the same calls)")
-    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")  # (readable by this user only)
     try:
+        os.mkdir(workers_dir(metrics_dir), mode=0o700)
         workers = Workers(worker_command(argv), worker_environment(os.environ, metrics_dir, count), metrics_dir)
         return _run(workers, count)
     finally:

@@ -1,20 +1,25 @@
 """The console's HTTP side: the page (``GET /console``), logging in and out, its static files, and
-the JSON the page reads: the profiles, the calls in progress on this worker (and ending one), the
-last calls' post-call records.
+the JSON the page reads: the profiles, the calls in progress (and ending one), the last calls'
+post-call records.
 
 The console's phone (the microphone and speaker of the operator's web page) is a carrier of its own,
 with its media socket at :data:`MEDIA_PATH`; this module only serves the page that uses it.
 
-Several workers (``gateway serve --workers N``) each know only their own calls: the API says which
-worker answered (``worker``), and the page says whose calls it lists. Nothing is shared between them.
+Several workers (``gateway serve --workers N``) each know only their own calls; they share them
+through a directory (see :mod:`gateway.console.shared`), so that whichever worker answers lists the
+calls of all of them, each with its ``worker`` (pid), and ends one of another worker by asking it
+to. :func:`share_calls` (an aiohttp cleanup context) is each worker's side of that. One worker
+shares nothing. Replicas (other machines, other containers) each list only their own calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,12 @@ from gateway.console.auth import (
     token_matches,
     valid_cookie,
 )
+from gateway.console.shared import CallBoard, merge_calls, shared_dir, worker_of
 from gateway.log import get_logger
 from gateway.workers import worker_count
 
-__all__ = ["END_REASON", "MEDIA_PATH", "console_routes", "phone_carrier"]
+__all__ = ["CALL_BOARD", "END_REASON", "MEDIA_PATH", "SHARE_INTERVAL_S", "console_routes", "phone_carrier",
+           "share_calls"]
 
 log = get_logger("gateway.console")
 
@@ -44,6 +51,8 @@ MEDIA_PATH = "/console/media"  # the console's phone: its media socket (served b
 END_REASON = "ended_from_console"  # the end reason of a call an operator ended from the calls list
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_TRANSCRIPT = 200  # entries of a record's transcript the API returns (a long call keeps its start)
+SHARE_INTERVAL_S = 1.0  # how often each of several workers shares its calls (and takes end requests)
+CALL_BOARD: web.AppKey[CallBoard] = web.AppKey("console_call_board", CallBoard)
 
 _TYPES = {
     ".js": "text/javascript; charset=utf-8",  # (worklet modules must be served as JavaScript)
@@ -226,8 +235,13 @@ async def static_file(request: web.Request) -> web.Response:
 # --- the API -----------------------------------------------------------------------------------------
 
 
-def _worker() -> dict[str, Any]:
-    return {"pid": os.getpid(), "workers": worker_count()}
+def _worker(app: web.Application) -> dict[str, Any]:
+    """Which worker answered, of how many; with several workers sharing their calls, ``all`` (true):
+    the calls listed are those of every worker."""
+    worker: dict[str, Any] = {"pid": os.getpid(), "workers": worker_count()}
+    if CALL_BOARD in app:
+        worker["all"] = True
+    return worker
 
 
 def call_view(bridge: CallBridge) -> dict[str, Any]:
@@ -268,8 +282,14 @@ def record_view(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _calls(ctx: GatewayContext) -> list[dict[str, Any]]:
-    return [call_view(bridge) for bridge in list(ctx.calls.values())]
+async def _calls(app: web.Application, ctx: GatewayContext) -> list[dict[str, Any]]:
+    """The calls in progress: this worker's; with several workers, every worker's (with ``worker``)."""
+    own = [call_view(bridge) for bridge in list(ctx.calls.values())]
+    board = app.get(CALL_BOARD)
+    if board is None:
+        return own
+    others = await asyncio.to_thread(board.others)
+    return merge_calls(board.pid, own, others, time.time())
 
 
 async def api_state(request: web.Request) -> web.Response:
@@ -283,36 +303,121 @@ async def api_state(request: web.Request) -> web.Response:
         "mode": console_mode(ctx.config),
         "profiles": list(ctx.config.profiles),
         "default_profile": default,
-        "calls": _calls(ctx),
+        "calls": await _calls(request.app, ctx),
         "records": [record_view(record) for record in reversed(ctx.recent_records)],
         "records_on": ctx.records is not None,
-        "worker": _worker(),
+        "worker": _worker(request.app),
     })
 
 
 async def api_calls(request: web.Request) -> web.Response:
-    """``GET /console/api/calls``: the calls in progress on this worker."""
+    """``GET /console/api/calls``: the calls in progress (on every worker, with several)."""
     ctx: GatewayContext = request.app[CONTEXT]
     refused = refusal(request, ctx.config)
     if refused is not None:
         return _secured(request, refused)
-    return _json(request, {"calls": _calls(ctx), "worker": _worker()})
+    return _json(request, {"calls": await _calls(request.app, ctx), "worker": _worker(request.app)})
 
 
 async def api_end_call(request: web.Request) -> web.Response:
     """``POST /console/api/calls/{call_id}/end``: the gateway ends the call and hangs up through its
-    carrier (the call's end reason: ``ended_from_console``)."""
+    carrier (the call's end reason: ``ended_from_console``). A call of this worker is cut at once; a
+    call of another worker (several workers) is ended by that worker within a second. Either way the
+    answer is 202 (the call is ending); with several workers it says which worker has the call."""
     ctx: GatewayContext = request.app[CONTEXT]
     refused = refusal(request, ctx.config)
     if refused is not None:
         return _secured(request, refused)
     call_id = request.match_info["call_id"]
+    board = request.app.get(CALL_BOARD)
     bridge = ctx.calls.get(call_id)
-    if bridge is None:
-        return _json(request, {"error": "no such call in progress on this worker"}, status=404)
-    log.info("call ended from the console", call_id=call_id, carrier=bridge.carrier, remote=request.remote)
-    bridge.cut(END_REASON)
-    return _json(request, {"call_id": call_id, "ending": True}, status=202)
+    if bridge is not None:
+        log.info("call ended from the console", call_id=call_id, carrier=bridge.carrier, remote=request.remote)
+        bridge.cut(END_REASON)
+        body: dict[str, Any] = {"call_id": call_id, "ending": True}
+        if board is not None:
+            body.update(worker=board.pid, answered_by=board.pid)
+        return _json(request, body, status=202)
+    if board is not None:
+        others = await asyncio.to_thread(board.others)
+        owner = worker_of(call_id, board.pid, others, time.time())
+        if owner is not None:
+            try:
+                await asyncio.to_thread(board.request_end, owner, call_id)
+            except OSError as exc:
+                log.error("could not ask another worker to end a call from the console", call_id=call_id,
+                          worker=owner, error=str(exc))
+                return _json(request, {"error": "the call's worker could not be asked to end it"}, status=503)
+            log.info("ending a call of another worker from the console", call_id=call_id, worker=owner,
+                     remote=request.remote)
+            return _json(request, {"call_id": call_id, "ending": True, "worker": owner, "answered_by": board.pid},
+                         status=202)
+        return _json(request, {"error": "no such call in progress on this gateway's workers"}, status=404)
+    return _json(request, {"error": "no such call in progress on this worker"}, status=404)
+
+
+async def _share(app: web.Application, board: CallBoard) -> None:
+    """Every SHARE_INTERVAL_S: this worker's calls to the shared directory, and the end requests the
+    other workers left for it carried out. While the console is off (it may be turned on or off by a
+    configuration reload) nothing is shared."""
+    shared = False
+    failing = False
+    listed: list[str] | None = None  # the call ids last shared
+    while True:
+        ctx: GatewayContext | None = app.get(CONTEXT)
+        try:
+            if ctx is not None and console_mode(ctx.config) != "off":
+                calls = [call_view(bridge) for bridge in list(ctx.calls.values())]
+                requests = await asyncio.to_thread(board.publish, calls)
+                shared = True
+                ids = sorted(call["call_id"] for call in calls)
+                if ids != listed:
+                    log.debug("calls shared with the other workers' console", pid=board.pid, calls=ids)
+                    listed = ids
+                for request in requests:
+                    bridge = ctx.calls.get(request.call_id)
+                    if bridge is None:
+                        log.info("a call another worker was asked to end from the console had ended already",
+                                 call_id=request.call_id, requested_by=request.by)
+                        continue
+                    log.info("call ended from the console", call_id=request.call_id, carrier=bridge.carrier,
+                             requested_by=request.by, pid=board.pid)
+                    bridge.cut(END_REASON)
+            elif shared:
+                await asyncio.to_thread(board.withdraw)
+                shared, listed = False, None
+        except Exception as exc:  # (a full disk, a directory removed under it: the calls go on regardless)
+            if not failing:  # (once per episode: every second would drown the log)
+                log.error("could not share this worker's calls with the console of the other workers",
+                          directory=str(board.directory), error=f"{type(exc).__name__}: {exc}")
+            failing = True
+        else:
+            if failing:
+                log.info("sharing this worker's calls with the console works again", directory=str(board.directory))
+            failing = False
+        await asyncio.sleep(SHARE_INTERVAL_S)  # (the period of the sharing, not a wait for an event)
+
+
+async def share_calls(app: web.Application) -> AsyncIterator[None]:
+    """An aiohttp cleanup context: with several workers (the directory they share set), this worker
+    shares its calls with the console of the others and takes their end requests, in one task it
+    cancels when the application stops (its snapshot then removed). One worker: nothing at all."""
+    directory = shared_dir()
+    if directory is None:
+        yield
+        return
+    board = CallBoard(directory)
+    app[CALL_BOARD] = board
+    task = asyncio.create_task(_share(app, board), name="console-share-calls")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        try:
+            await asyncio.to_thread(board.withdraw)
+        except OSError as exc:
+            log.warning("could not remove this worker's call list for the console", error=str(exc))
 
 
 def console_routes() -> list[web.RouteDef]:

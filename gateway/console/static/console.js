@@ -1,6 +1,7 @@
 // The gateway console: call a profile from the microphone and hear the bot (the console's phone,
 // over the WebSocket /console/media), follow the call's transcript, barge-ins, tools and turn
-// latency; list the calls in progress on this worker (and end one); show the last calls' records.
+// latency; list the calls in progress (those of every worker of this gateway on this machine, with
+// several workers) and end one; show the last calls' records.
 "use strict";
 
 (() => {
@@ -315,10 +316,17 @@
     if (!worker) return;
     const one = worker.workers <= 1;
     $("worker").textContent = one ? `worker ${worker.pid}` : `worker ${worker.pid} of ${worker.workers}`;
-    $("calls-scope").textContent = one
-      ? `Calls of this gateway (worker ${worker.pid}).`
-      : `Calls of worker ${worker.pid}, one of ${worker.workers} workers: each lists only its own calls.`;
+    let scope = `Calls of this gateway (worker ${worker.pid}).`;
+    if (!one) {
+      scope = worker.all
+        ? `Calls of all ${worker.workers} workers of this gateway (this machine).`
+        : `Calls of worker ${worker.pid}, one of ${worker.workers} workers: each lists only its own calls.`;
+    }
+    $("calls-scope").textContent = scope;
+    $("calls-table").classList.toggle("by-worker", !one && Boolean(worker.all));
   }
+
+  const ENDING_MS = 10000; // a call asked to end that is still listed after this: its End button is back
 
   function cell(row, name) {
     let td = row.querySelector(`td.${name}`);
@@ -343,7 +351,7 @@
         row = document.createElement("tr");
         row.className = "call-row";
         row.dataset.callId = item.call_id;
-        for (const name of ["carrier", "direction", "profile", "duration", "state", "turns"]) cell(row, name);
+        for (const name of ["carrier", "direction", "profile", "duration", "state", "turns", "worker"]) cell(row, name);
         const td = document.createElement("td");
         const end = document.createElement("button");
         end.type = "button";
@@ -360,8 +368,15 @@
       cell(row, "direction").textContent = item.direction;
       cell(row, "profile").textContent = item.profile;
       cell(row, "duration").textContent = duration(item.duration_s);
-      cell(row, "state").textContent = item.state;
+      const ending = Number(row.dataset.ending || 0);
+      const stillEnding = ending > 0 && Date.now() - ending < ENDING_MS;
+      if (ending && !stillEnding) delete row.dataset.ending;
+      row.classList.toggle("ending", stillEnding);
+      cell(row, "state").textContent = stillEnding ? "ending…" : item.state;
       cell(row, "turns").textContent = String(item.turns);
+      cell(row, "worker").textContent = item.worker === undefined ? "" : String(item.worker);
+      const end = row.querySelector("button.end-call");
+      if (end && !row.dataset.asking) end.disabled = stillEnding;
     }
     for (const row of body.querySelectorAll("tr.call-row")) {
       if (!seen.has(row.dataset.callId)) row.remove();
@@ -370,7 +385,9 @@
   }
 
   async function endCall(callId, button) {
+    const row = button.closest("tr");
     button.disabled = true;
+    row.dataset.asking = "1";
     try {
       const response = await fetch(`/console/api/calls/${encodeURIComponent(callId)}/end`, {
         // (its own origin, not "null": the page sends no referrer elsewhere, and a user agent that does
@@ -378,7 +395,16 @@
         method: "POST", credentials: "same-origin", cache: "no-store", referrerPolicy: "same-origin",
       });
       if (response.status === 401) location.reload();
+      if (response.status === 202) {
+        // the call is ending (at once on this worker, within a second on another): "ending…" until it goes
+        row.dataset.ending = String(Date.now());
+        row.classList.add("ending");
+        const state = row.querySelector("td.state");
+        if (state) state.textContent = "ending…";
+      }
     } finally {
+      delete row.dataset.asking;
+      button.disabled = Boolean(row.dataset.ending);
       refreshCalls();
     }
   }
