@@ -26,8 +26,10 @@ Step = tuple[str, Any]
 
 
 async def await_start(ws: web.WebSocketResponse, opened_at: float, prelude: list[tuple[float, str | bytes]],
-                      read: Callable[[str], Step], timeout_s: float) -> Any | None:
-    """The start event, or None (the socket was refused, stopped, broke, or sent no start in time)."""
+                      read: Callable[[str], Step], timeout_s: float, binary: Step | None = None) -> Any | None:
+    """The start event, or None (the socket was refused, stopped, broke, or sent no start in time).
+    ``binary``: what a binary frame before the start is, on a carrier that sends audio in binary
+    frames (by default, bad input: text frames only)."""
     seen: dict[str, int] = {}
 
     def reject(problem: str, detail: str) -> None:
@@ -54,7 +56,10 @@ async def await_start(ws: web.WebSocketResponse, opened_at: float, prelude: list
                         reject(*value)
                 elif msg.type is WSMsgType.BINARY:
                     prelude.append((now_ms() - opened_at, msg.data))
-                    reject("binary-frame", f"{len(msg.data)} bytes; text frames only")
+                    if binary is None:
+                        reject("binary-frame", f"{len(msg.data)} bytes; text frames only")
+                    elif binary[0] == "reject":
+                        reject(*binary[1])
                 elif msg.type is WSMsgType.ERROR:
                     log.warning("media socket error before start; closing", error=str(ws.exception())[:200])
                     return None

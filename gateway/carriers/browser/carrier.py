@@ -12,11 +12,11 @@ from gateway.carriers.base import Carrier, ReplayError, ReplayStart
 from gateway.carriers.browser import codec
 from gateway.carriers.browser.routes import console_media
 from gateway.console.auth import console_mode
+from gateway.console.routes import MEDIA_PATH  # (the page opens it: the console owns the path)
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
 
-MEDIA_PATH = "/console/media"
 
 
 class BrowserCarrier(Carrier):

@@ -10,11 +10,10 @@ after each piece of bot audio that the page acknowledges once its playout clock 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from gateway import metrics
 from gateway.audio import apology_clip
@@ -25,6 +24,7 @@ from gateway.carriers.browser.auth import media_refusal
 from gateway.carriers.browser.control import BrowserBridge
 from gateway.carriers.browser.settings import BrowserSettings
 from gateway.carriers.common import short
+from gateway.carriers.prelude import MEDIA_BEFORE_START, Step, await_start
 
 START_TIMEOUT_S = 10.0  # from the socket's opening to the page's start
 
@@ -34,43 +34,17 @@ def call_id() -> str:
     return "console-" + secrets.token_hex(8)
 
 
-async def _await_start(ws: web.WebSocketResponse, opened_at: float,
-                       prelude: list[tuple[float, str | bytes]]) -> codec.Start | None:
-    """Read the socket until the page's ``start``; nothing is opened on Voice Live before it. Every
-    message read is kept in ``prelude`` with its arrival time (ms since the socket opened)."""
-    seen: dict[str, int] = {}
-
-    def reject(problem: str, detail: str) -> None:
-        seen[problem] = seen.get(problem, 0) + 1
-        level = log.warning if seen[problem] == 1 else log.debug
-        level("ignored a message before start", carrier="browser", problem=problem, detail=detail,
-              count=seen[problem])
-
+def _before_start(text: str) -> Step:
+    """What a text message from the page means before its ``start`` (see gateway.carriers.prelude)."""
     try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    prelude.append((now_ms() - opened_at, msg.data))
-                    try:
-                        message = codec.parse_message(msg.data)
-                    except codec.BrowserProtocolError as exc:
-                        reject("malformed", str(exc))
-                        continue
-                    if type(message) is codec.Start:
-                        return message
-                    if type(message) is codec.HangUp:
-                        log.info("the console's phone hung up before its call started")
-                        return None
-                    reject("before-start", f"{type(message).__name__} before start")
-                elif msg.type is WSMsgType.BINARY:
-                    prelude.append((now_ms() - opened_at, msg.data))
-                    reject("media-before-start", "audio before start: dropped, there is no call yet")
-                elif msg.type is WSMsgType.ERROR:
-                    log.warning("console media socket error before start; closing", error=str(ws.exception())[:200])
-                    return None
-    except TimeoutError:
-        log.warning("no start from the console page in time; closing its media socket", timeout_s=START_TIMEOUT_S)
-    return None
+        message = codec.parse_message(text)
+    except codec.BrowserProtocolError as exc:
+        return "reject", ("malformed", str(exc))
+    if type(message) is codec.Start:
+        return "start", message
+    if type(message) is codec.HangUp:
+        return "stop", None
+    return "reject", ("before-start", f"{type(message).__name__} before start")
 
 
 async def _refuse(ws: web.WebSocketResponse, code: int, text: str) -> None:
@@ -108,7 +82,8 @@ async def console_media(request: web.Request) -> web.StreamResponse:
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []
     try:
-        start = await _await_start(ws, opened_at, prelude)
+        start: codec.Start | None = await await_start(ws, opened_at, prelude, _before_start, START_TIMEOUT_S,
+                                                      binary=MEDIA_BEFORE_START)
         if start is None:
             return ws
         profiles = ctx.config.profiles
