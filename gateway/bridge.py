@@ -33,6 +33,7 @@ from gateway.core.outbound import UNKNOWN, OutboundPlan, answering_machine_resul
 from gateway.failures import FailedCalls
 from gateway.frames import server_text_frames
 from gateway.log import get_logger
+from gateway.loopshare import LoopShare
 from gateway.outbound import Outbound
 from gateway.prewarm import WarmSession, WarmSessions
 from gateway.recording import CallRecorder, RecordingWriter
@@ -126,6 +127,7 @@ class GatewayContext:
     # the last calls' post-call records, as delivered (masked), for the console; the newest last
     recent_records: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_RECORDS))
     draining: bool = False  # SIGTERM: finish the calls in progress, take no new ones
+    share: LoopShare = field(default_factory=LoopShare)  # Voice Live's share of each pass of the loop
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _retired_profiles: dict[str, Profile] = field(default_factory=dict)  # removed by a reload (see profile)
     outbound: Outbound = field(init=False)  # the calls this worker placed
@@ -673,6 +675,7 @@ class CallBridge:
         ready_by = loop.time() + timeout
         perf = time.perf_counter
         observer = self.observer
+        share = self.ctx.share
         try:
             while True:
                 if call.state == CallState.CONNECTING or call.state == CallState.RECONNECTING:
@@ -682,6 +685,8 @@ class CallBridge:
                     raw = await asyncio.wait_for(ws.recv(), remaining)
                 else:
                     raw = await ws.recv()
+                if share.over(raw):  # caller audio first (see gateway.loopshare)
+                    await share.wait(raw)
                 received = perf()
                 observer.barge_in_flushed = False
                 wire.from_voicelive(raw, self._now())

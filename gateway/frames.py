@@ -22,7 +22,10 @@ import random
 import struct
 from collections.abc import Iterable
 
-from websockets.utils import apply_mask
+try:  # websockets' C speedup, as its own frames use; its pure-Python fallback where it is not built
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover
+    from websockets.utils import apply_mask
 
 __all__ = ["client_text_frame", "server_text_frames"]
 

@@ -177,6 +177,9 @@ BARGE_IN_REACTION = Histogram(REGISTRY, "gateway_barge_in_reaction_seconds",
                               _FAST, ("carrier",))
 LOOP_LAG = Histogram(REGISTRY, "gateway_event_loop_lag_seconds",
                      "How late the event loop ran a timer due every 100 ms.", _FAST)
+VOICELIVE_DEFERRED = Counter(REGISTRY, "gateway_voicelive_messages_deferred_total",
+                             "Voice Live messages handled a pass of the event loop later, so that callers' "
+                             "audio went first (bursts of replies).")
 
 _CONNECT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _LATENCY = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)

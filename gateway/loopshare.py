@@ -1,0 +1,68 @@
+"""Caller audio first: a bounded share of each pass of the event loop for Voice Live's messages.
+
+When many calls' replies arrive in the same instant (Voice Live sends audio faster than real time,
+and replies often start together), every call's session has a message to handle at once. An event
+loop runs the tasks woken in one pass in the order they were woken, so caller frames that arrive
+meanwhile wait for every one of those messages. The phone has seconds of bot audio buffered; Voice
+Live needs the caller's audio now (its voice activity detection, and so barge-in, hears the caller
+only as fast as the frames come).
+
+So Voice Live's messages get at most ``budget_s`` of each pass: a session whose message comes after
+that yields, and handles it in the next pass, before that pass's new input, in the order the
+sessions yielded; the callers' frames that arrived meanwhile are handled in that pass too. Each
+pass handles at least one message, so every session makes progress. A caller starting to speak
+(``speech_started``: barge-in) is never held back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import types
+from collections.abc import Generator
+
+from gateway import metrics
+
+__all__ = ["URGENT", "LoopShare"]
+
+URGENT = '"input_audio_buffer.speech_started"'  # handled at once, whatever the share
+_HEAD = 80  # an event's type is at the start of the message (its first key, as Voice Live writes it)
+
+
+class LoopShare:
+    """Voice Live's share of each pass of one event loop (one per worker)."""
+
+    __slots__ = ("_started", "budget_s", "deferred")
+
+    def __init__(self, budget_s: float = 0.001) -> None:
+        self.budget_s = budget_s
+        self._started: float | None = None  # when this pass's first message was handled
+        self.deferred = 0  # how many times a message waited for the next pass (and the metric)
+
+    def over(self, message: str | bytes) -> bool:
+        """True when ``message`` waits for a later pass (:meth:`wait`)."""
+        now = time.perf_counter()
+        started = self._started
+        if started is None:
+            self._started = now
+            asyncio.get_running_loop().call_soon(self._next_pass)  # at the head of the next pass
+            return False
+        if now - started <= self.budget_s or (type(message) is str and URGENT in message[:_HEAD]):
+            return False
+        self.deferred += 1
+        metrics.VOICELIVE_DEFERRED.inc()
+        return True
+
+    async def wait(self, message: str | bytes) -> None:
+        """Until a pass has room for ``message`` (after :meth:`over` said it has none in this one)."""
+        await _next_pass()
+        while self.over(message):
+            await _next_pass()
+
+    def _next_pass(self) -> None:
+        self._started = None
+
+
+@types.coroutine
+def _next_pass() -> Generator[None, None, None]:
+    yield  # the task runs again in the next pass of the loop (what ``asyncio.sleep(0)`` does)
