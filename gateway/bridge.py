@@ -357,7 +357,7 @@ class CallBridge:
         # a renewal waiting to switch sessions: set at a quiet moment (made by the renewal: few calls renew)
         self._quiet: asyncio.Event | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
-        self._clock_wake = asyncio.Event()
+        self._clock_wake: asyncio.Future[None] | None = None  # what the clock waits on (an Event costs 0.9 KiB)
         self._clock_due: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -451,7 +451,7 @@ class CallBridge:
         voicemail message, or hangs up."""
         self.wire.answering_machine(result, self._now())
         await self._flush()
-        self._clock_wake.set()  # its deadlines changed (or it ended: the clock ends the bridge)
+        self._set_clock()  # its deadlines changed (or it ended: the clock ends the bridge)
 
     async def _send_dtmf(self, digits: str) -> str:
         """Press keys towards the caller (carriers that can do it override this)."""
@@ -709,23 +709,29 @@ class CallBridge:
     def _wake_clock(self) -> None:
         due = self.call.next_deadline()
         if due is not None and (self._clock_due is None or due < self._clock_due):
-            self._clock_wake.set()
+            self._set_clock()
+
+    def _set_clock(self) -> None:
+        wake = self._clock_wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def _clock(self) -> None:
         """The call's timer: pacing on legs without acknowledgements, limits, session renewal."""
         call = self.call
+        loop = asyncio.get_running_loop()
         while not call.ended:
             due = call.next_deadline()
             self._clock_due = due
-            self._clock_wake.clear()
+            wake = self._clock_wake = loop.create_future()
             if due is None:
-                await self._clock_wake.wait()
+                await wake
                 continue
             delay = (due - self._now()) / 1000.0
             if delay > 0:
                 try:  # the timer itself; an earlier deadline wakes it sooner (a timeout, not a task per wait)
                     async with asyncio.timeout(delay):
-                        await self._clock_wake.wait()
+                        await wake
                     continue
                 except TimeoutError:
                     pass

@@ -109,8 +109,11 @@ class FrameRing:
             self._start = 0
         return dropped
 
-    def clear(self) -> None:
-        self._buf = bytearray()  # gives the memory back
+    def clear(self, capacity: int = 0) -> None:
+        """Empty the ring, with a buffer of ``capacity`` bytes (none: the memory is given back), for
+        audio sure to come (instead of growing anew in steps, a new buffer each)."""
+        if len(self._buf) != capacity:
+            self._buf = bytearray(capacity)
         self._start = 0
         self._runs.clear()
         self.size = self.frames = 0
@@ -172,7 +175,7 @@ class CallerAudio:
 
     def committed(self) -> None:
         """Voice Live made the caller's audio so far a conversation item."""
-        self.forget_uncommitted()
+        self._uncommitted.clear(self.preroll)  # (the caller's audio fills the pre-roll again within a second)
         self.speech_since_commit = False
         self._cap = self.preroll
 

@@ -79,6 +79,25 @@ def test_a_commit_returns_the_tail_to_the_pre_roll() -> None:
     assert audio.session_lost() == 0  # silence since the commit: nothing is sent again
 
 
+def test_after_a_commit_the_tail_holds_one_buffer_of_the_pre_roll() -> None:
+    audio = CallerAudio(limit=100_000, preroll=960, resend_limit=8_000)
+    tail = audio._uncommitted
+    audio.speech_started()
+    for n in range(40):
+        audio.sent(frame(n), 160)
+    assert len(tail._buf) > 960  # the turn grew it past the pre-roll
+    audio.committed()
+    buffer = tail._buf
+    assert len(buffer) == 960  # back to the pre-roll's size at once, the memory beyond it given back
+    for n in range(40, 60):  # silence: the pre-roll fills and rolls within that buffer, never a new one
+        audio.sent(frame(n), 160)
+        assert tail._buf is buffer
+    assert audio.uncommitted_bytes == 960
+    audio.committed()
+    assert tail._buf is buffer  # a commit in silence keeps it
+    assert audio.uncommitted_bytes == 0
+
+
 def test_a_long_turn_keeps_its_newest_audio_within_the_resend_limit() -> None:
     audio = CallerAudio(limit=100_000, preroll=320, resend_limit=1_600)
     audio.speech_started()
