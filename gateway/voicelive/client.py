@@ -10,9 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.http11 import Response
 from websockets.protocol import State
 
 from gateway import __version__
@@ -268,12 +266,12 @@ class VoiceLiveConnector:
         except OSError as exc:
             raise VoiceLiveConnectError(f"Voice Live unreachable: {exc.strerror or exc}") from None
         assert isinstance(connection, VoiceLiveConnection)  # create_connection made it
-        # The handshake's request and response headers, kept for nothing: websockets reads only whether
-        # ``response`` is set (the handshake is over), and the gateway reads neither (about 1.5 KiB a call).
+        # The handshake's request and response headers, kept for nothing (about 2 KiB a call): websockets
+        # reads only whether ``response`` is set (the handshake is over), the gateway reads neither. The
+        # response's headers are emptied in place: websockets' frame parser keeps the response too.
         connection.request = None
         if connection.response is not None:
-            connection.response = Response(connection.response.status_code, connection.response.reason_phrase,
-                                           Headers())
+            connection.response.headers.clear()
         return connection
 
     async def close(self) -> None:

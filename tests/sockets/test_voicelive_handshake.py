@@ -46,6 +46,18 @@ async def test_api_key_header(handshake_server) -> None:
     assert seen[0]["query"]["model"] == "gpt-realtime"
 
 
+async def test_an_open_session_keeps_no_handshake_headers(handshake_server) -> None:
+    endpoint, _, _ = handshake_server
+    config = parse_config(CONFIG, env={"EP": endpoint, "KEY": "secret-key-123"})
+    ws = await VoiceLiveConnector(config.voicelive).connect(config.profiles["p"])
+    try:
+        assert ws.request is None  # (its api-key header included)
+        assert ws.response is not None and ws.response.status_code == 101  # websockets: the handshake is over
+        assert len(ws.response.headers) == 0
+    finally:
+        await ws.close()
+
+
 async def test_entra_token_header_and_no_token_per_call(handshake_server) -> None:
     endpoint, seen, _ = handshake_server
     config = parse_config(CONFIG, env={"EP": endpoint})
