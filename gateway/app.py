@@ -172,9 +172,12 @@ def create_app(
         _announce_security(config, carriers)
         for note in config_notes(config):
             log.warning(note.removeprefix("note: "))
+        keepalive = asyncio.create_task(pool.keepalive.run(), name="voicelive-keepalive")
         try:
             yield
         finally:
+            keepalive.cancel()
+            await asyncio.gather(keepalive, return_exceptions=True)
             await app[CONTEXT].warm.close()
             await failed_calls.close()
             if records is not None:  # (the calls have ended: their records are spooled or on their way)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
 from gateway import __version__
@@ -123,12 +123,15 @@ class VoiceLiveConnection(ClientConnection):
     Anything else (binary data, a connection that is not open) takes websockets' own path."""
 
     on_closed: Callable[[], None] | None = None  # told once the connection is lost (a resource's load)
+    pinged_by: Keepalive | None = None  # (websockets' ``keepalive`` is its own per-connection task)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         hook, self.on_closed = self.on_closed, None
         if hook is not None:
             hook()
+        if self.pinged_by is not None:
+            self.pinged_by.discard(self)
 
     async def send(self, message: Any, text: bool | None = None) -> None:
         if type(message) is not str or text is not None or not self.send_nowait(message):
@@ -144,6 +147,54 @@ class VoiceLiveConnection(ClientConnection):
             return False
         self.transport.write(client_text_frame(message))
         return True
+
+
+PING_INTERVAL_S = 20.0
+
+
+class Keepalive:
+    """Pings every open Voice Live session of a worker from one task, instead of websockets' task per
+    connection (about 1 KiB a call). Every ``interval_s`` each session gets a ping; one whose pong has
+    not come by the next round is cut, as websockets' own keepalive cuts it (the call sees its session
+    lost, and reconnects if it may)."""
+
+    def __init__(self, interval_s: float = PING_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._sessions: dict[VoiceLiveConnection, Awaitable[float] | None] = {}  # -> the pong awaited
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def add(self, connection: VoiceLiveConnection) -> None:
+        connection.pinged_by = self
+        self._sessions[connection] = None
+
+    def discard(self, connection: VoiceLiveConnection) -> None:
+        self._sessions.pop(connection, None)
+
+    async def ping_all(self) -> int:
+        """One round: cut the sessions that did not answer the last ping, ping the others. Returns how
+        many were cut."""
+        cut = 0
+        for connection, pong in list(self._sessions.items()):
+            if connection.state is not State.OPEN:
+                continue
+            if pong is not None and not pong.done():  # type: ignore[attr-defined]
+                log.warning("Voice Live did not answer a ping: the session is cut",
+                            waited_s=self.interval_s)
+                connection.transport.abort()
+                cut += 1
+                continue
+            try:
+                self._sessions[connection] = await connection.ping()
+            except ConnectionClosed:
+                self.discard(connection)
+        return cut
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.ping_all()
 
 
 class _Connect(connect):
@@ -252,8 +303,7 @@ class VoiceLiveConnector:
                 open_timeout=self.settings.connect_timeout_s,
                 close_timeout=2,
                 max_size=MAX_MESSAGE_BYTES,
-                ping_interval=20,
-                ping_timeout=20,
+                ping_interval=None,  # the worker's Keepalive pings every session (a task per session costs 1 KiB)
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

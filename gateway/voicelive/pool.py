@@ -26,6 +26,7 @@ from gateway.log import get_logger
 from gateway.voicelive.budget import Budget, LocalBudget, RedisBudget
 from gateway.voicelive.client import (
     AsyncTokenCredential,
+    Keepalive,
     VoiceLiveConnectError,
     VoiceLiveConnection,
     VoiceLiveConnector,
@@ -94,6 +95,7 @@ class ResourcePool:
         self.resources = resources
         self.by_name = {r.name: r for r in resources}
         self.budget = budget
+        self.keepalive = Keepalive()  # pings the sessions opened here (the application runs it)
         for r in resources:
             metrics.VOICELIVE_ACTIVE.set(0, r.name)
             metrics.VOICELIVE_BUDGET.set(budget.remaining(r.name), r.name)
@@ -174,6 +176,7 @@ class ResourcePool:
                 resource.active += 1
                 metrics.VOICELIVE_ACTIVE.set(resource.active, resource.name)
                 connection.on_closed = resource._closed
+                self.keepalive.add(connection)
                 return connection
             if failure is not None:
                 raise failure  # a resource had budget, and could not be opened: the caller's retry policy applies
