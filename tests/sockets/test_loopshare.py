@@ -113,3 +113,17 @@ async def test_each_pass_handles_a_message_and_the_share_renews() -> None:
     assert share.deferred == 1
     assert share.over("c")  # and takes that pass's share
     assert share.deferred == 2
+
+
+async def test_sessions_waiting_in_line_are_served_first_come_first_served() -> None:
+    share = LoopShare(budget_s=0.0)  # room for one message a pass: the line decides the order
+    served: list[int] = []
+
+    async def session(n: int) -> None:
+        if share.over("m"):
+            await share.wait("m")
+        served.append(n)
+
+    await asyncio.gather(*(session(n) for n in range(12)))
+    assert served == list(range(12))
+    assert share.deferred >= 11  # every one but the first waited (some more than once, at the head)
