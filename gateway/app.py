@@ -172,7 +172,8 @@ def create_app(
         _announce_security(config, carriers)
         for note in config_notes(config):
             log.warning(note.removeprefix("note: "))
-        keepalive = asyncio.create_task(pool.keepalive.run(), name="voicelive-keepalive")
+        # (named apart from the calls' own tasks, "phone-..." and "voicelive-...")
+        keepalive = asyncio.create_task(pool.keepalive.run(), name="sessions-keepalive")
         try:
             yield
         finally:
