@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -160,7 +160,7 @@ class Keepalive:
 
     def __init__(self, interval_s: float = PING_INTERVAL_S) -> None:
         self.interval_s = interval_s
-        self._sessions: dict[VoiceLiveConnection, Awaitable[float] | None] = {}  # -> the pong awaited
+        self._sessions: dict[VoiceLiveConnection, asyncio.Future[float] | None] = {}  # -> the pong awaited
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -179,16 +179,18 @@ class Keepalive:
         for connection, pong in list(self._sessions.items()):
             if connection.state is not State.OPEN:
                 continue
-            if pong is not None and not pong.done():  # type: ignore[attr-defined]
+            if pong is not None and not pong.done():
                 log.warning("Voice Live did not answer a ping: the session is cut",
                             waited_s=self.interval_s)
                 connection.transport.abort()
                 cut += 1
                 continue
             try:
-                self._sessions[connection] = await connection.ping()
+                self._sessions[connection] = asyncio.ensure_future(await connection.ping())
             except ConnectionClosed:
                 self.discard(connection)
+            except Exception as exc:  # one session's trouble must not stop the others' keepalive
+                log.warning("could not ping a Voice Live session", error=repr(exc))
         return cut
 
     async def run(self) -> None:
