@@ -345,8 +345,9 @@ async def replay_live(fixture: Fixture, *, speed: float = 1.0, tolerance_ms: flo
     # acknowledgements) may release one piece more or fewer before the flush than the recording shows,
     # by a few milliseconds of real time. The pieces just before each flush are left out of the
     # comparison on both sides (where the cut fell is checked by the truncation, within the tolerance).
-    expected[PHONE] = _before_flushes(expected[PHONE], carrier, tolerance_ms)
-    actual[PHONE] = _before_flushes(actual[PHONE], carrier, tolerance_ms)
+    expected[PHONE], actual[PHONE] = _common_before_flushes(
+        _before_flushes(expected[PHONE], carrier, tolerance_ms),
+        _before_flushes(actual[PHONE], carrier, tolerance_ms), carrier)
     mismatch = first_difference(fixture, expected, actual, tolerance=_truncate_close(tolerance_ms),
                                 show_inputs=False)
     return LiveReplay(fixture, mismatch, _live_problems(fixture, server, actual))
@@ -366,6 +367,34 @@ def _before_flushes(sent: list[Sent], carrier: Any, window_ms: float) -> list[Se
             continue
         kept.append(item)
     return kept
+
+
+def _common_before_flushes(expected: list[Sent], actual: list[Sent], carrier: Any) -> tuple[list[Sent], list[Sent]]:
+    """Between two flushes, the bot audio both sides sent: the first pieces, as many as the side that
+    sent fewer did. A loaded machine can shift a flush against the playback clock by more than the
+    window (a piece more, or fewer, goes out before it); what was sent is still compared piece by
+    piece up to there, and everything after the flush in full."""
+    def segments(sent: list[Sent]) -> list[list[int]]:
+        out: list[list[int]] = [[]]
+        for i, item in enumerate(sent):
+            kind = carrier.outbound_kind(item.text)
+            if kind == "flush":
+                out.append([])
+            elif kind == "audio":
+                out[-1].append(i)
+        return out
+
+    seg_e, seg_a = segments(expected), segments(actual)
+    if len(seg_e) != len(seg_a) or len(seg_e) == 1:  # a flush more or fewer: a real difference, shown as it is
+        return expected, actual
+    drop_e: set[int] = set()
+    drop_a: set[int] = set()
+    for e, a in zip(seg_e[:-1], seg_a[:-1], strict=True):  # (after the last flush: compared in full)
+        n = min(len(e), len(a))
+        drop_e.update(e[n:])
+        drop_a.update(a[n:])
+    return ([x for i, x in enumerate(expected) if i not in drop_e],
+            [x for i, x in enumerate(actual) if i not in drop_a])
 
 
 def _live_problems(fixture: Fixture, server: _ReplayServer, actual: dict[str, list[Sent]]) -> list[str]:

@@ -221,3 +221,31 @@ def test_a_live_replay_leaves_out_only_the_bot_audio_just_before_each_flush() ->
     kept = [s.text for s in _before_flushes(sent, Carrier(), 80.0)]
     assert kept == ["a1", "a2", "f1", "a5", "m1", "a6", "f2"]
     assert [s.text for s in _before_flushes(sent[:3], Carrier(), 80.0)] == ["a1", "a2", "a3"]  # no flush
+
+
+def test_a_live_replay_compares_the_bot_audio_both_sides_sent_before_a_flush() -> None:
+    """A loaded machine can move a flush past the window: a piece more goes out before it on one side.
+    The pieces both sides sent are compared (a different one still shows), the extra one is not, and
+    everything after the flush is compared in full."""
+    from gateway.replay import Sent
+    from gateway.replay_live import _common_before_flushes
+
+    class Carrier:
+        def outbound_kind(self, message: str | bytes) -> str | None:
+            return {"a": "audio", "f": "flush"}.get(str(message)[0])
+
+    def sent(*texts: str) -> list[Sent]:
+        return [Sent(10.0 * i, text, 0) for i, text in enumerate(texts)]
+
+    def texts(items: list[Sent]) -> list[str]:
+        return [s.text for s in items]
+
+    expected, actual = _common_before_flushes(sent("a1", "a2", "f1", "a5", "a6"),
+                                              sent("a1", "a2", "a3", "f1", "a5", "a6"), Carrier())
+    assert texts(expected) == texts(actual) == ["a1", "a2", "f1", "a5", "a6"]
+    expected, actual = _common_before_flushes(sent("a1", "a2", "f1"), sent("a1", "aX", "a3", "f1"), Carrier())
+    assert texts(expected) == ["a1", "a2", "f1"] and texts(actual) == ["a1", "aX", "f1"]  # still differs
+    expected, actual = _common_before_flushes(sent("a1", "f1", "a5"), sent("a1", "f1", "a5", "a6"), Carrier())
+    assert texts(actual) == ["a1", "f1", "a5", "a6"]  # after the last flush: in full (the extra one shows)
+    expected, actual = _common_before_flushes(sent("a1", "a2", "f1"), sent("a1", "a2"), Carrier())
+    assert texts(expected) == ["a1", "a2", "f1"] and texts(actual) == ["a1", "a2"]  # a missing flush shows
