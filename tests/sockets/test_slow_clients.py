@@ -48,7 +48,17 @@ async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, h
     (all the server sent, seconds it took)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    answer = asyncio.create_task(reader.read())  # b"" once the server closes
+
+    async def everything() -> bytes:  # until the server closes (b"": it answered nothing)
+        chunks = []
+        try:
+            while chunk := await reader.read(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:  # closed with our trickled bytes unread, the kernel resets: a close too
+            pass  # (what came before the reset was read, and counts)
+        return b"".join(chunks)
+
+    answer = asyncio.create_task(everything())
     writer.write(head)
     try:
         async with asyncio.timeout(SAFETY_S):
