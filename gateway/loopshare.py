@@ -10,8 +10,9 @@ only as fast as the frames come).
 So Voice Live's messages get at most ``budget_s`` of each pass: a session whose message comes after
 that yields, and handles it in the next pass, before that pass's new input, in the order the
 sessions yielded; the callers' frames that arrived meanwhile are handled in that pass too. Each
-pass handles at least one message, so every session makes progress. A caller starting to speak
-(``speech_started``: barge-in) is never held back.
+pass handles at least one message, so every session makes progress, and a message waits at most
+``max_wait_s`` in all: on a worker short of CPU, the bot's audio is not held back without end. A
+caller starting to speak (``speech_started``: barge-in) is never held back.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ _HEAD = 80  # an event's type is at the start of the message (its first key, as 
 class LoopShare:
     """Voice Live's share of each pass of one event loop (one per worker)."""
 
-    __slots__ = ("_started", "budget_s", "deferred")
+    __slots__ = ("_started", "budget_s", "deferred", "max_wait_s")
 
-    def __init__(self, budget_s: float = 0.001) -> None:
+    def __init__(self, budget_s: float = 0.001, max_wait_s: float = 0.02) -> None:
         self.budget_s = budget_s
+        self.max_wait_s = max_wait_s
         self._started: float | None = None  # when this pass's first message was handled
         self.deferred = 0  # how many times a message waited for the next pass (and the metric)
 
@@ -54,9 +56,11 @@ class LoopShare:
         return True
 
     async def wait(self, message: str | bytes) -> None:
-        """Until a pass has room for ``message`` (after :meth:`over` said it has none in this one)."""
+        """Until a pass has room for ``message`` (after :meth:`over` said it has none in this one), or
+        it has waited ``max_wait_s``."""
+        until = time.perf_counter() + self.max_wait_s
         await _next_pass()
-        while self.over(message):
+        while time.perf_counter() < until and self.over(message):
             await _next_pass()
 
     def _next_pass(self) -> None:

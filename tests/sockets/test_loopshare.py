@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from gateway.loopshare import URGENT, LoopShare
 
 SESSIONS = 60
@@ -127,3 +129,13 @@ async def test_sessions_waiting_in_line_are_served_first_come_first_served() -> 
     await asyncio.gather(*(session(n) for n in range(12)))
     assert served == list(range(12))
     assert share.deferred >= 11  # every one but the first waited (some more than once, at the head)
+
+
+@pytest.mark.parametrize(("max_wait_s", "deferrals"), [(10.0, 3), (0.0, 2)])
+async def test_a_message_waits_at_most_max_wait(max_wait_s: float, deferrals: int) -> None:
+    share = LoopShare(budget_s=0.0, max_wait_s=max_wait_s)  # room for one message a pass
+    assert not share.over("a")
+    assert share.over("b") and share.over("c")
+    # the next pass has room for "b" only: "c" waits another pass, unless it has waited long enough
+    await asyncio.gather(share.wait("b"), share.wait("c"))
+    assert share.deferred == deferrals
