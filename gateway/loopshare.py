@@ -12,7 +12,8 @@ that yields, and handles it in the next pass, before that pass's new input, in t
 sessions yielded; the callers' frames that arrived meanwhile are handled in that pass too. Each
 pass handles at least one message, so every session makes progress, and a message waits at most
 ``max_wait_s`` in all: on a worker short of CPU, the bot's audio is not held back without end. A
-caller starting to speak (``speech_started``: barge-in) is never held back.
+caller starting to speak (``speech_started``: barge-in) never waits for room; it comes after its
+session's earlier messages, which wait at most ``max_wait_s``.
 """
 
 from __future__ import annotations
