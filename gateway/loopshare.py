@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import types
-from collections.abc import Generator
 
 from gateway import metrics
 
@@ -60,14 +58,9 @@ class LoopShare:
         """Until a pass has room for ``message`` (after :meth:`over` said it has none in this one), or
         it has waited ``max_wait_s``."""
         until = time.perf_counter() + self.max_wait_s
-        await _next_pass()
-        while time.perf_counter() < until and self.over(message):
-            await _next_pass()
+        await asyncio.sleep(0)  # the next pass of the loop
+        while time.perf_counter() < until and self.over(message):  # noqa: ASYNC110 (a pass, not an event)
+            await asyncio.sleep(0)
 
     def _next_pass(self) -> None:
         self._started = None
-
-
-@types.coroutine
-def _next_pass() -> Generator[None, None, None]:
-    yield  # the task runs again in the next pass of the loop (what ``asyncio.sleep(0)`` does)

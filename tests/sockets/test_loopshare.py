@@ -74,6 +74,8 @@ async def _burst(share: LoopShare | None, message: str = '{"type":"response.audi
         phone[1].write(b"x")
         await asyncio.gather(*tasks)
     finally:
+        for task in tasks:
+            task.cancel()
         for _, writer in [*clients, phone]:
             writer.close()
         for writer in writers:
