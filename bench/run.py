@@ -169,6 +169,21 @@ MEDIA_PATHS = {"twilio": "/twilio/media", "asterisk": "/asterisk/media?profile=b
 SYSTEMS = ("gateway", "forwarder", "transcoder")
 
 
+def cpu_sets(args: argparse.Namespace) -> tuple[set[int] | None, set[int] | None]:
+    """With --pin: (the CPUs of the system under test, the harness's CPUs); else (None, None)."""
+    if not args.pin:
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    return set(cpus[:args.workers]), set(cpus[args.workers:])
+
+
+def pinned(cpus: set[int] | None) -> Any:
+    """A child process's start-up hook that keeps it on ``cpus`` (None: wherever the kernel puts it)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: str = "gateway") -> dict[str, Any]:
     vl_port, gw_port = free_port(), free_port()
     twilio_token, signing_key = secrets.token_hex(16), secrets.token_hex(32)
@@ -188,8 +203,10 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
                      "--barge-in-after-ms", str(args.barge_in_after_ms)]
         if args.delta_ms:
             stand_in += ["--delta-ms", str(args.delta_ms)]
+    system_cpus, harness_cpus = cpu_sets(args)
     vl = subprocess.Popen(stand_in, cwd=ROOT, env={**os.environ, "PYTHONPATH": pythonpath},
-                          stdout=open(logs / "voicelive.log", "wb"), stderr=subprocess.STDOUT)
+                          preexec_fn=pinned(harness_cpus), stdout=open(logs / "voicelive.log", "wb"),
+                          stderr=subprocess.STDOUT)
     env = {**os.environ, "PYTHONPATH": pythonpath, "AZURE_VOICELIVE_ENDPOINT": f"http://127.0.0.1:{vl_port}",
            "TWILIO_AUTH_TOKEN": twilio_token, "GATEWAY_SIGNING_KEY": signing_key,
            "ASTERISK_WS_USERNAME": "bench", "ASTERISK_WS_PASSWORD": asterisk_password,
@@ -203,7 +220,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         serve = [PY, "-m", f"bench.{system}", "--host", "127.0.0.1", "--port", str(gw_port),
                  "--voicelive", f"http://127.0.0.1:{vl_port}"]
     gw = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=open(logs / f"{system}.log", "wb"),
-                          stderr=subprocess.STDOUT)
+                          stderr=subprocess.STDOUT, preexec_fn=pinned(system_cpus))
     metrics_url = f"http://127.0.0.1:{gw_port}/metrics" if system == "gateway" else None
     loadgens: list[subprocess.Popen[bytes]] = []
     try:
@@ -228,7 +245,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
                  "--duration", str(window[1] - start + linger), "--window", str(window[0]), str(window[1]),
                  "--carrier", args.carrier, "--twilio-token", twilio_token, "--signing-key", signing_key,
                  "--asterisk-user", "bench", "--asterisk-password", asterisk_password, "--out", str(out), *talk],
-                cwd=ROOT, env={**os.environ, "PYTHONPATH": pythonpath},
+                cwd=ROOT, env={**os.environ, "PYTHONPATH": pythonpath}, preexec_fn=pinned(harness_cpus),
                 stdout=open(logs / f"loadgen-{i}.log", "wb"), stderr=subprocess.STDOUT))
         await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
         await fetch(f"http://127.0.0.1:{vl_port}/bench/reset", "POST")
@@ -491,6 +508,10 @@ def main() -> int:
                         help="latency: the stand-in answers this long after the caller's turn ended")
     parser.add_argument("--barge-in-every", type=int, default=None,
                         help="barge into every Nth reply, 0: never (default: 1 for barge-storm, else 3)")
+    parser.add_argument("--pin", action="store_true",
+                        help="the system under test on CPUs of its own (one per worker), the stand-in and the load "
+                        "generators on the others (Linux), so that its figures do not include waiting for the "
+                        "harness's CPU time")
     parser.add_argument("--stop-at-failure", action="store_true", help="stop the sweep at the first step over target")
     parser.add_argument("--name", default=None, help="result file name (default: workers-N)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -508,6 +529,13 @@ def main() -> int:
         parser.error("--scenario latency measures the gateway only (--systems gateway)")
     if args.carrier != "twilio" and args.systems != ["gateway"]:
         parser.error("the forwarder and the transcoder speak Twilio's media stream only (--carrier twilio)")
+    if args.pin:
+        if not hasattr(os, "sched_setaffinity"):
+            parser.error("--pin needs a system that can pin processes to CPUs (Linux)")
+        available = len(os.sched_getaffinity(0))
+        if available <= args.workers:
+            parser.error(f"--pin needs more CPUs than workers: this process may use {available}, "
+                         f"and {args.workers} would go to the system under test")
     raise_nofile()
     return asyncio.run(main_async(args))
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
+import os
 from typing import Any
 
 import pytest
@@ -128,3 +130,22 @@ def test_bench_settings_refuse_a_conversation_that_does_not_fit(kwargs: dict[str
 def test_the_command_line_offers_the_stand_ins_scenarios() -> None:
     assert cli.SCENARIOS == SCENARIOS
     assert BenchSettings(scenario="talk", reply_every_s=0.1).scenario == "talk"  # talk has no replies to fit
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="pinning processes to CPUs is Linux's")
+def test_pinning_puts_the_system_on_cpus_of_its_own_and_the_harness_on_the_rest() -> None:
+    from bench.run import cpu_sets, pinned
+
+    cpus = sorted(os.sched_getaffinity(0))
+    assert cpu_sets(argparse.Namespace(pin=False, workers=1)) == (None, None)
+    assert pinned(None) is None
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to split")
+    system, harness = cpu_sets(argparse.Namespace(pin=True, workers=1))
+    assert system == {cpus[0]} and harness == set(cpus[1:])
+    hook = pinned(harness)  # what the child runs before it starts: here, run in this process and undone
+    try:
+        hook()
+        assert os.sched_getaffinity(0) == harness
+    finally:
+        os.sched_setaffinity(0, cpus)
