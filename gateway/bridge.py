@@ -682,7 +682,8 @@ class CallBridge:
                     remaining = ready_by - loop.time()
                     if remaining <= 0:
                         raise TimeoutError
-                    raw = await asyncio.wait_for(ws.recv(), remaining)
+                    async with asyncio.timeout(remaining):  # (not wait_for: its task and a failure make a cycle)
+                        raw = await ws.recv()
                 else:
                     raw = await ws.recv()
                 if share.over(raw):  # caller audio first (see gateway.loopshare)
@@ -762,6 +763,11 @@ class CallBridge:
             for task in tasks:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
+            # A cancelled task keeps its CancelledError, whose traceback holds the frames of this
+            # bridge's coroutines: let go of the tasks, or the call's whole state waits in a cycle for
+            # the garbage collector's next full pass.
+            self._tasks = []
+            self._renewing = None
             for result in results:
                 if isinstance(result, Exception):
                     self.log.error("call failed", error=repr(result))

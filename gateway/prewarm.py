@@ -160,7 +160,7 @@ class WarmSession:
                 await asyncio.wait_for(asyncio.shield(self._opening), timeout_s)
             except TimeoutError:
                 self.failed = "still opening"
-        reading = self._reading
+        reading, self._reading = self._reading, None  # (a cancelled task's traceback holds this session)
         if reading is not None and not reading.done():
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
@@ -171,7 +171,8 @@ class WarmSession:
         return self.connection
 
     async def close(self) -> None:
-        for task in (self._opening, self._reading):
+        tasks, self._opening, self._reading = (self._opening, self._reading), None, None
+        for task in tasks:
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -178,8 +178,11 @@ class ResourcePool:
                 connection.on_closed = resource._closed
                 self.keepalive.add(connection)
                 return connection
-            if failure is not None:
-                raise failure  # a resource had budget, and could not be opened: the caller's retry policy applies
+            if failure is not None:  # a resource had budget, and could not be opened: the caller's retry policy applies
+                try:
+                    raise failure
+                finally:
+                    del failure  # (kept in this frame, its traceback would hold it, and the call, in a cycle)
             left = deadline - loop.time()
             if retry > left:
                 metrics.VOICELIVE_BUSY.inc(purpose)
