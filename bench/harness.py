@@ -63,10 +63,37 @@ def gateway_config(*, budget: int, prewarm: str, busy: str | None = None) -> str
     return _CONFIG.format(budget=budget, prewarm=prewarm, greeting=GREETING, busy=line)
 
 
+_GIVEN: set[int] = set()  # the ports free_port gave in this process
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes client ports from (Linux: ip_local_port_range)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port for a process to listen on later, outside the range the kernel gives client
+    sockets: with hundreds of calls connecting meanwhile, a port from that range (as binding port 0
+    gives) is often taken by one of them before the process binds it."""
+    low, _ = _ephemeral_ports()
+    candidates = range(10_000, low) if low > 11_000 else range(0)
+    for _ in range(100):
+        port = secrets.choice(candidates) if candidates else 0
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+            _GIVEN.add(port)  # (two processes of one run must not be given the same port)
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def _tail(log: Path | None) -> str:
