@@ -38,6 +38,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py --scenario barge-storm --systems gateway,forwarder,transcoder --calls 200 --warmup 5 --measure 16 --name barge-storm-200
 	$(BIN)/python bench/run.py --scenario talk --calls 100,200,300 --warmup 5 --measure 10 --name talk
 	$(BIN)/python bench/run.py --scenario steady --workers 2 --calls 400,600,800 --warmup 5 --measure 15 --name steady-workers-2
+	$(BIN)/python bench/run.py --scenario steady --workers 2 --calls 200,300 --warmup 5 --measure 15 --name steady-workers-2-low
 
 # End-to-end turn latency (about two minutes): the gateway's share of the wait after each caller turn.
 bench-latency: $(BIN)/.installed
