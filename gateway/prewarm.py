@@ -227,6 +227,7 @@ class WarmSessions:
         self._close_later(warm)
 
     def _expire(self, key: tuple[str, str], warm: WarmSession) -> None:
+        warm._expiry = None  # (the timer that fired holds this session in its arguments: no cycle)
         if self._sessions.get(key) is not warm:
             return
         del self._sessions[key]

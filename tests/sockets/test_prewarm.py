@@ -144,11 +144,21 @@ async def test_caller_audio_sent_while_the_session_is_handed_over_reaches_voice_
 @pytest.mark.parametrize("rig", [{"WARM_TIMEOUT": "1.0"}], indirect=True)  # once set up (0.8 s), soon closed
 async def test_a_session_whose_call_never_comes_is_closed_and_counted(rig: Rig) -> None:
     wasted = _warm("wasted")
-    await rig.webhook(new_sid("CA"))
+    call_sid = new_sid("CA")
+    await rig.webhook(call_sid)
     assert len(rig.ctx.warm) == 1
-    session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
-    assert session.close_code is not None
-    assert _warm("wasted") - wasted == 1 and len(rig.ctx.warm) == 0
+    freed = asyncio.Event()  # set when the closed session is freed (reference counting, not a collection)
+    weakref.finalize(rig.ctx.warm._sessions[("twilio", call_sid)], freed.set)
+    gc.collect()
+    gc.disable()
+    try:
+        session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
+        assert session.close_code is not None
+        assert _warm("wasted") - wasted == 1 and len(rig.ctx.warm) == 0
+        await rig.ctx.warm.close()  # (waits for the session being closed)
+        await asyncio.wait_for(freed.wait(), 10)
+    finally:
+        gc.enable()
 
 
 async def test_a_call_that_is_not_the_one_announced_opens_its_own_session(rig: Rig) -> None:
