@@ -325,6 +325,7 @@ class Call:
         self._to(CallState.ENDED)
         self.end_reason = reason
         self.ended_at = now
+        self.__dict__.pop("caller_audio", None)  # (the listening one is bound to the call: a cycle)
         if hang_up:
             self.to_phone.append(Hangup(reason, self.transfer_to))
         self.observer("call.ended", now, {"reason": reason, "transfer_to": self.transfer_to})

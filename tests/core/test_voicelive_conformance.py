@@ -4,7 +4,9 @@ the replies. No sockets; explicit times."""
 from __future__ import annotations
 
 import base64
+import gc
 import json
+import weakref
 from typing import Any
 
 import numpy as np
@@ -289,6 +291,24 @@ def feed(call: Call, payloads: list[str], start: float) -> float:
         call.caller_audio(payload, now)
         now += 20.0
     return now
+
+
+def test_an_ended_call_listening_for_turns_is_freed_without_the_garbage_collector() -> None:
+    """Turn detection in the gateway puts a listening ``caller_audio`` on the call, bound to it: once the
+    call has ended, nothing of it holds the call in a cycle (it would wait for a full collection)."""
+    call = make_call("manual")
+    call.voicelive_connected(1.0)
+    ready(call)
+    feed(call, frames(400, loud=True), 100.0)
+    freed: list[bool] = []
+    weakref.finalize(call, freed.append, True)
+    gc.disable()
+    try:
+        call.phone_ended("caller_hung_up", 600.0)
+        del call
+        assert freed == [True]
+    finally:
+        gc.enable()
 
 
 def test_without_voice_live_turn_detection_the_gateway_ends_the_callers_turn() -> None:
