@@ -308,10 +308,14 @@ class VoiceLiveConnector:
                 ping_interval=None,  # the worker's Keepalive pings every session (a task per session costs 1 KiB)
             )
         except InvalidStatus as exc:
+            # websockets keeps a failed handshake's error on its protocol, which the frames of the error's
+            # traceback hold: without the traceback, no cycle keeps those frames (and the call they lead to)
+            exc.__traceback__ = None
             status = exc.response.status_code
             raise VoiceLiveConnectError(f"Voice Live refused the session (HTTP {status})", status,
                                         _retry_after(exc.response.headers.get("Retry-After"))) from None
         except InvalidHandshake as exc:
+            exc.__traceback__ = None  # (as above)
             raise VoiceLiveConnectError(f"Voice Live handshake failed: {exc}") from None
         except TimeoutError:
             raise VoiceLiveConnectError("Voice Live did not answer in time") from None
