@@ -66,20 +66,19 @@ def gateway_config(*, budget: int, prewarm: str, busy: str | None = None) -> str
 _GIVEN: set[int] = set()  # the ports free_port gave in this process
 
 
-def _ephemeral_ports() -> tuple[int, int]:
-    """The range the kernel takes client ports from (Linux: ip_local_port_range)."""
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives client sockets (Linux: ip_local_port_range)."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def free_port() -> int:
     """A free loopback port for a process to listen on later, outside the range the kernel gives client
     sockets: with hundreds of calls connecting meanwhile, a port from that range (as binding port 0
     gives) is often taken by one of them before the process binds it."""
-    low, _ = _ephemeral_ports()
+    low = _ephemeral_low()
     candidates = range(10_000, low) if low > 11_000 else range(0)
     for _ in range(100):
         port = secrets.choice(candidates) if candidates else 0

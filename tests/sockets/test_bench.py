@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bench.harness import _ephemeral_ports, free_port
+from bench.harness import _ephemeral_low, free_port
 from bench.latency import FIELDS, TONE_FRAME
 from bench.report import markdown
 from gateway.simulator.bench import CALLER_MAGIC, MARKER, BenchSettings, create_bench_app, read_turn_marker
@@ -166,8 +166,7 @@ async def test_the_forwarders_voice_live_connections_have_no_pool_limit() -> Non
 def test_the_harness_listens_on_ports_no_client_socket_can_have_taken() -> None:
     """A port for a process to listen on later comes from below the kernel's client port range (a
     sweep's hundreds of calls take ports from that range meanwhile), and no two are the same."""
-    low, _ = _ephemeral_ports()
+    low = _ephemeral_low()
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == len(ports)
     assert all(10_000 <= port < low for port in ports), (low, ports)
-

@@ -210,12 +210,12 @@ async def test_an_ended_call_is_freed_at_once_not_by_the_garbage_collector(endin
         watch("call", bridge.call)
 
     ctx.add_call = added  # type: ignore[method-assign]
+    steps = ([Silence(5_000), Hangup()] if refused
+             else [Say(HOURS[:8000], "question"), WaitForBot(heard_ms=200), Hangup()])
     gc.collect()
     gc.disable()
+    call = asyncio.create_task(dial(rig.base + "/twilio/voice", steps))
     try:
-        steps = [Silence(5_000), Hangup()] if refused else [Say(HOURS[:8000], "question"), WaitForBot(heard_ms=200),
-                                                              Hangup()]
-        call = asyncio.create_task(dial(rig.base + "/twilio/voice", steps))
         if not refused:
             await asyncio.wait_for(rig.moment("*", "session.ready").wait(), 10)
             (bridge,) = ctx.calls.values()
@@ -232,6 +232,8 @@ async def test_an_ended_call_is_freed_at_once_not_by_the_garbage_collector(endin
                 pytest.fail(f"the ended call's {what} is still held (by a reference cycle, if gc.collect() frees it)")
     finally:
         gc.enable()
+        call.cancel()  # (done by now, unless the test failed before the call ended)
+        await asyncio.gather(call, return_exceptions=True)
         await runner.cleanup()
         await rig.sim.close()
 
