@@ -381,8 +381,8 @@ class CallBridge:
                 # Written at once, never waiting for Voice Live to read: a session that stops reading
                 # is caught by the backlog bound below instead of stalling the call's other leg.
                 try:
-                    for text in messages:
-                        if not ws.send_nowait(text):
+                    if not ws.send_all_nowait(messages):
+                        for text in messages:
                             await ws.send(text)  # not open any more: raises ConnectionClosed
                 except ConnectionClosed as exc:
                     if not self.call.ended:

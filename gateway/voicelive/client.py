@@ -148,6 +148,14 @@ class VoiceLiveConnection(ClientConnection):
         self.transport.write(client_text_frame(message))
         return True
 
+    def send_all_nowait(self, messages: list[str]) -> bool:
+        """Write text messages now, in one system call (a barge-in's two or three go together); False
+        (nothing written) when the connection is not open."""
+        if self.state is not State.OPEN:
+            return False
+        self.transport.write(b"".join([client_text_frame(message) for message in messages]))
+        return True
+
 
 PING_INTERVAL_S = 20.0
 

@@ -1,0 +1,71 @@
+"""The gateway's own writes on a Voice Live session (gateway.voicelive.client.VoiceLiveConnection),
+over real sockets: several messages in one write arrive as the same messages, in order; nothing is
+written once the connection is not open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiohttp import WSMsgType, web
+
+from gateway.config import parse_config
+from gateway.voicelive.client import VoiceLiveConnector
+from tests.core.test_voicelive_client import CONFIG
+from tests.sockets.loopback import serve
+
+
+@pytest.fixture
+async def voicelive():
+    """A Voice Live stand-in that keeps every text message it reads, and the number of them."""
+    received: list[str] = []
+    arrived = asyncio.Condition()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                async with arrived:
+                    received.append(msg.data)
+                    arrived.notify_all()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/voice-live/realtime", handler)
+    runner, base = await serve(app)
+    yield base, received, arrived
+    await runner.cleanup()
+
+
+async def test_messages_written_together_arrive_as_themselves_in_order(voicelive) -> None:
+    endpoint, received, arrived = voicelive
+    config = parse_config(CONFIG, env={"EP": endpoint})
+    ws = await VoiceLiveConnector(config.voicelive).connect(config.profiles["p"])
+    messages = [json.dumps({"type": "response.cancel", "event_id": "gw_1"}),
+                json.dumps({"type": "conversation.item.truncate", "item_id": "item_1", "content_index": 0,
+                            "audio_end_ms": 1234, "event_id": "gw_2"}),
+                "x" * 70_000]  # one long enough for the 64-bit length form
+    writes: list[bytes] = []
+    write = ws.transport.write
+    ws.transport.write = lambda data: (writes.append(data), write(data))[1]  # type: ignore[method-assign]
+    try:
+        assert ws.send_all_nowait(messages)
+    finally:
+        del ws.transport.write
+    assert len(writes) == 1  # one system call for all three
+    async with arrived:
+        await arrived.wait_for(lambda: len(received) >= len(messages))
+    assert received == messages
+    await ws.close()
+
+
+async def test_nothing_is_written_once_the_session_is_not_open(voicelive) -> None:
+    endpoint, received, _ = voicelive
+    config = parse_config(CONFIG, env={"EP": endpoint})
+    ws = await VoiceLiveConnector(config.voicelive).connect(config.profiles["p"])
+    await ws.close()
+    assert not ws.send_all_nowait(['{"type":"response.cancel"}'])
+    assert not ws.send_nowait('{"type":"response.cancel"}')
+    assert received == []
