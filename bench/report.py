@@ -17,6 +17,13 @@ SCENARIO_TEXT = {
 }
 
 
+def spread_text(spread_ms: Any) -> str:
+    """How the barge-ins of a run were spread in time, for the report's description of the run."""
+    if not spread_ms:
+        return ""
+    return f" (give or take up to {spread_ms / 2:g} ms, at random per reply)"
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -131,7 +138,8 @@ def markdown(result: dict[str, Any], plot_name: str | None) -> str:
         f"measured, each system with fresh processes. Each call streams a 20 ms µ-law frame every 20 ms; in the "
         f"Voice Live stand-in {what}; replies of {settings['reply_ms']} ms every {settings['reply_every']:g} s, sent "
         f"4x faster than real time, one in {settings['barge_in_every']} barged into "
-        f"{settings.get('barge_in_after_ms', '-')} ms after its first audio. The gateway runs with authentication, "
+        f"{settings.get('barge_in_after_ms', '-')} ms after its first audio"
+        f"{spread_text(settings.get('barge_in_spread_ms'))}. The gateway runs with authentication, "
         "JSON logs at info and metrics; the forwarder and the transcoder with none of them. Barge-in at the phone: "
         "the stand-in's write of speech_started (the bytes are at the bridge the moment they are written, on "
         "loopback) to the phone's receipt of clear; the gateway's histogram (speech_started parsed → clear written, "

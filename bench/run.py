@@ -200,7 +200,8 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         stand_in += ["--turns", "--response-delay-ms", str(args.response_delay_ms)]
     else:
         stand_in += ["--scenario", args.scenario, "--speech-ms", str(args.speech_ms),
-                     "--barge-in-after-ms", str(args.barge_in_after_ms)]
+                     "--barge-in-after-ms", str(args.barge_in_after_ms),
+                     "--barge-in-spread-ms", str(args.barge_in_spread_ms)]
         if args.delta_ms:
             stand_in += ["--delta-ms", str(args.delta_ms)]
     system_cpus, harness_cpus = cpu_sets(args)
@@ -502,6 +503,9 @@ def main() -> int:
                         help="audio per response.audio.delta (default: 400 for burst and barge-storm, else 240)")
     parser.add_argument("--barge-in-after-ms", type=int, default=300,
                         help="a barge-in comes this long after its reply's first audio (default %(default)s)")
+    parser.add_argument("--barge-in-spread-ms", type=int, default=0,
+                        help="... give or take up to half this, at random per reply (default %(default)s: the "
+                        "barge-ins of a burst all at once)")
     parser.add_argument("--gap-ms", type=int, default=400,
                         help="latency: pause after the reply has played (at random, up to twice this)")
     parser.add_argument("--response-delay-ms", type=int, default=200,

@@ -10,8 +10,10 @@ turn (``input_audio_buffer.speech_started``; ``speech_ms`` later ``speech_stoppe
 faster than real time as the service bursts them, ``response.audio.done``,
 ``response.output_item.done``, ``response.done``), then the pause until the next turn. Every
 ``barge_in_every``-th reply is barged into: ``barge_in_after_ms`` after its first audio (while it
-still plays on the phone) comes the next turn's ``speech_started``; a reply still being generated
-then ends ``cancelled`` (``turn_detected``), and that barge-in turn is committed like any other.
+still plays on the phone; with ``barge_in_spread_ms``, give or take up to half of that, at random per
+reply, as callers do not all interrupt in the same millisecond) comes the next turn's
+``speech_started``; a reply still being generated then ends ``cancelled`` (``turn_detected``), and
+that barge-in turn is committed like any other.
 A ``conversation.item.truncate`` from the client is answered with ``conversation.item.truncated``
 and its ``audio_end_ms`` recorded per (call, response), to compare with what the phone played.
 
@@ -20,7 +22,8 @@ Scenarios (``BenchSettings.scenario``), the reply of turn *k* of a session due a
 
 - ``steady``: each session has its own ``offset`` (at random in the period), so replies spread;
 - ``burst``: ``offset`` is 0 for every session: every session's replies start at the same instant
-  (a multiple of the period); barge-ins stay spread over the sessions;
+  (a multiple of the period); which sessions are barged into varies from reply to reply (the barge-ins
+  of one slot come together, unless ``barge_in_spread_ms`` spreads them);
 - ``barge-storm``: as ``burst``, and every session is barged into on the same replies, at once;
 - ``talk``: the caller talks without pause: one ``speech_started``, never a commit, no reply.
 
@@ -164,6 +167,8 @@ class BenchSettings:
     speed: float = 4.0  # replies are sent this many times faster than real time
     barge_in_every: int = 3  # every Nth reply is interrupted (0: never)
     barge_in_after_ms: int = 300  # ... this long after its first audio (still being generated at 4x)
+    # ... give or take up to half this, at random per barged reply (0: every barge-in exactly then)
+    barge_in_spread_ms: int = 0
     scenario: str = "steady"  # steady, burst, barge-storm or talk (see the module's docstring)
     speech_ms: int = 1200  # the caller's turn: speech_started to speech_stopped
     turns: bool = False  # answer the caller's turns (a lean VAD) instead of replying on a timer
@@ -185,9 +190,14 @@ class BenchSettings:
         if self.speech_ms <= 0 or self.reply_ms / 1000 + lead >= self.reply_every_s:
             raise ValueError("speech_ms must be > 0, and reply_ms + speech_ms + response_delay_ms shorter than "
                              "the reply period (else every caller turn would talk over the reply before)")
+        if self.barge_in_spread_ms < 0:
+            raise ValueError("barge_in_spread_ms must be >= 0")
+        earliest, latest = (self.barge_in_after_ms - self.barge_in_spread_ms / 2,
+                            self.barge_in_after_ms + self.barge_in_spread_ms / 2)
         if self.barge_in_every and not (
-                0 < self.barge_in_after_ms / 1000 < self.reply_every_s - self.response_delay_ms / 1000):
-            raise ValueError("barge_in_after_ms must be > 0 and leave response_delay_ms before the next reply")
+                0 < earliest and latest / 1000 < self.reply_every_s - self.response_delay_ms / 1000):
+            raise ValueError("barge_in_after_ms (give or take half of barge_in_spread_ms) must be > 0 and leave "
+                             "response_delay_ms before the next reply")
 
 
 @dataclass
@@ -504,7 +514,6 @@ class BenchVoiceLive:
 
     async def _reply(self, ws: web.WebSocketResponse, session: _Session, barge: bool) -> str | None:
         """One reply; with ``barge``, the caller's next turn begins while it plays (its item id)."""
-        s = self.settings
         pcm = session.out_format == "pcm16"
         block, fill = (PCM16_BLOCK, b"\x00") if pcm else (BLOCK, b"\x7f")
         size, blocks_per_delta, deltas, pause = self._shape(BYTES_PER_MS[session.out_format] if pcm else 8)
@@ -524,7 +533,7 @@ class BenchVoiceLive:
         session.last_item = item
         common = f'"response_id":"{rid}","item_id":"{item}","output_index":0,"content_index":0'
         first_audio = time.monotonic()
-        barge_at = first_audio + s.barge_in_after_ms / 1000
+        barge_at = first_audio + self._barge_in_after_s(session, n)
         status = "completed"
         for i in range(deltas):
             if barge and time.monotonic() >= barge_at:
@@ -551,6 +560,17 @@ class BenchVoiceLive:
             await _sleep_until(barge_at)
             user = await self._barge_in(ws, session, n)
         return user
+
+    def _barge_in_after_s(self, session: _Session, response: int) -> float:
+        """How long after its first audio reply ``response`` of the session is barged into (if it is):
+        ``barge_in_after_ms``, give or take up to half of ``barge_in_spread_ms`` (the same for a given
+        seed, session and reply)."""
+        s = self.settings
+        spread = s.barge_in_spread_ms
+        if not spread:
+            return s.barge_in_after_ms / 1000
+        u = random.Random((s.seed * 1_000_003 + session.index) * 65_537 + response).random()
+        return (s.barge_in_after_ms + (u - 0.5) * spread) / 1000
 
     async def _barge_in(self, ws: web.WebSocketResponse, session: _Session, response: int) -> str:
         self.stats.barge_ins.append((session.call, response, time.monotonic()))  # the write's time

@@ -98,6 +98,9 @@ def register_cli(subparsers: Any) -> None:
     bench.add_argument("--barge-in-after-ms", type=int, default=300,
                        help="the barge-in's speech_started comes this long after the reply's first audio "
                        "(default: 300)")
+    bench.add_argument("--barge-in-spread-ms", type=int, default=0,
+                       help="each barge-in comes up to half this earlier or later, at random per reply "
+                       "(default: 0, every one exactly --barge-in-after-ms)")
     bench.add_argument("--turns", action="store_true",
                        help="answer the caller's turns instead of replying every S seconds: a lean energy "
                        "VAD ends a turn after the session's silence_duration_ms, and the reply follows "
@@ -116,7 +119,8 @@ def _run_bench(args: argparse.Namespace) -> int:
                                  barge_in_every=args.barge_in_every, speed=args.audio_speed,
                                  turns=args.turns, response_delay_ms=args.response_delay_ms,
                                  scenario=args.scenario, delta_ms=delta_ms, speech_ms=args.speech_ms,
-                                 barge_in_after_ms=args.barge_in_after_ms)
+                                 barge_in_after_ms=args.barge_in_after_ms,
+                                 barge_in_spread_ms=args.barge_in_spread_ms)
     except ValueError as exc:
         _log().error("benchmark settings are invalid", error=str(exc))
         return 2

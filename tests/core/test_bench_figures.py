@@ -20,6 +20,8 @@ from gateway.simulator.bench import (
     PCM16_BLOCK,
     SCENARIOS,
     BenchSettings,
+    BenchVoiceLive,
+    _Session,
     bot_audio,
     caller_frame,
     read_marker,
@@ -120,11 +122,25 @@ def test_a_400_ms_delta_has_a_marker_every_60_ms_and_a_shorter_last_block() -> N
     {"scenario": "storm"},
     {"reply_every_s": 2.0},  # a 2 s reply and a 1.5 s caller turn do not fit in 2 s
     {"barge_in_after_ms": 0},
+    {"barge_in_spread_ms": 600},  # 300 ms give or take 300: a barge-in at the reply's first audio
+    {"barge_in_spread_ms": -1},
     {"delta_ms": 0},
 ])
 def test_bench_settings_refuse_a_conversation_that_does_not_fit(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         BenchSettings(**kwargs)
+
+
+def test_barge_ins_come_at_once_unless_spread() -> None:
+    at_once = BenchVoiceLive(BenchSettings(scenario="burst"))
+    assert {at_once._barge_in_after_s(_Session(i), r) for i in range(50) for r in range(1, 4)} == {0.3}
+    spread = BenchVoiceLive(BenchSettings(scenario="burst", barge_in_spread_ms=400))
+    after = [spread._barge_in_after_s(_Session(i), r) for i in range(50) for r in range(1, 4)]
+    assert all(0.1 <= t <= 0.5 for t in after)  # 300 ms give or take 200
+    assert min(after) < 0.15 and max(after) > 0.45  # spread over the whole range
+    assert len(set(after)) == len(after)  # each barged reply its own moment...
+    again = BenchVoiceLive(BenchSettings(scenario="burst", barge_in_spread_ms=400))
+    assert [again._barge_in_after_s(_Session(i), r) for i in range(50) for r in range(1, 4)] == after  # ...reproducibly
 
 
 def test_the_command_line_offers_the_stand_ins_scenarios() -> None:
