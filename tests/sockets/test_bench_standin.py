@@ -139,6 +139,29 @@ async def test_a_barge_in_cancels_a_reply_still_generated_and_its_turn_is_commit
     assert figures["replies_cancelled"] >= 1 and figures["commits"] >= 2
 
 
+
+async def test_spread_barge_ins_come_at_each_replys_own_moment() -> None:
+    """With a spread, each barged reply is barged into at its own moment: here (seed 0, session 0) 55 ms
+    after the first reply's first audio (before its second delta, sent at 60 ms) and 269 ms after the
+    second's (after its last, sent at 180 ms); without it both at 150 ms, after their third delta."""
+    async def two_replies(spread_ms: int) -> list[tuple[int, str]]:
+        settings = BenchSettings(reply_every_s=0.6, speech_ms=40, response_delay_ms=20, reply_ms=480,
+                                 delta_ms=120, speed=2, barge_in_every=1, barge_in_after_ms=150,
+                                 barge_in_spread_ms=spread_ms)
+        async with stand_in(settings) as base, session(base) as ws:
+            await append(ws, 5, 0)
+            events = await events_until(ws, "response.done", count=2)
+        replies = []
+        for n in (1, 2):
+            reply = [e for e in events if e.get("response_id") == f"resp_{n}"
+                     or e.get("response", {}).get("id") == f"resp_{n}"]
+            replies.append((kinds(reply).count("response.audio.delta"), reply[-1]["response"]["status"]))
+        return replies
+
+    assert await two_replies(0) == [(3, "cancelled"), (3, "cancelled")]
+    assert await two_replies(260) == [(1, "cancelled"), (4, "completed")]
+
+
 PERIOD = 0.3
 
 
