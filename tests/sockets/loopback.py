@@ -1,7 +1,8 @@
 """Helpers the socket tests share: serving an aiohttp app on 127.0.0.1 (on the test's loop or on a
-thread of its own), a port that refuses connections, requests signed like Twilio signs them, ACS
-signing keys published on a JWKS endpoint, and a Call Automation transport that answers like ACS
-without leaving the machine. The fixtures built on them are in conftest.py."""
+thread of its own; or one handler as Voice Live's realtime route), a port that refuses connections,
+requests signed like Twilio signs them, ACS signing keys published on a JWKS endpoint, and a Call
+Automation transport that answers like ACS without leaving the machine. The fixtures built on them
+are in conftest.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,19 @@ async def serve(app: web.Application, **runner_options: Any) -> tuple[web.AppRun
     """Serve ``app`` on a free loopback port: (its runner, to clean up; its ``http://127.0.0.1:PORT``)."""
     runner = web.AppRunner(app, **runner_options)
     return runner, await listen(runner)
+
+
+@contextlib.asynccontextmanager
+async def voicelive_route(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """Serve ``handler`` as Voice Live's realtime route (``/voice-live/realtime``) on a free loopback
+    port, for as long as the block runs: the endpoint, ``http://127.0.0.1:PORT``."""
+    app = web.Application()
+    app.router.add_get("/voice-live/realtime", handler)
+    runner, base = await serve(app)
+    try:
+        yield base
+    finally:
+        await runner.cleanup()
 
 
 @contextlib.contextmanager

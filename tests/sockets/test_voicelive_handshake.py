@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.config import parse_config
 from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnector
 from tests.core.test_voicelive_client import CONFIG, FakeCredential
-from tests.sockets.loopback import serve
+from tests.sockets.loopback import voicelive_route
 
 
 @pytest.fixture
@@ -28,11 +28,8 @@ async def handshake_server():
         await ws.close()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/voice-live/realtime", handler)
-    runner, base = await serve(app)
-    yield base, seen, status
-    await runner.cleanup()
+    async with voicelive_route(handler) as base:
+        yield base, seen, status
 
 
 async def test_api_key_header(handshake_server) -> None:
@@ -107,14 +104,9 @@ async def test_a_redirect_is_not_followed(handshake_server) -> None:
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound(other.replace("http://", "ws://", 1) + request.path_qs)
 
-    app = web.Application()
-    app.router.add_get("/voice-live/realtime", redirect)
-    runner, endpoint = await serve(app)
-    try:
+    async with voicelive_route(redirect) as endpoint:
         config = parse_config(CONFIG, env={"EP": endpoint, "KEY": "secret-key-123"})
         with pytest.raises(VoiceLiveConnectError) as err:
             await VoiceLiveConnector(config.voicelive).connect(config.profiles["p"])
-    finally:
-        await runner.cleanup()
     assert err.value.status == 302
     assert seen == []  # the other host was never asked, and never saw the key

@@ -12,7 +12,7 @@ from gateway.config import parse_config
 from gateway.voicelive.client import Keepalive, VoiceLiveConnector
 from gateway.voicelive.pool import ResourcePool, build_budget
 from tests.core.test_voicelive_client import CONFIG
-from tests.sockets.loopback import serve
+from tests.sockets.loopback import voicelive_route
 
 
 @pytest.fixture
@@ -27,11 +27,8 @@ async def voicelive():
             pass
         return ws
 
-    app = web.Application()
-    app.router.add_get("/voice-live/realtime", handler)
-    runner, base = await serve(app)
-    yield base
-    await runner.cleanup()
+    async with voicelive_route(handler) as base:
+        yield base
 
 
 async def test_sessions_that_answer_stay_and_closed_ones_are_forgotten(voicelive) -> None:

@@ -11,9 +11,9 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from gateway.config import parse_config
-from gateway.voicelive.client import VoiceLiveConnector
+from gateway.voicelive.client import VoiceLiveConnection, VoiceLiveConnector
 from tests.core.test_voicelive_client import CONFIG
-from tests.sockets.loopback import serve
+from tests.sockets.loopback import voicelive_route
 
 
 @pytest.fixture
@@ -32,17 +32,21 @@ async def voicelive():
                     arrived.notify_all()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/voice-live/realtime", handler)
-    runner, base = await serve(app)
-    yield base, received, arrived
-    await runner.cleanup()
+    async with voicelive_route(handler) as base:
+        yield base, received, arrived
 
 
 async def test_messages_written_together_arrive_as_themselves_in_order(voicelive) -> None:
     endpoint, received, arrived = voicelive
     config = parse_config(CONFIG, env={"EP": endpoint})
     ws = await VoiceLiveConnector(config.voicelive).connect(config.profiles["p"])
+    try:
+        await _written_together(ws, received, arrived)
+    finally:
+        await ws.close()
+
+
+async def _written_together(ws: VoiceLiveConnection, received: list[str], arrived: asyncio.Condition) -> None:
     messages = [json.dumps({"type": "response.cancel", "event_id": "gw_1"}),
                 json.dumps({"type": "conversation.item.truncate", "item_id": "item_1", "content_index": 0,
                             "audio_end_ms": 1234, "event_id": "gw_2"}),
@@ -58,7 +62,6 @@ async def test_messages_written_together_arrive_as_themselves_in_order(voicelive
     async with arrived:
         await arrived.wait_for(lambda: len(received) >= len(messages))
     assert received == messages
-    await ws.close()
 
 
 async def test_nothing_is_written_once_the_session_is_not_open(voicelive) -> None:
