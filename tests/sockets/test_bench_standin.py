@@ -165,22 +165,22 @@ async def test_spread_barge_ins_come_at_each_replys_own_moment() -> None:
 PERIOD = 0.3
 
 
-async def first_audio_times(scenario: str) -> list[float]:
-    """When the stand-in sent the first audio of two replies of each of two sessions, the second
+async def first_audio_times(scenario: str) -> tuple[list[float], list[float]]:
+    """When the stand-in sent the first audio of three replies of one session and two of a second,
     opened after the first's first turn began (from the markers: the stand-in's own clock)."""
     settings = BenchSettings(scenario=scenario, reply_every_s=PERIOD, speech_ms=40, response_delay_ms=20,
                              reply_ms=120, delta_ms=120, speed=8, barge_in_every=0)
-    sent = []
+    sent: tuple[list[float], list[float]] = ([], [])
     async with stand_in(settings) as base, session(base) as one:
         await append(one, 1, 0)
         await events_until(one, "input_audio_buffer.speech_started")
         async with session(base) as two:
             await append(two, 2, 0)
-            for ws in (one, two):
-                for _ in range(2):
+            for ws, times, replies in ((one, sent[0], 3), (two, sent[1], 2)):
+                for _ in range(replies):
                     events = await events_until(ws, "response.done")
                     delta = next(e for e in events if e["type"] == "response.audio.delta")
-                    sent.append(MARKER.unpack_from(base64.b64decode(delta["delta"]))[3])
+                    times.append(MARKER.unpack_from(base64.b64decode(delta["delta"]))[3])
     return sent
 
 
@@ -190,19 +190,24 @@ def phase(t: float) -> float:
 
 
 async def test_burst_starts_every_sessions_reply_at_the_same_instant() -> None:
-    sent = await first_audio_times("burst")
-    # each reply's first audio at a multiple of the period on the machine's monotonic clock
-    assert all(abs(phase(t)) < 0.015 for t in sent)
-    slots = [round(t / PERIOD) for t in sent]
-    assert slots[0] + 1 == slots[1] and slots[2] + 1 == slots[3]
-    assert set(slots[2:]) <= {slots[1], slots[1] + 1}  # the second session joins the first's slots
+    one, two = await first_audio_times("burst")
+    # Each reply's first audio on a multiple of the period of the machine's monotonic clock, or
+    # after it by the stand-in's lateness on a loaded machine (a timer never fires early).
+    assert all(-0.002 < phase(t) < 0.1 for t in one + two)
+    slots = [round(t / PERIOD) for t in one], [round(t / PERIOD) for t in two]
+    assert slots[0] == [slots[0][0], slots[0][0] + 1, slots[0][0] + 2] and slots[1][0] + 1 == slots[1][1]
+    assert set(slots[1]) <= set(slots[0])  # the second session joins the first's slots...
+    # ...and its replies start with the first's, in the same pass of the stand-in's event loop,
+    # however late that pass is
+    for slot, t in zip(slots[1], two, strict=True):
+        assert abs(t - one[slots[0].index(slot)]) < 0.005
 
 
 async def test_steady_gives_each_session_its_own_phase() -> None:
-    sent = await first_audio_times("steady")
-    one, two = phase(sent[0]), phase(sent[2])
-    assert abs(phase(sent[1]) - one) < 0.015 and abs(phase(sent[3]) - two) < 0.015  # a period apart
-    assert abs(phase(one - two)) > 0.05  # but not in step with each other
+    one, two = await first_audio_times("steady")
+    # a period apart: both replies of a session late alike on a loaded machine, or not much apart
+    assert abs(phase(one[1] - one[0])) < 0.05 and abs(phase(two[1] - two[0])) < 0.05
+    assert abs(phase(one[0] - two[0])) > 0.04  # but not in step with each other (seed 0: 87 ms apart)
 
 
 async def test_talk_starts_one_turn_and_never_commits_it() -> None:
