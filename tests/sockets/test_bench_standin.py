@@ -200,7 +200,7 @@ async def test_burst_starts_every_sessions_reply_at_the_same_instant() -> None:
     # ...and its replies start with the first's, in the same pass of the stand-in's event loop,
     # however late that pass is
     for slot, t in zip(slots[1], two, strict=True):
-        assert abs(t - one[slots[0].index(slot)]) < 0.005
+        assert abs(t - one[slots[0].index(slot)]) < 0.02  # (the process may be preempted in between)
 
 
 async def test_steady_gives_each_session_its_own_phase() -> None:
