@@ -6,22 +6,28 @@ code path tried to log it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
 _secrets: set[str] = set()
 _MIN_SECRET_LEN = 6
+# each secret as a rendered line may hold it: as itself, escaped for JSON, by repr, by repr and then for JSON
+# (an exception's text in a JSON line); longest first
+_rendered_forms: list[str] = []
 
 
 def register_secret(value: str | None) -> None:
     """Never let ``value`` appear in a log line."""
-    if value and len(value) >= _MIN_SECRET_LEN:
+    if value and len(value) >= _MIN_SECRET_LEN and value not in _secrets:
         _secrets.add(value)
+        forms = {value, json.dumps(value)[1:-1], repr(value)[1:-1], json.dumps(repr(value)[1:-1])[1:-1]}
+        _rendered_forms.extend(forms - set(_rendered_forms))
+        _rendered_forms.sort(key=len, reverse=True)
 
 
 def _scrub(value: Any) -> Any:
@@ -44,11 +50,13 @@ def scrub_text(text: str) -> str:
     return _scrub(text) if _secrets else text
 
 
-def scrub_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    if _secrets:
-        for key, value in event.items():
-            event[key] = _scrub(value)
-    return event
+def scrub_line(_logger: Any, _name: str, line: Any) -> Any:
+    """The rendered line with every registered secret replaced by ``***``: one look per secret, whatever
+    the line holds (values, keys, nested structures, an exception's text)."""
+    for form in _rendered_forms:
+        if form in line:
+            line = line.replace(form, "***")
+    return line
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -77,8 +85,8 @@ def configure(level: str | None = None, json_output: bool | None = None, stream:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            scrub_secrets,
             renderer,
+            scrub_line,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level_name]),
         # one write per line (record and newline together): workers sharing a stream never glue lines
