@@ -49,6 +49,9 @@ class _Metric:
         self.help = help_text
         self.labels = tuple(labels)
         self._series: set[tuple[str, ...]] = set()
+        # the child of each set of label values as given (a barge-in counts three times: prometheus-client's
+        # own look-up checks and converts the values each time, several µs)
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._metric = self._build(registry.collectors)
         registry.register(self)
 
@@ -69,9 +72,14 @@ class _Metric:
             return key
         return (OTHER,) * len(key)
 
-    def _child(self, label_values: Sequence[str]) -> Any:
-        key = self._bounded(label_values)
-        return self._metric.labels(*key) if key else self._metric
+    def _child(self, label_values: tuple[str, ...]) -> Any:
+        child = self._children.get(label_values)
+        if child is None:
+            key = self._bounded(label_values)
+            child = self._metric.labels(*key) if key else self._metric
+            if len(self._children) < 2 * MAX_SERIES:  # values past the bound all count as OTHER: not all kept
+                self._children[label_values] = child
+        return child
 
     def value(self, *label_values: str) -> float:
         """This process's value of one sample (a histogram: its count), 0 if nothing counted it."""
