@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -142,8 +143,9 @@ async def test_a_barge_in_cancels_a_reply_still_generated_and_its_turn_is_commit
 
 async def test_spread_barge_ins_come_at_each_replys_own_moment() -> None:
     """With a spread, each barged reply is barged into at its own moment: here (seed 0, session 0) 55 ms
-    after the first reply's first audio (before its second delta, sent at 60 ms) and 269 ms after the
-    second's (after its last, sent at 180 ms); without it both at 150 ms, after their third delta."""
+    after the first reply's first audio (before its second delta, due at 60 ms) and 269 ms after the
+    second's (after its last, due at 180 ms); without it both at 150 ms, after their third delta (due at
+    120 ms; on a loaded machine the stand-in's timer may be late for it, and the reply cut after two)."""
     async def two_replies(spread_ms: int) -> list[tuple[int, str]]:
         settings = BenchSettings(reply_every_s=0.6, speech_ms=40, response_delay_ms=20, reply_ms=480,
                                  delta_ms=120, speed=2, barge_in_every=1, barge_in_after_ms=150,
@@ -158,7 +160,8 @@ async def test_spread_barge_ins_come_at_each_replys_own_moment() -> None:
             replies.append((kinds(reply).count("response.audio.delta"), reply[-1]["response"]["status"]))
         return replies
 
-    assert await two_replies(0) == [(3, "cancelled"), (3, "cancelled")]
+    at_once = await two_replies(0)
+    assert all(deltas in (2, 3) and status == "cancelled" for deltas, status in at_once), at_once
     assert await two_replies(260) == [(1, "cancelled"), (4, "completed")]
 
 
@@ -205,9 +208,12 @@ async def test_burst_starts_every_sessions_reply_at_the_same_instant() -> None:
 
 async def test_steady_gives_each_session_its_own_phase() -> None:
     one, two = await first_audio_times("steady")
-    # a period apart: both replies of a session late alike on a loaded machine, or not much apart
-    assert abs(phase(one[1] - one[0])) < 0.05 and abs(phase(two[1] - two[0])) < 0.05
-    assert abs(phase(one[0] - two[0])) > 0.04  # but not in step with each other (seed 0: 87 ms apart)
+    # each session's replies on its own seeded offset in the period (seed 0: 253 and 40 ms), or after it
+    # by the stand-in's lateness; not on the burst's common slots
+    for index, times in enumerate((one, two)):
+        offset = random.Random(index).uniform(0.0, PERIOD)  # (seed 0 * 1_000_003 + the session's index)
+        assert all(-0.002 < phase(t - offset) < 0.1 for t in times), (index, offset, times)
+    assert abs(phase(one[0] - two[0])) > 0.04  # not in step with each other
 
 
 async def test_talk_starts_one_turn_and_never_commits_it() -> None:

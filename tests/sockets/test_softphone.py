@@ -322,7 +322,9 @@ async def test_mark_echoed_after_its_audio_has_played(gateway: FakeGateway, tmp_
     (t_stop, stop), = report.events_of("bot_audio_end")
     assert stop["played_bytes"] == 8000 and 900 <= t_stop - t_start <= 1600
     (t_hangup, _), = report.events_of("hangup")
-    assert t_hangup - t_stop >= 180  # WaitForBot let the playback settle for 200 ms
+    # WaitForBot let the playback settle for 200 ms: ten of the phone's ticks, each of which may be late
+    # on a loaded machine (without the settle the gap would be a tick at most)
+    assert t_hangup - t_stop >= 100
 
     write_call_wav(report, tmp_path / "bot.wav")
     wav = read_wav(tmp_path / "bot.wav")
