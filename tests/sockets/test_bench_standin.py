@@ -9,6 +9,7 @@ import base64
 import json
 import random
 import time
+from asyncio import selector_events
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -163,6 +164,35 @@ async def test_spread_barge_ins_come_at_each_replys_own_moment() -> None:
     at_once = await two_replies(0)
     assert all(deltas in (2, 3) and status == "cancelled" for deltas, status in at_once), at_once
     assert await two_replies(260) == [(1, "cancelled"), (4, "completed")]
+
+
+async def test_events_the_service_sends_back_to_back_go_in_one_write(monkeypatch) -> None:
+    """A reply's opening events go with its first audio, a turn's end events together and a reply's
+    end events together: one write each, as a burst of them reaches the client (and one system call
+    for the stand-in, which writes for every session of a burst on the harness's core)."""
+    writes: list[bytes] = []
+    transport_class: Any = selector_events._SelectorSocketTransport  # the test loop's socket writes
+    write = transport_class.write
+
+    def recording(self: Any, data: Any) -> None:
+        writes.append(bytes(data))
+        write(self, data)
+
+    monkeypatch.setattr(transport_class, "write", recording)
+    settings = BenchSettings(reply_every_s=0.4, speech_ms=40, response_delay_ms=20, reply_ms=240, delta_ms=120,
+                             speed=8, barge_in_every=0)
+    async with stand_in(settings) as base, session(base) as ws:
+        await append(ws, 7, 0)
+        events = await events_until(ws, "response.done")
+    assert kinds(events)[-8:] == [*RESPONSE, "response.audio.delta", "response.audio.delta", *RESPONSE_END]
+
+    def one_write(*types: str) -> bool:
+        return any(all(f'"type":"{t}"'.encode() in data for t in types) for data in writes)
+
+    assert one_write(*RESPONSE, "response.audio.delta")
+    assert one_write(*USER_TURN_END)
+    assert one_write(*RESPONSE_END)
+    assert not one_write("response.audio.done", "response.audio.delta")  # (not all of a reply in one)
 
 
 PERIOD = 0.3
