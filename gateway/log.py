@@ -23,11 +23,12 @@ _rendered_forms: list[str] = []
 
 def register_secret(value: str | None) -> None:
     """Never let ``value`` appear in a log line."""
+    global _rendered_forms
     if value and len(value) >= _MIN_SECRET_LEN and value not in _secrets:
         _secrets.add(value)
         forms = {value, json.dumps(value)[1:-1], repr(value)[1:-1], json.dumps(repr(value)[1:-1])[1:-1]}
-        _rendered_forms.extend(forms - set(_rendered_forms))
-        _rendered_forms.sort(key=len, reverse=True)
+        # a new list, not the old one changed in place: a line scrubbed meanwhile (another thread) sees either
+        _rendered_forms = sorted(forms.union(_rendered_forms), key=len, reverse=True)
 
 
 def _scrub(value: Any) -> Any:
