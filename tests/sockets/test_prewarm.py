@@ -141,7 +141,9 @@ async def test_caller_audio_sent_while_the_session_is_handed_over_reaches_voice_
     assert session.appended == report.sent_payloads  # every caller frame, in order, none twice
 
 
-@pytest.mark.parametrize("rig", [{"WARM_TIMEOUT": "1.0"}], indirect=True)  # once set up (0.8 s), soon closed
+# once set up (0.8 s), soon closed: 2 s leave a loaded machine's set-up room to finish first (else the open is
+# cancelled before the simulator counts the session, and the test waits out wait_closed's 10 s)
+@pytest.mark.parametrize("rig", [{"WARM_TIMEOUT": "2.0"}], indirect=True)
 async def test_a_session_whose_call_never_comes_is_closed_and_counted(rig: Rig) -> None:
     wasted = _warm("wasted")
     call_sid = new_sid("CA")
@@ -149,7 +151,7 @@ async def test_a_session_whose_call_never_comes_is_closed_and_counted(rig: Rig) 
     assert len(rig.ctx.warm) == 1
     freed = asyncio.Event()  # set when the closed session is freed (reference counting, not a collection)
     weakref.finalize(rig.ctx.warm._sessions[("twilio", call_sid)], freed.set)
-    gc.disable()  # (no collection first: a full one here could outlast the session's 1 s before it expires)
+    gc.disable()  # (no collection first: a full one here could outlast the session's 2 s before it expires)
     try:
         session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
         assert session.close_code is not None

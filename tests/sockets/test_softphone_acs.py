@@ -300,7 +300,8 @@ async def test_playback_in_real_time_and_stop_audio_discards_the_rest(
     assert stop == {"played_bytes_total": played, "turn_played_bytes": played, "discarded_bytes": second - played}
     (t_end, end), = report.events_of("bot_audio_end")
     assert end == {"played_bytes": played}
-    assert 0 <= t_end - t_stop <= 60  # nothing played after StopAudio: silence on the next tick
+    # nothing played after StopAudio (the bytes above): silence on the next tick, which a loaded machine may delay
+    assert 0 <= t_end - t_stop <= 200
 
     # the bot channel holds what was played, once, where it was played on the call's timeline
     bot = report.bot_audio
@@ -347,7 +348,8 @@ async def test_case_insensitive_messages_and_violations(gateway: FakeAcsGateway)
     assert report.bot_audio.find(a + b + c) >= 0
     (t_start, _), = report.events_of("bot_audio_start")
     (t_end, _), = report.events_of("bot_audio_end")
-    assert 260 <= t_end - t_start <= 600  # 300 ms played in real time
+    # 300 ms played in real time, not at once (after a late tick the phone catches up on the frames it missed)
+    assert 150 <= t_end - t_start <= 600
     assert report.closed_by == "caller"
     assert call_failures(report) == [f"{len(expected)} protocol violation(s)"]
 
