@@ -22,14 +22,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gateway import log  # noqa: E402
-from gateway.bridge import CallObserver  # noqa: E402
+from gateway.bridge import CallObserver, _noop_observer  # noqa: E402
 from gateway.call import RECORDED_PIECE_MS, Call  # noqa: E402
 from gateway.carriers.registry import carrier_named  # noqa: E402
 from gateway.config import Profile  # noqa: E402
@@ -50,10 +49,6 @@ class Costs:
     cleared: int  # calls whose barge-in flushed the phone (each must)
 
 
-def _quiet(_event: str, _t: float, _fields: dict[str, Any]) -> None:
-    return None
-
-
 def _barge_in_index(fixture: Fixture) -> int:
     """The record of the ``speech_started`` that interrupts the bot (the last one of the call)."""
     found = [i for i, rec in enumerate(fixture.records)
@@ -71,7 +66,7 @@ def _prepared_call(fixture: Fixture, number: int, until: int) -> tuple[WireCall,
     options.setdefault("piece_ms", RECORDED_PIECE_MS)
     call = Call(call_id=f"bench-{number:06d}", stream_id=start.stream_id, profile_name="bench",
                 profile=Profile.model_validate(fixture.profile), started_at=start.started_at, audio=start.audio,
-                observer=CallObserver(carrier.name, _quiet), **options)
+                observer=CallObserver(carrier.name, _noop_observer), **options)
     wire = WireCall(call, start.leg)
     sent: list[str] = []
     acked: set[str] = set()

@@ -31,7 +31,7 @@ from gateway.call import APPEND_HEAD, CALL_OPTIONS, Call, CallState, Observer, R
 from gateway.config import GatewayConfig, Profile
 from gateway.core.outbound import UNKNOWN, OutboundPlan, answering_machine_result
 from gateway.failures import FailedCalls
-from gateway.frames import server_text_frames
+from gateway.frames import write_server_frames
 from gateway.log import get_logger
 from gateway.loopshare import LoopShare
 from gateway.outbound import Outbound
@@ -411,11 +411,7 @@ class CallBridge:
         """Write messages to the phone as WebSocket frames in one system call (a piece of bot
         audio and its mark go together). False when aiohttp's own path must send them: no
         transport, or a backlog (aiohttp then waits for the socket to drain)."""
-        transport = self.phone_transport
-        if transport is None or transport.is_closing() or transport.get_write_buffer_size() > PHONE_WRITE_LIMIT:
-            return False
-        transport.write(server_text_frames(messages))
-        return True
+        return write_server_frames(self.phone_transport, messages, PHONE_WRITE_LIMIT)
 
     def _check_backlog(self) -> None:
         """A Voice Live socket that stops reading must not grow memory without bound."""

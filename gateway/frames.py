@@ -21,13 +21,14 @@ import os
 import random
 import struct
 from collections.abc import Iterable
+from typing import Any
 
 try:  # websockets' C speedup, as its own frames use; its pure-Python fallback where it is not built
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover
     from websockets.utils import apply_mask
 
-__all__ = ["client_text_frame", "server_text_frames"]
+__all__ = ["client_text_frame", "server_text_frames", "write_server_frames"]
 
 _FIN_TEXT = 0x81
 _FIN_BINARY = 0x82
@@ -55,6 +56,16 @@ def server_text_frames(messages: Iterable[str | bytes]) -> bytes:
         out += _header(len(data), 0)
         out += data
     return bytes(out)
+
+
+def write_server_frames(transport: Any, messages: Iterable[str | bytes], backlog_limit: int) -> bool:
+    """Write ``messages`` to a server socket's ``transport`` now, in one system call. False (nothing
+    written) when the library's own path must send them: no transport, a closing one, or more than
+    ``backlog_limit`` bytes not yet sent (that path waits for the socket to drain)."""
+    if transport is None or transport.is_closing() or transport.get_write_buffer_size() > backlog_limit:
+        return False
+    transport.write(server_text_frames(messages))
+    return True
 
 
 def client_text_frame(message: str) -> bytes:

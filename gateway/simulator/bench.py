@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from gateway.frames import server_text_frames
+from gateway.frames import write_server_frames
 from gateway.log import get_logger
 
 with warnings.catch_warnings():
@@ -546,11 +546,12 @@ class BenchVoiceLive:
                 break
             audio = bot_audio(session.call, i * blocks_per_delta, 0, time.monotonic(), response=n, block=block,
                               fill=fill, size=size)
-            delta = f'{{"type":"response.audio.delta","event_id":"d{n}_{i}",{common},"delta":"{audio}"}}'
-            await _send_together(ws, session, [*opening, delta] if i == 0 else [delta])
+            await _send_together(ws, session, [
+                *opening, f'{{"type":"response.audio.delta","event_id":"d{n}_{i}",{common},"delta":"{audio}"}}'])
+            opening = []  # (sent with the first audio)
             if i + 1 < deltas:
                 await _sleep_until(first_audio + (i + 1) * pause)  # faster than real time, on its own clock
-        if status == "cancelled" and deltas and i == 0:  # cut before its first audio: the opening goes alone
+        if opening:  # cut before its first audio: the opening goes alone
             await _send_together(ws, session, opening)
         user: str | None = None
         if status == "cancelled":
@@ -600,13 +601,9 @@ async def _send_together(ws: web.WebSocketResponse, session: _Session, messages:
     """Send events that the service emits back to back in one write, as they then reach the client
     (one system call for the stand-in instead of one each: in a burst it writes for 200 sessions on the
     harness's core). aiohttp's own path, one message at a time, when the socket is closing or backed up."""
-    transport = session.transport
-    if transport is None or transport.is_closing() or ws.closed \
-            or transport.get_write_buffer_size() > _TOGETHER_LIMIT:
+    if ws.closed or not write_server_frames(session.transport, messages, _TOGETHER_LIMIT):
         for message in messages:
             await ws.send_str(message)
-        return
-    transport.write(server_text_frames(messages))
 
 
 async def _sleep_until(when: float) -> None:
