@@ -58,7 +58,7 @@ import aiohttp
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.figures import barge_in_reactions, join_truncations, pct, ratios, rss_slope
+from bench.figures import barge_in_reactions, join_truncations, pct, ratios, rss_slope, steal_percent, steal_text
 from bench.harness import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +108,22 @@ def machine_busy_seconds() -> float:
         return 0.0
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def core_ticks() -> dict[str, tuple[int, int]]:
+    """(steal, all) clock ticks of each core since boot (/proc/stat ``cpuN`` lines). Steal is the time a
+    virtual machine's core was ready to run but the host ran something else: the core stood still."""
+    ticks: dict[str, tuple[int, int]] = {}
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return ticks
+    for line in lines:
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu" and len(values) >= 8:
+            numbers = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            ticks[name[3:]] = (numbers[7], sum(numbers))
+    return ticks
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -253,10 +269,10 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         metrics0 = await fetch(metrics_url) if metrics_url else ""
         harness = [vl.pid, *(p.pid for p in loadgens)]
         cpu0, t0 = cpu_seconds(process_tree(gw.pid)), time.monotonic()
-        harness0, busy0 = sum(cpu_seconds(harness)), machine_busy_seconds()
+        harness0, busy0, ticks0 = sum(cpu_seconds(harness)), machine_busy_seconds(), core_ticks()
         await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
         cpu1, t1 = cpu_seconds(process_tree(gw.pid)), time.monotonic()
-        harness1, busy1 = sum(cpu_seconds(harness)), machine_busy_seconds()
+        harness1, busy1, ticks1 = sum(cpu_seconds(harness)), machine_busy_seconds(), core_ticks()
         rss = rss_kib(process_tree(gw.pid))
         metrics1 = await fetch(metrics_url) if metrics_url else ""
         vl_stats = json.loads(await fetch(f"http://127.0.0.1:{vl_port}/bench/stats"))
@@ -330,6 +346,10 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         "harness_core_percent": round((harness1 - harness0) / window_s * 100, 1),
         # everything else the machine ran meanwhile (other work sharing the cores), by /proc/stat
         "others_core_percent": round(max(0.0, busy1 - busy0 - cpu - (harness1 - harness0)) / window_s * 100, 1),
+        # per core, the share of the window a virtual machine's host ran something else instead (the
+        # core stood still: on a shared host the tail of every delay grows with it)
+        "steal_percent": steal_percent(ticks0, ticks1),
+        "system_cores": sorted(system_cpus) if system_cpus else None,
         "rss_kib_per_call": round((rss - base_rss) / connected, 1) if connected else None,
         "rss_kib": rss,
         "rss_idle_kib": base_rss,
@@ -382,7 +402,8 @@ def step_line(step: dict[str, Any]) -> str:
             f"ms ({step['barge_ins']} of {step['barge_ins_sent']}), in gateway p99 "
             f"{step['barge_in_in_gateway_p99_ms']} ms, truncation error p50/p99/max {trunc['p50']}/{trunc['p99']}/"
             f"{trunc['max']} ms (n={trunc['n']}), {step['system']} {step['core_percent_total']} % + harness "
-            f"{step['harness_core_percent']} % of a core, {'ok' if step['passes'] else 'over target'}"
+            f"{step['harness_core_percent']} % of a core, host steal {steal_text(step)}, "
+            f"{'ok' if step['passes'] else 'over target'}"
             f"{' (machine saturated)' if step['machine_bound'] else ''}"
             + (f", vs gateway: CPU/call x{ratio['core_percent_per_call']}, RSS/call x{ratio['rss_kib_per_call']}, "
                f"caller p99 x{ratio['caller_p99_ms']}" if ratio else ""))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bench.figures import barge_in_reactions, join_truncations, ratios, rss_slope
+from bench.figures import barge_in_reactions, join_truncations, ratios, rss_slope, steal_percent, steal_text
 from bench.loadgen import LoadGenerator, SimCall, played_at
 from bench.transcoder import Transcoder
 from gateway.simulator import cli
@@ -165,3 +165,12 @@ def test_pinning_puts_the_system_on_cpus_of_its_own_and_the_harness_on_the_rest(
         assert os.sched_getaffinity(0) == harness
     finally:
         os.sched_setaffinity(0, cpus)
+
+
+def test_steal_is_each_cores_share_of_the_window_the_host_took() -> None:
+    before = {"0": (100, 10_000), "1": (50, 10_000)}
+    after = {"0": (160, 11_000), "1": (50, 11_000), "2": (7, 900)}  # a core that came online: no window
+    assert steal_percent(before, after) == {"0": 6.0, "1": 0.0}
+    step = {"steal_percent": {"0": 6.0, "1": 0.0}, "system_cores": [0]}
+    assert steal_text(step) == "0: 6.0 % (system), 1: 0.0 %"
+    assert steal_text({"steal_percent": {}, "system_cores": None}) == "?"
