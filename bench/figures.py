@@ -118,3 +118,13 @@ def steal_percent(before: dict[str, tuple[int, int]], after: dict[str, tuple[int
         if all1 > all0:
             shares[core] = round((steal1 - steal0) / (all1 - all0) * 100, 1)
     return shares
+
+
+HOST_STEAL_LIMIT = 1.0  # % of a core: above it, the host's pauses alone reach a p99 of 200 calls' frames
+
+
+def host_bound(step: dict[str, Any]) -> bool:
+    """The host, not the system, set the tail: it took at least ``HOST_STEAL_LIMIT`` % of some core in the
+    window (the system's or the harness's). At 1 % of a 16 s window, 160 ms in pauses of a few ms each: a
+    caller frame in flight during one waits for it, and with 200 calls that is about 1 % of the frames."""
+    return max((step.get("steal_percent") or {}).values(), default=0.0) >= HOST_STEAL_LIMIT

@@ -104,6 +104,7 @@ def markdown(result: dict[str, Any], plot_name: str | None) -> str:
         c, b = s["caller_delay_ms"], s["bot_delay_ms"]
         flag = "" if s["passes"] else " ✗"
         flag += " (machine saturated)" if s.get("machine_bound") else ""
+        flag += " (the host stole time)" if s.get("host_bound") else ""
         t = s.get("truncation_error_ms") or {}
         trunc = (f"{_fmt(t.get('p50'))} / {_fmt(t.get('p99'))} / {_fmt(t.get('max'))} ({t.get('n', 0)})"
                  if t.get("n") else "-")

@@ -58,7 +58,16 @@ import aiohttp
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.figures import barge_in_reactions, join_truncations, pct, ratios, rss_slope, steal_percent, steal_text
+from bench.figures import (
+    barge_in_reactions,
+    host_bound,
+    join_truncations,
+    pct,
+    ratios,
+    rss_slope,
+    steal_percent,
+    steal_text,
+)
 from bench.harness import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -405,6 +414,7 @@ def step_line(step: dict[str, Any]) -> str:
             f"{step['harness_core_percent']} % of a core, host steal {steal_text(step)}, "
             f"{'ok' if step['passes'] else 'over target'}"
             f"{' (machine saturated)' if step['machine_bound'] else ''}"
+            f"{' (the host stole time)' if step.get('host_bound') else ''}"
             + (f", vs gateway: CPU/call x{ratio['core_percent_per_call']}, RSS/call x{ratio['rss_kib_per_call']}, "
                f"caller p99 x{ratio['caller_p99_ms']}" if ratio else ""))
 
@@ -425,6 +435,7 @@ async def main_async(args: argparse.Namespace) -> int:
             step = await run_step(calls, args, out / "logs", system)
             step["passes"] = passes(step)
             step["machine_bound"] = machine_bound(step)
+            step["host_bound"] = host_bound(step)
             if system != "gateway" and "gateway" in at_step:
                 step["vs_gateway"] = ratios(step, at_step["gateway"])
             at_step[system] = step

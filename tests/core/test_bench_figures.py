@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from bench.figures import barge_in_reactions, join_truncations, ratios, rss_slope, steal_percent, steal_text
+from bench.figures import (
+    barge_in_reactions,
+    host_bound,
+    join_truncations,
+    ratios,
+    rss_slope,
+    steal_percent,
+    steal_text,
+)
 from bench.loadgen import LoadGenerator, SimCall, played_at
 from bench.transcoder import Transcoder
 from gateway.simulator import cli
@@ -174,3 +182,9 @@ def test_steal_is_each_cores_share_of_the_window_the_host_took() -> None:
     step = {"steal_percent": {"0": 6.0, "1": 0.0}, "system_cores": [0]}
     assert steal_text(step) == "0: 6.0 % (system), 1: 0.0 %"
     assert steal_text({"steal_percent": {}, "system_cores": None}) == "?"
+
+
+def test_a_step_is_host_bound_when_the_host_took_a_percent_of_any_core() -> None:
+    assert host_bound({"steal_percent": {"0": 0.4, "1": 1.0}, "system_cores": [0]})  # the harness's core counts
+    assert not host_bound({"steal_percent": {"0": 0.9, "1": 0.2}, "system_cores": [0]})
+    assert not host_bound({})  # not measured (not Linux): not flagged
