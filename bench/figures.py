@@ -128,3 +128,42 @@ def host_bound(step: dict[str, Any]) -> bool:
     window (the system's or the harness's). At 1 % of a 16 s window, 160 ms in pauses of a few ms each: a
     caller frame in flight during one waits for it, and with 200 calls that is about 1 % of the frames."""
     return max((step.get("steal_percent") or {}).values(), default=0.0) >= HOST_STEAL_LIMIT
+
+
+QUIET_STEAL_LIMIT = 0.5  # % of a core: a period in which the host took less of every core is quiet
+
+
+def period_steal(ticks: dict[int, dict[str, tuple[int, int]]]) -> dict[int, float]:
+    """Per period *k* (ticks sampled at its start and at the next one's), the most the host took of any
+    core in it, in %."""
+    return {k: max(steal_percent(ticks[k], ticks[k + 1]).values(), default=0.0)
+            for k in sorted(ticks) if k + 1 in ticks}
+
+
+def in_periods(rows: list[dict[str, Any]], key: str, period_s: float, periods: set[int]) -> list[dict[str, Any]]:
+    """The rows whose time ``row[key]`` falls in one of the periods."""
+    return [row for row in rows if int(float(row[key]) // period_s) in periods]
+
+
+def quiet_figures(vl_stats: dict[str, Any], clears: list[list[Any]], played: list[list[Any]],
+                  steal: dict[int, float], period_s: float) -> dict[str, Any]:
+    """The step's figures over its quiet periods only (the host took less than ``QUIET_STEAL_LIMIT`` % of
+    every core): the caller delay the stand-in pooled over them (``caller_delay_in_quiet_periods``), the
+    barge-ins whose ``speech_started`` was written in them, and those barge-ins' truncations."""
+    quiet = {k for k, share in steal.items() if share < QUIET_STEAL_LIMIT}
+    barge_ins = in_periods(vl_stats["barge_ins"], "sent", period_s, quiet)
+    barged = {(int(b["call"]), int(b["response"])) for b in barge_ins}
+    truncations = [t for t in vl_stats.get("truncations", []) if (int(t["call"]), int(t["response"])) in barged]
+    reactions = barge_in_reactions(barge_ins, clears)
+    caller_p99 = {int(p["period"]): p["p99"] for p in vl_stats.get("caller_delay_by_period", [])}
+    truncation = join_truncations(truncations, played)
+    return {
+        "period_s": period_s,
+        "steal_limit_percent": QUIET_STEAL_LIMIT,
+        "periods": [{"period": k, "steal_percent_max": share, "caller_delay_p99_ms": caller_p99.get(k)}
+                    for k, share in steal.items()],
+        "quiet": len(quiet),
+        "caller_delay_ms": vl_stats.get("caller_delay_in_quiet_periods"),
+        "barge_in_at_phone_ms": {"n": len(reactions), "p50": pct(reactions, 50), "p99": pct(reactions, 99)},
+        "truncation_error_ms": {k: truncation[k] for k in ("n", "p50", "p99", "max")},
+    }

@@ -59,10 +59,13 @@ import aiohttp
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.figures import (
+    QUIET_STEAL_LIMIT,
     barge_in_reactions,
     host_bound,
     join_truncations,
     pct,
+    period_steal,
+    quiet_figures,
     ratios,
     rss_slope,
     steal_percent,
@@ -279,12 +282,15 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         harness = [vl.pid, *(p.pid for p in loadgens)]
         cpu0, t0 = cpu_seconds(process_tree(gw.pid)), time.monotonic()
         harness0, busy0, ticks0 = sum(cpu_seconds(harness)), machine_busy_seconds(), core_ticks()
-        await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
+        # the host's steal in each whole period of the conversation inside the window
+        steal = period_steal(await ticks_at_period_starts(args.reply_every, window[1]))
         cpu1, t1 = cpu_seconds(process_tree(gw.pid)), time.monotonic()
         harness1, busy1, ticks1 = sum(cpu_seconds(harness)), machine_busy_seconds(), core_ticks()
         rss = rss_kib(process_tree(gw.pid))
         metrics1 = await fetch(metrics_url) if metrics_url else ""
-        vl_stats = json.loads(await fetch(f"http://127.0.0.1:{vl_port}/bench/stats"))
+        quiet = ",".join(str(k) for k, share in steal.items() if share < QUIET_STEAL_LIMIT)
+        vl_stats = json.loads(await fetch(f"http://127.0.0.1:{vl_port}/bench/stats?period_s={args.reply_every}"
+                                          f"&quiet={quiet}"))
         for p in loadgens:
             await asyncio.to_thread(p.wait, 60)
         generated = [json.loads((logs / f"loadgen-{i}.json").read_text()) for i in range(processes)]
@@ -299,9 +305,10 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
                 p.kill()
 
     bot_delays = [d for g in generated for d in g["bot_delays_ms"]]
-    reactions = barge_in_reactions(vl_stats["barge_ins"], [c for g in generated for c in g["clears"]])
-    truncation = join_truncations(vl_stats.get("truncations", []),
-                                  [row for g in generated for row in g.get("truncation_played", [])], window)
+    clears = [c for g in generated for c in g["clears"]]
+    played = [row for g in generated for row in g.get("truncation_played", [])]
+    reactions = barge_in_reactions(vl_stats["barge_ins"], clears)
+    truncation = join_truncations(vl_stats.get("truncations", []), played, window)
     window_s = t1 - t0
     user, kernel = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu = user + kernel
@@ -359,6 +366,8 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         # core stood still: on a shared host the tail of every delay grows with it)
         "steal_percent": steal_percent(ticks0, ticks1),
         "system_cores": sorted(system_cpus) if system_cpus else None,
+        # the same figures over the periods of the window in which the host took (almost) nothing
+        "quiet_periods": quiet_figures(vl_stats, clears, played, steal, args.reply_every),
         "rss_kib_per_call": round((rss - base_rss) / connected, 1) if connected else None,
         "rss_kib": rss,
         "rss_idle_kib": base_rss,
@@ -368,6 +377,19 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         "error_samples": [e for g in generated for e in g["errors"]][:5],
         **extra,
     }
+
+
+async def ticks_at_period_starts(period_s: float, until: float) -> dict[int, dict[str, tuple[int, int]]]:
+    """:func:`core_ticks` at the start of each period (multiples of ``period_s`` on the monotonic clock,
+    where the stand-in's conversations have theirs) from now to ``until``; then waits until ``until``."""
+    samples = {}
+    k = math.ceil(time.monotonic() / period_s)
+    while (k * period_s) <= until:
+        await asyncio.sleep(max(0.0, k * period_s - time.monotonic()))
+        samples[k] = core_ticks()
+        k += 1
+    await asyncio.sleep(max(0.0, until - time.monotonic()))
+    return samples
 
 
 def machine_bound(step: dict[str, Any]) -> bool:
@@ -400,6 +422,17 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
+def quiet_text(step: dict[str, Any]) -> str:
+    """The step's figures over its quiet periods, for its one line."""
+    quiet = step.get("quiet_periods")
+    if not quiet or not quiet["periods"]:
+        return ""
+    caller, trunc = quiet["caller_delay_ms"] or {}, quiet["truncation_error_ms"]
+    return (f"; in the {quiet['quiet']} of {len(quiet['periods'])} periods the host took under "
+            f"{quiet['steal_limit_percent']} % of every core: caller p99 {caller.get('p99')} ms, truncation error "
+            f"p99 {trunc['p99']} ms (n={trunc['n']})")
+
+
 def step_line(step: dict[str, Any]) -> str:
     """The one line a capacity step prints."""
     trunc = step["truncation_error_ms"]
@@ -415,6 +448,7 @@ def step_line(step: dict[str, Any]) -> str:
             f"{'ok' if step['passes'] else 'over target'}"
             f"{' (machine saturated)' if step['machine_bound'] else ''}"
             f"{' (the host stole time)' if step.get('host_bound') else ''}"
+            + quiet_text(step)
             + (f", vs gateway: CPU/call x{ratio['core_percent_per_call']}, RSS/call x{ratio['rss_kib_per_call']}, "
                f"caller p99 x{ratio['caller_p99_ms']}" if ratio else ""))
 

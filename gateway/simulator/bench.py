@@ -29,8 +29,10 @@ Scenarios (``BenchSettings.scenario``), the reply of turn *k* of a session due a
 
 It measures what only Voice Live's side can see: how long caller frames took from the load
 generator to here, whether any was lost or reordered, when each barge-in's ``speech_started`` was
-written, and the truncations. ``GET /bench/stats`` returns the figures, ``POST /bench/reset``
-starts a new measuring window.
+written, and the truncations. ``GET /bench/stats`` returns the figures (``?period_s=P&quiet=k,...``:
+also the caller delay of the frames sent in each period *k*, ``[k * P, (k + 1) * P)`` on the monotonic
+clock, and over the listed periods' frames together), ``POST /bench/reset`` starts a new measuring
+window.
 
 Markers (shared with the load generator, ``bench/loadgen.py``): every caller frame starts with
 ``CALLER_MAGIC``, the call number, the frame number and the monotonic send time; every block of
@@ -201,9 +203,18 @@ class BenchSettings:
                              "response_delay_ms before the next reply")
 
 
+def _spread(delays: np.ndarray) -> dict[str, Any]:
+    """p50, p99 and max of delays (ms; None each when there are none)."""
+    if not delays.size:
+        return {"p50": None, "p99": None, "max": None}
+    return {"p50": round(float(np.percentile(delays, 50)), 3), "p99": round(float(np.percentile(delays, 99)), 3),
+            "max": round(float(delays.max()), 3)}
+
+
 @dataclass
 class BenchStats:
     caller_delays_ms: array[float] = field(default_factory=lambda: array("d"))
+    caller_sent: array[float] = field(default_factory=lambda: array("d"))  # each delay's frame's send time
     frames: int = 0
     lost: int = 0
     reordered: int = 0
@@ -220,17 +231,29 @@ class BenchStats:
     silence_ms: set[int] = field(default_factory=set)  # ... the hang-overs the sessions asked for
     started: float = field(default_factory=time.monotonic)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, period_s: float | None = None, quiet: frozenset[int] = frozenset()) -> dict[str, Any]:
+        """The window's figures. With ``period_s``: also the caller delay of the frames sent in each
+        period (period *k* is sent times in [k * period_s, (k + 1) * period_s) on the monotonic clock),
+        and over the frames of the ``quiet`` periods together."""
         delays = np.frombuffer(self.caller_delays_ms, dtype=np.float64) if self.caller_delays_ms else np.zeros(0)
-        pct = (lambda q: round(float(np.percentile(delays, q)), 3)) if delays.size else (lambda q: None)
+        by_period: dict[str, Any] = {}
+        if period_s:
+            sent = np.frombuffer(self.caller_sent, dtype=np.float64) if self.caller_sent else np.zeros(0)
+            periods = np.floor(sent / period_s).astype(np.int64)
+            by_period = {
+                "caller_delay_by_period": [
+                    {"period": int(k), "frames": int((periods == k).sum()),
+                     **_spread(delays[periods == k])} for k in np.unique(periods)],
+                "caller_delay_in_quiet_periods": _spread(delays[np.isin(periods, sorted(quiet))]),
+            }
         return {
             "window_s": round(time.monotonic() - self.started, 3),
             "sessions": self.sessions,
             "caller_frames": self.frames,
             "caller_frames_lost": self.lost,
             "caller_frames_reordered": self.reordered,
-            "caller_delay_ms": {"p50": pct(50), "p99": pct(99), "max": round(float(delays.max()), 3)
-                                if delays.size else None},
+            "caller_delay_ms": _spread(delays),
+            **by_period,
             "barge_ins": [{"call": c, "response": r, "sent": t} for c, r, t in self.barge_ins],
             "truncations": [{"call": c, "response": r, "audio_end_ms": ms, "at": t}
                             for c, r, ms, t in self.truncations],
@@ -342,6 +365,7 @@ class BenchVoiceLive:
     def _count(self, number: int, seq: int, sent: float, now: float) -> None:
         stats = self.stats
         stats.caller_delays_ms.append((now - sent) * 1000.0)
+        stats.caller_sent.append(sent)
         stats.frames += 1
         expected = self._next_seq.get(number)
         if expected is not None and seq != expected:
@@ -587,7 +611,17 @@ class BenchVoiceLive:
         return await self._speech_started(ws, session)
 
     async def stats_route(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.summary())
+        """``GET /bench/stats``; ``?period_s=P&quiet=k1,k2``: with the caller delay by period too."""
+        query = request.query
+        try:
+            period_s = float(query.get("period_s") or 0)
+            quiet = frozenset(int(k) for k in query.get("quiet", "").split(",") if k)
+        except ValueError:
+            return web.json_response({"error": "period_s must be a number and quiet whole numbers, comma-separated"},
+                                     status=400)
+        if period_s < 0 or not math.isfinite(period_s):
+            return web.json_response({"error": "period_s must be a positive number"}, status=400)
+        return web.json_response(self.stats.summary(period_s or None, quiet))
 
     async def reset_route(self, request: web.Request) -> web.Response:
         self.stats = BenchStats(sessions=self.stats.sessions, silence_ms=self.stats.silence_ms)

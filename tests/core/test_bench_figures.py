@@ -14,6 +14,8 @@ from bench.figures import (
     barge_in_reactions,
     host_bound,
     join_truncations,
+    period_steal,
+    quiet_figures,
     ratios,
     rss_slope,
     steal_percent,
@@ -28,6 +30,7 @@ from gateway.simulator.bench import (
     PCM16_BLOCK,
     SCENARIOS,
     BenchSettings,
+    BenchStats,
     BenchVoiceLive,
     _Session,
     bot_audio,
@@ -188,3 +191,39 @@ def test_a_step_is_host_bound_when_the_host_took_a_percent_of_any_core() -> None
     assert host_bound({"steal_percent": {"0": 0.4, "1": 1.0}, "system_cores": [0]})  # the harness's core counts
     assert not host_bound({"steal_percent": {"0": 0.9, "1": 0.2}, "system_cores": [0]})
     assert not host_bound({})  # not measured (not Linux): not flagged
+
+
+def test_a_period_steal_is_the_most_the_host_took_of_any_core_between_two_samples() -> None:
+    ticks = {10: {"0": (0, 0), "1": (0, 0)}, 11: {"0": (2, 400), "1": (12, 400)}, 12: {"0": (2, 800), "1": (12, 800)}}
+    assert period_steal(ticks) == {10: 3.0, 11: 0.0}  # period 12 has no end sample yet
+
+
+def test_the_stand_in_gives_the_caller_delay_per_period_and_over_the_quiet_ones() -> None:
+    stats = BenchStats()
+    for sent, delay in ((1000.5, 5.0), (1001.0, 7.0), (1004.2, 30.0), (1009.0, 2.0)):  # periods 250, 250, 251, 252
+        stats.caller_sent.append(sent)
+        stats.caller_delays_ms.append(delay)
+    figures = stats.summary(4.0, frozenset({250, 252}))
+    assert [(p["period"], p["frames"], p["max"]) for p in figures["caller_delay_by_period"]] == \
+        [(250, 2, 5.0 + 2.0), (251, 1, 30.0), (252, 1, 2.0)]
+    assert figures["caller_delay_in_quiet_periods"]["max"] == 7.0  # period 251's 30 ms is left out
+    assert figures["caller_delay_ms"]["max"] == 30.0  # the window's own figure keeps every frame
+    assert "caller_delay_by_period" not in stats.summary()
+    assert stats.summary(4.0)["caller_delay_in_quiet_periods"] == {"p50": None, "p99": None, "max": None}
+
+
+def test_quiet_figures_keep_the_barge_ins_and_truncations_of_the_quiet_periods_only() -> None:
+    vl_stats = {
+        "barge_ins": [{"call": 1, "response": 3, "sent": 1000.3}, {"call": 2, "response": 5, "sent": 1004.3}],
+        "truncations": [{"call": 1, "response": 3, "audio_end_ms": 300, "at": 1000.31},
+                        {"call": 2, "response": 5, "audio_end_ms": 300, "at": 1004.31}],
+        "caller_delay_by_period": [{"period": 250, "p99": 4.0}, {"period": 251, "p99": 40.0}],
+        "caller_delay_in_quiet_periods": {"p50": 1.0, "p99": 4.0, "max": 5.0},
+    }
+    clears = [[1, 1000.305], [2, 1004.35]]
+    played = [[1, 3, 296.0, 1000.305], [2, 5, 250.0, 1004.35]]  # the noisy period's truncation is 50 ms off
+    quiet = quiet_figures(vl_stats, clears, played, {250: 0.2, 251: 3.0}, 4.0)
+    assert quiet["quiet"] == 1 and [p["caller_delay_p99_ms"] for p in quiet["periods"]] == [4.0, 40.0]
+    assert quiet["caller_delay_ms"]["p99"] == 4.0
+    assert quiet["barge_in_at_phone_ms"]["n"] == 1 and quiet["barge_in_at_phone_ms"]["p99"] == pytest.approx(5.0)
+    assert quiet["truncation_error_ms"]["n"] == 1 and quiet["truncation_error_ms"]["max"] == 4.0

@@ -269,3 +269,14 @@ async def test_a_pcm16_session_gets_24_khz_blocks_with_markers() -> None:
     (delta,) = [e for e in events if e["type"] == "response.audio.delta"]
     assert blocks(delta["delta"], PCM16_BLOCK) == [(9, 1, 0), (9, 1, 1)]
     assert events[0]["audio_start_ms"] == 20  # 960 bytes of pcm16 at 24 kHz
+
+
+async def test_the_stats_by_period_refuse_a_query_they_cannot_read() -> None:
+    async with stand_in(BenchSettings()) as base, aiohttp.ClientSession() as http:
+        for query in ("period_s=four", "period_s=4&quiet=1,x", "period_s=-4", "period_s=nan"):
+            async with http.get(f"{base}/bench/stats?{query}") as response:
+                assert response.status == 400, query
+                assert "period_s" in (await response.json())["error"]
+        async with http.get(f"{base}/bench/stats?period_s=4&quiet=1,2") as response:
+            figures = await response.json()
+    assert figures["caller_delay_by_period"] == [] and figures["caller_delay_in_quiet_periods"]["p99"] is None
