@@ -8,6 +8,16 @@ from typing import Any
 
 from bench.figures import steal_text
 
+
+def _quiet(step: dict[str, Any]) -> str:
+    quiet = step.get("quiet_periods")
+    if not quiet or not quiet["periods"]:
+        return "-"
+    caller = (quiet["caller_delay_ms"] or {}).get("p99")
+    return (f"{quiet['quiet']} of {len(quiet['periods'])}: {_fmt(caller)} / "
+            f"{_fmt(quiet['truncation_error_ms']['p99'])}")
+
+
 SCENARIO_TEXT = {
     "steady": "each call is a conversation on its own phase: a caller turn ({speech_ms} ms, then committed), the "
               "bot's reply {response_delay} after it",
@@ -97,8 +107,9 @@ def markdown(result: dict[str, Any], plot_name: str | None) -> str:
         "| calls | system | caller→VL p50 / p99 / max ms | VL→caller p50 / p99 ms | lost / reordered "
         "| **barge-in: speech_started written → clear at phone, p50 / p99 ms** | barge-in in gateway (its histogram) "
         "p99 ms | truncation error p50 / p99 / max ms (n) | % core | % core per call | CPU s per call-minute "
-        "| RSS KiB per call (idle → loaded) | loop lag p99 ms | harness % core | host steal % by core |",
-        "|---:|---|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "| RSS KiB per call (idle → loaded) | loop lag p99 ms | harness % core | host steal % by core "
+        "| quiet periods (host steal < 0.5 %): how many, caller p99 / truncation p99 ms |",
+        "|---:|---|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for s in result["steps"]:
         c, b = s["caller_delay_ms"], s["bot_delay_ms"]
@@ -115,7 +126,7 @@ def markdown(result: dict[str, Any], plot_name: str | None) -> str:
             f"{_fmt(s['barge_in_in_gateway_p99_ms'])} | {trunc} | {_fmt(s['core_percent_total'], 1)} | "
             f"{_fmt(s['core_percent_per_call'], 3)} | {_fmt(s['cpu_s_per_call_minute'], 3)} | "
             f"{_fmt(s['rss_kib_per_call'], 1)} | {_fmt(s['loop_lag_p99_ms'])} | {_fmt(s['harness_core_percent'], 1)} | "
-            f"{steal_text(s) if s.get('steal_percent') else '-'} |")
+            f"{steal_text(s) if s.get('steal_percent') else '-'} | {_quiet(s)} |")
     if per_system:
         lines += ["", "Memory per call, two ways: the idle-to-loaded difference of each step (above), and the slope of "
                   "loaded RSS against calls over the steps (a least-squares line; it leaves out what a process holds "

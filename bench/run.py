@@ -15,7 +15,10 @@ and warmed up, it measures for a fixed window:
 - truncation error: |audio_end_ms the gateway truncated a response to - what the phone had played
   of it when the clear arrived|, per (call, response), p50 / p99 / max;
 - CPU seconds per call-minute and % of one core per call of the system's process tree; RSS per
-  call (idle to loaded, per step, and the slope over the steps); the gateway's event-loop lag.
+  call (idle to loaded, per step, and the slope over the steps); the gateway's event-loop lag;
+- the host's steal of each core (on a virtual machine, time the core stood still), and the caller
+  delay, barge-ins and truncations again over the quiet periods alone: the whole periods of the
+  conversation (``--reply-every``) in which the host took under 0.5 % of every core.
 
 It writes the results as JSON and a Markdown report with a plot, and prints a one-line summary.
 
