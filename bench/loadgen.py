@@ -253,8 +253,10 @@ class LoadGenerator:
                     call.play_end = now
                     if drops_marks:
                         call.marks.clear()
-                    while call.marks:
-                        await self.echo(call, call.marks.popleft()[0])
+                    if call.marks:  # every pending mark back at once, as Twilio does after a clear
+                        names = [name for name, _ in call.marks]
+                        call.marks.clear()
+                        await self.echo_all(call, names)
         except Exception as exc:  # a broken call is a result, not a crash of the generator
             self.errors.append(f"call {call.number}: {type(exc).__name__}: {exc}")
         finally:
@@ -298,6 +300,15 @@ class LoadGenerator:
 
     async def echo(self, call: SimCall, name: str) -> None:
         await call.ws.send(self.dialect.echo(call, name))
+
+    async def echo_all(self, call: SimCall, names: list[str]) -> None:
+        """Echo several marks in one write (each its own message)."""
+        messages = [self.dialect.echo(call, name) for name in names]
+        texts = [m for m in messages if isinstance(m, str)]
+        if len(texts) == len(messages) and call.ws.send_all_nowait(texts):
+            return
+        for message in messages:
+            await call.ws.send(message)
 
     async def tick_all(self, until: float, phases: int = 5) -> None:
         """The one timer: every 20 ms each call sends its next frame; every tick (a fifth of that)
