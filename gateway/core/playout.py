@@ -25,6 +25,9 @@ class _Piece:
     payload: str = ""
 
 
+# how long past the end of a piece whose echo has not come back playback is taken to go on (the echo
+# may be on its way back from the phone: over a carrier's network, tens of ms; more says it stalled)
+ECHO_IN_FLIGHT_MS = 100
 _NONE: list[_Piece] = []  # never added to: flushed pieces of legs without late acknowledgements
 
 
@@ -33,7 +36,8 @@ class Playout:
 
     Every piece of bot audio is sent to the phone at once, followed by a mark. The phone echoes a
     mark once the audio queued before it has played; between two echoes, playback advances in
-    real time, but never past the end of the piece the next mark closes.
+    real time, past the end of the piece the next mark closes only while that echo may still be on
+    its way (``ECHO_IN_FLIGHT_MS``).
 
     At a flush, what was heard is taken from the last echo and the time since. Some phones echo
     every pending mark when they flush (the echoes then say nothing); others (``late_acks``) drop
@@ -95,19 +99,45 @@ class Playout:
 
     def position(self, now: float) -> tuple[str | None, int]:
         """(item id, bytes of that item heard so far) at ``now``."""
-        if not self.pending:
-            return self.heard_item, self.heard_offset
-        head = self.pending[0]
+        return self._where(now)[1:]
+
+    def _where(self, now: float) -> tuple[int, str | None, int]:
+        """(index of the pending piece playing, its item, bytes of that item heard) at ``now``.
+
+        Playback runs in real time from the last echo (or from when the first pending piece was sent,
+        if later). Past the end of that piece, whose echo has not come back, it goes on into the next
+        pieces for up to ``ECHO_IN_FLIGHT_MS``: an echo takes the way back from the phone, so one that is
+        that late is most likely on its way. An echo later than that says the phone stalled (or lost
+        it): what was heard is then taken to end with that piece."""
+        pending = self.pending
+        if not pending:
+            return 0, self.heard_item, self.heard_offset
+        head = pending[0]
+        per_ms = self.bytes_per_ms
         started = max(self._acked_at, head.sent_at)
-        played = int((now - started) * self.bytes_per_ms) if now > started else 0
-        played = min(played, head.size)
-        return head.item_id, head.end - head.size + played
+        played = int((now - started) * per_ms) if now > started else 0
+        if played <= head.size:
+            return 0, head.item_id, head.end - head.size + played
+        if played - head.size > ECHO_IN_FLIGHT_MS * per_ms:
+            return 0, head.item_id, head.end
+        ends = started + head.size / per_ms  # when the head piece finished playing
+        index, piece = 0, head
+        for later in pending[1:]:
+            begins = max(ends, later.sent_at)  # (a piece sent after the one before it had played: a gap)
+            if now <= begins:
+                break
+            index, piece = index + 1, later
+            played = int((now - begins) * per_ms)
+            if played <= later.size:
+                return index, later.item_id, later.end - later.size + played
+            ends = begins + later.size / per_ms
+        return index, piece.item_id, piece.end
 
     def flush(self, now: float) -> tuple[str | None, int]:
         """The phone's buffer was cleared: pending marks become stale, and what was heard is final
         (unless a late acknowledgement says more, see :meth:`late_ack`)."""
-        self.heard_item, self.heard_offset = self.position(now)
-        self.unheard = _unheard(self.pending, self.heard_item)
+        index, self.heard_item, self.heard_offset = self._where(now)
+        self.unheard = _unheard(self.pending[index:], self.heard_item)
         if self.late_acks:
             self.flushed, self.pending = self.pending, []
         else:

@@ -65,16 +65,16 @@ def test_fixtures_exercise_what_their_names_say() -> None:
     assert any('"response.create"' in r.get("msg", "") for r in greet.records if r.get("dir") == "out")
 
 
-def _bytes_sent(self: Playout, now: float) -> tuple[str | None, int]:
+def _bytes_sent(self: Playout, now: float) -> tuple[int, str | None, int]:
     """A broken playback position: everything sent counts as heard."""
     if not self.pending:
-        return self.heard_item, self.heard_offset
+        return 0, self.heard_item, self.heard_offset
     last = self.pending[-1]
-    return last.item_id, last.end
+    return len(self.pending) - 1, last.item_id, last.end
 
 
 def test_a_broken_barge_in_fails_the_relevant_fixtures_with_a_readable_diff(monkeypatch) -> None:
-    monkeypatch.setattr(Playout, "position", _bytes_sent)
+    monkeypatch.setattr(Playout, "_where", _bytes_sent)
     failing = {p.stem for p in FIXTURES if not run(load_fixture(p)).ok}
     assert {"barge_in_mid_answer", "two_barge_ins_one_response"} <= failing
     assert "question_and_answer" not in failing and "speech_after_answer" not in failing

@@ -60,7 +60,7 @@ async def test_genesys_replay_over_real_sockets(name: str) -> None:
 
 
 async def test_socket_replay_catches_a_broken_barge_in(monkeypatch) -> None:
-    monkeypatch.setattr(Playout, "position", _bytes_sent)
+    monkeypatch.setattr(Playout, "_where", _bytes_sent)
     result = await _replay("barge_in_mid_answer", 3.0)
     assert not result.ok
     assert result.mismatch is not None and "conversation.item.truncate" in result.mismatch

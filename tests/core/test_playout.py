@@ -1,0 +1,46 @@
+"""Where the phone's playback stands between two echoes of its marks (gateway/core/playout.py)."""
+
+from __future__ import annotations
+
+from gateway.audio import G711_ULAW
+from gateway.core.playout import ECHO_IN_FLIGHT_MS, Playout
+
+MS = G711_ULAW.bytes_per_ms  # 8 bytes a millisecond
+
+
+def sent(pieces: list[tuple[str, int, float]]) -> Playout:
+    """A playout with pieces (item, ms of audio, sent at) queued, in order."""
+    playout = Playout(G711_ULAW)
+    ends: dict[str, int] = {}
+    for item, ms, at in pieces:
+        ends[item] = ends.get(item, 0) + ms * MS
+        playout.add(item, ends[item], ms * MS, at)
+    return playout
+
+
+def test_past_a_piece_whose_echo_is_on_its_way_playback_goes_on_into_the_next() -> None:
+    playout = sent([("a", 240, 0.0), ("a", 240, 0.0), ("a", 240, 0.0)])
+    assert playout.position(200.0) == ("a", 200 * MS)
+    assert playout.position(270.0) == ("a", 270 * MS)  # 30 ms into the second piece: not held at 240
+    assert playout.position(240.0 + ECHO_IN_FLIGHT_MS) == ("a", (240 + ECHO_IN_FLIGHT_MS) * MS)
+
+
+def test_an_echo_later_than_that_is_a_stalled_phone_and_what_was_heard_ends_with_its_piece() -> None:
+    playout = sent([("a", 240, 0.0), ("a", 240, 0.0)])
+    assert playout.position(240.0 + ECHO_IN_FLIGHT_MS + 1) == ("a", 240 * MS)
+    assert playout.position(5000.0) == ("a", 240 * MS)
+    playout.ack("1", 300.0)  # the echo came after all: the clock starts again from it
+    assert playout.position(350.0) == ("a", 290 * MS)
+
+
+def test_a_piece_sent_after_the_one_before_had_played_starts_when_it_was_sent() -> None:
+    playout = sent([("a", 240, 0.0), ("a", 240, 300.0)])  # the phone was silent from 240 to 300
+    assert playout.position(290.0) == ("a", 240 * MS)
+    assert playout.position(320.0) == ("a", 260 * MS)
+
+
+def test_a_flush_after_the_next_items_audio_began_keeps_the_first_item_heard() -> None:
+    playout = sent([("a", 240, 0.0), ("b", 240, 0.0), ("c", 240, 0.0)])
+    assert playout.flush(260.0) == ("b", 20 * MS)
+    assert playout.unheard == ["c"]  # "a" played to its end; only "c" was never heard
+    assert not playout.pending
