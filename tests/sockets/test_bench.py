@@ -32,7 +32,7 @@ def test_a_tiny_benchmark_run_measures_every_figure(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "workers-1.json").read_text())
     (step,) = result["steps"]
-    assert step["connected"] == 3 and step["errors"] == 0
+    assert step["connected"] == 3 and step["errors"] == 0, step["error_samples"]
     assert step["caller_frames"] > 3 * 50 * 2  # about 50 frames per second per call were measured
     assert step["caller_frames_lost"] == 0 and step["caller_frames_reordered"] == 0
     assert step["caller_delay_ms"]["p99"] is not None and step["bot_delay_ms"]["blocks"] > 0

@@ -418,7 +418,9 @@ async def test_wait_for_bot_timeout_and_heard_ms(gateway: FakeGateway) -> None:
     peer = await gateway.peer()
     t_start = peer.messages[0][0]
     t1, _ = await peer.wait_for(is_event("dtmf"))
-    assert t1 - t_start >= 0.18
+    # the wait happened (without it the key comes within a few ms); the peer's stamp of the first message
+    # may itself be late on a loaded machine, so the bound leaves it room
+    assert t1 - t_start >= 0.1
     t_audio = await peer.media(noise(4000))
     t2, _ = await peer.wait_for(lambda m: m.get("event") == "dtmf" and m["dtmf"]["digit"] == "2")
     assert 0.28 <= t2 - t_audio <= 1.0
