@@ -140,6 +140,21 @@ def period_steal(ticks: dict[int, dict[str, tuple[int, int]]]) -> dict[int, floa
             for k in sorted(ticks) if k + 1 in ticks}
 
 
+def quiet_periods(steal: dict[int, float]) -> set[int]:
+    """The periods in which the host took less than ``QUIET_STEAL_LIMIT`` % of every core."""
+    return {k for k, share in steal.items() if share < QUIET_STEAL_LIMIT}
+
+
+def quiet_summary(step: dict[str, Any]) -> tuple[int, int, float | None, float | None] | None:
+    """(quiet periods, periods, caller p99 ms, truncation error p99 ms) over a step's quiet periods; None
+    when the step measured no period."""
+    quiet = step.get("quiet_periods")
+    if not quiet or not quiet["periods"]:
+        return None
+    return (quiet["quiet"], len(quiet["periods"]), (quiet["caller_delay_ms"] or {}).get("p99"),
+            quiet["truncation_error_ms"]["p99"])
+
+
 def in_periods(rows: list[dict[str, Any]], key: str, period_s: float, periods: set[int]) -> list[dict[str, Any]]:
     """The rows whose time ``row[key]`` falls in one of the periods."""
     return [row for row in rows if int(float(row[key]) // period_s) in periods]
@@ -150,7 +165,7 @@ def quiet_figures(vl_stats: dict[str, Any], clears: list[list[Any]], played: lis
     """The step's figures over its quiet periods only (the host took less than ``QUIET_STEAL_LIMIT`` % of
     every core): the caller delay the stand-in pooled over them (``caller_delay_in_quiet_periods``), the
     barge-ins whose ``speech_started`` was written in them, and those barge-ins' truncations."""
-    quiet = {k for k, share in steal.items() if share < QUIET_STEAL_LIMIT}
+    quiet = quiet_periods(steal)
     barge_ins = in_periods(vl_stats["barge_ins"], "sent", period_s, quiet)
     barged = {(int(b["call"]), int(b["response"])) for b in barge_ins}
     truncations = [t for t in vl_stats.get("truncations", []) if (int(t["call"]), int(t["response"])) in barged]

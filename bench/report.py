@@ -6,16 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.figures import steal_text
+from bench.figures import quiet_summary, steal_text
 
 
 def _quiet(step: dict[str, Any]) -> str:
-    quiet = step.get("quiet_periods")
-    if not quiet or not quiet["periods"]:
+    summary = quiet_summary(step)
+    if summary is None:
         return "-"
-    caller = (quiet["caller_delay_ms"] or {}).get("p99")
-    return (f"{quiet['quiet']} of {len(quiet['periods'])}: {_fmt(caller)} / "
-            f"{_fmt(quiet['truncation_error_ms']['p99'])}")
+    quiet, periods, caller, truncation = summary
+    return f"{quiet} of {periods}: {_fmt(caller)} / {_fmt(truncation)}"
 
 
 SCENARIO_TEXT = {

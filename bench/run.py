@@ -69,6 +69,8 @@ from bench.figures import (
     pct,
     period_steal,
     quiet_figures,
+    quiet_periods,
+    quiet_summary,
     ratios,
     rss_slope,
     steal_percent,
@@ -291,7 +293,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         harness1, busy1, ticks1 = sum(cpu_seconds(harness)), machine_busy_seconds(), core_ticks()
         rss = rss_kib(process_tree(gw.pid))
         metrics1 = await fetch(metrics_url) if metrics_url else ""
-        quiet = ",".join(str(k) for k, share in steal.items() if share < QUIET_STEAL_LIMIT)
+        quiet = ",".join(str(k) for k in sorted(quiet_periods(steal)))
         vl_stats = json.loads(await fetch(f"http://127.0.0.1:{vl_port}/bench/stats?period_s={args.reply_every}"
                                           f"&quiet={quiet}"))
         for p in loadgens:
@@ -427,13 +429,12 @@ def machine() -> dict[str, Any]:
 
 def quiet_text(step: dict[str, Any]) -> str:
     """The step's figures over its quiet periods, for its one line."""
-    quiet = step.get("quiet_periods")
-    if not quiet or not quiet["periods"]:
+    summary = quiet_summary(step)
+    if summary is None:
         return ""
-    caller, trunc = quiet["caller_delay_ms"] or {}, quiet["truncation_error_ms"]
-    return (f"; in the {quiet['quiet']} of {len(quiet['periods'])} periods the host took under "
-            f"{quiet['steal_limit_percent']} % of every core: caller p99 {caller.get('p99')} ms, truncation error "
-            f"p99 {trunc['p99']} ms (n={trunc['n']})")
+    quiet, periods, caller, truncation = summary
+    return (f"; in the {quiet} of {periods} periods the host took under {QUIET_STEAL_LIMIT} % of every core: "
+            f"caller p99 {caller} ms, truncation error p99 {truncation} ms")
 
 
 def step_line(step: dict[str, Any]) -> str:

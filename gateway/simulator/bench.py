@@ -620,7 +620,8 @@ class BenchVoiceLive:
             return web.json_response({"error": "period_s must be a number and quiet whole numbers, comma-separated"},
                                      status=400)
         if period_s < 0 or not math.isfinite(period_s):
-            return web.json_response({"error": "period_s must be a positive number"}, status=400)
+            return web.json_response({"error": "period_s must be a finite number of seconds, >= 0 (0: no periods)"},
+                                     status=400)
         return web.json_response(self.stats.summary(period_s or None, quiet))
 
     async def reset_route(self, request: web.Request) -> web.Response:
