@@ -92,10 +92,25 @@ class Playout:
             return False
         count = seq - first + 1
         piece = pending[count - 1]
+        due = self._ends(count)
         del pending[:count]
         self.heard_item, self.heard_offset = piece.item_id, piece.end
-        self._acked_at = now
+        # The echo comes back after the piece ended, by the way back from the phone and by however long
+        # the gateway took to read it (in a burst, tens of ms): within ECHO_IN_FLIGHT_MS of when the
+        # piece was due to end, playback is taken to have kept time (the clock goes on from that end, not
+        # from the echo's arrival, which would hold it back by that delay at every echo). An echo later
+        # than that says the phone's playback fell behind: the clock goes on from the echo.
+        self._acked_at = due if due <= now <= due + ECHO_IN_FLIGHT_MS else now
         return True
+
+    def _ends(self, count: int) -> float:
+        """When the first ``count`` pending pieces end on the playback clock (see :meth:`_where`)."""
+        pending, per_ms = self.pending, self.bytes_per_ms
+        head = pending[0]
+        ends = max(self._acked_at, head.sent_at) + head.size / per_ms
+        for later in pending[1:count]:
+            ends = max(ends, later.sent_at) + later.size / per_ms
+        return ends
 
     def position(self, now: float) -> tuple[str | None, int]:
         """(item id, bytes of that item heard so far) at ``now``."""

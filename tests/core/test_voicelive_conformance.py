@@ -245,7 +245,8 @@ def test_auto_truncate_leaves_the_truncation_of_a_spoken_barge_in_to_voice_live(
     again.dtmf("1", 320.0)
     again.dtmf("#", 321.0)
     truncates = [e for e in vl(again) if e["type"] == "conversation.item.truncate"]
-    assert len(truncates) == 1 and truncates[0]["audio_end_ms"] == 261
+    # the fourth piece was due to end at 250 and its echo, 50 ms later, is taken as on its way: 240 + 71 ms
+    assert len(truncates) == 1 and truncates[0]["audio_end_ms"] == 311
 
 
 # --- function calls --------------------------------------------------------------------------------
