@@ -161,10 +161,13 @@ def in_periods(rows: list[dict[str, Any]], key: str, period_s: float, periods: s
 
 
 def quiet_figures(vl_stats: dict[str, Any], clears: list[list[Any]], played: list[list[Any]],
-                  steal: dict[int, float], period_s: float) -> dict[str, Any]:
+                  steal: dict[int, float], period_s: float, clears_read: list[list[Any]] | None = None,
+                  played_read: list[list[Any]] | None = None) -> dict[str, Any]:
     """The step's figures over its quiet periods only (the host took less than ``QUIET_STEAL_LIMIT`` % of
     every core): the caller delay the stand-in pooled over them (``caller_delay_in_quiet_periods``), the
-    barge-ins whose ``speech_started`` was written in them, and those barge-ins' truncations."""
+    barge-ins whose ``speech_started`` was written in them, and those barge-ins' truncations (by when
+    the phones' ``clear`` arrived, and with ``clears_read`` / ``played_read``, also by when the load
+    generators read it)."""
     quiet = quiet_periods(steal)
     barge_ins = in_periods(vl_stats["barge_ins"], "sent", period_s, quiet)
     barged = {(int(b["call"]), int(b["response"])) for b in barge_ins}
@@ -181,4 +184,19 @@ def quiet_figures(vl_stats: dict[str, Any], clears: list[list[Any]], played: lis
         "caller_delay_ms": vl_stats.get("caller_delay_in_quiet_periods"),
         "barge_in_at_phone_ms": {"n": len(reactions), "p50": pct(reactions, 50), "p99": pct(reactions, 99)},
         "truncation_error_ms": {k: truncation[k] for k in ("n", "p50", "p99", "max")},
+        **read_figures(barge_ins, truncations, clears_read, played_read),
     }
+
+
+def read_figures(barge_ins: list[dict[str, Any]], truncations: list[dict[str, Any]],
+                 clears_read: list[list[Any]] | None, played_read: list[list[Any]] | None,
+                 window: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The barge-in at the phone and the truncation error by when the load generators *read* the
+    ``clear`` (which their busy core may delay) rather than when it arrived: beside the primary
+    figures, to show how much of these the harness's own lateness would add. Empty without them."""
+    if clears_read is None or played_read is None:
+        return {}
+    reactions = barge_in_reactions(barge_ins, clears_read)
+    truncation = join_truncations(truncations, played_read, window)
+    return {"barge_in_at_phone_read_ms": {"n": len(reactions), "p50": pct(reactions, 50), "p99": pct(reactions, 99)},
+            "truncation_error_read_ms": {k: truncation[k] for k in ("n", "p50", "p99", "max")}}

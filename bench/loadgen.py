@@ -29,15 +29,20 @@ import argparse
 import asyncio
 import base64
 import json
+import socket
+import struct
+import sys
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.frames import Frame, Opcode
 
 from bench.latency import TONE_FRAME, Talker
 from gateway.auth import CallTokens
@@ -68,21 +73,84 @@ def frame_payload(call: int, seq: int, now: float, loud: bool = False) -> str:
 
 FRAME_S = 0.02
 
+# Linux's receive timestamps (SO_TIMESTAMPNS; the same number for the option and its control message on
+# the common architectures; Python does not name it)
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+class StampedSocket(socket.socket):
+    """A TCP socket that notes when the kernel received the bytes each read returns.
+
+    A phone plays the bot's audio from when it arrives and stops at the moment a ``clear`` arrives;
+    this process reads them later whenever its core is busy (in a reply burst it reads 200 calls'
+    audio on the harness's core). With the kernel's receive time of each read (for TCP: the time the
+    last segment of the bytes read came in, so never before any message in them arrived), the phone's
+    playback follows the bytes' arrival rather than this process's lateness. ``arrived`` is on the
+    monotonic clock; None until a read has carried a stamp (no stamps: not Linux, or refused)."""
+
+    arrived: float | None = None
+
+    def stamp_reads(self) -> bool:
+        if sys.platform != "linux" or not _STAMP_SPACE:
+            return False
+        try:
+            self.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            return False
+        return True
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # (asyncio's transport reads with recv)
+        data, ancillary, _flags, _address = self.recvmsg(bufsize, _STAMP_SPACE, flags)
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                ago_ns = time.time_ns() - (seconds * 1_000_000_000 + nanoseconds)  # (a wall-clock stamp)
+                self.arrived = time.monotonic() - max(0, ago_ns) / 1e9
+        return data
+
+
+class StampedConnection(VoiceLiveConnection):
+    """A phone's socket that keeps, for each message received, when its bytes arrived, in the order the
+    messages are read: the kernel's receive time with ``--kernel-clock`` (:class:`StampedSocket`), else
+    when this process parsed them (as soon as the loop read the socket, before the call's task gets to
+    the message)."""
+
+    stamped: StampedSocket | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrivals: deque[float] = deque()
+
+    def process_event(self, event: Any) -> None:
+        # (called while the bytes just read are parsed: the socket's stamp is theirs)
+        if type(event) is Frame and event.fin and event.opcode in _MESSAGE_OPCODES and self.response is not None:
+            stamped = self.stamped
+            self.arrivals.append(stamped.arrived if stamped is not None and stamped.arrived is not None
+                                 else time.monotonic())
+        super().process_event(event)
+
+
+_MESSAGE_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
 
 @dataclass
 class SimCall:
     number: int
-    ws: VoiceLiveConnection
+    ws: StampedConnection
     sid: str
     seq: int = 0
     play_end: float = 0.0  # when the audio buffered so far will have played
     marks: deque[tuple[str, float]] = field(default_factory=deque)  # (name, played by)
-    clears: list[float] = field(default_factory=list)
+    clears: list[float] = field(default_factory=list)  # when each flush arrived
+    clears_read: list[float] = field(default_factory=list)  # and when this process read it
     closed: bool = False
     talker: Talker | None = None  # --turns: the caller's side of the conversation
     response: int = 0  # the response of the last bot audio received (from its blocks' markers)
     segments: list[list[Any]] = field(default_factory=list)  # [response, plays from, plays until]
     played: list[tuple[int, int, float, float]] = field(default_factory=list)  # (call, response, ms, flush at)
+    played_read: list[tuple[int, int, float, float]] = field(default_factory=list)  # the same, at the flush's read
 
 
 def played_at(segments: list[list[Any]], t: float) -> tuple[int, float] | None:
@@ -196,8 +264,9 @@ DIALECTS: dict[str, Any] = {"twilio": TwilioDialect, "asterisk": AsteriskDialect
 
 class LoadGenerator:
     def __init__(self, url: str, dialect: Any, window: tuple[float, float],
-                 turns: dict[str, Any] | None = None) -> None:
+                 turns: dict[str, Any] | None = None, kernel_clock: bool = False) -> None:
         self.url = url
+        self.kernel_clock = kernel_clock  # the phones' times are the kernel's receive times (StampedSocket)
         self.turns = turns  # Talker settings: the calls talk in turns
         self.dialect = dialect
         self.window = window
@@ -212,12 +281,23 @@ class LoadGenerator:
     async def open_call(self, number: int) -> None:
         dialect = self.dialect
         call_sid = "MZ" + uuid.uuid4().hex
+        sock = StampedSocket(socket.AF_INET, socket.SOCK_STREAM) if self.kernel_clock else None
         try:
+            kwargs: dict[str, Any] = {}
+            if sock is not None:
+                sock.stamp_reads()
+                sock.setblocking(False)
+                parts = urlsplit(self.url)
+                await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port or 80))
+                kwargs["sock"] = sock
             ws = await connect(self.url, additional_headers=dialect.headers(self.url), compression=None,
-                               max_size=1 << 22, create_connection=VoiceLiveConnection, ping_interval=None)
+                               max_size=1 << 22, create_connection=StampedConnection, ping_interval=None, **kwargs)
         except (WebSocketException, OSError) as exc:
+            if sock is not None:
+                sock.close()
             self.errors.append(f"call {number}: {type(exc).__name__}: {exc}")
             return
+        ws.stamped = sock
         call = SimCall(number, ws, call_sid)
         if self.turns is not None:
             call.talker = Talker(number, self.window, time.monotonic(), **self.turns)
@@ -231,24 +311,29 @@ class LoadGenerator:
         read, rate = self.dialect.read, self.dialect.bytes_per_s
         drops_marks = getattr(self.dialect, "flush_drops_marks", lambda: False)()
         try:
+            arrivals = call.ws.arrivals
             async for data in call.ws:
+                now = time.monotonic()
+                # when the message's bytes arrived: the phone plays and stops by that, not by this read
+                arrived = min(now, arrivals.popleft()) if arrivals else now
                 got = read(data)
                 if got is None:
                     continue
                 kind, value = got
-                now = time.monotonic()
                 if kind is AUDIO:
-                    self.audio(call, value, now, start <= now <= end, rate)
+                    self.audio(call, value, arrived, start <= arrived <= end, rate, now)
                 elif kind is MARK:
                     if call.play_end <= now:
                         await self.echo(call, value)
                     else:
                         call.marks.append((value, call.play_end))
                 elif kind is FLUSH:
-                    call.clears.append(now)
-                    heard = played_at(call.segments, now)
-                    if heard is not None:
-                        call.played.append((call.number, heard[0], round(heard[1], 3), now))
+                    call.clears.append(arrived)
+                    call.clears_read.append(now)
+                    for at, into in ((arrived, call.played), (now, call.played_read)):
+                        heard = played_at(call.segments, at)
+                        if heard is not None:
+                            into.append((call.number, heard[0], round(heard[1], 3), at))
                     call.segments.clear()
                     call.play_end = now
                     if drops_marks:
@@ -262,13 +347,15 @@ class LoadGenerator:
         finally:
             call.closed = True
 
-    def audio(self, call: SimCall, data: bytes, now: float, measured: bool, rate: int) -> None:
-        """Bot audio reached the phone: each block's delay (its marker's send time), and where it
-        plays: after the audio before it, in segments of one response each."""
+    def audio(self, call: SimCall, data: bytes, now: float, measured: bool, rate: int,
+              read_at: float | None = None) -> None:
+        """Bot audio reached the phone at ``now`` (read at ``read_at``): each block's delay (its
+        marker's send time), and where it plays: after the audio before it, in segments of one
+        response each."""
         if data[:4] == TURN_MAGIC and call.talker is not None:
             turn = parse_turn_marker(data)
             if turn is not None:
-                call.talker.replied(turn, now, call.play_end)
+                call.talker.replied(turn, now if read_at is None else read_at, call.play_end)
         begin = max(call.play_end, now)
         size = len(data)
         pos = 0
@@ -378,9 +465,15 @@ class LoadGenerator:
             "frames_sent": self.frames_sent,
             "bot_blocks": self.bot_blocks,
             "bot_delays_ms": [round(d, 3) for d in delays.tolist()],
+            # "kernel": the phones' times below are when the bytes arrived (the kernel's receive time);
+            # otherwise when this process parsed them
+            "arrival_stamps": "kernel" if self.calls and all(
+                c.ws.stamped is not None and c.ws.stamped.arrived is not None for c in self.calls) else "parse",
             "clears": [[c.number, t] for c in self.calls for t in c.clears],
-            # (call, response, ms of it played, when the flush arrived)
+            "clears_read": [[c.number, t] for c in self.calls for t in c.clears_read],
+            # (call, response, ms of it played, when the flush arrived); and by the flush's read
             "truncation_played": [list(row) for c in self.calls for row in c.played],
+            "truncation_played_read": [list(row) for c in self.calls for row in c.played_read],
             "late_ticks": self.late_ticks,
             "turns": [list(row) for c in self.calls if c.talker for row in c.talker.samples],
             "turns_unanswered": sum(c.talker.unanswered + c.talker.pending() for c in self.calls if c.talker),
@@ -422,12 +515,17 @@ def main() -> None:
     parser.add_argument("--speech-ms", type=int, default=600, help="--turns: how long each turn's speech lasts")
     parser.add_argument("--gap-ms", type=int, default=400,
                         help="--turns: pause after the reply has played, at random between this and twice this")
+    parser.add_argument("--kernel-clock", action="store_true",
+                        help="time what the phones receive by the kernel's receive time of its bytes (Linux; runs on "
+                        "asyncio's own loop, not uvloop, which makes this process slower)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     raise_nofile()
     turns = {"speech_ms": args.speech_ms, "gap_ms": args.gap_ms} if args.turns else None
-    generator = LoadGenerator(args.url, DIALECTS[args.carrier](args), tuple(args.window), turns)
-    result = run_fast(generator.run(args.calls, args.first, args.duration, args.ramp))
+    generator = LoadGenerator(args.url, DIALECTS[args.carrier](args), tuple(args.window), turns, args.kernel_clock)
+    # (uvloop reads its sockets itself, without the kernel's stamps: the kernel clock needs asyncio's loop)
+    run = asyncio.run if args.kernel_clock else run_fast
+    result = run(generator.run(args.calls, args.first, args.duration, args.ramp))
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f)
 

@@ -72,6 +72,7 @@ from bench.figures import (
     quiet_periods,
     quiet_summary,
     ratios,
+    read_figures,
     rss_slope,
     steal_percent,
     steal_text,
@@ -278,7 +279,8 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
                  "--calls", str(share), "--first", str(i * 100_000), "--ramp", str(args.ramp / processes),
                  "--duration", str(window[1] - start + linger), "--window", str(window[0]), str(window[1]),
                  "--carrier", args.carrier, "--twilio-token", twilio_token, "--signing-key", signing_key,
-                 "--asterisk-user", "bench", "--asterisk-password", asterisk_password, "--out", str(out), *talk],
+                 "--asterisk-user", "bench", "--asterisk-password", asterisk_password, "--out", str(out), *talk,
+                 *(["--kernel-clock"] if args.phone_clock == "kernel" else [])],
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": pythonpath}, preexec_fn=pinned(harness_cpus),
                 stdout=open(logs / f"loadgen-{i}.log", "wb"), stderr=subprocess.STDOUT))
         await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
@@ -312,6 +314,9 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
     bot_delays = [d for g in generated for d in g["bot_delays_ms"]]
     clears = [c for g in generated for c in g["clears"]]
     played = [row for g in generated for row in g.get("truncation_played", [])]
+    clears_read = [c for g in generated for c in g.get("clears_read", [])]
+    played_read = [row for g in generated for row in g.get("truncation_played_read", [])]
+    stamps = sorted({g.get("arrival_stamps", "read") for g in generated})
     reactions = barge_in_reactions(vl_stats["barge_ins"], clears)
     truncation = join_truncations(vl_stats.get("truncations", []), played, window)
     window_s = t1 - t0
@@ -355,6 +360,11 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         "barge_in_in_gateway_p99_ms": None if inside is None else inside * 1000,
         # |audio_end_ms the client truncated to - ms the phone had played|, per (call, response)
         "truncation_error_ms": truncation,
+        # what the phones' times are: "kernel" (when the bytes arrived, --phone-clock kernel), "parse" (when
+        # the load generator parsed them), "read" (when it handled them: load generators before these existed)
+        "phone_times": "+".join(stamps),
+        # the same two figures by when the load generators read the clear (their busy core may delay it)
+        **read_figures(vl_stats["barge_ins"], vl_stats.get("truncations", []), clears_read, played_read, window),
         "stand_in_replies": vl_stats.get("replies"),
         "stand_in_replies_cancelled": vl_stats.get("replies_cancelled"),
         "stand_in_commits": vl_stats.get("commits"),
@@ -372,7 +382,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         "steal_percent": steal_percent(ticks0, ticks1),
         "system_cores": sorted(system_cpus) if system_cpus else None,
         # the same figures over the periods of the window in which the host took (almost) nothing
-        "quiet_periods": quiet_figures(vl_stats, clears, played, steal, args.reply_every),
+        "quiet_periods": quiet_figures(vl_stats, clears, played, steal, args.reply_every, clears_read, played_read),
         "rss_kib_per_call": round((rss - base_rss) / connected, 1) if connected else None,
         "rss_kib": rss,
         "rss_idle_kib": base_rss,
@@ -437,6 +447,14 @@ def quiet_text(step: dict[str, Any]) -> str:
             f"caller p99 {caller} ms, truncation error p99 {truncation} ms")
 
 
+def read_text(step: dict[str, Any]) -> str:
+    """The phone's figures by when the load generators read the clear, when the step has them."""
+    read, trunc = step.get("barge_in_at_phone_read_ms"), step.get("truncation_error_read_ms")
+    if not read or not trunc:
+        return ""
+    return f" [by the phones' read of the clear: barge-in p99 {read['p99']} ms, truncation error p99 {trunc['p99']} ms]"
+
+
 def step_line(step: dict[str, Any]) -> str:
     """The one line a capacity step prints."""
     trunc = step["truncation_error_ms"]
@@ -447,7 +465,8 @@ def step_line(step: dict[str, Any]) -> str:
             f"barge-in at phone p50/p99 {step['barge_in_at_phone_ms']['p50']}/{step['barge_in_at_phone_ms']['p99']} "
             f"ms ({step['barge_ins']} of {step['barge_ins_sent']}), in gateway p99 "
             f"{step['barge_in_in_gateway_p99_ms']} ms, truncation error p50/p99/max {trunc['p50']}/{trunc['p99']}/"
-            f"{trunc['max']} ms (n={trunc['n']}), {step['system']} {step['core_percent_total']} % + harness "
+            f"{trunc['max']} ms (n={trunc['n']}){read_text(step)}, "
+            f"{step['system']} {step['core_percent_total']} % + harness "
             f"{step['harness_core_percent']} % of a core, host steal {steal_text(step)}, "
             f"{'ok' if step['passes'] else 'over target'}"
             f"{' (machine saturated)' if step['machine_bound'] else ''}"
@@ -573,6 +592,10 @@ def main() -> int:
                         help="audio per response.audio.delta (default: 400 for burst and barge-storm, else 240)")
     parser.add_argument("--barge-in-after-ms", type=int, default=300,
                         help="a barge-in comes this long after its reply's first audio (default %(default)s)")
+    parser.add_argument("--phone-clock", choices=("parse", "kernel"), default="parse",
+                        help="when a phone received a message: when the load generator parsed its bytes "
+                        "(default), or the kernel's receive time (Linux; the load generators then run on "
+                        "asyncio's own loop instead of uvloop: slower, and the caller delay measured is longer)")
     parser.add_argument("--barge-in-spread-ms", type=int, default=0,
                         help="... give or take up to half this, at random per reply (default %(default)s: the "
                         "barge-ins of a burst all at once)")

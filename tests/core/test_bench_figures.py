@@ -227,3 +227,19 @@ def test_quiet_figures_keep_the_barge_ins_and_truncations_of_the_quiet_periods_o
     assert quiet["caller_delay_ms"]["p99"] == 4.0
     assert quiet["barge_in_at_phone_ms"]["n"] == 1 and quiet["barge_in_at_phone_ms"]["p99"] == pytest.approx(5.0)
     assert quiet["truncation_error_ms"]["n"] == 1 and quiet["truncation_error_ms"]["max"] == 4.0
+    assert "truncation_error_read_ms" not in quiet  # (no read times given)
+
+
+def test_the_phones_figures_by_their_read_of_the_clear_stand_beside_those_by_its_arrival() -> None:
+    vl_stats = {
+        "barge_ins": [{"call": 1, "response": 3, "sent": 1000.3}],
+        "truncations": [{"call": 1, "response": 3, "audio_end_ms": 300, "at": 1000.31}],
+        "caller_delay_by_period": [], "caller_delay_in_quiet_periods": None,
+    }
+    clears, clears_read = [[1, 1000.305]], [[1, 1000.345]]  # the load generator read it 40 ms late
+    played, played_read = [[1, 3, 304.0, 1000.305]], [[1, 3, 344.0, 1000.345]]
+    quiet = quiet_figures(vl_stats, clears, played, {250: 0.0}, 4.0, clears_read, played_read)
+    assert quiet["truncation_error_ms"]["max"] == 4.0
+    assert quiet["truncation_error_read_ms"]["max"] == 44.0
+    assert quiet["barge_in_at_phone_ms"]["p99"] == pytest.approx(5.0)
+    assert quiet["barge_in_at_phone_read_ms"]["p99"] == pytest.approx(45.0)
