@@ -33,7 +33,7 @@ from gateway.core.outbound import UNKNOWN, OutboundPlan, answering_machine_resul
 from gateway.failures import FailedCalls
 from gateway.frames import write_server_frames
 from gateway.log import get_logger
-from gateway.loopshare import LoopShare
+from gateway.loopshare import LoopShare, urgent
 from gateway.outbound import Outbound
 from gateway.prewarm import WarmSession, WarmSessions
 from gateway.recording import CallRecorder, RecordingWriter
@@ -682,8 +682,11 @@ class CallBridge:
                         raw = await ws.recv()
                 else:
                     raw = await ws.recv()
-                if share.over(raw):  # caller audio first (see gateway.loopshare)
-                    await share.wait(raw)
+                if ws.urgent_waiting:  # a barge-in has arrived: this message and those before it go now
+                    if urgent(raw):
+                        ws.urgent_waiting -= 1
+                elif share.over(raw):  # caller audio first (see gateway.loopshare)
+                    await share.wait(raw, ws)
                 received = perf()
                 observer.barge_in_flushed = False
                 wire.from_voicelive(raw, self._now())

@@ -13,20 +13,35 @@ sessions yielded; the callers' frames that arrived meanwhile are handled in that
 pass handles at least one message, so every session makes progress, and a message waits at most
 ``max_wait_s`` in all: on a worker short of CPU, the bot's audio is not held back without end. A
 caller starting to speak (``speech_started``: barge-in) never waits for room; it comes after its
-session's earlier messages, which wait at most ``max_wait_s``.
+session's earlier messages, and those stop waiting as soon as it has arrived behind them (the
+session counts what it has received and not handled yet: ``urgent_waiting``), so that a barge-in in
+a burst of replies is not held back by the audio before it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol
 
 from gateway import metrics
 
-__all__ = ["URGENT", "LoopShare"]
+__all__ = ["URGENT", "URGENT_BYTES", "LoopShare", "Session", "urgent"]
 
 URGENT = '"input_audio_buffer.speech_started"'  # handled at once, whatever the share
+URGENT_BYTES = URGENT.encode()
 _HEAD = 80  # an event's type is at the start of the message (its first key, as Voice Live writes it)
+
+
+class Session(Protocol):
+    urgent_waiting: int  # urgent messages the session has received and not handled yet
+
+
+def urgent(message: str | bytes | bytearray | memoryview) -> bool:
+    """Whether ``message`` is one that never waits for room (a barge-in)."""
+    if isinstance(message, str):
+        return URGENT in message[:_HEAD]
+    return URGENT_BYTES in bytes(message[:_HEAD])
 
 
 class LoopShare:
@@ -54,12 +69,13 @@ class LoopShare:
         metrics.VOICELIVE_DEFERRED.inc()
         return True
 
-    async def wait(self, message: str | bytes) -> None:
-        """Until a pass has room for ``message`` (after :meth:`over` said it has none in this one), or
-        it has waited ``max_wait_s``."""
+    async def wait(self, message: str | bytes, session: Session | None = None) -> None:
+        """Until a pass has room for ``message`` (after :meth:`over` said it has none in this one), it
+        has waited ``max_wait_s``, or an urgent message has arrived behind it on its ``session``."""
         until = time.perf_counter() + self.max_wait_s
         await asyncio.sleep(0)  # the next pass of the loop
-        while time.perf_counter() < until and self.over(message):  # noqa: ASYNC110 (a pass, not an event)
+        while (time.perf_counter() < until and not (session is not None and session.urgent_waiting)  # noqa: ASYNC110
+               and self.over(message)):  # (a pass of the loop, not an event)
             await asyncio.sleep(0)
 
     def _next_pass(self) -> None:

@@ -37,6 +37,7 @@ from gateway.carriers.common import load_json
 from gateway.config import Profile
 from gateway.core.outbound import OutboundPlan
 from gateway.log import get_logger
+from gateway.loopshare import urgent
 from gateway.voicelive.client import VoiceLiveConnectError, VoiceLiveConnection
 from gateway.voicelive.pool import NoBudget
 
@@ -123,6 +124,8 @@ class WarmSession:
             self._send(ws, shadow)
             while not shadow.ended and self._bytes < MAX_WARM_BYTES:
                 raw = await ws.recv()  # (cancelling recv loses nothing: the next recv returns this message)
+                if ws.urgent_waiting and urgent(raw):
+                    ws.urgent_waiting -= 1  # (taken here, not by the call's pump)
                 self.exchange.append((False, raw))
                 self._bytes += len(raw) + KEPT_OVERHEAD  # (a stream of tiny messages is bounded too)
                 event, _ = load_json(raw)  # (as the call takes it: gateway.wire.WireCall.from_voicelive)

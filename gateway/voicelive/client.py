@@ -11,12 +11,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from gateway import __version__
 from gateway.config import Profile, VoiceLiveSettings
 from gateway.frames import client_text_frame
 from gateway.log import get_logger
+from gateway.loopshare import urgent
 
 log = get_logger("gateway.voicelive")
 
@@ -124,6 +126,14 @@ class VoiceLiveConnection(ClientConnection):
 
     on_closed: Callable[[], None] | None = None  # told once the connection is lost (a resource's load)
     pinged_by: Keepalive | None = None  # (websockets' ``keepalive`` is its own per-connection task)
+    # barge-ins received and not yet taken by the call: the messages before them stop waiting for
+    # room in the loop's share (see gateway.loopshare)
+    urgent_waiting: int = 0
+
+    def process_event(self, event: Any) -> None:
+        if type(event) is Frame and event.opcode is Opcode.TEXT and urgent(event.data):
+            self.urgent_waiting += 1
+        super().process_event(event)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

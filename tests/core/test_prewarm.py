@@ -27,6 +27,8 @@ profiles: {main: {model: gpt-realtime, greeting: {text: Hello.}}}
 class Silent:
     """A Voice Live connection that takes what is sent and never answers."""
 
+    urgent_waiting = 0  # (barge-ins received and not read: VoiceLiveConnection counts them as they arrive)
+
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.closed = False

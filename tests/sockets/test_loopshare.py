@@ -143,3 +143,25 @@ async def test_a_message_waits_at_most_max_wait(max_wait_s: float, deferrals: in
     # the next pass has room for "b" only: "c" waits another pass, unless it has waited long enough
     await asyncio.gather(share.wait("b"), share.wait("c"))
     assert share.deferred == deferrals
+
+
+class _Session:
+    urgent_waiting = 0
+
+
+async def test_a_waiting_message_goes_as_soon_as_a_barge_in_has_arrived_behind_it() -> None:
+    share = LoopShare(budget_s=0.0, max_wait_s=10.0)  # room for one message a pass, and no cap to speak of
+    session = _Session()
+    assert not share.over("first")
+    assert share.over("delta")
+    waiting = asyncio.create_task(share.wait("delta", session))
+    hog = asyncio.create_task(share.wait("other", None))  # another session's message takes each pass's room
+    for _ in range(3):
+        await asyncio.sleep(0)  # a pass of the loop
+        assert not share.over("more")  # (each pass's first message goes: the room is taken again)
+    assert not waiting.done()
+    session.urgent_waiting = 1  # speech_started arrived on the delta's session
+    for _ in range(2):
+        await asyncio.sleep(0)
+    assert waiting.done()
+    hog.cancel()

@@ -72,3 +72,31 @@ async def test_nothing_is_written_once_the_session_is_not_open(voicelive) -> Non
     assert not ws.send_all_nowait(['{"type":"response.cancel"}'])
     assert not ws.send_nowait('{"type":"response.cancel"}')
     assert received == []
+
+
+async def test_the_session_counts_the_barge_ins_it_has_received_before_the_call_takes_them() -> None:
+    """A ``speech_started`` counts as it arrives (``urgent_waiting``), before the call has read the
+    messages ahead of it: they stop waiting for room in the loop's share (gateway.loopshare); the call
+    takes it off the count when it reads it."""
+    sent = [json.dumps({"type": "response.audio.delta", "delta": "AAAA"}),
+            json.dumps({"type": "input_audio_buffer.speech_started", "audio_start_ms": 10, "item_id": "i"}),
+            json.dumps({"type": "response.audio.delta", "delta": "BBBB"}),
+            json.dumps({"type": "conversation.item.created", "item": {"speech": "input_audio_buffer.speech_started"}})]
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for text in sent:
+            await ws.send_str(text)
+        async for _ in ws:
+            pass
+        return ws
+
+    async with voicelive_route(handler) as base:
+        config = parse_config(CONFIG, env={"EP": base})
+        ws = await VoiceLiveConnector(config.voicelive).connect(config.profiles["p"])
+        try:
+            assert [await ws.recv() for _ in range(4)] == sent
+            assert ws.urgent_waiting == 1  # only the event's type counts, not the words further on
+        finally:
+            await ws.close()
