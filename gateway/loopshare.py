@@ -41,7 +41,8 @@ def urgent(message: str | bytes | bytearray | memoryview) -> bool:
     """Whether ``message`` is one that never waits for room (a barge-in)."""
     if isinstance(message, str):
         return URGENT in message[:_HEAD]
-    return URGENT_BYTES in bytes(message[:_HEAD])
+    head = message[:_HEAD]
+    return URGENT_BYTES in (head if type(head) is bytes else bytes(head))
 
 
 class LoopShare:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gateway.loopshare import URGENT, LoopShare
+from gateway.loopshare import URGENT, LoopShare, urgent
 
 SESSIONS = 60
 WORK_S = 0.0004  # what handling one message costs (the gateway: tens of µs; here larger, to be measurable)
@@ -165,3 +165,11 @@ async def test_a_waiting_message_goes_as_soon_as_a_barge_in_has_arrived_behind_i
         await asyncio.sleep(0)
     assert waiting.done()
     hog.cancel()
+
+
+def test_a_barge_in_is_known_by_its_type_at_the_start_of_the_message_in_any_form() -> None:
+    started = '{"type":' + URGENT + ',"event_id":"e1","audio_start_ms":0}'
+    for form in (started, started.encode(), bytearray(started.encode()), memoryview(started.encode())):
+        assert urgent(form), type(form)
+    deep = '{"type":"conversation.item.created","item":{"id":"item_0000001","note":' + URGENT + '}}'
+    assert not urgent(deep) and not urgent(deep.encode())  # the words further on are not its type
