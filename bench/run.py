@@ -316,7 +316,7 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
     played = [row for g in generated for row in g.get("truncation_played", [])]
     clears_read = [c for g in generated for c in g.get("clears_read", [])]
     played_read = [row for g in generated for row in g.get("truncation_played_read", [])]
-    stamps = sorted({g.get("arrival_stamps", "read") for g in generated})
+    stamps = sorted({g["arrival_stamps"] for g in generated})
     reactions = barge_in_reactions(vl_stats["barge_ins"], clears)
     truncation = join_truncations(vl_stats.get("truncations", []), played, window)
     window_s = t1 - t0
@@ -360,8 +360,8 @@ async def run_step(calls: int, args: argparse.Namespace, workdir: Path, system: 
         "barge_in_in_gateway_p99_ms": None if inside is None else inside * 1000,
         # |audio_end_ms the client truncated to - ms the phone had played|, per (call, response)
         "truncation_error_ms": truncation,
-        # what the phones' times are: "kernel" (when the bytes arrived, --phone-clock kernel), "parse" (when
-        # the load generator parsed them), "read" (when it handled them: load generators before these existed)
+        # what the phones' times are: "kernel" (when the bytes arrived, --phone-clock kernel) or "parse" (when
+        # the load generator parsed them)
         "phone_times": "+".join(stamps),
         # the same two figures by when the load generators read the clear (their busy core may delay it)
         **read_figures(vl_stats["barge_ins"], vl_stats.get("truncations", []), clears_read, played_read, window),

@@ -6,7 +6,7 @@ Pure: time is passed in."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from gateway.audio import AudioFormat
@@ -104,13 +104,21 @@ class Playout:
         return True
 
     def _ends(self, count: int) -> float:
-        """When the first ``count`` pending pieces end on the playback clock (see :meth:`_where`)."""
-        pending, per_ms = self.pending, self.bytes_per_ms
-        head = pending[0]
-        ends = max(self._acked_at, head.sent_at) + head.size / per_ms
-        for later in pending[1:count]:
-            ends = max(ends, later.sent_at) + later.size / per_ms
-        return ends
+        """When the first ``count`` pending pieces end on the playback clock."""
+        for index, piece, begins in self._schedule():
+            if index == count - 1:
+                return begins + piece.size / self.bytes_per_ms
+        raise ValueError(f"{count} pieces are not pending")
+
+    def _schedule(self) -> Iterator[tuple[int, _Piece, float]]:
+        """Each pending piece (its index) and when it begins to play on the clock: from the last echo,
+        or from when it was sent if later (a piece sent after the one before it had played: a gap)."""
+        per_ms = self.bytes_per_ms
+        ends = self._acked_at
+        for index, piece in enumerate(self.pending):
+            begins = max(ends, piece.sent_at)
+            yield index, piece, begins
+            ends = begins + piece.size / per_ms
 
     def position(self, now: float) -> tuple[str | None, int]:
         """(item id, bytes of that item heard so far) at ``now``."""
@@ -124,28 +132,20 @@ class Playout:
         pieces for up to ``ECHO_IN_FLIGHT_MS``: an echo takes the way back from the phone, so one that is
         that late is most likely on its way. An echo later than that says the phone stalled (or lost
         it): what was heard is then taken to end with that piece."""
-        pending = self.pending
-        if not pending:
+        if not self.pending:
             return 0, self.heard_item, self.heard_offset
-        head = pending[0]
         per_ms = self.bytes_per_ms
-        started = max(self._acked_at, head.sent_at)
-        played = int((now - started) * per_ms) if now > started else 0
-        if played <= head.size:
-            return 0, head.item_id, head.end - head.size + played
-        if played - head.size > ECHO_IN_FLIGHT_MS * per_ms:
-            return 0, head.item_id, head.end
-        ends = started + head.size / per_ms  # when the head piece finished playing
-        index, piece = 0, head
-        for later in pending[1:]:
-            begins = max(ends, later.sent_at)  # (a piece sent after the one before it had played: a gap)
-            if now <= begins:
-                break
-            index, piece = index + 1, later
-            played = int((now - begins) * per_ms)
-            if played <= later.size:
-                return index, later.item_id, later.end - later.size + played
-            ends = begins + later.size / per_ms
+        last = 0, self.pending[0]
+        for index, piece, begins in self._schedule():
+            if index and now <= begins:
+                break  # (the one before it played to its end)
+            played = int((now - begins) * per_ms) if now > begins else 0
+            if played <= piece.size:
+                return index, piece.item_id, piece.end - piece.size + played
+            if index == 0 and played - piece.size > ECHO_IN_FLIGHT_MS * per_ms:
+                break  # its echo is too late to be on its way: the phone stalled
+            last = index, piece
+        index, piece = last
         return index, piece.item_id, piece.end
 
     def flush(self, now: float) -> tuple[str | None, int]:

@@ -5,18 +5,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bench.loadgen import LoadGenerator, TwilioDialect
+from bench.loadgen import LoadGenerator, SimCall, TwilioDialect
 from tests.sockets.loopback import serve
 
 
 def compact(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"))  # as the gateway writes its messages
+
+
+@contextlib.asynccontextmanager
+async def one_call(gateway: Callable[[web.Request], Awaitable[web.WebSocketResponse]],
+                   kernel_clock: bool = False) -> AsyncIterator[tuple[LoadGenerator, SimCall]]:
+    """The load generator with one call open on a stand-in gateway (``gateway``: its media socket)."""
+    app = web.Application()
+    app.router.add_get("/twilio/media", gateway)
+    runner, base = await serve(app)
+    try:
+        args = argparse.Namespace(twilio_token="token", signing_key="k" * 64)
+        phone = LoadGenerator(base.replace("http", "ws") + "/twilio/media", TwilioDialect(args), (0.0, 1e12),
+                              kernel_clock=kernel_clock)
+        await phone.open_call(0)  # (its opening messages are written by now)
+        (call,) = phone.calls
+        yield phone, call
+    finally:
+        await runner.cleanup()
 
 
 async def test_after_a_clear_the_phone_echoes_every_pending_mark_at_once_in_one_write() -> None:
@@ -37,15 +57,8 @@ async def test_after_a_clear_the_phone_echoes_every_pending_mark_at_once_in_one_
                 await echoes.put(msg.data)
         return ws
 
-    app = web.Application()
-    app.router.add_get("/twilio/media", gateway)
-    runner, base = await serve(app)
     writes: list[bytes] = []
-    try:
-        args = argparse.Namespace(twilio_token="token", signing_key="k" * 64)
-        phone = LoadGenerator(base.replace("http", "ws") + "/twilio/media", TwilioDialect(args), (0.0, 1e12))
-        await phone.open_call(0)  # (its opening messages are written by now)
-        (call,) = phone.calls
+    async with one_call(gateway) as (_, call):
         transport: Any = call.ws.transport
         write = transport.write
         transport.write = lambda data: (writes.append(bytes(data)), write(data))[1]
@@ -54,8 +67,6 @@ async def test_after_a_clear_the_phone_echoes_every_pending_mark_at_once_in_one_
         finally:
             transport.write = write
             await call.ws.close()
-    finally:
-        await runner.cleanup()
     assert names == ["1", "2", "3"]
     assert len(writes) == 1  # one write carried all three (no caller frames here: the phones' clock is not running)
 
@@ -82,18 +93,8 @@ async def test_the_phone_plays_and_stops_by_when_the_bytes_arrived_not_by_when_i
         await ws.close()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/twilio/media", gateway)
-    runner, base = await serve(app)
-    try:
-        args = argparse.Namespace(twilio_token="token", signing_key="k" * 64)
-        phone = LoadGenerator(base.replace("http", "ws") + "/twilio/media", TwilioDialect(args), (0.0, 1e12),
-                              kernel_clock=True)
-        await phone.open_call(0)
-        (call,) = phone.calls
-        await asyncio.gather(*phone._readers)  # the call's reader, until the stand-in closes after its two messages
-    finally:
-        await runner.cleanup()
+    async with one_call(gateway, kernel_clock=True) as (phone, call):
+        await asyncio.gather(*phone._readers)  # the call's reader, until the stand-in closes after its messages
     assert phone.errors == []
     assert echoes == ["1"]
     assert call.ws.stamped is not None and call.ws.stamped.arrived is not None, "no kernel receive time"

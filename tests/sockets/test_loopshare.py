@@ -156,15 +156,19 @@ async def test_a_waiting_message_goes_as_soon_as_a_barge_in_has_arrived_behind_i
     assert share.over("delta")
     waiting = asyncio.create_task(share.wait("delta", session))
     hog = asyncio.create_task(share.wait("other", None))  # another session's message takes each pass's room
-    for _ in range(3):
-        await asyncio.sleep(0)  # a pass of the loop
-        assert not share.over("more")  # (each pass's first message goes: the room is taken again)
-    assert not waiting.done()
-    session.urgent_waiting = 1  # speech_started arrived on the delta's session
-    for _ in range(2):
-        await asyncio.sleep(0)
-    assert waiting.done()
-    hog.cancel()
+    try:
+        for _ in range(3):
+            await asyncio.sleep(0)  # a pass of the loop
+            assert not share.over("more")  # (each pass's first message goes: the room is taken again)
+        assert not waiting.done()
+        session.urgent_waiting = 1  # speech_started arrived on the delta's session
+        for _ in range(2):
+            await asyncio.sleep(0)
+        assert waiting.done()
+    finally:
+        for task in (waiting, hog):
+            task.cancel()
+        await asyncio.gather(waiting, hog, return_exceptions=True)
 
 
 def test_a_barge_in_is_known_by_its_type_at_the_start_of_the_message_in_any_form() -> None:
