@@ -35,6 +35,7 @@ from gateway.frames import write_server_frames
 from gateway.log import get_logger
 from gateway.loopshare import LoopShare, urgent
 from gateway.outbound import Outbound
+from gateway.phonesocket import PhoneSocket
 from gateway.prewarm import WarmSession, WarmSessions
 from gateway.recording import CallRecorder, RecordingWriter
 from gateway.records import CallEvents, RecordOptions, build_record
@@ -49,6 +50,7 @@ from gateway.workers import worker_count
 log = get_logger("gateway.bridge")
 
 MAX_PHONE_MESSAGE = 1 << 20
+_HANDED_OVER = object()  # a phone message the call took as it was parsed, with work left for the reading task
 RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 RENEWAL_QUIET_WAIT_S = 30.0  # a renewal's fresh session waits this long at most for a quiet moment
 PHONE_WRITE_LIMIT = 1 << 16  # bytes waiting in the phone socket before writes go through aiohttp
@@ -398,6 +400,12 @@ class CallBridge:
                         await send_str(message)  # type: ignore[arg-type]
             except ConnectionResetError:
                 self._phone_lost()
+        self._settle()
+
+    def _settle(self) -> None:
+        """After the call's messages have gone: its clock, the Voice Live backlog, a renewal waiting
+        for a quiet moment, and the tools it asked for."""
+        wire = self.wire
         self._wake_clock()
         self._check_backlog()
         if self._renewed is not None and self._quiet is not None and self.call.quiet(self._now()):
@@ -456,32 +464,72 @@ class CallBridge:
     # --- the legs ----------------------------------------------------------------------------
 
     async def _read_phone(self, ws: web.WebSocketResponse) -> None:
-        """Feed the call with what one phone socket sends, until it closes or the call ends."""
+        """Feed the call with what one phone socket sends, until it closes or the call ends.
+
+        A :class:`PhoneSocket` offers each message to the call as aiohttp parses it, while this task
+        waits for the next one and none is queued: a caller frame then goes to Voice Live at once,
+        ahead of the other calls' work woken in the same pass of the event loop."""
         wire, call = self.wire, self.call
-        text = WSMsgType.TEXT
+        text, binary = WSMsgType.TEXT, WSMsgType.BINARY
         fast = not call.listens  # a call that listens to the caller may set a timer on any frame
         outbox = wire.leg_outbox
-        async for msg in ws:
-            if msg.type is text or msg.type is WSMsgType.BINARY:
-                wire.from_phone(msg.data, self._now())
-                # The hot path (a caller frame): one message for Voice Live, taken from the wire (so
-                # a recording sees it) and written at once; anything more takes the general path.
-                vl = self.voicelive
-                if fast and vl is not None and len(call.to_voicelive) == 1 and not call.to_phone \
-                        and not call.to_tools and not outbox:
-                    (message,) = wire.take_voicelive()
-                    if vl.send_nowait(message):
-                        if vl.paused:
-                            self._check_backlog()
-                        continue
-                    await self._flush([message])
-                else:
+        busy = True  # this task has a message in hand (nothing is taken past it meanwhile)
+
+        def take(data: str | bytes) -> object:
+            nonlocal busy
+            vl = self.voicelive
+            if busy or vl is None or vl.state is not State.OPEN:
+                return data  # queued for this task
+            wire.from_phone(data, self._now())
+            if call.to_phone or call.to_tools or outbox or call.to_shell or call.ended:
+                busy = True  # more than a caller frame: this task sends it, in order
+                return _HANDED_OVER
+            queued = len(call.to_voicelive)
+            if queued == 1:  # a caller frame
+                vl.send_nowait(wire.take_voicelive()[0])  # (open: written at once)
+                if vl.paused:
+                    self._check_backlog()
+            elif queued:
+                vl.send_all_nowait(wire.take_voicelive())
+                self._settle()
+            else:  # a mark, say
+                self._settle()
+            return None
+
+        offered = ws if fast and isinstance(ws, PhoneSocket) and ws.offer_to(take) else None
+        try:
+            while True:
+                busy = False
+                msg = await ws.receive()
+                busy = True
+                kind = msg.type
+                if msg.data is _HANDED_OVER:
                     await self._flush()
+                elif kind is text or kind is binary:
+                    wire.from_phone(msg.data, self._now())
+                    # The hot path (a caller frame): one message for Voice Live, taken from the wire (so
+                    # a recording sees it) and written at once; anything more takes the general path.
+                    vl = self.voicelive
+                    if fast and vl is not None and len(call.to_voicelive) == 1 and not call.to_phone \
+                            and not call.to_tools and not outbox:
+                        (message,) = wire.take_voicelive()
+                        if vl.send_nowait(message):
+                            if vl.paused:
+                                self._check_backlog()
+                            continue
+                        await self._flush([message])
+                    else:
+                        await self._flush()
+                elif kind is WSMsgType.ERROR:  # e.g. a frame over the size limit: aiohttp closes (1009)
+                    self.log.warning("phone socket error; the socket is closed", error=str(ws.exception())[:200])
+                    break
+                elif kind is WSMsgType.CLOSE or kind is WSMsgType.CLOSING or kind is WSMsgType.CLOSED:
+                    break
                 if call.ended:
                     return
-            elif msg.type is WSMsgType.ERROR:  # e.g. a frame over the size limit: aiohttp closes (1009)
-                self.log.warning("phone socket error; the socket is closed", error=str(ws.exception())[:200])
-                break
+        finally:
+            if offered is not None:
+                offered.offer_to(None)
 
     async def _phone_side(self) -> None:
         await self._read_phone(self.phone)

@@ -311,6 +311,39 @@ async def test_bad_input_is_logged_and_the_call_goes_on(rig: Rig, log_capture: L
     assert raw_lines and all(line.get("stream_id") == "MZraw" for line in raw_lines)
 
 
+async def test_caller_frames_and_marks_are_handled_as_they_are_parsed(rig: Rig) -> None:
+    """While the call's phone task waits for the next message, a caller frame goes to Voice Live from
+    where aiohttp parses it (gateway.phonesocket), and so does a message that leaves nothing to send;
+    what leaves more (the end of the stream) is handed to the task, after everything before it."""
+    frames = [_frame(i) for i in range(1, 41)]
+    async with aiohttp.ClientSession() as http, http.ws_connect(rig.ws_url, headers=signed(rig.ws_url)) as ws:
+        raw = RawTwilio(ws, rig)
+        await raw.start()
+        await asyncio.wait_for(rig.moment("CAraw", "session.ready").wait(), 10)
+        phone = rig.app[CONTEXT].calls["CAraw"].phone
+        taker = phone.taker
+        assert taker is not None
+        left: list[object] = []  # what the call left to its phone task, per message offered
+
+        def watched(data: Any) -> object:
+            result = taker(data)
+            left.append(result if result is None or result is data else "work")
+            return result
+
+        phone.offer_to(watched)
+        for i, frame in enumerate(frames):
+            await raw.media(frame)
+            if i % 10 == 0:
+                await raw.send({"event": "mark", "streamSid": raw.sid, "mark": {"name": "not-ours"}})
+        await raw.send({"event": "stop", "streamSid": raw.sid, "stop": {"callSid": "CAraw"}})
+        closing = await ws.receive()
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    session = await asyncio.wait_for(rig.sim.state.wait_closed(0), 10)
+    await rig.all_calls_finished()
+    assert session.appended == frames  # every frame, in order
+    assert left == [None] * (len(frames) + 4) + ["work"]  # the frames and marks handled; the stop handed over
+
+
 async def test_no_voicelive_session_before_start(rig: Rig) -> None:
     async with aiohttp.ClientSession() as http, http.ws_connect(rig.ws_url, headers=signed(rig.ws_url)) as ws:
         raw = RawTwilio(ws, rig)

@@ -33,6 +33,7 @@ from gateway.carriers.acs.control import ACS_PIECE_MS, AcsBridge
 from gateway.carriers.acs.settings import AcsSettings
 from gateway.carriers.common import load_json
 from gateway.config import GatewayConfig
+from gateway.phonesocket import PhoneSocket
 
 # Call Automation events -> the state of a call the gateway placed
 _PLACED_STATES = {"CallConnected": ("answered", None), "CallDisconnected": ("completed", "hung_up"),
@@ -309,7 +310,7 @@ async def acs_media(request: web.Request) -> web.StreamResponse:
     if existing is None and busy is not None:
         metrics.CALLS.inc("acs", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
-    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
+    ws = PhoneSocket(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
     try:
         existing, problem = _continued_call(ctx, call_id, correlation)  # again: calls came and went meanwhile

@@ -35,6 +35,7 @@ from gateway.carriers.asterisk.outbound import answering_machine
 from gateway.carriers.asterisk.settings import AsteriskSettings
 from gateway.carriers.common import short
 from gateway.outbound import DONE, PlacedState
+from gateway.phonesocket import PhoneSocket
 
 START_TIMEOUT_S = 10.0
 PACED_PIECE_MS = 20  # without playback marks, bot audio goes out in 20 ms frames on the call's clock
@@ -162,7 +163,7 @@ async def asterisk_media(request: web.Request) -> web.StreamResponse:
     if busy is not None:
         metrics.CALLS.inc("asterisk", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
-    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True, protocols=SUBPROTOCOLS)
+    ws = PhoneSocket(max_msg_size=MAX_PHONE_MESSAGE, autoping=True, protocols=SUBPROTOCOLS)
     await ws.prepare(request)
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []

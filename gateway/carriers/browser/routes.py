@@ -25,6 +25,7 @@ from gateway.carriers.browser.control import BrowserBridge
 from gateway.carriers.browser.settings import BrowserSettings
 from gateway.carriers.common import short
 from gateway.carriers.prelude import MEDIA_BEFORE_START, Step, await_start
+from gateway.phonesocket import PhoneSocket
 
 START_TIMEOUT_S = 10.0  # from the socket's opening to the page's start
 
@@ -77,7 +78,7 @@ async def console_media(request: web.Request) -> web.StreamResponse:
         metrics.CALLS.inc("browser", f"refused ({busy})")
         log.warning("console call refused", reason=busy)
         return web.Response(status=503, text=f"{busy}\n")
-    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
+    ws = PhoneSocket(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []

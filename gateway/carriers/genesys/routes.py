@@ -27,6 +27,7 @@ from gateway.carriers.genesys import codec
 from gateway.carriers.genesys.auth import AuthError, NonceCache, decode_client_secret, verify_request
 from gateway.carriers.genesys.control import GenesysBridge, refuse_session
 from gateway.carriers.genesys.settings import GenesysSettings
+from gateway.phonesocket import PhoneSocket
 
 OPEN_TIMEOUT_S = 10.0
 NONCES: web.AppKey[NonceCache] = web.AppKey("genesys_nonces", NonceCache)
@@ -110,7 +111,7 @@ async def genesys_audiohook(request: web.Request) -> web.StreamResponse:
     if busy is not None:
         metrics.CALLS.inc("genesys", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
-    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
+    ws = PhoneSocket(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []

@@ -30,6 +30,7 @@ from gateway.carriers.plivo.auth import NONCE_HEADER, SIGNATURE_HEADER, check_pl
 from gateway.carriers.plivo.control import PlivoBridge
 from gateway.carriers.plivo.settings import PlivoSettings
 from gateway.carriers.prelude import MEDIA_BEFORE_START, Step, await_start
+from gateway.phonesocket import PhoneSocket
 
 REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("plivo_rest", aiohttp.ClientSession)  # transfers, placing
 # CallUUID -> the request_uuid of the call the gateway placed it for (see gateway.carriers.plivo.outbound)
@@ -189,7 +190,7 @@ async def plivo_media(request: web.Request) -> web.StreamResponse:
     if busy is not None:
         metrics.CALLS.inc("plivo", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
-    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
+    ws = PhoneSocket(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []

@@ -30,6 +30,7 @@ from gateway.carriers.telnyx import codec as telnyx
 from gateway.carriers.telnyx.auth import check_telnyx_signature, public_key_from_base64
 from gateway.carriers.telnyx.control import TelnyxBridge
 from gateway.carriers.telnyx.settings import TelnyxSettings
+from gateway.phonesocket import PhoneSocket
 
 REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("telnyx_rest", aiohttp.ClientSession)  # transfers, placing
 
@@ -193,7 +194,7 @@ async def telnyx_media(request: web.Request) -> web.StreamResponse:
         metrics.CALLS.inc("telnyx", f"refused ({busy})")
         _note_refused_call(ctx, request.query.get("token"))
         return web.Response(status=503, text=f"{busy}\n")
-    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
+    ws = PhoneSocket(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []

@@ -22,6 +22,7 @@ from gateway.carriers.twilio import codec as twilio
 from gateway.carriers.twilio.auth import check_twilio_signature
 from gateway.carriers.twilio.control import TwilioBridge
 from gateway.carriers.twilio.settings import TwilioSettings
+from gateway.phonesocket import PhoneSocket
 
 REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("twilio_rest", aiohttp.ClientSession)  # transfers
 
@@ -152,7 +153,7 @@ async def twilio_media(request: web.Request) -> web.StreamResponse:
     if busy is not None:
         metrics.CALLS.inc("twilio", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
-    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
+    ws = PhoneSocket(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []

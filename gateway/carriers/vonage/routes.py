@@ -25,6 +25,7 @@ from gateway.carriers.vonage import codec
 from gateway.carriers.vonage.auth import check_signed_webhook
 from gateway.carriers.vonage.control import VonageBridge
 from gateway.carriers.vonage.settings import VonageSettings
+from gateway.phonesocket import PhoneSocket
 
 REST: web.AppKey[aiohttp.ClientSession] = web.AppKey("vonage_rest", aiohttp.ClientSession)  # the Voice API
 
@@ -200,7 +201,7 @@ async def vonage_media(request: web.Request) -> web.StreamResponse:
     if busy is not None:
         metrics.CALLS.inc("vonage", f"refused ({busy})")
         return web.Response(status=503, text=f"{busy}\n")
-    ws = web.WebSocketResponse(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
+    ws = PhoneSocket(max_msg_size=MAX_PHONE_MESSAGE, autoping=True)
     await ws.prepare(request)
     opened_at = now_ms()
     prelude: list[tuple[float, str | bytes]] = []
