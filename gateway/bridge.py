@@ -485,18 +485,17 @@ class CallBridge:
                 busy = True  # more than a caller frame: this task sends it, in order
                 return _HANDED_OVER
             queued = len(call.to_voicelive)
-            if queued == 1:  # a caller frame
+            if queued == 1 and fast:  # a caller frame
                 vl.send_nowait(wire.take_voicelive()[0])  # (open: written at once)
                 if vl.paused:
                     self._check_backlog()
-            elif queued:
+                return None
+            if queued:
                 vl.send_all_nowait(wire.take_voicelive())
-                self._settle()
-            else:  # a mark, say
-                self._settle()
+            self._settle()  # (a mark, say; or a frame of a call that listens: its clock may have changed)
             return None
 
-        offered = ws if fast and isinstance(ws, PhoneSocket) and ws.offer_to(take) else None
+        offered = ws if isinstance(ws, PhoneSocket) and ws.offer_to(take) else None
         try:
             while True:
                 busy = False
