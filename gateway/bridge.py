@@ -475,24 +475,34 @@ class CallBridge:
         outbox = wire.leg_outbox
         busy = True  # this task has a message in hand (nothing is taken past it meanwhile)
 
-        def take(data: str | bytes) -> object:
-            nonlocal busy
-            vl = self.voicelive
-            if busy or vl is None or vl.state is not State.OPEN:
-                return data  # queued for this task
+        def handle(data: str | bytes) -> bool:
+            """Feed one message to the call and send what it leaves, if that needs no waiting.
+            True: more is left for this task to send (``_flush``)."""
             wire.from_phone(data, self._now())
-            if call.to_phone or call.to_tools or outbox or call.to_shell or call.ended:
-                busy = True  # more than a caller frame: this task sends it, in order
-                return _HANDED_OVER
+            vl = self.voicelive
+            if vl is None or vl.state is not State.OPEN or call.to_phone or call.to_tools or outbox \
+                    or call.to_shell or call.ended:
+                return True
             queued = len(call.to_voicelive)
-            if queued == 1 and fast:  # a caller frame
-                vl.send_nowait(wire.take_voicelive()[0])  # (open: written at once)
+            if queued == 1 and fast:
+                # The hot path (a caller frame): one message for Voice Live, taken from the wire (so a
+                # recording sees it) and written at once
+                vl.send_nowait(wire.take_voicelive()[0])
                 if vl.paused:
                     self._check_backlog()
-                return None
+                return False
             if queued:
                 vl.send_all_nowait(wire.take_voicelive())
             self._settle()  # (a mark, say; or a frame of a call that listens: its clock may have changed)
+            return False
+
+        def take(data: str | bytes) -> object:
+            nonlocal busy
+            if busy:
+                return data  # queued for this task, behind the message it has in hand
+            if handle(data):
+                busy = True  # this task sends the rest, before anything after it
+                return _HANDED_OVER
             return None
 
         offered = ws if isinstance(ws, PhoneSocket) and ws.offer_to(take) else None
@@ -505,19 +515,7 @@ class CallBridge:
                 if msg.data is _HANDED_OVER:
                     await self._flush()
                 elif kind is text or kind is binary:
-                    wire.from_phone(msg.data, self._now())
-                    # The hot path (a caller frame): one message for Voice Live, taken from the wire (so
-                    # a recording sees it) and written at once; anything more takes the general path.
-                    vl = self.voicelive
-                    if fast and vl is not None and len(call.to_voicelive) == 1 and not call.to_phone \
-                            and not call.to_tools and not outbox:
-                        (message,) = wire.take_voicelive()
-                        if vl.send_nowait(message):
-                            if vl.paused:
-                                self._check_backlog()
-                            continue
-                        await self._flush([message])
-                    else:
+                    if handle(msg.data):
                         await self._flush()
                 elif kind is WSMsgType.ERROR:  # e.g. a frame over the size limit: aiohttp closes (1009)
                     self.log.warning("phone socket error; the socket is closed", error=str(ws.exception())[:200])
