@@ -475,14 +475,18 @@ class CallBridge:
         outbox = wire.leg_outbox
         busy = True  # this task has a message in hand (nothing is taken past it meanwhile)
 
-        def handle(data: str | bytes) -> bool:
-            """Feed one message to the call and send what it leaves, if that needs no waiting.
-            True: more is left for this task to send (``_flush``)."""
+        left: list[str] = []  # Voice Live messages of a message handed to this task, taken from the wire
+
+        def handle(data: str | bytes) -> list[str] | None:
+            """Feed one message to the call and send what it leaves, if that needs no waiting (None).
+            Otherwise the Voice Live messages it left, taken from the wire at once (so that they go
+            before anything the call queues later, whatever happens to the session meanwhile): this
+            task sends them, and the rest (``_flush``)."""
             wire.from_phone(data, self._now())
             vl = self.voicelive
             if vl is None or vl.state is not State.OPEN or call.to_phone or call.to_tools or outbox \
                     or call.to_shell or call.ended:
-                return True
+                return wire.take_voicelive() if vl is not None else []
             queued = len(call.to_voicelive)
             if queued == 1 and fast:
                 # The hot path (a caller frame): one message for Voice Live, taken from the wire (so a
@@ -490,20 +494,22 @@ class CallBridge:
                 vl.send_nowait(wire.take_voicelive()[0])
                 if vl.paused:
                     self._check_backlog()
-                return False
+                return None
             if queued:
                 vl.send_all_nowait(wire.take_voicelive())
             self._settle()  # (a mark, say; or a frame of a call that listens: its clock may have changed)
-            return False
+            return None
 
         def take(data: str | bytes) -> object:
-            nonlocal busy
+            nonlocal busy, left
             if busy:
                 return data  # queued for this task, behind the message it has in hand
-            if handle(data):
-                busy = True  # this task sends the rest, before anything after it
-                return _HANDED_OVER
-            return None
+            work = handle(data)
+            if work is None:
+                return None
+            busy = True  # this task sends the rest, before anything after it
+            left = work
+            return _HANDED_OVER
 
         offered = ws if isinstance(ws, PhoneSocket) and ws.offer_to(take) else None
         try:
@@ -513,10 +519,12 @@ class CallBridge:
                 busy = True
                 kind = msg.type
                 if msg.data is _HANDED_OVER:
-                    await self._flush()
+                    handed, left = left, []
+                    await self._flush(handed)
                 elif kind is text or kind is binary:
-                    if handle(msg.data):
-                        await self._flush()
+                    work = handle(msg.data)
+                    if work is not None:
+                        await self._flush(work)
                 elif kind is WSMsgType.ERROR:  # e.g. a frame over the size limit: aiohttp closes (1009)
                     self.log.warning("phone socket error; the socket is closed", error=str(ws.exception())[:200])
                     break
