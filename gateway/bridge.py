@@ -474,7 +474,6 @@ class CallBridge:
         fast = not call.listens  # a call that listens to the caller may set a timer on any frame
         outbox = wire.leg_outbox
         busy = True  # this task has a message in hand (nothing is taken past it meanwhile)
-
         left: list[str] = []  # Voice Live messages of a message handed to this task, taken from the wire
 
         def handle(data: str | bytes) -> list[str] | None:

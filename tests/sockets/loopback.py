@@ -45,17 +45,26 @@ async def serve(app: web.Application, **runner_options: Any) -> tuple[web.AppRun
     return runner, await listen(runner)
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 @contextlib.asynccontextmanager
-async def voicelive_route(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
-    """Serve ``handler`` as Voice Live's realtime route (``/voice-live/realtime``) on a free loopback
-    port, for as long as the block runs: the endpoint, ``http://127.0.0.1:PORT``."""
+async def route(path: str, handler: Handler) -> AsyncIterator[str]:
+    """Serve ``handler`` as ``GET path`` on a free loopback port, for as long as the block runs:
+    ``http://127.0.0.1:PORT``."""
     app = web.Application()
-    app.router.add_get("/voice-live/realtime", handler)
+    app.router.add_get(path, handler)
     runner, base = await serve(app)
     try:
         yield base
     finally:
         await runner.cleanup()
+
+
+def voicelive_route(handler: Handler) -> contextlib.AbstractAsyncContextManager[str]:
+    """Serve ``handler`` as Voice Live's realtime route (``/voice-live/realtime``) on a free loopback
+    port, for as long as the block runs: the endpoint, ``http://127.0.0.1:PORT``."""
+    return route("/voice-live/realtime", handler)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from gateway.phonesocket import PhoneSocket
-from tests.sockets.loopback import serve
+from tests.sockets.loopback import route
 
 LEFT = object()  # what a taker hands the reading task in a message's place
 
@@ -56,14 +56,11 @@ class Server:
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[Server, str]]:
     srv = Server()
-    app = web.Application()
-    app.router.add_get("/media", srv.handler)
-    runner, base = await serve(app)
-    try:
-        yield srv, base.replace("http://", "ws://") + "/media"
-    finally:
-        srv.read_gate.set()
-        await runner.cleanup()
+    async with route("/media", srv.handler) as base:
+        try:
+            yield srv, base.replace("http://", "ws://") + "/media"
+        finally:
+            srv.read_gate.set()  # a handler held at the gate ends, so the server shuts down at once
 
 
 async def _offered(srv: Server, count: int) -> None:

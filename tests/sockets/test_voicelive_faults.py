@@ -24,7 +24,7 @@ from gateway.core import sessions as sessions_module
 from gateway.simulator import RunningSimulator, SimulatorSettings, start_simulator
 from gateway.softphone import Hangup, Say, Silence, WaitForBot
 from gateway.voicelive.budget import LocalBudget
-from tests.sockets.loopback import post_as_twilio, serve, twilio_signed
+from tests.sockets.loopback import post_as_twilio, serve, twilio_signed, voicelive_route
 
 TOKEN = "faults-test-twilio-token"
 HOURS = load_ulaw_8k(ASSETS / "caller_hours.wav")
@@ -93,14 +93,11 @@ class FakeVoiceLive:
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[FakeVoiceLive, str]]:
     vl = FakeVoiceLive()
-    app = web.Application()
-    app.router.add_get("/voice-live/realtime", vl.handle)
-    runner, base = await serve(app)
-    try:
-        yield vl, base
-    finally:
-        vl.released.set()  # a handler that stopped reading ends, so the server shuts down at once
-        await runner.cleanup()
+    async with voicelive_route(vl.handle) as base:
+        try:
+            yield vl, base
+        finally:
+            vl.released.set()  # a handler that stopped reading ends, so the server shuts down at once
 
 
 @pytest.mark.parametrize("status", [401, 429, 503])
